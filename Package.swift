@@ -1,0 +1,62 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Module map (one job each):
+//   CShims     C shims for what Swift cannot import (epoll, CMSG, TUNSETIFF, _GNU_SOURCE calls)
+//   CNetlink   system library: libnl-route-3 (link/address configuration)
+//   CCap       system library: libcap (capability reduction)
+//   PhyLoop    epoll PhySocket event loop, eventfd wake-up, timers, syscall wrappers
+//   LinuxNet   TAP device, netlink interface plumbing, capabilities, credentials
+//   NetStack   our sans-I/O TCP/IP stack (pure Swift, no I/O, injected clock)
+//   ZTConfig   systemd-style INI parsing, in-place editing, daemon/network config model
+//   ZTControl  ztctl <-> ztapd control protocol (JSON over AF_UNIX) and client
+//   ZTService  the daemon: network loops, stack driver, control server, access checks
+let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "ztap",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "ztapd", targets: ["ztapd"]),
+        .executable(name: "ztctl", targets: ["ztctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        .target(name: "CShims"),
+        .systemLibrary(name: "CNetlink", pkgConfig: "libnl-route-3.0",
+                       providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
+        .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
+        .target(name: "PhyLoop",
+                dependencies: ["CShims", .product(name: "SystemPackage", package: "swift-system")],
+                swiftSettings: swiftSettings),
+        .target(name: "LinuxNet",
+                dependencies: ["CShims", "CNetlink", "CCap",
+                               .product(name: "SystemPackage", package: "swift-system")],
+                swiftSettings: swiftSettings),
+        .target(name: "NetStack", swiftSettings: swiftSettings),
+        .target(name: "ZTConfig", swiftSettings: swiftSettings),
+        .target(name: "ZTControl",
+                dependencies: ["CShims", "ZTConfig", .product(name: "SystemPackage", package: "swift-system")],
+                swiftSettings: swiftSettings),
+        .target(name: "ZTService",
+                dependencies: ["PhyLoop", "LinuxNet", "NetStack", "ZTConfig", "ZTControl", "CShims",
+                               .product(name: "Logging", package: "swift-log"),
+                               .product(name: "SystemPackage", package: "swift-system")],
+                swiftSettings: swiftSettings),
+        .executableTarget(name: "ztapd",
+                          dependencies: ["ZTService", .product(name: "Logging", package: "swift-log"),
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          swiftSettings: swiftSettings),
+        .executableTarget(name: "ztctl",
+                          dependencies: ["ZTControl", "ZTConfig",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          swiftSettings: swiftSettings),
+        .testTarget(name: "NetStackTests", dependencies: ["NetStack"], swiftSettings: swiftSettings),
+        .testTarget(name: "ZTConfigTests", dependencies: ["ZTConfig"], swiftSettings: swiftSettings),
+        .testTarget(name: "PhyLoopTests", dependencies: ["PhyLoop", "CShims"], swiftSettings: swiftSettings),
+    ]
+)

@@ -1,0 +1,4 @@
+#ifndef ZTAP_CCAP_SHIM_H
+#define ZTAP_CCAP_SHIM_H
+#include <sys/capability.h>
+#endif

@@ -1,0 +1,66 @@
+// cshims.h - C shims for the Linux calls Swift cannot import directly.
+//
+// Why this exists: sys/epoll.h, sys/eventfd.h, sys/timerfd.h, sys/signalfd.h are not part of
+// the Glibc module; CMSG_* are macros; TUNSETIFF is an _IOW macro; struct ucred, accept4 and
+// setns need _GNU_SOURCE, which a Swift target cannot switch on for the Glibc module. Every
+// function here returns -1 and leaves errno set on failure, exactly like libc.
+#ifndef ZTAP_CSHIMS_H
+#define ZTAP_CSHIMS_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <sys/signalfd.h>
+#include <signal.h>
+
+// epoll / eventfd / timerfd / signalfd: thin out-of-line wrappers so the constants come with them.
+int cshim_epoll_create(void);
+int cshim_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+int cshim_epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout_ms);
+int cshim_eventfd(void);
+int cshim_timerfd_create(void);
+/// Arms a one-shot monotonic timer `ns` nanoseconds from now; 0 disarms.
+int cshim_timerfd_arm_relative(int fd, uint64_t ns);
+/// Blocks SIGTERM/SIGINT/SIGHUP/SIGPIPE... in the calling thread (inherited by threads it
+/// creates) and returns a signalfd for SIGTERM, SIGINT, SIGHUP. SIGPIPE is ignored.
+int cshim_signalfd_standard(void);
+/// Reads one signal from a signalfd; returns the signal number, 0 on EAGAIN, -1 on error.
+int cshim_signalfd_read(int fd);
+
+// Sockets.
+int cshim_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+int cshim_socket_cloexec(int domain, int type, int protocol);
+int cshim_socketpair_cloexec(int domain, int type, int sv[2]);
+/// SO_PEERCRED of a connected AF_UNIX socket.
+int cshim_peercred(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+/// sendmsg with up to `nfds` fds as SCM_RIGHTS (nfds may be 0). MSG_NOSIGNAL is always set.
+ssize_t cshim_send_with_fds(int fd, const void *buf, size_t len, const int *fds, int nfds, int flags);
+/// recvmsg accepting up to `maxfds` fds (MSG_CMSG_CLOEXEC); *nfds receives the count. Extra or
+/// truncated fds are closed and reported via *truncated = 1.
+ssize_t cshim_recv_with_fds(int fd, void *buf, size_t len, int *fds, int maxfds, int *nfds,
+                            int *truncated, int flags);
+/// Binds an AF_UNIX socket to `path` (must fit sun_path).
+int cshim_bind_unix(int fd, const char *path);
+int cshim_connect_unix(int fd, const char *path);
+/// Identity of an fd for lookups that survive dup/fork: st_dev and st_ino.
+int cshim_fd_identity(int fd, uint64_t *dev, uint64_t *ino);
+
+// TAP.
+/// Opens /dev/net/tun in TAP mode (IFF_TAP|IFF_NO_PI|extra_flags) as `name` (may be empty for a
+/// kernel-chosen name); the final name is written back to `name_out` (IFNAMSIZ bytes).
+int cshim_tap_open(const char *name, int extra_flags, char *name_out);
+int cshim_if_nametoindex(const char *name);
+
+// Process / capabilities helpers.
+int cshim_set_keepcaps(int on);
+int cshim_setns_net(int fd);
+/// sd_notify(3) subset: sends `state` to $NOTIFY_SOCKET if set. Returns 1 sent, 0 no socket, -1 error.
+int cshim_sd_notify(const char *state);
+/// Number of open fds of this process (counts /proc/self/fd entries).
+int cshim_count_open_fds(void);
+
+#endif

@@ -1,0 +1,228 @@
+// shims.c - out-of-line wrappers for Linux calls Swift cannot import (see cshims.h).
+#define _GNU_SOURCE
+#include "cshims.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <stdlib.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
+
+int cshim_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int cshim_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.u64 = data;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+int cshim_epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout_ms) {
+    return epoll_wait(epfd, events, maxevents, timeout_ms);
+}
+
+int cshim_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+
+int cshim_timerfd_create(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK); }
+
+int cshim_timerfd_arm_relative(int fd, uint64_t ns) {
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (ns > 0) {
+        its.it_value.tv_sec = (time_t)(ns / 1000000000ull);
+        its.it_value.tv_nsec = (long)(ns % 1000000000ull);
+    }
+    return timerfd_settime(fd, 0, &its, NULL);
+}
+
+int cshim_signalfd_standard(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    signal(SIGPIPE, SIG_IGN);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) return -1;
+    return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+int cshim_signalfd_read(int fd) {
+    struct signalfd_siginfo si;
+    ssize_t n = read(fd, &si, sizeof si);
+    if (n == (ssize_t)sizeof si) return (int)si.ssi_signo;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    if (n >= 0) { errno = EIO; }
+    return -1;
+}
+
+int cshim_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    return accept4(fd, addr, len, flags);
+}
+
+int cshim_socket_cloexec(int domain, int type, int protocol) {
+    return socket(domain, type | SOCK_CLOEXEC, protocol);
+}
+
+int cshim_socketpair_cloexec(int domain, int type, int sv[2]) {
+    return socketpair(domain, type | SOCK_CLOEXEC, 0, sv);
+}
+
+int cshim_peercred(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
+    struct ucred cr;
+    socklen_t len = sizeof cr;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0) return -1;
+    *pid = cr.pid;
+    *uid = cr.uid;
+    *gid = cr.gid;
+    return 0;
+}
+
+#define CSHIM_MAXFDS 8
+
+ssize_t cshim_send_with_fds(int fd, const void *buf, size_t len, const int *fds, int nfds, int flags) {
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr msg;
+    union { char buf[CMSG_SPACE(sizeof(int) * CSHIM_MAXFDS)]; struct cmsghdr align; } u;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    if (nfds < 0 || nfds > CSHIM_MAXFDS) { errno = EINVAL; return -1; }
+    if (nfds > 0) {
+        memset(&u, 0, sizeof u);
+        msg.msg_control = u.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    return sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
+}
+
+ssize_t cshim_recv_with_fds(int fd, void *buf, size_t len, int *fds, int maxfds, int *nfds,
+                            int *truncated, int flags) {
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr msg;
+    union { char buf[CMSG_SPACE(sizeof(int) * CSHIM_MAXFDS)]; struct cmsghdr align; } u;
+    memset(&msg, 0, sizeof msg);
+    memset(&u, 0, sizeof u);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = u.buf;
+    msg.msg_controllen = sizeof u.buf;
+    *nfds = 0;
+    *truncated = 0;
+    ssize_t n = recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC);
+    if (n < 0) return n;
+    if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) *truncated = 1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *in = (int *)CMSG_DATA(c);
+        for (int i = 0; i < count; i++) {
+            int got;
+            memcpy(&got, in + i, sizeof got);
+            if (*nfds < maxfds) fds[(*nfds)++] = got;
+            else { close(got); *truncated = 1; }
+        }
+    }
+    return n;
+}
+
+static int fill_sun(struct sockaddr_un *sun, const char *path) {
+    memset(sun, 0, sizeof *sun);
+    sun->sun_family = AF_UNIX;
+    size_t l = strlen(path);
+    if (l == 0 || l >= sizeof sun->sun_path) { errno = ENAMETOOLONG; return -1; }
+    memcpy(sun->sun_path, path, l + 1);
+    return 0;
+}
+
+int cshim_bind_unix(int fd, const char *path) {
+    struct sockaddr_un sun;
+    if (fill_sun(&sun, path) != 0) return -1;
+    return bind(fd, (struct sockaddr *)&sun, sizeof sun);
+}
+
+int cshim_connect_unix(int fd, const char *path) {
+    struct sockaddr_un sun;
+    if (fill_sun(&sun, path) != 0) return -1;
+    return connect(fd, (struct sockaddr *)&sun, sizeof sun);
+}
+
+int cshim_fd_identity(int fd, uint64_t *dev, uint64_t *ino) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    *dev = (uint64_t)st.st_dev;
+    *ino = (uint64_t)st.st_ino;
+    return 0;
+}
+
+int cshim_tap_open(const char *name, int extra_flags, char *name_out) {
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return -1;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = (short)(IFF_TAP | IFF_NO_PI | extra_flags);
+    if (name && name[0]) {
+        if (strlen(name) >= IFNAMSIZ) { close(fd); errno = ENAMETOOLONG; return -1; }
+        strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    }
+    if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    if (name_out) {
+        memcpy(name_out, ifr.ifr_name, IFNAMSIZ);
+        name_out[IFNAMSIZ - 1] = 0;
+    }
+    return fd;
+}
+
+int cshim_if_nametoindex(const char *name) { return (int)if_nametoindex(name); }
+
+int cshim_set_keepcaps(int on) { return prctl(PR_SET_KEEPCAPS, on ? 1 : 0, 0, 0, 0); }
+
+int cshim_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
+
+int cshim_sd_notify(const char *state) {
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || !path[0]) return 0;
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    size_t l = strlen(path);
+    if (l >= sizeof sun.sun_path) { errno = ENAMETOOLONG; return -1; }
+    memcpy(sun.sun_path, path, l);
+    if (sun.sun_path[0] == '@') sun.sun_path[0] = 0; // abstract namespace
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    ssize_t n = sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun,
+                       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + l));
+    int e = errno;
+    close(fd);
+    if (n < 0) { errno = e; return -1; }
+    return 1;
+}
+
+int cshim_count_open_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) if (e->d_name[0] != '.') n++;
+    closedir(d);
+    return n - 1; // the DIR's own fd
+}

@@ -1,0 +1,80 @@
+/// The Internet checksum (RFC 1071) over raw memory.
+///
+/// Accumulates 32-bit big-endian-agnostic words into a 64-bit sum with wrapping arithmetic (`&+`),
+/// which lets the compiler vectorise; the fold at the end restores the 16-bit one's-complement sum.
+/// Sums are computed in network byte order semantics: the returned value is ready to be stored
+/// big-endian.
+public enum Checksum {
+    /// Partial (unfolded) one's-complement sum of `count` bytes at `p`, added to `initial`.
+    /// The result is in the machine's byte order of 16-bit big-endian words after `fold`.
+    @inlinable
+    public static func partial(_ p: UnsafeRawPointer, count: Int, initial: UInt64 = 0) -> UInt64 {
+        var sum = initial
+        var i = 0
+        // Sum native-endian 32-bit words; byte-swapping the folded result once at the end gives
+        // the big-endian sum (one's-complement addition is byte-order independent, RFC 1071 §2B).
+        while i &+ 32 <= count {
+            sum = sum &+ UInt64(p.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+                &+ UInt64(p.loadUnaligned(fromByteOffset: i &+ 4, as: UInt32.self))
+                &+ UInt64(p.loadUnaligned(fromByteOffset: i &+ 8, as: UInt32.self))
+                &+ UInt64(p.loadUnaligned(fromByteOffset: i &+ 12, as: UInt32.self))
+                &+ UInt64(p.loadUnaligned(fromByteOffset: i &+ 16, as: UInt32.self))
+                &+ UInt64(p.loadUnaligned(fromByteOffset: i &+ 20, as: UInt32.self))
+                &+ UInt64(p.loadUnaligned(fromByteOffset: i &+ 24, as: UInt32.self))
+                &+ UInt64(p.loadUnaligned(fromByteOffset: i &+ 28, as: UInt32.self))
+            i &+= 32
+        }
+        while i &+ 4 <= count {
+            sum = sum &+ UInt64(p.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+            i &+= 4
+        }
+        if i &+ 2 <= count {
+            sum = sum &+ UInt64(p.loadUnaligned(fromByteOffset: i, as: UInt16.self))
+            i &+= 2
+        }
+        if i < count {
+            // A trailing odd byte is the high byte of a big-endian word: in native (little-endian)
+            // order that is the low byte of the loaded word.
+            sum = sum &+ UInt64(p.load(fromByteOffset: i, as: UInt8.self))
+        }
+        return sum
+    }
+
+    /// Adds a 16-bit value given in host order (e.g. a length or protocol number) to a partial
+    /// sum accumulated by `partial` (which sums native-endian words).
+    @inlinable
+    public static func add(_ sum: UInt64, hostOrder16 v: UInt16) -> UInt64 { sum &+ UInt64(v.bigEndian) }
+
+    /// Adds a 32-bit value given in host order (e.g. an IPv4 address's numeric value).
+    @inlinable
+    public static func add(_ sum: UInt64, hostOrder32 v: UInt32) -> UInt64 { sum &+ UInt64(v.bigEndian) }
+
+    /// Folds a partial sum to 16 bits and complements it; the result is in host order, ready to
+    /// be stored with `.bigEndian`.
+    @inlinable
+    public static func finish(_ sum: UInt64) -> UInt16 {
+        var s = (sum & 0xFFFF_FFFF) &+ (sum >> 32)
+        s = (s & 0xFFFF_FFFF) &+ (s >> 32)
+        var t = UInt32(truncatingIfNeeded: s)
+        var u = (t & 0xFFFF) &+ (t >> 16)
+        u = (u & 0xFFFF) &+ (u >> 16)
+        t = u
+        let native = UInt16(truncatingIfNeeded: t)
+        return ~UInt16(bigEndian: native)
+    }
+
+    /// The complete checksum of `count` bytes (host order result).
+    @inlinable
+    public static func compute(_ p: UnsafeRawPointer, count: Int) -> UInt16 { finish(partial(p, count: count)) }
+
+    /// IPv4 pseudo-header partial sum for TCP/UDP (RFC 9293 §3.1, RFC 768).
+    @inlinable
+    public static func pseudoHeader(src: IPv4Address, dst: IPv4Address, proto: UInt8, length: Int) -> UInt64 {
+        var s: UInt64 = 0
+        s = add(s, hostOrder32: src.value)
+        s = add(s, hostOrder32: dst.value)
+        s = add(s, hostOrder16: UInt16(proto))
+        s = add(s, hostOrder16: UInt16(truncatingIfNeeded: length))
+        return s
+    }
+}

@@ -1,0 +1,1 @@
+// \(m) — placeholder, filled in by its issue work.

@@ -1,0 +1,3 @@
+import Testing
+@testable import NetStack
+@Test func moduleLinks() { #expect(true) }

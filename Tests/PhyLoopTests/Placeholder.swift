@@ -1,0 +1,3 @@
+import Testing
+@testable import PhyLoop
+@Test func moduleLinks() { #expect(true) }

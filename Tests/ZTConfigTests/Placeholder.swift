@@ -1,0 +1,3 @@
+import Testing
+@testable import ZTConfig
+@Test func moduleLinks() { #expect(true) }
