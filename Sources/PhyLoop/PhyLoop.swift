@@ -1,1 +1,327 @@
-// \(m) — placeholder, filled in by its issue work.
+import CShims
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// PhyLoop — one small epoll event loop with explicit callbacks (ZeroTier's Phy.hpp is the model).
+//
+// Contract:
+// - A PhyLoop is owned by exactly one thread. Every method except `wake()` must be called on that
+//   thread; `wake()` is the one thread-safe call (it writes the loop's eventfd).
+// - Sockets are added with a kind (listener, stream, raw fd) and a typed context; each becomes a
+//   `PhySocket` whose `context` the handler may change at will.
+// - Callbacks: `phyOnAccept` for a listener with a pending connection (the loop accepts it, with
+//   SOCK_NONBLOCK|SOCK_CLOEXEC, and hands over the new fd); `phyOnReadable` / `phyOnWritable` when
+//   epoll reports them and the socket wants them (`setNotifyReadable` / `setNotifyWritable`);
+//   `phyOnClose` exactly once for every socket that goes away, whether closed by `close(_:)`, by
+//   the peer (HUP/ERR seen while nobody reads) or by loop shutdown; `phyOnWake` after `wake()`;
+//   `phyOnTimer` when the deadline given to `poll` has passed.
+// - Closing inside any callback is safe: `close(_:)` unregisters and closes the fd at once (so no
+//   further events arrive for it), marks the entry dead and defers the `phyOnClose` call and the
+//   slot's reuse to the end of the current pass. Stale epoll events are recognised by a
+//   generation number packed into `epoll_event.data.u64` and dropped.
+// - No fixed polling interval: `poll(deadline:)` sleeps until an fd is ready or the deadline (the
+//   stack's next timer) passes.
+
+/// What a registered fd is, which decides how readiness is turned into callbacks.
+public enum PhySocketKind: Sendable {
+    /// A listening socket; readiness means "accept".
+    case listener
+    /// A connected stream/seqpacket socket; readiness means data or space.
+    case stream
+    /// Any other fd (TAP, signalfd, timerfd); readiness is passed through as readable/writable.
+    case raw
+}
+
+public final class PhySocket<Context> {
+    public let fd: Int32
+    public let kind: PhySocketKind
+    public var context: Context
+    @usableFromInline var slot: Int
+    @usableFromInline var generation: UInt32
+    @usableFromInline var interest: UInt32
+    public internal(set) var isClosed = false
+    /// Removed from epoll after a hangup seen with read interest off (see `phyOnHangup`).
+    public internal(set) var suspended = false
+    /// When true the loop closes the fd on `close`; false for fds the owner closes itself.
+    public let ownsFD: Bool
+
+    init(fd: Int32, kind: PhySocketKind, context: Context, slot: Int, generation: UInt32, interest: UInt32, ownsFD: Bool) {
+        self.fd = fd
+        self.kind = kind
+        self.context = context
+        self.slot = slot
+        self.generation = generation
+        self.interest = interest
+        self.ownsFD = ownsFD
+    }
+}
+
+/// The callbacks a PhyLoop delivers. All are called on the loop's thread.
+public protocol PhySocketHandler: AnyObject {
+    associatedtype Context
+    /// A listener accepted `fd` (non-blocking, close-on-exec). Return the context for the new
+    /// socket to have the loop watch it, or nil to have the loop close it (e.g. peer not allowed
+    /// — the handler may write a refusal first).
+    func phyOnAccept(listener: PhySocket<Context>, fd: Int32) -> Context?
+    func phyOnReadable(_ socket: PhySocket<Context>)
+    func phyOnWritable(_ socket: PhySocket<Context>)
+    /// The socket is gone (closed by us, by the peer, or by shutdown). Called exactly once.
+    func phyOnClose(_ socket: PhySocket<Context>)
+    /// `wake()` was called from some thread.
+    func phyOnWake()
+    /// The deadline passed to `poll` was reached.
+    func phyOnTimer()
+    /// The peer hung up (or the fd errored) while read interest was off (back-pressure). The loop
+    /// has stopped watching the fd so a level-triggered HUP cannot spin; the socket stays open
+    /// until the handler drains what it still wants and calls `close`. Turning read interest back
+    /// on resumes watching.
+    func phyOnHangup(_ socket: PhySocket<Context>)
+}
+
+extension PhySocketHandler {
+    public func phyOnHangup(_ socket: PhySocket<Context>) {}
+}
+
+public final class PhyLoop<Handler: PhySocketHandler> {
+    public typealias Socket = PhySocket<Handler.Context>
+
+    /// The handler usually owns the loop, so the loop must not retain it.
+    public unowned var handler: Handler!
+    private let epfd: Int32
+    private let wakeFD: Int32
+    private var slots: [Socket?] = []
+    private var freeSlots: [Int] = []
+    private var generations: [UInt32] = []
+    private var pendingClose: [Socket] = []
+    private var events: UnsafeMutablePointer<epoll_event>
+    private var eventCapacity: Int
+    public private(set) var socketCount = 0
+
+    private static var wakeToken: UInt64 { UInt64.max }
+
+    public init() throws(Errno) {
+        epfd = cshim_epoll_create()
+        guard epfd >= 0 else { throw Errno(rawValue: errno) }
+        do {
+            wakeFD = try Sys.eventfd()
+        } catch {
+            Glibc.close(epfd)
+            throw error
+        }
+        eventCapacity = 256
+        events = .allocate(capacity: eventCapacity)
+        guard cshim_epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, UInt32(EPOLLIN.rawValue), Self.wakeToken) == 0 else {
+            let e = errno
+            Glibc.close(wakeFD)
+            Glibc.close(epfd)
+            events.deallocate()
+            throw Errno(rawValue: e)
+        }
+    }
+
+    deinit {
+        events.deallocate()
+        Glibc.close(wakeFD)
+        Glibc.close(epfd)
+    }
+
+    /// Thread-safe: interrupts `poll` and makes the loop call `phyOnWake`.
+    public var waker: PhyWaker { PhyWaker(fd: wakeFD) }
+
+    /// Registers `fd`. Listeners and raw fds start with read interest; streams with read interest.
+    @discardableResult
+    public func add(fd: Int32, kind: PhySocketKind, context: Handler.Context, ownsFD: Bool = true,
+                    readable: Bool = true, writable: Bool = false) throws(Errno) -> Socket {
+        let slot: Int
+        if let s = freeSlots.popLast() {
+            slot = s
+        } else {
+            slot = slots.count
+            slots.append(nil)
+            generations.append(0)
+        }
+        generations[slot] &+= 1
+        let gen = generations[slot]
+        var interest: UInt32 = 0
+        if readable { interest |= Self.readInterest }
+        if writable { interest |= UInt32(EPOLLOUT.rawValue) }
+        let token = UInt64(slot) | UInt64(gen) << 32
+        guard cshim_epoll_ctl(epfd, EPOLL_CTL_ADD, fd, interest, token) == 0 else {
+            let e = errno
+            freeSlots.append(slot)
+            throw Errno(rawValue: e)
+        }
+        let sock = Socket(fd: fd, kind: kind, context: context, slot: slot, generation: gen,
+                          interest: interest, ownsFD: ownsFD)
+        slots[slot] = sock
+        socketCount += 1
+        return sock
+    }
+
+    /// Starts or stops `phyOnWritable` callbacks for `socket` (Phy.hpp's setNotifyWritable).
+    public func setNotifyWritable(_ socket: Socket, _ on: Bool) {
+        update(socket, bit: UInt32(EPOLLOUT.rawValue), on: on)
+    }
+
+    /// Starts or stops `phyOnReadable` callbacks (back-pressure: stop reading an app socket whose
+    /// data the stack cannot take yet).
+    public func setNotifyReadable(_ socket: Socket, _ on: Bool) {
+        update(socket, bit: Self.readInterest, on: on)
+    }
+
+    // RDHUP travels with IN: when reads are off, a level-triggered RDHUP must not keep firing.
+    private static var readInterest: UInt32 { UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) }
+
+    private func update(_ socket: Socket, bit: UInt32, on: Bool) {
+        guard !socket.isClosed else { return }
+        let new = on ? socket.interest | bit : socket.interest & ~bit
+        if new == socket.interest && !socket.suspended { return }
+        socket.interest = new
+        let token = UInt64(socket.slot) | UInt64(socket.generation) << 32
+        if socket.suspended {
+            // Only resume once the handler wants to read again (it will see the hangup then).
+            guard new & Self.readInterest != 0 else { return }
+            socket.suspended = false
+            _ = cshim_epoll_ctl(epfd, EPOLL_CTL_ADD, socket.fd, new, token)
+        } else {
+            _ = cshim_epoll_ctl(epfd, EPOLL_CTL_MOD, socket.fd, new, token)
+        }
+    }
+
+    /// Closes `socket` now (fd unregistered and closed); `phyOnClose` follows at the end of the
+    /// current pass (or at once when called outside `poll`). Idempotent.
+    public func close(_ socket: Socket) {
+        guard !socket.isClosed else { return }
+        socket.isClosed = true
+        if !socket.suspended { _ = cshim_epoll_ctl(epfd, EPOLL_CTL_DEL, socket.fd, 0, 0) }
+        if socket.ownsFD { Sys.close(socket.fd) }
+        slots[socket.slot] = nil
+        socketCount -= 1
+        pendingClose.append(socket)
+        if !inPoll { reap() }
+    }
+
+    private var inPoll = false
+
+    private func reap() {
+        while let s = pendingClose.popLast() {
+            freeSlots.append(s.slot)
+            handler.phyOnClose(s)
+        }
+    }
+
+    /// Waits for activity until `deadline` (monotonic ns; nil = no deadline) and dispatches it.
+    /// Returns the number of events handled.
+    @discardableResult
+    public func poll(deadline: UInt64?) throws(Errno) -> Int {
+        var timeout: Int32 = -1
+        if let d = deadline {
+            let now = Sys.monotonicNanoseconds()
+            if d <= now {
+                timeout = 0
+            } else {
+                // Round up so we never wake before the deadline and spin.
+                let ms = (d - now + 999_999) / 1_000_000
+                timeout = ms > UInt64(Int32.max) ? Int32.max : Int32(ms)
+            }
+        }
+        let n = cshim_epoll_wait(epfd, events, Int32(eventCapacity), timeout)
+        if n < 0 {
+            if errno == EINTR { return 0 }
+            throw Errno(rawValue: errno)
+        }
+        inPoll = true
+        defer {
+            inPoll = false
+            reap()
+        }
+        for i in 0..<Int(n) {
+            let ev = events[i]
+            let token = ev.data.u64
+            if token == Self.wakeToken {
+                Sys.drainEventFD(wakeFD)
+                handler.phyOnWake()
+                continue
+            }
+            let slot = Int(token & 0xFFFF_FFFF)
+            let gen = UInt32(token >> 32)
+            guard slot < slots.count, let sock = slots[slot], sock.generation == gen else { continue }
+            dispatch(sock, ev.events)
+        }
+        if Int(n) == eventCapacity {
+            // Busy: grow once so a burst is handled in fewer passes.
+            events.deallocate()
+            eventCapacity *= 2
+            events = .allocate(capacity: eventCapacity)
+        }
+        if let d = deadline, Sys.monotonicNanoseconds() >= d {
+            handler.phyOnTimer()
+        }
+        return Int(n)
+    }
+
+    private func dispatch(_ sock: Socket, _ bits: UInt32) {
+        let readBits = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue)
+        let hangBits = UInt32(EPOLLHUP.rawValue | EPOLLERR.rawValue)
+        switch sock.kind {
+        case .listener:
+            if bits & readBits != 0 { acceptAll(sock) }
+        case .stream, .raw:
+            if bits & UInt32(EPOLLOUT.rawValue) != 0, sock.interest & UInt32(EPOLLOUT.rawValue) != 0 {
+                handler.phyOnWritable(sock)
+            }
+            if sock.isClosed { return }
+            if bits & readBits != 0 {
+                if sock.interest & UInt32(EPOLLIN.rawValue) != 0 {
+                    handler.phyOnReadable(sock)
+                } else if bits & hangBits != 0 {
+                    // HUP/ERR cannot be masked in epoll: stop watching so it cannot spin.
+                    sock.suspended = true
+                    _ = cshim_epoll_ctl(epfd, EPOLL_CTL_DEL, sock.fd, 0, 0)
+                    handler.phyOnHangup(sock)
+                }
+            }
+        }
+    }
+
+    private func acceptAll(_ listener: Socket) {
+        // Bounded per pass so one busy listener cannot starve the rest of the loop.
+        for _ in 0..<64 {
+            let fd = cshim_accept4(listener.fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
+            if fd < 0 {
+                let e = errno
+                if e == EINTR || e == ECONNABORTED { continue }
+                return // EAGAIN, or EMFILE/ENFILE: try again on the next readiness
+            }
+            guard let ctx = handler.phyOnAccept(listener: listener, fd: fd) else {
+                Sys.close(fd)
+                continue
+            }
+            do {
+                try add(fd: fd, kind: .stream, context: ctx)
+            } catch {
+                Sys.close(fd)
+            }
+            if listener.isClosed { return }
+        }
+    }
+
+    /// Closes every socket (each gets its `phyOnClose`). Used on shutdown.
+    public func closeAll() {
+        for case let s? in slots { close(s) }
+        reap()
+    }
+
+    /// Visits every live socket.
+    public func forEach(_ body: (Socket) -> Void) {
+        for case let s? in slots where !s.isClosed { body(s) }
+    }
+}
+
+/// The thread-safe half of a PhyLoop: writes its eventfd.
+public struct PhyWaker: Sendable {
+    let fd: Int32
+    public func wake() { Sys.signalEventFD(fd) }
+}

@@ -1,0 +1,158 @@
+import CShims
+import Foundation
+import Testing
+@testable import PhyLoop
+
+/// Records every callback so tests can assert on the exact sequence.
+final class Recorder: PhySocketHandler {
+    typealias Context = String
+    var log: [String] = []
+    var loop: PhyLoop<Recorder>!
+    var closeOnReadable = false
+    var acceptVerdict = true
+
+    func phyOnAccept(listener: PhySocket<String>, fd: Int32) -> String? {
+        log.append("accept")
+        return acceptVerdict ? "accepted" : nil
+    }
+    func phyOnReadable(_ s: PhySocket<String>) {
+        var buf = [UInt8](repeating: 0, count: 64)
+        let n = buf.withUnsafeMutableBytes { read(s.fd, $0.baseAddress, 64) }
+        log.append("readable:\(s.context):\(n)")
+        if n == 0 || closeOnReadable { loop.close(s) }
+    }
+    func phyOnWritable(_ s: PhySocket<String>) {
+        log.append("writable:\(s.context)")
+        loop.setNotifyWritable(s, false)
+    }
+    func phyOnClose(_ s: PhySocket<String>) { log.append("close:\(s.context)") }
+    func phyOnWake() { log.append("wake") }
+    func phyOnTimer() { log.append("timer") }
+    func phyOnHangup(_ s: PhySocket<String>) { log.append("hangup:\(s.context)") }
+}
+
+func makePair() -> (Int32, Int32) {
+    var fds: [Int32] = [0, 0]
+    let r = fds.withUnsafeMutableBufferPointer { cshim_socketpair_cloexec(AF_UNIX, Int32(SOCK_STREAM.rawValue), $0.baseAddress) }
+    precondition(r == 0)
+    return (fds[0], fds[1])
+}
+
+func makeLoop() throws -> (PhyLoop<Recorder>, Recorder) {
+    let r = Recorder()
+    let loop = try PhyLoop<Recorder>()
+    loop.handler = r
+    r.loop = loop
+    return (loop, r)
+}
+
+@Test func readableThenPeerCloseReapsSocket() throws {
+    let (loop, rec) = try makeLoop()
+    let (a, b) = makePair()
+    try Sys.setNonBlocking(a)
+    try loop.add(fd: a, kind: .stream, context: "a")
+    _ = "hi".withCString { write(b, $0, 2) }
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(rec.log == ["readable:a:2"])
+    close(b)
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(rec.log == ["readable:a:2", "readable:a:0", "close:a"])
+    #expect(loop.socketCount == 0)
+}
+
+@Test func writableOnlyWhenAsked() throws {
+    let (loop, rec) = try makeLoop()
+    let (a, b) = makePair()
+    defer { close(b) }
+    let s = try loop.add(fd: a, kind: .stream, context: "a", readable: false)
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 10_000_000)
+    #expect(rec.log == ["timer"])
+    loop.setNotifyWritable(s, true)
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(rec.log == ["timer", "writable:a"])
+    loop.closeAll()
+    #expect(rec.log.last == "close:a")
+}
+
+@Test func wakeFromAnotherThread() throws {
+    let (loop, rec) = try makeLoop()
+    let waker = loop.waker
+    let t = Thread { usleep(20_000); waker.wake() }
+    t.start()
+    let start = Sys.monotonicNanoseconds()
+    try loop.poll(deadline: nil)
+    #expect(rec.log == ["wake"])
+    #expect(Sys.monotonicNanoseconds() - start < 5_000_000_000)
+}
+
+@Test func closeInsideCallbackIsSafeAndDeferred() throws {
+    let (loop, rec) = try makeLoop()
+    rec.closeOnReadable = true
+    let (a, b) = makePair()
+    defer { close(b) }
+    try loop.add(fd: a, kind: .stream, context: "a")
+    _ = "x".withCString { write(b, $0, 1) }
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(rec.log == ["readable:a:1", "close:a"])
+    // The fd is really closed: writing to the peer fails with EPIPE.
+    let n = "y".withCString { send(b, $0, 1, Int32(MSG_NOSIGNAL)) }
+    #expect(n == -1)
+}
+
+@Test func hangupWithReadsOffSuspendsInsteadOfSpinning() throws {
+    let (loop, rec) = try makeLoop()
+    let (a, b) = makePair()
+    let s = try loop.add(fd: a, kind: .stream, context: "a")
+    loop.setNotifyReadable(s, false)
+    close(b)
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(rec.log == ["hangup:a"])
+    #expect(s.suspended)
+    // No further events: the next poll just times out.
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 20_000_000)
+    #expect(rec.log == ["hangup:a", "timer"])
+    loop.setNotifyReadable(s, true)
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(rec.log == ["hangup:a", "timer", "readable:a:0", "close:a"])
+}
+
+@Test func listenerAcceptsAndRefuses() throws {
+    let (loop, rec) = try makeLoop()
+    let path = NSTemporaryDirectory() + "phy-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+    defer { unlink(path) }
+    let l = cshim_socket_cloexec(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    #expect(cshim_bind_unix(l, path) == 0)
+    #expect(listen(l, 16) == 0)
+    try Sys.setNonBlocking(l)
+    try loop.add(fd: l, kind: .listener, context: "l")
+    let c = cshim_socket_cloexec(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(c) }
+    #expect(cshim_connect_unix(c, path) == 0)
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(rec.log == ["accept"])
+    #expect(loop.socketCount == 2)
+    rec.acceptVerdict = false
+    let c2 = cshim_socket_cloexec(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(c2) }
+    #expect(cshim_connect_unix(c2, path) == 0)
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(loop.socketCount == 2)
+    // The refused connection was closed by the loop: the client sees EOF.
+    var buf: UInt8 = 0
+    #expect(read(c2, &buf, 1) == 0)
+}
+
+@Test func closedSocketsReleaseTheirFDs() throws {
+    let (loop, rec) = try makeLoop()
+    defer { withExtendedLifetime(rec) {} }
+    for _ in 0..<200 {
+        let (a, b) = makePair()
+        let s = try loop.add(fd: a, kind: .stream, context: "x")
+        loop.close(s)
+        // The loop owns `a`: it is closed right away (checked before anything can reuse the number).
+        #expect(fcntl(a, F_GETFD) == -1 && errno == EBADF)
+        close(b)
+    }
+    #expect(loop.socketCount == 0)
+    #expect(rec.log.count == 200)
+}

@@ -1,3 +1,0 @@
-import Testing
-@testable import PhyLoop
-@Test func moduleLinks() { #expect(true) }
