@@ -1,0 +1,141 @@
+import Foundation
+
+// The ztctl <-> ztapd control protocol: newline-delimited JSON over the AF_UNIX stream socket
+// RUN_DIR/control.sock. One request per line, one response line per request. Every response
+// says `ok`; a failure carries a human-readable `error` and, where one applies, the `errno`.
+// Peers are authorised by SO_PEERCRED before any request is read.
+
+public enum ControlCommand: String, Codable, Sendable, CaseIterable {
+    case status, list, join, leave, get, set, reload, connections
+}
+
+public struct JoinOptions: Codable, Sendable, Equatable {
+    public var addresses: [String] = []
+    public var kernelAddresses: [String] = []
+    public var mtu: Int?
+    public var mac: String?
+    public var interface: String?
+    public var bridge: String?
+    public init() {}
+}
+
+public struct ControlRequest: Codable, Sendable, Equatable {
+    /// Wire format version; the daemon refuses requests from a newer ztctl with a clear error.
+    public var version: Int = ControlRequest.currentVersion
+    public var command: ControlCommand
+    public var name: String?
+    public var key: String?
+    public var assignments: [String]?
+    public var join: JoinOptions?
+    public static let currentVersion = 1
+    /// Requests larger than this are refused (and the connection closed) by the daemon.
+    public static let maxSize = 64 * 1024
+
+    public init(command: ControlCommand, name: String? = nil) {
+        self.command = command
+        self.name = name
+    }
+}
+
+public struct DaemonStatus: Codable, Sendable, Equatable {
+    public var version: String
+    public var pid: Int32
+    public var uptimeSeconds: Double
+    public var configDir: String
+    public var runDir: String
+    public var networks: Int
+    public var networksUp: Int
+    public var capabilities: String
+    public var user: String
+    public init(version: String, pid: Int32, uptimeSeconds: Double, configDir: String, runDir: String,
+                networks: Int, networksUp: Int, capabilities: String, user: String) {
+        self.version = version; self.pid = pid; self.uptimeSeconds = uptimeSeconds; self.configDir = configDir
+        self.runDir = runDir; self.networks = networks; self.networksUp = networksUp
+        self.capabilities = capabilities; self.user = user
+    }
+}
+
+public struct NetworkStatus: Codable, Sendable, Equatable {
+    public enum State: String, Codable, Sendable { case up, failed }
+    public var name: String
+    public var state: State
+    public var interface: String
+    public var mac: String
+    public var mtu: Int
+    public var addresses: [String]
+    public var kernelAddresses: [String]
+    public var bridge: String?
+    public var services: [String]
+    public var error: String?
+    public var framesIn: UInt64 = 0
+    public var framesOut: UInt64 = 0
+    public var connections: Int = 0
+    public init(name: String, state: State, interface: String, mac: String, mtu: Int, addresses: [String],
+                kernelAddresses: [String], bridge: String?, services: [String], error: String?) {
+        self.name = name; self.state = state; self.interface = interface; self.mac = mac; self.mtu = mtu
+        self.addresses = addresses; self.kernelAddresses = kernelAddresses; self.bridge = bridge
+        self.services = services; self.error = error
+    }
+}
+
+public struct ConnectionInfo: Codable, Sendable, Equatable {
+    public var network: String
+    public var proto: String
+    public var local: String
+    public var remote: String
+    public var state: String
+    public var pid: Int32?
+    public var uid: UInt32?
+    public var bytesIn: UInt64
+    public var bytesOut: UInt64
+    public init(network: String, proto: String, local: String, remote: String, state: String,
+                pid: Int32?, uid: UInt32?, bytesIn: UInt64, bytesOut: UInt64) {
+        self.network = network; self.proto = proto; self.local = local; self.remote = remote
+        self.state = state; self.pid = pid; self.uid = uid; self.bytesIn = bytesIn; self.bytesOut = bytesOut
+    }
+}
+
+public struct KeyValue: Codable, Sendable, Equatable {
+    public var key: String
+    public var value: String
+    public init(key: String, value: String) { self.key = key; self.value = value }
+}
+
+public struct ControlResponse: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var error: String?
+    public var errno: Int32?
+    public var message: String?
+    public var status: DaemonStatus?
+    public var networks: [NetworkStatus]?
+    public var values: [KeyValue]?
+    public var connections: [ConnectionInfo]?
+
+    public init(ok: Bool) { self.ok = ok }
+    public static func success(_ message: String? = nil) -> ControlResponse {
+        var r = ControlResponse(ok: true)
+        r.message = message
+        return r
+    }
+    public static func failure(_ error: String, errno: Int32? = nil) -> ControlResponse {
+        var r = ControlResponse(ok: false)
+        r.error = error
+        r.errno = errno
+        return r
+    }
+}
+
+public enum ControlCodec {
+    /// One JSON object on one line, terminated by "\n".
+    public static func encodeLine<T: Encodable>(_ value: T) -> [UInt8] {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var bytes = [UInt8]((try? enc.encode(value)) ?? Data("{\"ok\":false,\"error\":\"encoding failed\"}".utf8))
+        bytes.append(0x0A)
+        return bytes
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from line: some Collection<UInt8>) throws -> T {
+        try JSONDecoder().decode(T.self, from: Data(line))
+    }
+}

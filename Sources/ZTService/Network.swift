@@ -1,0 +1,103 @@
+import Foundation
+import LinuxNet
+import Logging
+import NetStack
+import PhyLoop
+import ZTConfig
+import ZTControl
+
+/// A joined network as the main thread sees it: its config, TAP, and the thread running its loop.
+final class Network {
+    var config: NetworkConfig
+    let tap: TapDevice
+    let inbox = Inbox<NetworkCommand>()
+    var waker: PhyWaker?
+    private var finished: DispatchSemaphore?
+    let stackMAC: MACAddress
+
+    var interfaceName: String { tap.name }
+
+    init(config: NetworkConfig, tap: TapDevice) {
+        self.config = config
+        self.tap = tap
+        stackMAC = Network.stackMAC(for: config.name)
+    }
+
+    /// The stack is its own host on the segment, so it needs a MAC distinct from the TAP's:
+    /// derived from the name (FNV-1a, salted), locally administered, unicast.
+    static func stackMAC(for name: String) -> MACAddress {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in (name + "#stack").utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
+        return MACAddress(0x02, UInt8(truncatingIfNeeded: h >> 8), UInt8(truncatingIfNeeded: h >> 16),
+                          UInt8(truncatingIfNeeded: h >> 24), UInt8(truncatingIfNeeded: h >> 32),
+                          UInt8(truncatingIfNeeded: h >> 40))
+    }
+
+    static func settings(for config: NetworkConfig, mac: MACAddress) -> StackSettings {
+        let v4 = config.addresses.compactMap { p -> IPv4CIDR? in
+            guard let v = p.ipv4Value else { return nil }
+            return IPv4CIDR(address: IPv4Address(v), prefixLength: p.prefixLength)
+        }
+        return StackSettings(stackMAC: mac, mtu: config.mtu, addresses: v4,
+                             gateway: config.gateway.flatMap { IPv4Address($0) },
+                             services: config.services.map(\.rawValue),
+                             tcpReceiveBuffer: config.tcpReceiveBuffer, tcpSendBuffer: config.tcpSendBuffer,
+                             maxConnections: config.maxConnections)
+    }
+
+    /// Starts the network's loop thread. Throws if the loop cannot be created.
+    func start(logger: Logger) throws(ServiceError) {
+        let name = config.name
+        let fd = tap.fd
+        let settings = Network.settings(for: config, mac: stackMAC)
+        let inbox = self.inbox
+        let started = Reply<Result<PhyWaker, ServiceError>>()
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            // Everything the loop owns is created on its own thread and never leaves it.
+            do {
+                let driver = makeStackDriver(settings: settings, tapFD: fd, logger: logger)
+                let loop = try NetworkLoop(name: name, tapFD: fd, inbox: inbox, driver: driver, logger: logger)
+                started.fulfill(.success(loop.waker))
+                loop.run()
+            } catch {
+                started.fulfill(.failure(ServiceError("network \(name): cannot create event loop: \(error)")))
+            }
+            done.signal()
+        }
+        thread.name = "net-\(name)"
+        thread.start()
+        switch started.wait(seconds: 10) {
+        case .success(let w)?:
+            waker = w
+            finished = done
+        case .failure(let e)?:
+            throw e
+        case nil:
+            throw ServiceError("network \(name): event loop did not start")
+        }
+    }
+
+    func post(_ command: NetworkCommand) {
+        inbox.post(command)
+        waker?.wake()
+    }
+
+    /// Stops the loop and waits for its thread; then closes the TAP (which removes the interface).
+    func stop() {
+        if let done = finished {
+            post(.stop)
+            _ = done.wait(timeout: .now() + 10)
+            finished = nil
+            waker = nil
+        }
+        tap.close()
+    }
+
+    func ask<T: Sendable>(_ make: (Reply<T>) -> NetworkCommand) -> T? {
+        guard waker != nil else { return nil }
+        let reply = Reply<T>()
+        post(make(reply))
+        return reply.wait(seconds: 5)
+    }
+}

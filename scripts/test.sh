@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# test.sh - installs what is missing, builds, and runs every test: unit tests (swift test) and the
+# integration tests (pytest, real TAP devices, network namespaces, the kernel as the peer).
+#
+# Privileged parts run only as root (CI is root); as non-root they are skipped with the reason.
+# Everything runs inside network namespaces the tests create and delete.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/opt/swift/usr/bin:$PATH
+
+scripts/install-deps.sh || exit 1
+
+echo "== build (debug + release)"
+swift build 2>&1 | tail -3 || exit 1
+swift build -c release 2>&1 | tail -3 || exit 1
+[ -x .build/release/ztapd ] || { echo "build failed"; exit 1; }
+scripts/build-intercept.sh >/dev/null 2>&1 || true
+
+unit_rc=0
+echo "== unit tests (swift test)"
+if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null; then
+    # A private, throwaway network namespace for the whole unit-test process: tests that create
+    # TAP devices or bridges cannot touch the host's network, and everything vanishes at exit.
+    unshare --net env ZTAP_PRIVATE_NETNS=1 swift test 2>&1 | tee /tmp/ztap-unit.log | grep -E "✘|error:|Test run|Executed" ; unit_rc=${PIPESTATUS[0]}
+else
+    echo "not root: privileged unit tests will skip (they need their own network namespace)"
+    swift test 2>&1 | tee /tmp/ztap-unit.log | grep -E "✘|error:|Test run|Executed"; unit_rc=${PIPESTATUS[0]}
+fi
+unit_pass=$(grep -oE "Test run with [0-9]+ tests?" /tmp/ztap-unit.log | grep -oE "[0-9]+" | tail -1)
+unit_fail=$(grep -cE "^✘ Test [a-zA-Z]" /tmp/ztap-unit.log)
+
+echo "== integration tests (pytest)"
+ZTAP_BIN_DIR="$PWD/.build/release" python3 -m pytest -q -p no:cacheprovider Tests/integration 2>&1 | tee /tmp/ztap-integration.log
+int_rc=${PIPESTATUS[0]}
+int_pass=$(grep -oE "[0-9]+ passed" /tmp/ztap-integration.log | tail -1 | grep -oE "[0-9]+")
+int_fail=$(grep -oE "[0-9]+ (failed|errors?)" /tmp/ztap-integration.log | awk '{s+=$1} END {print s+0}')
+
+passed=$(( ${unit_pass:-0} - ${unit_fail:-0} + ${int_pass:-0} ))
+failed=$(( ${unit_fail:-0} + ${int_fail:-0} ))
+if [ "$unit_rc" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+if [ "$int_rc" -ne 0 ] && [ "$int_rc" -ne 5 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
