@@ -1,1 +1,0 @@
-// \(m) — placeholder, filled in by its issue work.
