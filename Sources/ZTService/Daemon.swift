@@ -671,7 +671,7 @@ public final class Daemon: PhySocketHandler {
         loop.setNotifyWritable(socket, false)
         if peer.closeAfterWrite {
             // Let the client read the refusal before the hang-up: shut down our side only.
-            shutdown(socket.fd, Int32(SHUT_WR))
+            Glibc.shutdown(socket.fd, Int32(SHUT_WR))
             loop.close(socket)
         }
     }
