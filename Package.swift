@@ -58,5 +58,6 @@ let package = Package(
         .testTarget(name: "NetStackTests", dependencies: ["NetStack"], swiftSettings: swiftSettings),
         .testTarget(name: "ZTConfigTests", dependencies: ["ZTConfig"], swiftSettings: swiftSettings),
         .testTarget(name: "PhyLoopTests", dependencies: ["PhyLoop", "CShims"], swiftSettings: swiftSettings),
+        .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet"], swiftSettings: swiftSettings),
     ]
 )
