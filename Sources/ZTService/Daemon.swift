@@ -467,9 +467,9 @@ public final class Daemon: PhySocketHandler {
         return list(only: name)
     }
 
-    private func leave(_ name: String?) -> ControlResponse {
+    private func leave(_ rawName: String?) -> ControlResponse {
         let name: String
-        switch validName(name) {
+        switch validName(rawName) {
         case .success(let n): name = n
         case .failure(let e): return .failure(e.message, errno: e.errno)
         }
@@ -483,9 +483,9 @@ public final class Daemon: PhySocketHandler {
         return .success("left \(name)")
     }
 
-    private func get(_ name: String?, key: String?) -> ControlResponse {
+    private func get(_ rawName: String?, key: String?) -> ControlResponse {
         let name: String
-        switch validName(name) {
+        switch validName(rawName) {
         case .success(let n): name = n
         case .failure(let e): return .failure(e.message, errno: e.errno)
         }
@@ -499,9 +499,9 @@ public final class Daemon: PhySocketHandler {
         }
     }
 
-    private func set(_ name: String?, assignments: [String]) -> ControlResponse {
+    private func set(_ rawName: String?, assignments: [String]) -> ControlResponse {
         let name: String
-        switch validName(name) {
+        switch validName(rawName) {
         case .success(let n): name = n
         case .failure(let e): return .failure(e.message, errno: e.errno)
         }

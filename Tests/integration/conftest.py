@@ -63,7 +63,8 @@ class Netns:
 
     def addrs(self, ifname):
         info = self.ip_json("addr", "show", "dev", ifname)
-        return sorted(f'{a["local"]}/{a["prefixlen"]}' for a in info[0]["addr_info"]) if info else []
+        return sorted(f"{a['local']}/{a['prefixlen']}" for a in info[0]["addr_info"]
+                      if not a["local"].startswith("fe80:")) if info else []
 
     def close(self):
         run(["ip", "netns", "del", self.name], check=False)
