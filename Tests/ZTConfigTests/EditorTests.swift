@@ -176,6 +176,19 @@ import Testing
         }
     }
 
+    @Test func symlinkedFileIsEditedThroughTheLink() throws {
+        try withTempDir { dir in
+            let target = dir + "/real.conf.txt"
+            try write(original, to: target)
+            let link = dir + "/lab.conf"
+            #expect(symlink(target, link) == 0)
+            _ = try apply(link, [("MTU", "1300")])
+            var st = stat()
+            #expect(lstat(link, &st) == 0 && (st.st_mode & S_IFMT) == S_IFLNK, "still a symlink")
+            #expect(try read(target).contains("  MTU = 1300\n"))
+        }
+    }
+
     @Test func concurrentEditsAreSerialised() throws {
         try withTempDir { dir in
             let path = try setup(dir)

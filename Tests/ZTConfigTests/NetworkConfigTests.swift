@@ -135,6 +135,11 @@ import Testing
                 == "net.conf:2: expected Key=Value, [Section], or a comment starting with # or ;, got MTU 1500")
     }
 
+    @Test func firstErrorInFileOrderIsReported() {
+        #expect(netError("[Network]\nMTU=1\n[Bogus]\n") == "net.conf:2: invalid MTU=1: expected an integer in 1280...10000")
+        #expect(netError("[Bogus]\n[Network]\nMTU=1\n") == "net.conf:1: unknown section [Bogus]; allowed: [Network], [Stack], [Access]")
+    }
+
     @Test func crossKeyChecks() {
         #expect(netError("[Network]\nAddress=10.0.0.2/24\nKernelAddress=10.0.0.1/24 10.0.0.2/24")
                 == "net.conf:3: KernelAddress=10.0.0.2/24 has the same address as Address=10.0.0.2/24 on line 2; the kernel side and the stack are two different hosts")
