@@ -109,3 +109,10 @@ import Testing
         #expect(doc.render() == "[A]\nk=3\n[B]\nx=1\n[A]\nn=4\n")
     }
 }
+
+@Test func configErrorDescriptionForms() {
+    #expect(ConfigError(file: "a.conf", line: 3, message: "bad").description == "a.conf:3: bad")
+    #expect(ConfigError(file: "a.conf", message: "bad").description == "a.conf: bad")
+    #expect(ConfigError(file: "", message: "bad").description == "bad")
+    #expect(ConfigError(file: "a", line: 1, message: "m") != ConfigError(file: "a", line: 2, message: "m"))
+}
