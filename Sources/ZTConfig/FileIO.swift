@@ -48,16 +48,24 @@ enum FileIO {
     /// Writes `text` to `path` atomically: a temporary file in the same directory, the same mode
     /// and owner as the file it replaces (or `mode` for a new one), fsync, then rename (or link,
     /// when `exclusive`, so an existing file is never replaced), then fsync of the directory.
-    static func writeAtomically(path: String, text: String, mode newMode: mode_t = 0o644,
+    static func writeAtomically(path givenPath: String, text: String, mode newMode: mode_t = 0o644,
                                 exclusive: Bool = false) throws(ConfigError) {
         func fail(_ what: String, _ e: Int32) -> ConfigError {
-            ConfigError(file: path, message: "\(what): \(errnoText(e)) (errno \(e))")
+            ConfigError(file: givenPath, message: "\(what): \(errnoText(e)) (errno \(e))")
+        }
+        // Renaming over a symlink would replace the link; write to the file it points to.
+        var path = givenPath
+        var lst = stat()
+        if !exclusive, lstat(givenPath, &lst) == 0, (lst.st_mode & S_IFMT) == S_IFLNK {
+            guard let resolved = realpath(givenPath, nil) else { throw fail("cannot resolve symlink", errno) }
+            path = String(cString: resolved)
+            free(resolved)
         }
         var mode = newMode
         var owner: (uid_t, gid_t)?
         var st = stat()
         if stat(path, &st) == 0 {
-            if exclusive { throw ConfigError(file: path, message: "already exists") }
+            if exclusive { throw ConfigError(file: givenPath, message: "already exists") }
             mode = st.st_mode & 0o7777
             owner = (st.st_uid, st.st_gid)
         } else if errno != ENOENT {

@@ -102,14 +102,6 @@ public struct INIDocument: Sendable {
         }
     }
 
-    /// Section headers in file order with their line numbers.
-    var sectionHeaders: [(name: String, line: Int)] {
-        lines.enumerated().compactMap { i, l in
-            guard case .section(let name) = l.kind else { return nil }
-            return (name, i + 1)
-        }
-    }
-
     /// The effective values of `key` in `section`, in order, with systemd reset semantics: an
     /// empty assignment drops everything before it. Values are returned as written (not split).
     public func values(section: String, key: String) -> [String] {

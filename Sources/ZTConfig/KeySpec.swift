@@ -49,13 +49,25 @@ enum ModelParser {
     {
         let file = doc.file
         let sections = specs.reduce(into: [String]()) { if !$0.contains($1.section) { $0.append($1.section) } }
-        for h in doc.sectionHeaders where !sections.contains(h.name) {
-            throw ConfigError(file: file, line: h.line,
-                              message: "unknown section [\(h.name)]; allowed: \(sections.map { "[\($0)]" }.joined(separator: ", "))")
-        }
         var keyLines = KeyLines()
         var setOn: [String: Int] = [:]  // single-valued keys: line of the assignment in force
-        for e in doc.entries {
+        // One pass in file order, so the error reported is the first one in the file.
+        for (index, l) in doc.lines.enumerated() {
+            let e: INIDocument.Entry
+            switch l.kind {
+            case .section(let name):
+                guard sections.contains(name) else {
+                    throw ConfigError(file: file, line: index + 1,
+                                      message: "unknown section [\(name)]; allowed: "
+                                          + sections.map { "[\($0)]" }.joined(separator: ", "))
+                }
+                continue
+            case .assignment(let key, let value, _):
+                guard let section = l.section else { continue }  // INIDocument rejects these already
+                e = INIDocument.Entry(section: section, key: key, value: value, line: index + 1)
+            case .blank, .comment:
+                continue
+            }
             guard let spec = specs.first(where: { $0.section == e.section && $0.key == e.key }) else {
                 throw ConfigError(file: file, line: e.line, message: unknownKeyMessage(e.key, e.section, specs))
             }
