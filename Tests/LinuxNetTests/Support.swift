@@ -38,23 +38,37 @@ struct CommandError: Error, CustomStringConvertible {
 /// Runs a command (absolute path in `args[0]` or found in /usr/sbin, /sbin, /usr/bin, /bin).
 @discardableResult
 func run(_ args: [String]) throws -> String {
-    let p = Process()
+    // posix_spawn + waitpid instead of Foundation.Process: Process.waitUntilExit can hang when
+    // tests spawn processes concurrently (seen here with Swift Testing's parallel runner).
     let exe = args[0].hasPrefix("/") ? args[0] :
         ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map { "\($0)/\(args[0])" }
             .first { FileManager.default.isExecutableFile(atPath: $0) } ?? args[0]
-    p.executableURL = URL(fileURLWithPath: exe)
-    p.arguments = Array(args.dropFirst())
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    if p.terminationStatus != 0 {
-        throw CommandError(command: args, status: p.terminationStatus, stderr: String(decoding: e, as: UTF8.self))
+    let tmp = FileManager.default.temporaryDirectory.path + "/lnt-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+    let outPath = tmp + ".out", errPath = tmp + ".err"
+    defer { unlink(outPath); unlink(errPath) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    let argv: [UnsafeMutablePointer<CChar>?] = ([exe] + args.dropFirst()).map { strdup($0) } + [nil]
+    defer { for a in argv { free(a) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, exe, &actions, nil, argv, environ)
+    guard rc == 0 else {
+        throw CommandError(command: args, status: -1, stderr: String(cString: strerror(rc)))
     }
-    return String(decoding: o, as: UTF8.self)
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let o = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+    let e = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+    let exited = status & 0x7f == 0
+    let code = exited ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    if code != 0 {
+        throw CommandError(command: args, status: code, stderr: e)
+    }
+    return o
 }
 
 /// `ip -j <args>` parsed as an array of objects.
