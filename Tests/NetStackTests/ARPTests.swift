@@ -56,7 +56,7 @@ import Testing
     @Test func givesUpAfterThreeTries() throws {
         let (s, rec) = makeStack()
         let h = try s.udpOpen(local: IPv4Endpoint(.any, 1000))
-        try [1].withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2000), $0, now: t0) }
+        try ([1] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2000), $0, now: t0) }
         var now = t0
         var deadline = s.poll(now: now)
         while let d = deadline, d < t0 + .seconds(10) { now = d; deadline = s.poll(now: now) }
@@ -70,7 +70,7 @@ import Testing
     @Test func queueIsBounded() throws {
         let (s, _) = makeStack { $0.arpQueuePerNeighbor = 4 }
         let h = try s.udpOpen(local: IPv4Endpoint(.any, 1000))
-        for _ in 0..<10 { try [1].withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2000), $0, now: t0) } }
+        for _ in 0..<10 { try ([1] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2000), $0, now: t0) } }
         #expect(s.counters.arpQueued == 4)
         #expect(s.counters.arpQueueDrops == 6)
     }
@@ -81,7 +81,7 @@ import Testing
         _ = rec.take()
         let h = try s.udpOpen(local: IPv4Endpoint(.any, 1000))
         let later = t0 + .seconds(61)
-        try [1].withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2000), $0, now: later) }
+        try ([1] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2000), $0, now: later) }
         let out = rec.take()
         #expect(out.compactMap(parseIP).count == 1)          // sent at once with the old MAC
         let probe = out.compactMap(parseARP)
