@@ -258,6 +258,20 @@ final class TCPConnection {
             return .reopen
         }
 
+        // Simultaneous open: the peer's SYN-ACK repeats its SYN (seq = IRS) but acknowledges ours.
+        if state == .synReceived, flags.contains([.syn, .ack]), !flags.contains(.rst), seq == irs {
+            let ack = seg.ackNumber
+            if sndUna < ack, !(sndMax < ack), becomeEstablishedPassive(now: now) {
+                sndUna = ack
+                sndWnd = Int(seg.window)
+                sndWl1 = seq
+                sndWl2 = ack
+                ackNow = true
+            }
+            output(now: now, tx: out)
+            return .done
+        }
+
         // PAWS (RFC 7323 §5): drop segments whose timestamp is older than the last one seen.
         if tsOK, !flags.contains(.rst), let ts = options.timestamp {
             if Int32(bitPattern: ts.value &- tsRecent) < 0 {
