@@ -409,7 +409,7 @@ final class TCPConnection {
                 rttSample((now - rttStart).nanoseconds)
             }
             rttSeq = nil
-            state = .established
+            state = finQueued ? .finWait1 : .established
             startKeepAlive(now: now)
             ackNow = true
             if userVisible { layer.post(.connected(handle)) }
@@ -451,7 +451,7 @@ final class TCPConnection {
             if l.acceptQueue.count == 1, !l.released { layer.post(.acceptable(l.handle)) }
         }
         allocateBuffers()
-        state = .established
+        state = finQueued ? .finWait1 : .established
         rtoAt = nil
         retries = 0
         backoff = 0

@@ -484,9 +484,10 @@ public final class TCPLayer {
     public func shutdownWrite(_ h: SocketHandle) throws(SocketError) {
         guard let c = connection(h) else { throw .invalidHandle }
         switch c.state {
-        case .synSent:
-            c.terminate(error: nil, now: Instant(nanoseconds: c.lastReceive.nanoseconds))
-        case .synReceived, .established:
+        case .synSent, .synReceived:
+            // FIN follows the handshake (state changes to FIN-WAIT-1 once established).
+            c.finQueued = true
+        case .established:
             c.finQueued = true
             c.state = .finWait1
             markDirty(c)
