@@ -43,7 +43,7 @@ final class ClientConn {
 
     init(stack: NetStack, port: UInt16, now: Instant, send: [UInt8], shutAfterSend: Bool = true) throws {
         self.stack = stack
-        h = try stack.tcp.connect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(serverIP, port), now: now)
+        h = try stack.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(serverIP, port), now: now)
         toSend = send
         self.shutAfterSend = shutAfterSend
     }

@@ -618,3 +618,24 @@ extension NetStack {
     public func udpLocalEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { udp.socket(h)?.local }
     public func udpRemoteEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { udp.socket(h)?.remote }
 }
+
+// MARK: - TCP helpers
+
+extension NetStack {
+    /// `tcp.connect` with the interface's knowledge filled in: a wildcard local address becomes
+    /// the source address routing picks for `remote`; fails with `.networkUnreachable` when
+    /// there is no route and `.addressNotAvailable` for a local address that is not ours.
+    /// Drivers should connect through this rather than `tcp.connect` directly.
+    public func tcpConnect(local: IPv4Endpoint, remote: IPv4Endpoint, now: Instant) throws(SocketError) -> SocketHandle {
+        self.now = now
+        guard route(remote.address) != nil else { counters.noRoute &+= 1; throw .networkUnreachable }
+        var l = local
+        if l.address.isUnspecified {
+            guard let a = sourceAddress(for: remote.address) else { throw .networkUnreachable }
+            l.address = a
+        } else if !isLocal(l.address) {
+            throw .addressNotAvailable
+        }
+        return try tcp.connect(local: l, remote: remote, now: now)
+    }
+}
