@@ -102,6 +102,8 @@ final class TCPConnection {
     var rexmitNext = SeqNumber(0)
     var rexmitLimit = SeqNumber(0)
     var cwndLimited = false
+    /// End of the last small (sub-MSS) segment sent, for Minshall's Nagle variant.
+    var lastSmallEnd = SeqNumber(0)
 
     // Timers.
     var rtoAt: Instant?
@@ -481,7 +483,7 @@ final class TCPConnection {
         if sndUna < ack {
             newAck(ack, options: options, now: now)
         } else if ack == sndUna, payloadCount == 0, !flags.contains(.syn), !flags.contains(.fin), flight > 0,
-                  window == sndWnd {
+                  window == sndWnd, window > 0 {
             dupAcks &+= 1
             if !inRecovery {
                 if dupAcks >= 3 || (sackOK && sackedBytes >= 3 &* payloadMss) { enterRecovery() }
@@ -500,7 +502,8 @@ final class TCPConnection {
             if wasZero && sndWnd > 0 {
                 persistAt = nil
                 persistBackoff = 0
-                if sndNxt < sndMax && !inRecovery { sndNxt = sndMax }
+                // Resend the probe byte (and anything else sent into the closed window).
+                if !inRecovery { sndNxt = sndUna }
             }
         }
 
@@ -736,6 +739,7 @@ final class TCPConnection {
         rcvNxt += 1
         finReceived = true
         ackNow = true
+        signalReadable()
         switch state {
         case .established: state = .closeWait
         case .finWait1:
@@ -743,7 +747,6 @@ final class TCPConnection {
         case .finWait2: enterTimeWait(now: now)
         default: break
         }
-        signalReadable()
     }
 
     func signalReadable() {
@@ -994,19 +997,21 @@ final class TCPConnection {
                 len = max(cwndRoom, min(len, mss))
             }
             let fin = finAfter && len == avail
-            if len < mss && !fin {
-                let unacked = sndUna < sndMax
+            let retrans = sndNxt < sndMax
+            if len < mss && !fin && !retrans {
                 if len < avail {
                     // Window-limited fragment (sender SWS avoidance, RFC 9293 §3.8.6.2.1).
-                    if unacked && len < maxSndWnd / 2 { break }
-                } else if unacked && !noDelay {
-                    break   // Nagle (RFC 896): one small segment in flight at a time
+                    if sndUna < sndMax && len < maxSndWnd / 2 { break }
+                } else if !noDelay && sndUna < lastSmallEnd {
+                    // Nagle (RFC 896) in Minshall's form, like Linux: hold a small segment only
+                    // while an earlier small segment is unacknowledged.
+                    break
                 }
             }
             var f: TCPFlags = .ack
             if fin { f.insert(.fin) }
             if len == avail { f.insert(.psh) }
-            let retrans = sndNxt < sndMax
+            if len < mss { lastSmallEnd = sndNxt + len }
             sendSegment(seq: sndNxt, flags: f, dataOffset: offset, dataCount: len, now: now, tx: out)
             if retrans { retransmissions &+= 1 } else if rttSeq == nil && !tsOK {
                 rttSeq = sndNxt + len
@@ -1024,6 +1029,8 @@ final class TCPConnection {
         if !sent && ackNow {
             sendSegment(seq: sndNxt, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out)
         }
+        // Anything outstanding must be covered by a timer, or the connection could stall.
+        if sndUna < sndMax && rtoAt == nil && persistAt == nil { rtoAt = now + effectiveRTO }
     }
 
     /// Builds one segment straight into the outgoing frame: header, options, payload from `tx`

@@ -455,7 +455,7 @@ public final class TCPLayer {
         guard let c = connection(h) else { throw .invalidHandle }
         guard let rx = c.rx, let base = into.baseAddress else { return 0 }
         let n = rx.dequeue(into: base, count: into.count)
-        if n > 0 && c.windowUpdateNeeded() { markDirty(c) }
+        if n > 0 && c.windowUpdateNeeded() { c.ackNow = true; markDirty(c) }
         return n
     }
 
@@ -473,7 +473,7 @@ public final class TCPLayer {
     public func consume(_ h: SocketHandle, _ n: Int) {
         guard let c = connection(h), let rx = c.rx, n > 0 else { return }
         rx.discard(n)
-        if c.windowUpdateNeeded() { markDirty(c) }
+        if c.windowUpdateNeeded() { c.ackNow = true; markDirty(c) }
     }
 
     public func isPeerClosed(_ h: SocketHandle) -> Bool {
