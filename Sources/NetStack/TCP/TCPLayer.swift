@@ -339,12 +339,17 @@ public final class TCPLayer {
             if c.state != .closed { c.timersFired(now: now, tx: tx) }
             schedule(c)
         }
-        // Drop stale entries at the top so the returned deadline is a real one.
+        // Drop stale entries at the top so the returned deadline is a real one; an entry whose
+        // connection's timers moved later is re-armed at the real deadline.
         while let top = timers.top {
             let s = Int(top.slot)
             if s < slots.count, generations[s] == top.generation, case .connection(let c) = slots[s],
                c.heapDeadline == top.deadline {
-                break
+                if let real = c.nextDeadline, real.nanoseconds <= top.deadline { break }
+                timers.pop()
+                c.heapDeadline = nil
+                schedule(c)
+                continue
             }
             timers.pop()
         }
