@@ -102,6 +102,9 @@ final class TCPConnection {
     var rexmitNext = SeqNumber(0)
     var rexmitLimit = SeqNumber(0)
     var cwndLimited = false
+    /// Set by a retransmission timeout until everything sent before it is acknowledged: duplicate
+    /// ACKs caused by the go-back-N resend must not start a fast retransmit (RFC 6582 §4.1).
+    var rtoRecovery = false
     /// End of the last small (sub-MSS) segment sent, for Minshall's Nagle variant.
     var lastSmallEnd = SeqNumber(0)
 
@@ -485,7 +488,7 @@ final class TCPConnection {
         } else if ack == sndUna, payloadCount == 0, !flags.contains(.syn), !flags.contains(.fin), flight > 0,
                   window == sndWnd, window > 0 {
             dupAcks &+= 1
-            if !inRecovery {
+            if !inRecovery && !rtoRecovery {
                 if dupAcks >= 3 || (sackOK && sackedBytes >= 3 &* payloadMss) { enterRecovery() }
             } else if sackOK {
                 rexmitLimit = SeqNumber.max(rexmitLimit, sackLossLimit())
@@ -550,6 +553,7 @@ final class TCPConnection {
         retries = 0
         backoff = 0
         dupAcks = 0
+        if rtoRecovery && !(ack < recover) { rtoRecovery = false }
 
         // Scoreboard below the cumulative ACK is obsolete.
         if !scoreboard.isEmpty { trimScoreboard() }
@@ -852,8 +856,9 @@ final class TCPConnection {
         default:
             break
         }
-        if sndWnd == 0, sndUna == sndMax || (sndMax - sndUna) <= 1 {
-            // Only a window probe was outstanding: that is the persist timer's job.
+        if sndWnd == 0 {
+            // The peer's window is closed: probing it is the persist timer's job, and an
+            // unanswered probe is not a reason to give up (the peer keeps ACKing).
             retries &-= 1
             sndNxt = sndUna
             persistAt = now
@@ -870,6 +875,7 @@ final class TCPConnection {
         scoreboard.removeAll(keepingCapacity: true)
         sackedBytes = 0
         recover = sndMax
+        rtoRecovery = true
         sndNxt = sndUna
         backoff &+= 1
         rttSeq = nil
@@ -934,7 +940,7 @@ final class TCPConnection {
             }
             return
         case .timeWait:
-            if ackNow { sendSegment(seq: sndNxt, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out) }
+            if ackNow { sendSegment(seq: sndMax, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out) }
             return
         default:
             break
@@ -1025,9 +1031,11 @@ final class TCPConnection {
             if fin { break }
         }
 
-        // 3. A bare ACK if one is owed and nothing carried it.
+        // 3. A bare ACK if one is owed and nothing carried it. It carries SND.MAX, not SND.NXT:
+        // after a go-back-N rewind SND.NXT can lie below what the peer already has, and the peer
+        // would drop the ACK as out of window (both sides doing so deadlocks the connection).
         if !sent && ackNow {
-            sendSegment(seq: sndNxt, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out)
+            sendSegment(seq: sndMax, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out)
         }
         // Anything outstanding must be covered by a timer, or the connection could stall.
         if sndUna < sndMax && rtoAt == nil && persistAt == nil { rtoAt = now + effectiveRTO }

@@ -260,6 +260,7 @@ public final class TCPLayer {
         c.sndMax = c.iss
         c.txBase = c.iss + 1
         c.sndWnd = Int(seg.window)
+        c.maxSndWnd = c.sndWnd
         c.sndWl1 = seg.sequenceNumber
         c.sndWl2 = c.iss
         c.needSyn = true
@@ -514,6 +515,10 @@ public final class TCPLayer {
         }
         guard let c = connection(h) else { return }
         c.appClosed = true
+        if c.state == .synSent {
+            c.terminate(error: nil, now: c.lastReceive)   // nothing to tell the peer yet
+            return
+        }
         if c.lingerAbort || (c.rx?.count ?? 0) > 0 {
             // Unread data (or SO_LINGER 0): RST instead of FIN, like Linux (RFC 2525 §2.17).
             abortConnection(c)
@@ -618,11 +623,15 @@ public final class TCPLayer {
         case .linger(let d):
             c.lingerAbort = d == .zero
         case .receiveBufferSize(let n):
+            // The ring is allocated once; it can only be swapped while it holds nothing.
             guard n > 0 else { throw .invalidState }
-            guard c.rx == nil || (c.rx!.isEmpty && c.ooo.isEmpty && c.state == .synSent) else { throw .invalidState }
+            guard c.rx == nil || (c.rx!.isEmpty && c.ooo.isEmpty) else { throw .invalidState }
             c.rxBufferSize = n
             if c.rx != nil { c.rx = RingBuffer(capacity: n) }
-            if config.windowScaling { c.rcvShift = TCPConnection.shift(for: n) }
+            // The shift is fixed once our SYN is out (RFC 7323 §2.2).
+            if config.windowScaling && c.state == .synSent && c.sndNxt == c.iss {
+                c.rcvShift = TCPConnection.shift(for: n)
+            }
         case .sendBufferSize(let n):
             guard n > 0 else { throw .invalidState }
             guard c.tx == nil || c.tx!.isEmpty else { throw .invalidState }
