@@ -10,7 +10,7 @@
 /// timers (a min-heap with lazy deletion), never to the number of connections.
 public final class TCPLayer {
     public let config: TCPConfig
-    var random: any RandomSource
+    @exclusivity(unchecked) var random: any RandomSource
     /// Keyed-hash secret for ISNs (RFC 6528) and SYN cookies.
     let secret0: UInt64
     let secret1: UInt64
@@ -20,19 +20,19 @@ public final class TCPLayer {
         case listener(TCPListener)
         case connection(TCPConnection)
     }
-    var slots: [Slot] = []
-    var generations: [UInt32] = []
-    var freeSlots: [UInt32] = []
+    @exclusivity(unchecked) var slots: [Slot] = []
+    @exclusivity(unchecked) var generations: [UInt32] = []
+    @exclusivity(unchecked) var freeSlots: [UInt32] = []
 
-    var connections: [TCPConnKey: TCPConnection] = [:]
-    var listeners: [IPv4Endpoint: TCPListener] = [:]
-    var timers = TimerHeap()
-    var dirty: [TCPConnection] = []
-    var events: [SocketEvent] = []
+    @exclusivity(unchecked) var connections: [TCPConnKey: TCPConnection] = [:]
+    @exclusivity(unchecked) var listeners: [IPv4Endpoint: TCPListener] = [:]
+    @exclusivity(unchecked) var timers = TimerHeap()
+    @exclusivity(unchecked) var dirty: [TCPConnection] = []
+    @exclusivity(unchecked) var events: [SocketEvent] = []
     /// Incremented per `receive`/`poll` call; used to coalesce `.readable` events.
-    var epoch: UInt64 = 0
+    @exclusivity(unchecked) var epoch: UInt64 = 0
     /// Connections that were terminated while holding a live handle-less slot.
-    var synCookiesSent: UInt64 = 0
+    @exclusivity(unchecked) var synCookiesSent: UInt64 = 0
 
     public init(config: TCPConfig, random: some RandomSource) {
         self.config = config
@@ -360,7 +360,13 @@ public final class TCPLayer {
 
     /// Hands out the events since the last drain and clears the queue (capacity kept).
     public func drainEvents(_ body: (SocketEvent) -> Void) {
-        for e in events { body(e) }
+        // Indexing (not iterating a copy) so events posted by calls made from `body` are
+        // delivered in this drain instead of being dropped by the final reset.
+        var i = 0
+        while i < events.count {
+            body(events[i])
+            i &+= 1
+        }
         events.removeAll(keepingCapacity: true)
     }
 
@@ -556,7 +562,7 @@ public final class TCPLayer {
     }
 
     /// RSTs from aborts are sent on the next poll (socket calls get no transmitter).
-    var pendingResets: [(IPv4Endpoint, IPv4Endpoint, SeqNumber)] = []
+    @exclusivity(unchecked) var pendingResets: [(IPv4Endpoint, IPv4Endpoint, SeqNumber)] = []
 
     public func release(_ h: SocketHandle) {
         let i = Int(h.index)
@@ -688,17 +694,17 @@ final class TCPListener {
     let slot: UInt32
     let generation: UInt32
     var handle: SocketHandle { SocketHandle(index: slot, generation: generation) }
-    var backlog: Int
-    var synQueue = 0
-    var acceptQueue: [TCPConnection] = []
-    var closed = false
-    var released = false
-    var rxBufferSize: Int
-    var txBufferSize: Int
-    var noDelay: Bool
-    var keepAlive = false
-    var lingerAbort = false
-    var congestion: CongestionControl
+    @exclusivity(unchecked) var backlog: Int
+    @exclusivity(unchecked) var synQueue = 0
+    @exclusivity(unchecked) var acceptQueue: [TCPConnection] = []
+    @exclusivity(unchecked) var closed = false
+    @exclusivity(unchecked) var released = false
+    @exclusivity(unchecked) var rxBufferSize: Int
+    @exclusivity(unchecked) var txBufferSize: Int
+    @exclusivity(unchecked) var noDelay: Bool
+    @exclusivity(unchecked) var keepAlive = false
+    @exclusivity(unchecked) var lingerAbort = false
+    @exclusivity(unchecked) var congestion: CongestionControl
 
     init(local: IPv4Endpoint, slot: UInt32, generation: UInt32, backlog: Int, config: TCPConfig) {
         self.local = local
