@@ -735,3 +735,24 @@ import Testing
         #expect(h.layer.connectionCount == 2)
     }
 }
+
+@Suite struct TCPChallengeAckTests {
+    @Test func testEstablishedChallengeAckRateLimit() throws {
+        let h = Harness()
+        let c = h.passiveEstablished()
+        for i in 0..<1100 { h.inject(seq: h.peerSeq &+ 100 &+ UInt32(i), flags: .rst) }
+        #expect(h.sent().count == TCPLayer.challengeAckLimit)
+        #expect(h.state(c) == .established)
+        h.advance(ms: 1000)
+        h.inject(seq: h.peerSeq &+ 100, flags: .rst)
+        #expect(h.sent().count == 1)   // a new second, a new budget
+    }
+
+    @Test func testListenSynFinIgnored() throws {
+        let h = Harness()
+        _ = try h.layer.listen(local: h.local, backlog: 4)
+        h.inject(seq: 1000, ack: 0, flags: [.syn, .fin])
+        #expect(h.sent().isEmpty)
+        #expect(h.layer.connectionCount == 0)
+    }
+}

@@ -316,7 +316,7 @@ final class TCPConnection {
             if seq == rcvNxt {
                 resetReceived(now: now)
             } else {
-                ackNow = true
+                challengeAck(now: now)
                 output(now: now, tx: out)
             }
             return .done
@@ -328,7 +328,7 @@ final class TCPConnection {
             if state == .synReceived && seq == irs {
                 needSyn = true
             } else {
-                ackNow = true
+                challengeAck(now: now)
             }
             output(now: now, tx: out)
             return .done
@@ -478,7 +478,7 @@ final class TCPConnection {
             return false
         }
         if ack < sndUna - maxSndWnd {
-            ackNow = true   // RFC 5961 §5: too old, challenge
+            challengeAck(now: now)   // RFC 5961 §5: too old
             return false
         }
         let seq = seg.sequenceNumber
@@ -727,6 +727,12 @@ final class TCPConnection {
             }
             if fin { pendingFin = seq + n }
         }
+    }
+
+    /// RFC 5961 §7: challenge ACKs are rate-limited layer-wide so they cannot be used to
+    /// amplify or to probe for the connection's sequence space.
+    private func challengeAck(now: Instant) {
+        if layer.allowChallengeAck(now: now) { ackNow = true }
     }
 
     private func scheduleAck(bytes n: Int, now: Instant) {

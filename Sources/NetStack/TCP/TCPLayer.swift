@@ -78,6 +78,20 @@ public final class TCPLayer {
 
     func post(_ e: SocketEvent) { events.append(e) }
 
+    /// Challenge ACKs allowed per second (Linux's tcp_challenge_ack_limit default is 1000).
+    static let challengeAckLimit = 1000
+    @exclusivity(unchecked) var challengeWindowStart: UInt64 = 0
+    @exclusivity(unchecked) var challengeCount = 0
+    func allowChallengeAck(now: Instant) -> Bool {
+        let second = now.nanoseconds / 1_000_000_000
+        if second != challengeWindowStart {
+            challengeWindowStart = second
+            challengeCount = 0
+        }
+        challengeCount &+= 1
+        return challengeCount <= Self.challengeAckLimit
+    }
+
     func markDirty(_ c: TCPConnection) {
         if !c.inDirtyList {
             c.inDirtyList = true
@@ -241,7 +255,8 @@ public final class TCPLayer {
             resetFor(seg, src: src, dst: dst, tx: tx)
             return
         }
-        guard flags.contains(.syn) else { return }
+        guard flags.contains(.syn), !flags.contains(.fin) else { return }
+        guard local != remote else { return }   // LAND: a SYN from ourselves to ourselves
         guard connections.count < config.maxConnections else { return }
         if l.synQueue >= config.maxSynQueue {
             guard config.synCookies else { return }
