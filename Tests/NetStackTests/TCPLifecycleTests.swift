@@ -129,3 +129,18 @@ import Testing
         #expect(throws: SocketError.invalidHandle) { _ = try h.layer.accept(SocketHandle(index: 999, generation: 1)) }
     }
 }
+
+@Suite struct TCPSourceAddressTests {
+    @Test func testConnectWithUnspecifiedLocalAddressUsesResolver() throws {
+        let h = Harness()
+        #expect(throws: SocketError.networkUnreachable) {
+            _ = try h.layer.connect(local: IPv4Endpoint(.any, 0), remote: h.remote, now: h.now)
+        }
+        h.layer.sourceAddressResolver = { dst in dst == IPv4Address(10, 0, 0, 2) ? IPv4Address(10, 0, 0, 1) : nil }
+        let c = try h.layer.connect(local: IPv4Endpoint(.any, 0), remote: h.remote, now: h.now)
+        #expect(h.layer.localEndpoint(c)?.address == IPv4Address(10, 0, 0, 1))
+        h.poll()
+        let syn = h.sent()
+        #expect(syn.count == 1 && syn[0].checksumOK && syn[0].src.address == IPv4Address(10, 0, 0, 1))
+    }
+}

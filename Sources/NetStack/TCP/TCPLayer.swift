@@ -34,6 +34,11 @@ public final class TCPLayer {
     /// Connections that were terminated while holding a live handle-less slot.
     @exclusivity(unchecked) var synCookiesSent: UInt64 = 0
 
+    /// Picks our source address towards a destination, for `connect` with an unspecified local
+    /// address (the interface knows its addresses and routes, the TCP layer does not). Capture
+    /// the owner `unowned` to avoid a reference cycle.
+    public var sourceAddressResolver: ((IPv4Address) -> IPv4Address?)?
+
     public init(config: TCPConfig, random: some RandomSource) {
         self.config = config
         var r = random
@@ -398,8 +403,14 @@ public final class TCPLayer {
         return l.handle
     }
 
-    public func connect(local: IPv4Endpoint, remote: IPv4Endpoint, now: Instant) throws(SocketError) -> SocketHandle {
-        guard !local.address.isUnspecified else { throw .addressNotAvailable }
+    /// Active open. `local.address` may be `.any` (then `sourceAddressResolver` picks it) and
+    /// `local.port` 0 (an ephemeral port). The SYN goes out on the next `poll`.
+    public func connect(local requested: IPv4Endpoint, remote: IPv4Endpoint, now: Instant) throws(SocketError) -> SocketHandle {
+        var local = requested
+        if local.address.isUnspecified {
+            guard let a = sourceAddressResolver?(remote.address), !a.isUnspecified else { throw .networkUnreachable }
+            local.address = a
+        }
         guard remote.port != 0, !remote.address.isUnspecified, !remote.address.isBroadcast,
               !remote.address.isMulticast else { throw .networkUnreachable }
         guard connections.count < config.maxConnections else { throw .noBufferSpace }
