@@ -60,9 +60,16 @@ final class SimLink {
         p > 0 && Double(rng.next() >> 11) / Double(1 << 53) < p
     }
 
+    var trace: [String]? = nil
     func enqueue(toB: Bool, src: IPv4Address, dst: IPv4Address, bytes: [UInt8]) {
         sentSegments += 1
-        if chance(loss) { droppedSegments += 1; return }
+        let lost = chance(loss)
+        if trace != nil {
+            let s = Seg(RecordingTransmitter.Packet(src: src, dst: dst, bytes: bytes))
+            trace!.append("\(now) \(toB ? "A>B" : "B>A") \(lost ? "LOST " : "")[\(s.flags)] seq=\(s.seq) ack=\(s.ack) win=\(s.window) len=\(s.payload.count) sack=\((0..<s.options.sackBlocks.count).map { s.options.sackBlocks[$0] })")
+            if trace!.count > 400 { trace!.removeFirst(100) }
+        }
+        if lost { droppedSegments += 1; return }
         var at = now + delay
         if chance(reorder) { at = at + jitter }
         order &+= 1

@@ -7,7 +7,8 @@ let debugLink = false
     struct Outcome { var aToB: Bool; var bToA: Bool; var statesOK: Bool; var simulatedMs: UInt64 }
 
     static func transfer(size: Int, loss: Double, seed: UInt64, cc: CongestionControl = .cubic,
-                         mtu: Int = 1500, bufferSize: Int = 256 << 10) -> Outcome {
+                         mtu: Int = 1500, bufferSize: Int = 256 << 10,
+                         tweak: (inout TCPConfig) -> Void = { _ in }) -> Outcome {
         var cfg = TCPConfig()
         cfg.receiveBufferSize = bufferSize
         cfg.sendBufferSize = bufferSize
@@ -16,7 +17,9 @@ let debugLink = false
         cfg.maxRetransmissions = 30
         cfg.synRetries = 20
         cfg.maxRTO = .seconds(4)
+        tweak(&cfg)
         let link = SimLink(config: cfg, seed: seed)
+        if debugLink { link.trace = [] }
         link.mtu = mtu
         link.loss = loss
         link.duplicate = loss / 2
@@ -63,6 +66,7 @@ let debugLink = false
             if link.eventsA.contains(where: { if case .failed = $0 { return true } else { return false } }) { break }
         }
         if debugLink {
+            print((link.trace ?? []).suffix(60).joined(separator: "\n"))
             print("DEBUG loss=\(loss) steps=\(steps) sentAB=\(sentAB) gotAB=\(gotAB.count) sentBA=\(sentBA) gotBA=\(gotBA.count) infoA=\(String(describing: link.a.info(ca))) segs=\(link.sentSegments) drop=\(link.droppedSegments) now=\(link.now)")
         }
         let sa = link.a.info(ca)?.state

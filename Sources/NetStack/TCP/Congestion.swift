@@ -93,7 +93,7 @@ struct CongestionController {
             // Fast convergence (RFC 9438 §4.7).
             wMax = w < wMax ? w * (1.0 + Self.cubicBeta) / 2.0 : w
             epochStart = nil
-            ssthresh = max(Int(Double(cwnd) * Self.cubicBeta), 2 &* mss)
+            ssthresh = max(cwnd &* 7 / 10, 2 &* mss)   // beta = 0.7 in integer math
         }
         cwnd = ssthresh
         bytesAcked = 0
@@ -109,7 +109,7 @@ struct CongestionController {
             let w = Double(cwnd) / Double(mss)
             wMax = w < wMax ? w * (1.0 + Self.cubicBeta) / 2.0 : w
             epochStart = nil
-            ssthresh = max(Int(Double(cwnd) * Self.cubicBeta), 2 &* mss)
+            ssthresh = max(cwnd &* 7 / 10, 2 &* mss)   // beta = 0.7 in integer math
         }
         cwnd = mss
         bytesAcked = 0

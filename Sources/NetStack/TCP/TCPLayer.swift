@@ -10,7 +10,7 @@
 /// timers (a min-heap with lazy deletion), never to the number of connections.
 public final class TCPLayer {
     public let config: TCPConfig
-    var random: any RandomSource
+    @exclusivity(unchecked) var random: any RandomSource
     /// Keyed-hash secret for ISNs (RFC 6528) and SYN cookies.
     let secret0: UInt64
     let secret1: UInt64
@@ -20,19 +20,24 @@ public final class TCPLayer {
         case listener(TCPListener)
         case connection(TCPConnection)
     }
-    var slots: [Slot] = []
-    var generations: [UInt32] = []
-    var freeSlots: [UInt32] = []
+    @exclusivity(unchecked) var slots: [Slot] = []
+    @exclusivity(unchecked) var generations: [UInt32] = []
+    @exclusivity(unchecked) var freeSlots: [UInt32] = []
 
-    var connections: [TCPConnKey: TCPConnection] = [:]
-    var listeners: [IPv4Endpoint: TCPListener] = [:]
-    var timers = TimerHeap()
-    var dirty: [TCPConnection] = []
-    var events: [SocketEvent] = []
+    @exclusivity(unchecked) var connections: [TCPConnKey: TCPConnection] = [:]
+    @exclusivity(unchecked) var listeners: [IPv4Endpoint: TCPListener] = [:]
+    @exclusivity(unchecked) var timers = TimerHeap()
+    @exclusivity(unchecked) var dirty: [TCPConnection] = []
+    @exclusivity(unchecked) var events: [SocketEvent] = []
     /// Incremented per `receive`/`poll` call; used to coalesce `.readable` events.
-    var epoch: UInt64 = 0
+    @exclusivity(unchecked) var epoch: UInt64 = 0
     /// Connections that were terminated while holding a live handle-less slot.
-    var synCookiesSent: UInt64 = 0
+    @exclusivity(unchecked) var synCookiesSent: UInt64 = 0
+
+    /// Picks our source address towards a destination, for `connect` with an unspecified local
+    /// address (the interface knows its addresses and routes, the TCP layer does not). Capture
+    /// the owner `unowned` to avoid a reference cycle.
+    public var sourceAddressResolver: ((IPv4Address) -> IPv4Address?)?
 
     public init(config: TCPConfig, random: some RandomSource) {
         self.config = config
@@ -77,6 +82,20 @@ public final class TCPLayer {
     }
 
     func post(_ e: SocketEvent) { events.append(e) }
+
+    /// Challenge ACKs allowed per second (Linux's tcp_challenge_ack_limit default is 1000).
+    static let challengeAckLimit = 1000
+    @exclusivity(unchecked) var challengeWindowStart: UInt64 = 0
+    @exclusivity(unchecked) var challengeCount = 0
+    func allowChallengeAck(now: Instant) -> Bool {
+        let second = now.nanoseconds / 1_000_000_000
+        if second != challengeWindowStart {
+            challengeWindowStart = second
+            challengeCount = 0
+        }
+        challengeCount &+= 1
+        return challengeCount <= Self.challengeAckLimit
+    }
 
     func markDirty(_ c: TCPConnection) {
         if !c.inDirtyList {
@@ -241,7 +260,8 @@ public final class TCPLayer {
             resetFor(seg, src: src, dst: dst, tx: tx)
             return
         }
-        guard flags.contains(.syn) else { return }
+        guard flags.contains(.syn), !flags.contains(.fin) else { return }
+        guard local != remote else { return }   // LAND: a SYN from ourselves to ourselves
         guard connections.count < config.maxConnections else { return }
         if l.synQueue >= config.maxSynQueue {
             guard config.synCookies else { return }
@@ -260,6 +280,7 @@ public final class TCPLayer {
         c.sndMax = c.iss
         c.txBase = c.iss + 1
         c.sndWnd = Int(seg.window)
+        c.maxSndWnd = c.sndWnd
         c.sndWl1 = seg.sequenceNumber
         c.sndWl2 = c.iss
         c.needSyn = true
@@ -339,12 +360,17 @@ public final class TCPLayer {
             if c.state != .closed { c.timersFired(now: now, tx: tx) }
             schedule(c)
         }
-        // Drop stale entries at the top so the returned deadline is a real one.
+        // Drop stale entries at the top so the returned deadline is a real one; an entry whose
+        // connection's timers moved later is re-armed at the real deadline.
         while let top = timers.top {
             let s = Int(top.slot)
             if s < slots.count, generations[s] == top.generation, case .connection(let c) = slots[s],
                c.heapDeadline == top.deadline {
-                break
+                if let real = c.nextDeadline, real.nanoseconds <= top.deadline { break }
+                timers.pop()
+                c.heapDeadline = nil
+                schedule(c)
+                continue
             }
             timers.pop()
         }
@@ -354,7 +380,13 @@ public final class TCPLayer {
 
     /// Hands out the events since the last drain and clears the queue (capacity kept).
     public func drainEvents(_ body: (SocketEvent) -> Void) {
-        for e in events { body(e) }
+        // Indexing (not iterating a copy) so events posted by calls made from `body` are
+        // delivered in this drain instead of being dropped by the final reset.
+        var i = 0
+        while i < events.count {
+            body(events[i])
+            i &+= 1
+        }
         events.removeAll(keepingCapacity: true)
     }
 
@@ -371,8 +403,14 @@ public final class TCPLayer {
         return l.handle
     }
 
-    public func connect(local: IPv4Endpoint, remote: IPv4Endpoint, now: Instant) throws(SocketError) -> SocketHandle {
-        guard !local.address.isUnspecified else { throw .addressNotAvailable }
+    /// Active open. `local.address` may be `.any` (then `sourceAddressResolver` picks it) and
+    /// `local.port` 0 (an ephemeral port). The SYN goes out on the next `poll`.
+    public func connect(local requested: IPv4Endpoint, remote: IPv4Endpoint, now: Instant) throws(SocketError) -> SocketHandle {
+        var local = requested
+        if local.address.isUnspecified {
+            guard let a = sourceAddressResolver?(remote.address), !a.isUnspecified else { throw .networkUnreachable }
+            local.address = a
+        }
         guard remote.port != 0, !remote.address.isUnspecified, !remote.address.isBroadcast,
               !remote.address.isMulticast else { throw .networkUnreachable }
         guard connections.count < config.maxConnections else { throw .noBufferSpace }
@@ -455,7 +493,7 @@ public final class TCPLayer {
         guard let c = connection(h) else { throw .invalidHandle }
         guard let rx = c.rx, let base = into.baseAddress else { return 0 }
         let n = rx.dequeue(into: base, count: into.count)
-        if n > 0 && c.windowUpdateNeeded() { markDirty(c) }
+        if n > 0 && c.windowUpdateNeeded() { c.ackNow = true; markDirty(c) }
         return n
     }
 
@@ -473,7 +511,7 @@ public final class TCPLayer {
     public func consume(_ h: SocketHandle, _ n: Int) {
         guard let c = connection(h), let rx = c.rx, n > 0 else { return }
         rx.discard(n)
-        if c.windowUpdateNeeded() { markDirty(c) }
+        if c.windowUpdateNeeded() { c.ackNow = true; markDirty(c) }
     }
 
     public func isPeerClosed(_ h: SocketHandle) -> Bool {
@@ -509,6 +547,10 @@ public final class TCPLayer {
         }
         guard let c = connection(h) else { return }
         c.appClosed = true
+        if c.state == .synSent {
+            c.terminate(error: nil, now: c.lastReceive)   // nothing to tell the peer yet
+            return
+        }
         if c.lingerAbort || (c.rx?.count ?? 0) > 0 {
             // Unread data (or SO_LINGER 0): RST instead of FIN, like Linux (RFC 2525 §2.17).
             abortConnection(c)
@@ -546,7 +588,7 @@ public final class TCPLayer {
     }
 
     /// RSTs from aborts are sent on the next poll (socket calls get no transmitter).
-    var pendingResets: [(IPv4Endpoint, IPv4Endpoint, SeqNumber)] = []
+    @exclusivity(unchecked) var pendingResets: [(IPv4Endpoint, IPv4Endpoint, SeqNumber)] = []
 
     public func release(_ h: SocketHandle) {
         let i = Int(h.index)
@@ -613,11 +655,15 @@ public final class TCPLayer {
         case .linger(let d):
             c.lingerAbort = d == .zero
         case .receiveBufferSize(let n):
+            // The ring is allocated once; it can only be swapped while it holds nothing.
             guard n > 0 else { throw .invalidState }
-            guard c.rx == nil || (c.rx!.isEmpty && c.ooo.isEmpty && c.state == .synSent) else { throw .invalidState }
+            guard c.rx == nil || (c.rx!.isEmpty && c.ooo.isEmpty) else { throw .invalidState }
             c.rxBufferSize = n
             if c.rx != nil { c.rx = RingBuffer(capacity: n) }
-            if config.windowScaling { c.rcvShift = TCPConnection.shift(for: n) }
+            // The shift is fixed once our SYN is out (RFC 7323 §2.2).
+            if config.windowScaling && c.state == .synSent && c.sndNxt == c.iss {
+                c.rcvShift = TCPConnection.shift(for: n)
+            }
         case .sendBufferSize(let n):
             guard n > 0 else { throw .invalidState }
             guard c.tx == nil || c.tx!.isEmpty else { throw .invalidState }
@@ -674,17 +720,17 @@ final class TCPListener {
     let slot: UInt32
     let generation: UInt32
     var handle: SocketHandle { SocketHandle(index: slot, generation: generation) }
-    var backlog: Int
-    var synQueue = 0
-    var acceptQueue: [TCPConnection] = []
-    var closed = false
-    var released = false
-    var rxBufferSize: Int
-    var txBufferSize: Int
-    var noDelay: Bool
-    var keepAlive = false
-    var lingerAbort = false
-    var congestion: CongestionControl
+    @exclusivity(unchecked) var backlog: Int
+    @exclusivity(unchecked) var synQueue = 0
+    @exclusivity(unchecked) var acceptQueue: [TCPConnection] = []
+    @exclusivity(unchecked) var closed = false
+    @exclusivity(unchecked) var released = false
+    @exclusivity(unchecked) var rxBufferSize: Int
+    @exclusivity(unchecked) var txBufferSize: Int
+    @exclusivity(unchecked) var noDelay: Bool
+    @exclusivity(unchecked) var keepAlive = false
+    @exclusivity(unchecked) var lingerAbort = false
+    @exclusivity(unchecked) var congestion: CongestionControl
 
     init(local: IPv4Endpoint, slot: UInt32, generation: UInt32, backlog: Int, config: TCPConfig) {
         self.local = local
