@@ -8,6 +8,7 @@ import PackageDescription
 //   PhyLoop    epoll PhySocket event loop, eventfd wake-up, timers, syscall wrappers
 //   LinuxNet   TAP device, netlink interface plumbing, capabilities, credentials
 //   NetStack   our sans-I/O TCP/IP stack (pure Swift, no I/O, injected clock)
+//   NetStackFuzz  libFuzzer harness for NetStack.receive (scripts/fuzz.sh); plain builds get a replayer
 //   ZTConfig   systemd-style INI parsing, in-place editing, daemon/network config model
 //   ZTControl  ztctl <-> ztapd control protocol (JSON over AF_UNIX) and client
 //   ZTService  the daemon: network loops, stack driver, control server, access checks
@@ -38,6 +39,7 @@ let package = Package(
                                .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: swiftSettings),
         .target(name: "NetStack", swiftSettings: swiftSettings),
+        .executableTarget(name: "NetStackFuzz", dependencies: ["NetStack"], swiftSettings: swiftSettings),
         .target(name: "ZTConfig", swiftSettings: swiftSettings),
         .target(name: "ZTControl",
                 dependencies: ["CShims", "ZTConfig", .product(name: "SystemPackage", package: "swift-system")],

@@ -84,7 +84,8 @@ public final class RingBuffer {
         let n = Swift.min(count, length)
         head = index(n)
         length &-= n
-        if length == 0 { head = 0 }
+        // No rewind to 0 when empty: bytes parked past the tail with `write(at:)` (TCP
+        // out-of-order data) must keep their position.
     }
 
     /// The readable bytes from `offset` as at most two regions (second may be empty).

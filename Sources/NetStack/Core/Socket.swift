@@ -1,5 +1,8 @@
 /// Identity of a stack socket handed to the driver. `index` addresses the socket table slot;
 /// `generation` makes a stale handle (slot reused after close) detectable.
+///
+/// One handle space for both protocols: NetStack's UDP sockets set the top bit of `index`
+/// (`SocketHandle.udpFlag`, `isUDP`); TCPLayer only hands out indices below 2^31.
 public struct SocketHandle: Hashable, Sendable, CustomStringConvertible {
     public var index: UInt32
     public var generation: UInt32

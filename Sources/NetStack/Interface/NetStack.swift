@@ -1,0 +1,641 @@
+/// One network interface of the stack: Ethernet in and out, ARP, IPv4 (no forwarding, with
+/// reassembly and fragmentation), ICMP, UDP sockets, the TCP layer and the diagnostic services.
+///
+/// Sans-I/O contract: the driver feeds frames with `receive(frame:now:)`, then calls
+/// `poll(now:)` (after every batch of input and whenever the returned deadline passes), drains
+/// socket events with `drainEvents`, and uses `tcp` / the `udp*` calls for sockets. Frames go
+/// out synchronously through the `FrameSink`. Nothing here reads a clock or does I/O, and no
+/// input can make it trap. Not thread-safe: one network loop thread owns it.
+///
+/// Not supported (by design): IP forwarding, multicast/IGMP, IP options on output, PMTU
+/// discovery, ICMP-driven socket errors (ICMP errors are counted only).
+public final class NetStack {
+    public private(set) var config: StackConfig
+    public private(set) var counters = StackCounters()
+    public let tcp: TCPLayer
+    let sink: FrameSink
+    var random: any RandomSource
+    public private(set) var mtu: Int
+    public private(set) var addresses: [IPv4CIDR]
+
+    let neighbors: NeighborCache
+    let reassembler: Reassembler
+    let udp = UDPSocketTable()
+    var icmpBucket: TokenBucket
+    var ipID: UInt16
+    /// `now` of the entry point being run; `transmit` (called back by TCP) has no clock argument.
+    var now = Instant.zero
+    /// One outgoing frame: Ethernet header, IPv4 header, L4 bytes (sized for the largest MTU so
+    /// `setMTU` never reallocates).
+    let txBuffer: UnsafeMutableRawPointer
+    static let txBufferSize = EthernetHeaderView.headerLength &+ StackConfig.mtuRange.upperBound
+    /// ARP frames are built here so they never clobber a frame being assembled in `txBuffer`.
+    let arpBuffer: UnsafeMutableRawPointer
+    static let arpFrameLength = 60
+
+    var events: [SocketEvent] = []
+    var eventsOut: [SocketEvent] = []
+    var tcpEventScratch: [SocketEvent] = []
+    var services: ServiceState
+
+    public init(config: StackConfig, sink: FrameSink, random: some RandomSource) {
+        var cfg = config
+        cfg.mtu = min(max(config.mtu, StackConfig.mtuRange.lowerBound), StackConfig.mtuRange.upperBound)
+        self.config = cfg
+        self.sink = sink
+        var rng: any RandomSource = random
+        ipID = UInt16(truncatingIfNeeded: rng.next())
+        // TCP gets its own stream so its ISNs do not depend on how often we draw.
+        tcp = TCPLayer(config: cfg.tcp, random: XorShiftRandom(seed: rng.next()))
+        self.random = rng
+        mtu = cfg.mtu
+        addresses = cfg.addresses
+        neighbors = NeighborCache(config: cfg)
+        reassembler = Reassembler(maxDatagrams: cfg.reassemblyMaxDatagrams,
+                                  maxFragments: cfg.reassemblyMaxFragments, timeout: cfg.reassemblyTimeout)
+        icmpBucket = TokenBucket(ratePerSecond: cfg.icmpErrorsPerSecond, burst: cfg.icmpErrorBurst)
+        txBuffer = .allocate(byteCount: Self.txBufferSize, alignment: 16)
+        arpBuffer = .allocate(byteCount: Self.arpFrameLength, alignment: 16)
+        arpBuffer.initializeMemory(as: UInt8.self, repeating: 0, count: Self.arpFrameLength)
+        services = ServiceState()
+        events.reserveCapacity(256)
+        eventsOut.reserveCapacity(256)
+        tcpEventScratch.reserveCapacity(256)
+        startServices()
+    }
+
+    deinit {
+        txBuffer.deallocate()
+        arpBuffer.deallocate()
+    }
+
+    // MARK: - Driver entry points
+
+    /// Announces every address with a gratuitous ARP request (RFC 5227 §3).
+    public func up(now: Instant) {
+        self.now = now
+        for a in addresses { sendARP(operation: ARPOperation.request, to: .broadcast, targetMAC: .zero,
+                                     senderIP: a.address, targetIP: a.address) }
+    }
+
+    /// Handles one received Ethernet frame. Never traps, whatever the bytes.
+    public func receive(frame: UnsafeRawBufferPointer, now: Instant) {
+        self.now = now
+        counters.framesIn &+= 1
+        counters.bytesIn &+= UInt64(frame.count)
+        guard let eth = try? EthernetHeaderView(frame) else { counters.droppedMalformed &+= 1; return }
+        let dmac = eth.destination
+        let linkBroadcast: Bool
+        if dmac == config.mac {
+            linkBroadcast = false
+        } else if dmac.isBroadcast {
+            linkBroadcast = true
+        } else {
+            counters.droppedNotForUs &+= 1
+            return
+        }
+        switch eth.etherType {
+        case EtherType.ipv4: ipv4Input(eth.payload, linkBroadcast: linkBroadcast)
+        case EtherType.arp: arpInput(eth.payload)
+        default: counters.droppedNotForUs &+= 1
+        }
+        if tcpMayHaveEvents { pumpTCPEvents() }
+    }
+
+    /// Runs every timer that is due (ARP retries, reassembly expiry, TCP) and lets the services
+    /// and TCP send what is pending. Returns when it must be called again at the latest.
+    public func poll(now: Instant) -> Instant? {
+        self.now = now
+        var next = neighbors.poll(now: now) { action in
+            switch action {
+            case let .sendRequest(ip, unicast):
+                sendARPRequest(for: ip, unicast: unicast)
+            case let .gaveUp(_, dropped):
+                counters.arpFailures &+= 1
+                counters.arpUnresolvedDrops &+= UInt64(dropped)
+            }
+        }
+        next = earliest(next, reassembler.poll(now: now) { quote in
+            counters.reassemblyTimeouts &+= 1
+            if let q = quote { sendICMPError(type: ICMPv4Type.timeExceeded, code: 1, quote: q) }
+        })
+        pumpTCPEvents()
+        var tcpNext = tcp.poll(now: now, tx: self)
+        pumpTCPEvents()
+        // Services may have queued data or freed window in reaction to events: send it now.
+        if services.dirty {
+            services.dirty = false
+            tcpNext = tcp.poll(now: now, tx: self)
+            pumpTCPEvents()
+        }
+        return earliest(next, tcpNext)
+    }
+
+    /// Hands the socket events gathered since the last call to `body` (TCP and UDP sockets of
+    /// the driver; the internal services' events never show up here). UDP `.readable` fires when
+    /// a socket's queue goes from empty to non-empty: read until `udpReceive` returns nil.
+    public func drainEvents(_ body: (SocketEvent) -> Void) {
+        pumpTCPEvents()
+        swap(&events, &eventsOut)
+        for e in eventsOut { body(e) }
+        eventsOut.removeAll(keepingCapacity: true)
+    }
+
+    /// Changes the IP MTU (clamped to 1280...10000). Frames waiting for ARP are dropped.
+    public func setMTU(_ mtu: Int) {
+        let m = min(max(mtu, StackConfig.mtuRange.lowerBound), StackConfig.mtuRange.upperBound)
+        guard m != self.mtu else { return }
+        self.mtu = m
+        config.mtu = m
+        counters.arpQueueDrops &+= UInt64(neighbors.resize(mtu: m))
+    }
+
+    /// Replaces the interface addresses; new ones are announced by gratuitous ARP. Sockets bound
+    /// to a removed address stay open but receive nothing.
+    public func setAddresses(_ a: [IPv4CIDR], now: Instant) {
+        self.now = now
+        let old = Set(addresses.map(\.address))
+        addresses = a
+        config.addresses = a
+        for c in a where !old.contains(c.address) {
+            sendARP(operation: ARPOperation.request, to: .broadcast, targetMAC: .zero,
+                    senderIP: c.address, targetIP: c.address)
+        }
+    }
+
+    /// The MAC address cached for `ip`, if resolved (diagnostics and tests).
+    public func neighbor(_ ip: IPv4Address) -> MACAddress? {
+        guard let e = neighbors.entry(ip), e.state != .incomplete else { return nil }
+        return e.mac
+    }
+
+    public var neighborCount: Int { neighbors.count }
+
+    // MARK: - Addressing and routing
+
+    @inline(__always) func isLocal(_ a: IPv4Address) -> Bool {
+        for c in addresses where c.address == a { return true }
+        return false
+    }
+
+    /// Limited broadcast or the directed broadcast of one of our subnets.
+    @inline(__always) func isBroadcastFor(_ a: IPv4Address) -> Bool {
+        if a.isBroadcast { return true }
+        for c in addresses where c.prefixLength < 31 && c.directedBroadcast == a { return true }
+        return false
+    }
+
+    /// Next hop for `dst`: on-link if inside one of our subnets, else the gateway; nil when
+    /// there is no route (ENETUNREACH).
+    @inline(__always) func route(_ dst: IPv4Address) -> (hop: IPv4Address, broadcast: Bool)? {
+        if dst.isBroadcast { return (dst, true) }
+        if dst.isMulticast || dst.isUnspecified { return nil }
+        for c in addresses where c.contains(dst) {
+            return (dst, c.prefixLength < 31 && dst == c.directedBroadcast)
+        }
+        if let g = config.gateway {
+            for c in addresses where c.contains(g) { return (g, false) }
+        }
+        return nil
+    }
+
+    /// Source address for traffic to `dst`: the address whose subnet holds it, else the first.
+    func sourceAddress(for dst: IPv4Address) -> IPv4Address? {
+        for c in addresses where c.contains(dst) { return c.address }
+        return addresses.first?.address
+    }
+
+    @inline(__always) func nextIPID() -> UInt16 {
+        ipID &+= 1
+        return ipID
+    }
+
+    // MARK: - Output
+
+    /// Sends the IPv4 datagram of `length` bytes at `txBuffer + 14` to `hop`: writes the
+    /// Ethernet header and hands the frame to the sink, or parks it until ARP resolves.
+    @discardableResult
+    func sendIPv4Frame(ipLength: Int, hop: IPv4Address, broadcast: Bool) -> Bool {
+        let length = EthernetHeaderView.headerLength &+ ipLength
+        EthernetHeaderView.emit(into: txBuffer, destination: .broadcast, source: config.mac, etherType: EtherType.ipv4)
+        if broadcast { return emit(length: length) }
+        switch neighbors.lookup(hop, now: now) {
+        case let .resolved(mac):
+            mac.store(to: txBuffer)
+            return emit(length: length)
+        case let .resolvedNeedsProbe(mac):
+            mac.store(to: txBuffer)
+            let ok = emit(length: length)
+            sendARPRequest(for: hop, unicast: mac)
+            return ok
+        case .unresolved:
+            let r = neighbors.enqueue(hop, frame: txBuffer, length: length, now: now)
+            if r.queued { counters.arpQueued &+= 1 } else { counters.arpQueueDrops &+= 1 }
+            if r.isNew { sendARPRequest(for: hop, unicast: nil) }
+            return r.queued
+        }
+    }
+
+    @inline(__always) func emit(length: Int) -> Bool {
+        counters.framesOut &+= 1
+        counters.bytesOut &+= UInt64(length)
+        sink.sendFrame(UnsafeRawBufferPointer(start: txBuffer, count: length))
+        return true
+    }
+
+    /// Sends `header` (8 bytes: UDP or ICMP) + `body` as one datagram, fragmenting it when it
+    /// exceeds the MTU (UDP and ICMP only; TCP never needs it).
+    func outputDatagram(src: IPv4Address, dst: IPv4Address, proto: UInt8, header: UnsafeRawPointer,
+                        body: UnsafeRawBufferPointer) throws(SocketError) {
+        guard let (hop, bcast) = route(dst) else { counters.noRoute &+= 1; throw .networkUnreachable }
+        let total = 8 &+ body.count
+        let maxL4 = mtu &- IPv4HeaderView.minHeaderLength
+        let l4 = txBuffer + (EthernetHeaderView.headerLength &+ IPv4HeaderView.minHeaderLength)
+        let ipStart = txBuffer + EthernetHeaderView.headerLength
+        if total <= maxL4 {
+            copyVirtual(header: header, body: body, from: 0, count: total, to: l4)
+            IPv4HeaderView.emit(into: ipStart, source: src, destination: dst, protocolNumber: proto,
+                                payloadLength: total, identification: nextIPID())
+            sendIPv4Frame(ipLength: IPv4HeaderView.minHeaderLength &+ total, hop: hop, broadcast: bcast)
+            return
+        }
+        let id = nextIPID()
+        let chunk = maxL4 & ~7
+        var off = 0
+        while off < total {
+            let len = min(chunk, total &- off)
+            let more = off &+ len < total
+            copyVirtual(header: header, body: body, from: off, count: len, to: l4)
+            IPv4HeaderView.emit(into: ipStart, source: src, destination: dst, protocolNumber: proto,
+                                payloadLength: len, identification: id, moreFragments: more, fragmentOffset: off)
+            counters.fragmentsOut &+= 1
+            sendIPv4Frame(ipLength: IPv4HeaderView.minHeaderLength &+ len, hop: hop, broadcast: bcast)
+            off &+= len
+        }
+    }
+
+    /// Copies bytes [from, from+count) of the concatenation header(8) ++ body to `to`.
+    @inline(__always)
+    private func copyVirtual(header: UnsafeRawPointer, body: UnsafeRawBufferPointer, from: Int, count: Int,
+                             to: UnsafeMutableRawPointer) {
+        var o = from, d = to, n = count
+        if o < 8 {
+            let k = min(8 &- o, n)
+            d.copyMemory(from: header + o, byteCount: k)
+            d += k; o &+= k; n &-= k
+        }
+        if n > 0, let b = body.baseAddress { d.copyMemory(from: b + (o &- 8), byteCount: n) }
+    }
+
+    // MARK: - ARP
+
+    func arpInput(_ payload: UnsafeRawBufferPointer) {
+        let arp: ARPPacketView
+        do { arp = try ARPPacketView(payload) } catch {
+            if case .truncated = error { counters.droppedMalformed &+= 1 } else { counters.droppedUnsupported &+= 1 }
+            return
+        }
+        let op = arp.operation
+        switch op {
+        case ARPOperation.request: counters.arpRequestsReceived &+= 1
+        case ARPOperation.reply: counters.arpRepliesReceived &+= 1
+        default: counters.droppedUnsupported &+= 1; return
+        }
+        let sha = arp.senderHardwareAddress, spa = arp.senderProtocolAddress, tpa = arp.targetProtocolAddress
+        guard sha.isUnicast, sha != .zero, sha != config.mac else { counters.droppedMartian &+= 1; return }
+        let targetIsUs = isLocal(tpa)
+        if !spa.isUnspecified && !isLocal(spa) && !spa.isBroadcast && !spa.isMulticast {
+            // RFC 826: refresh a known sender always; create only when the packet was for us.
+            neighbors.update(spa, mac: sha, now: now, create: targetIsUs) { frame in
+                counters.framesOut &+= 1
+                counters.bytesOut &+= UInt64(frame.count)
+                sink.sendFrame(UnsafeRawBufferPointer(frame))
+            }
+        }
+        if op == ARPOperation.request && targetIsUs {
+            sendARP(operation: ARPOperation.reply, to: sha, targetMAC: sha, senderIP: tpa, targetIP: spa)
+        } else if !targetIsUs && op == ARPOperation.request {
+            counters.droppedNotForUs &+= 1
+        }
+    }
+
+    func sendARPRequest(for ip: IPv4Address, unicast: MACAddress?) {
+        guard let src = sourceAddress(for: ip) else { return }
+        sendARP(operation: ARPOperation.request, to: unicast ?? .broadcast, targetMAC: .zero, senderIP: src, targetIP: ip)
+    }
+
+    func sendARP(operation: UInt16, to: MACAddress, targetMAC: MACAddress, senderIP: IPv4Address, targetIP: IPv4Address) {
+        EthernetHeaderView.emit(into: arpBuffer, destination: to, source: config.mac, etherType: EtherType.arp)
+        ARPPacketView.emit(into: arpBuffer + EthernetHeaderView.headerLength, operation: operation,
+                           senderMAC: config.mac, senderIP: senderIP, targetMAC: targetMAC, targetIP: targetIP)
+        if operation == ARPOperation.request { counters.arpRequestsSent &+= 1 } else { counters.arpRepliesSent &+= 1 }
+        counters.framesOut &+= 1
+        counters.bytesOut &+= UInt64(Self.arpFrameLength)
+        sink.sendFrame(UnsafeRawBufferPointer(start: arpBuffer, count: Self.arpFrameLength))
+    }
+
+    // MARK: - IPv4 input
+
+    func ipv4Input(_ payload: UnsafeRawBufferPointer, linkBroadcast: Bool) {
+        let ip: IPv4HeaderView
+        do { ip = try IPv4HeaderView(payload) } catch {
+            if case .badChecksum = error { counters.droppedChecksum &+= 1 } else { counters.droppedMalformed &+= 1 }
+            return
+        }
+        let dst = ip.destination, src = ip.source
+        let local = isLocal(dst)
+        guard local || isBroadcastFor(dst) else { counters.droppedNotForUs &+= 1; return }
+        guard !src.isBroadcast, !src.isMulticast, !isLocal(src), !isBroadcastFor(src) else {
+            counters.droppedMartian &+= 1
+            return
+        }
+        let broadcast = linkBroadcast || !local
+        if ip.isFragment {
+            counters.fragmentsIn &+= 1
+            switch reassembler.add(ip, now: now) {
+            case let .complete(packet, _, body):
+                counters.reassembled &+= 1
+                deliver(proto: ip.protocolNumber, src: src, dst: dst, payload: body, quote: packet, broadcast: broadcast)
+            case let .dropped(overlap):
+                if overlap { counters.reassemblyOverlaps &+= 1 } else { counters.reassemblyDrops &+= 1 }
+            case .incomplete, .duplicate:
+                break
+            }
+            return
+        }
+        deliver(proto: ip.protocolNumber, src: src, dst: dst, payload: ip.payload, quote: ip.bytes, broadcast: broadcast)
+    }
+
+    /// `quote` is the whole datagram starting at its IPv4 header (for ICMP errors).
+    @inline(__always)
+    func deliver(proto: UInt8, src: IPv4Address, dst: IPv4Address, payload: UnsafeRawBufferPointer,
+                 quote: UnsafeRawBufferPointer, broadcast: Bool) {
+        switch proto {
+        case IPProtocol.tcp:
+            guard !broadcast else { counters.droppedNotForUs &+= 1; return }
+            counters.tcpSegmentsIn &+= 1
+            tcp.receive(src: src, dst: dst, segment: payload, now: now, tx: self)
+            tcpMayHaveEvents = true
+        case IPProtocol.udp:
+            udpInput(src: src, dst: dst, payload: payload, quote: quote, broadcast: broadcast)
+        case IPProtocol.icmp:
+            icmpInput(src: src, dst: dst, payload: payload, broadcast: broadcast)
+        default:
+            counters.droppedUnsupported &+= 1
+            if !broadcast {
+                sendICMPError(type: ICMPv4Type.destinationUnreachable, code: ICMPv4UnreachableCode.protocolUnreachable,
+                              quote: quote)
+            }
+        }
+    }
+
+    // MARK: - ICMP
+
+    func icmpInput(src: IPv4Address, dst: IPv4Address, payload: UnsafeRawBufferPointer, broadcast: Bool) {
+        let icmp: ICMPv4View
+        do { icmp = try ICMPv4View(payload) } catch {
+            if case .badChecksum = error { counters.droppedChecksum &+= 1 } else { counters.droppedMalformed &+= 1 }
+            return
+        }
+        switch icmp.type {
+        case ICMPv4Type.echoRequest:
+            counters.icmpEchoRequests &+= 1
+            // Like Linux's icmp_echo_ignore_broadcasts=1: no smurf amplification.
+            guard !broadcast, icmp.code == 0 else { return }
+            var hdr: UInt64 = 0
+            withUnsafeMutableBytes(of: &hdr) { h in
+                let p = h.baseAddress.unsafelyUnwrapped
+                p.storeBytes(of: ICMPv4Type.echoReply, as: UInt8.self)
+                p.storeBytes(of: 0, toByteOffset: 1, as: UInt8.self)
+                wireStore16(p, 2, 0)
+                wireStore16(p, 4, icmp.identifier)
+                wireStore16(p, 6, icmp.sequence)
+                let body = icmp.body
+                var s = Checksum.partial(UnsafeRawPointer(p), count: 8)
+                if let b = body.baseAddress { s = Checksum.partial(b, count: body.count, initial: s) }
+                wireStore16(p, 2, Checksum.finish(s))
+                do {
+                    try outputDatagram(src: dst, dst: src, proto: IPProtocol.icmp, header: UnsafeRawPointer(p), body: body)
+                    counters.icmpEchoReplies &+= 1
+                } catch {}
+            }
+        case ICMPv4Type.echoReply:
+            break
+        default:
+            if ICMPv4Type.isError(icmp.type) { counters.icmpErrorsReceived &+= 1 }
+        }
+    }
+
+    /// Sends an ICMP error about the datagram `quote` (starting at its IPv4 header), following
+    /// RFC 1122 §3.2.2: never about an ICMP error, a broadcast/multicast, a non-first fragment
+    /// or an impossible source; rate limited by a token bucket.
+    func sendICMPError(type: UInt8, code: UInt8, quote: UnsafeRawBufferPointer, rest: UInt32 = 0) {
+        guard quote.count >= IPv4HeaderView.minHeaderLength, let q = quote.baseAddress else { return }
+        let ihl = Int(q.load(as: UInt8.self) & 0x0F) &* 4
+        guard ihl >= IPv4HeaderView.minHeaderLength, ihl <= quote.count else { return }
+        let origSrc = IPv4Address(wireLoad32(q, 12)), origDst = IPv4Address(wireLoad32(q, 16))
+        guard !origSrc.isUnspecified, !origSrc.isBroadcast, !origSrc.isMulticast, !isBroadcastFor(origSrc),
+              !isLocal(origSrc), !origDst.isBroadcast, !origDst.isMulticast, !isBroadcastFor(origDst) else { return }
+        guard wireLoad16(q, 6) & 0x1FFF == 0 else { return }
+        if q.load(fromByteOffset: 9, as: UInt8.self) == IPProtocol.icmp {
+            guard quote.count > ihl else { return }
+            let t = q.load(fromByteOffset: ihl, as: UInt8.self)
+            guard t == ICMPv4Type.echoRequest || t == ICMPv4Type.echoReply || t == ICMPv4Type.timestampRequest
+                    || t == 14 else { return }
+        }
+        guard icmpBucket.take(now: now) else { counters.icmpErrorsRateLimited &+= 1; return }
+        guard let src = isLocal(origDst) ? origDst : sourceAddress(for: origSrc) else { return }
+        // Quote as much as fits a 576-byte datagram (RFC 1812 §4.3.2.3), like Linux.
+        let body = UnsafeRawBufferPointer(start: q, count: min(quote.count, 576 &- 20 &- 8))
+        var hdr: UInt64 = 0
+        withUnsafeMutableBytes(of: &hdr) { h in
+            let p = h.baseAddress.unsafelyUnwrapped
+            ICMPv4View.emit(into: p, type: type, code: code, rest: rest, bodyLength: 0)
+            wireStore16(p, 2, 0)
+            let s = Checksum.partial(q, count: body.count, initial: Checksum.partial(UnsafeRawPointer(p), count: 8))
+            wireStore16(p, 2, Checksum.finish(s))
+            do {
+                try outputDatagram(src: src, dst: origSrc, proto: IPProtocol.icmp, header: UnsafeRawPointer(p), body: body)
+                counters.icmpErrorsSent &+= 1
+            } catch {}
+        }
+    }
+
+    // MARK: - UDP input
+
+    func udpInput(src: IPv4Address, dst: IPv4Address, payload: UnsafeRawBufferPointer,
+                  quote: UnsafeRawBufferPointer, broadcast: Bool) {
+        let u: UDPHeaderView
+        do { u = try UDPHeaderView(payload) } catch { counters.droppedMalformed &+= 1; return }
+        guard u.checksumValid(source: src, destination: dst) else { counters.droppedChecksum &+= 1; return }
+        counters.udpDatagramsIn &+= 1
+        let from = IPv4Endpoint(src, u.sourcePort)
+        guard let (sock, h) = udp.lookup(dst: IPv4Endpoint(dst, u.destinationPort), src: from) else {
+            counters.droppedNoSocket &+= 1
+            if !broadcast {
+                sendICMPError(type: ICMPv4Type.destinationUnreachable, code: ICMPv4UnreachableCode.port, quote: quote)
+            }
+            return
+        }
+        if sock.isService {
+            // UDP echo (RFC 862): answer inline, never to broadcasts or port 0.
+            if !broadcast && u.sourcePort != 0 { udpEchoReply(local: IPv4Endpoint(dst, u.destinationPort), to: from, u.payload) }
+            return
+        }
+        let wasEmpty = sock.metaCount == 0
+        if sock.push(u.payload, from: from) {
+            if wasEmpty { events.append(.readable(h)) }
+        } else {
+            counters.droppedUDPQueueFull &+= 1
+        }
+    }
+
+    /// Set when TCP may have queued events, so `receive` only pumps when needed.
+    var tcpMayHaveEvents = false
+}
+
+// MARK: - IPv4Transmitter (used by TCPLayer)
+
+extension NetStack: IPv4Transmitter {
+    public func maxPayload(to dst: IPv4Address) -> Int { mtu &- IPv4HeaderView.minHeaderLength }
+
+    /// TCP writes its segment straight into the outgoing frame; we prepend IPv4 (DF set, TTL 64)
+    /// and Ethernet headers. Unresolved neighbors get the frame parked in the ARP queue.
+    @discardableResult
+    public func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
+                         _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        guard let (hop, bcast) = route(dst) else { counters.noRoute &+= 1; return false }
+        let cap = min(max(capacity, 0), mtu &- IPv4HeaderView.minHeaderLength)
+        let l4 = txBuffer + (EthernetHeaderView.headerLength &+ IPv4HeaderView.minHeaderLength)
+        let n = min(fill(UnsafeMutableRawBufferPointer(start: l4, count: cap)), cap)
+        if n <= 0 { return true }
+        var source = src
+        if source.isUnspecified { guard let s = sourceAddress(for: dst) else { return false }; source = s }
+        IPv4HeaderView.emit(into: txBuffer + EthernetHeaderView.headerLength, source: source, destination: dst,
+                            protocolNumber: proto, payloadLength: n, identification: nextIPID(),
+                            dontFragment: proto == IPProtocol.tcp)
+        return sendIPv4Frame(ipLength: IPv4HeaderView.minHeaderLength &+ n, hop: hop, broadcast: bcast)
+    }
+}
+
+// MARK: - UDP socket API
+
+extension NetStack {
+    /// Largest UDP payload (65535 - 20 - 8); bigger sends fail with `.messageTooLong`. Sends
+    /// bigger than the MTU are fragmented (not EMSGSIZE), like Linux without IP_PMTUDISC_DO.
+    public static let udpMaxPayload = 65507
+
+    /// Opens a UDP socket bound to `local` (address `.any` or one of ours; port 0 = ephemeral).
+    public func udpOpen(local: IPv4Endpoint) throws(SocketError) -> SocketHandle {
+        try openUDP(local: local, isService: false)
+    }
+
+    func openUDP(local: IPv4Endpoint, isService: Bool) throws(SocketError) -> SocketHandle {
+        guard local.address.isUnspecified || isLocal(local.address) else { throw .addressNotAvailable }
+        var ep = local
+        if ep.port == 0 {
+            let start = UInt16(truncatingIfNeeded: 49152 &+ Int(random.next() % 16384))
+            var found: UInt16?
+            for i in 0..<16384 {
+                let p = UInt16(truncatingIfNeeded: 49152 &+ ((Int(start) &- 49152 &+ i) % 16384))
+                if udp.isPortFree(p, address: ep.address) { found = p; break }
+            }
+            guard let p = found else { throw .addressInUse }
+            ep.port = p
+        }
+        return try udp.open(local: ep, isService: isService, queueDatagrams: config.udpQueueDatagrams,
+                            queueBytes: config.udpQueueBytes)
+    }
+
+    /// Sets (or with nil clears) the default destination; a connected socket only receives from
+    /// its peer.
+    public func udpConnect(_ h: SocketHandle, remote: IPv4Endpoint?) throws(SocketError) {
+        guard let s = udp.socket(h) else { throw .invalidHandle }
+        guard let r = remote else { s.remote = nil; return }
+        guard !r.address.isUnspecified, r.port != 0 else { throw .invalidState }
+        guard route(r.address) != nil else { throw .networkUnreachable }
+        s.remote = r
+    }
+
+    /// Sends one datagram to `to` (or the connected peer). Throws `.notConnected` without a
+    /// destination, `.messageTooLong` above 65507 bytes, `.networkUnreachable` without a route.
+    /// A datagram waiting for ARP that cannot be queued is dropped silently (counted), as in Linux.
+    public func udpSend(_ h: SocketHandle, to: IPv4Endpoint?, _ payload: UnsafeRawBufferPointer, now: Instant) throws(SocketError) {
+        self.now = now
+        guard let s = udp.socket(h) else { throw .invalidHandle }
+        guard let dst = to ?? s.remote else { throw .notConnected }
+        guard dst.port != 0, !dst.address.isUnspecified else { throw .invalidState }
+        guard payload.count <= Self.udpMaxPayload else { throw .messageTooLong }
+        let src: IPv4Address
+        if s.local.address.isUnspecified {
+            guard let a = sourceAddress(for: dst.address) else { throw .networkUnreachable }
+            src = a
+        } else {
+            src = s.local.address
+        }
+        try sendUDP(src: IPv4Endpoint(src, s.local.port), dst: dst, payload)
+    }
+
+    func sendUDP(src: IPv4Endpoint, dst: IPv4Endpoint, _ payload: UnsafeRawBufferPointer) throws(SocketError) {
+        var hdr: UInt64 = 0
+        var result: SocketError?
+        withUnsafeMutableBytes(of: &hdr) { h in
+            let p = h.baseAddress.unsafelyUnwrapped
+            UDPHeaderView.emit(into: p, sourcePort: src.port, destinationPort: dst.port, payloadLength: payload.count)
+            let c = UDPHeaderView.checksum(source: src.address, destination: dst.address, header: UnsafeRawPointer(p), payload: payload)
+            wireStore16(p, 6, c)
+            do throws(SocketError) {
+                try outputDatagram(src: src.address, dst: dst.address, proto: IPProtocol.udp, header: UnsafeRawPointer(p), body: payload)
+                counters.udpDatagramsOut &+= 1
+            } catch { result = error }
+        }
+        if let e = result { throw e }
+    }
+
+    func udpEchoReply(local: IPv4Endpoint, to: IPv4Endpoint, _ payload: UnsafeRawBufferPointer) {
+        try? sendUDP(src: local, dst: to, payload)
+    }
+
+    /// Dequeues the oldest datagram into `into`, truncating like recvfrom; nil when the queue is empty.
+    public func udpReceive(_ h: SocketHandle, into: UnsafeMutableRawBufferPointer) throws(SocketError) -> (count: Int, from: IPv4Endpoint)? {
+        guard let s = udp.socket(h) else { throw .invalidHandle }
+        guard let r = s.pop(into: into) else { return nil }
+        return (r.count, r.from)
+    }
+
+    /// Like `udpReceive`, also returning the datagram's full length (> count when truncated).
+    public func udpReceiveDatagram(_ h: SocketHandle, into: UnsafeMutableRawBufferPointer) throws(SocketError)
+        -> (count: Int, length: Int, from: IPv4Endpoint)? {
+        guard let s = udp.socket(h) else { throw .invalidHandle }
+        return s.pop(into: into)
+    }
+
+    /// Size of the next queued datagram (FIONREAD for UDP), nil when empty or unknown handle.
+    public func udpNextDatagramSize(_ h: SocketHandle) -> Int? { udp.socket(h)?.nextLength }
+
+    public func udpClose(_ h: SocketHandle) { _ = udp.close(h) }
+
+    public func udpLocalEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { udp.socket(h)?.local }
+    public func udpRemoteEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { udp.socket(h)?.remote }
+}
+
+// MARK: - TCP helpers
+
+extension NetStack {
+    /// `tcp.connect` with the interface's knowledge filled in: a wildcard local address becomes
+    /// the source address routing picks for `remote`; fails with `.networkUnreachable` when
+    /// there is no route and `.addressNotAvailable` for a local address that is not ours.
+    /// Drivers should connect through this rather than `tcp.connect` directly.
+    public func tcpConnect(local: IPv4Endpoint, remote: IPv4Endpoint, now: Instant) throws(SocketError) -> SocketHandle {
+        self.now = now
+        guard route(remote.address) != nil else { counters.noRoute &+= 1; throw .networkUnreachable }
+        var l = local
+        if l.address.isUnspecified {
+            guard let a = sourceAddress(for: remote.address) else { throw .networkUnreachable }
+            l.address = a
+        } else if !isLocal(l.address) {
+            throw .addressNotAvailable
+        }
+        return try tcp.connect(local: l, remote: remote, now: now)
+    }
+}

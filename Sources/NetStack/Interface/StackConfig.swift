@@ -1,0 +1,106 @@
+/// Where the stack's outgoing Ethernet frames go (the TAP writer in the daemon, a fake link in
+/// tests). Called synchronously from `NetStack.receive`/`poll`/`udpSend`; the buffer is only
+/// valid during the call.
+public protocol FrameSink: AnyObject {
+    func sendFrame(_ frame: UnsafeRawBufferPointer)
+}
+
+/// The RFC 862/863/864 diagnostic services the stack can answer by itself (benchmark targets).
+public enum DiagnosticService: String, Sendable, CaseIterable {
+    case echo       // TCP + UDP port 7
+    case discard    // TCP port 9
+    case chargen    // TCP port 19
+}
+
+/// Static configuration of one NetStack interface.
+public struct StackConfig: Sendable {
+    public static let mtuRange = 1280...10000
+
+    public var mac: MACAddress
+    /// IP MTU of the link (bytes of IPv4 datagram per frame), clamped to `mtuRange`.
+    public var mtu: Int
+    public var addresses: [IPv4CIDR]
+    /// Next hop for destinations outside every address's subnet (must be on-link).
+    public var gateway: IPv4Address?
+    public var tcp: TCPConfig
+    public var services: Set<DiagnosticService>
+    /// Per-UDP-socket receive queue bounds.
+    public var udpQueueDatagrams = 256
+    public var udpQueueBytes = 1 << 20
+    /// ARP: how long a confirmed neighbor stays reachable, retry interval, tries before giving up.
+    public var arpReachableTime = Duration.seconds(60)
+    public var arpRetryInterval = Duration.seconds(1)
+    public var arpMaxTries = 3
+    public var arpMaxEntries = 1024
+    /// Frames held while a neighbor resolves: per destination and in total (preallocated).
+    public var arpQueuePerNeighbor = 64
+    public var arpQueueTotal = 64
+    /// Fragment reassembly bounds.
+    public var reassemblyTimeout = Duration.seconds(30)
+    public var reassemblyMaxDatagrams = 8
+    public var reassemblyMaxFragments = 128
+    /// ICMP error token bucket (Linux defaults: 1000 per second, burst 50).
+    public var icmpErrorsPerSecond = 1000
+    public var icmpErrorBurst = 50
+
+    public init(mac: MACAddress, mtu: Int = 2800, addresses: [IPv4CIDR], gateway: IPv4Address? = nil,
+                tcp: TCPConfig = TCPConfig(), services: Set<DiagnosticService> = []) {
+        self.mac = mac
+        self.mtu = min(max(mtu, Self.mtuRange.lowerBound), Self.mtuRange.upperBound)
+        self.addresses = addresses
+        self.gateway = gateway
+        self.tcp = tcp
+        self.services = services
+    }
+}
+
+/// Interface counters (monotonic; read with `NetStack.counters`).
+public struct StackCounters: Sendable, Hashable {
+    public var framesIn: UInt64 = 0
+    public var framesOut: UInt64 = 0
+    public var bytesIn: UInt64 = 0
+    public var bytesOut: UInt64 = 0
+    // Drops on input, by reason.
+    public var droppedMalformed: UInt64 = 0     // truncated / bad version / bad lengths
+    public var droppedChecksum: UInt64 = 0      // IPv4 header, ICMP or UDP checksum
+    public var droppedNotForUs: UInt64 = 0      // other MAC / other IP / unknown EtherType
+    public var droppedNoSocket: UInt64 = 0      // UDP to a closed port
+    public var droppedUnsupported: UInt64 = 0   // unknown IP protocol, non-Ethernet ARP...
+    public var droppedMartian: UInt64 = 0       // impossible source address
+    public var droppedUDPQueueFull: UInt64 = 0
+    // ARP
+    public var arpRequestsSent: UInt64 = 0
+    public var arpRepliesSent: UInt64 = 0
+    public var arpRequestsReceived: UInt64 = 0
+    public var arpRepliesReceived: UInt64 = 0
+    public var arpQueued: UInt64 = 0            // frames held while resolving
+    public var arpQueueDrops: UInt64 = 0        // queue full
+    public var arpUnresolvedDrops: UInt64 = 0   // frames dropped because resolution failed (hostUnreachable)
+    public var arpFailures: UInt64 = 0          // resolutions given up
+    // IPv4
+    public var noRoute: UInt64 = 0
+    public var fragmentsIn: UInt64 = 0
+    public var reassembled: UInt64 = 0
+    public var reassemblyOverlaps: UInt64 = 0
+    public var reassemblyTimeouts: UInt64 = 0
+    public var reassemblyDrops: UInt64 = 0      // invalid fragments, eviction, too many fragments
+    public var fragmentsOut: UInt64 = 0
+    // ICMP
+    public var icmpEchoRequests: UInt64 = 0
+    public var icmpEchoReplies: UInt64 = 0
+    public var icmpErrorsSent: UInt64 = 0
+    public var icmpErrorsRateLimited: UInt64 = 0
+    public var icmpErrorsReceived: UInt64 = 0
+    // UDP
+    public var udpDatagramsIn: UInt64 = 0
+    public var udpDatagramsOut: UInt64 = 0
+    public var tcpSegmentsIn: UInt64 = 0
+
+    public init() {}
+
+    /// All input drops together.
+    public var dropped: UInt64 {
+        droppedMalformed &+ droppedChecksum &+ droppedNotForUs &+ droppedNoSocket &+ droppedUnsupported
+            &+ droppedMartian &+ droppedUDPQueueFull
+    }
+}

@@ -1,0 +1,151 @@
+/// UDP socket table (RFC 768, socket semantics after Linux): bind with EADDRINUSE, ephemeral
+/// ports, connect as an input filter and default destination, and per-socket bounded receive
+/// queues. Each socket's queue is one byte ring (`udpQueueBytes`) plus a fixed ring of datagram
+/// records (`udpQueueDatagrams`), both allocated at open, so input never allocates.
+///
+/// Handles: UDP handles have `SocketHandle.udpFlag` set in `index`; TCPLayer's never do (see
+/// Core/Socket.swift), so one handle space serves the driver for both protocols.
+final class UDPSocket {
+    var generation: UInt32
+    var local: IPv4Endpoint
+    var remote: IPv4Endpoint?
+    /// Internal diagnostic-service socket: input is answered inline, never queued or reported.
+    let isService: Bool
+    let data: RingBuffer
+    var metaFrom: [IPv4Endpoint]
+    var metaLength: [Int]
+    var metaHead = 0
+    var metaCount = 0
+
+    init(generation: UInt32, local: IPv4Endpoint, isService: Bool, queueDatagrams: Int, queueBytes: Int) {
+        self.generation = generation
+        self.local = local
+        self.isService = isService
+        let d = isService ? 1 : max(1, queueDatagrams)
+        data = RingBuffer(capacity: isService ? 1 : max(1, queueBytes))
+        metaFrom = Array(repeating: IPv4Endpoint(.any, 0), count: d)
+        metaLength = Array(repeating: 0, count: d)
+    }
+
+    /// Queues one datagram; false if either bound would be exceeded.
+    func push(_ payload: UnsafeRawBufferPointer, from: IPv4Endpoint) -> Bool {
+        guard metaCount < metaFrom.count, payload.count <= data.free else { return false }
+        if let p = payload.baseAddress { data.enqueue(p, count: payload.count) }
+        var i = metaHead &+ metaCount
+        if i >= metaFrom.count { i &-= metaFrom.count }
+        metaFrom[i] = from
+        metaLength[i] = payload.count
+        metaCount &+= 1
+        return true
+    }
+
+    /// Copies the oldest datagram into `into` (truncating like recvfrom) and drops it.
+    func pop(into: UnsafeMutableRawBufferPointer) -> (count: Int, length: Int, from: IPv4Endpoint)? {
+        guard metaCount > 0 else { return nil }
+        let len = metaLength[metaHead], from = metaFrom[metaHead]
+        let n = min(len, into.count)
+        if n > 0, let dst = into.baseAddress { data.peek(into: dst, count: n) }
+        data.discard(len)
+        metaHead &+= 1
+        if metaHead == metaFrom.count { metaHead = 0 }
+        metaCount &-= 1
+        return (n, len, from)
+    }
+
+    var nextLength: Int? { metaCount > 0 ? metaLength[metaHead] : nil }
+}
+
+final class UDPSocketTable {
+    private(set) var slots: [UDPSocket?] = []
+    private var generations: [UInt32] = []
+    private var freeSlots: [Int] = []
+    /// port -> slots bound to it (usually one).
+    private var byPort: [UInt16: [Int]] = [:]
+    let maxSockets = 1 << 16
+
+    func socket(_ h: SocketHandle) -> UDPSocket? {
+        guard h.isUDP else { return nil }
+        let i = Int(h.index & ~SocketHandle.udpFlag)
+        guard i < slots.count, let s = slots[i], s.generation == h.generation else { return nil }
+        return s
+    }
+
+    func isPortFree(_ port: UInt16, address: IPv4Address) -> Bool {
+        guard let list = byPort[port] else { return true }
+        for i in list {
+            guard let s = slots[i] else { continue }
+            let a = s.local.address
+            if a == address || a.isUnspecified || address.isUnspecified { return false }
+        }
+        return true
+    }
+
+    func open(local: IPv4Endpoint, isService: Bool, queueDatagrams: Int, queueBytes: Int) throws(SocketError) -> SocketHandle {
+        guard isPortFree(local.port, address: local.address) else { throw .addressInUse }
+        let i: Int
+        if let f = freeSlots.popLast() {
+            i = f
+        } else {
+            guard slots.count < maxSockets else { throw .noBufferSpace }
+            slots.append(nil)
+            generations.append(0)
+            i = slots.count &- 1
+        }
+        generations[i] &+= 1
+        let s = UDPSocket(generation: generations[i], local: local, isService: isService,
+                          queueDatagrams: queueDatagrams, queueBytes: queueBytes)
+        slots[i] = s
+        byPort[local.port, default: []].append(i)
+        return SocketHandle(index: UInt32(i) | SocketHandle.udpFlag, generation: s.generation)
+    }
+
+    func close(_ h: SocketHandle) -> UDPSocket? {
+        guard let s = socket(h) else { return nil }
+        let i = Int(h.index & ~SocketHandle.udpFlag)
+        slots[i] = nil
+        freeSlots.append(i)
+        if var list = byPort[s.local.port] {
+            list.removeAll { $0 == i }
+            byPort[s.local.port] = list.isEmpty ? nil : list
+        }
+        return s
+    }
+
+    /// Best socket for a datagram: exact local address beats wildcard, connected beats
+    /// unconnected; connected sockets only accept their peer.
+    @inline(__always)
+    func lookup(dst: IPv4Endpoint, src: IPv4Endpoint) -> (UDPSocket, SocketHandle)? {
+        guard let list = byPort[dst.port] else { return nil }
+        var best: (UDPSocket, SocketHandle)?
+        var bestScore = -1
+        for i in list {
+            guard let s = slots[i] else { continue }
+            var score = 0
+            if !s.local.address.isUnspecified {
+                guard s.local.address == dst.address else { continue }
+                score &+= 2
+            }
+            if let r = s.remote {
+                guard r == src else { continue }
+                score &+= 1
+            }
+            if score > bestScore {
+                bestScore = score
+                best = (s, SocketHandle(index: UInt32(i) | SocketHandle.udpFlag, generation: s.generation))
+            }
+        }
+        return best
+    }
+
+    func forEach(_ body: (SocketHandle, UDPSocket) -> Void) {
+        for (i, s) in slots.enumerated() {
+            if let s { body(SocketHandle(index: UInt32(i) | SocketHandle.udpFlag, generation: s.generation), s) }
+        }
+    }
+}
+
+extension SocketHandle {
+    /// Set in `index` for UDP sockets of NetStack; TCPLayer handles never use this bit.
+    public static let udpFlag: UInt32 = 0x8000_0000
+    @inlinable public var isUDP: Bool { index & Self.udpFlag != 0 }
+}

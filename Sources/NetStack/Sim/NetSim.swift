@@ -1,0 +1,182 @@
+/// A frame-level network simulator for tests: nodes (NetStacks or scripted peers) on one
+/// Ethernet segment (a hub: every frame goes to every other port), a virtual clock, and seeded
+/// faults per delivery — drop, duplicate, reorder (extra random delay), corrupt, fixed delay.
+/// `run` advances the clock straight to the earliest of the nodes' deadlines and the next
+/// delivery, so minutes of protocol time cost only the work done. Modelled on smoltcp's
+/// loopback + FaultInjector; test infrastructure, not for the data path (it copies frames).
+
+/// What a simulated link does to frames (probabilities in 0...1).
+public struct LinkFaults: Sendable {
+    public var dropRate = 0.0
+    public var duplicateRate = 0.0
+    /// Fraction of frames held back by an extra random delay up to `reorderDelay`.
+    public var reorderRate = 0.0
+    public var reorderDelay = Duration.milliseconds(5)
+    public var corruptRate = 0.0
+    /// One-way latency of every frame.
+    public var delay = Duration.milliseconds(1)
+    public init(dropRate: Double = 0, duplicateRate: Double = 0, reorderRate: Double = 0,
+                corruptRate: Double = 0, delay: Duration = .milliseconds(1)) {
+        self.dropRate = dropRate
+        self.duplicateRate = duplicateRate
+        self.reorderRate = reorderRate
+        self.corruptRate = corruptRate
+        self.delay = delay
+    }
+    public static let perfect = LinkFaults()
+}
+
+/// Something attached to the simulated segment.
+public protocol SimNode: AnyObject {
+    func receive(frame: UnsafeRawBufferPointer, now: Instant)
+    func poll(now: Instant) -> Instant?
+}
+
+extension NetStack: SimNode {}
+
+/// A node driven by a closure: sees every frame, may answer through its port.
+public final class ScriptedNode: SimNode {
+    public let port: SimPort
+    public var onFrame: (_ frame: [UInt8], _ now: Instant, _ port: SimPort) -> Void
+    public private(set) var received: [[UInt8]] = []
+    public init(port: SimPort, onFrame: @escaping ([UInt8], Instant, SimPort) -> Void = { _, _, _ in }) {
+        self.port = port
+        self.onFrame = onFrame
+    }
+    public func receive(frame: UnsafeRawBufferPointer, now: Instant) {
+        let f = Array(frame)
+        received.append(f)
+        onFrame(f, now, port)
+    }
+    public func poll(now: Instant) -> Instant? { nil }
+}
+
+/// A node's attachment point; it is the node's `FrameSink`.
+public final class SimPort: FrameSink {
+    public let id: Int
+    unowned let sim: NetSim
+    /// Faults applied to frames this port sends.
+    public var faults: LinkFaults
+    init(id: Int, sim: NetSim, faults: LinkFaults) { self.id = id; self.sim = sim; self.faults = faults }
+    public func sendFrame(_ frame: UnsafeRawBufferPointer) { sim.transmit(from: self, frame) }
+    /// Sends bytes as if this port's node had (scripted peers).
+    public func send(_ frame: [UInt8]) { frame.withUnsafeBytes { sendFrame($0) } }
+}
+
+public final class NetSim {
+    public private(set) var now: Instant
+    var rng: XorShiftRandom
+    private var ports: [SimPort] = []
+    private var nodes: [SimNode?] = []
+    private struct InFlight { var at: Instant; var seq: UInt64; var to: Int; var bytes: [UInt8] }
+    private var inFlight: [InFlight] = []   // sorted by (at, seq); live part starts at `head`
+    private var head = 0
+    private var seq: UInt64 = 0
+    /// Statistics, for tests that want to see the faults happen.
+    public private(set) var delivered = 0, dropped = 0, duplicated = 0, corrupted = 0, reordered = 0
+    /// When true, every transmitted frame is recorded (sender port id, bytes).
+    public var recordTrace = false
+    public private(set) var trace: [(from: Int, bytes: [UInt8])] = []
+
+    public init(seed: UInt64, start: Instant = .milliseconds(1000)) {
+        rng = XorShiftRandom(seed: seed)
+        now = start
+    }
+
+    public func makePort(faults: LinkFaults = .perfect) -> SimPort {
+        let p = SimPort(id: ports.count, sim: self, faults: faults)
+        ports.append(p)
+        nodes.append(nil)
+        return p
+    }
+
+    public func attach(_ node: SimNode, to port: SimPort) { nodes[port.id] = node }
+
+    private func chance(_ p: Double) -> Bool {
+        guard p > 0 else { return false }
+        return Double(rng.next() >> 11) / Double(1 << 53) < p
+    }
+
+    func transmit(from port: SimPort, _ frame: UnsafeRawBufferPointer) {
+        if recordTrace { trace.append((port.id, Array(frame))) }
+        let f = port.faults
+        for p in ports where p.id != port.id {
+            if chance(f.dropRate) { dropped += 1; continue }
+            var bytes = Array(frame)
+            if chance(f.corruptRate), !bytes.isEmpty {
+                let i = Int(rng.next() % UInt64(bytes.count))
+                bytes[i] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
+                corrupted += 1
+            }
+            var at = now + f.delay
+            if chance(f.reorderRate) {
+                at = at + Duration(nanoseconds: rng.next() % max(1, f.reorderDelay.nanoseconds))
+                reordered += 1
+            }
+            enqueue(InFlight(at: at, seq: 0, to: p.id, bytes: bytes))
+            if chance(f.duplicateRate) {
+                duplicated += 1
+                enqueue(InFlight(at: at + .microseconds(10), seq: 0, to: p.id, bytes: bytes))
+            }
+        }
+    }
+
+    private func enqueue(_ e: InFlight) {
+        var e = e
+        seq &+= 1
+        e.seq = seq
+        // Keep sorted by (at, seq): binary search for the insertion point.
+        var lo = head, hi = inFlight.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            let m = inFlight[mid]
+            if m.at < e.at || (m.at == e.at && m.seq < e.seq) { lo = mid + 1 } else { hi = mid }
+        }
+        inFlight.insert(e, at: lo)
+    }
+
+    /// Frames in flight right now.
+    public var framesInFlight: Int { inFlight.count - head }
+
+    private var firstInFlight: InFlight? { head < inFlight.count ? inFlight[head] : nil }
+
+    /// Runs until `done()` holds (true), or virtual time passes `limit` / nothing is left to do
+    /// (false). Each step polls every node, then jumps to the next event.
+    @discardableResult
+    public func run(for limit: Duration, until done: () -> Bool = { false }) -> Bool {
+        let end = now + limit
+        var idleSpins = 0
+        while true {
+            var next: Instant?
+            for n in nodes { if let n { next = earliest(next, n.poll(now: now)) } }
+            if done() { return true }
+            if let first = firstInFlight { next = earliest(next, first.at) }
+            guard let t = next else { return false }
+            if t > end { now = end; return done() }
+            if t > now {
+                now = t
+                idleSpins = 0
+            } else if firstInFlight.map({ $0.at > now }) ?? true {
+                // A node asked to be polled again "now" without anything to deliver: nudge the
+                // clock so a misbehaving deadline cannot spin forever.
+                idleSpins += 1
+                if idleSpins > 2 { now = now + .microseconds(1) }
+            }
+            var batch = 0
+            while let f = firstInFlight, f.at <= now {
+                head += 1
+                if head >= 4096 && head * 2 >= inFlight.count {
+                    inFlight.removeFirst(head)
+                    head = 0
+                }
+                delivered += 1
+                batch += 1
+                if let node = nodes[f.to] { f.bytes.withUnsafeBytes { node.receive(frame: $0, now: now) } }
+                if batch >= 64 { break }    // poll between bursts, like a driver's batch
+            }
+        }
+    }
+
+    /// Advances the clock by `d`, delivering and polling on the way.
+    public func advance(_ d: Duration) { run(for: d) }
+}

@@ -1,3 +1,0 @@
-import Testing
-@testable import NetStack
-@Test func moduleLinks() { #expect(true) }

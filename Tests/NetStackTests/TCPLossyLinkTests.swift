@@ -1,0 +1,93 @@
+import Testing
+@testable import NetStack
+
+/// Bulk transfers in both directions over a lossy, duplicating, reordering link.
+let debugLink = false
+@Suite struct TCPLossyLinkTests {
+    struct Outcome { var aToB: Bool; var bToA: Bool; var statesOK: Bool; var simulatedMs: UInt64 }
+
+    static func transfer(size: Int, loss: Double, seed: UInt64, cc: CongestionControl = .cubic,
+                         mtu: Int = 1500, bufferSize: Int = 256 << 10,
+                         tweak: (inout TCPConfig) -> Void = { _ in }) -> Outcome {
+        var cfg = TCPConfig()
+        cfg.receiveBufferSize = bufferSize
+        cfg.sendBufferSize = bufferSize
+        cfg.timeWait = .seconds(2)
+        cfg.congestionControl = cc
+        cfg.maxRetransmissions = 30
+        cfg.synRetries = 20
+        cfg.maxRTO = .seconds(4)
+        tweak(&cfg)
+        let link = SimLink(config: cfg, seed: seed)
+        if debugLink { link.trace = [] }
+        link.mtu = mtu
+        link.loss = loss
+        link.duplicate = loss / 2
+        link.reorder = loss
+        let addrA = IPv4Address(10, 1, 0, 1), addrB = IPv4Address(10, 1, 0, 2)
+        let l = try! link.b.listen(local: IPv4Endpoint(addrB, 7000), backlog: 4)
+        let ca = try! link.a.connect(local: IPv4Endpoint(addrA, 0), remote: IPv4Endpoint(addrB, 7000), now: link.now)
+        var cb: SocketHandle?
+        let dataAB = bytes(size, seed: 3)
+        let dataBA = bytes(size, seed: 77)
+        var sentAB = 0, sentBA = 0
+        var gotAB: [UInt8] = [], gotBA: [UInt8] = []
+        gotAB.reserveCapacity(size); gotBA.reserveCapacity(size)
+        var closedA = false, closedB = false
+        var steps = 0
+        var buf = [UInt8](repeating: 0, count: 64 << 10)
+
+        func pump(_ layer: TCPLayer, _ h: SocketHandle, _ data: [UInt8], _ sent: inout Int, _ got: inout [UInt8],
+                  _ closed: inout Bool) {
+            if sent < data.count {
+                let n = data[sent...].withUnsafeBytes { (try? layer.send(h, $0)) ?? 0 }
+                sent += n
+                if sent == data.count { try? layer.shutdownWrite(h) }
+            }
+            while true {
+                let n = buf.withUnsafeMutableBytes { (try? layer.receive(h, into: $0)) ?? 0 }
+                if n == 0 { break }
+                got.append(contentsOf: buf[0..<n])
+            }
+            if !closed && layer.isPeerClosed(h) && sent == data.count {
+                closed = true
+                layer.close(h)
+            }
+        }
+
+        while steps < 2_000_000 {
+            steps += 1
+            let more = link.step {
+                if cb == nil { cb = try? link.b.accept(l) }
+                pump(link.a, ca, dataAB, &sentAB, &gotBA, &closedA)
+                if let cb { pump(link.b, cb, dataBA, &sentBA, &gotAB, &closedB) }
+            }
+            if !more { break }
+            if link.eventsA.contains(where: { if case .failed = $0 { return true } else { return false } }) { break }
+        }
+        if debugLink {
+            print((link.trace ?? []).suffix(60).joined(separator: "\n"))
+            print("DEBUG loss=\(loss) steps=\(steps) sentAB=\(sentAB) gotAB=\(gotAB.count) sentBA=\(sentBA) gotBA=\(gotBA.count) infoA=\(String(describing: link.a.info(ca))) segs=\(link.sentSegments) drop=\(link.droppedSegments) now=\(link.now)")
+        }
+        let sa = link.a.info(ca)?.state
+        let sb = cb.flatMap { link.b.info($0)?.state }
+        let done: Set<TCPState?> = [.closed, .timeWait, nil]
+        return Outcome(aToB: gotAB == dataAB, bToA: gotBA == dataBA,
+                       statesOK: done.contains(sa) && done.contains(sb) && link.a.connectionCount == 0
+                           && link.b.connectionCount == 0,
+                       simulatedMs: (link.now.nanoseconds - 1_000_000_000) / 1_000_000)
+    }
+
+    @Test(arguments: [(0.0, 4 << 20), (0.01, 3 << 20), (0.05, 2 << 20), (0.10, 1 << 20), (0.30, 128 << 10)])
+    func bidirectionalTransferSurvivesLoss(loss: Double, size: Int) {
+        let o = Self.transfer(size: size, loss: loss, seed: 0xC0FFEE &+ UInt64(loss * 1000))
+        #expect(o.aToB, "A->B data differs at loss \(loss)")
+        #expect(o.bToA, "B->A data differs at loss \(loss)")
+        #expect(o.statesOK, "connections not finished at loss \(loss)")
+    }
+
+    @Test func newRenoTransferSurvivesLoss() {
+        let o = Self.transfer(size: 1 << 20, loss: 0.05, seed: 99, cc: .newReno)
+        #expect(o.aToB && o.bToA && o.statesOK)
+    }
+}
