@@ -23,7 +23,7 @@ struct NetworkStats: Sendable {
 }
 
 /// Writes frames to the TAP. A full TAP queue drops the frame, as a NIC would; TCP recovers.
-final class TapSink {
+final class TapSink: FrameSink {
     let fd: Int32
     var framesOut: UInt64 = 0
     var dropped: UInt64 = 0
@@ -62,5 +62,79 @@ final class NullStackDriver: StackDriver {
 }
 
 func makeStackDriver(settings: StackSettings, tapFD: Int32, logger: Logger) -> StackDriver {
-    NullStackDriver()
+    NetStackDriver(settings: settings, sink: TapSink(fd: tapFD), logger: logger)
+}
+
+/// The real driver: NetStack answering the TAP's frames. Connections of intercepted apps attach
+/// here (issue 4); the built-in diagnostic services run inside the stack.
+final class NetStackDriver: StackDriver {
+    private var stack: NetStack
+    private var settings: StackSettings
+    private let sink: TapSink
+    private let logger: Logger
+    private var random: XorShiftRandom
+
+    init(settings: StackSettings, sink: TapSink, logger: Logger) {
+        self.settings = settings
+        self.sink = sink
+        self.logger = logger
+        // ISNs, ephemeral ports and SYN-cookie secrets must be unpredictable: seed from the OS.
+        var system = SystemRandomNumberGenerator()
+        random = XorShiftRandom(seed: system.next())
+        stack = NetStackDriver.makeStack(settings, sink: sink, random: &random)
+    }
+
+    static func makeStack(_ s: StackSettings, sink: TapSink, random: inout XorShiftRandom) -> NetStack {
+        var tcp = TCPConfig()
+        tcp.receiveBufferSize = s.tcpReceiveBuffer
+        tcp.sendBufferSize = s.tcpSendBuffer
+        tcp.maxConnections = s.maxConnections
+        let services = Set(s.services.compactMap(DiagnosticService.init(rawValue:)))
+        let config = StackConfig(mac: s.stackMAC, mtu: s.mtu, addresses: s.addresses, gateway: s.gateway,
+                                 tcp: tcp, services: services)
+        return NetStack(config: config, sink: sink, random: XorShiftRandom(seed: random.next()))
+    }
+
+    func start(now: Instant) { stack.up(now: now) }
+
+    func receive(frame: UnsafeRawBufferPointer, now: Instant) { stack.receive(frame: frame, now: now) }
+
+    func poll(now: Instant) -> Instant? {
+        let next = stack.poll(now: now)
+        // No app sockets are attached yet: events only concern sockets the driver owns.
+        stack.drainEvents { _ in }
+        return next
+    }
+
+    func reconfigure(_ new: StackSettings, now: Instant) {
+        let old = settings
+        settings = new
+        if old.services != new.services || old.tcpReceiveBuffer != new.tcpReceiveBuffer
+            || old.tcpSendBuffer != new.tcpSendBuffer || old.maxConnections != new.maxConnections
+            || old.gateway != new.gateway || old.stackMAC != new.stackMAC {
+            // These shape the stack itself: start a fresh one (its connections are reset).
+            logger.info("stack restarted for new settings", metadata: ["connections": "\(stack.tcp.connectionCount)"])
+            stack = NetStackDriver.makeStack(new, sink: sink, random: &random)
+            stack.up(now: now)
+            return
+        }
+        if old.mtu != new.mtu { stack.setMTU(new.mtu) }
+        if old.addresses != new.addresses { stack.setAddresses(new.addresses, now: now) }
+    }
+
+    var stats: NetworkStats {
+        let c = stack.counters
+        return NetworkStats(framesIn: c.framesIn, framesOut: sink.framesOut, framesDropped: sink.dropped,
+                            connections: stack.tcp.connectionCount)
+    }
+
+    func connections(network: String) -> [ConnectionInfo] {
+        var out: [ConnectionInfo] = []
+        stack.tcp.forEachConnection { _, info in
+            out.append(ConnectionInfo(network: network, proto: "tcp", local: "\(info.local)",
+                                      remote: info.remote.map { "\($0)" } ?? "*:*", state: info.state.rawValue,
+                                      pid: nil, uid: nil, bytesIn: info.bytesReceived, bytesOut: info.bytesSent))
+        }
+        return out
+    }
 }
