@@ -122,12 +122,17 @@ public final class NetStack {
         pumpTCPEvents()
         var tcpNext = tcp.poll(now: now, tx: self)
         pumpTCPEvents()
-        // Services may have queued data or freed window in reaction to events: send it now.
-        if services.dirty {
+        // Services may have queued data or freed window in reaction to events (an accept in the
+        // last pump can do so too): send it now, and if reacting keeps producing work, ask to be
+        // polled again at once rather than leaving bytes in a txbuf with no deadline.
+        var rounds = 0
+        while services.dirty && rounds < 8 {
             services.dirty = false
             tcpNext = tcp.poll(now: now, tx: self)
             pumpTCPEvents()
+            rounds += 1
         }
+        if services.dirty { tcpNext = now }
         return earliest(next, tcpNext)
     }
 
