@@ -74,7 +74,7 @@ let debugLink = false
         let done: Set<TCPState?> = [.closed, .timeWait, nil]
         return Outcome(aToB: gotAB == dataAB, bToA: gotBA == dataBA,
                        statesOK: done.contains(sa) && done.contains(sb) && link.a.connectionCount == 0
-                           && link.b.connectionCount == 0,
+                           && link.b.connectionCount == 0 && link.oversize == 0,
                        simulatedMs: (link.now.nanoseconds - 1_000_000_000) / 1_000_000)
     }
 

@@ -959,7 +959,9 @@ final class TCPConnection {
         var sent = false
         var pipe = self.pipe
         let cwnd = cc.cwnd
-        let mss = payloadMss
+        // Data per segment: the MSS minus the options this segment carries (RFC 6691), SACK
+        // blocks included, so a full segment never exceeds the path MTU.
+        let mss = max(sndMss &- optionLength(ack: true), 1)
         let dataEnd = txBase + tx.count
 
         // 1. Loss recovery: resend holes first (RFC 6675 §5 NextSeg rule 1).
@@ -1049,6 +1051,13 @@ final class TCPConnection {
         }
         // Anything outstanding must be covered by a timer, or the connection could stall.
         if sndUna < sndMax && rtoAt == nil && persistAt == nil { rtoAt = now + effectiveRTO }
+    }
+
+    /// Option bytes on a non-SYN segment (layout of `sendSegment`).
+    func optionLength(ack: Bool) -> Int {
+        var n = tsOK ? 12 : 0
+        if sackOK && ack && !ooo.isEmpty { n &+= 4 &+ 8 &* min(ooo.count, tsOK ? 3 : 4) }
+        return n
     }
 
     /// Builds one segment straight into the outgoing frame: header, options, payload from `tx`
