@@ -756,3 +756,25 @@ import Testing
         #expect(h.layer.connectionCount == 0)
     }
 }
+
+@Suite struct TCPWindowScaleTests {
+    @Test func testEstablishedScaledWindowAdvertisement() throws {
+        let h = Harness { $0.receiveBufferSize = 4 << 20 }
+        let c = h.passiveEstablished(options: Harness.peerOptions(ws: 2))
+        let info = try #require(h.layer.info(c))
+        #expect(info.windowScaling)
+        h.inject(flags: .ack, window: 1000, payload: bytes(1000))
+        let out = h.sent()
+        // Our shift for 4 MiB is 7 (4 MiB >> 7 = 32768 fits 16 bits); the peer's is 2.
+        #expect(out.last?.window == UInt16(((4 << 20) - 1000) >> 7))
+        #expect(h.layer.info(c)?.peerWindow == 4000)
+    }
+
+    @Test func testKeepAliveDefaultFromConfig() throws {
+        let h = Harness { $0.keepAlive = true; $0.keepAliveIdle = .seconds(5); $0.keepAliveInterval = .seconds(1) }
+        _ = h.passiveEstablished()
+        h.run(untilMs: 5000)
+        let out = h.sent()
+        #expect(out.count == 1 && out[0].seq == h.peerAck &- 1)
+    }
+}

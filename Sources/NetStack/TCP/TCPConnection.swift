@@ -48,7 +48,7 @@ final class TCPConnection {
 
     // Per-socket options.
     @exclusivity(unchecked) var noDelay: Bool
-    @exclusivity(unchecked) var keepAlive = false
+    @exclusivity(unchecked) var keepAlive: Bool
 
     // Send sequence variables.
     @exclusivity(unchecked) var iss = SeqNumber(0)
@@ -154,6 +154,7 @@ final class TCPConnection {
         self.txBufferSize = txBufferSize
         self.noDelay = noDelay
         let cfg = layer.config
+        keepAlive = cfg.keepAlive
         rto = cfg.initialRTO
         quickAcks = cfg.quickAckSegments
         cc = CongestionController(algorithm: congestion, mss: 536, initialSegments: cfg.initialWindowSegments)
