@@ -282,6 +282,13 @@ final class TCPConnection {
             return .done
         }
 
+        // A retransmitted SYN in SYN-RECEIVED: our SYN-ACK was lost, send it again now.
+        if state == .synReceived, flags.contains(.syn), !flags.contains(.ack), !flags.contains(.rst), seq == irs {
+            needSyn = true
+            output(now: now, tx: out)
+            return .done
+        }
+
         // PAWS (RFC 7323 §5): drop segments whose timestamp is older than the last one seen.
         if tsOK, !flags.contains(.rst), let ts = options.timestamp {
             if Int32(bitPattern: ts.value &- tsRecent) < 0 {
@@ -323,14 +330,9 @@ final class TCPConnection {
             return .done
         }
 
-        // SYN in a synchronized state (RFC 5961 §4): challenge ACK. In SYN-RECEIVED, a
-        // retransmitted SYN means our SYN-ACK was lost.
+        // SYN in a synchronized state (RFC 5961 §4): challenge ACK.
         if flags.contains(.syn) {
-            if state == .synReceived && seq == irs {
-                needSyn = true
-            } else {
-                challengeAck(now: now)
-            }
+            challengeAck(now: now)
             output(now: now, tx: out)
             return .done
         }
