@@ -61,6 +61,10 @@ public final class NetStack {
         events.reserveCapacity(256)
         eventsOut.reserveCapacity(256)
         tcpEventScratch.reserveCapacity(256)
+        // `tcp.connect` from a wildcard address asks us which source address routing picks.
+        tcp.sourceAddressResolver = { [unowned self] dst in
+            self.route(dst) != nil ? self.sourceAddress(for: dst) : nil
+        }
         startServices()
     }
 
@@ -513,7 +517,12 @@ extension NetStack: IPv4Transmitter {
         let cap = min(max(capacity, 0), mtu &- IPv4HeaderView.minHeaderLength)
         let l4 = txBuffer + (EthernetHeaderView.headerLength &+ IPv4HeaderView.minHeaderLength)
         let n = min(fill(UnsafeMutableRawBufferPointer(start: l4, count: cap)), cap)
-        if n <= 0 { return true }
+        if n <= 0 {
+            // A caller that needed more room than the MTU allows sent nothing: count it, it is
+            // a bug upstream (e.g. options pushing a full-MSS segment past the MTU).
+            if capacity > cap { counters.oversizeTransmits &+= 1 }
+            return true
+        }
         var source = src
         if source.isUnspecified { guard let s = sourceAddress(for: dst) else { return false }; source = s }
         IPv4HeaderView.emit(into: txBuffer + EthernetHeaderView.headerLength, source: source, destination: dst,

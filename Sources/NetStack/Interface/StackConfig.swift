@@ -79,6 +79,8 @@ public struct StackCounters: Sendable, Hashable {
     public var arpFailures: UInt64 = 0          // resolutions given up
     // IPv4
     public var noRoute: UInt64 = 0
+    /// `transmit` calls that asked for more than the MTU and then wrote nothing (lost segments).
+    public var oversizeTransmits: UInt64 = 0
     public var fragmentsIn: UInt64 = 0
     public var reassembled: UInt64 = 0
     public var reassemblyOverlaps: UInt64 = 0
