@@ -72,14 +72,14 @@ import Testing
         defer { tap.close() }
         let nl = try Netlink()
         let before = try #require(try nl.linkInfo(interface: "zt-mtu"))
-        let setup = InterfaceSetup(name: "zt-mtu", mac: "02:00:00:00:00:11", mtu: 100,
+        let setup = InterfaceSetup(name: "zt-mtu", mac: "02:00:00:00:00:11", mtu: 20,
                                    kernelAddresses: ["10.79.0.1/24", "fd79::1/64"])
         do {
             try setup.apply(using: nl)
-            Issue.record("MTU 100 should be rejected")
+            Issue.record("MTU 20 should be rejected")
         } catch {
             #expect(error.errno == EINVAL)
-            #expect(error.description.hasPrefix("set MTU 100 on zt-mtu: Invalid argument (errno 22)"))
+            #expect(error.description.hasPrefix("set MTU 20 on zt-mtu: Invalid argument (errno 22)"))
             #expect(error.kernelMessage?.isEmpty == false)
             #expect(error.rollbackFailures.isEmpty)
         }
