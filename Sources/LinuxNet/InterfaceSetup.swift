@@ -42,6 +42,12 @@ public struct InterfaceSetup: Sendable, Equatable {
             }
             if !wanted.contains(c) { wanted.append(c) }
         }
+        // The kernel disables IPv6 on links below 1280 and then rejects the address with a bare
+        // EINVAL; say why instead.
+        if mtu < 1280, let v6 = wanted.first(where: { $0.family == AF_INET6 }) {
+            throw LinuxError(operation: "set MTU \(mtu) on \(name)", errno: EINVAL,
+                             detail: "\(LinuxError.errnoText(EINVAL)): IPv6 address \(v6) needs an MTU of at least 1280")
+        }
 
         var undo: [Undo] = []
         do {
