@@ -39,7 +39,7 @@ struct CommandError: Error, CustomStringConvertible {
 /// returns its stdout. posix_spawn + waitpid rather than Foundation.Process: Process waits through
 /// a CFRunLoop wake-up socket that cannot be created in a fresh namespace whose lo is down.
 @discardableResult
-func run(_ args: [String]) throws -> String {
+func run(_ args: [String], extraEnvironment: [String] = []) throws -> String {
     let exe = args[0].hasPrefix("/") ? args[0] :
         ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map { "\($0)/\(args[0])" }
             .first { access($0, X_OK) == 0 } ?? args[0]
@@ -55,8 +55,13 @@ func run(_ args: [String]) throws -> String {
     for fd in outPipe + errPipe { posix_spawn_file_actions_addclose(&actions, fd) }
     let argv: [UnsafeMutablePointer<CChar>?] = ([exe] + args.dropFirst()).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
+    var envp: [UnsafeMutablePointer<CChar>?] = extraEnvironment.map { strdup($0) }
+    var i = 0
+    while let e = environ[i] { envp.append(strdup(e)); i += 1 }
+    envp.append(nil)
+    defer { envp.forEach { free($0) } }
     var pid: pid_t = 0
-    let r = posix_spawn(&pid, exe, &actions, nil, argv, environ)
+    let r = posix_spawn(&pid, exe, &actions, nil, argv, envp)
     close(outPipe[1])
     close(errPipe[1])
     defer { close(outPipe[0]); close(errPipe[0]) }
