@@ -367,3 +367,7 @@ public final class Netlink {
         return nil
     }
 }
+
+/// One thread at a time: the libnl socket and the error sink are unsynchronized.
+@available(*, unavailable)
+extension Netlink: Sendable {}
