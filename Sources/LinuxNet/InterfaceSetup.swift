@@ -42,6 +42,12 @@ public struct InterfaceSetup: Sendable, Equatable {
             }
             if !wanted.contains(c) { wanted.append(c) }
         }
+        // The kernel disables IPv6 on links below 1280 and then rejects the address with a bare
+        // EINVAL; say why instead.
+        if mtu < 1280, let v6 = wanted.first(where: { $0.family == AF_INET6 }) {
+            throw LinuxError(operation: "set MTU \(mtu) on \(name)", errno: EINVAL,
+                             detail: "\(LinuxError.errnoText(EINVAL)): IPv6 address \(v6) needs an MTU of at least 1280")
+        }
 
         var undo: [Undo] = []
         do {
@@ -63,9 +69,7 @@ public struct InterfaceSetup: Sendable, Equatable {
             }
             if let bridge {
                 try netlink.enslave(interface: name, bridge: bridge)
-                if original.masterIndex == nil {
-                    undo.append(.bridge)
-                }
+                undo.append(.master(original.masterIndex ?? 0))  // back to its old bridge, or none
             }
             if !original.isUp {
                 try netlink.setUp(interface: name, true)
@@ -78,7 +82,7 @@ public struct InterfaceSetup: Sendable, Equatable {
                     case .mac(let old): try netlink.setMAC(interface: name, mac: old)
                     case .mtu(let old): try netlink.setMTU(interface: name, mtu: old)
                     case .address(let a): try netlink.removeAddress(interface: name, address: a)
-                    case .bridge: try netlink.release(interface: name)
+                    case .master(let index): try netlink.setMaster(interface: name, index: index)
                     }
                 } catch let e {
                     first.rollbackFailures.append(e.description)
@@ -89,6 +93,6 @@ public struct InterfaceSetup: Sendable, Equatable {
     }
 
     private enum Undo {
-        case mac(String), mtu(Int), address(String), bridge
+        case mac(String), mtu(Int), address(String), master(Int32)  // master 0: none
     }
 }

@@ -183,7 +183,13 @@ public final class Netlink {
 
     /// Removes `interface` from its bridge (no-op when it has none).
     public func release(interface: String) throws(LinuxError) {
-        try changeLink(interface, operation: "release \(interface) from its bridge") { rtnl_link_set_master($0, 0) }
+        try setMaster(interface: interface, index: 0)
+    }
+
+    /// Sets the master by index (0: none); used to put a link back where it was.
+    func setMaster(interface: String, index: Int32) throws(LinuxError) {
+        let op = index == 0 ? "release \(interface) from its bridge" : "set master of \(interface) to ifindex \(index)"
+        try changeLink(interface, operation: op) { rtnl_link_set_master($0, index) }
     }
 
     /// Deletes the interface (for a TAP: equivalent to the owner closing it).
@@ -361,3 +367,7 @@ public final class Netlink {
         return nil
     }
 }
+
+/// One thread at a time: the libnl socket and the error sink are unsynchronized.
+@available(*, unavailable)
+extension Netlink: Sendable {}

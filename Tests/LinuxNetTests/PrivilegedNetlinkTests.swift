@@ -66,21 +66,21 @@ import Testing
         #expect(try ipAddresses("zt-full").filter { $0 == "10.77.0.1/24" }.count == 1)
     }
 
-    @Test func mtuTooSmallFailsWithErrnoTextAndRollsBack() throws {
-        guard Privileged.check("mtuTooSmallFailsWithErrnoTextAndRollsBack") else { return }
+    @Test func mtuAboveDeviceMaximumFailsWithKernelTextAndRollsBack() throws {
+        guard Privileged.check("mtuAboveDeviceMaximumFailsWithKernelTextAndRollsBack") else { return }
         let tap = try TapDevice.open(name: "zt-mtu")
         defer { tap.close() }
         let nl = try Netlink()
         let before = try #require(try nl.linkInfo(interface: "zt-mtu"))
-        let setup = InterfaceSetup(name: "zt-mtu", mac: "02:00:00:00:00:11", mtu: 20,
+        let setup = InterfaceSetup(name: "zt-mtu", mac: "02:00:00:00:00:11", mtu: 70000,
                                    kernelAddresses: ["10.79.0.1/24", "fd79::1/64"])
         do {
             try setup.apply(using: nl)
-            Issue.record("MTU 20 should be rejected")
+            Issue.record("MTU 70000 should be rejected")
         } catch {
             #expect(error.errno == EINVAL)
-            #expect(error.description.hasPrefix("set MTU 20 on zt-mtu: Invalid argument (errno 22)"))
-            #expect(error.kernelMessage?.isEmpty == false)
+            #expect(error.description.hasPrefix("set MTU 70000 on zt-mtu: Invalid argument (errno 22)"))
+            #expect(error.kernelMessage?.contains("mtu") == true)  // extended ACK text came through
             #expect(error.rollbackFailures.isEmpty)
         }
         let after = try #require(try nl.linkInfo(interface: "zt-mtu"))
@@ -88,6 +88,29 @@ import Testing
         #expect(after.mtu == before.mtu)
         #expect(!after.isUp)
         #expect(try ipAddresses("zt-mtu").allSatisfy { !$0.hasPrefix("10.79.") && !$0.hasPrefix("fd79:") })
+    }
+
+    @Test func mtu100WithIPv6FailsBeforeAnyChange() throws {
+        guard Privileged.check("mtu100WithIPv6FailsBeforeAnyChange") else { return }
+        let tap = try TapDevice.open(name: "zt-mtu6")
+        defer { tap.close() }
+        let nl = try Netlink()
+        let before = try #require(try nl.linkInfo(interface: "zt-mtu6"))
+        let setup = InterfaceSetup(name: "zt-mtu6", mac: "02:00:00:00:00:12", mtu: 100,
+                                   kernelAddresses: ["10.83.0.1/24", "fd83::1/64"])
+        do {
+            try setup.apply(using: nl)
+            Issue.record("MTU 100 with an IPv6 address should be rejected")
+        } catch {
+            #expect(error.errno == EINVAL)
+            #expect(error.description == "set MTU 100 on zt-mtu6: Invalid argument: IPv6 address fd83::1/64 needs an MTU of at least 1280 (errno 22)")
+        }
+        #expect(try nl.linkInfo(interface: "zt-mtu6") == before)
+        #expect(try ipAddresses("zt-mtu6").isEmpty)
+
+        // Without IPv6 the kernel accepts 100 for a TAP (its minimum is 68).
+        try InterfaceSetup(name: "zt-mtu6", mtu: 100, kernelAddresses: ["10.83.0.1/24"]).apply(using: nl)
+        #expect(try nl.linkInfo(interface: "zt-mtu6")?.mtu == 100)
     }
 
     @Test func missingBridgeFailsWithENODEVAndRollsBackAddresses() throws {

@@ -147,3 +147,66 @@ private func runOnFreshThread<T: Sendable>(_ body: @escaping @Sendable () -> T) 
     done.wait()
     return box.value!
 }
+
+/// switchUser changes the uid of every thread (glibc broadcasts setuid), so it runs in a child: this
+/// same test binary, re-run with only this test selected and ZTAP_SWITCHUSER_CHILD=1. The child
+/// drops to `nobody` + CAP_NET_ADMIN and configures a TAP the parent created, then prints one
+/// result line that the parent checks. Same network namespace, so still the throwaway one.
+@Suite struct SwitchUserTests {
+    static let childMarker = "ZTAP_SWITCHUSER_CHILD=1"
+
+    @Test func switchUserThenReduceKeepsNetAdmin() throws {
+        if ProcessInfo.processInfo.environment["ZTAP_SWITCHUSER_CHILD"] == "1" {
+            print(runChild())
+            #expect(Bool(true), "child mode: the parent process checks the printed result")
+            return
+        }
+        guard Privileged.check("switchUserThenReduceKeepsNetAdmin") else { return }
+        let nobody = try #require(UserDB.uid(forUser: "nobody"))
+        let tap = try TapDevice.open(name: "zt-user")
+        defer { tap.close() }
+        let out = try run(["/proc/self/exe", "--testing-library", "swift-testing",
+                           "--filter", "switchUserThenReduceKeepsNetAdmin"],
+                          extraEnvironment: [SwitchUserTests.childMarker])
+        let line = try #require(out.split(separator: "\n").first { $0.hasPrefix("ZTAP-CHILD ") })
+        var fields: [String: String] = [:]
+        for kv in line.dropFirst("ZTAP-CHILD ".count).split(separator: " ") {
+            let parts = kv.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+        }
+        #expect(fields["error"] == nil, "child failed: \(line)")
+        #expect(fields["uid"] == "\(nobody)")
+        #expect(fields["euid"] == "\(nobody)")
+        #expect(fields["gid"] == UserDB.entry(uid: nobody).map { "\($0.gid)" })
+        #expect(fields["capeff"] == "1000")
+        #expect(fields["capprm"] == "1000")
+        #expect(fields["capbnd"] == "1000")
+        #expect(fields["capinh"] == "0")
+        #expect(fields["capamb"] == "0")
+        #expect(fields["netlink"] == "ok")
+        // Done by the unprivileged child through netlink:
+        let nl = try Netlink()
+        #expect(try nl.linkInfo(interface: "zt-user")?.mtu == 2800)
+        #expect(try nl.addresses(interface: "zt-user").contains("10.84.0.1/24"))
+    }
+
+    /// In the child: drop privileges, report ids/caps, configure zt-user. Never throws.
+    private func runChild() -> String {
+        runOnFreshThread { () -> String in
+            do throws(LinuxError) {
+                try Capabilities.dropPrivileges(to: "nobody")
+                let c = Capabilities.current(ofCallingThread: true)
+                func hex(_ k: String) -> String { String(c[k] ?? 0xdead, radix: 16) }
+                var result = "ZTAP-CHILD uid=\(getuid()) euid=\(geteuid()) gid=\(getgid())"
+                    + " capeff=\(hex("CapEff")) capprm=\(hex("CapPrm")) capbnd=\(hex("CapBnd"))"
+                    + " capinh=\(hex("CapInh")) capamb=\(hex("CapAmb"))"
+                try InterfaceSetup(name: "zt-user", mtu: 2800, kernelAddresses: ["10.84.0.1/24"])
+                    .apply(using: try Netlink())
+                result += " netlink=ok"
+                return result
+            } catch {
+                return "ZTAP-CHILD error=\(error.description.replacingOccurrences(of: " ", with: "_"))"
+            }
+        }
+    }
+}

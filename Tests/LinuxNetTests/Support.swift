@@ -35,40 +35,58 @@ struct CommandError: Error, CustomStringConvertible {
     var description: String { "\(command.joined(separator: " ")) exited \(status): \(stderr)" }
 }
 
-/// Runs a command (absolute path in `args[0]` or found in /usr/sbin, /sbin, /usr/bin, /bin).
+/// Runs a command (absolute path in `args[0]` or found in /usr/sbin, /sbin, /usr/bin, /bin) and
+/// returns its stdout. posix_spawn + waitpid rather than Foundation.Process: Process waits through
+/// a CFRunLoop wake-up socket that cannot be created in a fresh namespace whose lo is down.
 @discardableResult
-func run(_ args: [String]) throws -> String {
-    // posix_spawn + waitpid instead of Foundation.Process: Process.waitUntilExit can hang when
-    // tests spawn processes concurrently (seen here with Swift Testing's parallel runner).
+func run(_ args: [String], extraEnvironment: [String] = []) throws -> String {
     let exe = args[0].hasPrefix("/") ? args[0] :
         ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map { "\($0)/\(args[0])" }
-            .first { FileManager.default.isExecutableFile(atPath: $0) } ?? args[0]
-    let tmp = FileManager.default.temporaryDirectory.path + "/lnt-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
-    let outPath = tmp + ".out", errPath = tmp + ".err"
-    defer { unlink(outPath); unlink(errPath) }
+            .first { access($0, X_OK) == 0 } ?? args[0]
+    var outPipe: [Int32] = [0, 0], errPipe: [Int32] = [0, 0]
+    guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else {
+        throw CommandError(command: args, status: -1, stderr: "pipe failed: errno \(errno)")
+    }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-    posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+    posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+    for fd in outPipe + errPipe { posix_spawn_file_actions_addclose(&actions, fd) }
     let argv: [UnsafeMutablePointer<CChar>?] = ([exe] + args.dropFirst()).map { strdup($0) } + [nil]
-    defer { for a in argv { free(a) } }
+    defer { argv.forEach { free($0) } }
+    var envp: [UnsafeMutablePointer<CChar>?] = extraEnvironment.map { strdup($0) }
+    var i = 0
+    while let e = environ[i] { envp.append(strdup(e)); i += 1 }
+    envp.append(nil)
+    defer { envp.forEach { free($0) } }
     var pid: pid_t = 0
-    let rc = posix_spawn(&pid, exe, &actions, nil, argv, environ)
-    guard rc == 0 else {
-        throw CommandError(command: args, status: -1, stderr: String(cString: strerror(rc)))
-    }
+    let r = posix_spawn(&pid, exe, &actions, nil, argv, envp)
+    close(outPipe[1])
+    close(errPipe[1])
+    defer { close(outPipe[0]); close(errPipe[0]) }
+    guard r == 0 else { throw CommandError(command: args, status: -1, stderr: "posix_spawn failed: \(r)") }
+    // Outputs of the commands used here are far below a pipe's capacity, so reading one after
+    // the other cannot deadlock.
+    let out = readAll(outPipe[0]), err = readAll(errPipe[0])
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    let o = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
-    let e = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
     let exited = status & 0x7f == 0
     let code = exited ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    if code != 0 {
-        throw CommandError(command: args, status: code, stderr: e)
+    if code != 0 { throw CommandError(command: args, status: code, stderr: err) }
+    return out
+}
+
+private func readAll(_ fd: Int32) -> String {
+    var data: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        data += chunk[0..<n]
     }
-    return o
+    return String(decoding: data, as: UTF8.self)
 }
 
 /// `ip -j <args>` parsed as an array of objects.
