@@ -129,7 +129,8 @@ extern "C" {
  *   is not a ztapd socket: -1 / ENOTSOCK. */
 #define ZTRPC_OP_GETNAME 6
 /* UDP_OPEN ztrpc_sock_req (addr ignored, proto must be UDP) -> ztrpc_sockinfo.
- *   Implicit bind to 0.0.0.0:ephemeral, for sendto() on an unbound UDP socket. */
+ *   Implicit bind to 0.0.0.0:ephemeral, for sendto()/sendmsg() on an unbound UDP socket.
+ *   (ztapd may implement it as BIND 0.0.0.0:0.) */
 #define ZTRPC_OP_UDP_OPEN 7
 
 /* Request flags (ztrpc_sock_req.flags). */
