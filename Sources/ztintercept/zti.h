@@ -75,6 +75,7 @@ struct zti_real {
     ssize_t (*read_chk)(int, void *, size_t, size_t);
     ssize_t (*recv_chk)(int, void *, size_t, size_t, int);
     ssize_t (*recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
+    int (*socketpair)(int, int, int, int[2]);
     int (*dup)(int);
     int (*dup2)(int, int);
     int (*dup3)(int, int, int);
@@ -108,12 +109,13 @@ struct zti_config {
 };
 extern struct zti_config zti_cfg;
 
-/* Logging (write(2) to stderr, no stdio). zti_log always writes; zti_dbg only with ZTAP_DEBUG. */
-void zti_log(const char *a, const char *b, long num, const char *c);
-#define zti_dbg(a, b, num, c)                                                                     \
+/* Logging (write(2) to stderr, no stdio): one line "ztintercept[NET]: <a><b><c><num><d>"; NULL parts
+ * and num == LONG_MIN are left out. zti_log always writes; zti_dbg only with ZTAP_DEBUG=1. */
+void zti_log(const char *a, const char *b, const char *c, long num, const char *d);
+#define zti_dbg(a, b, c, num, d)                                                                  \
     do {                                                                                          \
         if (zti_cfg.debug)                                                                        \
-            zti_log(a, b, num, c);                                                                \
+            zti_log(a, b, c, num, d);                                                             \
     } while (0)
 /* Reports, once per process, that ztapd cannot be reached. */
 void zti_log_unreachable(int err);

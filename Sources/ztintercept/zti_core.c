@@ -10,7 +10,8 @@
  * description is docs/INTERCEPT.md.
  *
  * What is intercepted: connect, bind, listen, accept, accept4, syscall(SYS_accept/SYS_accept4),
- * getsockname, getpeername, getsockopt, setsockopt, dup, dup2, dup3, and for datagram sockets
+ * getsockname, getpeername, getsockopt, setsockopt, dup, dup2, dup3, socketpair (only to remember
+ * that the app's own pairs are not ztap sockets), and for datagram sockets
  * sendto, sendmsg, sendmmsg, send, write, recvfrom, recvmsg, recvmmsg, recv, read (plus the
  * _FORTIFY_SOURCE variants __read_chk, __recv_chk, __recvfrom_chk).
  *
@@ -98,6 +99,7 @@ void zti_resolve(void)
     ZTI_RESOLVE(read_chk, "__read_chk");
     ZTI_RESOLVE(recv_chk, "__recv_chk");
     ZTI_RESOLVE(recvfrom_chk, "__recvfrom_chk");
+    ZTI_RESOLVE(socketpair, "socketpair");
     ZTI_RESOLVE(dup, "dup");
     ZTI_RESOLVE(dup2, "dup2");
     ZTI_RESOLVE(dup3, "dup3");
@@ -117,15 +119,16 @@ static size_t zti_append(char *buf, size_t at, size_t cap, const char *s)
 }
 
 /**
- * zti_log() - write "ztintercept[NET]: <a><b><num><c>\n" to stderr
+ * zti_log() - write "ztintercept[NET]: <a><b><c><num><d>\n" to stderr
  * @a: first text (may be NULL)
  * @b: second text (may be NULL)
+ * @c: third text (may be NULL)
  * @num: a number to print, or LONG_MIN for none
- * @c: trailing text (may be NULL)
+ * @d: trailing text (may be NULL)
  *
  * Async-signal-safe; errno is preserved.
  */
-void zti_log(const char *a, const char *b, long num, const char *c)
+void zti_log(const char *a, const char *b, const char *c, long num, const char *d)
 {
     int saved = errno;
     char buf[512];
@@ -138,6 +141,7 @@ void zti_log(const char *a, const char *b, long num, const char *c)
     n = zti_append(buf, n, sizeof buf - 1, ": ");
     n = zti_append(buf, n, sizeof buf - 1, a);
     n = zti_append(buf, n, sizeof buf - 1, b);
+    n = zti_append(buf, n, sizeof buf - 1, c);
     if (num != LONG_MIN) {
         char digits[24];
         int i = (int)sizeof digits;
@@ -151,24 +155,42 @@ void zti_log(const char *a, const char *b, long num, const char *c)
             digits[--i] = '-';
         n = zti_append(buf, n, sizeof buf - 1, digits + i);
     }
-    n = zti_append(buf, n, sizeof buf - 1, c);
+    n = zti_append(buf, n, sizeof buf - 1, d);
     buf[n++] = '\n';
     zti_init_real();
     (void)!zti_real.write(STDERR_FILENO, buf, n);
     errno = saved;
 }
 
+static const char *zti_errname(int err)
+{
+    switch (err) {
+    case ENOENT: return " (ENOENT: no such socket; is the network joined?)";
+    case ECONNREFUSED: return " (ECONNREFUSED: nothing listening; is ztapd running?)";
+    case EACCES: return " (EACCES: permission denied)";
+    case EPERM: return " (EPERM: permission denied)";
+    case EPROTOTYPE: return " (EPROTOTYPE: not ztapd's SOCK_SEQPACKET socket)";
+    case EAGAIN: return " (EAGAIN: ztapd's backlog is full)";
+    default: return NULL;
+    }
+}
+
 /**
  * zti_log_unreachable() - report once per process that ztapd cannot be reached
  * @err: errno of the failed connect to ZTAP_RPC
+ *
+ * One line on stderr; with ZTAP_DEBUG=1 every failure is reported.
  */
 void zti_log_unreachable(int err)
 {
     static atomic_int once;
     if (atomic_exchange(&once, 1) && !zti_cfg.debug)
         return;
-    zti_log("ztapd is not reachable at ", zti_cfg.rpc_addr.path, err,
-            " (errno); sockets for this network fail (ECONNREFUSED/ENETUNREACH)");
+    const char *name = zti_errname(err);
+    zti_log("cannot reach ztapd at ", zti_cfg.rpc_addr.path, name ? name : " (errno ",
+            name ? LONG_MIN : err,
+            name ? "; sockets for this network fail with ECONNREFUSED/ENETUNREACH"
+                 : "); sockets for this network fail with ECONNREFUSED/ENETUNREACH");
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -226,7 +248,7 @@ static void zti_read_config(void)
         if (len) {
             uint32_t net, mask;
             if (zti_parse_cidr(v, len, &net, &mask) < 0)
-                zti_log("ignoring malformed entry in ZTAP_ROUTES: ", v, LONG_MIN, NULL);
+                zti_log("ignoring malformed entry in ZTAP_ROUTES: ", v, NULL, LONG_MIN, NULL);
             else if (zti_cfg.nroutes < ZTI_MAX_ROUTES) {
                 zti_cfg.route_net[zti_cfg.nroutes] = net;
                 zti_cfg.route_mask[zti_cfg.nroutes] = mask;
@@ -239,19 +261,19 @@ static void zti_read_config(void)
     v = getenv("ZTAP_RPC");
     if (!v || !*v) {
         if (zti_cfg.network[0] || zti_cfg.nroutes)
-            zti_log("ZTAP_RPC is not set: every socket stays on the kernel", NULL, LONG_MIN, NULL);
+            zti_log("ZTAP_RPC is not set: every socket stays on the kernel", NULL, NULL, LONG_MIN, NULL);
         return;
     }
     size_t l = strlen(v);
     if (l >= sizeof zti_cfg.rpc_addr.path) {
-        zti_log("ZTAP_RPC path too long: ", v, LONG_MIN, NULL);
+        zti_log("ZTAP_RPC path too long: ", v, NULL, LONG_MIN, NULL);
         return;
     }
     zti_cfg.rpc_addr.family = AF_UNIX;
     memcpy(zti_cfg.rpc_addr.path, v, l + 1);
     zti_cfg.rpc_addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + l + 1);
     zti_cfg.enabled = 1;
-    zti_dbg("enabled, rpc ", zti_cfg.rpc_addr.path, zti_cfg.nroutes, " routes");
+    zti_dbg("enabled, rpc ", zti_cfg.rpc_addr.path, NULL, zti_cfg.nroutes, " routes");
 }
 
 /**
@@ -426,7 +448,7 @@ void zti_table_scan_inherited(void)
             e.dev = st.st_dev;
             e.ino = st.st_ino;
             zti_table_put((int)fd, &e);
-            zti_dbg("inherited socket may be ztap: fd ", NULL, fd, NULL);
+            zti_dbg("inherited socket may be ztap: fd ", NULL, NULL, fd, NULL);
         }
     }
     close(dfd);
@@ -476,7 +498,7 @@ static int zti_query(int fd, struct zti_ent *e, const struct stat *st)
     if (rep.result == 0) {
         zti_ent_from_info(e, zti_kind_of_info(&si), &si, fd);
         zti_table_put(fd, e);
-        zti_dbg("ztapd recognised fd ", NULL, fd, NULL);
+        zti_dbg("ztapd recognised fd ", NULL, NULL, fd, NULL);
         return e->kind;
     }
     memset(e, 0, sizeof *e);

@@ -107,7 +107,7 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
         if (errno == EINTR)
             continue;
         *err = errno;
-        zti_log("sending a request to ztapd failed, errno ", NULL, errno, NULL);
+        zti_log("sending a request to ztapd failed, errno ", NULL, NULL, errno, NULL);
         goto out;
     }
 
@@ -119,7 +119,7 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
             long left = deadline - zti_now_ms();
             if (left <= 0) {
                 *err = ETIMEDOUT;
-                zti_dbg("ztapd did not answer in time, op ", NULL, op, NULL);
+                zti_dbg("ztapd did not answer in time, op ", NULL, NULL, op, NULL);
                 goto out;
             }
             wait = left > 0x7fffffff ? 0x7fffffff : (int)left;
@@ -145,7 +145,7 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
     if (n == 0) {
         /* ztapd closed the request without answering (it stopped, or refused us). */
         *err = ECONNRESET;
-        zti_log("ztapd closed the request without a reply, op ", NULL, op, NULL);
+        zti_log("ztapd closed the request without a reply, op ", NULL, NULL, op, NULL);
         goto out;
     }
     struct ztrpc_rep_hdr rh;
@@ -165,7 +165,7 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
     ret = 0;
     goto out;
 bad:
-    zti_log("malformed reply from ztapd (wrong magic/version/id/length), op ", NULL, op, NULL);
+    zti_log("malformed reply from ztapd (wrong magic/version/id/length), op ", NULL, NULL, op, NULL);
 out:
     if (s >= 0)
         close(s);

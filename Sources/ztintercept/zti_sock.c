@@ -99,7 +99,7 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
         return -1;
     int nonblock = (fl & O_NONBLOCK) != 0;
     int sv[2];
-    if (socketpair(AF_UNIX, (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC, 0,
+    if (zti_real.socketpair(AF_UNIX, (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC, 0,
                    sv) < 0)
         return -1;
 
@@ -144,7 +144,7 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
             installed_err = err == EINTR ? EINTR : EINPROGRESS;
         } else {
             zti_close(sv[0]);
-            zti_dbg("ztapd request failed, errno ", NULL, err, NULL);
+            zti_dbg("ztapd request failed, errno ", NULL, NULL, err, NULL);
             return zti_fail(zti_down_errno(err, down));
         }
     } else if (rep.result < 0) {
@@ -163,7 +163,7 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
     zti_ent_from_info(e, proto == IPPROTO_UDP ? ZTI_UDP : ZTI_TCP, &si, fd);
     e->proto = (uint8_t)proto;
     zti_table_put(fd, e);
-    zti_dbg(op == ZTRPC_OP_CONNECT ? "connect intercepted, fd " : "bind intercepted, fd ", NULL, fd,
+    zti_dbg(op == ZTRPC_OP_CONNECT ? "connect intercepted, fd " : "bind intercepted, fd ", NULL, NULL, fd,
             NULL);
     if (installed_err)
         return zti_fail(installed_err);
@@ -337,7 +337,7 @@ ZTI_EXPORT int listen(int fd, int backlog)
         return 0;
     }
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+    if (zti_real.socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return -1;
     int fds[3] = { fd, sv[1], sv[0] };
     int r = zti_rpc(ZTRPC_OP_LISTEN, &rq, sizeof rq, fds, 3, &rep, NULL, 0, ZTI_SHORT_WAIT_MS, 0, &err);
@@ -362,7 +362,7 @@ ZTI_EXPORT int listen(int fd, int backlog)
         e.ino = st.st_ino;
     }
     zti_table_put(fd, &e);
-    zti_dbg("listen intercepted, fd ", NULL, fd, NULL);
+    zti_dbg("listen intercepted, fd ", NULL, NULL, fd, NULL);
     errno = saved;
     return 0;
 }
@@ -421,7 +421,7 @@ int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
         return zti_fail((mh.msg_flags & MSG_CTRUNC) ? EMFILE : ECONNABORTED);
     if ((size_t)n != sizeof m || m.magic != ZTRPC_MAGIC) {
         zti_close(nfd);
-        zti_log("malformed message on an accept channel, fd ", NULL, fd, NULL);
+        zti_log("malformed message on an accept channel, fd ", NULL, NULL, fd, NULL);
         return zti_fail(ECONNABORTED);
     }
     if (flags & SOCK_NONBLOCK) {
@@ -814,5 +814,34 @@ ZTI_EXPORT int dup3(int oldfd, int newfd, int flags)
     int r = zti_real.dup3(oldfd, newfd, flags);
     if (r >= 0)
         zti_copy_entry(oldfd, r);
+    return r;
+}
+
+/* Mark an AF_UNIX socket the app created itself as "not ztap", so that control calls on it never
+ * ask ztapd (it looks exactly like a ztap socket: an unnamed pair). */
+static void zti_mark_notztap(int fd)
+{
+    struct stat st;
+    struct zti_ent e;
+    if (fstat(fd, &st) < 0)
+        return;
+    memset(&e, 0, sizeof e);
+    e.kind = ZTI_NOTZTAP;
+    e.dev = st.st_dev;
+    e.ino = st.st_ino;
+    zti_table_put(fd, &e);
+}
+
+/** socketpair() - as socketpair(2); AF_UNIX pairs are remembered as the app's own. */
+ZTI_EXPORT int socketpair(int domain, int type, int protocol, int sv[2])
+{
+    zti_init_real();
+    int r = zti_real.socketpair(domain, type, protocol, sv);
+    if (r == 0 && domain == AF_UNIX && zti_cfg.enabled) {
+        int saved = errno;
+        zti_mark_notztap(sv[0]);
+        zti_mark_notztap(sv[1]);
+        errno = saved;
+    }
     return r;
 }
