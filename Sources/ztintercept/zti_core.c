@@ -531,11 +531,19 @@ int zti_classify(int fd, struct zti_ent *e, int query)
         out = kind == ZTI_NOTZTAP ? ZTI_NONE : kind;
         goto done;
     }
-    if (kind != ZTI_NONE)
-        zti_table_clear(fd);
     memset(e, 0, sizeof *e);
-    if (query && zti_cfg.enabled && zti_unix_candidate(fd))
+    if (!query || !zti_cfg.enabled) {
+        if (kind != ZTI_NONE)
+            zti_table_clear(fd);
+    } else if (zti_unix_candidate(fd)) {
         out = zti_query(fd, e, &st);
+    } else {
+        /* Remember the answer: the next control call on this socket costs one fstat. */
+        e->kind = ZTI_NOTZTAP;
+        e->dev = st.st_dev;
+        e->ino = st.st_ino;
+        zti_table_put(fd, e);
+    }
 done:
     if (out == ZTI_NONE)
         memset(e, 0, sizeof *e);

@@ -650,16 +650,9 @@ ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *
     if (n)
         memcpy(optval, rs.value, n);
     *optlen = n;
-    if (is_error && e.kind == ZTI_TCP) {
-        /* The outcome is known now; let getpeername/getsockname refresh lazily. */
-        int v = 0;
-        memcpy(&v, rs.value, sizeof v < n ? sizeof v : n);
-        if (v == 0 && e.state == ZTRPC_STATE_CONNECTING) {
-            e.state = ZTRPC_STATE_CONNECTED;
-            e.local.port = 0; /* may have been unknown; refreshed on demand */
-            if (zti_refresh(fd, &e) < 0)
-                errno = saved;
-        }
+    if (is_error && e.kind == ZTI_TCP && e.state == ZTRPC_STATE_CONNECTING) {
+        /* The outcome is known now: refresh the cached names and state (best effort). */
+        (void)zti_refresh(fd, &e);
     }
     errno = saved;
     return 0;

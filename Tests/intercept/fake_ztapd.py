@@ -194,8 +194,7 @@ class Fake:
         if not so.done.is_set():
             return -1, E.EINPROGRESS
         if so.error:
-            err, so.error = so.error, 0
-            return -1, err
+            return -1, so.error   # kept for SO_ERROR in case the library stopped waiting
         return 0, 0
 
     def run_listener(self, so):
@@ -237,7 +236,10 @@ class Fake:
                 result, err, rbody = -1, E.EPROTO, b""
             else:
                 result, err, rbody = self.dispatch(op, body, fds, entry)
-            conn.send(REP_HDR.pack(MAGIC, VERSION, op, rid, result, err, len(rbody)) + rbody)
+            try:
+                conn.send(REP_HDR.pack(MAGIC, VERSION, op, rid, result, err, len(rbody)) + rbody)
+            except (BrokenPipeError, ConnectionResetError):
+                entry["reply_undelivered"] = True   # the library stopped waiting (EINTR, timeout)
         except Exception as ex:  # a fake: report, never crash
             entry["exception"] = repr(ex)
         finally:

@@ -15,12 +15,15 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -561,6 +564,86 @@ static int case_errno(void)
     return 0;
 }
 
+static void on_alarm(int sig)
+{
+    (void)sig;
+}
+
+static int case_interrupted(void)
+{
+    /* A signal (no SA_RESTART) interrupts a blocking connect: EINTR, and the connection goes on
+     * in the background like the kernel's; SO_ERROR then reports its outcome. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    CHECK(sigaction(SIGALRM, &sa, NULL) == 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = sin_of("10.200.0.1", 8); /* 300 ms handshake */
+    struct itimerval it = { { 0, 0 }, { 0, 100000 } };
+    CHECK(setitimer(ITIMER_REAL, &it, NULL) == 0);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINTR);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == 0);
+    peer_is(fd, "10.200.0.1", 8);
+    echo_roundtrip(fd, "after EINTR");
+    close(fd);
+
+    /* SO_SNDTIMEO bounds a blocking connect; the kernel then says EINPROGRESS. */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = { 0, 200000 };
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0);
+    a = sin_of("10.200.0.1", 3); /* times out after 1 s */
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINPROGRESS);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == ETIMEDOUT);
+    close(fd);
+    return 0;
+}
+
+static int case_accept_blocking(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = sin_of("10.200.0.2", 0);
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    int port = local_port(fd, "10.200.0.2");
+    CHECK(port > 0);
+    CHECK(listen(fd, 4) == 0);
+    /* epoll on the listener works natively. */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+    CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0);
+    CHECK(epoll_wait(ep, &ev, 1, 3000) == 1 && ev.data.fd == fd);
+    struct sockaddr_in pa;
+    socklen_t pl = sizeof pa;
+    int c = accept(fd, (struct sockaddr *)&pa, &pl);
+    CHECK(c >= 0 && is_addr(&pa, "10.200.0.1", 40001));
+    CHECK((fcntl(c, F_GETFD) & FD_CLOEXEC) == 0);
+    /* Blocking accept waits for the next one. */
+    int c2 = accept(fd, NULL, NULL);
+    CHECK(c2 >= 0);
+    peer_is(c2, "10.200.0.1", 40002);
+    CHECK(local_port(c2, "10.200.0.2") == port);
+    /* accept on a connected (non-listening) ztap socket: EINVAL. */
+    CHECK(accept(c2, NULL, NULL) == -1 && errno == EINVAL);
+    /* listen on a UDP ztap socket: EOPNOTSUPP. */
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in ub = sin_of("10.200.0.2", 0);
+    CHECK(bind(u, (struct sockaddr *)&ub, sizeof ub) == 0);
+    CHECK(listen(u, 1) == -1 && errno == EOPNOTSUPP);
+    /* Source address truncation on recvfrom, like the kernel. */
+    struct sockaddr_in d = sin_of("10.200.0.1", 9);
+    CHECK(sendto(u, "t", 1, 0, (struct sockaddr *)&d, sizeof d) == 1);
+    unsigned char small[4];
+    socklen_t sl = sizeof small;
+    char ch;
+    CHECK(recvfrom(u, &ch, 1, 0, (struct sockaddr *)small, &sl) == 1 && ch == 't');
+    CHECK(sl == sizeof(struct sockaddr_in) && small[3] == 9);
+    close(u);
+    close(c);
+    close(c2);
+    close(ep);
+    close(fd);
+    return 0;
+}
+
 static void *thread_main(void *arg)
 {
     (void)arg;
@@ -604,6 +687,8 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "absent")) r = case_absent();
     else if (!strcmp(c, "errno")) r = case_errno();
     else if (!strcmp(c, "threads")) r = case_threads();
+    else if (!strcmp(c, "interrupted")) r = case_interrupted();
+    else if (!strcmp(c, "accept_blocking")) r = case_accept_blocking();
     else {
         fprintf(stderr, "unknown case %s\n", c);
         return 2;

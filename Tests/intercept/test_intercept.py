@@ -74,7 +74,7 @@ def assert_clean_protocol(log):
 
 
 CASES = ["connect_blocking", "connect_nonblock", "connect_errors", "sockopts", "listen_accept",
-         "udp", "fork", "dup", "exec", "errno", "threads"]
+         "udp", "fork", "dup", "exec", "errno", "threads", "interrupted", "accept_blocking"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -187,6 +187,13 @@ def test_debug_logs_decisions(fake):
     p, _ = run_probe("connect_blocking", fake["sock"], {"ZTAP_DEBUG": "1"})
     assert_ok(p, "connect_blocking")
     assert "connect intercepted" in p.stderr
+
+
+def test_interrupted_connect_abandons_only_the_reply(fake):
+    p, _ = run_probe("interrupted", fake["sock"])
+    assert_ok(p, "interrupted")
+    undelivered = [e for e in read_log(fake["log"]) if e.get("reply_undelivered")]
+    assert [e["addr"][1] for e in undelivered] == [8, 3]     # the EINTR and the SO_SNDTIMEO one
 
 
 def test_ldd_shows_only_libc(built):

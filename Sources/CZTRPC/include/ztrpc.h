@@ -105,8 +105,14 @@ extern "C" {
  *   TCP: start the handshake. Without ZTRPC_F_NONBLOCK the reply comes when the outcome is known:
  *   result 0, or -1 with ECONNREFUSED/ETIMEDOUT/EHOSTUNREACH/ENETUNREACH. With ZTRPC_F_NONBLOCK
  *   ztapd answers within ~5 ms: the outcome if known by then, else -1/EINPROGRESS (sockinfo with
- *   state CONNECTING, local address already assigned). On an existing socket: EALREADY while a
- *   connect is pending, EISCONN once connected (like Linux).
+ *   state CONNECTING, local address already assigned). On an existing socket, like Linux:
+ *   EALREADY while a connect is pending; once it succeeded, 0 for the first repeated CONNECT and
+ *   EISCONN afterwards; once it failed, the error (cleared, as SO_ERROR would). addr 0.0.0.0
+ *   port 0 (the app's connect(AF_UNSPEC)) on a TCP socket: abort the connection (RST).
+ *   The library may stop waiting for a blocking CONNECT's reply (signal: EINTR; SO_SNDTIMEO:
+ *   EINPROGRESS) and close the RPC connection; the connect then goes on, and its outcome stays
+ *   pending for GETSOCKOPT(SO_ERROR) (ztapd sees the reply fail, or just never clears an error
+ *   on delivery; the library treats a stale SO_ERROR of a live socket as harmless).
  *   UDP: set (or with addr 0.0.0.0 port 0, dissolve) the default peer; implicit bind if unbound.
  *   Data written before the handshake completes waits in the socketpair; ztapd reads it after. */
 #define ZTRPC_OP_CONNECT 1
