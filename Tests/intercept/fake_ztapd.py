@@ -236,10 +236,14 @@ class Fake:
                 result, err, rbody = -1, E.EPROTO, b""
             else:
                 result, err, rbody = self.dispatch(op, body, fds, entry)
+            # Log before replying: once the reply is out, the test may read the log.
+            self.record({k: v for k, v in entry.items() if k != "_keep"})
+            entry["_logged"] = True
             try:
                 conn.send(REP_HDR.pack(MAGIC, VERSION, op, rid, result, err, len(rbody)) + rbody)
             except (BrokenPipeError, ConnectionResetError):
-                entry["reply_undelivered"] = True   # the library stopped waiting (EINTR, timeout)
+                # The library stopped waiting (EINTR, SO_SNDTIMEO).
+                self.record({"reply_undelivered": rid, "addr": entry.get("addr")})
         except Exception as ex:  # a fake: report, never crash
             entry["exception"] = repr(ex)
         finally:
@@ -250,7 +254,8 @@ class Fake:
                     except OSError:
                         pass
             entry.pop("_keep", None)
-            self.record(entry)
+            if not entry.pop("_logged", False):
+                self.record(entry)
             conn.close()
 
     def dispatch(self, op, body, fds, entry):
