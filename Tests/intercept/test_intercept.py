@@ -232,3 +232,29 @@ def test_wire_sizes_match_header(built, tmp_path):
                     "include"), "-o", str(exe), str(src)], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["16", "24", "56", "32", "24", "24"]
+
+
+def test_header_imports_into_swift_with_field_types(tmp_path):
+    # ztapd mirrors nothing by hand: it imports ztrpc.h as CZTRPC. Constants must carry the type
+    # of the field they go in, and struct sizes must be what the header asserts.
+    swiftc = shutil.which("swiftc") or "/opt/swift/usr/bin/swiftc"
+    if not os.path.exists(swiftc):
+        pytest.skip("swiftc not installed")
+    header = os.path.join(REPO, "Sources", "CZTRPC", "include", "ztrpc.h")
+    (tmp_path / "module.modulemap").write_text(f'module CZTRPC {{ header "{header}"\n export * }}\n')
+    (tmp_path / "t.swift").write_text(
+        "import CZTRPC\n"
+        "var h = ztrpc_rep_hdr(); h.magic = ZTRPC_MAGIC; h.version = ZTRPC_VERSION\n"
+        "h.op = ZTRPC_OP_GETSOCKOPT\n"
+        "var r = ztrpc_sock_req(); r.flags = ZTRPC_F_NEW | ZTRPC_F_NONBLOCK\n"
+        "r.opts.mask = ZTRPC_OPT_NODELAY | ZTRPC_OPT_LINGER\n"
+        "var i = ztrpc_sockinfo(); i.state = ZTRPC_STATE_LISTENING\n"
+        "print(MemoryLayout<ztrpc_req_hdr>.size, MemoryLayout<ztrpc_rep_hdr>.size,\n"
+        "      MemoryLayout<ztrpc_sock_req>.size, MemoryLayout<ztrpc_sockopt>.size,\n"
+        "      MemoryLayout<ztrpc_sockinfo>.size, MemoryLayout<ztrpc_accept_msg>.size,\n"
+        "      MemoryLayout<ztrpc_dgram>.size)\n")
+    exe = tmp_path / "t"
+    subprocess.run([swiftc, "-I", str(tmp_path), str(tmp_path / "t.swift"), "-o", str(exe)],
+                   check=True, capture_output=True, timeout=300)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["16", "24", "56", "32", "24", "24", "8"]

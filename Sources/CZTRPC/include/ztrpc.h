@@ -88,9 +88,10 @@
 extern "C" {
 #endif
 
-/* "ZTRP" as the first four bytes on the wire (little-endian u32). */
+/* Constants carry the type of the field they go in (Swift imports them as UInt16/UInt8/UInt32).
+ * "ZTRP" as the first four bytes on the wire (little-endian u32). */
 #define ZTRPC_MAGIC 0x5052545Au
-#define ZTRPC_VERSION 1
+#define ZTRPC_VERSION ((uint16_t)1)
 
 /* Upper bound for any message on any channel (request, reply, accept, UDP header excluded). */
 #define ZTRPC_MAX_MSG 256
@@ -115,41 +116,41 @@ extern "C" {
  *   on delivery; the library treats a stale SO_ERROR of a live socket as harmless).
  *   UDP: set (or with addr 0.0.0.0 port 0, dissolve) the default peer; implicit bind if unbound.
  *   Data written before the handshake completes waits in the socketpair; ztapd reads it after. */
-#define ZTRPC_OP_CONNECT 1
+#define ZTRPC_OP_CONNECT ((uint16_t)1)
 /* BIND     ztrpc_sock_req  -> ztrpc_sockinfo (local address with the assigned port if port 0).
  *   EADDRINUSE unless reusable (SO_REUSEADDR/SO_REUSEPORT as in Linux), EADDRNOTAVAIL for an
  *   address not on this network. addr 0.0.0.0 = every address of the network. */
-#define ZTRPC_OP_BIND 2
+#define ZTRPC_OP_BIND ((uint16_t)2)
 /* LISTEN   ztrpc_listen_req -> no body. Socket must be bound TCP (else EINVAL / EOPNOTSUPP).
  *   Calling it again on a listener only updates the backlog (fds[1], fds[2] absent then). */
-#define ZTRPC_OP_LISTEN 3
+#define ZTRPC_OP_LISTEN ((uint16_t)3)
 /* GETSOCKOPT ztrpc_sockopt -> ztrpc_sockopt (value filled, optlen set).
  *   SOL_SOCKET/SO_ERROR returns the pending error in value (as int) and clears it, like Linux;
  *   while a connect is pending it waits for the outcome first. Unknown options: ENOPROTOOPT. */
-#define ZTRPC_OP_GETSOCKOPT 4
+#define ZTRPC_OP_GETSOCKOPT ((uint16_t)4)
 /* SETSOCKOPT ztrpc_sockopt -> no body. Unknown options: ENOPROTOOPT (the library then applies the
  *   option to the app's AF_UNIX fd only if it is meaningful there, see docs/INTERCEPT.md). */
-#define ZTRPC_OP_SETSOCKOPT 5
+#define ZTRPC_OP_SETSOCKOPT ((uint16_t)5)
 /* GETNAME  no body -> ztrpc_sockinfo. Also serves as "query": the library sends it for an
  *   AF_UNIX fd it does not know (after exec, or an fd received over SCM_RIGHTS). A socket that
  *   is not a ztapd socket: -1 / ENOTSOCK. */
-#define ZTRPC_OP_GETNAME 6
+#define ZTRPC_OP_GETNAME ((uint16_t)6)
 /* UDP_OPEN ztrpc_sock_req (addr ignored, proto must be UDP) -> ztrpc_sockinfo.
  *   Implicit bind to 0.0.0.0:ephemeral, for sendto()/sendmsg() on an unbound UDP socket.
  *   (ztapd may implement it as BIND 0.0.0.0:0.) */
-#define ZTRPC_OP_UDP_OPEN 7
+#define ZTRPC_OP_UDP_OPEN ((uint16_t)7)
 
 /* Request flags (ztrpc_sock_req.flags). */
-#define ZTRPC_F_NONBLOCK 0x0001u /* CONNECT: answer within ~5 ms, EINPROGRESS if still pending */
-#define ZTRPC_F_NEW 0x0002u      /* fds[1] is the daemon end of a new data socketpair */
+#define ZTRPC_F_NONBLOCK ((uint16_t)0x0001) /* CONNECT: answer within ~5 ms, EINPROGRESS if still pending */
+#define ZTRPC_F_NEW ((uint16_t)0x0002)      /* fds[1] is the daemon end of a new data socketpair */
 
 /* ztrpc_sockinfo.state */
-#define ZTRPC_STATE_UNBOUND 0
-#define ZTRPC_STATE_BOUND 1
-#define ZTRPC_STATE_CONNECTING 2
-#define ZTRPC_STATE_CONNECTED 3 /* UDP: has a default peer */
-#define ZTRPC_STATE_LISTENING 4
-#define ZTRPC_STATE_CLOSED 5 /* TCP connection over (error in SO_ERROR, or orderly close) */
+#define ZTRPC_STATE_UNBOUND ((uint8_t)0)
+#define ZTRPC_STATE_BOUND ((uint8_t)1)
+#define ZTRPC_STATE_CONNECTING ((uint8_t)2)
+#define ZTRPC_STATE_CONNECTED ((uint8_t)3) /* UDP: has a default peer */
+#define ZTRPC_STATE_LISTENING ((uint8_t)4)
+#define ZTRPC_STATE_CLOSED ((uint8_t)5) /* TCP connection over (error in SO_ERROR, or orderly close) */
 
 /* ztrpc_sockopts.mask bits: which fields the app set before the socket was intercepted. */
 #define ZTRPC_OPT_REUSEADDR 0x0001u
