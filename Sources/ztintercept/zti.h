@@ -39,12 +39,15 @@ enum zti_kind {
     ZTI_NOTZTAP = 6,   /* AF_UNIX socket ztapd said is not its own (negative cache) */
 };
 
+#define ZTI_SHUT_RD 1
+#define ZTI_SHUT_WR 2
+
 /* One fd's cached state; valid only while (dev, ino) match fstat(fd). */
 struct zti_ent {
     uint8_t kind;  /* enum zti_kind */
     uint8_t state; /* ZTRPC_STATE_* */
     uint8_t proto; /* IPPROTO_TCP / IPPROTO_UDP */
-    uint8_t reserved;
+    uint8_t shut;  /* UDP: ZTI_SHUT_RD / ZTI_SHUT_WR done by the app */
     int32_t backlog;
     uint64_t dev, ino;
     struct ztrpc_addr local, peer;
@@ -76,6 +79,7 @@ struct zti_real {
     ssize_t (*recv_chk)(int, void *, size_t, size_t, int);
     ssize_t (*recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
     int (*socketpair)(int, int, int, int[2]);
+    int (*shutdown)(int, int);
     int (*dup)(int);
     int (*dup2)(int, int);
     int (*dup3)(int, int, int);
@@ -175,7 +179,7 @@ int zti_close(int fd);
 
 /* UDP data path (zti_udp.c). */
 ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *msg, int flags);
-ssize_t zti_udp_recvmsg(int fd, struct msghdr *msg, int flags);
+ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int flags);
 /* Creates the ztap UDP socket for a kernel UDP fd sending to the network (UDP_OPEN).
  * Returns 0 and fills *e, or -1 with errno. */
 int zti_udp_open(int fd, struct zti_ent *e);

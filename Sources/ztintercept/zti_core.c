@@ -12,8 +12,8 @@
  * What is intercepted: connect, bind, listen, accept, accept4, syscall(SYS_accept/SYS_accept4),
  * getsockname, getpeername, getsockopt, setsockopt, dup, dup2, dup3, socketpair (only to remember
  * that the app's own pairs are not ztap sockets), and for datagram sockets
- * sendto, sendmsg, sendmmsg, send, write, recvfrom, recvmsg, recvmmsg, recv, read (plus the
- * _FORTIFY_SOURCE variants __read_chk, __recv_chk, __recvfrom_chk).
+ * sendto, sendmsg, sendmmsg, send, write, recvfrom, recvmsg, recvmmsg, recv, read, shutdown (plus
+ * the _FORTIFY_SOURCE variants __read_chk, __recv_chk, __recvfrom_chk).
  *
  * What passes through to libc: everything about a socket that is not (or not yet) a ztap
  * socket; socket() itself (the decision is taken at connect/bind/sendto by address); and for
@@ -100,6 +100,7 @@ void zti_resolve(void)
     ZTI_RESOLVE(recv_chk, "__recv_chk");
     ZTI_RESOLVE(recvfrom_chk, "__recvfrom_chk");
     ZTI_RESOLVE(socketpair, "socketpair");
+    ZTI_RESOLVE(shutdown, "shutdown");
     ZTI_RESOLVE(dup, "dup");
     ZTI_RESOLVE(dup2, "dup2");
     ZTI_RESOLVE(dup3, "dup3");

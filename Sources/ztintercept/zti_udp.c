@@ -60,6 +60,8 @@ ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *ms
             return zti_fail_ss(EAFNOSUPPORT);
         }
     }
+    if (e->shut & ZTI_SHUT_WR)
+        return zti_fail_ss(EPIPE);
     if (h.addr.port == 0 && e->state != ZTRPC_STATE_CONNECTED)
         return zti_fail_ss(EDESTADDRREQ);
     if (msg->msg_iovlen > IOV_MAX)
@@ -101,7 +103,7 @@ ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *ms
  * Return: payload length (with MSG_TRUNC: the full length), or -1 with errno (EAGAIN, EINTR,
  * ENETDOWN when ztapd closed the socket).
  */
-ssize_t zti_udp_recvmsg(int fd, struct msghdr *msg, int flags)
+ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int flags)
 {
     if (msg->msg_iovlen > IOV_MAX)
         return zti_fail_ss(EMSGSIZE);
@@ -119,8 +121,11 @@ ssize_t zti_udp_recvmsg(int fd, struct msghdr *msg, int flags)
     ssize_t r = zti_real.recvmsg(fd, &m, flags & ZTI_RECV_FLAGS);
     if (r < 0)
         return -1;
-    if (r == 0)
+    if (r == 0) {
+        if (e->shut & ZTI_SHUT_RD)
+            return 0; /* the app's own shutdown(SHUT_RD), as on a kernel UDP socket */
         return zti_fail_ss(ENETDOWN); /* ztapd closed its end: the socket is gone */
+    }
     if ((size_t)r < sizeof h)
         return zti_fail_ss(EIO);
     if (msg->msg_name) {
@@ -178,7 +183,7 @@ static ssize_t zti_recv_common(int fd, struct msghdr *msg, int flags)
     struct zti_ent e;
     if (!zti_maybe_udp(fd) || zti_classify(fd, &e, 0) != ZTI_UDP)
         return ZTI_PASS;
-    return zti_udp_recvmsg(fd, msg, flags);
+    return zti_udp_recvmsg(fd, &e, msg, flags);
 }
 
 static void zti_msg1(struct msghdr *m, struct iovec *iov, void *buf, size_t len, void *name,
@@ -348,7 +353,7 @@ ZTI_EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flag
     unsigned int i;
     int fl = flags & ~MSG_WAITFORONE;
     for (i = 0; i < vlen; i++) {
-        ssize_t r = zti_udp_recvmsg(fd, &vec[i].msg_hdr, fl);
+        ssize_t r = zti_udp_recvmsg(fd, &e, &vec[i].msg_hdr, fl);
         if (r < 0)
             return i ? (int)i : -1;
         vec[i].msg_len = (unsigned int)r;
@@ -372,6 +377,35 @@ ZTI_EXPORT ssize_t read(int fd, void *buf, size_t len)
     }
     zti_init_real();
     return zti_real.read(fd, buf, len);
+}
+
+/**
+ * shutdown() - as shutdown(2); native except on a ztap UDP socket
+ *
+ * A kernel UDP socket only remembers a shutdown: SHUT_WR makes sends fail with EPIPE, SHUT_RD
+ * makes reads return 0. The same here: SHUT_WR is recorded (a native shutdown would look like a
+ * close to ztapd), SHUT_RD is also done natively so blocked readers wake up and ztapd stops
+ * delivering (its writes fail with EPIPE). The state is per fd number, not per socket.
+ */
+ZTI_EXPORT int shutdown(int fd, int how)
+{
+    zti_init_real();
+    struct zti_ent e;
+    if (!zti_maybe_udp(fd) || zti_classify(fd, &e, 0) != ZTI_UDP)
+        return zti_real.shutdown(fd, how);
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (e.state != ZTRPC_STATE_CONNECTED) {
+        errno = ENOTCONN;
+        return -1;
+    }
+    if (how != SHUT_WR && zti_real.shutdown(fd, SHUT_RD) < 0)
+        return -1;
+    e.shut |= (how == SHUT_RD ? ZTI_SHUT_RD : how == SHUT_WR ? ZTI_SHUT_WR : ZTI_SHUT_RD | ZTI_SHUT_WR);
+    zti_table_put(fd, &e);
+    return 0;
 }
 
 /* _FORTIFY_SOURCE entry points: the size check stays libc's (it aborts on overflow). */

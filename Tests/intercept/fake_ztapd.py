@@ -11,9 +11,11 @@ TCP CONNECT to 10.200.0.1:
   port 1   refused at once (ECONNREFUSED)
   port 2   refused after 300 ms
   port 3   times out after 1 s (ETIMEDOUT)
+  port 80  a tiny HTTP/1.0 server answering "hello ztap!" to any request
   host 10.200.0.99: EHOSTUNREACH; any address outside 10.200.0.0/24: ENETUNREACH
 TCP LISTEN: 200 ms later two connections arrive from 10.200.0.1:40001 and :40002; each sends
-  b"hello from PORT" and then echoes.
+  b"hello from PORT" and then echoes. A listener on port 8081 instead gets one HTTP client
+  connection that sends "GET / HTTP/1.0" and logs the response ({"event": "http_response"}).
 UDP: every datagram is echoed back from its destination address.
 
 Every request is appended to the --log file as one JSON line (op, fields, fds, protocol errors),
@@ -124,8 +126,46 @@ class Fake:
             time.sleep(0.2)
             sock.close()
 
-    def udp_echo(self, s):
+    def http_server(self, s):
         sock = socket.socket(fileno=s)
+        try:
+            req = b""
+            while b"\r\n\r\n" not in req:
+                b = sock.recv(4096)
+                if not b:
+                    return
+                req += b
+            self.record({"event": "http_request", "line": req.split(b"\r\n")[0].decode()})
+            body = b"hello ztap!\n"
+            sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n%s" % (len(body), body))
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def http_client(self, s):
+        sock = socket.socket(fileno=s)
+        try:
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: 10.200.0.2\r\n\r\n")
+            resp = b""
+            sock.settimeout(5)
+            while True:
+                b = sock.recv(65536)
+                if not b:
+                    break
+                resp += b
+            self.record({"event": "http_response", "data": resp[:400].decode(errors="replace")})
+        except OSError as ex:
+            self.record({"event": "http_response", "error": repr(ex)})
+        finally:
+            sock.close()
+
+    def udp_echo(self, so):
+        sock = socket.socket(fileno=so.data)
         try:
             while True:
                 b = sock.recv(70000)
@@ -136,20 +176,13 @@ class Fake:
                     continue
                 dst = unpack_addr(b[:8])
                 if dst == ("0.0.0.0", 0):
-                    dst = self.owner_peer(s)
+                    dst = so.peer
                 self.record({"event": "udp", "dst": list(dst), "len": len(b) - 8})
                 sock.send(pack_addr(*dst) + b[8:])
         except OSError:
             pass
         finally:
             sock.close()
-
-    def owner_peer(self, fd):
-        with self.lock:
-            for so in self.socks.values():
-                if so.data == fd:
-                    return so.peer
-        return ("0.0.0.0", 0)
 
     def start_connect(self, so, dst, nonblock):
         ip, port = dst
@@ -183,7 +216,8 @@ class Fake:
                     pass
             else:
                 so.state = ST_CONNECTED
-                threading.Thread(target=self.tcp_echo, args=(so.data,), daemon=True).start()
+                serve = self.http_server if port == 80 else self.tcp_echo
+                threading.Thread(target=serve, args=(so.data,), daemon=True).start()
             so.done.set()
 
         threading.Thread(target=finish, daemon=True).start()
@@ -199,7 +233,8 @@ class Fake:
 
     def run_listener(self, so):
         time.sleep(0.2)
-        for i in (1, 2):
+        http = so.local[1] == 8081
+        for i in ((1,) if http else (1, 2)):
             a, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             peer = (PEER_IP, 40000 + i)
             msg = ACCEPT_MSG.pack(MAGIC, 0, pack_addr(*so.local), pack_addr(*peer))
@@ -210,8 +245,11 @@ class Fake:
                 a.close(); d.close()
                 return
             a.close()
-            threading.Thread(target=self.tcp_echo,
-                             args=(d.detach(), b"hello from %d" % peer[1]), daemon=True).start()
+            if http:
+                threading.Thread(target=self.http_client, args=(d.detach(),), daemon=True).start()
+            else:
+                threading.Thread(target=self.tcp_echo,
+                                 args=(d.detach(), b"hello from %d" % peer[1]), daemon=True).start()
 
     # ---- RPC ----------------------------------------------------------------------------------
     def handle(self, conn):
@@ -292,13 +330,13 @@ class Fake:
                 so.local = (STACK_IP if ip == "0.0.0.0" else ip, port or self.ephemeral())
                 so.state = ST_BOUND
                 if proto == UDP:
-                    threading.Thread(target=self.udp_echo, args=(so.data,), daemon=True).start()
+                    threading.Thread(target=self.udp_echo, args=(so,), daemon=True).start()
                 return 0, 0, so.info()
             if op == OP_UDP_OPEN or so.proto == UDP:
                 fresh = so.local[1] == 0
                 if fresh:
                     so.local = (STACK_IP, self.ephemeral())
-                    threading.Thread(target=self.udp_echo, args=(so.data,), daemon=True).start()
+                    threading.Thread(target=self.udp_echo, args=(so,), daemon=True).start()
                 if op == OP_CONNECT:
                     so.peer = dst
                     so.state = ST_UNBOUND if dst == ("0.0.0.0", 0) else ST_CONNECTED

@@ -358,6 +358,14 @@ static int case_udp(void)
     CHECK(read(fd, buf, sizeof buf) == 2 && memcmp(buf, "q3", 2) == 0);
     /* Non-blocking receive with nothing queued. */
     CHECK(recv(fd, buf, sizeof buf, MSG_DONTWAIT) == -1 && errno == EAGAIN);
+    /* shutdown like a kernel UDP socket: SHUT_WR makes sends fail, reading still works... */
+    CHECK(send(fd, "q5", 2, 0) == 2);
+    CHECK(shutdown(fd, SHUT_WR) == 0);
+    CHECK(send(fd, "q6", 2, MSG_NOSIGNAL) == -1 && errno == EPIPE);
+    CHECK(recv(fd, buf, sizeof buf, 0) == 2 && memcmp(buf, "q5", 2) == 0);
+    /* ...and SHUT_RD makes reads return 0. */
+    CHECK(shutdown(fd, SHUT_RD) == 0);
+    CHECK(recv(fd, buf, sizeof buf, 0) == 0);
     close(fd);
 
     /* Explicit bind to the network address, then sendto/recvfrom. */

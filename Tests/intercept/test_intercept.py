@@ -216,7 +216,7 @@ def test_only_libc_replacements_are_exported(built):
     expected = {"connect", "bind", "listen", "accept", "accept4", "getsockname", "getpeername",
                 "getsockopt", "setsockopt", "send", "sendto", "sendmsg", "sendmmsg", "recv",
                 "recvfrom", "recvmsg", "recvmmsg", "read", "write", "__read_chk", "__recv_chk",
-                "__recvfrom_chk", "dup", "dup2", "dup3", "socketpair", "syscall"}
+                "__recvfrom_chk", "dup", "dup2", "dup3", "socketpair", "shutdown", "syscall"}
     assert names == expected, names ^ expected
 
 
@@ -258,3 +258,97 @@ def test_header_imports_into_swift_with_field_types(tmp_path):
                    check=True, capture_output=True, timeout=300)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["16", "24", "56", "32", "24", "24", "8"]
+
+
+# ---- unmodified real programs against the fake (skipped when the program is not installed) ----
+
+def app_env(sock):
+    env = dict(os.environ)
+    env.pop("ZTAP_DEBUG", None)
+    env.update({"LD_PRELOAD": LIB, "ZTAP_NETWORK": "lab", "ZTAP_RPC": sock,
+                "ZTAP_ROUTES": "10.200.0.0/24"})
+    return env
+
+
+def need(tool):
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
+    if not path:
+        pytest.skip(f"{tool} not installed")
+    return path
+
+
+def test_curl_http_get(fake):
+    curl = need("curl")
+    p = subprocess.run([curl, "-sS", "--max-time", "10", "-w", "\n%{remote_ip}:%{remote_port} "
+                        "%{local_ip}", "http://10.200.0.1/"], env=app_env(fake["sock"]),
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    body, addrs = p.stdout.rsplit("\n", 1)
+    assert body == "hello ztap!\n"
+    assert addrs == "10.200.0.1:80 10.200.0.2"          # real network addresses, not AF_UNIX
+    assert any(e.get("event") == "http_request" for e in read_log(fake["log"]))
+
+
+def test_node_http_get(fake):
+    node = need("node")
+    script = ("const http=require('http');http.get('http://10.200.0.1/',r=>{let d='';"
+              "r.on('data',c=>d+=c);r.on('end',()=>{console.log(r.statusCode,JSON.stringify(d),"
+              "r.socket.remoteAddress,r.socket.remotePort,r.socket.localAddress)})})"
+              ".on('error',e=>{console.log('ERR',e.code);process.exit(1)})")
+    p = subprocess.run([node, "-e", script], env=app_env(fake["sock"]), capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.split() == ["200", '"hello', 'ztap!\\n"', "10.200.0.1", "80", "10.200.0.2"]
+
+
+def test_node_refused_reports_econnrefused(fake):
+    node = need("node")
+    script = ("require('net').connect(1,'10.200.0.1').on('error',e=>{console.log(e.code)})"
+              ".on('connect',()=>{console.log('connected')})")
+    p = subprocess.run([node, "-e", script], env=app_env(fake["sock"]), capture_output=True,
+                       text=True, timeout=30)
+    assert p.stdout.strip() == "ECONNREFUSED", p.stdout + p.stderr
+
+
+def test_socat_udp_roundtrip(fake):
+    socat = need("socat")
+    p = subprocess.run([socat, "-t", "0.5", "-", "UDP:10.200.0.1:53"], input="udp-ping\n",
+                       env=app_env(fake["sock"]), capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "udp-ping\n"
+
+
+def test_nginx_serves_on_the_network(fake):
+    nginx = need("nginx")
+    root = fake["tmp"] / "nginx"
+    (root / "logs").mkdir(parents=True)
+    conf = root / "nginx.conf"
+    tmp = root / "tmp"
+    conf.write_text(f"""daemon off;
+worker_processes 2;
+error_log {root}/logs/error.log info;
+pid {root}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log {root}/logs/access.log;
+  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+  server {{ listen 10.200.0.2:8081; location / {{ return 200 "nginx via ztap\\n"; }} }}
+}}
+""")
+    proc = subprocess.Popen([nginx, "-p", str(root), "-c", str(conf)], env=app_env(fake["sock"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        resp = []
+        while time.monotonic() < deadline and not resp:
+            time.sleep(0.1)
+            resp = [e for e in read_log(fake["log"]) if e.get("event") == "http_response"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert resp, read_log(fake["log"])
+    assert resp[0].get("data", "").startswith("HTTP/1.1 200 OK"), resp[0]
+    assert resp[0]["data"].endswith("nginx via ztap\n")
+    # nginx logged the real peer address from accept().
+    assert (root / "logs" / "access.log").read_text().startswith("10.200.0.1 ")

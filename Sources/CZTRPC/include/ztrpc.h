@@ -42,7 +42,9 @@
  *         directions: app->daemon the header names the destination (addr 0 and port 0 = "the
  *         connected peer"), daemon->app it names the source. This is framing on a message socket,
  *         not data scanning; the library adds/strips it in sendto/sendmsg/send/write and
- *         recvfrom/recvmsg/recv/read.
+ *         recvfrom/recvmsg/recv/read. The app's shutdown(SHUT_RD) on a UDP socket is a native
+ *         SHUT_RD of the app end (ztapd's writes fail with EPIPE: drop datagrams for it, keep the
+ *         socket); SHUT_WR is handled in the library. POLLHUP = the app closed it.
  *
  *  3. The accept channel of a listening TCP socket: a SOCK_SEQPACKET pair the library creates at
  *     listen() time (LISTEN op); its app end replaces the app's fd. For every new connection
