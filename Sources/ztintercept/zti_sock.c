@@ -99,8 +99,8 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
         return -1;
     int nonblock = (fl & O_NONBLOCK) != 0;
     int sv[2];
-    if (zti_real.socketpair(AF_UNIX, (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC, 0,
-                   sv) < 0)
+    int type = (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC;
+    if (zti_real.socketpair(AF_UNIX, type, 0, sv) < 0)
         return -1;
 
     struct ztrpc_sock_req rq;
@@ -129,8 +129,9 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
     struct ztrpc_rep_hdr rep;
     struct ztrpc_sockinfo si;
     int err = 0;
+    /* Only a blocking TCP connect is interruptible: everything else answers at once. */
     int r = zti_rpc(op, &rq, sizeof rq, sv, 2, &rep, &si, sizeof si, timeout,
-                    op == ZTRPC_OP_CONNECT && !nonblock, &err);
+                    op == ZTRPC_OP_CONNECT && !nonblock && proto == IPPROTO_TCP, &err);
     zti_close(sv[1]); /* ztapd holds its own copy now (or never will) */
 
     int installed_err = 0; /* errno to return after installing (EINPROGRESS/EINTR) */
@@ -163,8 +164,10 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
     zti_ent_from_info(e, proto == IPPROTO_UDP ? ZTI_UDP : ZTI_TCP, &si, fd);
     e->proto = (uint8_t)proto;
     zti_table_put(fd, e);
-    zti_dbg(op == ZTRPC_OP_CONNECT ? "connect intercepted, fd " : "bind intercepted, fd ", NULL, NULL, fd,
-            NULL);
+    zti_dbg(op == ZTRPC_OP_CONNECT ? "connect intercepted, fd "
+            : op == ZTRPC_OP_BIND  ? "bind intercepted, fd "
+                                   : "sendto intercepted (implicit bind), fd ",
+            NULL, NULL, fd, NULL);
     if (installed_err)
         return zti_fail(installed_err);
     return 0;
@@ -180,9 +183,12 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
 int zti_udp_open(int fd, struct zti_ent *e)
 {
     struct zti_ent old;
+    struct stat st;
     int k = zti_table_get(fd, &old);
+    int valid = k == ZTI_INET && fstat(fd, &st) == 0 && old.dev == (uint64_t)st.st_dev &&
+                old.ino == (uint64_t)st.st_ino;
     struct ztrpc_addr any = { 0, 0, 0 };
-    return zti_create(fd, ZTRPC_OP_UDP_OPEN, IPPROTO_UDP, any, k == ZTI_INET ? &old.opts : NULL, e,
+    return zti_create(fd, ZTRPC_OP_UDP_OPEN, IPPROTO_UDP, any, valid ? &old.opts : NULL, e,
                       ENETUNREACH);
 }
 
@@ -443,8 +449,6 @@ int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     zti_table_put(nfd, &ne);
     if (addr)
         zti_fill_sockaddr(&m.peer, addr, len);
-    else if (len)
-        *len = sizeof(struct sockaddr_in);
     errno = saved;
     return nfd;
 }
