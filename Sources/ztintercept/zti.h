@@ -161,10 +161,12 @@ int zti_classify_udp(int fd, struct zti_ent *ent);
 
 /* RPC. Returns 0 and fills *rep/body on a reply (which may itself carry result -1); on failure to
  * talk to ztapd returns -1 with *err set (ENETDOWN-class or EINTR/ETIMEDOUT).
- * timeout_ms < 0: wait without limit. interruptible: EINTR while waiting aborts the wait. */
+ * timeout_ms < 0: wait without limit. flags: ZTI_RPC_*. */
+#define ZTI_RPC_INTERRUPTIBLE 1 /* EINTR while waiting for the reply ends the wait */
+#define ZTI_RPC_QUIET 2         /* a speculative query: do not report an unreachable ztapd */
 int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
-            struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms,
-            int interruptible, int *err);
+            struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms, int flags,
+            int *err);
 
 /* Replaces fd by newfd (dup3 keeping fd's O_NONBLOCK and FD_CLOEXEC), closes newfd.
  * Returns 0 or -errno. */

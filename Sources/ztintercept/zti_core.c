@@ -491,12 +491,12 @@ static int zti_query(int fd, struct zti_ent *e, const struct stat *st)
     struct ztrpc_rep_hdr rep;
     struct ztrpc_sockinfo si;
     int err;
-    if (zti_rpc(ZTRPC_OP_GETNAME, NULL, 0, &fd, 1, &rep, &si, sizeof si, 5000, 0, &err) < 0) {
-        /* ztapd down: not ztap for now, but do not cache: it may come back. */
-        memset(e, 0, sizeof *e);
-        return ZTI_NONE;
-    }
-    if (rep.result == 0) {
+    int r = zti_rpc(ZTRPC_OP_GETNAME, NULL, 0, &fd, 1, &rep, &si, sizeof si, 5000, ZTI_RPC_QUIET,
+                    &err);
+    /* ztapd unreachable: even if this was one of its sockets, it died with ztapd (a restarted
+     * ztapd does not know it), so "not ztap" is the right answer to cache; it also keeps a
+     * read() loop on, say, an inherited stdin socketpair from retrying the RPC every time. */
+    if (r == 0 && rep.result == 0) {
         zti_ent_from_info(e, zti_kind_of_info(&si), &si, fd);
         zti_table_put(fd, e);
         zti_dbg("ztapd recognised fd ", NULL, NULL, fd, NULL);

@@ -35,7 +35,8 @@ static long zti_now_ms(void)
  * @rbody: reply body out; bytes the reply does not carry are zeroed
  * @rcap: size of @rbody
  * @timeout_ms: how long to wait for the reply, < 0 for no limit
- * @interruptible: a signal (EINTR) while waiting ends the wait with *err = EINTR
+ * @flags: ZTI_RPC_INTERRUPTIBLE: a signal (EINTR) while waiting ends the wait with *err = EINTR;
+ *         ZTI_RPC_QUIET: do not log an unreachable ztapd
  * @err: errno when the exchange itself fails
  *
  * Return: 0 when a well-formed reply arrived (it may still report result -1), -1 otherwise with
@@ -43,8 +44,8 @@ static long zti_now_ms(void)
  * malformed reply; ETIMEDOUT; EINTR). Preserves errno.
  */
 int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
-            struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms,
-            int interruptible, int *err)
+            struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms, int flags,
+            int *err)
 {
     int saved = errno;
     int s = -1;
@@ -68,7 +69,8 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
         if (errno == EINTR)
             continue;
         *err = errno;
-        zti_log_unreachable(errno);
+        if (!(flags & ZTI_RPC_QUIET))
+            zti_log_unreachable(errno);
         goto out;
     }
 
@@ -127,7 +129,7 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
         struct pollfd p = { .fd = s, .events = POLLIN };
         int r = poll(&p, 1, wait);
         if (r < 0) {
-            if (errno == EINTR && !interruptible)
+            if (errno == EINTR && !(flags & ZTI_RPC_INTERRUPTIBLE))
                 continue;
             *err = errno;
             goto out;

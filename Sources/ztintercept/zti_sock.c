@@ -79,6 +79,25 @@ static int zti_fail(int err)
  * Creating a ztap socket
  */
 
+/* The state an answered request implies, whatever the reply body said (a terse daemon may send
+ * an empty one): the cache must never claim less than the app was told. */
+static void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr, int installed_err)
+{
+    int dissolve = addr.addr == 0 && addr.port == 0;
+    if (op == ZTRPC_OP_CONNECT) {
+        if (e->kind == ZTI_UDP) {
+            e->state = dissolve ? ZTRPC_STATE_BOUND : ZTRPC_STATE_CONNECTED;
+            e->peer = dissolve ? (struct ztrpc_addr){ 0, 0, 0 } : addr;
+        } else {
+            e->state = installed_err ? ZTRPC_STATE_CONNECTING : ZTRPC_STATE_CONNECTED;
+            if (!e->peer.port)
+                e->peer = addr;
+        }
+    } else if (e->state == ZTRPC_STATE_UNBOUND) {
+        e->state = ZTRPC_STATE_BOUND;
+    }
+}
+
 /**
  * zti_create() - turn a kernel TCP/UDP socket into a ztap socket with a CONNECT/BIND/UDP_OPEN
  * @fd: the app's kernel socket
@@ -131,7 +150,8 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
     int err = 0;
     /* Only a blocking TCP connect is interruptible: everything else answers at once. */
     int r = zti_rpc(op, &rq, sizeof rq, sv, 2, &rep, &si, sizeof si, timeout,
-                    op == ZTRPC_OP_CONNECT && !nonblock && proto == IPPROTO_TCP, &err);
+                    op == ZTRPC_OP_CONNECT && !nonblock && proto == IPPROTO_TCP ? ZTI_RPC_INTERRUPTIBLE : 0,
+                    &err);
     zti_close(sv[1]); /* ztapd holds its own copy now (or never will) */
 
     int installed_err = 0; /* errno to return after installing (EINPROGRESS/EINTR) */
@@ -163,6 +183,7 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
     }
     zti_ent_from_info(e, proto == IPPROTO_UDP ? ZTI_UDP : ZTI_TCP, &si, fd);
     e->proto = (uint8_t)proto;
+    zti_fix_state(e, op, addr, installed_err);
     zti_table_put(fd, e);
     zti_dbg(op == ZTRPC_OP_CONNECT ? "connect intercepted, fd "
             : op == ZTRPC_OP_BIND  ? "bind intercepted, fd "
@@ -258,10 +279,14 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
         int err;
         int blocking_tcp = !nonblock && k == ZTI_TCP;
         if (zti_rpc(ZTRPC_OP_CONNECT, &rq, sizeof rq, &fd, 1, &rep, &si, sizeof si,
-                    blocking_tcp ? ZTI_LONG_WAIT_MS : ZTI_SHORT_WAIT_MS, blocking_tcp, &err) < 0)
+                    blocking_tcp ? ZTI_LONG_WAIT_MS : ZTI_SHORT_WAIT_MS,
+                    blocking_tcp ? ZTI_RPC_INTERRUPTIBLE : 0, &err) < 0)
             return zti_fail(zti_down_errno(err, k == ZTI_UDP ? ENETUNREACH : ECONNREFUSED));
         if (rep.result == 0 || rep.err == EINPROGRESS) {
+            uint8_t proto = e.proto;
             zti_ent_from_info(&e, k, &si, fd);
+            e.proto = proto;
+            zti_fix_state(&e, ZTRPC_OP_CONNECT, rq.addr, rep.result == 0 ? 0 : EINPROGRESS);
             zti_table_put(fd, &e);
         }
         if (rep.result < 0)

@@ -476,6 +476,29 @@ static int case_exec(int argc, char **argv)
     return 1;
 }
 
+static int case_inherited(int argc, char **argv)
+{
+    /* An app's own socketpair inherited across exec looks like a ztap socket to the new image:
+     * the library asks ztapd once, then remembers the answer (reads stay native and cheap). */
+    if (argc >= 4 && strcmp(argv[2], "child") == 0) {
+        int fd = atoi(argv[3]);
+        char ch;
+        for (int i = 0; i < 150; i++)
+            CHECK(read(fd, &ch, 1) == 1 && ch == "abc"[i % 3]);
+        CHECK(opt_int(fd, SOL_SOCKET, SO_DOMAIN) == AF_UNIX);
+        return 0;
+    }
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    for (int i = 0; i < 50; i++)
+        CHECK(write(sv[1], "abc", 3) == 3);
+    char a[16];
+    snprintf(a, sizeof a, "%d", sv[0]);
+    execl(g_self, g_self, "inherited", "child", a, (char *)NULL);
+    CHECK(!"exec failed");
+    return 1;
+}
+
 static int case_untouched(void)
 {
     /* Loopback TCP stays on the kernel: the peer sees the real kernel addresses. */
@@ -696,6 +719,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "errno")) r = case_errno();
     else if (!strcmp(c, "threads")) r = case_threads();
     else if (!strcmp(c, "interrupted")) r = case_interrupted();
+    else if (!strcmp(c, "inherited")) r = case_inherited(argc, argv);
     else if (!strcmp(c, "accept_blocking")) r = case_accept_blocking();
     else {
         fprintf(stderr, "unknown case %s\n", c);

@@ -150,6 +150,20 @@ def test_exec_asks_ztapd_about_inherited_sockets(fake):
     assert len(names) >= 2                                    # the TCP and the UDP socket
 
 
+def test_inherited_socketpair_asks_once(fake):
+    p, _ = run_probe("inherited", fake["sock"])
+    assert_ok(p, "inherited")
+    log = read_log(fake["log"])
+    assert [e["op"] for e in log] == ["GETNAME"]              # 150 reads + getsockopt, one RPC
+
+
+def test_inherited_socketpair_without_ztapd(tmp_path, built):
+    p, _ = run_probe("inherited", str(tmp_path / "missing.sock"))
+    assert_ok(p, "inherited")
+    # A speculative query is quiet: a process that never uses the network logs nothing.
+    assert p.stderr == ""
+
+
 def test_loopback_and_unix_untouched(fake):
     p, _ = run_probe("untouched", fake["sock"])
     assert_ok(p, "untouched")
