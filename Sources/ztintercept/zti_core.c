@@ -42,6 +42,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -62,6 +63,18 @@ struct zti_slot {
 };
 static struct zti_slot zti_table[ZTI_MAX_FDS];
 _Atomic uint8_t zti_hot[ZTI_MAX_FDS];
+/* A writer holds a slot for one memcpy. Waiters spin briefly, then yield the CPU (the writer may
+ * be preempted); after this many rounds (seconds) the writer is taken to be the code a signal
+ * handler interrupted, which will never finish while the handler waits. */
+#define ZTI_MAX_SPINS (1u << 22)
+
+static void zti_backoff(unsigned spins)
+{
+    if (spins < 1000)
+        ZTI_RELAX();
+    else
+        sched_yield();
+}
 
 /* ---------------------------------------------------------------------------------------------
  * Real symbols
@@ -337,14 +350,16 @@ int zti_table_get(int fd, struct zti_ent *out)
         return ZTI_NONE;
     }
     struct zti_slot *s = &zti_table[fd];
-    for (;;) {
+    for (unsigned spins = 0;; spins++) {
         unsigned a = atomic_load_explicit(&s->seq, memory_order_acquire);
-        if (a == 0) {
+        /* Bounded wait: a signal handler that interrupted a writer of this very slot would
+         * otherwise spin forever; it gets "nothing known" instead. */
+        if (a == 0 || spins > ZTI_MAX_SPINS) {
             memset(out, 0, sizeof *out);
             return ZTI_NONE;
         }
         if (a & 1) {
-            ZTI_RELAX();
+            zti_backoff(spins);
             continue;
         }
         memcpy(out, &s->e, sizeof *out);
@@ -365,13 +380,18 @@ void zti_table_put(int fd, const struct zti_ent *ent)
         return;
     struct zti_slot *s = &zti_table[fd];
     unsigned a;
-    for (;;) {
+    for (unsigned spins = 0;; spins++) {
         a = atomic_load_explicit(&s->seq, memory_order_relaxed);
         if (!(a & 1) &&
             atomic_compare_exchange_weak_explicit(&s->seq, &a, a + 1, memory_order_acq_rel,
                                                   memory_order_relaxed))
             break;
-        ZTI_RELAX();
+        if (spins > ZTI_MAX_SPINS) {
+            /* Only a signal handler racing the interrupted writer of the same fd gets here. */
+            zti_log("fd table slot busy, entry not updated, fd ", NULL, NULL, fd, NULL);
+            return;
+        }
+        zti_backoff(spins);
     }
     memcpy(&s->e, ent, sizeof *ent);
     atomic_store_explicit(&zti_hot[fd], ent->kind, memory_order_relaxed);
