@@ -95,6 +95,29 @@ static inline void zti_init_real(void)
         zti_resolve();
 }
 
+/* read/write must work before zti_resolve() ran and while it runs: dlsym may call malloc, and a
+ * malloc that reads a file during its own initialisation (jemalloc does) would land in our read()
+ * again. So they never trigger resolution: until zti_real is filled they call glibc's exported
+ * aliases __read/__write (weak: on another libc they resolve lazily like the rest). */
+extern ssize_t __read(int, void *, size_t) __attribute__((weak));
+extern ssize_t __write(int, const void *, size_t) __attribute__((weak));
+static inline ssize_t zti_sys_read(int fd, void *buf, size_t len)
+{
+    if (__builtin_expect(atomic_load_explicit(&zti_ready, memory_order_acquire), 1) || !__read) {
+        zti_init_real();
+        return zti_real.read(fd, buf, len);
+    }
+    return __read(fd, buf, len);
+}
+static inline ssize_t zti_sys_write(int fd, const void *buf, size_t len)
+{
+    if (__builtin_expect(atomic_load_explicit(&zti_ready, memory_order_acquire), 1) || !__write) {
+        zti_init_real();
+        return zti_real.write(fd, buf, len);
+    }
+    return __write(fd, buf, len);
+}
+
 /* Configuration read once from the environment. */
 struct zti_config {
     int enabled;        /* ZTAP_RPC set and usable */

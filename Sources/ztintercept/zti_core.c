@@ -22,10 +22,11 @@
  * relaxed byte load from the fd table for every fd that is not an intercepted UDP socket.
  *
  * Re-entrancy and signals: interceptors use only system calls, atomics and stack memory: no
- * malloc, no stdio, no locks that a signal handler could deadlock on (the fd table is a seqlock
- * whose writers only spin while another writer of the same fd is mid-update). They are
- * async-signal-safe wherever the libc function they replace is. Real symbols are resolved by the
- * constructor (and lazily, idempotently, if an earlier constructor calls in first).
+ * malloc, no stdio, no locks (the fd table is a seqlock; waits for a writer of the same slot are
+ * bounded, so a signal handler that interrupted one cannot hang). They are async-signal-safe
+ * wherever the libc function they replace is. Real symbols are resolved by the constructor (and
+ * lazily, idempotently, if an earlier constructor calls in first); read and write never trigger
+ * that resolution (see zti_sys_read), so a malloc that reads files while dlsym runs is safe.
  *
  * errno: every interceptor saves errno on entry and restores it on success, so internal calls
  * (fstat, getsockopt, RPCs) never leak an errno; on failure errno is what libc would set.
@@ -171,8 +172,7 @@ void zti_log(const char *a, const char *b, const char *c, long num, const char *
     }
     n = zti_append(buf, n, sizeof buf - 1, d);
     buf[n++] = '\n';
-    zti_init_real();
-    (void)!zti_real.write(STDERR_FILENO, buf, n);
+    (void)!zti_sys_write(STDERR_FILENO, buf, n);
     errno = saved;
 }
 

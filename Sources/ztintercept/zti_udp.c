@@ -288,8 +288,7 @@ ZTI_EXPORT ssize_t write(int fd, const void *buf, size_t len)
         if (r != ZTI_PASS && r != ZTI_STRIP_ADDR)
             return r;
     }
-    zti_init_real();
-    return zti_real.write(fd, buf, len);
+    return zti_sys_write(fd, buf, len);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -375,8 +374,7 @@ ZTI_EXPORT ssize_t read(int fd, void *buf, size_t len)
         if (r != ZTI_PASS)
             return r;
     }
-    zti_init_real();
-    return zti_real.read(fd, buf, len);
+    return zti_sys_read(fd, buf, len);
 }
 
 /**
