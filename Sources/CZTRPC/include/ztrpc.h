@@ -130,8 +130,10 @@ extern "C" {
  *   SOL_SOCKET/SO_ERROR returns the pending error in value (as int) and clears it, like Linux;
  *   while a connect is pending it waits for the outcome first. Unknown options: ENOPROTOOPT. */
 #define ZTRPC_OP_GETSOCKOPT ((uint16_t)4)
-/* SETSOCKOPT ztrpc_sockopt -> no body. Unknown options: ENOPROTOOPT (the library then applies the
- *   option to the app's AF_UNIX fd only if it is meaningful there, see docs/INTERCEPT.md). */
+/* SETSOCKOPT ztrpc_sockopt -> no body. Unknown options: ENOPROTOOPT (the app gets it).
+ *   Never sent (answered or applied in the library): SO_TYPE, SO_DOMAIN, SO_PROTOCOL,
+ *   SO_ACCEPTCONN, and SO_RCVTIMEO/SO_SNDTIMEO/SO_RCVLOWAT/SO_SNDLOWAT, which act on the app's
+ *   fd natively. Options set before interception arrive in ztrpc_sock_req.opts instead. */
 #define ZTRPC_OP_SETSOCKOPT ((uint16_t)5)
 /* GETNAME  no body -> ztrpc_sockinfo. Also serves as "query": the library sends it for an
  *   AF_UNIX fd it does not know (after exec, or an fd received over SCM_RIGHTS). A socket that
@@ -261,7 +263,12 @@ struct ztrpc_dgram {
     struct ztrpc_addr addr; /* app->daemon: destination (0/0: connected peer); daemon->app: source */
 };
 
-#define ZTRPC_CHECK_SIZE(t, n) _Static_assert(sizeof(t) == (n), #t " must be " #n " bytes")
+#ifdef __cplusplus
+#define ZTRPC_STATIC_ASSERT static_assert
+#else
+#define ZTRPC_STATIC_ASSERT _Static_assert
+#endif
+#define ZTRPC_CHECK_SIZE(t, n) ZTRPC_STATIC_ASSERT(sizeof(t) == (n), #t " must be " #n " bytes")
 ZTRPC_CHECK_SIZE(struct ztrpc_addr, 8);
 ZTRPC_CHECK_SIZE(struct ztrpc_req_hdr, 16);
 ZTRPC_CHECK_SIZE(struct ztrpc_rep_hdr, 24);
@@ -272,10 +279,11 @@ ZTRPC_CHECK_SIZE(struct ztrpc_sockopt, 32);
 ZTRPC_CHECK_SIZE(struct ztrpc_sockinfo, 24);
 ZTRPC_CHECK_SIZE(struct ztrpc_accept_msg, 24);
 ZTRPC_CHECK_SIZE(struct ztrpc_dgram, 8);
-_Static_assert(offsetof(struct ztrpc_sock_req, opts) == 16, "sock_req layout");
-_Static_assert(offsetof(struct ztrpc_sockinfo, local) == 8, "sockinfo layout");
-_Static_assert(offsetof(struct ztrpc_rep_hdr, len) == 20, "rep_hdr layout");
+ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_sock_req, opts) == 16, "sock_req layout");
+ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_sockinfo, local) == 8, "sockinfo layout");
+ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_rep_hdr, len) == 20, "rep_hdr layout");
 #undef ZTRPC_CHECK_SIZE
+#undef ZTRPC_STATIC_ASSERT
 
 #ifdef __cplusplus
 }
