@@ -499,6 +499,17 @@ static int case_inherited(int argc, char **argv)
     return 1;
 }
 
+static int case_isolated(void)
+{
+    /* Run by the tests to prove the sandbox: an address outside the network stays on the
+     * kernel, and in the private namespace the kernel has no route for it. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = sin_of("192.0.2.1", 80);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == ENETUNREACH);
+    close(fd);
+    return 0;
+}
+
 static int case_untouched(void)
 {
     /* Loopback TCP stays on the kernel: the peer sees the real kernel addresses. */
@@ -720,6 +731,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "threads")) r = case_threads();
     else if (!strcmp(c, "interrupted")) r = case_interrupted();
     else if (!strcmp(c, "inherited")) r = case_inherited(argc, argv);
+    else if (!strcmp(c, "isolated")) r = case_isolated();
     else if (!strcmp(c, "accept_blocking")) r = case_accept_blocking();
     else {
         fprintf(stderr, "unknown case %s\n", c);

@@ -5,6 +5,10 @@ fake daemon on a socket in a temporary directory, and runs each probe case under
 The fake network is 10.200.0.0/24, which exists only inside the fake: the probe never sends a
 packet; everything else it uses is loopback or AF_UNIX.
 
+Every program runs in a private network namespace (unshare --net, loopback only; it vanishes
+when the program exits), so even a regression that let a socket slip past the library could not
+send a packet anywhere: it would get ENETUNREACH.
+
 Run: python3 -m pytest -q Tests/intercept
 """
 import json
@@ -21,6 +25,31 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 OUT = os.path.join(REPO, ".build", "intercept")
 LIB = os.path.join(OUT, "libztintercept.so")
 PROBE = os.path.join(OUT, "probe")
+
+
+def _isolation_prefix():
+    """Command prefix that runs a program in a fresh network namespace with only loopback up."""
+    unshare = shutil.which("unshare")
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    if not unshare or not os.path.exists(ip):
+        return None
+    inner = ["sh", "-c", f'{ip} link set lo up && exec "$@"', "sh"]
+    for extra in ([] if os.geteuid() == 0 else None, ["--map-root-user"]):
+        if extra is None:
+            continue
+        cmd = [unshare, "--net", *extra]
+        if subprocess.run(cmd + inner + ["true"], capture_output=True).returncode == 0:
+            return cmd + inner
+    return None
+
+
+ISOLATE = _isolation_prefix()
+
+
+def isolated(argv):
+    if ISOLATE is None:
+        pytest.skip("cannot create a private network namespace (need root or user namespaces)")
+    return ISOLATE + list(argv)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +88,8 @@ def run_probe(case, sock, extra_env=None, timeout=30):
                 "ZTAP_ROUTES": "10.200.0.0/24"})
     env.update(extra_env or {})
     t0 = time.monotonic()
-    p = subprocess.run([PROBE, case], env=env, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(isolated([PROBE, case]), env=env, capture_output=True, text=True,
+                       timeout=timeout)
     return p, time.monotonic() - t0
 
 
@@ -162,6 +192,13 @@ def test_inherited_socketpair_without_ztapd(tmp_path, built):
     assert_ok(p, "inherited")
     # A speculative query is quiet: a process that never uses the network logs nothing.
     assert p.stderr == ""
+
+
+def test_probes_run_without_any_route(fake):
+    # The sandbox itself: outside the fake network there is nowhere to send a packet.
+    p, _ = run_probe("isolated", fake["sock"])
+    assert_ok(p, "isolated")
+    assert read_log(fake["log"]) == []
 
 
 def test_loopback_and_unix_untouched(fake):
@@ -293,8 +330,8 @@ def need(tool):
 
 def test_curl_http_get(fake):
     curl = need("curl")
-    p = subprocess.run([curl, "-sS", "--max-time", "10", "-w", "\n%{remote_ip}:%{remote_port} "
-                        "%{local_ip}", "http://10.200.0.1/"], env=app_env(fake["sock"]),
+    p = subprocess.run(isolated([curl, "-sS", "--max-time", "10", "-w", "\n%{remote_ip}:%{remote_port} "
+                        "%{local_ip}", "http://10.200.0.1/"]), env=app_env(fake["sock"]),
                        capture_output=True, text=True, timeout=20)
     assert p.returncode == 0, p.stderr
     body, addrs = p.stdout.rsplit("\n", 1)
@@ -309,7 +346,7 @@ def test_node_http_get(fake):
               "r.on('data',c=>d+=c);r.on('end',()=>{console.log(r.statusCode,JSON.stringify(d),"
               "r.socket.remoteAddress,r.socket.remotePort,r.socket.localAddress)})})"
               ".on('error',e=>{console.log('ERR',e.code);process.exit(1)})")
-    p = subprocess.run([node, "-e", script], env=app_env(fake["sock"]), capture_output=True,
+    p = subprocess.run(isolated([node, "-e", script]), env=app_env(fake["sock"]), capture_output=True,
                        text=True, timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.split() == ["200", '"hello', 'ztap!\\n"', "10.200.0.1", "80", "10.200.0.2"]
@@ -319,14 +356,14 @@ def test_node_refused_reports_econnrefused(fake):
     node = need("node")
     script = ("require('net').connect(1,'10.200.0.1').on('error',e=>{console.log(e.code)})"
               ".on('connect',()=>{console.log('connected')})")
-    p = subprocess.run([node, "-e", script], env=app_env(fake["sock"]), capture_output=True,
+    p = subprocess.run(isolated([node, "-e", script]), env=app_env(fake["sock"]), capture_output=True,
                        text=True, timeout=30)
     assert p.stdout.strip() == "ECONNREFUSED", p.stdout + p.stderr
 
 
 def test_socat_udp_roundtrip(fake):
     socat = need("socat")
-    p = subprocess.run([socat, "-t", "0.5", "-", "UDP:10.200.0.1:53"], input="udp-ping\n",
+    p = subprocess.run(isolated([socat, "-t", "0.5", "-", "UDP:10.200.0.1:53"]), input="udp-ping\n",
                        env=app_env(fake["sock"]), capture_output=True, text=True, timeout=20)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "udp-ping\n"
@@ -350,7 +387,7 @@ http {{
   server {{ listen 10.200.0.2:8081; location / {{ return 200 "nginx via ztap\\n"; }} }}
 }}
 """)
-    proc = subprocess.Popen([nginx, "-p", str(root), "-c", str(conf)], env=app_env(fake["sock"]),
+    proc = subprocess.Popen(isolated([nginx, "-p", str(root), "-c", str(conf)]), env=app_env(fake["sock"]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 10
