@@ -510,6 +510,17 @@ static int case_isolated(void)
     return 0;
 }
 
+static int case_die(void)
+{
+    /* Process death without close(): the kernel drops the fd, ztapd sees the hangup. */
+    int fd = tcp_connect("10.200.0.1", 7);
+    echo_roundtrip(fd, "last words");
+    printf("OK die\n");
+    fflush(stdout);
+    signal(SIGABRT, SIG_DFL);
+    abort();
+}
+
 static int case_untouched(void)
 {
     /* Loopback TCP stays on the kernel: the peer sees the real kernel addresses. */
@@ -732,6 +743,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "interrupted")) r = case_interrupted();
     else if (!strcmp(c, "inherited")) r = case_inherited(argc, argv);
     else if (!strcmp(c, "isolated")) r = case_isolated();
+    else if (!strcmp(c, "die")) r = case_die();
     else if (!strcmp(c, "accept_blocking")) r = case_accept_blocking();
     else {
         fprintf(stderr, "unknown case %s\n", c);

@@ -194,6 +194,15 @@ def test_inherited_socketpair_without_ztapd(tmp_path, built):
     assert p.stderr == ""
 
 
+def test_process_death_closes_the_connection(fake):
+    p, _ = run_probe("die", fake["sock"])
+    assert p.returncode != 0 and "OK die" in p.stdout        # killed by SIGABRT, after the echo
+    deadline = time.monotonic() + 3
+    while not any(e.get("event") == "eof" for e in read_log(fake["log"])):
+        assert time.monotonic() < deadline, "ztapd side never saw the connection end"
+        time.sleep(0.05)
+
+
 def test_probes_run_without_any_route(fake):
     # The sandbox itself: outside the fake network there is nowhere to send a packet.
     p, _ = run_probe("isolated", fake["sock"])
