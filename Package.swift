@@ -3,6 +3,8 @@ import PackageDescription
 
 // Module map (one job each):
 //   CShims     C shims for what Swift cannot import (epoll, CMSG, TUNSETIFF, _GNU_SOURCE calls)
+//   CZTRPC     include/ztrpc.h only: RPC wire format shared with libztintercept.so (C, built by
+//              scripts/build-intercept.sh from Sources/ztintercept, which has no SwiftPM target)
 //   CNetlink   system library: libnl-route-3 (link/address configuration)
 //   CCap       system library: libcap (capability reduction)
 //   PhyLoop    epoll PhySocket event loop, eventfd wake-up, timers, syscall wrappers
@@ -28,6 +30,7 @@ let package = Package(
     ],
     targets: [
         .target(name: "CShims"),
+        .target(name: "CZTRPC"),
         .systemLibrary(name: "CNetlink", pkgConfig: "libnl-route-3.0",
                        providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
         .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),

@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ztrpc.h - wire format between libztintercept.so (C, in the app) and ztapd (Swift).
+ *
+ * DOC: Theory of Operation
+ *
+ * This header is the single definition of the protocol. The intercept library includes it
+ * directly; Swift imports it as the CZTRPC module. Changes are additive only: new ops, new flag
+ * bits, new fields appended to a body (the receiver must accept a body *longer* than it knows
+ * and treat missing trailing bytes as zero). Incompatible changes bump ZTRPC_VERSION.
+ *
+ * Encoding. Every struct here is a fixed-size, naturally aligned struct with all padding
+ * explicit (no compiler padding, no packed attribute), checked by _Static_assert below, so a
+ * Swift mirror or a Python struct.pack("<...") format is exact. Integers are little-endian
+ * (both sides run on the same Linux host). The two exceptions are ztrpc_addr.addr and
+ * ztrpc_addr.port: they hold the bytes of sockaddr_in.sin_addr / sin_port, i.e. network byte
+ * order, so 10.0.0.1:80 is addr bytes 0a 00 00 01, port bytes 00 50. Errno values are Linux
+ * errno numbers. Reserved/pad fields are sent as zero and ignored on receipt.
+ *
+ * Channels. There are three kinds of AF_UNIX sockets:
+ *
+ *  1. The RPC channel: a SOCK_SEQPACKET socket the library connects to $ZTAP_RPC (the network's
+ *     RUN_DIR/NAME.sock) for *each* request (fresh connection per request: fork-safe,
+ *     thread-safe, no shared state in the app). One request message (header + body, with
+ *     SCM_RIGHTS fds) goes up; exactly one reply message (header + body, never fds) comes back;
+ *     the library then closes the connection. ztapd authorizes by SO_PEERCRED. A blocking
+ *     CONNECT, or GETSOCKOPT(SO_ERROR) on a connect still in progress, keeps the RPC connection
+ *     open until the outcome is known; if the app gives up (signal, timeout) it just closes the
+ *     RPC connection and ztapd must not treat that as an error on the socket itself.
+ *
+ *  2. The data socket of an intercepted socket: one end of a socketpair the *library* creates.
+ *     The library dup3()s its end (the "app end") onto the app's fd number, ztapd keeps the other
+ *     end (the "daemon end").
+ *       - TCP: SOCK_STREAM pair. Only application bytes flow (no in-band signalling).
+ *         read/write/poll/epoll/sendfile/splice stay native. The app's shutdown(SHUT_WR) is a
+ *         native shutdown of the app end: ztapd reads EOF (POLLIN|POLLRDHUP, no POLLHUP) and sends
+ *         a FIN. A full close (last reference gone, including process death) gives ztapd POLLHUP:
+ *         close the TCP connection (RST if SO_LINGER {1, 0} was set). There is no CLOSE or
+ *         SHUTDOWN op for that reason. When the TCP connection ends, ztapd shuts down / closes
+ *         its end (app reads EOF, writes get EPIPE) and keeps the error for SO_ERROR.
+ *       - UDP: SOCK_SEQPACKET pair. Each message is struct ztrpc_dgram + payload, both
+ *         directions: app->daemon the header names the destination (addr 0 and port 0 = "the
+ *         connected peer"), daemon->app it names the source. This is framing on a message socket,
+ *         not data scanning; the library adds/strips it in sendto/sendmsg/send/write and
+ *         recvfrom/recvmsg/recv/read. The app's shutdown(SHUT_RD) on a UDP socket is a native
+ *         SHUT_RD of the app end (ztapd's writes fail with EPIPE: drop datagrams for it, keep the
+ *         socket); SHUT_WR is handled in the library. POLLHUP = the app closed it.
+ *
+ *  3. The accept channel of a listening TCP socket: a SOCK_SEQPACKET pair the library creates at
+ *     listen() time (LISTEN op); its app end replaces the app's fd. For every new connection
+ *     ztapd creates a SOCK_STREAM socketpair and sends one struct ztrpc_accept_msg on the accept
+ *     channel with SCM_RIGHTS carrying exactly one fd: the new connection's app end (ztapd keys
+ *     the new connection by that fd's inode before sending it, then closes its copy). The
+ *     listening fd is therefore readable exactly when a connection is pending, so
+ *     poll/select/epoll on listeners work natively. Closing the listener = POLLHUP on ztapd's end:
+ *     stop listening, reset connections still queued.
+ *
+ * Identity. ztapd identifies an intercepted socket by the (st_dev, st_ino) of its *app end*
+ * (fstat on an fd received with SCM_RIGHTS), never by fd number or pid, so dup/dup2/fork/exec
+ * keep working and holding the fd is the permission to control it. ztapd closes every fd it
+ * receives on the RPC channel once it has taken what it needs (it must never keep an app end
+ * open: that would hide the app's close). Inode numbers can be reused once a socket is freed:
+ * before trusting a match, ztapd should make sure it has processed pending hangups on the
+ * matching daemon end.
+ *
+ * SCM_RIGHTS layout of a request (fds[i] in order, in one cmsg):
+ *   - op with ZTRPC_F_NEW (CONNECT, BIND, UDP_OPEN on a socket ztapd does not know yet):
+ *       fds[0] = app end of the new data socketpair (the identity; not yet dup3()ed),
+ *       fds[1] = daemon end of the new data socketpair (ztapd keeps it).
+ *   - LISTEN:
+ *       fds[0] = the app's current socket (identity of the bound TCP socket),
+ *       fds[1] = daemon end of the new accept channel (ztapd keeps it),
+ *       fds[2] = app end of the new accept channel: the socket's new identity. ztapd closes the
+ *                old data socket's daemon end; the library then dup3()s fds[2] onto the app fd.
+ *   - every other op: fds[0] = the app's socket fd. No fds at all is an error (EBADF).
+ * Replies never carry fds. On a failed reply the library closes the socketpair it created and the
+ * app's fd stays what it was (a kernel socket), so ztapd must drop any state it created for it.
+ *
+ * Which sockets are intercepted is decided in the library (ZTAP_ROUTES, ZTAP_DEFAULT_ROUTE);
+ * ztapd answers ENETUNREACH for a CONNECT destination or EADDRNOTAVAIL for a BIND address that
+ * it cannot serve.
+ */
+#ifndef ZTAP_ZTRPC_H
+#define ZTAP_ZTRPC_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Constants carry the type of the field they go in (Swift imports them as UInt16/UInt8/UInt32).
+ * "ZTRP" as the first four bytes on the wire (little-endian u32). */
+#define ZTRPC_MAGIC 0x5052545Au
+#define ZTRPC_VERSION ((uint16_t)1)
+
+/* Upper bound for any message on any channel (request, reply, accept, UDP header excluded). */
+#define ZTRPC_MAX_MSG 256
+/* Most fds any request carries (LISTEN). */
+#define ZTRPC_MAX_FDS 3
+
+/*
+ * Ops (ztrpc_req_hdr.op, echoed in ztrpc_rep_hdr.op). Body types are given per op;
+ * "-> X" is the reply body on success (and for CONNECT also with EINPROGRESS).
+ */
+/* CONNECT  ztrpc_sock_req  -> ztrpc_sockinfo.
+ *   TCP: start the handshake. Without ZTRPC_F_NONBLOCK the reply comes when the outcome is known:
+ *   result 0, or -1 with ECONNREFUSED/ETIMEDOUT/EHOSTUNREACH/ENETUNREACH. With ZTRPC_F_NONBLOCK
+ *   ztapd answers within ~5 ms: the outcome if known by then, else -1/EINPROGRESS (sockinfo with
+ *   state CONNECTING, local address already assigned). On an existing socket, like Linux:
+ *   EALREADY while a connect is pending; once it succeeded, 0 for the first repeated CONNECT and
+ *   EISCONN afterwards; once it failed, the error (cleared, as SO_ERROR would). addr 0.0.0.0
+ *   port 0 (the app's connect(AF_UNSPEC)) on a TCP socket: abort the connection (RST).
+ *   The library may stop waiting for a blocking CONNECT's reply (signal: EINTR; SO_SNDTIMEO:
+ *   EINPROGRESS) and close the RPC connection; the connect then goes on, and its outcome stays
+ *   pending for GETSOCKOPT(SO_ERROR) (ztapd sees the reply fail, or just never clears an error
+ *   on delivery; the library treats a stale SO_ERROR of a live socket as harmless).
+ *   UDP: set (or with addr 0.0.0.0 port 0, dissolve) the default peer; implicit bind if unbound.
+ *   Data written before the handshake completes waits in the socketpair; ztapd reads it after. */
+#define ZTRPC_OP_CONNECT ((uint16_t)1)
+/* BIND     ztrpc_sock_req  -> ztrpc_sockinfo (local address with the assigned port if port 0).
+ *   EADDRINUSE unless reusable (SO_REUSEADDR/SO_REUSEPORT as in Linux), EADDRNOTAVAIL for an
+ *   address not on this network. addr 0.0.0.0 = every address of the network. */
+#define ZTRPC_OP_BIND ((uint16_t)2)
+/* LISTEN   ztrpc_listen_req -> no body. Socket must be bound TCP (else EINVAL / EOPNOTSUPP).
+ *   Calling it again on a listener only updates the backlog (fds[1], fds[2] absent then). */
+#define ZTRPC_OP_LISTEN ((uint16_t)3)
+/* GETSOCKOPT ztrpc_sockopt -> ztrpc_sockopt (value filled, optlen set).
+ *   SOL_SOCKET/SO_ERROR returns the pending error in value (as int) and clears it, like Linux;
+ *   while a connect is pending it waits for the outcome first. Unknown options: ENOPROTOOPT. */
+#define ZTRPC_OP_GETSOCKOPT ((uint16_t)4)
+/* SETSOCKOPT ztrpc_sockopt -> no body. Unknown options: ENOPROTOOPT (the app gets it).
+ *   Never sent (answered or applied in the library): SO_TYPE, SO_DOMAIN, SO_PROTOCOL,
+ *   SO_ACCEPTCONN, and SO_RCVTIMEO/SO_SNDTIMEO/SO_RCVLOWAT/SO_SNDLOWAT, which act on the app's
+ *   fd natively. Options set before interception arrive in ztrpc_sock_req.opts instead. */
+#define ZTRPC_OP_SETSOCKOPT ((uint16_t)5)
+/* GETNAME  no body -> ztrpc_sockinfo. Also serves as "query": the library sends it for an
+ *   AF_UNIX fd it does not know (after exec, or an fd received over SCM_RIGHTS). A socket that
+ *   is not a ztapd socket: -1 / ENOTSOCK. */
+#define ZTRPC_OP_GETNAME ((uint16_t)6)
+/* UDP_OPEN ztrpc_sock_req (addr ignored, proto must be UDP) -> ztrpc_sockinfo.
+ *   Implicit bind to 0.0.0.0:ephemeral, for sendto()/sendmsg() on an unbound UDP socket.
+ *   (ztapd may implement it as BIND 0.0.0.0:0.) */
+#define ZTRPC_OP_UDP_OPEN ((uint16_t)7)
+
+/* Request flags (ztrpc_sock_req.flags). */
+#define ZTRPC_F_NONBLOCK ((uint16_t)0x0001) /* CONNECT: answer within ~5 ms, EINPROGRESS if still pending */
+#define ZTRPC_F_NEW ((uint16_t)0x0002)      /* fds[1] is the daemon end of a new data socketpair */
+
+/* ztrpc_sockinfo.state */
+#define ZTRPC_STATE_UNBOUND ((uint8_t)0)
+#define ZTRPC_STATE_BOUND ((uint8_t)1)
+#define ZTRPC_STATE_CONNECTING ((uint8_t)2)
+#define ZTRPC_STATE_CONNECTED ((uint8_t)3) /* UDP: has a default peer */
+#define ZTRPC_STATE_LISTENING ((uint8_t)4)
+#define ZTRPC_STATE_CLOSED ((uint8_t)5) /* TCP connection over (error in SO_ERROR, or orderly close) */
+
+/* ztrpc_sockopts.mask bits: which fields the app set before the socket was intercepted. */
+#define ZTRPC_OPT_REUSEADDR 0x0001u
+#define ZTRPC_OPT_REUSEPORT 0x0002u
+#define ZTRPC_OPT_KEEPALIVE 0x0004u
+#define ZTRPC_OPT_NODELAY 0x0008u
+#define ZTRPC_OPT_LINGER 0x0010u
+#define ZTRPC_OPT_RCVBUF 0x0020u
+#define ZTRPC_OPT_SNDBUF 0x0040u
+#define ZTRPC_OPT_KEEPIDLE 0x0080u
+#define ZTRPC_OPT_KEEPINTVL 0x0100u
+#define ZTRPC_OPT_KEEPCNT 0x0200u
+
+/* An IPv4 socket address; both fields in network byte order (see above). 8 bytes. */
+struct ztrpc_addr {
+    uint32_t addr; /* sin_addr.s_addr, network order */
+    uint16_t port; /* sin_port, network order */
+    uint16_t reserved;
+};
+
+/* Every request starts with this. 16 bytes. */
+struct ztrpc_req_hdr {
+    uint32_t magic;   /* ZTRPC_MAGIC */
+    uint16_t version; /* ZTRPC_VERSION */
+    uint16_t op;      /* ZTRPC_OP_* */
+    uint32_t id;      /* chosen by the library, echoed in the reply */
+    uint32_t len;     /* body length in bytes, following this header */
+};
+
+/* Every reply starts with this. 24 bytes. If the request's magic/version is wrong ztapd replies
+ * with its own version, result -1, errno EPROTO; unknown op: -1 / EOPNOTSUPP. */
+struct ztrpc_rep_hdr {
+    uint32_t magic;   /* ZTRPC_MAGIC */
+    uint16_t version; /* ZTRPC_VERSION */
+    uint16_t op;      /* the request's op */
+    uint32_t id;      /* the request's id */
+    int32_t result;   /* 0 on success, -1 on failure (as the libc call would return) */
+    int32_t err;      /* errno when result is -1 (also EINPROGRESS), else 0 */
+    uint32_t len;     /* body length in bytes, following this header */
+};
+
+/* Socket options the app set on the kernel socket before interception; carried by requests with
+ * ZTRPC_F_NEW so ztapd creates the stack socket with them. 40 bytes. */
+struct ztrpc_sockopts {
+    uint32_t mask;     /* ZTRPC_OPT_* : which of the fields below are set */
+    uint32_t bools;    /* ZTRPC_OPT_REUSEADDR|REUSEPORT|KEEPALIVE|NODELAY bits: value 1 if set */
+    int32_t linger_onoff;
+    int32_t linger_secs;
+    int32_t rcvbuf;    /* as passed to setsockopt (not doubled) */
+    int32_t sndbuf;
+    int32_t keepidle;  /* seconds */
+    int32_t keepintvl; /* seconds */
+    int32_t keepcnt;
+    uint32_t reserved;
+};
+
+/* CONNECT, BIND, UDP_OPEN. 56 bytes. */
+struct ztrpc_sock_req {
+    struct ztrpc_addr addr; /* CONNECT: destination; BIND: local address; UDP_OPEN: ignored */
+    uint16_t flags;         /* ZTRPC_F_* */
+    uint8_t proto;          /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+    uint8_t reserved0;
+    uint32_t reserved1;
+    struct ztrpc_sockopts opts; /* meaningful with ZTRPC_F_NEW */
+};
+
+/* LISTEN. 8 bytes. */
+struct ztrpc_listen_req {
+    int32_t backlog; /* as passed to listen(); ztapd clamps it */
+    uint32_t reserved;
+};
+
+/* GETSOCKOPT / SETSOCKOPT request and GETSOCKOPT reply. 32 bytes.
+ * value holds, by option: int (4 bytes: SO_REUSEADDR, SO_KEEPALIVE, SO_RCVBUF, SO_SNDBUF,
+ * SO_ERROR, TCP_NODELAY, TCP_KEEPIDLE, ...), struct linger as two int32 (SO_LINGER), struct
+ * timeval as two int64 (seconds, microseconds). optlen is the number of meaningful bytes. */
+struct ztrpc_sockopt {
+    int32_t level; /* SOL_SOCKET (1), IPPROTO_TCP (6), IPPROTO_IP (0) */
+    int32_t name;  /* Linux option number */
+    uint32_t optlen;
+    uint32_t reserved;
+    uint8_t value[16];
+};
+
+/* Reply body of CONNECT, BIND, UDP_OPEN, GETNAME. 24 bytes. */
+struct ztrpc_sockinfo {
+    uint8_t proto; /* 6 TCP, 17 UDP */
+    uint8_t state; /* ZTRPC_STATE_* */
+    uint16_t reserved0;
+    int32_t backlog;         /* listeners; else 0 */
+    struct ztrpc_addr local; /* 0.0.0.0:0 when unbound */
+    struct ztrpc_addr peer;  /* 0.0.0.0:0 when not connected */
+};
+
+/* One message on a listener's accept channel, with SCM_RIGHTS(new connection's app end).
+ * 24 bytes. */
+struct ztrpc_accept_msg {
+    uint32_t magic; /* ZTRPC_MAGIC */
+    uint32_t reserved;
+    struct ztrpc_addr local; /* the connection's local address (the listener's network address) */
+    struct ztrpc_addr peer;  /* the remote peer */
+};
+
+/* Prefix of every message on a UDP data socket, both directions. 8 bytes. */
+struct ztrpc_dgram {
+    struct ztrpc_addr addr; /* app->daemon: destination (0/0: connected peer); daemon->app: source */
+};
+
+#ifdef __cplusplus
+#define ZTRPC_STATIC_ASSERT static_assert
+#else
+#define ZTRPC_STATIC_ASSERT _Static_assert
+#endif
+#define ZTRPC_CHECK_SIZE(t, n) ZTRPC_STATIC_ASSERT(sizeof(t) == (n), #t " must be " #n " bytes")
+ZTRPC_CHECK_SIZE(struct ztrpc_addr, 8);
+ZTRPC_CHECK_SIZE(struct ztrpc_req_hdr, 16);
+ZTRPC_CHECK_SIZE(struct ztrpc_rep_hdr, 24);
+ZTRPC_CHECK_SIZE(struct ztrpc_sockopts, 40);
+ZTRPC_CHECK_SIZE(struct ztrpc_sock_req, 56);
+ZTRPC_CHECK_SIZE(struct ztrpc_listen_req, 8);
+ZTRPC_CHECK_SIZE(struct ztrpc_sockopt, 32);
+ZTRPC_CHECK_SIZE(struct ztrpc_sockinfo, 24);
+ZTRPC_CHECK_SIZE(struct ztrpc_accept_msg, 24);
+ZTRPC_CHECK_SIZE(struct ztrpc_dgram, 8);
+ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_sock_req, opts) == 16, "sock_req layout");
+ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_sockinfo, local) == 8, "sockinfo layout");
+ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_rep_hdr, len) == 20, "rep_hdr layout");
+#undef ZTRPC_CHECK_SIZE
+#undef ZTRPC_STATIC_ASSERT
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ZTAP_ZTRPC_H */

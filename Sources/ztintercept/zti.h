@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zti.h - internal declarations shared by the libztintercept.so sources.
+ *
+ * Nothing here is exported: the library is built with -fvisibility=hidden and only the libc
+ * replacements marked ZTI_EXPORT are visible to the dynamic linker.
+ */
+#ifndef ZTI_H
+#define ZTI_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <stdint.h>
+#include <stddef.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
+
+#include "../CZTRPC/include/ztrpc.h"
+
+#define ZTI_EXPORT __attribute__((visibility("default")))
+
+/* Highest fd number + 1 the table tracks. Sockets on higher fds stay on the kernel (documented). */
+#define ZTI_MAX_FDS 65536
+/* Most CIDRs taken from ZTAP_ROUTES. */
+#define ZTI_MAX_ROUTES 64
+
+/* Kinds of fd table entries. */
+enum zti_kind {
+    ZTI_NONE = 0,      /* nothing known: a kernel fd */
+    ZTI_INET = 1,      /* kernel AF_INET socket, not intercepted (yet); opts records setsockopt */
+    ZTI_TCP = 2,       /* intercepted TCP socket, app end of a SOCK_STREAM pair */
+    ZTI_LISTEN = 3,    /* intercepted TCP listener, app end of the SOCK_SEQPACKET accept channel */
+    ZTI_UDP = 4,       /* intercepted UDP socket, app end of a SOCK_SEQPACKET pair */
+    ZTI_UNKNOWN = 5,   /* AF_UNIX socket inherited across exec: ask ztapd (GETNAME) on first use */
+    ZTI_NOTZTAP = 6,   /* AF_UNIX socket ztapd said is not its own (negative cache) */
+};
+
+#define ZTI_SHUT_RD 1
+#define ZTI_SHUT_WR 2
+
+/* One fd's cached state; valid only while (dev, ino) match fstat(fd). */
+struct zti_ent {
+    uint8_t kind;  /* enum zti_kind */
+    uint8_t state; /* ZTRPC_STATE_* */
+    uint8_t proto; /* IPPROTO_TCP / IPPROTO_UDP */
+    uint8_t shut;  /* UDP: ZTI_SHUT_RD / ZTI_SHUT_WR done by the app */
+    int32_t backlog;
+    uint64_t dev, ino;
+    struct ztrpc_addr local, peer;
+    struct ztrpc_sockopts opts;
+};
+
+/* Real libc functions, resolved once with dlsym(RTLD_NEXT). */
+struct zti_real {
+    int (*connect)(int, const struct sockaddr *, socklen_t);
+    int (*bind)(int, const struct sockaddr *, socklen_t);
+    int (*listen)(int, int);
+    int (*accept)(int, struct sockaddr *, socklen_t *);
+    int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+    int (*getsockname)(int, struct sockaddr *, socklen_t *);
+    int (*getpeername)(int, struct sockaddr *, socklen_t *);
+    int (*getsockopt)(int, int, int, void *, socklen_t *);
+    int (*setsockopt)(int, int, int, const void *, socklen_t);
+    ssize_t (*send)(int, const void *, size_t, int);
+    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+    ssize_t (*sendmsg)(int, const struct msghdr *, int);
+    int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
+    ssize_t (*recv)(int, void *, size_t, int);
+    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+    ssize_t (*recvmsg)(int, struct msghdr *, int);
+    int (*recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+    ssize_t (*read)(int, void *, size_t);
+    ssize_t (*write)(int, const void *, size_t);
+    ssize_t (*read_chk)(int, void *, size_t, size_t);
+    ssize_t (*recv_chk)(int, void *, size_t, size_t, int);
+    ssize_t (*recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
+    int (*socketpair)(int, int, int, int[2]);
+    int (*shutdown)(int, int);
+    int (*dup)(int);
+    int (*dup2)(int, int);
+    int (*dup3)(int, int, int);
+    long (*syscall)(long, ...);
+};
+extern struct zti_real zti_real;
+extern atomic_int zti_ready;
+void zti_resolve(void);
+/* Makes sure zti_real is filled (the constructor normally did it). */
+static inline void zti_init_real(void)
+{
+    if (__builtin_expect(!atomic_load_explicit(&zti_ready, memory_order_acquire), 0))
+        zti_resolve();
+}
+
+/* read/write must work before zti_resolve() ran and while it runs: dlsym may call malloc, and a
+ * malloc that reads a file during its own initialisation (jemalloc does) would land in our read()
+ * again. So they never trigger resolution: until zti_real is filled they call glibc's exported
+ * aliases __read/__write (weak: on another libc they resolve lazily like the rest). */
+extern ssize_t __read(int, void *, size_t) __attribute__((weak));
+extern ssize_t __write(int, const void *, size_t) __attribute__((weak));
+static inline ssize_t zti_sys_read(int fd, void *buf, size_t len)
+{
+    if (__builtin_expect(atomic_load_explicit(&zti_ready, memory_order_acquire), 1) || !__read) {
+        zti_init_real();
+        return zti_real.read(fd, buf, len);
+    }
+    return __read(fd, buf, len);
+}
+static inline ssize_t zti_sys_write(int fd, const void *buf, size_t len)
+{
+    if (__builtin_expect(atomic_load_explicit(&zti_ready, memory_order_acquire), 1) || !__write) {
+        zti_init_real();
+        return zti_real.write(fd, buf, len);
+    }
+    return __write(fd, buf, len);
+}
+
+/* Configuration read once from the environment. */
+struct zti_config {
+    int enabled;        /* ZTAP_RPC set and usable */
+    int debug;          /* ZTAP_DEBUG=1 */
+    int default_route;  /* ZTAP_DEFAULT_ROUTE=1 */
+    int bind_any;       /* ZTAP_BIND_ANY=1 or default_route: bind(0.0.0.0) goes to the network */
+    int nroutes;
+    uint32_t route_net[ZTI_MAX_ROUTES];  /* host order */
+    uint32_t route_mask[ZTI_MAX_ROUTES]; /* host order */
+    struct sockaddr_un_storage {
+        sa_family_t family;
+        char path[108];
+    } rpc_addr;
+    socklen_t rpc_addr_len;
+    char network[64];
+};
+extern struct zti_config zti_cfg;
+
+/* Logging (write(2) to stderr, no stdio): one line "ztintercept[NET]: <a><b><c><num><d>"; NULL parts
+ * and num == LONG_MIN are left out. zti_log always writes; zti_dbg only with ZTAP_DEBUG=1. */
+void zti_log(const char *a, const char *b, const char *c, long num, const char *d);
+#define zti_dbg(a, b, c, num, d)                                                                  \
+    do {                                                                                          \
+        if (zti_cfg.debug)                                                                        \
+            zti_log(a, b, c, num, d);                                                             \
+    } while (0)
+/* Reports, once per process, that ztapd cannot be reached. */
+void zti_log_unreachable(int err);
+
+/* Address selection. */
+int zti_dest_selected(uint32_t addr_be);
+int zti_bind_selected(uint32_t addr_be);
+
+/* fd table. zti_hot mirrors each entry's kind for a one-byte check on the data path. */
+extern _Atomic uint8_t zti_hot[ZTI_MAX_FDS];
+static inline int zti_hot_kind(int fd)
+{
+    return (unsigned)fd < ZTI_MAX_FDS ? atomic_load_explicit(&zti_hot[fd], memory_order_relaxed) : 0;
+}
+/* Is this fd possibly an intercepted UDP socket (data-path calls must look closer)? */
+static inline int zti_maybe_udp(int fd)
+{
+    int k = zti_hot_kind(fd);
+    return k == ZTI_UDP || k == ZTI_UNKNOWN;
+}
+#if defined(__x86_64__) || defined(__i386__)
+#define ZTI_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define ZTI_RELAX() __asm__ __volatile__("yield")
+#else
+#define ZTI_RELAX() do { } while (0)
+#endif
+int zti_table_get(int fd, struct zti_ent *out);
+void zti_table_put(int fd, const struct zti_ent *ent);
+void zti_table_clear(int fd);
+void zti_table_scan_inherited(void);
+
+/* Resolves what an fd is. query: allowed to ask ztapd about AF_UNIX fds it does not know.
+ * Returns the kind (ZTI_TCP/ZTI_LISTEN/ZTI_UDP for ztap sockets, ZTI_INET for a kernel AF_INET
+ * socket with recorded options, ZTI_NONE otherwise) and fills *ent. Preserves errno. */
+int zti_classify(int fd, struct zti_ent *ent, int query);
+/* Fast check for data-path calls: ZTI_UDP (validated) or ZTI_NONE. */
+int zti_classify_udp(int fd, struct zti_ent *ent);
+
+/* RPC. Returns 0 and fills *rep/body on a reply (which may itself carry result -1); on failure to
+ * talk to ztapd returns -1 with *err set (ENETDOWN-class or EINTR/ETIMEDOUT).
+ * timeout_ms < 0: wait without limit. flags: ZTI_RPC_*. */
+#define ZTI_RPC_INTERRUPTIBLE 1 /* EINTR while waiting for the reply ends the wait */
+#define ZTI_RPC_QUIET 2         /* a speculative query: do not report an unreachable ztapd */
+int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
+            struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms, int flags,
+            int *err);
+
+/* Replaces fd by newfd (dup3 keeping fd's O_NONBLOCK and FD_CLOEXEC), closes newfd.
+ * Returns 0 or -errno. */
+int zti_install(int fd, int newfd);
+/* Builds a table entry for an fd from a ztrpc_sockinfo. */
+void zti_ent_from_info(struct zti_ent *e, int kind, const struct ztrpc_sockinfo *si, int fd);
+
+/* Helpers. */
+void zti_fill_sockaddr(const struct ztrpc_addr *a, struct sockaddr *out, socklen_t *len);
+int zti_socket_type(int fd, int *domain, int *type, int *protocol);
+int zti_close(int fd);
+
+/* UDP data path (zti_udp.c). */
+ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *msg, int flags);
+ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int flags);
+/* Creates the ztap UDP socket for a kernel UDP fd sending to the network (UDP_OPEN).
+ * Returns 0 and fills *e, or -1 with errno. */
+int zti_udp_open(int fd, struct zti_ent *e);
+
+/* Accept (zti_sock.c), also used by syscall(SYS_accept4). */
+int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+
+#endif /* ZTI_H */

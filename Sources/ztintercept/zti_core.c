@@ -1,0 +1,669 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zti_core.c - libztintercept.so: configuration, real libc symbols, logging, the fd table.
+ *
+ * DOC: Theory of Operation
+ *
+ * libztintercept.so is loaded with LD_PRELOAD into an unmodified app (ztctl run NET -- cmd) and
+ * moves the app's IPv4 sockets that talk to a ztap network onto ztapd, which runs them on its
+ * own userspace TCP/IP stack. The wire format and channel layout are in ztrpc.h; the user-facing
+ * description is docs/INTERCEPT.md.
+ *
+ * What is intercepted: connect, bind, listen, accept, accept4, syscall(SYS_accept/SYS_accept4),
+ * getsockname, getpeername, getsockopt, setsockopt, dup, dup2, dup3, socketpair (only to remember
+ * that the app's own pairs are not ztap sockets), and for datagram sockets
+ * sendto, sendmsg, sendmmsg, send, write, recvfrom, recvmsg, recvmmsg, recv, read, shutdown (plus
+ * the _FORTIFY_SOURCE variants __read_chk, __recv_chk, __recvfrom_chk).
+ *
+ * What passes through to libc: everything about a socket that is not (or not yet) a ztap
+ * socket; socket() itself (the decision is taken at connect/bind/sendto by address); and for
+ * intercepted TCP sockets read/write/send/recv/poll/select/epoll/sendfile/splice/shutdown/close,
+ * which work natively on the AF_UNIX stream that replaced the socket. A per-call check is one
+ * relaxed byte load from the fd table for every fd that is not an intercepted UDP socket.
+ *
+ * Re-entrancy and signals: interceptors use only system calls, atomics and stack memory: no
+ * malloc, no stdio, no locks (the fd table is a seqlock; waits for a writer of the same slot are
+ * bounded, so a signal handler that interrupted one cannot hang). They are async-signal-safe
+ * wherever the libc function they replace is. Real symbols are resolved by the constructor (and
+ * lazily, idempotently, if an earlier constructor calls in first); read and write never trigger
+ * that resolution (see zti_sys_read), so a malloc that reads files while dlsym runs is safe.
+ *
+ * errno: every interceptor saves errno on entry and restores it on success, so internal calls
+ * (fstat, getsockopt, RPCs) never leak an errno; on failure errno is what libc would set.
+ *
+ * fork: the child inherits the fd table (it is ordinary memory) and the sockets, so everything
+ * keeps working; RPCs open a fresh connection per request, so there is no shared channel to
+ * corrupt. exec: the table is gone; the constructor marks inherited AF_UNIX sockets that could
+ * be ztap sockets (unnamed on both ends, like a socketpair) as "unknown", and the first call that
+ * needs to know asks ztapd (GETNAME), which recognises its sockets by inode.
+ */
+#include "zti.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+
+struct zti_real zti_real;
+atomic_int zti_ready;
+struct zti_config zti_cfg;
+
+/* Table slot: a seqlock (odd = being written) around one entry. hot mirrors e.kind for the data
+ * path's one-byte check. */
+struct zti_slot {
+    atomic_uint seq;
+    struct zti_ent e;
+};
+static struct zti_slot zti_table[ZTI_MAX_FDS];
+_Atomic uint8_t zti_hot[ZTI_MAX_FDS];
+/* A writer holds a slot for one memcpy. Waiters spin briefly, then yield the CPU (the writer may
+ * be preempted); after this many rounds (seconds) the writer is taken to be the code a signal
+ * handler interrupted, which will never finish while the handler waits. */
+#define ZTI_MAX_SPINS (1u << 22)
+
+static void zti_backoff(unsigned spins)
+{
+    if (spins < 1000)
+        ZTI_RELAX();
+    else
+        sched_yield();
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Real symbols
+ */
+
+#define ZTI_RESOLVE(field, name) zti_real.field = (__typeof__(zti_real.field))dlsym(RTLD_NEXT, name)
+
+/**
+ * zti_resolve() - fill zti_real with the next definitions of the intercepted functions
+ *
+ * Idempotent and race-free: concurrent callers store the same pointers; zti_ready is published
+ * with release ordering after all stores.
+ */
+void zti_resolve(void)
+{
+    ZTI_RESOLVE(connect, "connect");
+    ZTI_RESOLVE(bind, "bind");
+    ZTI_RESOLVE(listen, "listen");
+    ZTI_RESOLVE(accept, "accept");
+    ZTI_RESOLVE(accept4, "accept4");
+    ZTI_RESOLVE(getsockname, "getsockname");
+    ZTI_RESOLVE(getpeername, "getpeername");
+    ZTI_RESOLVE(getsockopt, "getsockopt");
+    ZTI_RESOLVE(setsockopt, "setsockopt");
+    ZTI_RESOLVE(send, "send");
+    ZTI_RESOLVE(sendto, "sendto");
+    ZTI_RESOLVE(sendmsg, "sendmsg");
+    ZTI_RESOLVE(sendmmsg, "sendmmsg");
+    ZTI_RESOLVE(recv, "recv");
+    ZTI_RESOLVE(recvfrom, "recvfrom");
+    ZTI_RESOLVE(recvmsg, "recvmsg");
+    ZTI_RESOLVE(recvmmsg, "recvmmsg");
+    ZTI_RESOLVE(read, "read");
+    ZTI_RESOLVE(write, "write");
+    ZTI_RESOLVE(read_chk, "__read_chk");
+    ZTI_RESOLVE(recv_chk, "__recv_chk");
+    ZTI_RESOLVE(recvfrom_chk, "__recvfrom_chk");
+    ZTI_RESOLVE(socketpair, "socketpair");
+    ZTI_RESOLVE(shutdown, "shutdown");
+    ZTI_RESOLVE(dup, "dup");
+    ZTI_RESOLVE(dup2, "dup2");
+    ZTI_RESOLVE(dup3, "dup3");
+    ZTI_RESOLVE(syscall, "syscall");
+    atomic_store_explicit(&zti_ready, 1, memory_order_release);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Logging: one write(2) per line, built on the stack.
+ */
+
+static size_t zti_append(char *buf, size_t at, size_t cap, const char *s)
+{
+    while (s && *s && at < cap)
+        buf[at++] = *s++;
+    return at;
+}
+
+/**
+ * zti_log() - write "ztintercept[NET]: <a><b><c><num><d>\n" to stderr
+ * @a: first text (may be NULL)
+ * @b: second text (may be NULL)
+ * @c: third text (may be NULL)
+ * @num: a number to print, or LONG_MIN for none
+ * @d: trailing text (may be NULL)
+ *
+ * Async-signal-safe; errno is preserved.
+ */
+void zti_log(const char *a, const char *b, const char *c, long num, const char *d)
+{
+    int saved = errno;
+    char buf[512];
+    size_t n = zti_append(buf, 0, sizeof buf - 1, "ztintercept");
+    if (zti_cfg.network[0]) {
+        n = zti_append(buf, n, sizeof buf - 1, "[");
+        n = zti_append(buf, n, sizeof buf - 1, zti_cfg.network);
+        n = zti_append(buf, n, sizeof buf - 1, "]");
+    }
+    n = zti_append(buf, n, sizeof buf - 1, ": ");
+    n = zti_append(buf, n, sizeof buf - 1, a);
+    n = zti_append(buf, n, sizeof buf - 1, b);
+    n = zti_append(buf, n, sizeof buf - 1, c);
+    if (num != LONG_MIN) {
+        char digits[24];
+        int i = (int)sizeof digits;
+        unsigned long v = num < 0 ? (unsigned long)0 - (unsigned long)num : (unsigned long)num;
+        digits[--i] = 0;
+        do {
+            digits[--i] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v && i > 1);
+        if (num < 0)
+            digits[--i] = '-';
+        n = zti_append(buf, n, sizeof buf - 1, digits + i);
+    }
+    n = zti_append(buf, n, sizeof buf - 1, d);
+    buf[n++] = '\n';
+    (void)!zti_sys_write(STDERR_FILENO, buf, n);
+    errno = saved;
+}
+
+static const char *zti_errname(int err)
+{
+    switch (err) {
+    case ENOENT: return " (ENOENT: no such socket; is the network joined?)";
+    case ECONNREFUSED: return " (ECONNREFUSED: nothing listening; is ztapd running?)";
+    case EACCES: return " (EACCES: permission denied)";
+    case EPERM: return " (EPERM: permission denied)";
+    case EPROTOTYPE: return " (EPROTOTYPE: not ztapd's SOCK_SEQPACKET socket)";
+    case EAGAIN: return " (EAGAIN: ztapd's backlog is full)";
+    default: return NULL;
+    }
+}
+
+/**
+ * zti_log_unreachable() - report once per process that ztapd cannot be reached
+ * @err: errno of the failed connect to ZTAP_RPC
+ *
+ * One line on stderr; with ZTAP_DEBUG=1 every failure is reported.
+ */
+void zti_log_unreachable(int err)
+{
+    static atomic_int once;
+    if (atomic_exchange(&once, 1) && !zti_cfg.debug)
+        return;
+    const char *name = zti_errname(err);
+    zti_log("cannot reach ztapd at ", zti_cfg.rpc_addr.path, name ? name : " (errno ",
+            name ? LONG_MIN : err,
+            name ? "; sockets for this network fail with ECONNREFUSED/ENETUNREACH"
+                 : "); sockets for this network fail with ECONNREFUSED/ENETUNREACH");
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Configuration and address selection
+ */
+
+static int zti_parse_cidr(const char *s, size_t len, uint32_t *net, uint32_t *mask)
+{
+    char tmp[32];
+    if (len == 0 || len >= sizeof tmp)
+        return -1;
+    memcpy(tmp, s, len);
+    tmp[len] = 0;
+    int bits = 32;
+    char *slash = strchr(tmp, '/');
+    if (slash) {
+        *slash = 0;
+        char *end;
+        long b = strtol(slash + 1, &end, 10);
+        if (*end || end == slash + 1 || b < 0 || b > 32)
+            return -1;
+        bits = (int)b;
+    }
+    struct in_addr a;
+    if (inet_pton(AF_INET, tmp, &a) != 1)
+        return -1;
+    *mask = bits == 0 ? 0 : 0xffffffffu << (32 - bits);
+    *net = ntohl(a.s_addr) & *mask;
+    return 0;
+}
+
+static void zti_read_config(void)
+{
+    const char *v = getenv("ZTAP_DEBUG");
+    zti_cfg.debug = v && *v && strcmp(v, "0") != 0;
+    v = getenv("ZTAP_NETWORK");
+    if (v) {
+        size_t l = strnlen(v, sizeof zti_cfg.network - 1);
+        memcpy(zti_cfg.network, v, l);
+        zti_cfg.network[l] = 0;
+    }
+    v = getenv("ZTAP_DEFAULT_ROUTE");
+    zti_cfg.default_route = v && strcmp(v, "1") == 0;
+    v = getenv("ZTAP_BIND_ANY");
+    zti_cfg.bind_any = zti_cfg.default_route || (v && strcmp(v, "1") == 0);
+
+    v = getenv("ZTAP_ROUTES");
+    while (v && *v) {
+        const char *comma = strchr(v, ',');
+        size_t len = comma ? (size_t)(comma - v) : strlen(v);
+        while (len && (*v == ' ')) {
+            v++;
+            len--;
+        }
+        if (len) {
+            uint32_t net, mask;
+            if (zti_parse_cidr(v, len, &net, &mask) < 0)
+                zti_log("ignoring malformed entry in ZTAP_ROUTES: ", v, NULL, LONG_MIN, NULL);
+            else if (zti_cfg.nroutes < ZTI_MAX_ROUTES) {
+                zti_cfg.route_net[zti_cfg.nroutes] = net;
+                zti_cfg.route_mask[zti_cfg.nroutes] = mask;
+                zti_cfg.nroutes++;
+            }
+        }
+        v = comma ? comma + 1 : NULL;
+    }
+
+    v = getenv("ZTAP_RPC");
+    if (!v || !*v) {
+        if (zti_cfg.network[0] || zti_cfg.nroutes)
+            zti_log("ZTAP_RPC is not set: every socket stays on the kernel", NULL, NULL, LONG_MIN, NULL);
+        return;
+    }
+    size_t l = strlen(v);
+    if (l >= sizeof zti_cfg.rpc_addr.path) {
+        zti_log("ZTAP_RPC path too long: ", v, NULL, LONG_MIN, NULL);
+        return;
+    }
+    zti_cfg.rpc_addr.family = AF_UNIX;
+    memcpy(zti_cfg.rpc_addr.path, v, l + 1);
+    zti_cfg.rpc_addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + l + 1);
+    zti_cfg.enabled = 1;
+    zti_dbg("enabled, rpc ", zti_cfg.rpc_addr.path, NULL, zti_cfg.nroutes, " routes");
+}
+
+/**
+ * zti_dest_selected() - does a connect/sendto destination belong to the network?
+ * @addr_be: IPv4 address, network order
+ *
+ * Return: 1 if ZTAP_ROUTES covers it, or if ZTAP_DEFAULT_ROUTE=1 and it is not loopback or
+ * 0.0.0.0/8; else 0.
+ */
+int zti_dest_selected(uint32_t addr_be)
+{
+    if (!zti_cfg.enabled)
+        return 0;
+    uint32_t h = ntohl(addr_be);
+    if ((h >> 24) == 127 || (h >> 24) == 0)
+        return 0;
+    for (int i = 0; i < zti_cfg.nroutes; i++)
+        if ((h & zti_cfg.route_mask[i]) == zti_cfg.route_net[i])
+            return 1;
+    return zti_cfg.default_route;
+}
+
+/**
+ * zti_bind_selected() - does a bind address belong to the network?
+ * @addr_be: IPv4 address, network order
+ *
+ * Return: 1 for an address inside ZTAP_ROUTES, or 0.0.0.0 when ZTAP_BIND_ANY=1 or
+ * ZTAP_DEFAULT_ROUTE=1; else 0.
+ */
+int zti_bind_selected(uint32_t addr_be)
+{
+    if (!zti_cfg.enabled)
+        return 0;
+    uint32_t h = ntohl(addr_be);
+    if (h == 0)
+        return zti_cfg.bind_any;
+    if ((h >> 24) == 127)
+        return 0;
+    for (int i = 0; i < zti_cfg.nroutes; i++)
+        if ((h & zti_cfg.route_mask[i]) == zti_cfg.route_net[i])
+            return 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * fd table
+ */
+
+/**
+ * zti_table_get() - consistent snapshot of an fd's entry
+ * @fd: file descriptor
+ * @out: filled with the entry (kind ZTI_NONE if none)
+ *
+ * Return: out->kind.
+ */
+int zti_table_get(int fd, struct zti_ent *out)
+{
+    if ((unsigned)fd >= ZTI_MAX_FDS) {
+        memset(out, 0, sizeof *out);
+        return ZTI_NONE;
+    }
+    struct zti_slot *s = &zti_table[fd];
+    for (unsigned spins = 0;; spins++) {
+        unsigned a = atomic_load_explicit(&s->seq, memory_order_acquire);
+        /* Bounded wait: a signal handler that interrupted a writer of this very slot would
+         * otherwise spin forever; it gets "nothing known" instead. */
+        if (a == 0 || spins > ZTI_MAX_SPINS) {
+            memset(out, 0, sizeof *out);
+            return ZTI_NONE;
+        }
+        if (a & 1) {
+            zti_backoff(spins);
+            continue;
+        }
+        memcpy(out, &s->e, sizeof *out);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&s->seq, memory_order_relaxed) == a)
+            return out->kind;
+    }
+}
+
+/**
+ * zti_table_put() - replace an fd's entry
+ * @fd: file descriptor (ignored when >= ZTI_MAX_FDS)
+ * @ent: new entry
+ */
+void zti_table_put(int fd, const struct zti_ent *ent)
+{
+    if ((unsigned)fd >= ZTI_MAX_FDS)
+        return;
+    struct zti_slot *s = &zti_table[fd];
+    unsigned a;
+    for (unsigned spins = 0;; spins++) {
+        a = atomic_load_explicit(&s->seq, memory_order_relaxed);
+        if (!(a & 1) &&
+            atomic_compare_exchange_weak_explicit(&s->seq, &a, a + 1, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            break;
+        if (spins > ZTI_MAX_SPINS) {
+            /* Only a signal handler racing the interrupted writer of the same fd gets here. */
+            zti_log("fd table slot busy, entry not updated, fd ", NULL, NULL, fd, NULL);
+            return;
+        }
+        zti_backoff(spins);
+    }
+    memcpy(&s->e, ent, sizeof *ent);
+    atomic_store_explicit(&zti_hot[fd], ent->kind, memory_order_relaxed);
+    /* a + 2 would be 0 after wrap-around; 0 means "never written", so skip it. */
+    unsigned next = a + 2;
+    if (next == 0)
+        next = 2;
+    atomic_store_explicit(&s->seq, next, memory_order_release);
+}
+
+void zti_table_clear(int fd)
+{
+    if ((unsigned)fd >= ZTI_MAX_FDS || atomic_load_explicit(&zti_table[fd].seq, memory_order_relaxed) == 0)
+        return;
+    struct zti_ent e;
+    memset(&e, 0, sizeof e);
+    zti_table_put(fd, &e);
+}
+
+/* Could this AF_UNIX socket be a ztap socket? Both ends unnamed (a socketpair), stream or
+ * seqpacket. Filters out the app's own named/accepted unix sockets without bothering ztapd. */
+static int zti_unix_candidate(int fd)
+{
+    int v;
+    socklen_t l = sizeof v;
+    if (zti_real.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &l) < 0 || v != AF_UNIX)
+        return 0;
+    l = sizeof v;
+    if (zti_real.getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &l) < 0 ||
+        (v != SOCK_STREAM && v != SOCK_SEQPACKET))
+        return 0;
+    struct sockaddr_un un;
+    l = sizeof un;
+    if (zti_real.getsockname(fd, (struct sockaddr *)&un, &l) < 0 || l > sizeof(sa_family_t))
+        return 0;
+    l = sizeof un;
+    if (zti_real.getpeername(fd, (struct sockaddr *)&un, &l) < 0 || l > sizeof(sa_family_t))
+        return 0;
+    return 1;
+}
+
+/**
+ * zti_table_scan_inherited() - mark inherited AF_UNIX sockets that may be ztap sockets
+ *
+ * Runs in the constructor after exec. Reads /proc/self/fd with getdents64 into a stack buffer
+ * (no opendir: no allocation).
+ */
+void zti_table_scan_inherited(void)
+{
+    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    char buf[4096];
+    for (;;) {
+        long n = zti_real.syscall(SYS_getdents64, dfd, buf, sizeof buf);
+        if (n <= 0)
+            break;
+        for (long off = 0; off < n;) {
+            /* struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, char name[] */
+            unsigned short reclen;
+            memcpy(&reclen, buf + off + 16, sizeof reclen);
+            const char *name = buf + off + 19;
+            off += reclen;
+            if (name[0] < '0' || name[0] > '9')
+                continue;
+            long fd = strtol(name, NULL, 10);
+            if (fd == dfd || fd < 0 || fd >= ZTI_MAX_FDS)
+                continue;
+            struct stat st;
+            if (fstat((int)fd, &st) < 0 || !S_ISSOCK(st.st_mode) || !zti_unix_candidate((int)fd))
+                continue;
+            struct zti_ent e;
+            memset(&e, 0, sizeof e);
+            e.kind = ZTI_UNKNOWN;
+            e.dev = st.st_dev;
+            e.ino = st.st_ino;
+            zti_table_put((int)fd, &e);
+            zti_dbg("inherited socket may be ztap: fd ", NULL, NULL, fd, NULL);
+        }
+    }
+    close(dfd);
+}
+
+/**
+ * zti_ent_from_info() - build a table entry from a ztapd sockinfo
+ * @e: entry to fill
+ * @kind: ZTI_TCP, ZTI_LISTEN or ZTI_UDP
+ * @si: sockinfo from a reply
+ * @fd: the fd whose inode identifies the socket now
+ */
+void zti_ent_from_info(struct zti_ent *e, int kind, const struct ztrpc_sockinfo *si, int fd)
+{
+    struct stat st;
+    memset(e, 0, sizeof *e);
+    e->kind = (uint8_t)kind;
+    e->state = si->state;
+    e->proto = si->proto;
+    e->backlog = si->backlog;
+    e->local = si->local;
+    e->peer = si->peer;
+    if (fstat(fd, &st) == 0) {
+        e->dev = st.st_dev;
+        e->ino = st.st_ino;
+    }
+}
+
+static int zti_kind_of_info(const struct ztrpc_sockinfo *si)
+{
+    if (si->proto == IPPROTO_UDP)
+        return ZTI_UDP;
+    return si->state == ZTRPC_STATE_LISTENING ? ZTI_LISTEN : ZTI_TCP;
+}
+
+/* Ask ztapd whether fd is one of its sockets; caches the answer. */
+static int zti_query(int fd, struct zti_ent *e, const struct stat *st)
+{
+    struct ztrpc_rep_hdr rep;
+    struct ztrpc_sockinfo si;
+    int err;
+    int r = zti_rpc(ZTRPC_OP_GETNAME, NULL, 0, &fd, 1, &rep, &si, sizeof si, 5000, ZTI_RPC_QUIET,
+                    &err);
+    /* ztapd unreachable: even if this was one of its sockets, it died with ztapd (a restarted
+     * ztapd does not know it), so "not ztap" is the right answer to cache; it also keeps a
+     * read() loop on, say, an inherited stdin socketpair from retrying the RPC every time. */
+    if (r == 0 && rep.result == 0) {
+        zti_ent_from_info(e, zti_kind_of_info(&si), &si, fd);
+        zti_table_put(fd, e);
+        zti_dbg("ztapd recognised fd ", NULL, NULL, fd, NULL);
+        return e->kind;
+    }
+    memset(e, 0, sizeof *e);
+    e->kind = ZTI_NOTZTAP;
+    e->dev = st->st_dev;
+    e->ino = st->st_ino;
+    zti_table_put(fd, e);
+    memset(e, 0, sizeof *e);
+    return ZTI_NONE;
+}
+
+int zti_classify(int fd, struct zti_ent *e, int query)
+{
+    int saved = errno;
+    int kind = zti_table_get(fd, e);
+    int out = ZTI_NONE;
+    struct stat st;
+    if (kind == ZTI_NONE && (!query || !zti_cfg.enabled))
+        return ZTI_NONE;
+    if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+        if (kind != ZTI_NONE)
+            zti_table_clear(fd);
+        goto done;
+    }
+    if (kind != ZTI_NONE && e->dev == (uint64_t)st.st_dev && e->ino == (uint64_t)st.st_ino) {
+        if (kind == ZTI_UNKNOWN) {
+            out = zti_query(fd, e, &st);
+            goto done;
+        }
+        out = kind == ZTI_NOTZTAP ? ZTI_NONE : kind;
+        goto done;
+    }
+    memset(e, 0, sizeof *e);
+    if (!query || !zti_cfg.enabled) {
+        if (kind != ZTI_NONE)
+            zti_table_clear(fd);
+    } else if (zti_unix_candidate(fd)) {
+        out = zti_query(fd, e, &st);
+    } else {
+        /* Remember the answer: the next control call on this socket costs one fstat. */
+        e->kind = ZTI_NOTZTAP;
+        e->dev = st.st_dev;
+        e->ino = st.st_ino;
+        zti_table_put(fd, e);
+    }
+done:
+    if (out == ZTI_NONE)
+        memset(e, 0, sizeof *e);
+    errno = saved;
+    return out;
+}
+
+int zti_classify_udp(int fd, struct zti_ent *e)
+{
+    int k = zti_classify(fd, e, 0);
+    return k == ZTI_UDP ? ZTI_UDP : ZTI_NONE;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Helpers
+ */
+
+int zti_close(int fd)
+{
+    int saved = errno;
+    int r = close(fd);
+    errno = saved;
+    return r;
+}
+
+/**
+ * zti_install() - make fd refer to newfd's socket, keeping fd's O_NONBLOCK and FD_CLOEXEC
+ * @fd: the app's fd number
+ * @newfd: the app end of a socketpair; closed on success
+ *
+ * Return: 0, or -errno (newfd is left open then).
+ */
+int zti_install(int fd, int newfd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    int fdfl = fcntl(fd, F_GETFD);
+    if (fl < 0 || fdfl < 0)
+        return -errno;
+    int nfl = fcntl(newfd, F_GETFL);
+    if (nfl < 0 || fcntl(newfd, F_SETFL, (nfl & ~O_NONBLOCK) | (fl & O_NONBLOCK)) < 0)
+        return -errno;
+    for (;;) {
+        if (zti_real.dup3(newfd, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) >= 0)
+            break;
+        /* EBUSY: racing an open() in another thread on this number; retry. */
+        if (errno != EINTR && errno != EBUSY)
+            return -errno;
+    }
+    close(newfd);
+    return 0;
+}
+
+/**
+ * zti_fill_sockaddr() - store an address as sockaddr_in, truncating like the kernel
+ * @a: address
+ * @out: caller's buffer (may be NULL)
+ * @len: in: buffer size; out: sizeof(struct sockaddr_in)
+ */
+void zti_fill_sockaddr(const struct ztrpc_addr *a, struct sockaddr *out, socklen_t *len)
+{
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = a->addr;
+    sin.sin_port = a->port;
+    if (!len)
+        return;
+    if (out) {
+        socklen_t n = *len < (socklen_t)sizeof sin ? *len : (socklen_t)sizeof sin;
+        memcpy(out, &sin, n);
+    }
+    *len = sizeof sin;
+}
+
+/**
+ * zti_socket_type() - domain, type and protocol of a kernel socket
+ * Return: 0, or -1 if fd is not a socket.
+ */
+int zti_socket_type(int fd, int *domain, int *type, int *protocol)
+{
+    int saved = errno;
+    socklen_t l = sizeof(int);
+    int r = zti_real.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, domain, &l);
+    l = sizeof(int);
+    if (r == 0)
+        r = zti_real.getsockopt(fd, SOL_SOCKET, SO_TYPE, type, &l);
+    l = sizeof(int);
+    if (r == 0)
+        r = zti_real.getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, protocol, &l);
+    errno = saved;
+    return r;
+}
+
+__attribute__((constructor)) static void zti_ctor(void)
+{
+    int saved = errno;
+    zti_resolve();
+    zti_read_config();
+    if (zti_cfg.enabled)
+        zti_table_scan_inherited();
+    errno = saved;
+}

@@ -1,0 +1,436 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zti_udp.c - the data path of intercepted datagram sockets.
+ *
+ * An intercepted UDP socket is the app end of a SOCK_SEQPACKET socketpair; every message on it
+ * is a struct ztrpc_dgram (8 bytes: IPv4 address + port) followed by the payload: the destination
+ * when the app sends, the source when it receives. The send and receive calls below add or strip
+ * that prefix with an extra iovec (no copy) and report only the payload length. For every other
+ * fd they cost one byte load (zti_maybe_udp) before the real call, except sendto/sendmsg to an
+ * AF_INET destination, which must check whether the destination belongs to the network.
+ */
+#include "zti.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Largest UDP payload over IPv4. */
+#define ZTI_UDP_MAX 65507
+/* Flags that mean something on the AF_UNIX message socket. */
+#define ZTI_SEND_FLAGS (MSG_DONTWAIT)
+#define ZTI_RECV_FLAGS (MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC | MSG_CMSG_CLOEXEC)
+
+static ssize_t zti_fail_ss(int err)
+{
+    errno = err;
+    return -1;
+}
+
+/**
+ * zti_udp_sendmsg() - send one datagram on an intercepted UDP socket
+ * @fd: the socket
+ * @e: its table entry
+ * @msg: as sendmsg(2); msg_name is the destination or NULL for the connected peer; msg_control
+ *       is ignored (IP_PKTINFO and friends are not supported)
+ * @flags: MSG_DONTWAIT is honoured, other flags are accepted and ignored
+ *
+ * Return: payload bytes sent, or -1 with errno (EDESTADDRREQ, EMSGSIZE, EAGAIN, ENETDOWN when
+ * ztapd closed the socket).
+ */
+ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *msg, int flags)
+{
+    struct ztrpc_dgram h;
+    memset(&h, 0, sizeof h);
+    if (msg->msg_name && msg->msg_namelen) {
+        const struct sockaddr *sa = msg->msg_name;
+        if (msg->msg_namelen < sizeof(sa_family_t))
+            return zti_fail_ss(EINVAL);
+        if (sa->sa_family == AF_INET) {
+            struct sockaddr_in sin;
+            if (msg->msg_namelen < sizeof sin)
+                return zti_fail_ss(EINVAL);
+            memcpy(&sin, sa, sizeof sin);
+            if (sin.sin_port == 0)
+                return zti_fail_ss(EINVAL);
+            h.addr.addr = sin.sin_addr.s_addr;
+            h.addr.port = sin.sin_port;
+        } else if (sa->sa_family != AF_UNSPEC) {
+            return zti_fail_ss(EAFNOSUPPORT);
+        }
+    }
+    if (e->shut & ZTI_SHUT_WR)
+        return zti_fail_ss(EPIPE);
+    if (h.addr.port == 0 && e->state != ZTRPC_STATE_CONNECTED)
+        return zti_fail_ss(EDESTADDRREQ);
+    if (msg->msg_iovlen > IOV_MAX)
+        return zti_fail_ss(EMSGSIZE);
+    size_t n = msg->msg_iovlen;
+    size_t total = 0;
+    struct iovec iov[n + 1];
+    iov[0].iov_base = &h;
+    iov[0].iov_len = sizeof h;
+    for (size_t i = 0; i < n; i++) {
+        iov[i + 1] = msg->msg_iov[i];
+        total += msg->msg_iov[i].iov_len;
+    }
+    if (total > ZTI_UDP_MAX)
+        return zti_fail_ss(EMSGSIZE);
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = iov;
+    m.msg_iovlen = n + 1;
+    ssize_t r;
+    /* MSG_NOSIGNAL: a kernel UDP socket never raises SIGPIPE, neither may ours. */
+    while ((r = zti_real.sendmsg(fd, &m, (flags & ZTI_SEND_FLAGS) | MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    if (r < 0) {
+        if (errno == EPIPE || errno == ECONNRESET || errno == ECONNREFUSED || errno == ENOTCONN)
+            return zti_fail_ss(ENETDOWN);
+        return -1;
+    }
+    return r - (ssize_t)sizeof h;
+}
+
+/**
+ * zti_udp_recvmsg() - receive one datagram from an intercepted UDP socket
+ * @fd: the socket
+ * @msg: as recvmsg(2); msg_name gets the source as sockaddr_in (truncated like the kernel);
+ *       msg_controllen is set to 0 (no ancillary data)
+ * @flags: MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC honoured
+ *
+ * Return: payload length (with MSG_TRUNC: the full length), or -1 with errno (EAGAIN, EINTR,
+ * ENETDOWN when ztapd closed the socket).
+ */
+ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int flags)
+{
+    if (flags & MSG_ERRQUEUE)
+        return zti_fail_ss(EAGAIN); /* ztapd reports no ICMP errors: the queue is always empty */
+    if (msg->msg_iovlen > IOV_MAX)
+        return zti_fail_ss(EMSGSIZE);
+    struct ztrpc_dgram h;
+    size_t n = msg->msg_iovlen;
+    struct iovec iov[n + 1];
+    iov[0].iov_base = &h;
+    iov[0].iov_len = sizeof h;
+    for (size_t i = 0; i < n; i++)
+        iov[i + 1] = msg->msg_iov[i];
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = iov;
+    m.msg_iovlen = n + 1;
+    ssize_t r = zti_real.recvmsg(fd, &m, flags & ZTI_RECV_FLAGS);
+    if (r < 0)
+        return -1;
+    if (r == 0) {
+        if (e->shut & ZTI_SHUT_RD)
+            return 0; /* the app's own shutdown(SHUT_RD), as on a kernel UDP socket */
+        return zti_fail_ss(ENETDOWN); /* ztapd closed its end: the socket is gone */
+    }
+    if ((size_t)r < sizeof h)
+        return zti_fail_ss(EIO);
+    if (msg->msg_name) {
+        socklen_t l = msg->msg_namelen;
+        zti_fill_sockaddr(&h.addr, msg->msg_name, &l);
+        msg->msg_namelen = l;
+    } else {
+        msg->msg_namelen = 0;
+    }
+    msg->msg_controllen = 0;
+    msg->msg_flags = m.msg_flags;
+    return r - (ssize_t)sizeof h;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Dispatch. Return -2: not an intercepted datagram socket, do the real call.
+ */
+
+#define ZTI_PASS (-2)
+#define ZTI_STRIP_ADDR (-3)
+
+static ssize_t zti_send_common(int fd, const struct msghdr *msg, int flags)
+{
+    const struct sockaddr *dest = msg->msg_name;
+    struct zti_ent e;
+    int hk = zti_hot_kind(fd);
+    if (hk == ZTI_UDP || hk == ZTI_UNKNOWN || ((hk == ZTI_TCP || hk == ZTI_LISTEN) && dest)) {
+        int k = zti_classify(fd, &e, 0);
+        if (k == ZTI_UDP)
+            return zti_udp_sendmsg(fd, &e, msg, flags);
+        if (k == ZTI_TCP)
+            return ZTI_STRIP_ADDR; /* a connected TCP socket ignores the address, like the kernel */
+        if (k == ZTI_LISTEN)
+            return zti_fail_ss(ENOTCONN);
+    }
+    if (!dest || msg->msg_namelen < sizeof(struct sockaddr_in) || dest->sa_family != AF_INET)
+        return ZTI_PASS;
+    struct sockaddr_in sin;
+    memcpy(&sin, dest, sizeof sin);
+    if (!zti_dest_selected(sin.sin_addr.s_addr))
+        return ZTI_PASS;
+    int dom, type, prot;
+    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || dom != AF_INET || type != SOCK_DGRAM ||
+        prot != IPPROTO_UDP)
+        return ZTI_PASS;
+    int saved = errno;
+    if (zti_udp_open(fd, &e) < 0)
+        return -1;
+    errno = saved;
+    return zti_udp_sendmsg(fd, &e, msg, flags);
+}
+
+static ssize_t zti_recv_common(int fd, struct msghdr *msg, int flags)
+{
+    struct zti_ent e;
+    if (!zti_maybe_udp(fd) || zti_classify(fd, &e, 0) != ZTI_UDP)
+        return ZTI_PASS;
+    return zti_udp_recvmsg(fd, &e, msg, flags);
+}
+
+static void zti_msg1(struct msghdr *m, struct iovec *iov, void *buf, size_t len, void *name,
+                     socklen_t namelen)
+{
+    memset(m, 0, sizeof *m);
+    iov->iov_base = buf;
+    iov->iov_len = len;
+    m->msg_iov = iov;
+    m->msg_iovlen = 1;
+    m->msg_name = name;
+    m->msg_namelen = namelen;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Exported send side
+ */
+
+/** sendto() - as sendto(2); datagrams to the network go through ztapd. */
+ZTI_EXPORT ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *dest,
+                          socklen_t dlen)
+{
+    zti_init_real();
+    if (zti_cfg.enabled) {
+        struct msghdr m;
+        struct iovec iov;
+        zti_msg1(&m, &iov, (void *)buf, len, (void *)dest, dest ? dlen : 0);
+        ssize_t r = zti_send_common(fd, &m, flags);
+        if (r == ZTI_STRIP_ADDR)
+            return zti_real.sendto(fd, buf, len, flags, NULL, 0);
+        if (r != ZTI_PASS)
+            return r;
+    }
+    return zti_real.sendto(fd, buf, len, flags, dest, dlen);
+}
+
+/** send() - as send(2); on a ztap UDP socket sends to the connected peer. */
+ZTI_EXPORT ssize_t send(int fd, const void *buf, size_t len, int flags)
+{
+    zti_init_real();
+    if (zti_maybe_udp(fd)) {
+        struct msghdr m;
+        struct iovec iov;
+        zti_msg1(&m, &iov, (void *)buf, len, NULL, 0);
+        ssize_t r = zti_send_common(fd, &m, flags);
+        if (r != ZTI_PASS && r != ZTI_STRIP_ADDR)
+            return r;
+    }
+    return zti_real.send(fd, buf, len, flags);
+}
+
+/** sendmsg() - as sendmsg(2); datagrams to the network go through ztapd. */
+ZTI_EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    zti_init_real();
+    if (zti_cfg.enabled && msg) {
+        ssize_t r = zti_send_common(fd, msg, flags);
+        if (r == ZTI_STRIP_ADDR) {
+            struct msghdr m = *msg;
+            m.msg_name = NULL;
+            m.msg_namelen = 0;
+            return zti_real.sendmsg(fd, &m, flags);
+        }
+        if (r != ZTI_PASS)
+            return r;
+    }
+    return zti_real.sendmsg(fd, msg, flags);
+}
+
+/** sendmmsg() - as sendmmsg(2); on ztap UDP sockets one datagram after the other. */
+ZTI_EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+    zti_init_real();
+    if (!zti_cfg.enabled || !vec || vlen == 0)
+        return zti_real.sendmmsg(fd, vec, vlen, flags);
+    /* Only the first message can turn the socket into a ztap socket; its answer decides. */
+    unsigned int i;
+    for (i = 0; i < vlen; i++) {
+        ssize_t r = zti_send_common(fd, &vec[i].msg_hdr, flags);
+        if (r == ZTI_PASS || r == ZTI_STRIP_ADDR) {
+            if (i == 0)
+                return zti_real.sendmmsg(fd, vec, vlen, flags);
+            int rest = zti_real.sendmmsg(fd, vec + i, vlen - i, flags);
+            return rest < 0 ? (int)i : (int)i + rest;
+        }
+        if (r < 0)
+            return i ? (int)i : -1;
+        vec[i].msg_len = (unsigned int)r;
+    }
+    return (int)i;
+}
+
+/** write() - as write(2); on a ztap UDP socket sends one datagram to the connected peer. */
+ZTI_EXPORT ssize_t write(int fd, const void *buf, size_t len)
+{
+    if (__builtin_expect(zti_maybe_udp(fd), 0)) {
+        zti_init_real();
+        struct msghdr m;
+        struct iovec iov;
+        zti_msg1(&m, &iov, (void *)buf, len, NULL, 0);
+        ssize_t r = zti_send_common(fd, &m, 0);
+        if (r != ZTI_PASS && r != ZTI_STRIP_ADDR)
+            return r;
+    }
+    return zti_sys_write(fd, buf, len);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Exported receive side
+ */
+
+/** recvfrom() - as recvfrom(2); on a ztap UDP socket the source is the datagram's real sender. */
+ZTI_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
+                            socklen_t *srclen)
+{
+    zti_init_real();
+    if (zti_maybe_udp(fd)) {
+        struct msghdr m;
+        struct iovec iov;
+        zti_msg1(&m, &iov, buf, len, src && srclen ? src : NULL, src && srclen ? *srclen : 0);
+        ssize_t r = zti_recv_common(fd, &m, flags);
+        if (r != ZTI_PASS) {
+            if (r >= 0 && src && srclen)
+                *srclen = m.msg_namelen;
+            return r;
+        }
+    }
+    return zti_real.recvfrom(fd, buf, len, flags, src, srclen);
+}
+
+/** recv() - as recv(2); on a ztap UDP socket returns the payload only. */
+ZTI_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+    zti_init_real();
+    if (zti_maybe_udp(fd)) {
+        struct msghdr m;
+        struct iovec iov;
+        zti_msg1(&m, &iov, buf, len, NULL, 0);
+        ssize_t r = zti_recv_common(fd, &m, flags);
+        if (r != ZTI_PASS)
+            return r;
+    }
+    return zti_real.recv(fd, buf, len, flags);
+}
+
+/** recvmsg() - as recvmsg(2); on a ztap UDP socket msg_name is the real sender. */
+ZTI_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    zti_init_real();
+    if (msg && zti_maybe_udp(fd)) {
+        ssize_t r = zti_recv_common(fd, msg, flags);
+        if (r != ZTI_PASS)
+            return r;
+    }
+    return zti_real.recvmsg(fd, msg, flags);
+}
+
+/** recvmmsg() - as recvmmsg(2) (timeout ignored on ztap sockets). */
+ZTI_EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags,
+                        struct timespec *timeout)
+{
+    zti_init_real();
+    struct zti_ent e;
+    if (!vec || vlen == 0 || !zti_maybe_udp(fd) || zti_classify(fd, &e, 0) != ZTI_UDP)
+        return zti_real.recvmmsg(fd, vec, vlen, flags, timeout);
+    unsigned int i;
+    int fl = flags & ~MSG_WAITFORONE;
+    for (i = 0; i < vlen; i++) {
+        ssize_t r = zti_udp_recvmsg(fd, &e, &vec[i].msg_hdr, fl);
+        if (r < 0)
+            return i ? (int)i : -1;
+        vec[i].msg_len = (unsigned int)r;
+        if (flags & MSG_WAITFORONE)
+            fl |= MSG_DONTWAIT;
+    }
+    return (int)i;
+}
+
+/** read() - as read(2); on a ztap UDP socket reads one datagram's payload. */
+ZTI_EXPORT ssize_t read(int fd, void *buf, size_t len)
+{
+    if (__builtin_expect(zti_maybe_udp(fd), 0)) {
+        zti_init_real();
+        struct msghdr m;
+        struct iovec iov;
+        zti_msg1(&m, &iov, buf, len, NULL, 0);
+        ssize_t r = zti_recv_common(fd, &m, 0);
+        if (r != ZTI_PASS)
+            return r;
+    }
+    return zti_sys_read(fd, buf, len);
+}
+
+/**
+ * shutdown() - as shutdown(2); native except on a ztap UDP socket
+ *
+ * A kernel UDP socket only remembers a shutdown: SHUT_WR makes sends fail with EPIPE, SHUT_RD
+ * makes reads return 0. The same here: SHUT_WR is recorded (a native shutdown would look like a
+ * close to ztapd), SHUT_RD is also done natively so blocked readers wake up and ztapd stops
+ * delivering (its writes fail with EPIPE). The state is per fd number, not per socket.
+ */
+ZTI_EXPORT int shutdown(int fd, int how)
+{
+    zti_init_real();
+    struct zti_ent e;
+    if (!zti_maybe_udp(fd) || zti_classify(fd, &e, 0) != ZTI_UDP)
+        return zti_real.shutdown(fd, how);
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (e.state != ZTRPC_STATE_CONNECTED) {
+        errno = ENOTCONN;
+        return -1;
+    }
+    if (how != SHUT_WR && zti_real.shutdown(fd, SHUT_RD) < 0)
+        return -1;
+    e.shut |= (how == SHUT_RD ? ZTI_SHUT_RD : how == SHUT_WR ? ZTI_SHUT_WR : ZTI_SHUT_RD | ZTI_SHUT_WR);
+    zti_table_put(fd, &e);
+    return 0;
+}
+
+/* _FORTIFY_SOURCE entry points: the size check stays libc's (it aborts on overflow). */
+
+ZTI_EXPORT ssize_t __read_chk(int fd, void *buf, size_t len, size_t buflen)
+{
+    zti_init_real();
+    if (len <= buflen && zti_maybe_udp(fd))
+        return read(fd, buf, len);
+    return zti_real.read_chk(fd, buf, len, buflen);
+}
+
+ZTI_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags)
+{
+    zti_init_real();
+    if (len <= buflen && zti_maybe_udp(fd))
+        return recv(fd, buf, len, flags);
+    return zti_real.recv_chk(fd, buf, len, buflen, flags);
+}
+
+ZTI_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
+                                  struct sockaddr *src, socklen_t *srclen)
+{
+    zti_init_real();
+    if (len <= buflen && zti_maybe_udp(fd))
+        return recvfrom(fd, buf, len, flags, src, srclen);
+    return zti_real.recvfrom_chk(fd, buf, len, buflen, flags, src, srclen);
+}

@@ -1,0 +1,419 @@
+#!/usr/bin/env python3
+"""fake_ztapd.py - a tiny stand-in for ztapd's RPC side, to unit-test libztintercept.so.
+
+It speaks the wire format of Sources/CZTRPC/include/ztrpc.h (re-declared here with struct so a
+layout change shows up as a failing test), hands out nothing itself (the library brings the
+socketpairs), and plays a fake network 10.200.0.0/24 whose stack address is 10.200.0.2:
+
+TCP CONNECT to 10.200.0.1:
+  port 7   echo server, connects at once
+  port 8   echo server, handshake takes 300 ms (EINPROGRESS for non-blocking connects)
+  port 1   refused at once (ECONNREFUSED)
+  port 2   refused after 300 ms
+  port 3   times out after 1 s (ETIMEDOUT)
+  port 80  a tiny HTTP/1.0 server answering "hello ztap!" to any request
+  host 10.200.0.99: EHOSTUNREACH; any address outside 10.200.0.0/24: ENETUNREACH
+TCP LISTEN: 200 ms later two connections arrive from 10.200.0.1:40001 and :40002; each sends
+  b"hello from PORT" and then echoes. A listener on port 8081 instead gets one HTTP client
+  connection that sends "GET / HTTP/1.0" and logs the response ({"event": "http_response"}).
+UDP: every datagram is echoed back from its destination address.
+
+Every request is appended to the --log file as one JSON line (op, fields, fds, protocol errors),
+so tests can check what the library sent. Usage: fake_ztapd.py SOCKET_PATH LOG_PATH
+"""
+import array
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+import errno as E
+
+MAGIC = 0x5052545A
+VERSION = 1
+OP_CONNECT, OP_BIND, OP_LISTEN, OP_GETSOCKOPT, OP_SETSOCKOPT, OP_GETNAME, OP_UDP_OPEN = range(1, 8)
+OP_NAMES = {1: "CONNECT", 2: "BIND", 3: "LISTEN", 4: "GETSOCKOPT", 5: "SETSOCKOPT", 6: "GETNAME",
+            7: "UDP_OPEN"}
+F_NONBLOCK, F_NEW = 1, 2
+ST_UNBOUND, ST_BOUND, ST_CONNECTING, ST_CONNECTED, ST_LISTENING, ST_CLOSED = range(6)
+TCP, UDP = 6, 17
+SOL_SOCKET, SO_ERROR = 1, 4
+
+REQ_HDR = struct.Struct("<IHHII")         # 16
+REP_HDR = struct.Struct("<IHHIiiI")       # 24
+SOCKOPTS = struct.Struct("<IIiiiiiiiI")   # 40
+SOCK_REQ = struct.Struct("<8sHBBI40s")    # 56
+LISTEN_REQ = struct.Struct("<iI")         # 8
+SOCKOPT = struct.Struct("<iiII16s")       # 32
+SOCKINFO = struct.Struct("<BBHi8s8s")     # 24
+ACCEPT_MSG = struct.Struct("<II8s8s")     # 24
+assert (REQ_HDR.size, REP_HDR.size, SOCKOPTS.size, SOCK_REQ.size, LISTEN_REQ.size, SOCKOPT.size,
+        SOCKINFO.size, ACCEPT_MSG.size) == (16, 24, 40, 56, 8, 32, 24, 24)
+
+STACK_IP = "10.200.0.2"
+PEER_IP = "10.200.0.1"
+
+
+def pack_addr(ip, port):
+    return socket.inet_aton(ip) + struct.pack(">H", port) + b"\0\0"
+
+
+def unpack_addr(b):
+    return socket.inet_ntoa(b[0:4]), struct.unpack(">H", b[4:6])[0]
+
+
+def inode(fd):
+    st = os.fstat(fd)
+    return (st.st_dev, st.st_ino)
+
+
+class Sock:
+    """One socket of the fake stack, keyed by the inode of the app's end."""
+
+    def __init__(self, proto):
+        self.proto = proto
+        self.state = ST_UNBOUND
+        self.local = ("0.0.0.0", 0)
+        self.peer = ("0.0.0.0", 0)
+        self.error = 0
+        self.data = None          # daemon end of the data socketpair
+        self.accept_chan = None   # daemon end of the accept channel (listeners)
+        self.opts = {}
+        self.backlog = 0
+        self.done = threading.Event()  # connect outcome known (set unless connecting)
+        self.done.set()
+
+    def info(self):
+        return SOCKINFO.pack(self.proto, self.state, 0, self.backlog, pack_addr(*self.local),
+                             pack_addr(*self.peer))
+
+
+class Fake:
+    def __init__(self, path, log_path):
+        self.path = path
+        self.log = open(log_path, "a", buffering=1)
+        self.lock = threading.Lock()
+        self.socks = {}
+        self.next_port = 50000
+
+    def record(self, entry):
+        with self.lock:
+            self.log.write(json.dumps(entry) + "\n")
+
+    def ephemeral(self):
+        with self.lock:
+            self.next_port += 1
+            return self.next_port
+
+    # ---- data paths -------------------------------------------------------------------------
+    def tcp_echo(self, s, greeting=None):
+        sock = socket.socket(fileno=s)
+        try:
+            if greeting:
+                sock.sendall(greeting)
+            while True:
+                b = sock.recv(65536)
+                if not b:
+                    sock.shutdown(socket.SHUT_WR)   # FIN for FIN: half-close echoed
+                    self.record({"event": "eof"})
+                    break
+                sock.sendall(b)
+        except OSError:
+            pass
+        finally:
+            time.sleep(0.2)
+            sock.close()
+
+    def http_server(self, s):
+        sock = socket.socket(fileno=s)
+        try:
+            req = b""
+            while b"\r\n\r\n" not in req:
+                b = sock.recv(4096)
+                if not b:
+                    return
+                req += b
+            self.record({"event": "http_request", "line": req.split(b"\r\n")[0].decode()})
+            body = b"hello ztap!\n"
+            sock.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n%s" % (len(body), body))
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def http_client(self, s):
+        sock = socket.socket(fileno=s)
+        try:
+            sock.sendall(b"GET / HTTP/1.0\r\nHost: 10.200.0.2\r\n\r\n")
+            resp = b""
+            sock.settimeout(5)
+            while True:
+                b = sock.recv(65536)
+                if not b:
+                    break
+                resp += b
+            self.record({"event": "http_response", "data": resp[:400].decode(errors="replace")})
+        except OSError as ex:
+            self.record({"event": "http_response", "error": repr(ex)})
+        finally:
+            sock.close()
+
+    def udp_echo(self, so):
+        sock = socket.socket(fileno=so.data)
+        try:
+            while True:
+                b = sock.recv(70000)
+                if not b:
+                    break
+                if len(b) < 8:
+                    self.record({"protocol_error": "short datagram"})
+                    continue
+                dst = unpack_addr(b[:8])
+                if dst == ("0.0.0.0", 0):
+                    dst = so.peer
+                self.record({"event": "udp", "dst": list(dst), "len": len(b) - 8})
+                sock.send(pack_addr(*dst) + b[8:])
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    def start_connect(self, so, dst, nonblock):
+        ip, port = dst
+        so.peer = dst
+        if so.local[1] == 0:
+            so.local = (STACK_IP, self.ephemeral())
+        outcome, delay = 0, 0.0
+        if not ip.startswith("10.200.0."):
+            outcome = E.ENETUNREACH
+        elif ip == "10.200.0.99":
+            outcome = E.EHOSTUNREACH
+        elif port == 1:
+            outcome = E.ECONNREFUSED
+        elif port == 2:
+            outcome, delay = E.ECONNREFUSED, 0.3
+        elif port == 3:
+            outcome, delay = E.ETIMEDOUT, 1.0
+        elif port == 8:
+            delay = 0.3
+        so.state = ST_CONNECTING
+        so.done.clear()
+
+        def finish():
+            if delay:
+                time.sleep(delay)
+            if outcome:
+                so.state, so.error = ST_CLOSED, outcome
+                try:
+                    os.close(so.data)
+                except OSError:
+                    pass
+            else:
+                so.state = ST_CONNECTED
+                serve = self.http_server if port == 80 else self.tcp_echo
+                threading.Thread(target=serve, args=(so.data,), daemon=True).start()
+            so.done.set()
+
+        threading.Thread(target=finish, daemon=True).start()
+        if nonblock:
+            so.done.wait(0.005)
+        else:
+            so.done.wait()
+        if not so.done.is_set():
+            return -1, E.EINPROGRESS
+        if so.error:
+            return -1, so.error   # kept for SO_ERROR in case the library stopped waiting
+        return 0, 0
+
+    def run_listener(self, so):
+        time.sleep(0.2)
+        http = so.local[1] == 8081
+        for i in ((1,) if http else (1, 2)):
+            a, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            peer = (PEER_IP, 40000 + i)
+            msg = ACCEPT_MSG.pack(MAGIC, 0, pack_addr(*so.local), pack_addr(*peer))
+            try:
+                so.accept_chan.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                array.array("i", [a.fileno()]))])
+            except OSError:
+                a.close(); d.close()
+                return
+            a.close()
+            if http:
+                threading.Thread(target=self.http_client, args=(d.detach(),), daemon=True).start()
+            else:
+                threading.Thread(target=self.tcp_echo,
+                                 args=(d.detach(), b"hello from %d" % peer[1]), daemon=True).start()
+
+    # ---- RPC ----------------------------------------------------------------------------------
+    def handle(self, conn):
+        try:
+            data, anc, flags, _ = conn.recvmsg(512, socket.CMSG_SPACE(4 * 8))
+        except OSError:
+            conn.close()
+            return
+        fds = []
+        for level, typ, cdata in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                a = array.array("i")
+                a.frombytes(cdata[: len(cdata) - len(cdata) % 4])
+                fds.extend(a)
+        entry = {"nfds": len(fds)}
+        try:
+            magic, ver, op, rid, blen = REQ_HDR.unpack_from(data)
+            body = data[16:]
+            entry.update(op=OP_NAMES.get(op, op), id=rid)
+            if magic != MAGIC or ver != VERSION or blen != len(body):
+                entry["protocol_error"] = "bad header"
+                result, err, rbody = -1, E.EPROTO, b""
+            else:
+                result, err, rbody = self.dispatch(op, body, fds, entry)
+            # Log before replying: once the reply is out, the test may read the log.
+            self.record({k: v for k, v in entry.items() if k != "_keep"})
+            entry["_logged"] = True
+            try:
+                conn.send(REP_HDR.pack(MAGIC, VERSION, op, rid, result, err, len(rbody)) + rbody)
+            except (BrokenPipeError, ConnectionResetError):
+                # The library stopped waiting (EINTR, SO_SNDTIMEO).
+                self.record({"reply_undelivered": rid, "addr": entry.get("addr")})
+        except Exception as ex:  # a fake: report, never crash
+            entry["exception"] = repr(ex)
+        finally:
+            for fd in fds:
+                if fd not in entry.get("_keep", ()):
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            entry.pop("_keep", None)
+            if not entry.pop("_logged", False):
+                self.record(entry)
+            conn.close()
+
+    def dispatch(self, op, body, fds, entry):
+        if not fds:
+            entry["protocol_error"] = "no fds"
+            return -1, E.EBADF, b""
+        key = inode(fds[0])
+        if op in (OP_CONNECT, OP_BIND, OP_UDP_OPEN):
+            addr, flags, proto, _, _, opts = SOCK_REQ.unpack(body[:56])
+            dst = unpack_addr(addr)
+            entry.update(addr=list(dst), flags=flags, proto=proto,
+                         opts=list(SOCKOPTS.unpack(opts)))
+            if flags & F_NEW:
+                if len(fds) != 2:
+                    entry["protocol_error"] = "NEW without 2 fds"
+                    return -1, E.EBADF, b""
+                so = Sock(proto)
+                so.data = fds[1]
+                entry["_keep"] = (fds[1],)
+                m = SOCKOPTS.unpack(opts)
+                so.opts["mask"], so.opts["bools"] = m[0], m[1]
+                with self.lock:
+                    self.socks[key] = so
+            else:
+                so = self.socks.get(key)
+                if so is None:
+                    return -1, E.EBADF, b""
+            if op == OP_BIND:
+                ip, port = dst
+                if ip not in ("0.0.0.0", STACK_IP):
+                    self.socks.pop(key, None)
+                    entry.pop("_keep", None)
+                    return -1, E.EADDRNOTAVAIL, b""
+                so.local = (STACK_IP if ip == "0.0.0.0" else ip, port or self.ephemeral())
+                so.state = ST_BOUND
+                if proto == UDP:
+                    threading.Thread(target=self.udp_echo, args=(so,), daemon=True).start()
+                return 0, 0, so.info()
+            if op == OP_UDP_OPEN or so.proto == UDP:
+                fresh = so.local[1] == 0
+                if fresh:
+                    so.local = (STACK_IP, self.ephemeral())
+                    threading.Thread(target=self.udp_echo, args=(so,), daemon=True).start()
+                if op == OP_CONNECT:
+                    so.peer = dst
+                    so.state = ST_UNBOUND if dst == ("0.0.0.0", 0) else ST_CONNECTED
+                    if so.state == ST_UNBOUND:
+                        so.state = ST_BOUND
+                else:
+                    so.state = ST_BOUND
+                return 0, 0, so.info()
+            # TCP connect
+            if so.state == ST_CONNECTING:
+                return -1, E.EALREADY, so.info()
+            if so.state == ST_CONNECTED:
+                return -1, E.EISCONN, so.info()
+            result, err = self.start_connect(so, dst, flags & F_NONBLOCK)
+            if result < 0 and err != E.EINPROGRESS and flags & F_NEW:
+                with self.lock:
+                    self.socks.pop(key, None)
+            return result, err, so.info()
+        so = self.socks.get(key)
+        if op == OP_GETNAME:
+            if so is None:
+                return -1, E.ENOTSOCK, b""
+            return 0, 0, so.info()
+        if so is None:
+            entry["protocol_error"] = "unknown socket"
+            return -1, E.EBADF, b""
+        if op == OP_LISTEN:
+            backlog, _ = LISTEN_REQ.unpack(body[:8])
+            entry.update(backlog=backlog)
+            if so.state == ST_LISTENING:
+                so.backlog = backlog
+                return 0, 0, b""
+            if len(fds) != 3:
+                entry["protocol_error"] = "LISTEN without 3 fds"
+                return -1, E.EBADF, b""
+            if so.state != ST_BOUND or so.proto != TCP:
+                return -1, E.EINVAL, b""
+            os.close(so.data)
+            so.data = None
+            so.accept_chan = socket.socket(fileno=fds[1])
+            entry["_keep"] = (fds[1],)
+            so.state, so.backlog = ST_LISTENING, backlog
+            with self.lock:
+                del self.socks[key]
+                self.socks[inode(fds[2])] = so
+            threading.Thread(target=self.run_listener, args=(so,), daemon=True).start()
+            return 0, 0, b""
+        if op in (OP_GETSOCKOPT, OP_SETSOCKOPT):
+            level, name, optlen, _, value = SOCKOPT.unpack(body[:32])
+            entry.update(level=level, name=name, optlen=optlen)
+            if op == OP_SETSOCKOPT:
+                so.opts[(level, name)] = value[:optlen]
+                entry["value"] = value[:optlen].hex()
+                return 0, 0, b""
+            if (level, name) == (SOL_SOCKET, SO_ERROR):
+                so.done.wait(5)
+                err, so.error = so.error, 0
+                return 0, 0, SOCKOPT.pack(level, name, 4, 0, struct.pack("<i", err).ljust(16, b"\0"))
+            v = so.opts.get((level, name))
+            if v is None:
+                v = struct.pack("<i", 0)
+            return 0, 0, SOCKOPT.pack(level, name, len(v), 0, v.ljust(16, b"\0"))
+        return -1, E.EOPNOTSUPP, b""
+
+    def serve(self):
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        srv.bind(self.path)
+        srv.listen(64)
+        print("ready", flush=True)
+        while True:
+            conn, _ = srv.accept()
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    Fake(sys.argv[1], sys.argv[2]).serve()

@@ -1,0 +1,755 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * probe.c - test program run under LD_PRELOAD=libztintercept.so against fake_ztapd.py.
+ *
+ * Usage: probe CASE [args]. Each case checks the socket API the way an app uses it and exits 0
+ * when every check passed; a failed check prints "FAIL file:line: what (errno)" and exits 1.
+ * The fake network is 10.200.0.0/24 (see fake_ztapd.py); nothing here touches a real network:
+ * every other address used is loopback.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static const char *g_self;
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "FAIL %s:%d: %s (errno %d %s)\n", __FILE__, __LINE__, #cond, errno,    \
+                    strerror(errno));                                                              \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static struct sockaddr_in sin_of(const char *ip, int port)
+{
+    struct sockaddr_in s;
+    memset(&s, 0, sizeof s);
+    s.sin_family = AF_INET;
+    s.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, ip, &s.sin_addr);
+    return s;
+}
+
+static int is_addr(const struct sockaddr_in *s, const char *ip, int port)
+{
+    struct sockaddr_in w = sin_of(ip, port);
+    return s->sin_family == AF_INET && s->sin_addr.s_addr == w.sin_addr.s_addr &&
+           (port < 0 || s->sin_port == w.sin_port);
+}
+
+static int tcp_connect(const char *ip, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in a = sin_of(ip, port);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    return fd;
+}
+
+static int opt_int(int fd, int level, int name)
+{
+    int v = -12345;
+    socklen_t l = sizeof v;
+    CHECK(getsockopt(fd, level, name, &v, &l) == 0);
+    CHECK(l == sizeof v);
+    return v;
+}
+
+static void echo_roundtrip(int fd, const char *msg)
+{
+    size_t n = strlen(msg);
+    char buf[256];
+    CHECK(write(fd, msg, n) == (ssize_t)n);
+    size_t got = 0;
+    while (got < n) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        CHECK(poll(&p, 1, 3000) == 1);
+        ssize_t r = read(fd, buf + got, sizeof buf - got);
+        if (r < 0 && errno == EAGAIN)
+            continue;
+        CHECK(r > 0);
+        got += (size_t)r;
+    }
+    CHECK(got == n && memcmp(buf, msg, n) == 0);
+}
+
+static void peer_is(int fd, const char *ip, int port)
+{
+    struct sockaddr_in a;
+    socklen_t l = sizeof a;
+    memset(&a, 0, sizeof a);
+    CHECK(getpeername(fd, (struct sockaddr *)&a, &l) == 0);
+    CHECK(l == sizeof a);
+    CHECK(is_addr(&a, ip, port));
+}
+
+static int local_port(int fd, const char *ip)
+{
+    struct sockaddr_in a;
+    socklen_t l = sizeof a;
+    CHECK(getsockname(fd, (struct sockaddr *)&a, &l) == 0);
+    CHECK(l == sizeof a);
+    CHECK(is_addr(&a, ip, -1));
+    return ntohs(a.sin_port);
+}
+
+/* ------------------------------------------------------------------------------------------- */
+
+static int case_connect_blocking(void)
+{
+    int fd = tcp_connect("10.200.0.1", 7);
+    peer_is(fd, "10.200.0.1", 7);
+    CHECK(local_port(fd, "10.200.0.2") > 0);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_TYPE) == SOCK_STREAM);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_DOMAIN) == AF_INET);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_TCP);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ACCEPTCONN) == 0);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == 0);
+    echo_roundtrip(fd, "ping");
+    /* Half-close: our FIN reaches the peer (the fake echoes it), reading still works. */
+    CHECK(shutdown(fd, SHUT_WR) == 0);
+    char b[8];
+    CHECK(read(fd, b, sizeof b) == 0);
+    /* Not FD_CLOEXEC before, not after. */
+    CHECK((fcntl(fd, F_GETFD) & FD_CLOEXEC) == 0);
+    CHECK(close(fd) == 0);
+
+    /* SOCK_CLOEXEC survives interception. */
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = sin_of("10.200.0.1", 7);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    /* A second connect on a connected socket: EISCONN, like the kernel. */
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EISCONN);
+    close(fd);
+    return 0;
+}
+
+static int case_connect_nonblock(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in a = sin_of("10.200.0.1", 8); /* 300 ms handshake */
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINPROGRESS);
+    CHECK(fcntl(fd, F_GETFL) & O_NONBLOCK);
+    /* Like the kernel: no peer yet, and a second connect says EALREADY. */
+    struct sockaddr_in p;
+    socklen_t pl = sizeof p;
+    CHECK(getpeername(fd, (struct sockaddr *)&p, &pl) == -1 && errno == ENOTCONN);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EALREADY);
+    fd_set w;
+    FD_ZERO(&w);
+    FD_SET(fd, &w);
+    struct timeval tv = { 3, 0 };
+    CHECK(select(fd + 1, NULL, &w, NULL, &tv) == 1);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == 0);
+    peer_is(fd, "10.200.0.1", 8);
+    CHECK(local_port(fd, "10.200.0.2") > 0);
+    echo_roundtrip(fd, "nonblocking hello");
+    char b[4];
+    CHECK(read(fd, b, sizeof b) == -1 && errno == EAGAIN);
+    close(fd);
+    return 0;
+}
+
+static int case_connect_errors(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = sin_of("10.200.0.1", 1);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == ECONNREFUSED);
+    /* The app's fd stays a kernel AF_INET socket after a failed connect. */
+    CHECK(opt_int(fd, SOL_SOCKET, SO_DOMAIN) == AF_INET);
+    close(fd);
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    a = sin_of("10.200.0.99", 7);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EHOSTUNREACH);
+    close(fd);
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    a = sin_of("10.200.0.1", 3);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == ETIMEDOUT);
+    close(fd);
+
+    /* Non-blocking, refused later: EINPROGRESS, writable, SO_ERROR = ECONNREFUSED. */
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    a = sin_of("10.200.0.1", 2);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINPROGRESS);
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    CHECK(poll(&p, 1, 3000) == 1);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == ECONNREFUSED);
+    /* ...and read/write see the end of the connection. */
+    char b[4];
+    struct pollfd pr = { .fd = fd, .events = POLLIN };
+    CHECK(poll(&pr, 1, 3000) == 1);
+    CHECK(read(fd, b, sizeof b) == 0);
+    close(fd);
+    return 0;
+}
+
+static int case_sockopts(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) == 0);
+    struct linger lg = { 1, 0 };
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
+    struct sockaddr_in a = sin_of("10.200.0.1", 7);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    /* After interception: forwarded to ztapd (the fake stores and returns them). */
+    int seven = 7;
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &seven, sizeof seven) == 0);
+    CHECK(opt_int(fd, IPPROTO_TCP, TCP_KEEPIDLE) == 7);
+    int big = 123456;
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big) == 0);
+    /* Timeouts act on the fd itself (native). */
+    struct timeval tv = { 2, 500000 }, tv2;
+    socklen_t l = sizeof tv2;
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
+    CHECK(getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv2, &l) == 0);
+    CHECK(tv2.tv_sec == 2 && tv2.tv_usec == 500000);
+    /* Truncation like the kernel: optlen 2 for an int option. */
+    short s = 0;
+    l = sizeof s;
+    CHECK(getsockopt(fd, SOL_SOCKET, SO_TYPE, &s, &l) == 0 && l == 2);
+    close(fd);
+    return 0;
+}
+
+static int case_listen_accept(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0);
+    struct sockaddr_in a = sin_of("10.200.0.2", 8080);
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(local_port(fd, "10.200.0.2") == 8080);
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINVAL);
+    CHECK(listen(fd, 16) == 0);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ACCEPTCONN) == 1);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_TYPE) == SOCK_STREAM);
+    CHECK(local_port(fd, "10.200.0.2") == 8080);
+    struct sockaddr_in pa;
+    socklen_t pl = sizeof pa;
+    CHECK(getpeername(fd, (struct sockaddr *)&pa, &pl) == -1 && errno == ENOTCONN);
+
+    /* Non-blocking listener with nothing pending: EAGAIN. */
+    CHECK(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) == 0);
+    CHECK(accept4(fd, NULL, NULL, 0) == -1 && errno == EAGAIN);
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    CHECK(poll(&p, 1, 3000) == 1 && (p.revents & POLLIN));
+
+    /* accept4 with flags, address truncated like the kernel (4 of 16 bytes). */
+    unsigned char small[4] = { 0 };
+    socklen_t sl = sizeof small;
+    int c1 = accept4(fd, (struct sockaddr *)small, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    CHECK(c1 >= 0);
+    CHECK(sl == sizeof(struct sockaddr_in));
+    CHECK(small[0] == (AF_INET & 0xff) && small[2] == (40001 >> 8) && small[3] == (40001 & 0xff));
+    CHECK(fcntl(c1, F_GETFL) & O_NONBLOCK);
+    CHECK(fcntl(c1, F_GETFD) & FD_CLOEXEC);
+    peer_is(c1, "10.200.0.1", 40001);
+    CHECK(local_port(c1, "10.200.0.2") == 8080);
+    CHECK(opt_int(c1, SOL_SOCKET, SO_ACCEPTCONN) == 0);
+
+    /* The way libuv used to call it: syscall(SYS_accept4, ...). */
+    p.revents = 0;
+    CHECK(poll(&p, 1, 3000) == 1);
+    pl = sizeof pa;
+    int c2 = (int)syscall(SYS_accept4, fd, (struct sockaddr *)&pa, &pl, 0);
+    CHECK(c2 >= 0);
+    CHECK(pl == sizeof pa && is_addr(&pa, "10.200.0.1", 40002));
+    CHECK((fcntl(c2, F_GETFL) & O_NONBLOCK) == 0);
+    CHECK((fcntl(c2, F_GETFD) & FD_CLOEXEC) == 0);
+    char buf[64] = { 0 };
+    CHECK(read(c2, buf, sizeof buf) == (ssize_t)strlen("hello from 40002"));
+    CHECK(strcmp(buf, "hello from 40002") == 0);
+    echo_roundtrip(c2, "reply");
+
+    /* Kernel listener on loopback is untouched by the same calls. */
+    int k = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in la = sin_of("127.0.0.1", 0);
+    CHECK(bind(k, (struct sockaddr *)&la, sizeof la) == 0);
+    CHECK(listen(k, 1) == 0);
+    CHECK(fcntl(k, F_SETFL, O_NONBLOCK) == 0);
+    CHECK(accept(k, NULL, NULL) == -1 && errno == EAGAIN);
+    close(k);
+    close(c1);
+    close(c2);
+    close(fd);
+    return 0;
+}
+
+static int case_udp(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    CHECK(fd >= 0);
+    struct sockaddr_in d = sin_of("10.200.0.1", 5353);
+    CHECK(sendto(fd, "q1", 2, 0, (struct sockaddr *)&d, sizeof d) == 2);
+    char buf[64];
+    struct sockaddr_in src;
+    socklen_t sl = sizeof src;
+    memset(&src, 0, sizeof src);
+    CHECK(recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&src, &sl) == 2);
+    CHECK(memcmp(buf, "q1", 2) == 0);
+    CHECK(sl == sizeof src && is_addr(&src, "10.200.0.1", 5353));
+    CHECK(local_port(fd, "10.200.0.2") > 0);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_TYPE) == SOCK_DGRAM);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_PROTOCOL) == IPPROTO_UDP);
+    /* Unconnected: send without address is EDESTADDRREQ, getpeername ENOTCONN. */
+    CHECK(send(fd, "x", 1, 0) == -1 && errno == EDESTADDRREQ);
+    struct sockaddr_in pa;
+    socklen_t pl = sizeof pa;
+    CHECK(getpeername(fd, (struct sockaddr *)&pa, &pl) == -1 && errno == ENOTCONN);
+
+    /* sendmsg/recvmsg with two iovecs and a name. */
+    struct iovec iov[2] = { { "ab", 2 }, { "cde", 3 } };
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_name = &d;
+    m.msg_namelen = sizeof d;
+    m.msg_iov = iov;
+    m.msg_iovlen = 2;
+    CHECK(sendmsg(fd, &m, 0) == 5);
+    char r1[3], r2[8];
+    struct iovec riov[2] = { { r1, 3 }, { r2, sizeof r2 } };
+    memset(&m, 0, sizeof m);
+    memset(&src, 0, sizeof src);
+    m.msg_name = &src;
+    m.msg_namelen = sizeof src;
+    m.msg_iov = riov;
+    m.msg_iovlen = 2;
+    CHECK(recvmsg(fd, &m, 0) == 5);
+    CHECK(memcmp(r1, "abc", 3) == 0 && memcmp(r2, "de", 2) == 0);
+    CHECK(m.msg_namelen == sizeof src && is_addr(&src, "10.200.0.1", 5353));
+
+    /* Truncation reports MSG_TRUNC, MSG_PEEK leaves the datagram. */
+    CHECK(sendto(fd, "0123456789", 10, 0, (struct sockaddr *)&d, sizeof d) == 10);
+    CHECK(recv(fd, buf, 4, MSG_PEEK) == 4);
+    CHECK(recv(fd, buf, 4, MSG_TRUNC) == 10);
+
+    /* Connected UDP: send/recv/read/write go to/from the peer. */
+    struct sockaddr_in peer = sin_of("10.200.0.1", 53);
+    CHECK(connect(fd, (struct sockaddr *)&peer, sizeof peer) == 0);
+    peer_is(fd, "10.200.0.1", 53);
+    CHECK(send(fd, "q2", 2, 0) == 2);
+    CHECK(recv(fd, buf, sizeof buf, 0) == 2 && memcmp(buf, "q2", 2) == 0);
+    CHECK(write(fd, "q3", 2) == 2);
+    CHECK(read(fd, buf, sizeof buf) == 2 && memcmp(buf, "q3", 2) == 0);
+    /* Non-blocking receive with nothing queued. */
+    CHECK(recv(fd, buf, sizeof buf, MSG_DONTWAIT) == -1 && errno == EAGAIN);
+    /* shutdown like a kernel UDP socket: SHUT_WR makes sends fail, reading still works... */
+    CHECK(send(fd, "q5", 2, 0) == 2);
+    CHECK(shutdown(fd, SHUT_WR) == 0);
+    CHECK(send(fd, "q6", 2, MSG_NOSIGNAL) == -1 && errno == EPIPE);
+    CHECK(recv(fd, buf, sizeof buf, 0) == 2 && memcmp(buf, "q5", 2) == 0);
+    /* ...and SHUT_RD makes reads return 0. */
+    CHECK(shutdown(fd, SHUT_RD) == 0);
+    CHECK(recv(fd, buf, sizeof buf, 0) == 0);
+    close(fd);
+
+    /* Explicit bind to the network address, then sendto/recvfrom. */
+    fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in b = sin_of("10.200.0.2", 5000);
+    CHECK(bind(fd, (struct sockaddr *)&b, sizeof b) == 0);
+    CHECK(local_port(fd, "10.200.0.2") == 5000);
+    CHECK(sendto(fd, "q4", 2, 0, (struct sockaddr *)&d, sizeof d) == 2);
+    sl = sizeof src;
+    CHECK(recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&src, &sl) == 2);
+    CHECK(is_addr(&src, "10.200.0.1", 5353));
+    /* sendmmsg / recvmmsg */
+    struct mmsghdr mm[2];
+    struct iovec mi[2] = { { "m1", 2 }, { "m22", 3 } };
+    memset(mm, 0, sizeof mm);
+    for (int i = 0; i < 2; i++) {
+        mm[i].msg_hdr.msg_name = &d;
+        mm[i].msg_hdr.msg_namelen = sizeof d;
+        mm[i].msg_hdr.msg_iov = &mi[i];
+        mm[i].msg_hdr.msg_iovlen = 1;
+    }
+    CHECK(sendmmsg(fd, mm, 2, 0) == 2 && mm[0].msg_len == 2 && mm[1].msg_len == 3);
+    char rb[2][8];
+    struct iovec ri[2] = { { rb[0], 8 }, { rb[1], 8 } };
+    memset(mm, 0, sizeof mm);
+    for (int i = 0; i < 2; i++) {
+        mm[i].msg_hdr.msg_iov = &ri[i];
+        mm[i].msg_hdr.msg_iovlen = 1;
+    }
+    CHECK(recvmmsg(fd, mm, 2, 0, NULL) == 2 && mm[0].msg_len == 2 && mm[1].msg_len == 3);
+    close(fd);
+    return 0;
+}
+
+static int case_fork(void)
+{
+    int fd = tcp_connect("10.200.0.1", 7);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        peer_is(fd, "10.200.0.1", 7);
+        echo_roundtrip(fd, "from the child");
+        _exit(0);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    echo_roundtrip(fd, "from the parent");
+    close(fd);
+    return 0;
+}
+
+static int case_dup(void)
+{
+    int fd = tcp_connect("10.200.0.1", 7);
+    CHECK(dup2(fd, 50) == 50);
+    CHECK(close(fd) == 0);
+    peer_is(50, "10.200.0.1", 7);
+    echo_roundtrip(50, "dup2");
+    int d = dup(50);
+    CHECK(d >= 0);
+    CHECK(opt_int(d, SOL_SOCKET, SO_TYPE) == SOCK_STREAM);
+    /* A copy made by fcntl is not seen by the library: found by asking ztapd. */
+    int f = fcntl(50, F_DUPFD_CLOEXEC, 60);
+    CHECK(f >= 60);
+    peer_is(f, "10.200.0.1", 7);
+    close(f);
+    close(d);
+    close(50);
+
+    /* UDP through dup3: read/write framing follows the copy. */
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in peer = sin_of("10.200.0.1", 53);
+    CHECK(connect(u, (struct sockaddr *)&peer, sizeof peer) == 0);
+    CHECK(dup3(u, 70, O_CLOEXEC) == 70);
+    CHECK(write(70, "dg", 2) == 2);
+    char buf[8];
+    CHECK(read(u, buf, sizeof buf) == 2 && memcmp(buf, "dg", 2) == 0);
+    close(u);
+    close(70);
+    return 0;
+}
+
+static int case_exec(int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[2], "child") == 0) {
+        int fd = atoi(argv[3]);
+        int ufd = atoi(argv[4]);
+        peer_is(fd, "10.200.0.1", 7);
+        CHECK(opt_int(fd, SOL_SOCKET, SO_TYPE) == SOCK_STREAM);
+        CHECK(local_port(fd, "10.200.0.2") > 0);
+        echo_roundtrip(fd, "after exec");
+        /* UDP inherited across exec: framing still applies (table rebuilt from ztapd). */
+        CHECK(write(ufd, "ue", 2) == 2);
+        char buf[8];
+        CHECK(read(ufd, buf, sizeof buf) == 2 && memcmp(buf, "ue", 2) == 0);
+        return 0;
+    }
+    int fd = tcp_connect("10.200.0.1", 7);
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in peer = sin_of("10.200.0.1", 53);
+    CHECK(connect(u, (struct sockaddr *)&peer, sizeof peer) == 0);
+    char a[16], b[16];
+    snprintf(a, sizeof a, "%d", fd);
+    snprintf(b, sizeof b, "%d", u);
+    execl(g_self, g_self, "exec", "child", a, b, (char *)NULL);
+    CHECK(!"exec failed");
+    return 1;
+}
+
+static int case_inherited(int argc, char **argv)
+{
+    /* An app's own socketpair inherited across exec looks like a ztap socket to the new image:
+     * the library asks ztapd once, then remembers the answer (reads stay native and cheap). */
+    if (argc >= 4 && strcmp(argv[2], "child") == 0) {
+        int fd = atoi(argv[3]);
+        char ch;
+        for (int i = 0; i < 150; i++)
+            CHECK(read(fd, &ch, 1) == 1 && ch == "abc"[i % 3]);
+        CHECK(opt_int(fd, SOL_SOCKET, SO_DOMAIN) == AF_UNIX);
+        return 0;
+    }
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    for (int i = 0; i < 50; i++)
+        CHECK(write(sv[1], "abc", 3) == 3);
+    char a[16];
+    snprintf(a, sizeof a, "%d", sv[0]);
+    execl(g_self, g_self, "inherited", "child", a, (char *)NULL);
+    CHECK(!"exec failed");
+    return 1;
+}
+
+static int case_isolated(void)
+{
+    /* Run by the tests to prove the sandbox: an address outside the network stays on the
+     * kernel, and in the private namespace the kernel has no route for it. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = sin_of("192.0.2.1", 80);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == ENETUNREACH);
+    close(fd);
+    return 0;
+}
+
+static int case_die(void)
+{
+    /* Process death without close(): the kernel drops the fd, ztapd sees the hangup. */
+    int fd = tcp_connect("10.200.0.1", 7);
+    echo_roundtrip(fd, "last words");
+    printf("OK die\n");
+    fflush(stdout);
+    signal(SIGABRT, SIG_DFL);
+    abort();
+}
+
+static int case_untouched(void)
+{
+    /* Loopback TCP stays on the kernel: the peer sees the real kernel addresses. */
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in la = sin_of("127.0.0.1", 0);
+    CHECK(bind(l, (struct sockaddr *)&la, sizeof la) == 0);
+    CHECK(listen(l, 4) == 0);
+    socklen_t len = sizeof la;
+    CHECK(getsockname(l, (struct sockaddr *)&la, &len) == 0);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(connect(c, (struct sockaddr *)&la, sizeof la) == 0);
+    int s = accept(l, NULL, NULL);
+    CHECK(s >= 0);
+    CHECK(opt_int(c, SOL_SOCKET, SO_DOMAIN) == AF_INET);
+    int one = 1;
+    CHECK(setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
+    CHECK(opt_int(c, IPPROTO_TCP, TCP_NODELAY) == 1);
+    peer_is(c, "127.0.0.1", ntohs(la.sin_port));
+    CHECK(write(c, "k", 1) == 1);
+    char ch;
+    CHECK(read(s, &ch, 1) == 1 && ch == 'k');
+    close(s);
+    close(c);
+    close(l);
+
+    /* Loopback UDP. */
+    int u1 = socket(AF_INET, SOCK_DGRAM, 0), u2 = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in ua = sin_of("127.0.0.1", 0);
+    CHECK(bind(u1, (struct sockaddr *)&ua, sizeof ua) == 0);
+    len = sizeof ua;
+    CHECK(getsockname(u1, (struct sockaddr *)&ua, &len) == 0);
+    CHECK(sendto(u2, "u", 1, 0, (struct sockaddr *)&ua, sizeof ua) == 1);
+    struct sockaddr_in from;
+    socklen_t fl = sizeof from;
+    CHECK(recvfrom(u1, &ch, 1, 0, (struct sockaddr *)&from, &fl) == 1 && ch == 'u');
+    CHECK(is_addr(&from, "127.0.0.1", -1));
+    close(u1);
+    close(u2);
+
+    /* AF_UNIX socketpair (the same kind of socket the library uses) is not mistaken for ours. */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    CHECK(opt_int(sv[0], SOL_SOCKET, SO_DOMAIN) == AF_UNIX);
+    struct sockaddr_un un;
+    len = sizeof un;
+    CHECK(getsockname(sv[0], (struct sockaddr *)&un, &len) == 0 && un.sun_family == AF_UNIX);
+    CHECK(send(sv[0], "x", 1, 0) == 1 && recv(sv[1], &ch, 1, 0) == 1 && ch == 'x');
+    int dg[2];
+    CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, dg) == 0);
+    CHECK(write(dg[0], "abc", 3) == 3 && read(dg[1], &ch, 1) == 1 && ch == 'a');
+    return 0;
+}
+
+static int case_absent(void)
+{
+    /* ZTAP_RPC points nowhere: clear errnos, quickly, one line on stderr. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = sin_of("10.200.0.1", 7);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == ECONNREFUSED);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == ECONNREFUSED);
+    close(fd);
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    CHECK(sendto(u, "x", 1, 0, (struct sockaddr *)&a, sizeof a) == -1 && errno == ENETUNREACH);
+    struct sockaddr_in b = sin_of("10.200.0.2", 9000);
+    CHECK(bind(u, (struct sockaddr *)&b, sizeof b) == -1 && errno == EADDRNOTAVAIL);
+    close(u);
+    return 0;
+}
+
+static int case_errno(void)
+{
+    int fd = tcp_connect("10.200.0.1", 7);
+    struct sockaddr_in a;
+    socklen_t l = sizeof a;
+    errno = 4242;
+    CHECK(getsockname(fd, (struct sockaddr *)&a, &l) == 0);
+    CHECK(errno == 4242);
+    CHECK(getpeername(fd, (struct sockaddr *)&a, &l) == 0);
+    int v;
+    l = sizeof v;
+    CHECK(getsockopt(fd, SOL_SOCKET, SO_ERROR, &v, &l) == 0);
+    CHECK(write(fd, "e", 1) == 1);
+    CHECK(errno == 4242);
+    int fd2 = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in d = sin_of("10.200.0.1", 7);
+    errno = 4243;
+    CHECK(connect(fd2, (struct sockaddr *)&d, sizeof d) == 0);
+    CHECK(errno == 4243);
+    /* Bad fd: EBADF like libc. */
+    CHECK(getsockname(9999, (struct sockaddr *)&a, &l) == -1 && errno == EBADF);
+    CHECK(connect(9999, (struct sockaddr *)&d, sizeof d) == -1 && errno == EBADF);
+    close(fd);
+    close(fd2);
+    return 0;
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+}
+
+static int case_interrupted(void)
+{
+    /* A signal (no SA_RESTART) interrupts a blocking connect: EINTR, and the connection goes on
+     * in the background like the kernel's; SO_ERROR then reports its outcome. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    CHECK(sigaction(SIGALRM, &sa, NULL) == 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = sin_of("10.200.0.1", 8); /* 300 ms handshake */
+    struct itimerval it = { { 0, 0 }, { 0, 100000 } };
+    CHECK(setitimer(ITIMER_REAL, &it, NULL) == 0);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINTR);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == 0);
+    peer_is(fd, "10.200.0.1", 8);
+    echo_roundtrip(fd, "after EINTR");
+    close(fd);
+
+    /* SO_SNDTIMEO bounds a blocking connect; the kernel then says EINPROGRESS. */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval tv = { 0, 200000 };
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0);
+    a = sin_of("10.200.0.1", 3); /* times out after 1 s */
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINPROGRESS);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == ETIMEDOUT);
+    close(fd);
+    return 0;
+}
+
+static int case_accept_blocking(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = sin_of("10.200.0.2", 0);
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    int port = local_port(fd, "10.200.0.2");
+    CHECK(port > 0);
+    CHECK(listen(fd, 4) == 0);
+    /* epoll on the listener works natively. */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+    CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) == 0);
+    CHECK(epoll_wait(ep, &ev, 1, 3000) == 1 && ev.data.fd == fd);
+    struct sockaddr_in pa;
+    socklen_t pl = sizeof pa;
+    int c = accept(fd, (struct sockaddr *)&pa, &pl);
+    CHECK(c >= 0 && is_addr(&pa, "10.200.0.1", 40001));
+    CHECK((fcntl(c, F_GETFD) & FD_CLOEXEC) == 0);
+    /* Blocking accept waits for the next one. */
+    int c2 = accept(fd, NULL, NULL);
+    CHECK(c2 >= 0);
+    peer_is(c2, "10.200.0.1", 40002);
+    CHECK(local_port(c2, "10.200.0.2") == port);
+    /* accept on a connected (non-listening) ztap socket: EINVAL. */
+    CHECK(accept(c2, NULL, NULL) == -1 && errno == EINVAL);
+    /* listen on a UDP ztap socket: EOPNOTSUPP. */
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in ub = sin_of("10.200.0.2", 0);
+    CHECK(bind(u, (struct sockaddr *)&ub, sizeof ub) == 0);
+    CHECK(listen(u, 1) == -1 && errno == EOPNOTSUPP);
+    /* Source address truncation on recvfrom, like the kernel. */
+    struct sockaddr_in d = sin_of("10.200.0.1", 9);
+    CHECK(sendto(u, "t", 1, 0, (struct sockaddr *)&d, sizeof d) == 1);
+    unsigned char small[4];
+    socklen_t sl = sizeof small;
+    char ch;
+    CHECK(recvfrom(u, &ch, 1, 0, (struct sockaddr *)small, &sl) == 1 && ch == 't');
+    CHECK(sl == sizeof(struct sockaddr_in) && small[3] == 9);
+    close(u);
+    close(c);
+    close(c2);
+    close(ep);
+    close(fd);
+    return 0;
+}
+
+static void *thread_main(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 10; i++) {
+        int fd = tcp_connect("10.200.0.1", 7);
+        echo_roundtrip(fd, "threaded");
+        close(fd);
+    }
+    return NULL;
+}
+
+static int case_threads(void)
+{
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++)
+        CHECK(pthread_create(&t[i], NULL, thread_main, NULL) == 0);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    g_self = argv[0];
+    if (argc < 2) {
+        fprintf(stderr, "usage: probe CASE\n");
+        return 2;
+    }
+    const char *c = argv[1];
+    int r;
+    if (!strcmp(c, "connect_blocking")) r = case_connect_blocking();
+    else if (!strcmp(c, "connect_nonblock")) r = case_connect_nonblock();
+    else if (!strcmp(c, "connect_errors")) r = case_connect_errors();
+    else if (!strcmp(c, "sockopts")) r = case_sockopts();
+    else if (!strcmp(c, "listen_accept")) r = case_listen_accept();
+    else if (!strcmp(c, "udp")) r = case_udp();
+    else if (!strcmp(c, "fork")) r = case_fork();
+    else if (!strcmp(c, "dup")) r = case_dup();
+    else if (!strcmp(c, "exec")) r = case_exec(argc, argv);
+    else if (!strcmp(c, "untouched")) r = case_untouched();
+    else if (!strcmp(c, "absent")) r = case_absent();
+    else if (!strcmp(c, "errno")) r = case_errno();
+    else if (!strcmp(c, "threads")) r = case_threads();
+    else if (!strcmp(c, "interrupted")) r = case_interrupted();
+    else if (!strcmp(c, "inherited")) r = case_inherited(argc, argv);
+    else if (!strcmp(c, "isolated")) r = case_isolated();
+    else if (!strcmp(c, "die")) r = case_die();
+    else if (!strcmp(c, "accept_blocking")) r = case_accept_blocking();
+    else {
+        fprintf(stderr, "unknown case %s\n", c);
+        return 2;
+    }
+    if (r == 0)
+        printf("OK %s\n", c);
+    return r;
+}
