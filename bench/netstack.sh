@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# netstack.sh - NetStack throughput and latency through ztapd, next to kernel-to-kernel over a
+# veth pair measured in the same run.
+#
+# Cases (each at MTU 1500 and 2800):
+#   discard  kernel client -> NetStack discard service (TCP 9)       "kernel->stack"
+#   chargen  NetStack chargen service (TCP 19) -> kernel client        "stack->kernel"
+#   rr       64-byte request/response with the echo service (TCP 7), median round trip
+# Baseline: the same client against bench/tcpblast's kernel server across a veth pair
+# (namespace to namespace), same MTU.
+#
+# Everything runs in namespaces this script creates (zb-*) and deletes on exit; processes are
+# stopped by the PIDs it started. Env: DUR=5 seconds per run, REPS=5 runs (median reported),
+# MTUS="1500 2800".
+# Output: one line per case on stdout, then a Markdown table (paste into BENCHMARKS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=/opt/swift/usr/bin:$PATH
+DUR=${DUR:-5}
+REPS=${REPS:-5}
+MTUS=${MTUS:-"1500 2800"}
+[ "$(id -u)" -eq 0 ] || { echo "netstack.sh: needs root (namespaces, TAP)" >&2; exit 1; }
+
+swift build -c release --product ztapd >/dev/null
+mkdir -p .build/bench
+gcc -O2 -pthread -o .build/bench/tcpblast bench/tcpblast.c
+BLAST=$PWD/.build/bench/tcpblast
+ZTAPD=$PWD/.build/release/ztapd
+
+TAG=$$
+NS_ZT=zb-zt-$TAG NS_VA=zb-va-$TAG NS_VB=zb-vb-$TAG
+TMP=$(mktemp -d /tmp/zbench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    for n in $NS_ZT $NS_VA $NS_VB; do ip netns del "$n" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+log() { echo "[$(date +%T)] $*" >&2; }
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+declare -A RESULT
+runcase() { # name ns cmd...  -> median of first output field over REPS
+    local name=$1 ns=$2; shift 2
+    local vals=() i
+    for i in $(seq "$REPS"); do
+        vals+=("$(ip netns exec "$ns" "$@" | awk '{print $1}')")
+    done
+    RESULT[$name]=$(printf '%s\n' "${vals[@]}" | median)
+    log "$name: ${vals[*]} -> median ${RESULT[$name]}"
+    echo "case=$name median=${RESULT[$name]} runs=${vals[*]}"
+}
+
+ip netns add $NS_ZT; ip -n $NS_ZT link set lo up
+ip netns add $NS_VA; ip -n $NS_VA link set lo up
+ip netns add $NS_VB; ip -n $NS_VB link set lo up
+ip link add zbva type veth peer name zbvb
+ip link set zbva netns $NS_VA; ip link set zbvb netns $NS_VB
+ip -n $NS_VA addr add 10.202.0.1/24 dev zbva; ip -n $NS_VB addr add 10.202.0.2/24 dev zbvb
+ip -n $NS_VA link set zbva up; ip -n $NS_VB link set zbvb up
+ip netns exec $NS_VB "$BLAST" serve 10.202.0.2 & PIDS+=($!)
+
+mkdir -p "$TMP/etc/networks.d" "$TMP/run"
+for MTU in $MTUS; do
+    cat > "$TMP/etc/networks.d/bench.conf" <<CONF
+[Network]
+Interface=zbtap
+MTU=$MTU
+Address=10.201.0.2/24
+KernelAddress=10.201.0.1/24
+Services=echo discard chargen
+CONF
+    ip netns exec $NS_ZT "$ZTAPD" --config-dir "$TMP/etc" --run-dir "$TMP/run" 2>"$TMP/ztapd.log" & ZPID=$!
+    PIDS+=($ZPID)
+    for _ in $(seq 100); do [ -S "$TMP/run/control.sock" ] && break; sleep 0.1; done
+    sleep 0.5
+    ip -n $NS_VA link set zbva mtu "$MTU"; ip -n $NS_VB link set zbvb mtu "$MTU"
+    log "MTU $MTU"
+    runcase "ztap_discard_$MTU" $NS_ZT "$BLAST" send 10.201.0.2 9 "$DUR"
+    runcase "veth_send_$MTU"    $NS_VA "$BLAST" send 10.202.0.2 9 "$DUR"
+    runcase "ztap_chargen_$MTU" $NS_ZT "$BLAST" recv 10.201.0.2 19 "$DUR"
+    runcase "veth_recv_$MTU"    $NS_VA "$BLAST" recv 10.202.0.2 19 "$DUR"
+    runcase "ztap_rr_$MTU"      $NS_ZT "$BLAST" rr 10.201.0.2 7 "$DUR" 64
+    runcase "veth_rr_$MTU"      $NS_VA "$BLAST" rr 10.202.0.2 7 "$DUR" 64
+    kill -TERM $ZPID; wait $ZPID 2>/dev/null || true
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+echo
+echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+echo "Command: bench/netstack.sh (DUR=$DUR REPS=$REPS), median of $REPS runs"
+echo
+echo "| MTU | case | ztap | kernel veth | ztap / veth |"
+echo "|---|---|---|---|---|"
+for MTU in $MTUS; do
+    echo "| $MTU | kernel -> stack (discard), Gbit/s | ${RESULT[ztap_discard_$MTU]} | ${RESULT[veth_send_$MTU]} | $(ratio "${RESULT[ztap_discard_$MTU]}" "${RESULT[veth_send_$MTU]}") |"
+    echo "| $MTU | stack -> kernel (chargen), Gbit/s | ${RESULT[ztap_chargen_$MTU]} | ${RESULT[veth_recv_$MTU]} | $(ratio "${RESULT[ztap_chargen_$MTU]}" "${RESULT[veth_recv_$MTU]}") |"
+    echo "| $MTU | echo 64 B round trip, median µs | ${RESULT[ztap_rr_$MTU]} | ${RESULT[veth_rr_$MTU]} | $(ratio "${RESULT[ztap_rr_$MTU]}" "${RESULT[veth_rr_$MTU]}") |"
+done
