@@ -177,7 +177,15 @@ public final class Daemon: PhySocketHandler {
             if let user = daemonConfig.user, !user.isEmpty {
                 // The run directory must stay usable after the switch.
                 if let pw = getpwnam(user) {
-                    _ = chown(options.runDir, pw.pointee.pw_uid, pw.pointee.pw_gid)
+                    // The run directory and networks.d stay the daemon's to manage after the
+                    // switch (join/set/leave edit networks.d); ztapd.conf stays root's.
+                    let uid = pw.pointee.pw_uid, gid = pw.pointee.pw_gid
+                    _ = chown(options.runDir, uid, gid)
+                    _ = mkdir(networksDir, 0o755)
+                    _ = chown(networksDir, uid, gid)
+                    for f in (try? FileManager.default.contentsOfDirectory(atPath: networksDir)) ?? [] where f.hasSuffix(".conf") {
+                        _ = chown(networksDir + "/" + f, uid, gid)
+                    }
                 }
                 try Capabilities.switchUser(user)
                 logger.info("switched to user \(user)")

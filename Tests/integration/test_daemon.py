@@ -278,3 +278,22 @@ def test_systemd_unit_verifies(tmpdir_world):
 def shutil_which(name):
     import shutil
     return shutil.which(name)
+
+
+def test_user_switch_keeps_only_cap_net_admin(daemon_factory, netns):
+    d = daemon_factory(networks={"a": NET_A}, daemon_conf="[Daemon]\nUser=nobody\n").start()
+    status = open(f"/proc/{d.pid}/status").read()
+    fields = dict(l.split(":\t", 1) for l in status.splitlines() if ":\t" in l)
+    assert fields["Uid"].split()[1] == "65534", fields["Uid"]
+    assert int(fields["CapEff"], 16) == 1 << 12
+    assert netns.link("zta0") is not None
+    # Netlink still works for live changes after the switch.
+    d.ctl("set", "a", "MTU=2900")
+    assert netns.link("zta0")["mtu"] == 2900
+
+
+def test_ztapd_run_dir_env_for_ztctl(daemon_factory):
+    d = daemon_factory().start()
+    env = dict(os.environ, ZTAPD_RUN_DIR=d.run_dir)
+    r = subprocess.run([os.path.join(BIN, "ztctl"), "status"], capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0 and "version" in r.stdout
