@@ -548,6 +548,8 @@ final class TCPConnection {
         }
         sndUna = ack
         if sndNxt < sndUna { sndNxt = sndUna }
+        // Keep the Nagle marker inside the live window so sequence wrap can never revive it.
+        if lastSmallEnd < sndUna { lastSmallEnd = sndUna }
 
         // RTT sample: timestamps on every ACK of new data (RFC 7323 §4.1), else Karn's rule.
         if tsOK, let ts = options.timestamp, ts.echoReply != 0 {
@@ -1023,9 +1025,11 @@ final class TCPConnection {
                 if len < avail {
                     // Window-limited fragment (sender SWS avoidance, RFC 9293 §3.8.6.2.1).
                     if sndUna < sndMax && len < maxSndWnd / 2 { break }
-                } else if !noDelay && sndUna < lastSmallEnd {
+                } else if !noDelay && sndUna < lastSmallEnd && !(sndMax < lastSmallEnd) {
                     // Nagle (RFC 896) in Minshall's form, like Linux: hold a small segment only
-                    // while an earlier small segment is unacknowledged.
+                    // while an earlier small segment is unacknowledged. The end must lie in
+                    // (SND.UNA, SND.MAX]: a stale or never-set value (0 compares "after" any
+                    // ISS in the upper half of the sequence space) would hold data forever.
                     break
                 }
             }
