@@ -101,13 +101,29 @@ final class TCPConnection {
     @exclusivity(unchecked) var inRecovery = false
     @exclusivity(unchecked) var recover = SeqNumber(0)
     @exclusivity(unchecked) var dupAcks = 0
-    @exclusivity(unchecked) var scoreboard: [(start: SeqNumber, end: SeqNumber)] = []
+    /// Segments in flight with their send times and SACK/lost marks (RACK, RFC 8985).
+    @exclusivity(unchecked) var txq = TxQueue()
+    /// Bytes of `txq` records SACKed, and marked lost but not yet resent.
     @exclusivity(unchecked) var sackedBytes = 0
-    @exclusivity(unchecked) var rexmitNext = SeqNumber(0)
-    @exclusivity(unchecked) var rexmitLimit = SeqNumber(0)
+    @exclusivity(unchecked) var sackedSegments = 0
+    @exclusivity(unchecked) var lostBytes = 0
+    /// RACK state: send time and end of the most recently sent segment known delivered, the RTT
+    /// it measured, the minimum RTT seen, and whether the path was seen to reorder.
+    @exclusivity(unchecked) var rackXmit: UInt64 = 0
+    @exclusivity(unchecked) var rackEnd = SeqNumber(0)
+    @exclusivity(unchecked) var rackRTT: UInt64 = 0
+    @exclusivity(unchecked) var minRTT: UInt64 = .max
+    @exclusivity(unchecked) var reorderingSeen = false
+    /// Tail loss probes sent since new data was last acknowledged (RFC 8985 §7 allows one; a
+    /// second one, later, saves an RTO when the first probe is lost too).
+    @exclusivity(unchecked) var tlpProbes = 0
+    /// Segments the next output may send beyond the congestion window (a loss probe's new data).
+    @exclusivity(unchecked) var probeQuota = 0
+    /// Entering recovery resends the first lost segment whatever the pipe (RFC 6675 §5 step 4.2).
+    @exclusivity(unchecked) var forceRetransmit = false
     @exclusivity(unchecked) var cwndLimited = false
-    /// Set by a retransmission timeout until everything sent before it is acknowledged: duplicate
-    /// ACKs caused by the go-back-N resend must not start a fast retransmit (RFC 6582 §4.1).
+    /// Set by a retransmission timeout until everything sent before it is acknowledged: the
+    /// window was already cut, losses found meanwhile must not cut it again (RFC 6582 §4.1).
     @exclusivity(unchecked) var rtoRecovery = false
     /// End of the last small (sub-MSS) segment sent, for Minshall's Nagle variant.
     @exclusivity(unchecked) var lastSmallEnd = SeqNumber(0)
@@ -116,6 +132,9 @@ final class TCPConnection {
     @exclusivity(unchecked) var rtoAt: Instant?
     @exclusivity(unchecked) var delAckAt: Instant?
     @exclusivity(unchecked) var persistAt: Instant?
+    /// RACK reordering-window timer and tail loss probe timer.
+    @exclusivity(unchecked) var rackAt: Instant?
+    @exclusivity(unchecked) var tlpAt: Instant?
     @exclusivity(unchecked) var keepAliveAt: Instant?
     @exclusivity(unchecked) var closeAt: Instant?        // TIME-WAIT expiry or orphaned FIN-WAIT-2 timeout
     @exclusivity(unchecked) var persistBackoff = 0
@@ -159,11 +178,8 @@ final class TCPConnection {
         quickAcks = cfg.quickAckSegments
         cc = CongestionController(algorithm: congestion, mss: 536, initialSegments: cfg.initialWindowSegments)
         ooo.reserveCapacity(cfg.maxOutOfOrderRanges)
-        scoreboard.reserveCapacity(Self.scoreboardCapacity)
         rcvShift = cfg.windowScaling ? Self.shift(for: rxBufferSize) : 0
     }
-
-    static let scoreboardCapacity = 32
 
     /// Smallest shift that lets a 16-bit window field cover `size` (RFC 7323 §2.3, max 14).
     static func shift(for size: Int) -> Int {
@@ -487,20 +503,23 @@ final class TCPConnection {
         let seq = seg.sequenceNumber
         let window = Int(seg.window) << sndShift
         let flight = sndMax - sndUna
-
-        if sackOK, options.sackBlocks.count > 0 { updateScoreboard(options.sackBlocks) }
+        let prevRackEnd = rackEnd
 
         if sndUna < ack {
-            newAck(ack, options: options, now: now)
+            newAck(ack, options: options, prevRackEnd: prevRackEnd, now: now)
         } else if ack == sndUna, payloadCount == 0, !flags.contains(.syn), !flags.contains(.fin), flight > 0,
                   window == sndWnd, window > 0 {
             dupAcks &+= 1
-            if !inRecovery && !rtoRecovery {
-                if dupAcks >= 3 || (sackOK && sackedBytes >= 3 &* payloadMss) { enterRecovery() }
-            } else if sackOK {
-                rexmitLimit = SeqNumber.max(rexmitLimit, sackLossLimit())
+            // Without SACK (or with segments RACK cannot see) three duplicate ACKs mean the
+            // first segment is lost (RFC 5681 §3.2).
+            if dupAcks == 3, !inRecovery, !rtoRecovery, !sackOK || sackedSegments == 0 {
+                markHeadLost()
+                enterRecovery()
             }
         }
+        // SACK blocks ride on data segments too (the echo case): use them from every ACK.
+        if sackOK, options.sackBlocks.count > 0 { applySack(options.sackBlocks, prevRackEnd: prevRackEnd, now: now) }
+        if !txq.isEmpty { detectLosses(now: now) }
 
         // Window update (RFC 9293 §3.10.7.4: only from newer segments).
         if sndWl1 < seq || (sndWl1 == seq && !(ack < sndWl2)) {
@@ -513,7 +532,7 @@ final class TCPConnection {
                 persistAt = nil
                 persistBackoff = 0
                 // Resend the probe byte (and anything else sent into the closed window).
-                if !inRecovery { sndNxt = sndUna }
+                if !inRecovery { goBackN() }
             }
         }
 
@@ -536,7 +555,7 @@ final class TCPConnection {
         return true
     }
 
-    private func newAck(_ ack: SeqNumber, options: TCPSegmentOptions, now: Instant) {
+    private func newAck(_ ack: SeqNumber, options: TCPSegmentOptions, prevRackEnd: SeqNumber, now: Instant) {
         let acked = ack - sndUna
         let wasCwndLimited = cwndLimited || (sndMax - sndUna) &* 2 >= cc.cwnd
         if let tx, txBase < ack {
@@ -548,9 +567,17 @@ final class TCPConnection {
         }
         sndUna = ack
         if sndNxt < sndUna { sndNxt = sndUna }
+        // Keep the Nagle marker inside the live window so sequence wrap can never revive it.
+        if lastSmallEnd < sndUna { lastSmallEnd = sndUna }
+        let newest = popAcked(prevRackEnd: prevRackEnd, now: now)
 
-        // RTT sample: timestamps on every ACK of new data (RFC 7323 §4.1), else Karn's rule.
-        if tsOK, let ts = options.timestamp, ts.echoReply != 0 {
+        // RTT sample: the send time of the newest segment this ACK covers when it was sent only
+        // once (Karn), at full clock resolution; else timestamps (RFC 7323 §4.1, 1 ms ticks);
+        // else the timed segment.
+        if newest > 0 {
+            rttSample(now.nanoseconds &- newest)
+            rttSeq = nil
+        } else if tsOK, let ts = options.timestamp, ts.echoReply != 0 {
             let r = tsNow(now) &- ts.echoReply
             if r < 60_000 { rttSample(UInt64(r) &* 1_000_000) }
         } else if let rs = rttSeq, !(ack < rs) {
@@ -560,24 +587,17 @@ final class TCPConnection {
         retries = 0
         backoff = 0
         dupAcks = 0
+        tlpProbes = 0
         if rtoRecovery && !(ack < recover) { rtoRecovery = false }
-
-        // Scoreboard below the cumulative ACK is obsolete.
-        if !scoreboard.isEmpty { trimScoreboard() }
 
         if inRecovery {
             if !(ack < recover) {
                 inRecovery = false
+                forceRetransmit = false
                 cc.cwnd = max(min(cc.ssthresh, (sndMax - sndUna) &+ payloadMss), payloadMss)
-            } else {
+            } else if !sackOK {
                 // Partial ACK (RFC 6582 §3.2): the next hole is lost too.
-                if rexmitNext < sndUna { rexmitNext = sndUna }
-                if !sackOK {
-                    rexmitNext = sndUna
-                    rexmitLimit = sndUna + payloadMss
-                } else {
-                    rexmitLimit = SeqNumber.max(rexmitLimit, sackLossLimit())
-                }
+                markHeadLost()
             }
         } else {
             cc.onAck(acked: acked, mss: payloadMss, now: now, srtt: Duration(nanoseconds: srtt),
@@ -585,82 +605,237 @@ final class TCPConnection {
         }
         cwndLimited = false
         rtoAt = sndUna == sndMax ? nil : now + effectiveRTO
+        tlpAt = probeTimeout(now: now)
     }
 
     var lowWater: Int { min(txBufferSize / 2, 256 << 10) }
 
-    // MARK: - SACK scoreboard (sender side)
+    // MARK: - Loss detection (RACK-TLP, RFC 8985, with RFC 6675 accounting)
 
-    private func updateScoreboard(_ blocks: TCPSackBlocks) {
-        for i in 0..<blocks.count {
-            var (s, e) = blocks[i]
+    /// Records a segment just sent at SND.NXT (new data, or data resent after a go-back-N).
+    @inline(__always)
+    func recordSent(_ start: SeqNumber, _ end: SeqNumber, retransmission: Bool, now: Instant) {
+        // Only a contiguous queue starting at SND.UNA is useful; anything else (which the
+        // go-back-N paths prevent) is simply left untracked and the RTO covers it.
+        if let l = txq.last {
+            guard l.end == start else { return }
+        } else {
+            guard start == sndUna else { return }
+        }
+        txq.append(TxRecord(start: start, end: end, sentAt: now.nanoseconds,
+                            flags: retransmission ? TxRecord.retransmitted : 0))
+    }
+
+    /// Forgets the per-segment state and resends from SND.UNA (after a closed window reopens,
+    /// or an RTO when the queue is not usable).
+    func goBackN() {
+        sndNxt = sndUna
+        txq.removeAll()
+        sackedBytes = 0
+        sackedSegments = 0
+        lostBytes = 0
+        rackAt = nil
+    }
+
+    /// Drops records below SND.UNA; returns the send time of the newest one that was sent once
+    /// and not SACKed before (an RTT sample), or 0.
+    private func popAcked(prevRackEnd: SeqNumber, now: Instant) -> UInt64 {
+        var newest: UInt64 = 0
+        while var r = txq.first, r.start < sndUna {
+            if !(sndUna < r.end) {
+                txq.removeFirst()
+                if r.isSacked {
+                    sackedBytes &-= r.length
+                    sackedSegments &-= 1
+                } else {
+                    if r.isLost { lostBytes &-= r.length }
+                    delivered(r, prevRackEnd: prevRackEnd, now: now)
+                    if !r.isRetransmitted && r.sentAt > newest { newest = r.sentAt }
+                }
+                continue
+            }
+            // The ACK ends inside this record (odd peer, or resegmented data): trim it.
+            let cut = sndUna - r.start
+            if r.isSacked { sackedBytes &-= cut } else if r.isLost { lostBytes &-= cut }
+            r.start = sndUna
+            txq[0] = r
+            break
+        }
+        if txq.isEmpty {
+            // Nothing tracked is left: the counters must agree.
+            sackedBytes = 0; sackedSegments = 0; lostBytes = 0; rackAt = nil
+        }
+        return newest
+    }
+
+    private func applySack(_ blocks: TCPSackBlocks, prevRackEnd: SeqNumber, now: Instant) {
+        for b in 0..<blocks.count {
+            let (s, e) = blocks[b]
             if !(sndUna < e) || sndMax < e || !(s < e) { continue }   // D-SACK, stale or bogus
-            if s < sndUna { s = sndUna }
-            insertRange(&scoreboard, s, e, capacity: Self.scoreboardCapacity)
+            guard var i = txq.index(containing: SeqNumber.max(s, sndUna)) else { continue }
+            // Only whole records count: the peer SACKs the segments it got.
+            if txq[i].start < s { i &+= 1 }
+            while i < txq.count {
+                var r = txq[i]
+                if e < r.end { break }
+                if !r.isSacked {
+                    if r.isLost { lostBytes &-= r.length }
+                    r.flags = (r.flags | TxRecord.sacked) & ~TxRecord.lost
+                    txq[i] = r
+                    sackedBytes &+= r.length
+                    sackedSegments &+= 1
+                    delivered(r, prevRackEnd: prevRackEnd, now: now)
+                }
+                i &+= 1
+            }
         }
-        sackedBytes = 0
-        for r in scoreboard { sackedBytes &+= r.end - r.start }
     }
 
-    private func trimScoreboard() {
+    /// RACK_update (RFC 8985 §6.2 step 2): remember the most recently sent delivered segment.
+    private func delivered(_ r: TxRecord, prevRackEnd: SeqNumber, now: Instant) {
+        let rtt = now.nanoseconds &- r.sentAt
+        // A retransmission acknowledged sooner than the path can answer was the original's ACK.
+        if r.isRetransmitted && rtt < minRTT { return }
+        if !r.isRetransmitted {
+            if rtt < minRTT { minRTT = rtt }
+            // Sent once, delivered after something sent later: the path reorders.
+            if r.end < prevRackEnd { reorderingSeen = true }
+        }
+        rackRTT = rtt
+        if r.sentAt > rackXmit || (r.sentAt == rackXmit && rackEnd < r.end) {
+            rackXmit = r.sentAt
+            rackEnd = r.end
+        }
+    }
+
+    /// Reordering window (RFC 8985 §6.2 step 4): none once the loss is certain, else a quarter
+    /// of the minimum RTT, at least 1 ms (the loop's timer resolution), at most SRTT.
+    private var reorderWindow: UInt64 {
+        if !reorderingSeen && (inRecovery || rtoRecovery || sackedSegments >= 3) { return 0 }
+        let q = minRTT == .max ? 0 : minRTT / (reorderingSeen ? 1 : 4)
+        return max(min(q, srtt), 1_000_000)
+    }
+
+    /// RACK_detect_loss (RFC 8985 §6.2 step 5): a segment sent before the newest delivered one is
+    /// lost once it has had an RTT plus the reordering window to arrive.
+    private func detectLosses(now: Instant) {
+        // Steady state without loss: the head was sent after everything delivered, so the scan
+        // stops at once.
+        guard rackXmit > 0 else { return }
+        let reo = reorderWindow
+        var timeout: UInt64 = .max
+        var marked = false
         var i = 0
-        while i < scoreboard.count {
-            if !(sndUna < scoreboard[i].end) { scoreboard.remove(at: i); continue }
-            if scoreboard[i].start < sndUna { scoreboard[i].start = sndUna }
+        while i < txq.count {
+            var r = txq[i]
             i &+= 1
+            if r.isSacked || r.isLost { continue }
+            // Same instant: originals go in sequence order; a resend cannot be judged yet.
+            let before = r.sentAt < rackXmit || (r.sentAt == rackXmit && r.end < rackEnd && !r.isRetransmitted)
+            if !before {
+                // Originals are in send order: none further on was sent earlier.
+                if r.isRetransmitted { continue } else { break }
+            }
+            let deadline = r.sentAt &+ rackRTT &+ reo
+            if deadline <= now.nanoseconds {
+                r.flags |= TxRecord.lost
+                txq[i &- 1] = r
+                lostBytes &+= r.length
+                marked = true
+            } else if deadline < timeout {
+                timeout = deadline
+            }
         }
-        sackedBytes = 0
-        for r in scoreboard { sackedBytes &+= r.end - r.start }
+        rackAt = timeout == .max ? nil : Instant(nanoseconds: timeout)
+        if marked && !inRecovery && !rtoRecovery { enterRecovery() }
     }
 
-    /// Highest sequence below which holes count as lost: the start of the SACKed block at which at
-    /// least 3 segments' worth of data has been SACKed above (RFC 6675 IsLost, in bytes).
-    private func sackLossLimit() -> SeqNumber {
-        var above = 0
-        var i = scoreboard.count &- 1
-        while i >= 0 {
-            above &+= scoreboard[i].end - scoreboard[i].start
-            if above >= 3 &* payloadMss { return scoreboard[i].start }
-            i &-= 1
-        }
-        return sndUna
+    /// NewReno-style loss: the first unacknowledged segment.
+    private func markHeadLost() {
+        guard var r = txq.first, !r.isSacked, !r.isLost else { return }
+        r.flags |= TxRecord.lost
+        txq[0] = r
+        lostBytes &+= r.length
     }
 
     private func enterRecovery() {
         inRecovery = true
+        DBG.rec &+= 1
         recover = sndMax
-        let flight = sndMax - sndUna
-        cc.onLoss(flight: flight, mss: payloadMss)
-        rexmitNext = sndUna
-        rexmitLimit = SeqNumber.max(sackLossLimit(), sndUna + min(payloadMss, flight))
-    }
-
-    /// Next hole at or after `from` below `limit`, not covered by the scoreboard.
-    private func nextHole(from: SeqNumber, limit: SeqNumber) -> (SeqNumber, Int)? {
-        var s = SeqNumber.max(from, sndUna)
-        for r in scoreboard {
-            if !(s < limit) { return nil }
-            if s < r.start { return (s, min(r.start, limit) - s) }
-            if s < r.end { s = r.end }
-        }
-        return s < limit ? (s, limit - s) : nil
+        cc.onLoss(flight: sndMax - sndUna, mss: payloadMss)
+        forceRetransmit = true
     }
 
     /// Bytes in the network (RFC 6675 pipe): sent, not SACKed, not deemed lost unless resent.
     private var pipe: Int {
-        if !inRecovery {
-            return max((sndNxt - sndUna) &- sackedBytes, 0)
-        }
-        let flight = sndMax - sndUna
+        let flight = sndNxt - sndUna
         var sacked = sackedBytes
-        if !sackOK { sacked = min(dupAcks &* payloadMss, flight) }   // NewReno inflation
-        var lost = 0
-        var from = SeqNumber.max(rexmitNext, sndUna)
-        while case let (s, n)? = nextHole(from: from, limit: rexmitLimit) {
-            lost &+= n
-            from = s + n
+        if inRecovery && !sackOK { sacked = min(dupAcks &* payloadMss, flight) }   // NewReno inflation
+        return max(flight &- sacked &- lostBytes, 0)
+    }
+
+    static let maxLossProbes = 3
+
+    /// Probe timeout (RFC 8985 §7.2): two RTTs, plus room for the peer's delayed ACK when a
+    /// single segment is out; nil when the RTO would come first anyway. Unlike RFC 8985 it also
+    /// runs during recovery, once nothing is waiting to be resent: a lost retransmission is only
+    /// seen when something sent after it is delivered, and this is what gets it delivered.
+    private func probeTimeout(now: Instant) -> Instant? {
+        guard sackOK, tlpProbes < Self.maxLossProbes, hasRTT, sndUna < sndMax, !txq.isEmpty,
+              sndWnd > 0, sndNxt == sndMax else {
+            return nil
         }
-        return max(flight &- sacked &- lost, 0)
+        let base = 2 &* srtt &+ (txq.count == 1 ? Self.probeDelayedAck : 2_000_000)
+        let pto = base << UInt64(tlpProbes)
+        if pto >= effectiveRTO.nanoseconds { return nil }
+        if let r = rtoAt, r.nanoseconds <= now.nanoseconds &+ pto { return nil }
+        return now + Duration(nanoseconds: pto)
+    }
+
+    /// Worst-case delayed ACK assumed for a lone segment (Linux acks within 40 ms, usually at once).
+    static let probeDelayedAck: UInt64 = 20_000_000
+
+    /// Tail loss probe: the first segment waiting to be resent if the window holds it back,
+    /// else one new segment (beyond cwnd), else the highest segment not SACKed, so that the
+    /// peer's ACK reveals what was lost without an RTO. The output that follows sends it.
+    private func sendLossProbe(now: Instant) {
+        guard isSynchronized, sndUna < sndMax, tlpProbes < Self.maxLossProbes, sndWnd > 0, sndNxt == sndMax else {
+            return
+        }
+        tlpProbes &+= 1
+        DBG.tlp &+= 1
+        if lostBytes > 0 { forceRetransmit = true } else { probeQuota = 1 }
+    }
+
+    /// Resends the highest segment not SACKed (a probe when there is no new data to send).
+    private func probeLastSegment(now: Instant, tx out: some IPv4Transmitter) {
+        var i = txq.count &- 1
+        while i >= 0 && txq[i].isSacked { i &-= 1 }
+        guard i >= 0 else { return }
+        var r = txq[i]
+        if r.isLost { lostBytes &-= r.length }
+        transmitRecord(r, now: now, tx: out)
+        r.sentAt = now.nanoseconds
+        r.flags = (r.flags | TxRecord.retransmitted) & ~TxRecord.lost
+        txq[i] = r
+        if rtoAt == nil { rtoAt = now + effectiveRTO }
+    }
+
+    /// Sends the bytes (and FIN) of one record again, in MSS-sized pieces.
+    private func transmitRecord(_ r: TxRecord, now: Instant, tx out: some IPv4Transmitter) {
+        let mss = max(sndMss &- optionLength(ack: true), 1)
+        let dataEnd = txBase + (tx?.count ?? 0)
+        var s = r.start
+        while s < r.end {
+            let dataLen = min(r.end - s, mss, max(dataEnd - s, 0))
+            let fin = finQueued && s + dataLen == dataEnd && dataEnd < r.end
+            if dataLen == 0 && !fin { break }
+            var f: TCPFlags = .ack
+            if fin { f.insert(.fin) }
+            sendSegment(seq: s, flags: f, dataOffset: s - txBase, dataCount: dataLen, now: now, tx: out)
+            retransmissions &+= 1
+            s = s + (dataLen &+ (fin ? 1 : 0))
+        }
     }
 
     // MARK: - Receiving data
@@ -775,6 +950,8 @@ final class TCPConnection {
     private func enterTimeWait(now: Instant) {
         state = .timeWait
         rtoAt = nil
+        rackAt = nil
+        tlpAt = nil
         persistAt = nil
         keepAliveAt = nil
         delAckAt = nil
@@ -807,9 +984,10 @@ final class TCPConnection {
 
     /// Ends the connection: reports it (failure or close) and lets the layer drop it.
     func terminate(error: SocketError?, now: Instant) {
+        DBG.report(self)
         let wasTimeWait = state == .timeWait
         state = .closed
-        rtoAt = nil; delAckAt = nil; persistAt = nil; keepAliveAt = nil; closeAt = nil
+        rtoAt = nil; delAckAt = nil; persistAt = nil; keepAliveAt = nil; closeAt = nil; rackAt = nil; tlpAt = nil
         ackNow = false
         needSyn = false
         if userVisible {
@@ -821,7 +999,8 @@ final class TCPConnection {
     // MARK: - Timers
 
     var nextDeadline: Instant? {
-        earliest(earliest(earliest(rtoAt, delAckAt), earliest(persistAt, keepAliveAt)), closeAt)
+        earliest(earliest(earliest(earliest(rtoAt, delAckAt), earliest(persistAt, keepAliveAt)), closeAt),
+                 earliest(rackAt, tlpAt))
     }
 
     func timersFired(now: Instant, tx out: some IPv4Transmitter) {
@@ -834,6 +1013,14 @@ final class TCPConnection {
             rtoAt = nil
             retransmitTimeout(now: now)
             if state == .closed { return }
+        }
+        if let t = rackAt, t <= now {
+            rackAt = nil
+            detectLosses(now: now)
+        }
+        if let t = tlpAt, t <= now {
+            tlpAt = nil
+            sendLossProbe(now: now)
         }
         if let t = persistAt, t <= now {
             persistAt = nil
@@ -873,7 +1060,7 @@ final class TCPConnection {
             // The peer's window is closed: probing it is the persist timer's job, and an
             // unanswered probe is not a reason to give up (the peer keeps ACKing).
             retries &-= 1
-            sndNxt = sndUna
+            goBackN()
             persistAt = now
             return
         }
@@ -881,17 +1068,39 @@ final class TCPConnection {
             fail(.timedOut, now: now)
             return
         }
+        DBG.rto &+= 1
+        if DBG.rto < 40 { DBG.log("RTO flight=\(sndMax - sndUna) recs=\(txq.count) lost=\(lostBytes) sacked=\(sackedBytes) inRec=\(inRecovery) rtoRec=\(rtoRecovery) cwnd=\(cc.cwnd) tlp=\(tlpProbes) wnd=\(sndWnd) una=\(sndUna) nxt=\(sndNxt) max=\(sndMax) head=\(String(describing: txq.first)) now=\(now.nanoseconds/1000)") }
         cc.onTimeout(flight: sndMax - sndUna, mss: payloadMss)
         inRecovery = false
         dupAcks = 0
-        // RFC 2018 §8: after a timeout the receiver may have reneged; forget the scoreboard.
-        scoreboard.removeAll(keepingCapacity: true)
-        sackedBytes = 0
         recover = sndMax
         rtoRecovery = true
-        sndNxt = sndUna
-        backoff &+= 1
+        forceRetransmit = false
+        tlpAt = nil
+        tlpProbes = 0
         rttSeq = nil
+        // Everything not SACKed is lost (RFC 8985 §6.3); it is resent as the window allows,
+        // SACKed segments are not. A second timeout in a row may mean the peer reneged on its
+        // SACKs (RFC 2018 §8): then resend everything.
+        let tracked = txq.first?.start == sndUna && txq.last?.end == sndMax && sndNxt == sndMax
+        if tracked {
+            let forgetSacks = backoff > 0
+            lostBytes = 0
+            for i in 0..<txq.count {
+                var r = txq[i]
+                if forgetSacks { r.flags &= ~TxRecord.sacked }
+                if !r.isSacked {
+                    r.flags |= TxRecord.lost
+                    lostBytes &+= r.length
+                }
+                txq[i] = r
+            }
+            if forgetSacks { sackedBytes = 0; sackedSegments = 0 }
+            rackAt = nil
+        } else {
+            goBackN()
+        }
+        backoff &+= 1
     }
 
     private func keepAliveTimer(now: Instant, tx out: some IPv4Transmitter) {
@@ -918,6 +1127,7 @@ final class TCPConnection {
             // Zero-window probe carrying one byte (RFC 9293 §3.8.6.1).
             let off = sndUna - txBase
             sendSegment(seq: sndUna, flags: .ack, dataOffset: off, dataCount: 1, now: now, tx: out)
+            if sndNxt == sndUna { recordSent(sndUna, sndUna + 1, retransmission: false, now: now) }
             if sndNxt < sndUna + 1 { sndNxt = sndUna + 1 }
             if sndMax < sndNxt { sndMax = sndNxt }
             persistBackoff &+= 1
@@ -967,19 +1177,20 @@ final class TCPConnection {
         let mss = max(sndMss &- optionLength(ack: true), 1)
         let dataEnd = txBase + tx.count
 
-        // 1. Loss recovery: resend holes first (RFC 6675 §5 NextSeg rule 1).
-        if inRecovery {
-            while pipe < cwnd, case let (s, n)? = nextHole(from: rexmitNext, limit: rexmitLimit) {
-                let dataLen = min(n, mss, max(dataEnd - s, 0))
-                let fin = finQueued && s + dataLen == dataEnd && dataLen < n
-                if dataLen == 0 && !fin { rexmitNext = s + n; continue }
-                var f: TCPFlags = .ack
-                if fin { f.insert(.fin) }
-                sendSegment(seq: s, flags: f, dataOffset: s - txBase, dataCount: dataLen, now: now, tx: out)
-                retransmissions &+= 1
-                let used = dataLen &+ (fin ? 1 : 0)
-                rexmitNext = s + used
-                pipe &+= used
+        // 1. Loss recovery: resend segments marked lost first (RFC 6675 §5 NextSeg rule 1).
+        if lostBytes > 0 {
+            var i = 0
+            while (pipe < cwnd || forceRetransmit) && i < txq.count {
+                var r = txq[i]
+                i &+= 1
+                if !r.isLost { continue }
+                forceRetransmit = false
+                transmitRecord(r, now: now, tx: out)
+                r.sentAt = now.nanoseconds
+                r.flags = (r.flags | TxRecord.retransmitted) & ~TxRecord.lost
+                txq[i &- 1] = r
+                lostBytes &-= r.length
+                pipe &+= r.length
                 sent = true
                 if rtoAt == nil { rtoAt = now + effectiveRTO }
             }
@@ -996,6 +1207,7 @@ final class TCPConnection {
                 if finAfter && sndNxt == dataEnd {
                     sendSegment(seq: sndNxt, flags: [.ack, .fin], dataOffset: offset, dataCount: 0, now: now, tx: out)
                     if sndNxt < sndMax { retransmissions &+= 1 }
+                    recordSent(sndNxt, sndNxt + 1, retransmission: sndNxt < sndMax, now: now)
                     sndNxt += 1
                     if sndMax < sndNxt { sndMax = sndNxt }
                     if rtoAt == nil { rtoAt = now + effectiveRTO }
@@ -1014,8 +1226,14 @@ final class TCPConnection {
             var len = min(avail, mss, usable)
             if cwndRoom < len {
                 // Do not split segments for the congestion window unless nothing is in flight.
-                if pipe > 0 { cwndLimited = true; break }
-                len = max(cwndRoom, min(len, mss))
+                if probeQuota > 0 {
+                    // A loss probe may exceed cwnd by one segment.
+                } else if pipe > 0 {
+                    cwndLimited = true
+                    break
+                } else {
+                    len = max(cwndRoom, min(len, mss))
+                }
             }
             let fin = finAfter && len == avail
             let retrans = sndNxt < sndMax
@@ -1023,9 +1241,11 @@ final class TCPConnection {
                 if len < avail {
                     // Window-limited fragment (sender SWS avoidance, RFC 9293 §3.8.6.2.1).
                     if sndUna < sndMax && len < maxSndWnd / 2 { break }
-                } else if !noDelay && sndUna < lastSmallEnd {
+                } else if !noDelay && sndUna < lastSmallEnd && !(sndMax < lastSmallEnd) {
                     // Nagle (RFC 896) in Minshall's form, like Linux: hold a small segment only
-                    // while an earlier small segment is unacknowledged.
+                    // while an earlier small segment is unacknowledged. The end must lie in
+                    // (SND.UNA, SND.MAX]: a stale or never-set value (0 compares "after" any
+                    // ISS in the upper half of the sequence space) would hold data forever.
                     break
                 }
             }
@@ -1034,6 +1254,8 @@ final class TCPConnection {
             if len == avail { f.insert(.psh) }
             if len < mss { lastSmallEnd = sndNxt + len }
             sendSegment(seq: sndNxt, flags: f, dataOffset: offset, dataCount: len, now: now, tx: out)
+            probeQuota = 0
+            recordSent(sndNxt, sndNxt + (len &+ (fin ? 1 : 0)), retransmission: retrans, now: now)
             if retrans { retransmissions &+= 1 } else if rttSeq == nil && !tsOK {
                 rttSeq = sndNxt + len
                 rttStart = now
@@ -1054,6 +1276,13 @@ final class TCPConnection {
         }
         // Anything outstanding must be covered by a timer, or the connection could stall.
         if sndUna < sndMax && rtoAt == nil && persistAt == nil { rtoAt = now + effectiveRTO }
+        if probeQuota > 0 {
+            // The probe found no new data it could send: resend the last segment instead.
+            probeQuota = 0
+            probeLastSegment(now: now, tx: out)
+            sent = true
+        }
+        if sent || tlpAt == nil { tlpAt = probeTimeout(now: now) }
     }
 
     /// Option bytes on a non-SYN segment (layout of `sendSegment`).
@@ -1140,4 +1369,15 @@ func insertRange(_ list: inout [(start: SeqNumber, end: SeqNumber)], _ s: SeqNum
         list.remove(at: i &+ 1)
     }
     return true
+}
+
+import Glibc
+enum DBG {
+    nonisolated(unsafe) static var rto = 0
+    nonisolated(unsafe) static var tlp = 0
+    nonisolated(unsafe) static var rec = 0
+    static func log(_ m: String) { let s = m + "\n"; _ = s.withCString { write(2, $0, strlen($0)) } }
+    static func report(_ c: TCPConnection) {
+        log("CLOSE rto=\(rto) tlp=\(tlp) rec=\(rec) rexmit=\(c.retransmissions) srtt=\(c.srtt) minRTT=\(c.minRTT) reo=\(c.reorderingSeen) cwnd=\(c.cc.cwnd) sent=\(c.bytesSent)")
+    }
 }

@@ -245,6 +245,7 @@ public final class TCPLayer {
                 c.sndUna = c.iss
                 c.sndNxt = seg.ackNumber
                 c.sndMax = seg.ackNumber
+                c.lastSmallEnd = c.sndUna
                 c.txBase = seg.ackNumber
                 c.wsOK = false; c.rcvShift = 0; c.tsOK = false; c.sackOK = false
                 c.sndMss = min(mss, c.advertisedMss)
@@ -278,6 +279,7 @@ public final class TCPLayer {
         c.sndUna = c.iss
         c.sndNxt = c.iss
         c.sndMax = c.iss
+        c.lastSmallEnd = c.iss
         c.txBase = c.iss + 1
         c.sndWnd = Int(seg.window)
         c.maxSndWnd = c.sndWnd
@@ -445,6 +447,7 @@ public final class TCPLayer {
         c.sndUna = c.iss
         c.sndNxt = c.iss
         c.sndMax = c.iss
+        c.lastSmallEnd = c.iss
         c.txBase = c.iss + 1
         c.tsOffset = UInt32(truncatingIfNeeded: tupleHash(key, salt: 1))
         c.needSyn = true
