@@ -124,9 +124,10 @@ public final class NetStack {
             if let q = quote { sendICMPError(type: ICMPv4Type.timeExceeded, code: 1, quote: q) }
         })
         pumpTCPEvents()
+        services.dirty = false   // this poll sends what the services queued so far
         var tcpNext = tcp.poll(now: now, tx: self)
         pumpTCPEvents()
-        // Services may have queued data or freed window in reaction to events: send it now.
+        // Services reacted to events of this poll (ACKs freed txbuf, data arrived): send now.
         if services.dirty {
             services.dirty = false
             tcpNext = tcp.poll(now: now, tx: self)

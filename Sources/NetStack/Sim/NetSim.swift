@@ -103,8 +103,10 @@ public final class NetSim {
         for p in ports where p.id != port.id {
             if chance(f.dropRate) { dropped += 1; continue }
             var bytes = Array(frame)
-            if chance(f.corruptRate), !bytes.isEmpty {
-                let i = Int(rng.next() % UInt64(bytes.count))
+            // Only IPv4 frames are corrupted: ARP has no checksum of its own (a real link's FCS
+            // drops such frames), and a poisoned cache would only test the cache lifetime.
+            if chance(f.corruptRate), bytes.count > 14, bytes[12] == 0x08, bytes[13] == 0x00 {
+                let i = 14 + Int(rng.next() % UInt64(bytes.count - 14))
                 bytes[i] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
                 corrupted += 1
             }
