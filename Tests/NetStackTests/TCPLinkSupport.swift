@@ -20,10 +20,12 @@ final class SimLink {
         func maxPayload(to dst: IPv4Address) -> Int { link.mtu - 20 }
         func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
                       _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
-            var buf = [UInt8](repeating: 0, count: capacity)
+            // Like a real interface: never more than the MTU allows.
+            if capacity > link.mtu - 20 { link.oversize += 1 }
+            var buf = [UInt8](repeating: 0, count: min(capacity, link.mtu - 20))
             let n = buf.withUnsafeMutableBytes { fill($0) }
             guard n > 0 else { return true }
-            buf.removeLast(capacity - n)
+            buf.removeLast(buf.count - n)
             link.enqueue(toB: isA, src: src, dst: dst, bytes: buf)
             return true
         }
@@ -44,6 +46,7 @@ final class SimLink {
     var queue: [Flight] = []
     var order: UInt64 = 0
     var sentSegments = 0
+    var oversize = 0
     var droppedSegments = 0
     var eventsA: [SocketEvent] = []
     var eventsB: [SocketEvent] = []

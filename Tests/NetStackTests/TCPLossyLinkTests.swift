@@ -74,7 +74,7 @@ let debugLink = false
         let done: Set<TCPState?> = [.closed, .timeWait, nil]
         return Outcome(aToB: gotAB == dataAB, bToA: gotBA == dataBA,
                        statesOK: done.contains(sa) && done.contains(sb) && link.a.connectionCount == 0
-                           && link.b.connectionCount == 0,
+                           && link.b.connectionCount == 0 && link.oversize == 0,
                        simulatedMs: (link.now.nanoseconds - 1_000_000_000) / 1_000_000)
     }
 
@@ -89,5 +89,47 @@ let debugLink = false
     @Test func newRenoTransferSurvivesLoss() {
         let o = Self.transfer(size: 1 << 20, loss: 0.05, seed: 99, cc: .newReno)
         #expect(o.aToB && o.bToA && o.statesOK)
+    }
+}
+
+/// End-to-end behaviours between two real layers.
+@Suite struct TCPEndToEndTests {
+    let addrA = IPv4Address(10, 1, 0, 1), addrB = IPv4Address(10, 1, 0, 2)
+
+    @Test func connectionRefusedEndToEnd() throws {
+        let link = SimLink(config: TCPConfig(), seed: 5)
+        let c = try link.a.connect(local: IPv4Endpoint(addrA, 0), remote: IPv4Endpoint(addrB, 9), now: link.now)
+        for _ in 0..<20 where link.step() {}
+        #expect(link.eventsA == [.failed(c, .connectionRefused)])
+        #expect(link.a.connectionCount == 0 && link.b.connectionCount == 0)
+    }
+
+    @Test func simultaneousOpenEndToEnd() throws {
+        var cfg = TCPConfig()
+        cfg.timeWait = .seconds(1)
+        let link = SimLink(config: cfg, seed: 6)
+        let ea = IPv4Endpoint(addrA, 5000), eb = IPv4Endpoint(addrB, 6000)
+        let ca = try link.a.connect(local: ea, remote: eb, now: link.now)
+        let cb = try link.b.connect(local: eb, remote: ea, now: link.now)
+        var got: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 4096)
+        var sent = false
+        for _ in 0..<200 {
+            let more = link.step {
+                if !sent, link.a.info(ca)?.state == .established {
+                    sent = true
+                    _ = bytes(1000).withUnsafeBytes { try? link.a.send(ca, $0) }
+                    try? link.a.shutdownWrite(ca)
+                }
+                let n = buf.withUnsafeMutableBytes { (try? link.b.receive(cb, into: $0)) ?? 0 }
+                got += buf[0..<n]
+                if link.b.isPeerClosed(cb) { link.b.close(cb) }
+            }
+            if !more { break }
+        }
+        #expect(link.eventsA.first == .connected(ca))
+        #expect(link.eventsB.first == .connected(cb))
+        #expect(got == bytes(1000))
+        #expect(link.a.connectionCount == 0 && link.b.connectionCount == 0)
     }
 }

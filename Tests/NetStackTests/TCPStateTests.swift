@@ -756,3 +756,64 @@ import Testing
         #expect(h.layer.connectionCount == 0)
     }
 }
+
+@Suite struct TCPWindowScaleTests {
+    @Test func testEstablishedScaledWindowAdvertisement() throws {
+        let h = Harness { $0.receiveBufferSize = 4 << 20 }
+        let c = h.passiveEstablished(options: Harness.peerOptions(ws: 2))
+        let info = try #require(h.layer.info(c))
+        #expect(info.windowScaling)
+        h.inject(flags: .ack, window: 1000, payload: bytes(1000))
+        let out = h.sent()
+        // Our shift for 4 MiB is 7 (4 MiB >> 7 = 32768 fits 16 bits); the peer's is 2.
+        #expect(out.last?.window == UInt16(((4 << 20) - 1000) >> 7))
+        #expect(h.layer.info(c)?.peerWindow == 4000)
+    }
+
+    @Test func testKeepAliveDefaultFromConfig() throws {
+        let h = Harness { $0.keepAlive = true; $0.keepAliveIdle = .seconds(5); $0.keepAliveInterval = .seconds(1) }
+        _ = h.passiveEstablished()
+        h.run(untilMs: 5000)
+        let out = h.sent()
+        #expect(out.count == 1 && out[0].seq == h.peerAck &- 1)
+    }
+}
+
+@Suite struct TCPReceiveQueueTests {
+    @Test func testEstablishedOutOfOrderQueueIsBounded() throws {
+        let h = Harness { $0.maxOutOfOrderRanges = 2 }
+        let c = h.passiveEstablished(options: Harness.peerOptions(sack: true))
+        let base = h.peerSeq
+        let data = bytes(4000)
+        for k in [1, 2, 3] {   // three disjoint holes' worth of ranges; only two fit
+            h.inject(seq: base &+ UInt32(k * 1000), flags: .ack, payload: Array(data[(k * 1000)..<(k * 1000 + 500)]))
+        }
+        let last = try #require(h.sent().last)
+        #expect(last.options.sackBlocks.count == 2)
+        h.inject(seq: base, flags: .ack, payload: Array(data[0..<1000]))
+        #expect(h.read(c) == Array(data[0..<1500]))
+        // The dropped range is simply asked for again; once it arrives everything lines up.
+        h.inject(seq: base &+ 1500, flags: .ack, payload: Array(data[1500..<4000]))
+        #expect(h.read(c) == Array(data[1500..<4000]))
+        #expect(h.sent().last?.ack == base &+ 4000)
+    }
+
+    @Test func testSynReceivedRetransmitsSynAckThenGivesUp() throws {
+        let h = Harness { $0.synRetries = 1 }
+        let l = try h.layer.listen(local: h.local, backlog: 4)
+        h.inject(seq: 1000, ack: 0, flags: .syn)
+        let first = h.sent()
+        #expect(first.count == 1)
+        // A retransmitted SYN gets the SYN-ACK again at once.
+        h.inject(seq: 1000, ack: 0, flags: .syn)
+        let again = h.sent()
+        #expect(again.count == 1 && again[0].flags == [.syn, .ack] && again[0].seq == first[0].seq)
+        h.run(untilMs: 1000)
+        #expect(h.sent().count == 1)    // RTO retransmission
+        h.run(untilMs: 2000)
+        #expect(h.layer.connectionCount == 0)
+        #expect(h.takeEvents().isEmpty)
+        #expect(h.layer.listeners[h.local]?.synQueue == 0)
+        #expect(try h.layer.accept(l) == nil)
+    }
+}

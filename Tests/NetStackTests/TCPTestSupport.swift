@@ -6,10 +6,13 @@ final class RecordingTransmitter: IPv4Transmitter {
     struct Packet { var src: IPv4Address; var dst: IPv4Address; var bytes: [UInt8] }
     var maxPayloadBytes = 1480
     var packets: [Packet] = []
+    /// Segments asked for with more room than the path allows (a real interface drops them).
+    var oversize = 0
     func maxPayload(to dst: IPv4Address) -> Int { maxPayloadBytes }
     func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
                   _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
-        var buf = [UInt8](repeating: 0, count: capacity)
+        if capacity > maxPayloadBytes { oversize += 1 }
+        var buf = [UInt8](repeating: 0, count: min(capacity, maxPayloadBytes))
         let n = buf.withUnsafeMutableBytes { fill($0) }
         if n > 0 { packets.append(Packet(src: src, dst: dst, bytes: Array(buf[0..<n]))) }
         return true

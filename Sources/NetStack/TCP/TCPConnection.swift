@@ -48,7 +48,7 @@ final class TCPConnection {
 
     // Per-socket options.
     @exclusivity(unchecked) var noDelay: Bool
-    @exclusivity(unchecked) var keepAlive = false
+    @exclusivity(unchecked) var keepAlive: Bool
 
     // Send sequence variables.
     @exclusivity(unchecked) var iss = SeqNumber(0)
@@ -154,6 +154,7 @@ final class TCPConnection {
         self.txBufferSize = txBufferSize
         self.noDelay = noDelay
         let cfg = layer.config
+        keepAlive = cfg.keepAlive
         rto = cfg.initialRTO
         quickAcks = cfg.quickAckSegments
         cc = CongestionController(algorithm: congestion, mss: 536, initialSegments: cfg.initialWindowSegments)
@@ -281,6 +282,13 @@ final class TCPConnection {
             return .done
         }
 
+        // A retransmitted SYN in SYN-RECEIVED: our SYN-ACK was lost, send it again now.
+        if state == .synReceived, flags.contains(.syn), !flags.contains(.ack), !flags.contains(.rst), seq == irs {
+            needSyn = true
+            output(now: now, tx: out)
+            return .done
+        }
+
         // PAWS (RFC 7323 §5): drop segments whose timestamp is older than the last one seen.
         if tsOK, !flags.contains(.rst), let ts = options.timestamp {
             if Int32(bitPattern: ts.value &- tsRecent) < 0 {
@@ -322,14 +330,9 @@ final class TCPConnection {
             return .done
         }
 
-        // SYN in a synchronized state (RFC 5961 §4): challenge ACK. In SYN-RECEIVED, a
-        // retransmitted SYN means our SYN-ACK was lost.
+        // SYN in a synchronized state (RFC 5961 §4): challenge ACK.
         if flags.contains(.syn) {
-            if state == .synReceived && seq == irs {
-                needSyn = true
-            } else {
-                challengeAck(now: now)
-            }
+            challengeAck(now: now)
             output(now: now, tx: out)
             return .done
         }
@@ -959,7 +962,9 @@ final class TCPConnection {
         var sent = false
         var pipe = self.pipe
         let cwnd = cc.cwnd
-        let mss = payloadMss
+        // Data per segment: the MSS minus the options this segment carries (RFC 6691), SACK
+        // blocks included, so a full segment never exceeds the path MTU.
+        let mss = max(sndMss &- optionLength(ack: true), 1)
         let dataEnd = txBase + tx.count
 
         // 1. Loss recovery: resend holes first (RFC 6675 §5 NextSeg rule 1).
@@ -1049,6 +1054,13 @@ final class TCPConnection {
         }
         // Anything outstanding must be covered by a timer, or the connection could stall.
         if sndUna < sndMax && rtoAt == nil && persistAt == nil { rtoAt = now + effectiveRTO }
+    }
+
+    /// Option bytes on a non-SYN segment (layout of `sendSegment`).
+    func optionLength(ack: Bool) -> Int {
+        var n = tsOK ? 12 : 0
+        if sackOK && ack && !ooo.isEmpty { n &+= 4 &+ 8 &* min(ooo.count, tsOK ? 3 : 4) }
+        return n
     }
 
     /// Builds one segment straight into the outgoing frame: header, options, payload from `tx`

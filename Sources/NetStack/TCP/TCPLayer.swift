@@ -728,7 +728,7 @@ final class TCPListener {
     @exclusivity(unchecked) var rxBufferSize: Int
     @exclusivity(unchecked) var txBufferSize: Int
     @exclusivity(unchecked) var noDelay: Bool
-    @exclusivity(unchecked) var keepAlive = false
+    @exclusivity(unchecked) var keepAlive: Bool
     @exclusivity(unchecked) var lingerAbort = false
     @exclusivity(unchecked) var congestion: CongestionControl
 
@@ -740,6 +740,7 @@ final class TCPListener {
         rxBufferSize = config.receiveBufferSize
         txBufferSize = config.sendBufferSize
         noDelay = config.noDelay
+        keepAlive = config.keepAlive
         congestion = config.congestionControl
         acceptQueue.reserveCapacity(min(backlog, 1024))
     }

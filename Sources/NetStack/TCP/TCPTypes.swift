@@ -26,6 +26,8 @@ public struct TCPConfig: Sendable {
     public var timeWait = Duration.seconds(60)
     /// How long an orphaned connection may sit in FIN-WAIT-2.
     public var finTimeout = Duration.seconds(60)
+    /// Whether new sockets start with keepalive on (SO_KEEPALIVE; per socket via `setOption`).
+    public var keepAlive = false
     public var keepAliveIdle = Duration.seconds(7200)
     public var keepAliveInterval = Duration.seconds(75)
     public var keepAliveCount = 9
