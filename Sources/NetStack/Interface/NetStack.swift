@@ -176,6 +176,20 @@ public final class NetStack {
 
     public var neighborCount: Int { neighbors.count }
 
+    /// ARP cache entry states as `ztctl` shows them.
+    public enum NeighborState: String, Sendable { case incomplete, reachable, stale }
+
+    /// Every ARP cache entry (diagnostics; allocates, not for the data path).
+    public func forEachNeighbor(_ body: (IPv4Address, MACAddress?, NeighborState) -> Void) {
+        for (ip, e) in neighbors.entries.sorted(by: { $0.key < $1.key }) {
+            switch e.state {
+            case .incomplete: body(ip, nil, .incomplete)
+            case .reachable: body(ip, e.mac, now < e.confirmed + neighbors.reachableTime ? .reachable : .stale)
+            case .stale: body(ip, e.mac, .stale)
+            }
+        }
+    }
+
     // MARK: - Addressing and routing
 
     @inline(__always) func isLocal(_ a: IPv4Address) -> Bool {
