@@ -99,3 +99,66 @@ import Testing
         #expect(s.neighbor(IPv4Address(10, 0, 0, 29)) == MACAddress(2, 0, 0, 0, 1, 19))
     }
 }
+
+@Suite struct InterfaceChangeTests {
+    @Test func setAddressesAnnouncesNewOnesAndChangesWhatIsLocal() throws {
+        let (s, rec) = makeStack()
+        let extra = IPv4CIDR(address: IPv4Address(192, 168, 9, 1), prefixLength: 24)
+        s.setAddresses([IPv4CIDR(address: ourIP, prefixLength: 24), extra], now: t0)
+        let arps = rec.take().compactMap(parseARP)
+        #expect(arps.count == 1 && arps[0].spa == extra.address && arps[0].tpa == extra.address)
+        // Pings to the new address are answered; the old one once removed is not.
+        s.learnPeer(IPv4Address(192, 168, 9, 2), mac: peerMAC)
+        _ = rec.take()
+        s.receive(Build.ethernet(type: EtherType.ipv4, Build.ipv4(src: IPv4Address(192, 168, 9, 2), dst: extra.address, proto: IPProtocol.icmp,
+                                                                  Build.icmp(type: ICMPv4Type.echoRequest, [1]))))
+        #expect(rec.take().compactMap(parseIP).first?.src == extra.address)
+        s.setAddresses([extra], now: t0)
+        s.receive(Build.pingFrame([1]))
+        #expect(rec.take().isEmpty)
+        #expect(s.counters.droppedNotForUs >= 1)
+    }
+
+    @Test func setMTUClampsAndChangesFragmentation() throws {
+        let (s, rec) = makeStack(mtu: 9000)
+        s.learnPeer(); _ = rec.take()
+        s.setMTU(100)
+        #expect(s.mtu == 1280)
+        let h = try s.udpOpen(local: IPv4Endpoint(.any, 1))
+        try pattern(2000).withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2), $0, now: t0) }
+        let frags = rec.take().compactMap(parseIP)
+        #expect(frags.count == 2 && frags.allSatisfy { $0.payload.count + 20 <= 1280 })
+    }
+
+    @Test func answersARPProbesAndIgnoresLoopedFrames() {
+        let (s, rec) = makeStack()
+        // RFC 5227 probe: sender IP 0. Answer it, learn nothing.
+        s.receive(Build.ethernet(dst: .broadcast, type: EtherType.arp,
+                                 Build.arp(op: ARPOperation.request, sha: peerMAC, spa: .any, tha: .zero, tpa: ourIP)))
+        let r = rec.take().compactMap(parseARP)
+        #expect(r.count == 1 && r[0].op == ARPOperation.reply && r[0].tpa == .any)
+        #expect(s.neighborCount == 0)
+        // Our own announcement coming back (a bridge loop) is ignored.
+        s.receive(Build.ethernet(dst: .broadcast, src: ourMAC, type: EtherType.arp,
+                                 Build.arp(op: ARPOperation.request, sha: ourMAC, spa: ourIP, tha: .zero, tpa: ourIP)))
+        #expect(rec.frames.isEmpty)
+        #expect(s.counters.droppedMartian == 1)
+    }
+
+    @Test func tcpConnectPicksSourceAndRejectsUnroutable() throws {
+        let (s, rec) = makeStack()
+        s.learnPeer(); _ = rec.take()
+        #expect(throws: SocketError.networkUnreachable) {
+            try s.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(IPv4Address(8, 8, 8, 8), 80), now: t0)
+        }
+        #expect(throws: SocketError.addressNotAvailable) {
+            try s.tcpConnect(local: IPv4Endpoint(IPv4Address(10, 0, 0, 77), 0), remote: IPv4Endpoint(peerIP, 80), now: t0)
+        }
+        guard tcpImplemented else { return }
+        let h = try s.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(peerIP, 80), now: t0)
+        #expect(s.tcp.localEndpoint(h)?.address == ourIP)
+        _ = s.poll(now: t0)
+        let syn = rec.take().compactMap(parseIP)
+        #expect(syn.count == 1 && syn[0].proto == IPProtocol.tcp && syn[0].df && syn[0].src == ourIP && syn[0].dst == peerIP)
+    }
+}

@@ -30,11 +30,11 @@ import Testing
             }
         }
         a[1] = 6   // hardware type IEEE 802
-        a.withUnsafeBytes { raw in
+        _ = a.withUnsafeBytes { raw in
             #expect(throws: WireError.unsupported(field: .hardwareType, value: 6)) { try ARPPacketView(raw) }
         }
         a[1] = 1; a[4] = 8
-        a.withUnsafeBytes { raw in
+        _ = a.withUnsafeBytes { raw in
             #expect(throws: WireError.unsupported(field: .hardwareLength, value: 8)) { try ARPPacketView(raw) }
         }
     }
@@ -60,11 +60,11 @@ import Testing
         }
         var bad = p
         bad[0] = 0x65
-        bad.withUnsafeBytes { raw in #expect(throws: WireError.badVersion(6)) { try IPv4HeaderView(raw) } }
+        _ = bad.withUnsafeBytes { raw in #expect(throws: WireError.badVersion(6)) { try IPv4HeaderView(raw) } }
         bad = p; bad[0] = 0x44
-        bad.withUnsafeBytes { raw in #expect(throws: WireError.badHeaderLength(16)) { try IPv4HeaderView(raw) } }
+        _ = bad.withUnsafeBytes { raw in #expect(throws: WireError.badHeaderLength(16)) { try IPv4HeaderView(raw) } }
         bad = p; bad[0] = 0x4F   // IHL 60 > 24 bytes
-        bad.withUnsafeBytes { raw in #expect(throws: WireError.badHeaderLength(60)) { try IPv4HeaderView(raw) } }
+        _ = bad.withUnsafeBytes { raw in #expect(throws: WireError.badHeaderLength(60)) { try IPv4HeaderView(raw) } }
         bad = p; bad[8] = 1      // TTL changed, checksum stale
         bad.withUnsafeBytes { raw in
             #expect(throws: WireError.badChecksum) { try IPv4HeaderView(raw) }
@@ -98,7 +98,7 @@ import Testing
             }
         }
         m[9] ^= 1
-        m.withUnsafeBytes { raw in #expect(throws: WireError.badChecksum) { try ICMPv4View(raw) } }
+        _ = m.withUnsafeBytes { raw in #expect(throws: WireError.badChecksum) { try ICMPv4View(raw) } }
     }
 
     @Test func udpRoundTripChecksumAndLength() throws {
@@ -119,7 +119,7 @@ import Testing
             }
         }
         u[4] = 0; u[5] = 7   // length < 8
-        u.withUnsafeBytes { raw in #expect(throws: WireError.badLength(field: 7, available: 13)) { try UDPHeaderView(raw) } }
+        _ = u.withUnsafeBytes { raw in #expect(throws: WireError.badLength(field: 7, available: 13)) { try UDPHeaderView(raw) } }
         let none = Build.udp(src: s, dst: d, [1], checksum: false)
         try none.withUnsafeBytes { raw in
             let v = try UDPHeaderView(raw)

@@ -124,6 +124,7 @@ public final class NetStack {
             if let q = quote { sendICMPError(type: ICMPv4Type.timeExceeded, code: 1, quote: q) }
         })
         pumpTCPEvents()
+        services.dirty = false   // this poll sends what the services queued so far
         var tcpNext = tcp.poll(now: now, tx: self)
         pumpTCPEvents()
         // Services may have queued data or freed window in reaction to events (an accept in the
@@ -179,6 +180,20 @@ public final class NetStack {
     }
 
     public var neighborCount: Int { neighbors.count }
+
+    /// ARP cache entry states as `ztctl` shows them.
+    public enum NeighborState: String, Sendable { case incomplete, reachable, stale }
+
+    /// Every ARP cache entry (diagnostics; allocates, not for the data path).
+    public func forEachNeighbor(_ body: (IPv4Address, MACAddress?, NeighborState) -> Void) {
+        for (ip, e) in neighbors.entries.sorted(by: { $0.key < $1.key }) {
+            switch e.state {
+            case .incomplete: body(ip, nil, .incomplete)
+            case .reachable: body(ip, e.mac, now < e.confirmed + neighbors.reachableTime ? .reachable : .stale)
+            case .stale: body(ip, e.mac, .stale)
+            }
+        }
+    }
 
     // MARK: - Addressing and routing
 

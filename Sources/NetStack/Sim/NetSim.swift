@@ -103,8 +103,10 @@ public final class NetSim {
         for p in ports where p.id != port.id {
             if chance(f.dropRate) { dropped += 1; continue }
             var bytes = Array(frame)
-            if chance(f.corruptRate), !bytes.isEmpty {
-                let i = Int(rng.next() % UInt64(bytes.count))
+            // Only IPv4 frames are corrupted: ARP has no checksum of its own (a real link's FCS
+            // drops such frames), and a poisoned cache would only test the cache lifetime.
+            if chance(f.corruptRate), bytes.count > 14, bytes[12] == 0x08, bytes[13] == 0x00 {
+                let i = 14 + Int(rng.next() % UInt64(bytes.count - 14))
                 bytes[i] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
                 corrupted += 1
             }
@@ -143,10 +145,13 @@ public final class NetSim {
     /// Runs until `done()` holds (true), or virtual time passes `limit` / nothing is left to do
     /// (false). Each step polls every node, then jumps to the next event.
     @discardableResult
-    public func run(for limit: Duration, until done: () -> Bool = { false }) -> Bool {
+    public func run(for limit: Duration, maxSteps: Int = 2_000_000, until done: () -> Bool = { false }) -> Bool {
         let end = now + limit
-        var idleSpins = 0
+        var idleSpins: UInt64 = 0
+        var steps = 0
         while true {
+            steps += 1
+            if steps > maxSteps { return done() }
             var next: Instant?
             for n in nodes { if let n { next = earliest(next, n.poll(now: now)) } }
             if done() { return true }
@@ -158,9 +163,10 @@ public final class NetSim {
                 idleSpins = 0
             } else if firstInFlight.map({ $0.at > now }) ?? true {
                 // A node asked to be polled again "now" without anything to deliver: nudge the
-                // clock so a misbehaving deadline cannot spin forever.
+                // clock, exponentially (up to 10 ms), so a deadline stuck in the past cannot
+                // spin forever.
                 idleSpins += 1
-                if idleSpins > 2 { now = now + .microseconds(1) }
+                if idleSpins > 2 { now = now + .microseconds(min(1 << min(idleSpins - 2, 20), 10_000)) }
             }
             var batch = 0
             while let f = firstInFlight, f.at <= now {
