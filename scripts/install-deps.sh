@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PKGS=(libnl-3-dev libnl-route-3-dev libcap-dev pkg-config iproute2 iputils-ping iputils-arping
-      nftables iperf3 curl netcat-openbsd nginx python3 python3-pytest util-linux procps systemd gcc)
+      nftables iperf3 curl netcat-openbsd socat nginx python3 python3-pytest util-linux procps systemd gcc)
 
 missing=()
 for p in "${PKGS[@]}"; do
