@@ -393,6 +393,10 @@ public final class Daemon: PhySocketHandler {
                 s.framesIn = st.framesIn
                 s.framesOut = st.framesOut
                 s.connections = st.connections
+                if let e = st.error {
+                    s.state = .failed
+                    s.error = e
+                }
             }
             out.append(s)
         }

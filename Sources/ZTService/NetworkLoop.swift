@@ -32,6 +32,8 @@ final class NetworkLoop: PhySocketHandler {
     private var running = true
     private let frameBuffer: UnsafeMutableRawBufferPointer
     private var tapSocket: PhySocket<Context>?
+    /// Why the TAP stopped working, if it did.
+    private var tapError: String?
     /// Frames taken from the TAP per readiness event before the loop looks at other fds.
     private let batch = 256
 
@@ -82,7 +84,13 @@ final class NetworkLoop: PhySocketHandler {
                 }
                 if n < 0 && errno == EINTR { continue }
                 if n < 0 && errno != EAGAIN {
-                    logger.error("TAP read failed", metadata: ["network": "\(name)", "errno": "\(errno)"])
+                    // The interface is gone (deleted behind our back: EBADFD) or broken: stop
+                    // watching it instead of spinning, and let `ztctl list` say why.
+                    let e = errno
+                    tapError = "TAP \(name) failed: \(String(cString: strerror(e))) (errno \(e))"
+                    logger.error("TAP read failed; network stopped", metadata: ["network": "\(name)", "errno": "\(e)"])
+                    loop.close(socket)
+                    tapSocket = nil
                 }
                 break
             }
@@ -101,7 +109,9 @@ final class NetworkLoop: PhySocketHandler {
             case .reconfigure(let settings):
                 driver.reconfigure(settings, now: Self.now())
             case .stats(let reply):
-                reply.fulfill(driver.stats)
+                var st = driver.stats
+                st.error = tapError
+                reply.fulfill(st)
             case .connections(let reply):
                 reply.fulfill(driver.connections(network: name))
             }

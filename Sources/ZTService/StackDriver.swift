@@ -20,6 +20,8 @@ struct NetworkStats: Sendable {
     var framesOut: UInt64 = 0
     var framesDropped: UInt64 = 0
     var connections: Int = 0
+    /// Set when the network's TAP failed (e.g. the interface was deleted from outside).
+    var error: String?
 }
 
 /// Writes frames to the TAP. A full TAP queue drops the frame, as a NIC would; TCP recovers.

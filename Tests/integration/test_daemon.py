@@ -297,3 +297,26 @@ def test_ztapd_run_dir_env_for_ztctl(daemon_factory):
     env = dict(os.environ, ZTAPD_RUN_DIR=d.run_dir)
     r = subprocess.run([os.path.join(BIN, "ztctl"), "status"], capture_output=True, text=True, env=env, timeout=30)
     assert r.returncode == 0 and "version" in r.stdout
+
+
+def test_interface_deleted_from_outside_is_reported_not_spun(daemon_factory, netns):
+    d = daemon_factory(networks={"a": NET_A}).start()
+    netns.ip("link", "del", "zta0")
+    def failed():
+        listing, _ = d.ctl_json("list")
+        n = listing["networks"][0]
+        return n["state"] == "failed" and "errno" in (n.get("error") or "")
+    assert wait_until(failed, timeout=10), d.logs()
+    # No busy loop: the daemon uses almost no CPU afterwards.
+    def cpu_ticks():
+        f = open(f"/proc/{d.pid}/stat").read().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+    t0 = cpu_ticks()
+    time.sleep(1.0)
+    assert cpu_ticks() - t0 < 20, "ztapd keeps spinning after its TAP went away"
+    assert d.logs().count("TAP read failed") == 1
+    # leave still cleans up, and the name can be joined again.
+    d.ctl("leave", "a")
+    d.write_network("a", NET_A)
+    d.ctl("reload")
+    assert netns.link("zta0") is not None
