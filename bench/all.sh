@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# all.sh - every ztap benchmark in one run, plus the competition measured by the shared anchors
+# script (kernel veth, slirp4netns, pasta), so all figures come from the same machine state.
+# Installs the benchmark tools it needs (iperf3, sockperf, slirp4netns, passt) when missing.
+# Output goes to stdout; paste the tables into BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "all.sh: needs root" >&2; exit 1; }
+need=()
+for p in iperf3 sockperf slirp4netns passt; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+echo "## NetStack (bench/netstack.sh)"
+bench/netstack.sh
+if [ -x bench/intercept.sh ]; then
+    echo "## Intercept (bench/intercept.sh)"
+    bench/intercept.sh
+fi
+ANCHORS=${ANCHORS:-../shared/bench/anchors.sh}
+if [ -x "$ANCHORS" ] || [ -f "$ANCHORS" ]; then
+    echo "## Anchors ($ANCHORS)"
+    CASES=${ANCHOR_CASES:-"veth slirp pasta lat"} bash "$ANCHORS" 2>/dev/null | sed -n '/SUMMARY/,$p'
+fi
