@@ -179,3 +179,39 @@ import Testing
         #expect(o.deliveredMs < 300, "took \(o.deliveredMs) ms")
     }
 }
+
+/// Bulk receive: one ACK per input batch instead of one per two segments.
+@Suite struct TCPStretchAckTests {
+    @Test func burstIsAcknowledgedOnceAtPoll() {
+        let h = Harness { $0.quickAckSegments = 0; $0.receiveBufferSize = 1 << 20 }
+        let c = h.passiveEstablished()
+        for _ in 0..<10 {
+            h.inject(flags: .ack, payload: bytes(1460))
+            h.peerSeq &+= 1460
+        }
+        #expect(h.sent().isEmpty)
+        h.poll()
+        let out = h.sent()
+        #expect(out.count == 1)
+        #expect(out.first?.ack == h.peerSeq)
+        #expect(h.read(c).count == 14600)
+    }
+
+    /// Past 64 KiB (or 1/8 of the buffer) unacknowledged, the ACK goes at once, batch or not.
+    @Test func stretchIsBounded() {
+        let h = Harness { $0.quickAckSegments = 0; $0.receiveBufferSize = 1 << 20 }
+        _ = h.passiveEstablished()
+        var acks: [UInt32] = []
+        var last = h.peerSeq
+        for _ in 0..<100 {
+            h.inject(flags: .ack, payload: bytes(1460))
+            h.peerSeq &+= 1460
+            acks += h.sent().map(\.ack)
+        }
+        #expect(acks.count >= 2)
+        for a in acks {
+            #expect(a &- last <= 65536 + 1460)
+            last = a
+        }
+    }
+}

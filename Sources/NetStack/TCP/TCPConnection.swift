@@ -146,6 +146,9 @@ final class TCPConnection {
     // ACK state.
     @exclusivity(unchecked) var ackNow = false
     @exclusivity(unchecked) var ackPending = false
+    /// An ACK is owed for two or more full segments: sent by the layer's next `poll` (after the
+    /// driver's input batch) rather than per segment, so a burst is acknowledged by one ACK.
+    @exclusivity(unchecked) var ackAtPoll = false
     @exclusivity(unchecked) var unackedBytes = 0
     @exclusivity(unchecked) var quickAcks: Int
     @exclusivity(unchecked) var rcvMssEstimate = 536
@@ -916,6 +919,9 @@ final class TCPConnection {
         if layer.allowChallengeAck(now: now) { ackNow = true }
     }
 
+    /// Unacknowledged bytes after which an ACK goes at once, batch or not.
+    var stretchAckLimit: Int { max(2 &* rcvMssEstimate, min(64 << 10, rxBufferSize / 8)) }
+
     private func scheduleAck(bytes n: Int, now: Instant) {
         ackPending = true
         unackedBytes &+= n
@@ -923,8 +929,13 @@ final class TCPConnection {
         if quickAcks > 0 {
             quickAcks &-= 1
             ackNow = true
-        } else if unackedBytes >= 2 &* rcvMssEstimate {
+        } else if unackedBytes >= stretchAckLimit {
             ackNow = true
+        } else if unackedBytes >= 2 &* rcvMssEstimate {
+            // RFC 5681 asks for an ACK every second full segment; like Linux with GRO we let one
+            // input batch share it (up to `stretchAckLimit`). Every ACK written to a TAP costs a
+            // syscall plus the kernel's ACK processing, which is most of a bulk receiver's CPU.
+            if !ackAtPoll { ackAtPoll = true; layer.markDirty(self) }
         } else if delAckAt == nil {
             delAckAt = now + config.delayedAckTimeout
         }
@@ -1342,6 +1353,7 @@ final class TCPConnection {
             lastAckSent = rcvNxt
             ackNow = false
             ackPending = false
+            ackAtPoll = false
             unackedBytes = 0
             delAckAt = nil
         }
