@@ -4,11 +4,15 @@ import Testing
 /// Bulk transfers in both directions over a lossy, duplicating, reordering link.
 let debugLink = false
 @Suite struct TCPLossyLinkTests {
-    struct Outcome { var aToB: Bool; var bToA: Bool; var statesOK: Bool; var simulatedMs: UInt64 }
+    struct Outcome {
+        var aToB: Bool; var bToA: Bool; var statesOK: Bool; var simulatedMs: UInt64
+        /// Simulated time until both sides had received everything (TIME-WAIT excluded).
+        var deliveredMs: UInt64 = 0
+    }
 
     static func transfer(size: Int, loss: Double, seed: UInt64, cc: CongestionControl = .cubic,
-                         mtu: Int = 1500, bufferSize: Int = 256 << 10,
-                         tweak: (inout TCPConfig) -> Void = { _ in }) -> Outcome {
+                         mtu: Int = 1500, bufferSize: Int = 256 << 10, delay: Duration = .milliseconds(5),
+                         jitter: Duration = .milliseconds(3), tweak: (inout TCPConfig) -> Void = { _ in }) -> Outcome {
         var cfg = TCPConfig()
         cfg.receiveBufferSize = bufferSize
         cfg.sendBufferSize = bufferSize
@@ -21,6 +25,8 @@ let debugLink = false
         let link = SimLink(config: cfg, seed: seed)
         if debugLink { link.trace = [] }
         link.mtu = mtu
+        link.delay = delay
+        link.jitter = jitter
         link.loss = loss
         link.duplicate = loss / 2
         link.reorder = loss
@@ -35,6 +41,7 @@ let debugLink = false
         gotAB.reserveCapacity(size); gotBA.reserveCapacity(size)
         var closedA = false, closedB = false
         var steps = 0
+        var deliveredAt: Instant?
         var buf = [UInt8](repeating: 0, count: 64 << 10)
 
         func pump(_ layer: TCPLayer, _ h: SocketHandle, _ data: [UInt8], _ sent: inout Int, _ got: inout [UInt8],
@@ -62,6 +69,7 @@ let debugLink = false
                 pump(link.a, ca, dataAB, &sentAB, &gotBA, &closedA)
                 if let cb { pump(link.b, cb, dataBA, &sentBA, &gotAB, &closedB) }
             }
+            if deliveredAt == nil && gotAB.count == size && gotBA.count == size { deliveredAt = link.now }
             if !more { break }
             if link.eventsA.contains(where: { if case .failed = $0 { return true } else { return false } }) { break }
         }
@@ -75,7 +83,8 @@ let debugLink = false
         return Outcome(aToB: gotAB == dataAB, bToA: gotBA == dataBA,
                        statesOK: done.contains(sa) && done.contains(sb) && link.a.connectionCount == 0
                            && link.b.connectionCount == 0 && link.oversize == 0,
-                       simulatedMs: (link.now.nanoseconds - 1_000_000_000) / 1_000_000)
+                       simulatedMs: (link.now.nanoseconds - 1_000_000_000) / 1_000_000,
+                       deliveredMs: ((deliveredAt ?? link.now).nanoseconds - 1_000_000_000) / 1_000_000)
     }
 
     @Test(arguments: [(0.0, 4 << 20), (0.01, 3 << 20), (0.05, 2 << 20), (0.10, 1 << 20), (0.30, 128 << 10)])

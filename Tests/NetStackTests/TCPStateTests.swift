@@ -205,12 +205,15 @@ import Testing
         var out = h.sent()
         #expect(out.count == 1)
         #expect(out[0].ack == h.peerSeq)
-        // Every second full-sized segment is acknowledged at once.
+        // Every second full-sized segment is acknowledged by the next poll (the end of the
+        // driver's input batch), without waiting for the delayed-ACK timer.
         h.inject(flags: .ack, payload: bytes(1460))
         h.peerSeq &+= 1460
         #expect(h.sent().isEmpty)
         h.inject(flags: .ack, payload: bytes(1460))
         h.peerSeq &+= 1460
+        #expect(h.sent().isEmpty)
+        h.poll()
         out = h.sent()
         #expect(out.count == 1)
         #expect(out[0].ack == h.peerSeq)
@@ -313,21 +316,33 @@ import Testing
         let h = Harness()
         let c = h.passiveEstablished(options: Harness.peerOptions(sack: true))
         let mss: UInt32 = 1460
+        // One exchange with a 40 ms RTT (SRTT becomes 5 ms after the handshake's zero sample):
+        // the loss probe timer is then 2 * SRTT, well after what follows.
+        _ = h.write(c, bytes(100))
+        h.poll()
+        _ = h.sent()
+        h.advance(ms: 40)
+        h.peerAck &+= 100
+        h.inject(flags: .ack)
         _ = h.write(c, bytes(10 * 1460))
         h.poll()
         #expect(h.sent().count == 10)
         let una = h.peerAck
-        // Segments 1 and 3 are lost; the peer SACKs 2 and 4...9.
+        // Segments 0 and 2 are lost; the peer SACKs 1, then 3...
         func sackAck(_ blocks: [(UInt32, UInt32)]) {
             var o = TCPSegmentOptions()
             for b in blocks { o.sackBlocks.append(start: SeqNumber(una &+ b.0 * mss), end: SeqNumber(una &+ b.1 * mss)) }
             h.inject(ack: una, flags: .ack, options: o)
         }
+        h.advance(ms: 2)
         sackAck([(1, 2)])
         #expect(h.sent().isEmpty)
-        // RACK (RFC 8985): segment 0 was sent before the SACKed segment 1; once the reordering
-        // window (1 ms floor) has passed without it, it is lost and resent.
-        h.advance(ms: 1)
+        // RACK (RFC 8985): segment 0 left no later than the SACKed segment 1; it is lost once an
+        // RTT (2 ms) plus the reordering window (min RTT / 4 = 0.5 ms) has passed since it left.
+        h.now = h.now + .microseconds(400)
+        h.poll()
+        #expect(h.sent().isEmpty)
+        h.now = h.now + .microseconds(100)
         h.poll()
         var seqs = h.sent().filter { !$0.payload.isEmpty }.map { ($0.seq &- una) / mss }
         #expect(seqs == [0])
@@ -335,7 +350,7 @@ import Testing
         sackAck([(3, 5), (1, 2)])
         seqs = h.sent().filter { !$0.payload.isEmpty }.map { ($0.seq &- una) / mss }
         #expect(seqs == [2])
-        // More SACKs: SACKed segments and the ones just resent are never sent again.
+        // More SACKs: SACKed segments and the ones just resent are not sent again.
         sackAck([(3, 7), (1, 2)])
         seqs = h.sent().filter { !$0.payload.isEmpty }.map { ($0.seq &- una) / mss }
         #expect(seqs.isEmpty)

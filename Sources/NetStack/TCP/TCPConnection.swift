@@ -146,6 +146,9 @@ final class TCPConnection {
     // ACK state.
     @exclusivity(unchecked) var ackNow = false
     @exclusivity(unchecked) var ackPending = false
+    /// An ACK is owed for two or more full segments: sent by the layer's next `poll` (after the
+    /// driver's input batch) rather than per segment, so a burst is acknowledged by one ACK.
+    @exclusivity(unchecked) var ackAtPoll = false
     @exclusivity(unchecked) var unackedBytes = 0
     @exclusivity(unchecked) var quickAcks: Int
     @exclusivity(unchecked) var rcvMssEstimate = 536
@@ -317,15 +320,15 @@ final class TCPConnection {
         // Sequence number acceptability (RFC 9293 §3.10.7.4 first check).
         let segLen = seg.segmentLength
         let wnd = max(max(rcvAdvEdge - rcvNxt, 0), receiveSpace)
-        var acceptable: Bool
+        // Like Linux (tcp_sequence), the right edge itself is acceptable: a peer that filled our
+        // window exactly sends its pure ACKs at SEG.SEQ = RCV.NXT + RCV.WND, and RFC 9293's strict
+        // test would throw away every ACK (and SACK) it sends until the window opens again.
+        let acceptable: Bool
         if segLen == 0 {
-            acceptable = wnd == 0 ? seq == rcvNxt : (!(seq < rcvNxt) && seq < rcvNxt + wnd)
-        } else if wnd == 0 {
-            // Zero window: still process ACKs and RSTs carried at RCV.NXT.
-            acceptable = seq == rcvNxt
+            acceptable = !(seq < rcvNxt) && !(rcvNxt + wnd < seq)
         } else {
             let last = seq + (segLen &- 1)
-            acceptable = (!(seq < rcvNxt) && seq < rcvNxt + wnd) || (!(last < rcvNxt) && last < rcvNxt + wnd)
+            acceptable = !(last < rcvNxt) && !(rcvNxt + wnd < seq)
         }
         if !acceptable {
             if !flags.contains(.rst) {
@@ -594,7 +597,10 @@ final class TCPConnection {
             if !(ack < recover) {
                 inRecovery = false
                 forceRetransmit = false
-                cc.cwnd = max(min(cc.ssthresh, (sndMax - sndUna) &+ payloadMss), payloadMss)
+                // Like Linux, not RFC 6582's min(ssthresh, FlightSize + SMSS): when the ACK
+                // ending recovery leaves little in flight that collapses cwnd to one segment,
+                // and a lone segment then waits for the peer's delayed ACK.
+                cc.cwnd = max(cc.ssthresh, 2 &* payloadMss)
             } else if !sackOK {
                 // Partial ACK (RFC 6582 §3.2): the next hole is lost too.
                 markHeadLost()
@@ -697,7 +703,8 @@ final class TCPConnection {
         // A retransmission acknowledged sooner than the path can answer was the original's ACK.
         if r.isRetransmitted && rtt < minRTT { return }
         if !r.isRetransmitted {
-            if rtt < minRTT { minRTT = rtt }
+            // Zero means sent and acknowledged within one input batch (one clock reading).
+            if rtt > 0 && rtt < minRTT { minRTT = rtt }
             // Sent once, delivered after something sent later: the path reorders.
             if r.end < prevRackEnd { reorderingSeen = true }
         }
@@ -709,11 +716,12 @@ final class TCPConnection {
     }
 
     /// Reordering window (RFC 8985 §6.2 step 4): none once the loss is certain, else a quarter
-    /// of the minimum RTT, at least 1 ms (the loop's timer resolution), at most SRTT.
+    /// of the minimum RTT (a whole one once the path was seen reordering), at most SRTT. Usually
+    /// the next ACK, not the timer, finds the window elapsed.
     private var reorderWindow: UInt64 {
         if !reorderingSeen && (inRecovery || rtoRecovery || sackedSegments >= 3) { return 0 }
-        let q = minRTT == .max ? 0 : minRTT / (reorderingSeen ? 1 : 4)
-        return max(min(q, srtt), 1_000_000)
+        let m = minRTT == .max ? srtt : minRTT
+        return min(reorderingSeen ? m : m / 4, srtt)
     }
 
     /// RACK_detect_loss (RFC 8985 §6.2 step 5): a segment sent before the newest delivered one is
@@ -760,7 +768,6 @@ final class TCPConnection {
 
     private func enterRecovery() {
         inRecovery = true
-        DBG.rec &+= 1
         recover = sndMax
         cc.onLoss(flight: sndMax - sndUna, mss: payloadMss)
         forceRetransmit = true
@@ -774,7 +781,7 @@ final class TCPConnection {
         return max(flight &- sacked &- lostBytes, 0)
     }
 
-    static let maxLossProbes = 3
+    static let maxLossProbes = 5
 
     /// Probe timeout (RFC 8985 §7.2): two RTTs, plus room for the peer's delayed ACK when a
     /// single segment is out; nil when the RTO would come first anyway. Unlike RFC 8985 it also
@@ -785,7 +792,7 @@ final class TCPConnection {
               sndWnd > 0, sndNxt == sndMax else {
             return nil
         }
-        let base = 2 &* srtt &+ (txq.count == 1 ? Self.probeDelayedAck : 2_000_000)
+        let base = 2 &* srtt &+ (txq.count == 1 ? Self.probeDelayedAck : 200_000)
         let pto = base << UInt64(tlpProbes)
         if pto >= effectiveRTO.nanoseconds { return nil }
         if let r = rtoAt, r.nanoseconds <= now.nanoseconds &+ pto { return nil }
@@ -793,7 +800,7 @@ final class TCPConnection {
     }
 
     /// Worst-case delayed ACK assumed for a lone segment (Linux acks within 40 ms, usually at once).
-    static let probeDelayedAck: UInt64 = 20_000_000
+    static let probeDelayedAck: UInt64 = 5_000_000
 
     /// Tail loss probe: the first segment waiting to be resent if the window holds it back,
     /// else one new segment (beyond cwnd), else the highest segment not SACKed, so that the
@@ -803,7 +810,6 @@ final class TCPConnection {
             return
         }
         tlpProbes &+= 1
-        DBG.tlp &+= 1
         if lostBytes > 0 { forceRetransmit = true } else { probeQuota = 1 }
     }
 
@@ -913,6 +919,9 @@ final class TCPConnection {
         if layer.allowChallengeAck(now: now) { ackNow = true }
     }
 
+    /// Unacknowledged bytes after which an ACK goes at once, batch or not.
+    var stretchAckLimit: Int { max(2 &* rcvMssEstimate, min(64 << 10, rxBufferSize / 8)) }
+
     private func scheduleAck(bytes n: Int, now: Instant) {
         ackPending = true
         unackedBytes &+= n
@@ -920,8 +929,13 @@ final class TCPConnection {
         if quickAcks > 0 {
             quickAcks &-= 1
             ackNow = true
-        } else if unackedBytes >= 2 &* rcvMssEstimate {
+        } else if unackedBytes >= stretchAckLimit {
             ackNow = true
+        } else if unackedBytes >= 2 &* rcvMssEstimate {
+            // RFC 5681 asks for an ACK every second full segment; like Linux with GRO we let one
+            // input batch share it (up to `stretchAckLimit`). Every ACK written to a TAP costs a
+            // syscall plus the kernel's ACK processing, which is most of a bulk receiver's CPU.
+            if !ackAtPoll { ackAtPoll = true; layer.markDirty(self) }
         } else if delAckAt == nil {
             delAckAt = now + config.delayedAckTimeout
         }
@@ -984,7 +998,6 @@ final class TCPConnection {
 
     /// Ends the connection: reports it (failure or close) and lets the layer drop it.
     func terminate(error: SocketError?, now: Instant) {
-        DBG.report(self)
         let wasTimeWait = state == .timeWait
         state = .closed
         rtoAt = nil; delAckAt = nil; persistAt = nil; keepAliveAt = nil; closeAt = nil; rackAt = nil; tlpAt = nil
@@ -1068,8 +1081,6 @@ final class TCPConnection {
             fail(.timedOut, now: now)
             return
         }
-        DBG.rto &+= 1
-        if DBG.rto < 40 { DBG.log("RTO flight=\(sndMax - sndUna) recs=\(txq.count) lost=\(lostBytes) sacked=\(sackedBytes) inRec=\(inRecovery) rtoRec=\(rtoRecovery) cwnd=\(cc.cwnd) tlp=\(tlpProbes) wnd=\(sndWnd) una=\(sndUna) nxt=\(sndNxt) max=\(sndMax) head=\(String(describing: txq.first)) now=\(now.nanoseconds/1000)") }
         cc.onTimeout(flight: sndMax - sndUna, mss: payloadMss)
         inRecovery = false
         dupAcks = 0
@@ -1342,6 +1353,7 @@ final class TCPConnection {
             lastAckSent = rcvNxt
             ackNow = false
             ackPending = false
+            ackAtPoll = false
             unackedBytes = 0
             delAckAt = nil
         }
@@ -1371,13 +1383,3 @@ func insertRange(_ list: inout [(start: SeqNumber, end: SeqNumber)], _ s: SeqNum
     return true
 }
 
-import Glibc
-enum DBG {
-    nonisolated(unsafe) static var rto = 0
-    nonisolated(unsafe) static var tlp = 0
-    nonisolated(unsafe) static var rec = 0
-    static func log(_ m: String) { let s = m + "\n"; _ = s.withCString { write(2, $0, strlen($0)) } }
-    static func report(_ c: TCPConnection) {
-        log("CLOSE rto=\(rto) tlp=\(tlp) rec=\(rec) rexmit=\(c.retransmissions) srtt=\(c.srtt) minRTT=\(c.minRTT) reo=\(c.reorderingSeen) cwnd=\(c.cc.cwnd) sent=\(c.bytesSent)")
-    }
-}

@@ -347,6 +347,7 @@ public final class TCPLayer {
             let c = dirty[i]
             c.inDirtyList = false
             if c.state != .closed {
+                if c.ackAtPoll { c.ackNow = true }
                 c.output(now: now, tx: tx)
                 schedule(c)
             }
