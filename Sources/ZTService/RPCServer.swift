@@ -575,6 +575,7 @@ final class InterceptHub {
         let o = c?.options ?? u!.options
         var ints: (Int32, Int32)?
         var single: Int32?
+        var raw: [UInt8]?
         switch (so.level, so.name) {
         case (SOL_SOCKET, SO_ERROR):
             if let c {
@@ -602,11 +603,33 @@ final class InterceptHub {
         case (Int32(IPPROTO_TCP), TCP_KEEPIDLE) where c != nil: single = o.keepIdle
         case (Int32(IPPROTO_TCP), TCP_KEEPINTVL) where c != nil: single = o.keepIntvl
         case (Int32(IPPROTO_TCP), TCP_KEEPCNT) where c != nil: single = o.keepCnt
+        case (Int32(IPPROTO_TCP), 13 /* TCP_CONGESTION */) where c != nil:
+            let algo = c?.handle.flatMap { stack?.tcp.info($0)?.congestionControl } ?? .cubic
+            raw = Array((algo == .cubic ? "cubic" : "reno").utf8) + [0]
+        case (Int32(IPPROTO_TCP), 2 /* TCP_MAXSEG */) where c != nil:
+            single = Int32(c?.handle.flatMap { stack?.tcp.info($0)?.mss } ?? 536)
+        case (Int32(IPPROTO_TCP), 11 /* TCP_INFO */) where c != nil:
+            // Only the first 16 bytes of struct tcp_info fit the wire: state, flags, rto, ato.
+            var b = [UInt8](repeating: 0, count: 16)
+            if let h = c?.handle, let i = stack?.tcp.info(h) {
+                b[0] = Self.linuxTCPState(i.state)
+                b[2] = UInt8(truncatingIfNeeded: min(i.retransmissions, 255))
+                withUnsafeBytes(of: UInt32(truncatingIfNeeded: i.rto.nanoseconds / 1000).littleEndian) { b.replaceSubrange(8..<12, with: $0) }
+            } else {
+                b[0] = 7 // TCP_CLOSE
+            }
+            raw = b
+        case (Int32(IPPROTO_IP), 1 /* IP_TOS */): single = o.tos
+        case (SOL_SOCKET, 6 /* SO_BROADCAST */) where u != nil: single = o.broadcast ? 1 : 0
         default: return .fail(ENOPROTOOPT, .none)
         }
         withUnsafeMutableBytes(of: &so.value) { v in
             v.initializeMemory(as: UInt8.self, repeating: 0)
-            if let s = single {
+            if let raw {
+                let n = min(raw.count, v.count)
+                for k in 0..<n { v[k] = raw[k] }
+                so.optlen = UInt32(n)
+            } else if let s = single {
                 v.storeBytes(of: s, toByteOffset: 0, as: Int32.self)
                 so.optlen = 4
             } else if let (a, b) = ints {
@@ -616,6 +639,23 @@ final class InterceptHub {
             }
         }
         return .ok(.opt(so))
+    }
+
+    /// Linux's numbering of TCP states (include/net/tcp_states.h) for TCP_INFO.
+    static func linuxTCPState(_ s: TCPState) -> UInt8 {
+        switch s {
+        case .established: return 1
+        case .synSent: return 2
+        case .synReceived: return 3
+        case .finWait1: return 4
+        case .finWait2: return 5
+        case .timeWait: return 6
+        case .closed: return 7
+        case .closeWait: return 8
+        case .lastAck: return 9
+        case .listen: return 10
+        case .closing: return 11
+        }
     }
 
     private func opSetsockopt(_ r: inout Request) -> Outcome {
@@ -646,6 +686,18 @@ final class InterceptHub {
         case (Int32(IPPROTO_TCP), TCP_KEEPCNT) where c != nil:
             guard v0 >= 1 else { return .fail(EINVAL, .none) }
             o.keepCnt = v0
+        case (Int32(IPPROTO_TCP), 13 /* TCP_CONGESTION */) where c != nil:
+            let name = withUnsafeBytes(of: so.value) { b in String(decoding: b.prefix(Int(min(so.optlen, 16))).prefix { $0 != 0 }, as: UTF8.self) }
+            switch name {
+            case "cubic": apply = .congestionControl(.cubic)
+            case "reno": apply = .congestionControl(.newReno)
+            default: return .fail(ENOENT, .none)
+            }
+        case (Int32(IPPROTO_TCP), 2 /* TCP_MAXSEG */) where c != nil:
+            // The stack derives the MSS from the MTU; a smaller request is accepted and ignored.
+            guard v0 >= 0 else { return .fail(EINVAL, .none) }
+        case (Int32(IPPROTO_IP), 1 /* IP_TOS */): o.tos = v0
+        case (SOL_SOCKET, 6 /* SO_BROADCAST */) where u != nil: o.broadcast = v0 != 0
         default: return .fail(ENOPROTOOPT, .none)
         }
         if let c {

@@ -89,6 +89,8 @@ struct SocketOptions {
     var keepIdle: Int32 = 7200
     var keepIntvl: Int32 = 75
     var keepCnt: Int32 = 9
+    var tos: Int32 = 0
+    var broadcast = false
 
     init() {}
 
