@@ -48,7 +48,7 @@ let package = Package(
                 dependencies: ["CShims", "ZTConfig", .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: swiftSettings),
         .target(name: "ZTService",
-                dependencies: ["PhyLoop", "LinuxNet", "NetStack", "ZTConfig", "ZTControl", "CShims",
+                dependencies: ["PhyLoop", "LinuxNet", "NetStack", "ZTConfig", "ZTControl", "CShims", "CZTRPC",
                                .product(name: "Logging", package: "swift-log"),
                                .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: swiftSettings),

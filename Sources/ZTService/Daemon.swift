@@ -136,7 +136,7 @@ public final class Daemon: PhySocketHandler {
 
         for n in prepared {
             do {
-                try n.start(logger: logger)
+                try n.start(logger: logger, runDir: options.runDir)
                 networks[n.config.name] = n
                 logger.info("network \(n.config.name) up", metadata: ["interface": "\(n.interfaceName)"])
             } catch {
@@ -269,7 +269,7 @@ public final class Daemon: PhySocketHandler {
     private func bringUp(_ config: NetworkConfig) throws(ServiceError) {
         let n = try prepare(config)
         do {
-            try n.start(logger: logger)
+            try n.start(logger: logger, runDir: options.runDir)
         } catch {
             n.stop()
             throw error
@@ -307,6 +307,7 @@ public final class Daemon: PhySocketHandler {
             throw ServiceError("\(error)", errno: error.errno)
         }
         n.config = new
+        if old.allowUsers != new.allowUsers || old.allowGroups != new.allowGroups { n.post(.access(Network.access(for: new))) }
         let s = Network.settings(for: new, mac: n.stackMAC)
         if s != Network.settings(for: old, mac: n.stackMAC) { n.post(.reconfigure(s)) }
     }

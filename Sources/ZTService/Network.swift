@@ -45,9 +45,24 @@ final class Network {
                              maxConnections: config.maxConnections)
     }
 
-    /// Starts the network's loop thread. Throws if the loop cannot be created.
-    func start(logger: Logger) throws(ServiceError) {
+    /// [Access] resolved to numeric ids (names that do not resolve are skipped).
+    static func access(for config: NetworkConfig) -> AccessList {
+        var a = AccessList()
+        for u in config.allowUsers {
+            if let n = UInt32(u) { a.uids.insert(n) } else if let v = UserDB.uid(forUser: u) { a.uids.insert(v) }
+        }
+        for g in config.allowGroups {
+            if let n = UInt32(g) { a.gids.insert(n) } else if let v = UserDB.gid(forGroup: g) { a.gids.insert(v) }
+        }
+        return a
+    }
+
+    /// Starts the network's loop thread, with the intercept's RPC socket at RUN_DIR/NAME.sock.
+    /// Throws if the loop cannot be created.
+    func start(logger: Logger, runDir: String) throws(ServiceError) {
         let name = config.name
+        let rpcPath = runDir + "/" + name + ".sock"
+        let access = Network.access(for: config)
         let fd = tap.fd
         let settings = Network.settings(for: config, mac: stackMAC)
         let inbox = self.inbox
@@ -57,7 +72,8 @@ final class Network {
             // Everything the loop owns is created on its own thread and never leaves it.
             do {
                 let driver = makeStackDriver(settings: settings, tapFD: fd, logger: logger)
-                let loop = try NetworkLoop(name: name, tapFD: fd, inbox: inbox, driver: driver, logger: logger)
+                let loop = try NetworkLoop(name: name, tapFD: fd, inbox: inbox, driver: driver, logger: logger,
+                                           rpcPath: rpcPath, access: access)
                 started.fulfill(.success(loop.waker))
                 loop.run()
             } catch {

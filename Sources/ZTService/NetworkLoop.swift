@@ -11,6 +11,7 @@ enum NetworkCommand: Sendable {
     case reconfigure(StackSettings)
     case stats(Reply<NetworkStats>)
     case connections(Reply<[ConnectionInfo]>)
+    case access(AccessList)
 }
 
 /// One joined network's event loop: the only thread that touches its TAP fd and its stack.
@@ -21,6 +22,15 @@ enum NetworkCommand: Sendable {
 final class NetworkLoop: PhySocketHandler {
     enum Context {
         case tap
+        /// RUN_DIR/NAME.sock, the intercept library's RPC listener.
+        case rpcListener
+        case rpc(RPCPeer)
+        /// Daemon end of an intercepted TCP socket's data socketpair.
+        case tcp(Connection)
+        /// Daemon end of a listening socket's accept channel.
+        case acceptChannel(Connection)
+        /// Daemon end of an intercepted UDP socket's SEQPACKET pair.
+        case udp(UDPConnection)
     }
 
     let name: String
@@ -34,10 +44,13 @@ final class NetworkLoop: PhySocketHandler {
     private var tapSocket: PhySocket<Context>?
     /// Why the TAP stopped working, if it did.
     private var tapError: String?
+    private var hub: InterceptHub?
     /// Frames taken from the TAP per readiness event before the loop looks at other fds.
     private let batch = 256
 
-    init(name: String, tapFD: Int32, inbox: Inbox<NetworkCommand>, driver: StackDriver, logger: Logger) throws(Errno) {
+    /// `rpcPath`: where to listen for the intercept library (nil: no intercept, e.g. tests).
+    init(name: String, tapFD: Int32, inbox: Inbox<NetworkCommand>, driver: StackDriver, logger: Logger,
+         rpcPath: String? = nil, access: AccessList = AccessList()) throws(Errno) {
         self.name = name
         self.tapFD = tapFD
         self.inbox = inbox
@@ -48,6 +61,14 @@ final class NetworkLoop: PhySocketHandler {
         loop = try PhyLoop<NetworkLoop>()
         loop.handler = self
         tapSocket = try loop.add(fd: tapFD, kind: .raw, context: .tap, ownsFD: false)
+        if let rpcPath {
+            let hub = try InterceptHub(network: name, path: rpcPath, access: access, loop: loop, driver: driver,
+                                       logger: logger)
+            self.hub = hub
+            driver.eventSink = { [unowned hub] e in hub.stackEvent(e) }
+            driver.onStackReplaced = { [unowned hub] in hub.stackReplaced() }
+            driver.interceptedConnections = { [unowned hub] n, h in hub.connections(network: n, handles: &h) }
+        }
     }
 
     deinit { frameBuffer.deallocate() }
@@ -59,7 +80,10 @@ final class NetworkLoop: PhySocketHandler {
     func run() {
         driver.start(now: Self.now())
         while running {
-            let deadline = driver.poll(now: Self.now())
+            let now = Self.now()
+            hub?.runTimers(now: now)
+            var deadline = driver.poll(now: now)
+            if let h = hub?.nextDeadline, deadline == nil || h < deadline! { deadline = h }
             do {
                 try loop.poll(deadline: deadline?.nanoseconds)
             } catch {
@@ -67,10 +91,17 @@ final class NetworkLoop: PhySocketHandler {
                 break
             }
         }
+        hub?.shutdown()
         loop.closeAll()
+        driver.eventSink = nil
+        driver.onStackReplaced = nil
+        driver.interceptedConnections = nil
     }
 
-    func phyOnAccept(listener: PhySocket<Context>, fd: Int32) -> Context? { nil }
+    func phyOnAccept(listener: PhySocket<Context>, fd: Int32) -> Context? {
+        guard case .rpcListener = listener.context else { return nil }
+        return hub?.acceptPeer(fd: fd)
+    }
 
     func phyOnReadable(_ socket: PhySocket<Context>) {
         switch socket.context {
@@ -94,11 +125,27 @@ final class NetworkLoop: PhySocketHandler {
                 }
                 break
             }
+        case .rpcListener:
+            break
+        case .rpc(let peer):
+            hub?.readRPC(socket, peer)
+        case .tcp(let c):
+            hub?.pumpIn(c)
+        case .acceptChannel(let c):
+            hub?.acceptChannelReadable(c, socket)
+        case .udp(let u):
+            hub?.udpReadable(u, socket)
         }
     }
 
-    func phyOnWritable(_ socket: PhySocket<Context>) {}
-    func phyOnClose(_ socket: PhySocket<Context>) {}
+    func phyOnWritable(_ socket: PhySocket<Context>) { hub?.writable(socket) }
+
+    func phyOnHangup(_ socket: PhySocket<Context>) { hub?.hangup(socket) }
+
+    func phyOnClose(_ socket: PhySocket<Context>) {
+        // Cleanup is explicit in the hub; only RPC peers are counted here.
+        if case .rpc(let peer) = socket.context { hub?.peerClosed(peer) }
+    }
     func phyOnTimer() {}
 
     func phyOnWake() {
@@ -108,6 +155,8 @@ final class NetworkLoop: PhySocketHandler {
                 running = false
             case .reconfigure(let settings):
                 driver.reconfigure(settings, now: Self.now())
+            case .access(let list):
+                hub?.access = list
             case .stats(let reply):
                 var st = driver.stats
                 st.error = tapError

@@ -46,6 +46,14 @@ protocol StackDriver: AnyObject {
     func reconfigure(_ settings: StackSettings, now: Instant)
     var stats: NetworkStats { get }
     func connections(network: String) -> [ConnectionInfo]
+    /// The stack intercepted sockets attach to (nil for a driver without one).
+    var netStack: NetStack? { get }
+    /// Receives the stack's socket events (intercepted sockets) after every poll.
+    var eventSink: ((SocketEvent) -> Void)? { get set }
+    /// Called after the stack was replaced by a new one (its sockets are gone).
+    var onStackReplaced: (() -> Void)? { get set }
+    /// Intercepted sockets, listed with their owners by `connections` (set by the loop).
+    var interceptedConnections: ((String, inout Set<SocketHandle>) -> [ConnectionInfo])? { get set }
 }
 
 #if canImport(Glibc)
@@ -61,6 +69,10 @@ final class NullStackDriver: StackDriver {
     func reconfigure(_ settings: StackSettings, now: Instant) {}
     var stats: NetworkStats { s }
     func connections(network: String) -> [ConnectionInfo] { [] }
+    var netStack: NetStack? { nil }
+    var eventSink: ((SocketEvent) -> Void)?
+    var onStackReplaced: (() -> Void)?
+    var interceptedConnections: ((String, inout Set<SocketHandle>) -> [ConnectionInfo])?
 }
 
 func makeStackDriver(settings: StackSettings, tapFD: Int32, logger: Logger) -> StackDriver {
@@ -75,6 +87,10 @@ final class NetStackDriver: StackDriver {
     private let sink: TapSink
     private let logger: Logger
     private var random: XorShiftRandom
+    var eventSink: ((SocketEvent) -> Void)?
+    var onStackReplaced: (() -> Void)?
+    var interceptedConnections: ((String, inout Set<SocketHandle>) -> [ConnectionInfo])?
+    var netStack: NetStack? { stack }
 
     init(settings: StackSettings, sink: TapSink, logger: Logger) {
         self.settings = settings
@@ -102,10 +118,19 @@ final class NetStackDriver: StackDriver {
     func receive(frame: UnsafeRawBufferPointer, now: Instant) { stack.receive(frame: frame, now: now) }
 
     func poll(now: Instant) -> Instant? {
-        let next = stack.poll(now: now)
-        // No app sockets are attached yet: events only concern sockets the driver owns.
-        stack.drainEvents { _ in }
-        return next
+        var next = stack.poll(now: now)
+        // Reacting to events (consume, commitSend, accept) only marks sockets dirty: poll again
+        // so window updates and new data go out in this pass, a bounded number of times.
+        for _ in 0..<4 {
+            var any = false
+            stack.drainEvents { e in
+                any = true
+                eventSink?(e)
+            }
+            if !any { return next }
+            next = stack.poll(now: now)
+        }
+        return now
     }
 
     func reconfigure(_ new: StackSettings, now: Instant) {
@@ -118,6 +143,7 @@ final class NetStackDriver: StackDriver {
             logger.info("stack restarted for new settings", metadata: ["connections": "\(stack.tcp.connectionCount)"])
             stack = NetStackDriver.makeStack(new, sink: sink, random: &random)
             stack.up(now: now)
+            onStackReplaced?()
             return
         }
         if old.mtu != new.mtu { stack.setMTU(new.mtu) }
@@ -131,8 +157,10 @@ final class NetStackDriver: StackDriver {
     }
 
     func connections(network: String) -> [ConnectionInfo] {
-        var out: [ConnectionInfo] = []
-        stack.tcp.forEachConnection { _, info in
+        var handles = Set<SocketHandle>()
+        var out = interceptedConnections?(network, &handles) ?? []
+        stack.tcp.forEachConnection { h, info in
+            if let h, handles.contains(h) { return }
             out.append(ConnectionInfo(network: network, proto: "tcp", local: "\(info.local)",
                                       remote: info.remote.map { "\($0)" } ?? "*:*", state: info.state.rawValue,
                                       pid: nil, uid: nil, bytesIn: info.bytesReceived, bytesOut: info.bytesSent))
