@@ -22,7 +22,21 @@ final class Waiter {
 /// One intercepted TCP socket: the app's fd (identified by its inode) on one side, a NetStack
 /// TCP socket (connection or listener) on the other. Bytes are moved by `InterceptHub`.
 final class Connection {
-    enum State: Equatable { case unbound, bound, connecting, connected, listening, closed }
+    enum State: Equatable {
+        case unbound, bound, connecting, connected, listening, closed
+
+        /// Shown while the stack has no socket for it (or none yet).
+        var displayName: String {
+            switch self {
+            case .unbound: "UNBOUND"
+            case .bound: "BOUND"
+            case .connecting: "SYN-SENT"
+            case .connected: "ESTABLISHED"
+            case .listening: "LISTEN"
+            case .closed: "CLOSED"
+            }
+        }
+    }
 
     var key: FDKey
     let pid: Int32

@@ -636,19 +636,52 @@ public final class Daemon: PhySocketHandler {
     }
 
     private func respond(_ socket: PhySocket<Context>, _ peer: ControlPeer, to line: [UInt8]) {
-        guard peer.allowed else {
-            let who = UserDB.userName(uid: peer.uid) ?? "uid \(peer.uid)"
-            enqueue(socket, peer, .failure("permission denied: \(who) may not control ztapd (allowed: root, ControlUsers=, ControlGroup= in ztapd.conf)", errno: EACCES), close: true)
+        let request: ControlRequest
+        do {
+            request = try ControlCodec.decode(ControlRequest.self, from: line)
+        } catch {
+            let denied = !peer.allowed
+            enqueue(socket, peer, denied ? permissionDenied(peer) : .failure("malformed request: \(Self.describe(error))", errno: EBADMSG),
+                    close: denied)
             return
         }
-        let response: ControlResponse
-        do {
-            let request = try ControlCodec.decode(ControlRequest.self, from: line)
-            response = handle(request, peer: peer)
-        } catch {
-            response = .failure("malformed request: \(Self.describe(error))", errno: EBADMSG)
+        if peer.allowed {
+            enqueue(socket, peer, handle(request, peer: peer), close: false)
+        } else if let r = handleNetworkUser(request, peer: peer) {
+            enqueue(socket, peer, r, close: false)
+        } else {
+            enqueue(socket, peer, permissionDenied(peer), close: true)
         }
-        enqueue(socket, peer, response, close: false)
+    }
+
+    private func permissionDenied(_ peer: ControlPeer) -> ControlResponse {
+        let who = UserDB.userName(uid: peer.uid) ?? "uid \(peer.uid)"
+        return .failure("permission denied: \(who) may not control ztapd (allowed: root, ControlUsers=, ControlGroup= in ztapd.conf)", errno: EACCES)
+    }
+
+    /// What a user who may not control ztapd may still ask (what `ztctl run` needs): `list`
+    /// (what `ip addr` shows anyway), and `get`/`connections` of the networks whose [Access] lets
+    /// them in, in `connections` only their own sockets. nil = not allowed at all.
+    private func handleNetworkUser(_ request: ControlRequest, peer: ControlPeer) -> ControlResponse? {
+        if request.command == .list { return list(only: request.name) }
+        let usable = Set(networks.compactMap { name, n in
+            Network.access(for: n.config).permits(uid: peer.uid, gid: peer.gid, groups: { UserDB.groups(ofUID: $0) }) ? name : nil
+        })
+        if let name = request.name, !usable.contains(name) {
+            guard [.get, .connections].contains(request.command) else { return nil }
+            let who = UserDB.userName(uid: peer.uid) ?? "uid \(peer.uid)"
+            return .failure("permission denied: \(who) may not use network \(name) ([Access] in its file)", errno: EACCES)
+        }
+        switch request.command {
+        case .get:
+            return request.name == nil ? .failure("a network name is required", errno: EINVAL) : get(request.name, key: request.key)
+        case .connections:
+            var r = connections(request.name)
+            r.connections = r.connections?.filter { usable.contains($0.network) && $0.uid == peer.uid }
+            return r
+        default:
+            return nil
+        }
     }
 
     static func describe(_ error: Error) -> String {

@@ -14,6 +14,15 @@ import Glibc
 struct AccessList: Sendable, Equatable {
     var uids: Set<UInt32> = []
     var gids: Set<UInt32> = []
+
+    /// Root and ztapd's own user always; else a listed uid, or a listed group among the
+    /// primary one and `groups(uid)` (asked only when groups are listed at all).
+    func permits(uid: UInt32, gid: UInt32, groups: (UInt32) -> [UInt32]) -> Bool {
+        if uid == 0 || uid == geteuid() || uids.contains(uid) { return true }
+        if gids.isEmpty { return false }
+        if gids.contains(gid) { return true }
+        return groups(uid).contains { gids.contains($0) }
+    }
 }
 
 /// One connection on RUN_DIR/NAME.sock: exactly one request, exactly one reply.
@@ -67,7 +76,6 @@ final class InterceptHub {
     private let requestBuffer: UnsafeMutableRawBufferPointer
     private let replyBuffer: UnsafeMutableRawBufferPointer
     private let datagramBuffer: UnsafeMutableRawBufferPointer
-    private let ourUID = geteuid()
 
     init(network: String, path: String, access: AccessList, loop: PhyLoop<NetworkLoop>, driver: StackDriver,
          logger: Logger) throws(Errno) {
@@ -154,18 +162,14 @@ final class InterceptHub {
     // MARK: - Access
 
     func isAllowed(uid: UInt32, gid: UInt32) -> Bool {
-        if uid == 0 || uid == ourUID || access.uids.contains(uid) { return true }
-        if access.gids.isEmpty { return false }
-        if access.gids.contains(gid) { return true }
-        let groups: Set<UInt32>
-        if let g = uidGroups[uid] {
-            groups = g
-        } else {
-            groups = Set(UserDBLookup.groups(ofUID: uid))
+        access.permits(uid: uid, gid: gid) { uid in
+            // Cached: a connect storm from one user must not read /etc/group per request.
+            if let g = uidGroups[uid] { return Array(g) }
+            let g = UserDBLookup.groups(ofUID: uid)
             if uidGroups.count > 1024 { uidGroups.removeAll() }
-            uidGroups[uid] = groups
+            uidGroups[uid] = Set(g)
+            return g
         }
-        return !groups.isDisjoint(with: access.gids)
     }
 
     // MARK: - RPC channel
@@ -1223,10 +1227,10 @@ final class InterceptHub {
         var out: [ConnectionInfo] = []
         let stack = self.stack
         for c in tcp.values {
-            var state = "\(c.state)"
+            var state = c.state.displayName
             var bin = c.bytesIn, bout = c.bytesOut
             if let h = c.handle, let i = stack?.tcp.info(h) {
-                state = i.state.rawValue
+                state = i.state.displayName
                 handles.insert(h)
                 bin = max(bin, i.bytesReceived)
                 bout = max(bout, i.bytesSent)
@@ -1238,7 +1242,7 @@ final class InterceptHub {
         for u in udp.values {
             let l = stack?.udpLocalEndpoint(u.handle).map { "\($0)" } ?? "*:*"
             let r = stack?.udpRemoteEndpoint(u.handle).map { "\($0)" } ?? "*:*"
-            out.append(ConnectionInfo(network: network, proto: "udp", local: l, remote: r, state: "open",
+            out.append(ConnectionInfo(network: network, proto: "udp", local: l, remote: r, state: "OPEN",
                                       pid: u.pid, uid: u.uid, bytesIn: u.bytesIn, bytesOut: u.bytesOut))
         }
         return out

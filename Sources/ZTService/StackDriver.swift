@@ -162,7 +162,7 @@ final class NetStackDriver: StackDriver {
         stack.tcp.forEachConnection { h, info in
             if let h, handles.contains(h) { return }
             out.append(ConnectionInfo(network: network, proto: "tcp", local: "\(info.local)",
-                                      remote: info.remote.map { "\($0)" } ?? "*:*", state: info.state.rawValue,
+                                      remote: info.remote.map { "\($0)" } ?? "*:*", state: info.state.displayName,
                                       pid: nil, uid: nil, bytesIn: info.bytesReceived, bytesOut: info.bytesSent))
         }
         return out

@@ -220,7 +220,7 @@ struct Run: ParsableCommand {
     @Flag(help: "Also send bind(0.0.0.0) to the network (ZTAP_BIND_ANY=1).") var bindAny = false
     @Flag(help: "Log interception decisions to stderr (ZTAP_DEBUG=1).") var debug = false
     @Argument(help: "Network name.") var name: String
-    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (after --).") var command: [String] = []
+    @Argument(parsing: .postTerminator, help: "The command and its arguments (after --).") var command: [String] = []
 
     func run() throws {
         var argv = command

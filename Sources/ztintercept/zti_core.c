@@ -287,7 +287,7 @@ static void zti_read_config(void)
     memcpy(zti_cfg.rpc_addr.path, v, l + 1);
     zti_cfg.rpc_addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + l + 1);
     zti_cfg.enabled = 1;
-    zti_dbg("enabled, rpc ", zti_cfg.rpc_addr.path, NULL, zti_cfg.nroutes, " routes");
+    zti_dbg("enabled, rpc ", zti_cfg.rpc_addr.path, ", ", zti_cfg.nroutes, " route(s)");
 }
 
 /**

@@ -23,6 +23,38 @@ import Testing
         #expect(h.layer.connectionCount == 0)
     }
 
+    /// TIME-WAIT must not make new connections fail: at MaxConnections the oldest one goes.
+    @Test func testTimeWaitYieldsToNewConnectionsAtTheLimit() throws {
+        let h = Harness { $0.maxConnections = 3 }
+        var closed: [SocketHandle] = []
+        for _ in 0..<3 {
+            let c = h.activeEstablished()
+            try h.layer.shutdownWrite(c)
+            h.poll()
+            let fin = h.sent()[0]
+            h.injectTo(h.activeLocal!, seq: h.peerSeq, ack: fin.seq &+ 1, flags: [.fin, .ack])
+            h.peerSeq &+= 1
+            #expect(h.state(c) == .timeWait)
+            _ = h.sent()
+            closed.append(c)
+        }
+        for c in closed { h.layer.release(c) }
+        #expect(h.layer.connectionCount == 3)
+        // Live connections fill the table: the fourth connect would need a TIME-WAIT slot...
+        let live = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        #expect(h.layer.connectionCount == 3)
+        #expect(h.state(live) == .synSent)
+        _ = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        _ = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        // ...and once only live ones are left, the limit holds.
+        #expect(throws: SocketError.noBufferSpace) {
+            _ = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        }
+        var states: [TCPState] = []
+        h.layer.forEachConnection { _, info in states.append(info.state) }
+        #expect(states.count == 3 && states.allSatisfy { $0 == .synSent })
+    }
+
     @Test func testOrphanFinWait2Timeout() throws {
         let h = Harness { $0.finTimeout = .seconds(5) }
         let c = h.passiveEstablished()

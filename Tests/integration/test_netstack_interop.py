@@ -144,7 +144,7 @@ def test_many_concurrent_connections(net):
     # Once closed, they drain (TIME_WAIT is on the kernel side: it closed first).
     def few():
         r, _ = d.ctl_json("connections", "n")
-        return len([c for c in r["connections"] if c["state"] not in ("timeWait", "listen")]) == 0
+        return len([c for c in r["connections"] if c["state"] not in ("TIME-WAIT", "LISTEN")]) == 0
     assert wait_until(few, timeout=30)
 
 

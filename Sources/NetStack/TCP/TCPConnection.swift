@@ -970,7 +970,21 @@ final class TCPConnection {
         keepAliveAt = nil
         delAckAt = nil
         closeAt = now + config.timeWait
+        // TIME-WAIT only answers retransmitted FINs: everything we sent is acknowledged, so
+        // the send side's memory goes now (thousands of closed connections may sit here), and
+        // the receive ring too unless the app still has bytes to read from it.
+        releaseBuffers(keepUnreadInput: userVisible)
+        layer.enteredTimeWait(self)
         if userVisible { layer.post(.closed(handle)) }
+    }
+
+    /// Frees the send ring, its segment records and the reassembly list, and the receive ring
+    /// unless it holds bytes the app may still read.
+    func releaseBuffers(keepUnreadInput: Bool) {
+        tx = nil
+        txq.releaseStorage()
+        ooo = []
+        if !keepUnreadInput || (rx?.isEmpty ?? true) { rx = nil }
     }
 
     func startKeepAlive(now: Instant) {

@@ -29,6 +29,10 @@ public final class TCPLayer {
     @exclusivity(unchecked) var timers = TimerHeap()
     @exclusivity(unchecked) var dirty: [TCPConnection] = []
     @exclusivity(unchecked) var events: [SocketEvent] = []
+    /// Connections in the order they entered TIME-WAIT (so also the order they expire); stale
+    /// entries (gone, or left TIME-WAIT) are skipped when popped. From `twHead` on.
+    @exclusivity(unchecked) var timeWaitQueue: [TCPConnection] = []
+    @exclusivity(unchecked) var twHead = 0
     /// Incremented per `receive`/`poll` call; used to coalesce `.readable` events.
     @exclusivity(unchecked) var epoch: UInt64 = 0
     /// Connections that were terminated while holding a live handle-less slot.
@@ -110,6 +114,31 @@ public final class TCPLayer {
         if let h = c.heapDeadline, h <= d.nanoseconds { return }
         c.heapDeadline = d.nanoseconds
         timers.push(.init(deadline: d.nanoseconds, slot: c.slot, generation: c.generation))
+    }
+
+    /// Called by a connection entering TIME-WAIT.
+    func enteredTimeWait(_ c: TCPConnection) {
+        if twHead > 1024 && twHead &* 2 > timeWaitQueue.count {
+            timeWaitQueue.removeFirst(twHead)
+            twHead = 0
+        }
+        timeWaitQueue.append(c)
+    }
+
+    /// Whether a new connection fits under `maxConnections`. TIME-WAIT connections do not hold
+    /// a place against live ones: when the table is full the oldest is ended early (as Linux
+    /// does past tcp_max_tw_buckets), so closed connections never make new ones fail.
+    func roomForConnection(now: Instant) -> Bool {
+        while connections.count >= config.maxConnections && twHead < timeWaitQueue.count {
+            let c = timeWaitQueue[twHead]
+            twHead &+= 1
+            if c.state == .timeWait && connections[c.key] === c { c.terminate(error: nil, now: now) }
+        }
+        if twHead == timeWaitQueue.count && twHead > 0 {
+            timeWaitQueue.removeAll(keepingCapacity: true)
+            twHead = 0
+        }
+        return connections.count < config.maxConnections
     }
 
     /// Called by a connection reaching CLOSED.
@@ -237,7 +266,7 @@ public final class TCPLayer {
             // Possibly the third segment of a cookie handshake.
             if !flags.contains(.syn), config.synCookies,
                let mss = checkCookie(key, clientISN: seg.sequenceNumber - 1, cookie: seg.ackNumber - 1, now: now),
-               l.acceptQueue.count < l.backlog, connections.count < config.maxConnections {
+               l.acceptQueue.count < l.backlog, roomForConnection(now: now) {
                 let c = makeConnection(l: l, local: local, remote: remote, key: key, now: now, tx: tx)
                 c.iss = seg.ackNumber - 1
                 c.irs = seg.sequenceNumber - 1
@@ -263,7 +292,7 @@ public final class TCPLayer {
         }
         guard flags.contains(.syn), !flags.contains(.fin) else { return }
         guard local != remote else { return }   // LAND: a SYN from ourselves to ourselves
-        guard connections.count < config.maxConnections else { return }
+        guard roomForConnection(now: now) else { return }
         if l.synQueue >= config.maxSynQueue {
             guard config.synCookies else { return }
             sendCookieSynAck(seg, options: options, key: key, local: local, remote: remote, now: now, tx: tx)
@@ -416,7 +445,7 @@ public final class TCPLayer {
         }
         guard remote.port != 0, !remote.address.isUnspecified, !remote.address.isBroadcast,
               !remote.address.isMulticast else { throw .networkUnreachable }
-        guard connections.count < config.maxConnections else { throw .noBufferSpace }
+        guard roomForConnection(now: now) else { throw .noBufferSpace }
         var port = local.port
         if port == 0 {
             // Ephemeral range 49152-65535 (RFC 6335), random start, linear probe.
@@ -616,6 +645,7 @@ public final class TCPLayer {
                 return
             }
             c.released = true
+            if c.state == .timeWait { c.releaseBuffers(keepUnreadInput: false) }
             if c.state == .finWait2 { c.closeAt = c.lastReceive + config.finTimeout; schedule(c) }
         case .free:
             return

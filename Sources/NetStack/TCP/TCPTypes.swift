@@ -51,6 +51,23 @@ public struct TCPConfig: Sendable {
 /// Connection states, named after RFC 9293 §3.3.2.
 public enum TCPState: String, Sendable, Hashable {
     case closed, listen, synSent, synReceived, established, finWait1, finWait2, closeWait, closing, lastAck, timeWait
+
+    /// The RFC's spelling (`SYN-SENT`, `TIME-WAIT`), as `ss` and `ztctl connections` show it.
+    public var displayName: String {
+        switch self {
+        case .closed: "CLOSED"
+        case .listen: "LISTEN"
+        case .synSent: "SYN-SENT"
+        case .synReceived: "SYN-RECEIVED"
+        case .established: "ESTABLISHED"
+        case .finWait1: "FIN-WAIT-1"
+        case .finWait2: "FIN-WAIT-2"
+        case .closeWait: "CLOSE-WAIT"
+        case .closing: "CLOSING"
+        case .lastAck: "LAST-ACK"
+        case .timeWait: "TIME-WAIT"
+        }
+    }
 }
 
 /// Per-socket options.

@@ -51,6 +51,13 @@ struct TxQueue {
         count = 0
     }
 
+    /// Empties the queue and gives its memory back (a connection that sends no more).
+    mutating func releaseStorage() {
+        buf = []
+        head = 0
+        count = 0
+    }
+
     /// Index of the record holding `seq` (records are contiguous and sorted), or nil.
     func index(containing seq: SeqNumber) -> Int? {
         guard count > 0, !(seq < self[0].start), seq < self[count &- 1].end else { return nil }

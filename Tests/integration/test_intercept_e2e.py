@@ -1,0 +1,394 @@
+"""Unmodified programs on a ztap network through the intercept (issue: ztintercept + RPC).
+
+Each test: a namespace of its own, ztapd in it with network "n" (NetStack 10.70.0.2, kernel side
+10.70.0.1 on the TAP), programs under `ztctl run n -- ...` and their peers on the namespace's
+own kernel stack. Traffic never leaves the namespace; processes are stopped by PID.
+"""
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import BIN, REPO, fd_count, run, wait_until
+
+STACK = "10.70.0.2"
+KERNEL = "10.70.0.1"
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER = os.path.join(HERE, "kernel_peer.py")
+LIB = os.path.join(REPO, ".build", "intercept", "libztintercept.so")
+NET = f"""[Network]
+Interface=ztnet0
+MTU=2800
+Address={STACK}/24
+KernelAddress={KERNEL}/24
+
+[Access]
+AllowUsers=nobody
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def intercept_built():
+    if not os.path.exists(LIB):
+        run([os.path.join(REPO, "scripts", "build-intercept.sh")])
+
+
+class Env:
+    """ztapd with network n in the test's namespace, plus the processes the test started."""
+
+    def __init__(self, daemon, ns, tmp):
+        self.d, self.ns, self.tmp = daemon, ns, tmp
+        self.procs = []
+
+    def ztrun(self, *cmd, user=None):
+        """argv for `ztctl run n -- cmd` (as `user` if given)."""
+        argv = [os.path.join(BIN, "ztctl"), "run", "n", "--run-dir", self.d.run_dir, "--", *cmd]
+        return ["runuser", "-u", user, "--", *argv] if user else argv
+
+    def run(self, *cmd, user=None, timeout=300, check=True):
+        r = self.ns.exec(*self.ztrun(*cmd, user=user), timeout=timeout, check=False)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{cmd[:3]!r} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}\n"
+                                 f"--- ztapd log (tail) ---\n{self.d.logs()[-3000:]}")
+        return r
+
+    def spawn(self, *argv, ready=False, **kw):
+        """A process in the namespace; with ready=True waits for its "READY" line."""
+        kw.setdefault("stdout", subprocess.PIPE if ready else subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        p = self.ns.popen(*argv, **kw)
+        self.procs.append(p)
+        if ready:
+            line = p.stdout.readline()
+            assert line.strip() == b"READY", f"{argv!r} did not start: {line!r}"
+        return p
+
+    def peer(self, mode, port, *extra):
+        return self.spawn(sys.executable, PEER, mode, KERNEL, str(port), *extra, ready=True)
+
+    def connections(self):
+        out, _ = self.d.ctl_json("connections", "n")
+        return out.get("connections") or []
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+@pytest.fixture
+def env(daemon_factory, netns, tmpdir_world):
+    d = daemon_factory(networks={"n": NET}).start()
+    e = Env(d, netns, tmpdir_world)
+    yield e
+    e.stop_all()
+
+
+def wait_port(ns, addr, port, timeout=15):
+    def listening():
+        r = ns.exec("ss", "-Hltn", f"src {addr}:{port}", check=False)
+        return r.stdout.strip() != ""
+    assert wait_until(listening, timeout=timeout), f"nothing listens on {addr}:{port}"
+
+
+def wait_connectable(addr, port, ns, timeout=15):
+    """Polls a TCP port from the kernel side (for servers behind NetStack, which ss cannot see)."""
+    code = f"import socket; socket.create_connection(('{addr}', {port}), timeout=1).close()"
+    assert wait_until(lambda: ns.exec(sys.executable, "-c", code, check=False).returncode == 0,
+                      timeout=timeout, interval=0.2), f"{addr}:{port} never accepted a connection"
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_file(path, mib):
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+    os.chmod(path, 0o644)
+    return sha256(path)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+# --- clients under the intercept ------------------------------------------------------------
+
+def test_curl_downloads_100mib_from_kernel_http_server(env):
+    src = os.path.join(env.tmp, "www")
+    os.makedirs(src)
+    want = make_file(os.path.join(src, "big.bin"), 100)
+    env.spawn(sys.executable, "-m", "http.server", "--bind", KERNEL, "--directory", src, "8000")
+    wait_port(env.ns, KERNEL, 8000)
+    out = os.path.join(env.tmp, "out.bin")
+    t0 = time.monotonic()
+    env.run("curl", "-sS", "--fail", "-o", out, f"http://{KERNEL}:8000/big.bin")
+    secs = time.monotonic() - t0
+    assert sha256(out) == want
+    print(f"curl 100 MiB download: {secs:.2f} s ({100 * 8 * 1.048576 / secs:.0f} Mbit/s)")
+
+
+def test_curl_uploads_to_kernel_server(env):
+    up = os.path.join(env.tmp, "up")
+    os.makedirs(up)
+    want = make_file(os.path.join(env.tmp, "payload.bin"), 100)
+    env.peer("put", 8001, up)
+    r = env.run("curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{http_code}",
+                "-T", os.path.join(env.tmp, "payload.bin"), f"http://{KERNEL}:8001/payload.bin")
+    assert r.stdout.strip() == "201", r.stdout
+    assert sha256(os.path.join(up, "payload.bin")) == want
+
+
+def test_iperf3_client_under_intercept_both_directions(env):
+    import json
+    for reverse in (False, True):
+        server = env.spawn("iperf3", "-s", "-1", "-B", KERNEL, "-p", "5201")
+        wait_port(env.ns, KERNEL, 5201)
+        args = ["iperf3", "-c", KERNEL, "-p", "5201", "-t", "3", "-J"] + (["-R"] if reverse else [])
+        r = env.run(*args, timeout=60)
+        res = json.loads(r.stdout)
+        assert "error" not in res, res.get("error")
+        bps = res["end"]["sum_received"]["bits_per_second"]
+        assert res["end"]["sum_received"]["bytes"] > 10 * 1024 * 1024, res["end"]["sum_received"]
+        print(f"iperf3 client under intercept {'<-' if reverse else '->'} kernel: {bps / 1e9:.2f} Gbit/s")
+        assert server.wait(timeout=20) == 0
+
+
+# --- servers under the intercept ------------------------------------------------------------
+
+def test_python_http_server_under_intercept(env):
+    src = os.path.join(env.tmp, "www")
+    os.makedirs(src)
+    want = make_file(os.path.join(src, "f.bin"), 20)
+    env.spawn(*env.ztrun(sys.executable, "-m", "http.server", "--bind", STACK, "--directory", src, "8080"))
+    wait_connectable(STACK, 8080, env.ns)
+    out = os.path.join(env.tmp, "got.bin")
+    env.ns.exec("curl", "-sS", "--fail", "-o", out, f"http://{STACK}:8080/f.bin", timeout=120)
+    assert sha256(out) == want
+    # The listener shows up in `ztctl connections` with its owner.
+    rows = env.connections()
+    assert any(c["proto"] == "tcp" and c["local"].endswith(":8080") and c["state"] == "LISTEN" for c in rows), [sorted(c.items()) for c in rows]
+
+
+def test_nginx_under_intercept_serves_200_concurrent_clients(env):
+    if not shutil.which("nginx"):
+        pytest.fail("nginx is not installed (scripts/install-deps.sh installs it)")
+    www = os.path.join(env.tmp, "www")
+    os.makedirs(www)
+    body = os.urandom(64 * 1024)
+    with open(os.path.join(www, "index.bin"), "wb") as f:
+        f.write(body)
+    conf = os.path.join(env.tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(textwrap.dedent(f"""\
+            daemon off;
+            master_process on;
+            worker_processes 2;
+            user root;
+            pid {env.tmp}/nginx.pid;
+            error_log {env.tmp}/nginx-error.log warn;
+            events {{ worker_connections 1024; }}
+            http {{
+                access_log off;
+                client_body_temp_path {env.tmp}/nginx-tmp;
+                proxy_temp_path {env.tmp}/nginx-tmp;
+                fastcgi_temp_path {env.tmp}/nginx-tmp;
+                uwsgi_temp_path {env.tmp}/nginx-tmp;
+                scgi_temp_path {env.tmp}/nginx-tmp;
+                server {{
+                    listen {STACK}:8082 backlog=512;
+                    root {www};
+                }}
+            }}
+            """))
+    env.spawn(*env.ztrun("nginx", "-c", conf, "-e", f"{env.tmp}/nginx-error.log"))
+    wait_connectable(STACK, 8082, env.ns)
+    # 200 kernel-side clients, all connected at once, then all requesting at once.
+    code = textwrap.dedent(f"""
+        import hashlib, socket
+        conns = [socket.create_connection(("{STACK}", 8082), timeout=30) for _ in range(200)]
+        for c in conns:
+            c.sendall(b"GET /index.bin HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+        digests = set()
+        for c in conns:
+            data = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            head, _, payload = data.partition(b"\\r\\n\\r\\n")
+            assert head.startswith(b"HTTP/1.1 200"), head[:100]
+            digests.add(hashlib.sha256(payload).hexdigest())
+            c.close()
+        print(len(conns), " ".join(digests))
+        """)
+    r = env.ns.exec(sys.executable, "-c", code, timeout=120)
+    n, digest = r.stdout.split()
+    assert n == "200" and digest == hashlib.sha256(body).hexdigest(), r.stdout
+
+
+def test_iperf3_server_under_intercept_both_directions(env):
+    import json
+    for reverse in (False, True):
+        server = env.spawn(*env.ztrun("iperf3", "-s", "-1", "-B", STACK, "-p", "5202"))
+        # No probe connection: it would use up the one-off (-1) server. Retry instead.
+        args = ["iperf3", "-c", STACK, "-p", "5202", "-t", "3", "-J"] + (["-R"] if reverse else [])
+        r = None
+        for _ in range(20):  # the server may still be starting: iperf3 then fails to connect
+            r = env.ns.exec(*args, timeout=60, check=False)
+            if r.returncode == 0 and "Connection refused" not in r.stdout:
+                break
+            time.sleep(0.25)
+        assert r.returncode == 0, r.stdout + r.stderr
+        res = json.loads(r.stdout)
+        assert "error" not in res and "sum_received" in res["end"], r.stdout[-3000:]
+        assert res["end"]["sum_received"]["bytes"] > 10 * 1024 * 1024, res["end"]["sum_received"]
+        print(f"iperf3 server under intercept {'->' if reverse else '<-'} kernel: "
+              f"{res['end']['sum_received']['bits_per_second'] / 1e9:.2f} Gbit/s")
+        assert server.wait(timeout=20) == 0
+
+
+# --- semantics, lifetime, access ------------------------------------------------------------
+
+def test_socket_semantics_program(env):
+    env.peer("echo", 9000)
+    env.peer("udpecho", 9001)
+    env.peer("callback", 9003)
+    r = env.run(sys.executable, os.path.join(HERE, "intercept_semantics.py"), STACK, KERNEL,
+                timeout=120, check=False)
+    assert r.returncode == 0 and "ALL OK" in r.stdout, r.stdout + r.stderr
+    for check in ("nonblocking connect", "connection refused", "getsockname", "SHUT_WR", "accept4",
+                  "fork", "UDP"):
+        assert check in r.stdout, r.stdout
+
+
+def test_sigkill_mid_transfer_frees_the_connection(env):
+    env.peer("stream", 9100)
+    reader = textwrap.dedent(f"""
+        import socket, sys, time
+        s = socket.create_connection(("{KERNEL}", 9100))
+        s.recv(1 << 20)
+        print("CONNECTED", flush=True)
+        while True:
+            s.recv(4096)
+            time.sleep(0.01)
+        """)
+    p = env.spawn(*env.ztrun(sys.executable, "-c", reader), stdout=subprocess.PIPE)
+    assert p.stdout.readline().strip() == b"CONNECTED"
+
+    def mine():
+        return [c for c in env.connections() if c["proto"] == "tcp" and c.get("pid") == p.pid]
+    rows = wait_until(mine, timeout=10)
+    assert rows and rows[0]["remote"] == f"{KERNEL}:9100" and rows[0]["bytesIn"] > 0, env.connections()
+    fds_before = fd_count(env.d.pid)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert wait_until(lambda: not mine(), timeout=10), env.connections()
+    assert wait_until(lambda: not [c for c in env.connections() if c["remote"] == f"{KERNEL}:9100"],
+                      timeout=10), env.connections()
+    assert fd_count(env.d.pid) < fds_before
+
+
+def test_many_connections_leave_no_fd_or_memory_growth(env):
+    env.peer("echo", 9000)
+    churn = textwrap.dedent(f"""
+        import socket
+        for i in range(1000):
+            s = socket.create_connection(("{KERNEL}", 9000), timeout=30)
+            s.sendall(b"x" * 100)
+            got = b""
+            while len(got) < 100:
+                got += s.recv(100)
+            s.close()
+        conns = [socket.create_connection(("{KERNEL}", 9000), timeout=30) for _ in range(500)]
+        for c in conns:
+            c.sendall(b"y" * 1000)
+        for c in conns:
+            got = b""
+            while len(got) < 1000:
+                chunk = c.recv(1000)
+                assert chunk
+                got += chunk
+            c.close()
+        print("DONE")
+        """)
+    pid = env.d.pid
+
+    def idle_fds():
+        # Settled once no intercept connection holds a client socket any more.
+        return fd_count(pid)
+    base_fds = idle_fds()
+
+    def churn_runs(n):
+        for _ in range(n):
+            r = env.run(sys.executable, "-c", churn, timeout=300)
+            assert "DONE" in r.stdout
+        assert wait_until(lambda: idle_fds() <= base_fds, timeout=15), (idle_fds(), base_fds)
+    # Warm-up: allocator arenas and tables grow, and TIME-WAIT fills up to MaxConnections
+    # (4096; the oldest then make room). Measured on the development machine, RSS settles
+    # after ~6 runs; what follows is the steady state, where a leak of 300 bytes per
+    # connection would show.
+    churn_runs(6)
+    rss1 = rss_kib(pid)
+    churn_runs(6)
+    rss2 = rss_kib(pid)
+    print(f"ztapd fds {base_fds} -> {idle_fds()}, RSS {rss1} KiB -> {rss2} KiB over 9000 more connections")
+    assert rss2 - rss1 < 2560, (rss1, rss2)
+
+
+def test_user_not_in_access_gets_eacces(env):
+    env.peer("echo", 9000)
+    code = textwrap.dedent(f"""
+        import errno, socket
+        s = socket.socket()
+        try:
+            s.connect(("{KERNEL}", 9000))
+            s.sendall(b"hi"); print("CONNECTED", s.recv(2))
+        except OSError as e:
+            print("ERRNO", errno.errorcode.get(e.errno, e.errno))
+        """)
+    # The system python: other users cannot reach a python installed under /root.
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    allowed = env.run(py, "-c", code, user="nobody", timeout=60)
+    assert allowed.stdout.strip() == "CONNECTED b'hi'", allowed.stdout + allowed.stderr
+    denied = env.run(py, "-c", code, user="daemon", timeout=60)
+    assert denied.stdout.strip() == "ERRNO EACCES", denied.stdout + denied.stderr
+    # UDP: the first sendto is refused the same way.
+    udp = textwrap.dedent(f"""
+        import errno, socket
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.sendto(b"x", ("{KERNEL}", 9001)); print("SENT")
+        except OSError as e:
+            print("ERRNO", errno.errorcode.get(e.errno, e.errno))
+        """)
+    denied = env.run(py, "-c", udp, user="daemon", timeout=60)
+    assert denied.stdout.strip() == "ERRNO EACCES", denied.stdout + denied.stderr
+
+
+def test_exit_status_passes_through(env):
+    assert env.run("sh", "-c", "exit 7", check=False).returncode == 7
+    assert env.run("/nonexistent-program", check=False).returncode == 127
