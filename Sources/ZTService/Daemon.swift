@@ -68,6 +68,7 @@ public final class Daemon: PhySocketHandler {
 
     /// Runs until SIGTERM/SIGINT; returns the process exit status.
     public func run() -> Int32 {
+        raiseFileLimit()
         do {
             try start()
         } catch {
@@ -351,6 +352,18 @@ public final class Daemon: PhySocketHandler {
         logger.info("reloaded", metadata: ["networks": "\(networks.count)", "problems": "\(problems.count)"])
         if problems.isEmpty { return .success("reloaded: \(networks.count) network(s) up") }
         return .failure("reload finished with errors (running config kept for these):\n" + problems.joined(separator: "\n"))
+    }
+
+    /// Every intercepted socket costs ztapd one fd (two while its RPC is pending): take the whole
+    /// hard limit, as the 1024 default soft limit would cap a network far below MaxConnections.
+    private func raiseFileLimit() {
+        var lim = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0, lim.rlim_cur < lim.rlim_max else { return }
+        let old = lim.rlim_cur
+        lim.rlim_cur = lim.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &lim) == 0 {
+            logger.debug("fd limit raised", metadata: ["from": "\(old)", "to": "\(lim.rlim_max)"])
+        }
     }
 
     // MARK: - Control requests

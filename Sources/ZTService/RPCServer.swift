@@ -66,8 +66,13 @@ final class InterceptHub {
     private var uidGroups: [UInt32: Set<UInt32>] = [:]
     private var random = SystemRandomNumberGenerator()
 
-    /// Pending RPC connections at most; more are closed at once (a flood cannot grow memory).
-    let maxPeers = 256
+    /// Pending RPC connections at most, in all and per user; more are closed at once. A blocking
+    /// connect holds one until its outcome, so the bounds are generous; the per-user one keeps a
+    /// flood from one user from locking the others out.
+    let maxPeers = 4096
+    let maxPeersPerUID = 512
+    private var peersByUID: [UInt32: Int] = [:]
+    private var refusedPeers: UInt64 = 0
     /// An RPC connection that sends nothing for this long is closed.
     let peerIdle = Duration.seconds(10)
     /// How long a non-blocking CONNECT may wait for its outcome before EINPROGRESS.
@@ -177,8 +182,13 @@ final class InterceptHub {
     func acceptPeer(fd: Int32) -> NetworkLoop.Context? {
         var pid: pid_t = 0, uid: uid_t = 0, gid: gid_t = 0
         guard cshim_peercred(fd, &pid, &uid, &gid) == 0 else { return nil }
-        guard peerCount < maxPeers else {
-            logger.warning("rpc: too many pending requests, refusing", metadata: ["network": "\(network)", "pid": "\(pid)"])
+        guard peerCount < maxPeers, peersByUID[uid, default: 0] < maxPeersPerUID else {
+            refusedPeers &+= 1
+            // A flood must not flood the journal too: the 1st, 2nd, 4th, 8th... refusal.
+            if refusedPeers & (refusedPeers &- 1) == 0 {
+                logger.warning("rpc: too many pending requests, refusing (\(refusedPeers) so far)",
+                               metadata: ["network": "\(network)", "pid": "\(pid)", "uid": "\(uid)"])
+            }
             return nil
         }
         let allowed = isAllowed(uid: uid, gid: gid)
@@ -186,6 +196,7 @@ final class InterceptHub {
             logger.notice("rpc: refusing uid \(uid) (pid \(pid)): not in [Access]", metadata: ["network": "\(network)"])
         }
         peerCount += 1
+        peersByUID[uid, default: 0] += 1
         let now = Self.now()
         if nextIdleScan == nil { nextIdleScan = now + peerIdle }
         return .rpc(RPCPeer(pid: pid, uid: uid, gid: gid, allowed: allowed, opened: now))
@@ -193,6 +204,7 @@ final class InterceptHub {
 
     func peerClosed(_ peer: RPCPeer) {
         peerCount -= 1
+        if let n = peersByUID[peer.uid], n > 1 { peersByUID[peer.uid] = n - 1 } else { peersByUID[peer.uid] = nil }
         if let w = peer.waiter, let c = peer.waitingOn {
             // The library gave up waiting (signal, SO_SNDTIMEO): the connect goes on.
             c.waiters.removeAll { $0 === w }

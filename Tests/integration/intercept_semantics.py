@@ -50,6 +50,17 @@ def nonblocking_connect():
         select.select([], [s], [], 10)
         assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED
     s.close()
+    # Nobody answers ARP for .77 on the network: SO_ERROR says EHOSTUNREACH once ARP gives up.
+    s = socket.socket()
+    s.setblocking(False)
+    unreachable = KERNEL.rsplit(".", 1)[0] + ".77"
+    rc = s.connect_ex((unreachable, 80))
+    assert rc in (errno.EINPROGRESS, errno.EHOSTUNREACH), rc
+    if rc == errno.EINPROGRESS:
+        select.select([], [s], [], 30)
+        err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        assert err == errno.EHOSTUNREACH, errno.errorcode.get(err, err)
+    s.close()
     ok("nonblocking connect + select + SO_ERROR")
 
 

@@ -114,9 +114,10 @@ public final class NetStack {
             switch action {
             case let .sendRequest(ip, unicast):
                 sendARPRequest(for: ip, unicast: unicast)
-            case let .gaveUp(_, dropped):
+            case let .gaveUp(hop, dropped):
                 counters.arpFailures &+= 1
                 counters.arpUnresolvedDrops &+= UInt64(dropped)
+                tcp.nextHopFailed(where: { [unowned self] dst in route(dst)?.hop == hop }, now: now)
             }
         }
         next = earliest(next, reassembler.poll(now: now) { quote in
@@ -446,8 +447,24 @@ public final class NetStack {
         case ICMPv4Type.echoReply:
             break
         default:
-            if ICMPv4Type.isError(icmp.type) { counters.icmpErrorsReceived &+= 1 }
+            guard ICMPv4Type.isError(icmp.type) else { return }
+            counters.icmpErrorsReceived &+= 1
+            if icmp.type == ICMPv4Type.destinationUnreachable { destinationUnreachable(code: icmp.code, quote: icmp.body) }
         }
+    }
+
+    /// Hands a destination unreachable to TCP when it quotes a TCP segment we sent (the quote is
+    /// the original IPv4 header plus at least 8 bytes: ports and sequence number).
+    private func destinationUnreachable(code: UInt8, quote: UnsafeRawBufferPointer) {
+        guard quote.count >= IPv4HeaderView.minHeaderLength, let q = quote.baseAddress else { return }
+        let ihl = Int(q.load(as: UInt8.self) & 0x0F) &* 4
+        guard ihl >= IPv4HeaderView.minHeaderLength, quote.count >= ihl &+ 8,
+              q.load(fromByteOffset: 9, as: UInt8.self) == IPProtocol.tcp else { return }
+        let src = IPv4Address(wireLoad32(q, 12)), dst = IPv4Address(wireLoad32(q, 16))
+        guard isLocal(src) else { return }
+        let local = IPv4Endpoint(src, wireLoad16(q, ihl)), remote = IPv4Endpoint(dst, wireLoad16(q, ihl &+ 2))
+        tcp.destinationUnreachable(code: code, local: local, remote: remote, quotedSeq: wireLoad32(q, ihl &+ 4), now: now)
+        tcpMayHaveEvents = true   // a failed connect posts an event: pumped at the end of receive
     }
 
     /// Sends an ICMP error about the datagram `quote` (starting at its IPv4 header), following

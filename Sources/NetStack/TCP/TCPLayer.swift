@@ -116,6 +116,33 @@ public final class TCPLayer {
         timers.push(.init(deadline: d.nanoseconds, slot: c.slot, generation: c.generation))
     }
 
+    /// ARP gave up on a next hop: connections still in SYN-SENT towards a destination that
+    /// goes through it fail with EHOSTUNREACH (Linux does the same through ipv4_link_failure);
+    /// established ones keep retransmitting, as for any soft error.
+    public func nextHopFailed(where routedThroughFailedHop: (IPv4Address) -> Bool, now: Instant) {
+        var failing: [TCPConnection] = []
+        for c in connections.values where c.state == .synSent && routedThroughFailedHop(IPv4Address(c.key.remoteAddress)) {
+            failing.append(c)
+        }
+        for c in failing { c.fail(.hostUnreachable, now: now) }
+    }
+
+    /// An ICMP destination unreachable quoting one of our segments (RFC 1122 §4.2.3.9; RFC 5927
+    /// for the checks): a connect still in SYN-SENT fails, with ECONNREFUSED for port/protocol
+    /// unreachable and EHOSTUNREACH/ENETUNREACH otherwise, if the quoted sequence number is our
+    /// SYN's. Other states treat it as a soft error (ignored; the RTO keeps going).
+    public func destinationUnreachable(code: UInt8, local: IPv4Endpoint, remote: IPv4Endpoint, quotedSeq: UInt32,
+                                       now: Instant) {
+        let key = TCPConnKey(local: local, remote: remote)
+        guard let c = connections[key], c.state == .synSent, quotedSeq == c.iss.rawValue else { return }
+        switch code {
+        case 2, 3: c.fail(.connectionRefused, now: now)
+        case 0, 6, 9, 11: c.fail(.networkUnreachable, now: now)
+        case 4: return   // fragmentation needed: not a reason to give up
+        default: c.fail(.hostUnreachable, now: now)
+        }
+    }
+
     /// Called by a connection entering TIME-WAIT.
     func enteredTimeWait(_ c: TCPConnection) {
         if twHead > 1024 && twHead &* 2 > timeWaitQueue.count {

@@ -1,0 +1,164 @@
+"""Hostile and malformed traffic on ztapd's intercept RPC socket (RUN_DIR/NAME.sock).
+
+Each bad request must get an error reply or a closed channel, ztapd must close every fd it was
+sent, and it must go on serving everyone else: checked by a real program under the intercept
+afterwards and by ztapd's fd count. Runs in the test's own namespace.
+"""
+import array
+import errno
+import os
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import fd_count, wait_until
+from test_intercept_e2e import KERNEL, NET, Env, PEER  # noqa: F401 - shared setup
+
+MAGIC = 0x5052545A
+VERSION = 1
+OP_CONNECT, OP_GETNAME = 1, 6
+F_NEW = 2
+REP = struct.Struct("<IHHIiiI")     # ztrpc_rep_hdr
+
+
+@pytest.fixture
+def env(daemon_factory, netns, tmpdir_world):
+    d = daemon_factory(networks={"n": NET}).start()
+    e = Env(d, netns, tmpdir_world)
+    yield e
+    e.stop_all()
+
+
+def header(op, body_len, magic=MAGIC, version=VERSION, rid=7):
+    return struct.pack("<IHHII", magic, version, op, rid, body_len)
+
+
+def sock_req(addr="10.70.0.1", port=9000, flags=0, proto=6):
+    a = socket.inet_aton(addr) + struct.pack(">H", port) + b"\0\0"
+    return a + struct.pack("<HBBI", flags, proto, 0, 0) + b"\0" * 40
+
+
+def exchange(path, payload, fds=()):
+    """Sends one message; returns the reply (op, id, result, err) or None if ztapd closed."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(5)
+    try:
+        s.connect(path)
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        try:
+            s.sendmsg([payload], anc)
+        except OSError:
+            return None          # closed before we could even send: refused
+        data = s.recv(4096)
+    except (ConnectionResetError, BrokenPipeError):
+        return None
+    finally:
+        s.close()
+    if not data:
+        return None
+    assert len(data) >= REP.size, data
+    magic, version, op, rid, result, err, _ = REP.unpack_from(data)
+    assert magic == MAGIC and version == VERSION
+    return op, rid, result, err
+
+
+def test_malformed_requests_get_errors_and_no_fd_leaks(env):
+    path = os.path.join(env.d.run_dir, "n.sock")
+    base = fd_count(env.d.pid)
+    r, w = os.pipe()
+    a, b = socket.socketpair()
+    cases = [
+        ("3 bytes", b"abc", (), {None, errno.EPROTO, errno.EBADMSG, errno.EINVAL}),
+        ("bad magic", header(OP_GETNAME, 0, magic=0xDEADBEEF), (a.fileno(),), {errno.EPROTO}),
+        ("version 99", header(OP_GETNAME, 0, version=99), (a.fileno(),), {errno.EPROTO}),
+        ("unknown op", header(200, 0), (a.fileno(),), {errno.EOPNOTSUPP}),
+        ("no fds", header(OP_GETNAME, 0), (), {errno.EBADF}),
+        ("pipe instead of socket", header(OP_GETNAME, 0), (r,), {errno.ENOTSOCK, errno.EBADF}),
+        ("foreign unix socket", header(OP_GETNAME, 0), (a.fileno(),), {errno.ENOTSOCK}),
+        ("connect, new, pipes", header(OP_CONNECT, 56) + sock_req(flags=F_NEW), (r, w),
+         {errno.EBADF, errno.EINVAL, errno.ENOTSOCK}),
+        ("connect, new, one fd", header(OP_CONNECT, 56) + sock_req(flags=F_NEW), (a.fileno(),),
+         {errno.EBADF, errno.EINVAL, errno.ENOTSOCK}),
+        ("connect, bad proto", header(OP_CONNECT, 56) + sock_req(flags=F_NEW, proto=99), (a.fileno(), b.fileno()),
+         {errno.EINVAL, errno.EPROTONOSUPPORT, errno.EBADF, errno.ENOTSOCK}),
+        ("length beyond body", header(OP_CONNECT, 5000) + sock_req(), (a.fileno(),),
+         {None, errno.EPROTO, errno.EINVAL, errno.EMSGSIZE, errno.EBADMSG, errno.ENOTSOCK}),
+        ("oversized message", header(OP_GETNAME, 4000) + b"\xff" * 4000, (a.fileno(),),
+         {None, errno.EPROTO, errno.EMSGSIZE, errno.EINVAL, errno.EBADMSG}),
+        ("too many fds", header(OP_GETNAME, 0), tuple([a.fileno()] * 8) + (r, w),
+         {None, errno.EPROTO, errno.EMSGSIZE, errno.EINVAL, errno.EBADF, errno.ENOTSOCK, errno.E2BIG}),
+        ("short body", header(OP_CONNECT, 56) + b"\x0a", (a.fileno(),), {None, errno.EPROTO, errno.EINVAL, errno.EBADMSG, errno.ENOTSOCK}),
+    ]
+    for name, payload, fds, allowed in cases:
+        rep = exchange(path, payload, fds)
+        got = None if rep is None else rep[3]
+        assert got in allowed, f"{name}: reply {rep}, errno {got and errno.errorcode.get(got)}"
+        if rep is not None:
+            assert rep[2] == -1, f"{name}: succeeded: {rep}"
+    # Every fd ztapd was sent has been closed again.
+    assert wait_until(lambda: fd_count(env.d.pid) <= base, timeout=5), (fd_count(env.d.pid), base)
+    for fd in (r, w):
+        os.close(fd)
+    a.close(); b.close()
+    # And it still serves a real program.
+    env.peer("echo", 9000)
+    out = env.run(sys.executable, "-c", textwrap.dedent(f"""
+        import socket
+        s = socket.create_connection(("{KERNEL}", 9000), timeout=10)
+        s.sendall(b"still here"); print(s.recv(100).decode())
+        """), timeout=60)
+    assert out.stdout.strip() == "still here"
+
+
+def test_request_flood_and_connection_flood(env):
+    path = os.path.join(env.d.run_dir, "n.sock")
+    base = fd_count(env.d.pid)
+    # 3000 requests back to back, each answered.
+    a, b = socket.socketpair()
+    t0 = time.monotonic()
+    for _ in range(3000):
+        rep = exchange(path, header(OP_GETNAME, 0), (a.fileno(),))
+        assert rep is not None and rep[3] == errno.ENOTSOCK
+    print(f"3000 RPC round trips in {time.monotonic() - t0:.2f} s")
+    a.close(); b.close()
+    # A user holds 600 silent RPC connections open: ztapd refuses what is over its per-user
+    # bound, and root's program keeps working meanwhile.
+    flood = textwrap.dedent(f"""
+        import select, socket, sys, time
+        conns = []
+        for _ in range(600):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.connect({path!r})
+            conns.append(s)
+        time.sleep(1.0)
+        p = select.poll()
+        for s in conns:
+            p.register(s, select.POLLIN | select.POLLHUP)
+        closed = len(p.poll(500))
+        print("OPEN", len(conns) - closed, flush=True)
+        sys.stdin.readline()
+        """)
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    fl = env.ns.popen("runuser", "-u", "nobody", "--", py, "-c", flood,
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    env.procs.append(fl)
+    line = fl.stdout.readline().split()
+    assert line and line[0] == "OPEN", line
+    held = int(line[1])
+    assert 0 < held <= 512, held
+    env.peer("echo", 9000)
+    out = env.run(sys.executable, "-c", textwrap.dedent(f"""
+        import socket
+        s = socket.create_connection(("{KERNEL}", 9000), timeout=10)
+        s.sendall(b"served"); print(s.recv(100).decode())
+        """), timeout=60)
+    assert out.stdout.strip() == "served"
+    assert "too many pending requests" in env.d.logs()
+    fl.stdin.write("\n"); fl.stdin.flush()
+    fl.wait(timeout=10)
+    assert wait_until(lambda: fd_count(env.d.pid) <= base, timeout=10), (fd_count(env.d.pid), base)
