@@ -312,6 +312,49 @@ def test_sigkill_mid_transfer_frees_the_connection(env):
     assert fd_count(env.d.pid) < fds_before
 
 
+def test_back_pressure_when_the_app_stops_reading(env):
+    """A kernel sender facing an app that does not read is held back by TCP's window: ztapd
+    buffers at most the stack's receive buffer, and every byte arrives once the app reads."""
+    env.peer("stream", 9100)
+    reader = textwrap.dedent(f"""
+        import socket, sys
+        s = socket.create_connection(("{KERNEL}", 9100))
+        print("CONNECTED", flush=True)
+        sys.stdin.readline()                 # not reading until told
+        block = bytes(range(256)) * 256
+        want, got = 64 << 20, 0
+        buf = b""
+        while got < want:
+            chunk = s.recv(1 << 20)
+            assert chunk, "EOF"
+            buf += chunk
+            n = len(buf) - len(buf) % len(block)
+            assert buf[:n] == block * (n // len(block)), "pattern broken at %d" % got
+            got += n
+            buf = buf[n:]
+        print("READ", got, flush=True)
+        """)
+    p = env.spawn(*env.ztrun(sys.executable, "-c", reader), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert p.stdout.readline().strip() == b"CONNECTED"
+    rss0 = rss_kib(env.d.pid)
+
+    def bytes_in():
+        rows = [c for c in env.connections() if c["remote"] == f"{KERNEL}:9100"]
+        return rows[0]["bytesIn"] if rows else -1
+    # The stack's window (4 MiB receive buffer) plus the socketpair's buffer fill up, then stop.
+    time.sleep(1.5)
+    first = bytes_in()
+    time.sleep(1.5)
+    second = bytes_in()
+    assert 0 < first and second - first < 256 * 1024, (first, second)
+    assert second < 16 * 1024 * 1024, second
+    assert rss_kib(env.d.pid) - rss0 < 16 * 1024
+    p.stdin.write(b"\n"); p.stdin.flush()
+    line = p.stdout.readline().split()
+    assert line[:1] == [b"READ"] and int(line[1]) >= 64 << 20, line
+    assert p.wait(timeout=30) == 0
+
+
 def test_many_connections_leave_no_fd_or_memory_growth(env):
     env.peer("echo", 9000)
     churn = textwrap.dedent(f"""
