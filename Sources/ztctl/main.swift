@@ -204,7 +204,7 @@ struct Run: ParsableCommand {
         datagrams to the network's destinations (and binds to its addresses) go through ztapd's \
         stack; everything else stays on the kernel.
 
-        The routes come from ztapd (list/get, which every user may ask); if ztapd does not answer they are read \
+        The routes come from ztapd (list, and get Route= where [Access] admits the user); if ztapd does not answer they are read \
         from CONFIG_DIR/networks.d/NAME.conf (--config-dir, $ZTAPD_CONFIG_DIR, /etc/ztapd). The \
         library is $ZTAP_INTERCEPT, else ../lib/ztap/libztintercept.so next to ztctl, else the \
         build tree's .build/intercept/libztintercept.so (scripts/build-intercept.sh).
