@@ -78,10 +78,14 @@ public protocol PhySocketHandler: AnyObject {
     /// until the handler drains what it still wants and calls `close`. Turning read interest back
     /// on resumes watching.
     func phyOnHangup(_ socket: PhySocket<Context>)
+    /// `phyOnAccept` returned a context but the loop could not watch the fd (epoll refused it):
+    /// the fd is closed and no `phyOnClose` will come, so undo what `phyOnAccept` counted.
+    func phyOnAcceptAborted(_ context: Context)
 }
 
 extension PhySocketHandler {
     public func phyOnHangup(_ socket: PhySocket<Context>) {}
+    public func phyOnAcceptAborted(_ context: Context) {}
 }
 
 public final class PhyLoop<Handler: PhySocketHandler> {
@@ -303,6 +307,7 @@ public final class PhyLoop<Handler: PhySocketHandler> {
                 try add(fd: fd, kind: .stream, context: ctx)
             } catch {
                 Sys.close(fd)
+                handler.phyOnAcceptAborted(ctx)
             }
             if listener.isClosed { return }
         }

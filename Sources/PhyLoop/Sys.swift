@@ -61,6 +61,37 @@ public enum Sys {
         }
     }
 
+    /// writev for a socket another process may share: sendmsg with MSG_DONTWAIT|MSG_NOSIGNAL, so
+    /// it never blocks even if the other holder cleared O_NONBLOCK on the shared file
+    /// description, and a vanished reader is EPIPE, not SIGPIPE.
+    public static func sendv(_ fd: Int32, _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) throws(Errno) -> IOResult<Int> {
+        var iov = (iovec(iov_base: UnsafeMutableRawPointer(mutating: a.baseAddress), iov_len: a.count),
+                   iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count))
+        let n = b.count > 0 ? 2 : 1
+        return try withUnsafeMutablePointer(to: &iov) { p throws(Errno) in
+            try p.withMemoryRebound(to: iovec.self, capacity: 2) { v throws(Errno) in
+                var msg = msghdr()
+                msg.msg_iov = v
+                msg.msg_iovlen = n
+                return try retrying { Glibc.sendmsg(fd, &msg, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            }
+        }
+    }
+
+    /// readv for a socket another process may share: recvmsg with MSG_DONTWAIT (see `sendv`).
+    public static func recvv(_ fd: Int32, _ a: UnsafeMutableRawBufferPointer, _ b: UnsafeMutableRawBufferPointer) throws(Errno) -> IOResult<Int> {
+        var iov = (iovec(iov_base: a.baseAddress, iov_len: a.count), iovec(iov_base: b.baseAddress, iov_len: b.count))
+        let n = b.count > 0 ? 2 : 1
+        return try withUnsafeMutablePointer(to: &iov) { p throws(Errno) in
+            try p.withMemoryRebound(to: iovec.self, capacity: 2) { v throws(Errno) in
+                var msg = msghdr()
+                msg.msg_iov = v
+                msg.msg_iovlen = n
+                return try retrying { Glibc.recvmsg(fd, &msg, Int32(MSG_DONTWAIT)) }
+            }
+        }
+    }
+
     public static func close(_ fd: Int32) {
         // close(2) must not be retried on EINTR on Linux: the fd is gone either way.
         _ = Glibc.close(fd)

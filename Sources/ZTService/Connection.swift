@@ -66,6 +66,8 @@ final class Connection {
     var readPaused = false
     /// Writes to the app blocked: waiting for the app end to drain.
     var writeBlocked = false
+    /// The TCP connection closed while its receive ring still held bytes for the app.
+    var closingWithInput = false
     /// Accepted connections whose app end could not be sent yet (the app is not accepting).
     var undelivered: [(conn: Connection, appEnd: Int32)] = []
     var bytesIn: UInt64 = 0

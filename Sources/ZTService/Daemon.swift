@@ -743,6 +743,10 @@ public final class Daemon: PhySocketHandler {
         if case .control = socket.context { controlPeers -= 1 }
     }
 
+    public func phyOnAcceptAborted(_ context: Context) {
+        if case .control = context { controlPeers -= 1 }
+    }
+
     public func phyOnWake() {}
     public func phyOnTimer() {}
 }

@@ -146,6 +146,9 @@ final class NetworkLoop: PhySocketHandler {
         // Cleanup is explicit in the hub; only RPC peers are counted here.
         if case .rpc(let peer) = socket.context { hub?.peerClosed(peer) }
     }
+    func phyOnAcceptAborted(_ context: Context) {
+        if case .rpc(let peer) = context { hub?.peerClosed(peer) }
+    }
     func phyOnTimer() {}
 
     func phyOnWake() {

@@ -154,14 +154,22 @@ final class InterceptHub {
 
     /// The stack was replaced (reconfigure): every intercepted socket lost its stack side.
     func stackReplaced() {
-        for c in Array(tcp.values) {
-            c.handle = nil
-            c.pendingError = ECONNRESET
-            fail(c)
-        }
-        for u in Array(udp.values) { removeUDP(u) }
+        // Sockets apps can name, plus those only draining after their app closed.
+        var all = Array(tcp.values)
+        for c in byHandle.values where tcp[c.key] !== c { all.append(c) }
+        // Handles of the old stack may name sockets of the new one: forget them all before
+        // anything below could pass one to the new stack.
         byHandle.removeAll()
         udpByHandle.removeAll()
+        for c in all {
+            c.handle = nil
+            for (conn, _) in c.undelivered { conn.handle = nil }
+        }
+        for c in all {
+            c.pendingError = ECONNRESET
+            if tcp[c.key] === c { fail(c) } else { removeTCP(c) }
+        }
+        for u in Array(udp.values) { removeUDP(u) }
     }
 
     // MARK: - Access
@@ -392,6 +400,10 @@ final class InterceptHub {
                 stack.tcp.abort(h)
                 c.handle = nil
                 c.state = c.reservation != nil ? .bound : .unbound
+                c.appEOF = false; c.finDelivered = false; c.appReadClosed = false; c.closingWithInput = false
+                if let d = c.data {
+                    if c.writeBlocked { c.writeBlocked = false; loop.setNotifyWritable(d, false) }
+                }
             }
             return .ok(.info(c.info))
         }
@@ -545,12 +557,21 @@ final class InterceptHub {
               Wire.isUnixSocket(r.fds[1], type: Int32(SOCK_SEQPACKET.rawValue)),
               Wire.isUnixSocket(r.fds[2], type: Int32(SOCK_SEQPACKET.rawValue)),
               let newKey = FDKey.of(r.fds[2]) else { return .fail(EBADF, .none) }
-        if c.state == .unbound, let e = reserve(IPv4Endpoint(.any, 0), for: c) { return .fail(e, .none) }
-        guard let local = c.local else { return .fail(EINVAL, .none) }
+        let implicitBind = c.state == .unbound
+        if implicitBind, let e = reserve(IPv4Endpoint(.any, 0), for: c) { return .fail(e, .none) }
+        // A failure below must not leave the implicit bind's port reserved.
+        func undoImplicitBind() {
+            guard implicitBind else { return }
+            unreserve(c)
+            c.local = nil
+            c.state = .unbound
+        }
+        guard let local = c.local else { undoImplicitBind(); return .fail(EINVAL, .none) }
         let h: SocketHandle
         do {
             h = try stack.tcp.listen(local: local, backlog: Int(backlog))
         } catch {
+            undoImplicitBind()
             return .fail(Wire.errno(error), .none)
         }
         for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o) }
@@ -562,12 +583,16 @@ final class InterceptHub {
         } catch {
             Glibc.close(chFD)
             stack.tcp.abort(h)
+            undoImplicitBind()
             return .fail(error.rawValue, .none)
         }
         // The old data socket is replaced by the accept channel (the library dup3()s fds[2]).
         if let old = c.data { loop.close(old) }
         c.data = channel
         if tcp[c.key] === c { tcp[c.key] = nil }
+        // A leftover entry under the new identity belongs to a socket that is gone.
+        if let old = tcp[newKey], old !== c { removeTCP(old) }
+        if let old = udp[newKey] { removeUDP(old) }
         c.key = newKey
         tcp[newKey] = c
         c.handle = h
@@ -822,16 +847,30 @@ final class InterceptHub {
         case .closed(let h):
             guard let c = byHandle[h] else { return }
             pumpOut(c)
-            byHandle[h] = nil
-            stack?.tcp.release(h)
-            c.handle = nil
-            if !c.finDelivered, let d = c.data, !d.isClosed {
-                Glibc.shutdown(d.fd, Int32(SHUT_WR))
-                c.finDelivered = true
-            }
             c.state = .closed
-            settle(c)
+            if let rx = stack?.tcp.receiveBuffer(h), rx.count > 0, !c.appReadClosed, let d = c.data, !d.isClosed {
+                // The app has not taken everything yet: keep the handle, whose receive ring
+                // still holds the bytes, until pumpOut has delivered them (then the FIN).
+                c.closingWithInput = true
+                settle(c)
+                return
+            }
+            releaseClosed(c, h)
         }
+    }
+
+    /// The connection closed normally and the app has all its bytes: drop the stack's handle and
+    /// give the app its EOF.
+    private func releaseClosed(_ c: Connection, _ h: SocketHandle) {
+        c.closingWithInput = false
+        byHandle[h] = nil
+        stack?.tcp.release(h)
+        c.handle = nil
+        if !c.finDelivered, let d = c.data, !d.isClosed {
+            Glibc.shutdown(d.fd, Int32(SHUT_WR))
+            c.finDelivered = true
+        }
+        settle(c)
     }
 
     /// The TCP connection ended with an error: the app reads EOF, SO_ERROR tells why.
@@ -872,7 +911,7 @@ final class InterceptHub {
                 return
             }
             do {
-                switch try Sys.readv(d.fd, a, b) {
+                switch try Sys.recvv(d.fd, a, b) {
                 case .processed(0):
                     appEOF(c, d)
                     return
@@ -931,8 +970,13 @@ final class InterceptHub {
     /// Stack -> app: writev from the receive buffer's readable regions; EAGAIN = the app is not
     /// reading, so the ring stays full and the advertised window closes.
     func pumpOut(_ c: Connection) {
-        guard let h = c.handle, let stack, let d = c.data, !d.isClosed, c.state != .listening,
-              let rx = stack.tcp.receiveBuffer(h) else { return }
+        guard let d = c.data, !d.isClosed, c.state != .listening else { return }
+        guard let h = c.handle, let stack, let rx = stack.tcp.receiveBuffer(h) else {
+            // Nothing left to deliver: a level-triggered EPOLLOUT must not keep firing.
+            if c.writeBlocked { c.writeBlocked = false; loop.setNotifyWritable(d, false) }
+            if c.closingWithInput, let h = c.handle { releaseClosed(c, h) }
+            return
+        }
         while rx.count > 0 {
             if c.appReadClosed {
                 stack.tcp.consume(h, rx.count)
@@ -940,7 +984,7 @@ final class InterceptHub {
             }
             let (a, b) = rx.readableRegions()
             do {
-                switch try Sys.writev(d.fd, a, b) {
+                switch try Sys.sendv(d.fd, a, b) {
                 case .processed(let n):
                     stack.tcp.consume(h, n)
                     c.bytesIn &+= UInt64(n)
@@ -954,7 +998,9 @@ final class InterceptHub {
             }
         }
         if c.writeBlocked { c.writeBlocked = false; loop.setNotifyWritable(d, false) }
-        if !c.finDelivered && stack.tcp.isPeerClosed(h) {
+        if c.closingWithInput {
+            releaseClosed(c, h)
+        } else if !c.finDelivered && stack.tcp.isPeerClosed(h) {
             Glibc.shutdown(d.fd, Int32(SHUT_WR))
             c.finDelivered = true
         }
@@ -975,7 +1021,16 @@ final class InterceptHub {
             removeTCP(c)
             return
         }
+        // No app can name this socket any more (its end is closed; the inode may be reused
+        // by a new socket): it only drains now, found through its stack handle.
+        if tcp[c.key] === c { tcp[c.key] = nil }
         c.appEOF = false
+        if let tx = stack.tcp.sendBuffer(h), tx.free == 0 {
+            // Nothing can be read now. Re-arming the fd would only bring the (unmaskable) hangup
+            // straight back: stay suspended; the stack's .writable calls pumpIn, which reads.
+            c.readPaused = true
+            return
+        }
         c.readPaused = false
         if let d = c.data { loop.setNotifyReadable(d, true) }
         // Reads the rest; EOF with HUP ends in finish(c). A full send buffer waits for .writable.

@@ -6,6 +6,8 @@
     kernel_peer.py callback ADDR PORT     TCP: reads "IP PORT\\n", connects there, sends
                                           "hello from kernel", echoes one reply back, closes
     kernel_peer.py put ADDR PORT DIR      HTTP/1.1 server storing PUT bodies in DIR
+    kernel_peer.py stall ADDR PORT        TCP: accepts and never reads (the window closes)
+    kernel_peer.py rst ADDR PORT          TCP: sends 1 MiB, then resets (SO_LINGER {1, 0})
 
 Prints "READY" on stdout once listening. Runs until killed (the test stops it by PID).
 """
@@ -71,6 +73,20 @@ def callback(c, _peer):
         c.sendall(b"done\n")
 
 
+def stall(c, _peer):
+    threading.Event().wait()    # keep the socket open and unread forever
+
+
+def rst(c, _peer):
+    import struct
+    try:
+        c.sendall(bytes(1 << 20))
+    except OSError:
+        pass
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+
+
 def udp_echo(addr, port):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((addr, port))
@@ -118,6 +134,10 @@ def main():
         tcp_server(addr, port, stream)
     elif mode == "callback":
         tcp_server(addr, port, callback)
+    elif mode == "stall":
+        tcp_server(addr, port, stall)
+    elif mode == "rst":
+        tcp_server(addr, port, rst)
     elif mode == "udpecho":
         udp_echo(addr, port)
     elif mode == "put":

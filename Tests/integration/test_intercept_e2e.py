@@ -355,6 +355,102 @@ def test_back_pressure_when_the_app_stops_reading(env):
     assert p.wait(timeout=30) == 0
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def assert_idle(env, seconds=2.0):
+    """ztapd must sleep in epoll when nothing can move (a level-triggered fd it cannot serve
+    would make it spin at 100% CPU)."""
+    before = cpu_seconds(env.d.pid)
+    time.sleep(seconds)
+    used = cpu_seconds(env.d.pid) - before
+    assert used < 0.25 * seconds, f"ztapd used {used:.2f} s of CPU in {seconds} s while idle"
+
+
+def test_no_spin_when_app_closes_with_a_full_send_buffer(env):
+    # The kernel peer never reads: the app's 16 MiB cannot all leave, and the app closes.
+    env.peer("stall", 9200)
+    code = textwrap.dedent(f"""
+        import socket
+        s = socket.create_connection(("{KERNEL}", 9200))
+        s.setblocking(False)
+        sent = 0
+        try:
+            while sent < 16 << 20:
+                sent += s.send(bytes(1 << 16))
+        except BlockingIOError:
+            pass
+        print("SENT", sent, flush=True)
+        s.close()
+        """)
+    r = env.run(sys.executable, "-c", code, timeout=60)
+    assert r.stdout.startswith("SENT"), r.stdout
+    assert_idle(env)
+    # The connection is still there, draining towards the stalled peer.
+    # The app is gone, its data still queued: the stack keeps sending (FIN after the data).
+    rows = [c for c in env.connections() if c["remote"] == f"{KERNEL}:9200"]
+    assert len(rows) == 1 and rows[0]["state"] == "FIN-WAIT-1" and rows[0]["bytesOut"] > 0, rows
+
+
+def test_no_spin_after_a_reset_while_the_app_is_not_reading(env):
+    env.peer("rst", 9300)
+    code = textwrap.dedent(f"""
+        import socket, sys, time
+        s = socket.create_connection(("{KERNEL}", 9300))
+        print("CONNECTED", flush=True)
+        sys.stdin.readline()        # not reading while the peer sends and resets
+        got = 0
+        while True:
+            try:
+                b = s.recv(1 << 20)
+            except ConnectionResetError:
+                break
+            if not b:
+                break
+            got += len(b)
+        print("GOT", got, flush=True)
+        """)
+    p = env.spawn(*env.ztrun(sys.executable, "-c", code), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert p.stdout.readline().strip() == b"CONNECTED"
+    time.sleep(1.0)             # the data arrives, the socketpair fills, the RST comes
+    assert_idle(env)
+    p.stdin.write(b"\n"); p.stdin.flush()
+    line = p.stdout.readline().split()
+    assert line[:1] == [b"GOT"], line
+    assert p.wait(timeout=20) == 0
+
+
+def test_half_close_with_a_slow_reader_gets_every_byte(env):
+    """shutdown(SHUT_WR), then the peer's large reply and FIN arrive while the app is not
+    reading: none of the reply may be lost when the connection closes."""
+    env.peer("echo", 9000)
+    code = textwrap.dedent(f"""
+        import hashlib, os, socket, threading, time
+        s = socket.create_connection(("{KERNEL}", 9000))
+        data = os.urandom(6 << 20)
+        t = threading.Thread(target=s.sendall, args=(data,))
+        t.start()
+        got = bytearray()
+        # Read just enough for the sender to finish, then stop reading for a while.
+        while len(got) < (2 << 20):
+            got += s.recv(1 << 16)
+        t.join()
+        s.shutdown(socket.SHUT_WR)
+        time.sleep(1.5)
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            got += b
+        print(len(got), hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest(), flush=True)
+        """)
+    r = env.run(sys.executable, "-c", code, timeout=120)
+    assert r.stdout.split() == [str(6 << 20), "True"], r.stdout
+
+
 def test_many_connections_leave_no_fd_or_memory_growth(env):
     env.peer("echo", 9000)
     churn = textwrap.dedent(f"""
