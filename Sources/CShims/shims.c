@@ -109,6 +109,20 @@ ssize_t cshim_send_with_fds(int fd, const void *buf, size_t len, const int *fds,
     return sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
 }
 
+/* Closes an fd a local client sent us. A TCP socket with SO_LINGER {1, N} and unsent data would
+ * make close() wait up to N seconds on our event loop if ours is the last reference: linger is
+ * switched off first for anything that is not an AF_UNIX socket. */
+void cshim_close_untrusted(int fd)
+{
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain != AF_UNIX) {
+        struct linger off = { .l_onoff = 0, .l_linger = 0 };
+        (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof off);
+    }
+    close(fd);
+}
+
 ssize_t cshim_recv_with_fds(int fd, void *buf, size_t len, int *fds, int maxfds, int *nfds,
                             int *truncated, int flags) {
     struct iovec iov = { .iov_base = buf, .iov_len = len };
@@ -133,7 +147,7 @@ ssize_t cshim_recv_with_fds(int fd, void *buf, size_t len, int *fds, int maxfds,
             int got;
             memcpy(&got, in + i, sizeof got);
             if (*nfds < maxfds) fds[(*nfds)++] = got;
-            else { close(got); *truncated = 1; }
+            else { cshim_close_untrusted(got); *truncated = 1; }
         }
     }
     return n;

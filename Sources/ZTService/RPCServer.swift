@@ -268,7 +268,7 @@ final class InterceptHub {
         }
         var request = Request(socket: socket, peer: peer, op: 0, id: 0, body: UnsafeRawBufferPointer(start: nil, count: 0),
                               fds: Array(fds[0..<Int(nfds)]))
-        defer { for fd in request.fds where fd >= 0 { Glibc.close(fd) } }
+        defer { for fd in request.fds where fd >= 0 { cshim_close_untrusted(fd) } }
         if n == 0 || peer.requested {
             // EOF, or a second message on a one-request channel: hang up.
             loop.close(socket)

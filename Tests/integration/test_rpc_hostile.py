@@ -162,3 +162,38 @@ def test_request_flood_and_connection_flood(env):
     fl.stdin.write("\n"); fl.stdin.flush()
     fl.wait(timeout=10)
     assert wait_until(lambda: fd_count(env.d.pid) <= base, timeout=10), (fd_count(env.d.pid), base)
+
+
+def test_lingering_socket_sent_to_ztapd_does_not_block_it(env):
+    """A TCP socket with SO_LINGER {1, 30} and unsent data, sent to ztapd and closed by the
+    client: ztapd's close of the last reference must not wait 30 s on its event loop.
+    (Loopback of the test's own namespace only.)"""
+    path = os.path.join(env.d.run_dir, "n.sock")
+    code = textwrap.dedent(f"""
+        import array, socket, struct, time
+        lst = socket.socket(); lst.bind(("127.0.0.1", 0)); lst.listen(1)   # never accepts, never reads
+        t = socket.create_connection(lst.getsockname())
+        t.setblocking(False)
+        try:
+            while True:
+                t.send(bytes(1 << 16))
+        except BlockingIOError:
+            pass
+        t.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 30))
+        r = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        r.connect({path!r})
+        hdr = struct.pack("<IHHII", 0x5052545A, 1, 6, 1, 0)
+        r.sendmsg([hdr], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [t.fileno()]))])
+        t.close()                      # ztapd now holds the last reference
+        t0 = time.monotonic()
+        rep = r.recv(100)
+        r.close()
+        # A second client is answered at once too.
+        r2 = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); r2.settimeout(20)
+        r2.connect({path!r}); r2.sendmsg([hdr]); rep2 = r2.recv(100)
+        print(round(time.monotonic() - t0, 1), struct.unpack_from("<IHHIii", rep)[5], struct.unpack_from("<IHHIii", rep2)[5])
+        """)
+    r = env.ns.exec(sys.executable, "-c", code, timeout=60)
+    secs, err1, err2 = r.stdout.split()
+    assert int(err1) == errno.ENOTSOCK and int(err2) == errno.EBADF, r.stdout
+    assert float(secs) < 5, f"ztapd was blocked {secs} s closing a lingering socket"

@@ -39,6 +39,8 @@ int cshim_socketpair_cloexec(int domain, int type, int sv[2]);
 int cshim_peercred(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 /// sendmsg with up to `nfds` fds as SCM_RIGHTS (nfds may be 0). MSG_NOSIGNAL is always set.
 ssize_t cshim_send_with_fds(int fd, const void *buf, size_t len, const int *fds, int nfds, int flags);
+/// close(2) for an fd received from an untrusted client: never lingers (see shims.c).
+void cshim_close_untrusted(int fd);
 /// recvmsg accepting up to `maxfds` fds (MSG_CMSG_CLOEXEC); *nfds receives the count. Extra or
 /// truncated fds are closed and reported via *truncated = 1.
 ssize_t cshim_recv_with_fds(int fd, void *buf, size_t len, int *fds, int maxfds, int *nfds,
