@@ -1240,6 +1240,14 @@ final class InterceptHub {
         guard let stack, let s = u.data, !s.isClosed else { return }
         let buf = datagramBuffer
         let hdr = MemoryLayout<ztrpc_dgram>.size
+        if let e = stack.udpTakeError(u.handle), !u.appReadClosed {
+            // An ICMP error for the connected peer: a payload-less message the library turns
+            // into -1/errno on the app's next receive.
+            var a = Wire.addr(stack.udpRemoteEndpoint(u.handle) ?? IPv4Endpoint(.any, 0))
+            a.reserved = ZTRPC_DGRAM_ERROR | (UInt16(truncatingIfNeeded: Wire.errno(e)) & ZTRPC_DGRAM_ERRNO_MASK)
+            buf.storeBytes(of: ztrpc_dgram(addr: a), as: ztrpc_dgram.self)
+            _ = Glibc.send(s.fd, buf.baseAddress, hdr, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+        }
         while true {
             let r: (count: Int, length: Int, from: IPv4Endpoint)?
             do {

@@ -106,7 +106,7 @@ ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *ms
 ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int flags)
 {
     if (flags & MSG_ERRQUEUE)
-        return zti_fail_ss(EAGAIN); /* ztapd reports no ICMP errors: the queue is always empty */
+        return zti_fail_ss(EAGAIN); /* ICMP errors come as sk_err (see below), never queued */
     if (msg->msg_iovlen > IOV_MAX)
         return zti_fail_ss(EMSGSIZE);
     struct ztrpc_dgram h;
@@ -130,6 +130,15 @@ ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int
     }
     if ((size_t)r < sizeof h)
         return zti_fail_ss(EIO);
+    if (h.addr.reserved & ZTRPC_DGRAM_ERROR) {
+        /* An ICMP error for the connected peer: reported once, like the kernel's sk_err. */
+        int err = h.addr.reserved & ZTRPC_DGRAM_ERRNO_MASK;
+        if (flags & MSG_PEEK) {
+            struct ztrpc_dgram drop;
+            (void)zti_real.recv(fd, &drop, sizeof drop, MSG_DONTWAIT);
+        }
+        return zti_fail_ss(err ? err : ECONNREFUSED);
+    }
     if (msg->msg_name) {
         socklen_t l = msg->msg_namelen;
         zti_fill_sockaddr(&h.addr, msg->msg_name, &l);

@@ -63,3 +63,42 @@ import Testing
         #expect(s.tcp.info(h)?.state == .synSent)
     }
 }
+
+/// ICMP errors for UDP: like Linux without IP_RECVERR, only a connected socket hears of them.
+@Suite struct UDPUnreachableTests {
+    private func sendOne(_ s: NetStack, _ rec: FrameRecorder, _ h: SocketHandle) throws -> [UInt8] {
+        try ([1, 2, 3] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 53), $0, now: t0) }
+        return try #require(rec.take().first { parseIP($0)?.proto == IPProtocol.udp })
+    }
+
+    private func portUnreachable(quoting frame: [UInt8]) -> [UInt8] {
+        Build.ethernet(type: EtherType.ipv4, Build.ipv4(proto: IPProtocol.icmp,
+            Build.icmp(type: ICMPv4Type.destinationUnreachable, code: 3, Array(frame[14..<(14 + 28)]))))
+    }
+
+    @Test func connectedSocketGetsConnectionRefusedOnce() throws {
+        let (s, rec) = makeStack()
+        s.learnPeer()
+        _ = rec.take()
+        let h = try s.udpOpen(local: IPv4Endpoint(.any, 0))
+        try s.udpConnect(h, remote: IPv4Endpoint(peerIP, 53))
+        let sent = try sendOne(s, rec, h)
+        _ = s.collectEvents()
+        s.receive(portUnreachable(quoting: sent))
+        #expect(s.collectEvents().contains { if case .readable(let r) = $0 { r == h } else { false } })
+        #expect(s.udpTakeError(h) == .connectionRefused)
+        #expect(s.udpTakeError(h) == nil)
+    }
+
+    @Test func unconnectedSocketIsNotTold() throws {
+        let (s, rec) = makeStack()
+        s.learnPeer()
+        _ = rec.take()
+        let h = try s.udpOpen(local: IPv4Endpoint(.any, 0))
+        let sent = try sendOne(s, rec, h)
+        _ = s.collectEvents()
+        s.receive(portUnreachable(quoting: sent))
+        #expect(s.collectEvents().isEmpty)
+        #expect(s.udpTakeError(h) == nil)
+    }
+}

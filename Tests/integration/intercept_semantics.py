@@ -191,6 +191,19 @@ def udp():
     assert s.recv(100) == b"connected"
     assert s.getsockname()[0] == STACK and s.getpeername() == (KERNEL, UDP_ECHO), (s.getsockname(), s.getpeername())
     s.close()
+    # Connected to a port nobody listens on: the kernel's ICMP port unreachable surfaces as
+    # ECONNREFUSED on the next receive, once (as on a kernel UDP socket).
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    s.connect((KERNEL, CLOSED))
+    s.send(b"anyone?")
+    try:
+        s.recv(100)
+        raise AssertionError("no ECONNREFUSED on a connected UDP socket")
+    except ConnectionRefusedError:
+        pass
+    s.send(b"again")   # the error was reported once; the socket still works
+    s.close()
     ok("UDP sendto/recvfrom with peer addresses")
 
 

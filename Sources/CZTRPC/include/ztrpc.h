@@ -262,6 +262,12 @@ struct ztrpc_accept_msg {
 struct ztrpc_dgram {
     struct ztrpc_addr addr; /* app->daemon: destination (0/0: connected peer); daemon->app: source */
 };
+/* daemon->app only: addr.reserved = ZTRPC_DGRAM_ERROR | errno marks a message without payload
+ * that reports an ICMP error for a connected socket (Linux's sk_err: ECONNREFUSED after a port
+ * unreachable); addr is the peer. The library returns -1 with that errno from the receive call
+ * that meets it (consuming it even with MSG_PEEK), as the kernel reports it once. */
+#define ZTRPC_DGRAM_ERROR ((uint16_t)0x8000)
+#define ZTRPC_DGRAM_ERRNO_MASK ((uint16_t)0x0fff)
 
 #ifdef __cplusplus
 #define ZTRPC_STATIC_ASSERT static_assert

@@ -458,11 +458,16 @@ public final class NetStack {
     private func destinationUnreachable(code: UInt8, quote: UnsafeRawBufferPointer) {
         guard quote.count >= IPv4HeaderView.minHeaderLength, let q = quote.baseAddress else { return }
         let ihl = Int(q.load(as: UInt8.self) & 0x0F) &* 4
-        guard ihl >= IPv4HeaderView.minHeaderLength, quote.count >= ihl &+ 8,
-              q.load(fromByteOffset: 9, as: UInt8.self) == IPProtocol.tcp else { return }
+        guard ihl >= IPv4HeaderView.minHeaderLength, quote.count >= ihl &+ 8 else { return }
+        let proto = q.load(fromByteOffset: 9, as: UInt8.self)
         let src = IPv4Address(wireLoad32(q, 12)), dst = IPv4Address(wireLoad32(q, 16))
         guard isLocal(src) else { return }
         let local = IPv4Endpoint(src, wireLoad16(q, ihl)), remote = IPv4Endpoint(dst, wireLoad16(q, ihl &+ 2))
+        if proto == IPProtocol.udp {
+            udpUnreachable(code: code, local: local, remote: remote)
+            return
+        }
+        guard proto == IPProtocol.tcp else { return }
         tcp.destinationUnreachable(code: code, local: local, remote: remote, quotedSeq: wireLoad32(q, ihl &+ 4), now: now)
         tcpMayHaveEvents = true   // a failed connect posts an event: pumped at the end of receive
     }
@@ -572,6 +577,28 @@ extension NetStack {
     public static let udpMaxPayload = 65507
 
     /// Opens a UDP socket bound to `local` (address `.any` or one of ours; port 0 = ephemeral).
+    /// ICMP destination unreachable about a datagram we sent: like Linux without IP_RECVERR,
+    /// only a socket connected to that destination learns it (ECONNREFUSED for port
+    /// unreachable), once, on its next receive.
+    private func udpUnreachable(code: UInt8, local: IPv4Endpoint, remote: IPv4Endpoint) {
+        guard code != 4, let (s, h) = udp.lookup(dst: local, src: remote), !s.isService, s.remote == remote else { return }
+        let e: SocketError
+        switch code {
+        case 2, 3: e = .connectionRefused
+        case 0, 6, 9, 11: e = .networkUnreachable
+        default: e = .hostUnreachable
+        }
+        s.pendingError = e
+        events.append(.readable(h))
+    }
+
+    /// The error an ICMP message left on a connected UDP socket, cleared as it is read.
+    public func udpTakeError(_ h: SocketHandle) -> SocketError? {
+        guard let s = udp.socket(h), let e = s.pendingError else { return nil }
+        s.pendingError = nil
+        return e
+    }
+
     public func udpOpen(local: IPv4Endpoint) throws(SocketError) -> SocketHandle {
         try openUDP(local: local, isService: false)
     }

@@ -16,6 +16,8 @@ final class UDPSocket {
     var metaLength: [Int]
     var metaHead = 0
     var metaCount = 0
+    /// An ICMP error for a connected socket (Linux's sk_err), reported once by the next receive.
+    var pendingError: SocketError?
 
     init(generation: UInt32, local: IPv4Endpoint, isService: Bool, queueDatagrams: Int, queueBytes: Int) {
         self.generation = generation
