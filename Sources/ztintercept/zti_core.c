@@ -606,6 +606,17 @@ int zti_install(int fd, int newfd)
     int nfl = fcntl(newfd, F_GETFL);
     if (nfl < 0 || fcntl(newfd, F_SETFL, (nfl & ~O_NONBLOCK) | (fl & O_NONBLOCK)) < 0)
         return -errno;
+    /* Options that act on the fd's own reads and writes (SO_RCVTIMEO and friends) were set on the
+     * kernel socket; the app expects them to keep working on the replacement. Best effort. */
+    static const int carried[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT };
+    int saved = errno;
+    for (size_t i = 0; i < sizeof carried / sizeof carried[0]; i++) {
+        union { struct timeval tv; int v; } val;
+        socklen_t len = sizeof val;
+        if (zti_real.getsockopt(fd, SOL_SOCKET, carried[i], &val, &len) == 0)
+            (void)zti_real.setsockopt(newfd, SOL_SOCKET, carried[i], &val, len);
+    }
+    errno = saved;
     for (;;) {
         if (zti_real.dup3(newfd, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) >= 0)
             break;

@@ -418,6 +418,8 @@ int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     int k = zti_classify(fd, &e, 1);
     if (!zti_is_ztap(k))
         return -2;
+    if (k == ZTI_UDP)
+        return zti_fail(EOPNOTSUPP); /* as the kernel says for a datagram socket */
     if (k != ZTI_LISTEN)
         return zti_fail(EINVAL);
     if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC))

@@ -66,6 +66,8 @@ ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *ms
         return zti_fail_ss(EDESTADDRREQ);
     if (msg->msg_iovlen > IOV_MAX)
         return zti_fail_ss(EMSGSIZE);
+    if (msg->msg_iovlen > 0 && !msg->msg_iov)
+        return zti_fail_ss(EFAULT); /* what the kernel says, rather than a crash here */
     size_t n = msg->msg_iovlen;
     size_t total = 0;
     struct iovec iov[n + 1];
@@ -81,10 +83,9 @@ ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *ms
     memset(&m, 0, sizeof m);
     m.msg_iov = iov;
     m.msg_iovlen = n + 1;
-    ssize_t r;
-    /* MSG_NOSIGNAL: a kernel UDP socket never raises SIGPIPE, neither may ours. */
-    while ((r = zti_real.sendmsg(fd, &m, (flags & ZTI_SEND_FLAGS) | MSG_NOSIGNAL)) < 0 && errno == EINTR)
-        ;
+    /* MSG_NOSIGNAL: a kernel UDP socket never raises SIGPIPE, neither may ours. One call: a send
+     * blocked on a full socketpair must stay interruptible (EINTR goes to the app, as libc's). */
+    ssize_t r = zti_real.sendmsg(fd, &m, (flags & ZTI_SEND_FLAGS) | MSG_NOSIGNAL);
     if (r < 0) {
         if (errno == EPIPE || errno == ECONNRESET || errno == ECONNREFUSED || errno == ENOTCONN)
             return zti_fail_ss(ENETDOWN);
@@ -109,6 +110,8 @@ ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int
         return zti_fail_ss(EAGAIN); /* ICMP errors come as sk_err (see below), never queued */
     if (msg->msg_iovlen > IOV_MAX)
         return zti_fail_ss(EMSGSIZE);
+    if (msg->msg_iovlen > 0 && !msg->msg_iov)
+        return zti_fail_ss(EFAULT); /* what the kernel says, rather than a crash here */
     struct ztrpc_dgram h;
     size_t n = msg->msg_iovlen;
     struct iovec iov[n + 1];

@@ -204,6 +204,18 @@ def udp():
         pass
     s.send(b"again")   # the error was reported once; the socket still works
     s.close()
+    # SO_RCVTIMEO set on the kernel socket before the first sendto still bounds recvfrom after
+    # the socket moved to ztapd (nobody answers: an unconnected socket hears no ICMP error).
+    import struct
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 1, 0))
+    s.sendto(b"x", (KERNEL, CLOSED))
+    try:
+        s.recvfrom(100)
+        raise AssertionError("recvfrom returned")
+    except BlockingIOError:
+        pass
+    s.close()
     ok("UDP sendto/recvfrom with peer addresses")
 
 
