@@ -587,19 +587,8 @@ public final class Daemon: PhySocketHandler {
     }
 
     func isAllowed(uid: uid_t, gid: gid_t) -> Bool {
-        if uid == 0 || uid == geteuid() { return true }
-        for u in daemonConfig.controlUsers {
-            if let n = UInt32(u), n == uid { return true }
-            if let v = UserDB.uid(forUser: u), v == uid { return true }
-        }
-        if daemonConfig.controlGroups.isEmpty { return false }
-        var gids: Set<UInt32> = [gid]
-        gids.formUnion(UserDB.groups(ofUID: uid))
-        for g in daemonConfig.controlGroups {
-            if let n = UInt32(g), gids.contains(n) { return true }
-            if let v = UserDB.gid(forGroup: g), gids.contains(v) { return true }
-        }
-        return false
+        AccessList(users: daemonConfig.controlUsers, groups: daemonConfig.controlGroups)
+            .permits(uid: uid, gid: gid) { UserDB.groups(ofUID: $0) }
     }
 
     public func phyOnReadable(_ socket: PhySocket<Context>) {

@@ -47,14 +47,7 @@ final class Network {
 
     /// [Access] resolved to numeric ids (names that do not resolve are skipped).
     static func access(for config: NetworkConfig) -> AccessList {
-        var a = AccessList()
-        for u in config.allowUsers {
-            if let n = UInt32(u) { a.uids.insert(n) } else if let v = UserDB.uid(forUser: u) { a.uids.insert(v) }
-        }
-        for g in config.allowGroups {
-            if let n = UInt32(g) { a.gids.insert(n) } else if let v = UserDB.gid(forGroup: g) { a.gids.insert(v) }
-        }
-        return a
+        AccessList(users: config.allowUsers, groups: config.allowGroups)
     }
 
     /// Starts the network's loop thread, with the intercept's RPC socket at RUN_DIR/NAME.sock.

@@ -15,6 +15,19 @@ struct AccessList: Sendable, Equatable {
     var uids: Set<UInt32> = []
     var gids: Set<UInt32> = []
 
+    init() {}
+
+    /// Users and groups as config files list them: names or numeric ids (names that do not
+    /// resolve are skipped).
+    init(users: [String], groups: [String]) {
+        for u in users {
+            if let n = UInt32(u) { uids.insert(n) } else if let v = UserDB.uid(forUser: u) { uids.insert(v) }
+        }
+        for g in groups {
+            if let n = UInt32(g) { gids.insert(n) } else if let v = UserDB.gid(forGroup: g) { gids.insert(v) }
+        }
+    }
+
     /// Root and ztapd's own user always; else a listed uid, or a listed group among the
     /// primary one and `groups(uid)` (asked only when groups are listed at all).
     func permits(uid: UInt32, gid: UInt32, groups: (UInt32) -> [UInt32]) -> Bool {
@@ -63,7 +76,7 @@ final class InterceptHub {
     private var timed: [Waiter] = []
     private var peerCount = 0
     private var nextIdleScan: Instant?
-    private var uidGroups: [UInt32: Set<UInt32>] = [:]
+    private var uidGroups: [UInt32: [UInt32]] = [:]
     private var random = SystemRandomNumberGenerator()
 
     /// Pending RPC connections at most, in all and per user; more are closed at once. A blocking
@@ -177,10 +190,10 @@ final class InterceptHub {
     func isAllowed(uid: UInt32, gid: UInt32) -> Bool {
         access.permits(uid: uid, gid: gid) { uid in
             // Cached: a connect storm from one user must not read /etc/group per request.
-            if let g = uidGroups[uid] { return Array(g) }
-            let g = UserDBLookup.groups(ofUID: uid)
+            if let g = uidGroups[uid] { return g }
+            let g = UserDB.groups(ofUID: uid)
             if uidGroups.count > 1024 { uidGroups.removeAll() }
-            uidGroups[uid] = Set(g)
+            uidGroups[uid] = g
             return g
         }
     }
@@ -1324,10 +1337,4 @@ final class InterceptHub {
     }
 
     var socketCount: Int { tcp.count + udp.count }
-}
-
-
-/// Group lookups for access checks (LinuxNet's UserDB, named here to keep call sites short).
-enum UserDBLookup {
-    static func groups(ofUID uid: UInt32) -> [UInt32] { UserDB.groups(ofUID: uid) }
 }

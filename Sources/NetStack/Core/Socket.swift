@@ -27,6 +27,19 @@ public enum SocketError: Error, Hashable, Sendable {
     case invalidHandle          // EBADF: stale or unknown handle
 }
 
+extension SocketError {
+    /// The error an ICMP destination unreachable (RFC 792/1122 codes) means for a socket, as
+    /// Linux maps it; nil for "fragmentation needed" (4), which is no reason to fail.
+    init?(unreachableCode code: UInt8) {
+        switch code {
+        case 2, 3: self = .connectionRefused          // protocol / port unreachable
+        case 0, 6, 9, 11: self = .networkUnreachable  // net unreachable / unknown / prohibited / TOS
+        case 4: return nil
+        default: self = .hostUnreachable
+        }
+    }
+}
+
 /// What the stack tells its driver about a socket. Drained by the driver after `receive`/`poll`.
 public enum SocketEvent: Hashable, Sendable {
     /// New bytes (or a datagram, or the peer's FIN) are waiting in the receive buffer.

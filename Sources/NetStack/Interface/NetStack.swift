@@ -581,13 +581,8 @@ extension NetStack {
     /// only a socket connected to that destination learns it (ECONNREFUSED for port
     /// unreachable), once, on its next receive.
     private func udpUnreachable(code: UInt8, local: IPv4Endpoint, remote: IPv4Endpoint) {
-        guard code != 4, let (s, h) = udp.lookup(dst: local, src: remote), !s.isService, s.remote == remote else { return }
-        let e: SocketError
-        switch code {
-        case 2, 3: e = .connectionRefused
-        case 0, 6, 9, 11: e = .networkUnreachable
-        default: e = .hostUnreachable
-        }
+        guard let e = SocketError(unreachableCode: code), let (s, h) = udp.lookup(dst: local, src: remote),
+              !s.isService, s.remote == remote else { return }
         s.pendingError = e
         events.append(.readable(h))
     }

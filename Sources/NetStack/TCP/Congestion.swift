@@ -85,6 +85,18 @@ struct CongestionController {
 
     /// Fast retransmit: a loss was detected by duplicate ACKs or SACK. `flight` = bytes in flight.
     mutating func onLoss(flight: Int, mss: Int) {
+        reduceThreshold(flight: flight, mss: mss)
+        cwnd = ssthresh
+    }
+
+    /// Retransmission timeout: back to one segment (RFC 5681 §3.1 loss window).
+    mutating func onTimeout(flight: Int, mss: Int) {
+        reduceThreshold(flight: flight, mss: mss)
+        cwnd = mss
+    }
+
+    /// The multiplicative decrease both loss signals share: the new ssthresh (and CUBIC's W_max).
+    private mutating func reduceThreshold(flight: Int, mss: Int) {
         switch algorithm {
         case .newReno:
             ssthresh = max(flight / 2, 2 &* mss)
@@ -95,23 +107,6 @@ struct CongestionController {
             epochStart = nil
             ssthresh = max(cwnd &* 7 / 10, 2 &* mss)   // beta = 0.7 in integer math
         }
-        cwnd = ssthresh
-        bytesAcked = 0
-        fractional = 0
-    }
-
-    /// Retransmission timeout: back to one segment (RFC 5681 §3.1 loss window).
-    mutating func onTimeout(flight: Int, mss: Int) {
-        switch algorithm {
-        case .newReno:
-            ssthresh = max(flight / 2, 2 &* mss)
-        case .cubic:
-            let w = Double(cwnd) / Double(mss)
-            wMax = w < wMax ? w * (1.0 + Self.cubicBeta) / 2.0 : w
-            epochStart = nil
-            ssthresh = max(cwnd &* 7 / 10, 2 &* mss)   // beta = 0.7 in integer math
-        }
-        cwnd = mss
         bytesAcked = 0
         fractional = 0
     }

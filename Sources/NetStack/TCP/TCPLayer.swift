@@ -134,13 +134,9 @@ public final class TCPLayer {
     public func destinationUnreachable(code: UInt8, local: IPv4Endpoint, remote: IPv4Endpoint, quotedSeq: UInt32,
                                        now: Instant) {
         let key = TCPConnKey(local: local, remote: remote)
-        guard let c = connections[key], c.state == .synSent, quotedSeq == c.iss.rawValue else { return }
-        switch code {
-        case 2, 3: c.fail(.connectionRefused, now: now)
-        case 0, 6, 9, 11: c.fail(.networkUnreachable, now: now)
-        case 4: return   // fragmentation needed: not a reason to give up
-        default: c.fail(.hostUnreachable, now: now)
-        }
+        guard let e = SocketError(unreachableCode: code), let c = connections[key], c.state == .synSent,
+              quotedSeq == c.iss.rawValue else { return }
+        c.fail(e, now: now)
     }
 
     /// Called by a connection entering TIME-WAIT.
