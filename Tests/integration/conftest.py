@@ -9,9 +9,9 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
+import textwrap
 import time
 
 import pytest
@@ -184,6 +184,12 @@ def daemon_factory(netns, tmpdir_world):
     yield make
     for d in started:
         d.stop()
+
+
+def py(netns, code, timeout=300):
+    """Runs python3 code inside the namespace (the kernel side) and returns stdout."""
+    r = netns.exec("python3", "-c", textwrap.dedent(code), timeout=timeout)
+    return r.stdout
 
 
 def fd_count(pid):

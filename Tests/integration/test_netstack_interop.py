@@ -3,16 +3,10 @@
 The kernel side is the namespace's host stack (10.70.0.1); NetStack is 10.70.0.2 with the
 echo/discard/chargen services. Traffic never leaves the test's namespace.
 """
-import hashlib
-import os
-import socket
-import subprocess
-import textwrap
-import time
 
 import pytest
 
-from conftest import run, wait_until
+from conftest import py, wait_until
 
 STACK = "10.70.0.2"
 KERNEL = "10.70.0.1"
@@ -31,10 +25,41 @@ def net(daemon_factory, netns):
     return d, netns
 
 
-def py(netns, code, timeout=300):
-    """Runs python3 code inside the namespace (the kernel side) and returns stdout."""
-    r = netns.exec("python3", "-c", textwrap.dedent(code), timeout=timeout)
-    return r.stdout
+def echo_both_ways(ns, size, timeout):
+    """Sends `size` random bytes to NetStack's echo service while reading the echo, from the
+    kernel side: returns (bytes echoed, sha256 equal, goodput Mbit/s)."""
+    out = py(ns, f"""
+        import hashlib, os, socket, threading, time
+        size = {size}
+        data = os.urandom(min(size, 1 << 20))
+        s = socket.create_connection(("{STACK}", 7), timeout={timeout})
+        sent = hashlib.sha256()
+        t0 = time.time()
+        def writer():
+            left = size
+            while left:
+                chunk = data[:min(left, len(data))]
+                s.sendall(chunk)
+                sent.update(chunk)
+                left -= len(chunk)
+            s.shutdown(socket.SHUT_WR)
+        t = threading.Thread(target=writer)
+        t.start()
+        got = hashlib.sha256()
+        n = 0
+        while True:
+            b = s.recv(1 << 20)
+            if not b:
+                break
+            got.update(b)
+            n += len(b)
+        t.join()
+        s.close()
+        dt = time.time() - t0
+        print(n, sent.hexdigest() == got.hexdigest(), "%.1f" % (n * 8 / dt / 1e6))
+    """, timeout=600)
+    n, same, mbps = out.split()
+    return int(n), same == "True", mbps
 
 
 def test_ping_and_arping(net):
@@ -83,36 +108,8 @@ def test_udp_echo(net):
 @pytest.mark.parametrize("size", [1, 1 << 20, 200 << 20])
 def test_tcp_echo_sha256(net, size):
     d, ns = net
-    out = py(ns, f"""
-        import hashlib, os, socket, threading
-        size = {size}
-        data = os.urandom(min(size, 1 << 20))
-        s = socket.create_connection(("{STACK}", 7), timeout=60)
-        sent = hashlib.sha256()
-        def writer():
-            left = size
-            while left:
-                chunk = data[:min(left, len(data))]
-                s.sendall(chunk)
-                sent.update(chunk)
-                left -= len(chunk)
-            s.shutdown(socket.SHUT_WR)
-        t = threading.Thread(target=writer)
-        t.start()
-        got = hashlib.sha256()
-        n = 0
-        while True:
-            b = s.recv(1 << 20)
-            if not b:
-                break
-            got.update(b)
-            n += len(b)
-        t.join()
-        s.close()
-        print(n, sent.hexdigest() == got.hexdigest())
-    """)
-    n, same = out.split()
-    assert int(n) == size and same == "True"
+    n, same, _ = echo_both_ways(ns, size, timeout=60)
+    assert n == size and same
 
 
 def test_many_concurrent_connections(net):
@@ -211,35 +208,9 @@ table inet ztloss {{
 """
     ns.exec("nft", "-f", "-", input=rules)
     size = 20 << 20
-    out = py(ns, f"""
-        import hashlib, os, socket, threading, time
-        size = {size}
-        data = os.urandom(1 << 20)
-        s = socket.create_connection(("{STACK}", 7), timeout=120)
-        sent = hashlib.sha256()
-        t0 = time.time()
-        def writer():
-            for i in range(size >> 20):
-                s.sendall(data)
-                sent.update(data)
-            s.shutdown(socket.SHUT_WR)
-        t = threading.Thread(target=writer)
-        t.start()
-        got = hashlib.sha256()
-        n = 0
-        while True:
-            b = s.recv(1 << 20)
-            if not b:
-                break
-            got.update(b)
-            n += len(b)
-        t.join()
-        dt = time.time() - t0
-        print(n, sent.hexdigest() == got.hexdigest(), "%.1f" % (n * 8 / dt / 1e6))
-    """, timeout=600)
-    n, same, mbps = out.split()
+    n, same, mbps = echo_both_ways(ns, size, timeout=120)
     print(f"echo {size >> 20} MiB each way at {loss}% loss per direction: {mbps} Mbit/s goodput")
-    assert int(n) == size and same == "True"
+    assert n == size and same
 
 
 def test_zero_window_when_kernel_reader_stops(net):

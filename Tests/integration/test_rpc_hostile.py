@@ -14,24 +14,14 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 from conftest import fd_count, wait_until
-from test_intercept_e2e import KERNEL, NET, Env, PEER  # noqa: F401 - shared setup
+from test_intercept_e2e import KERNEL, env  # noqa: F401 - env is the shared fixture
 
 MAGIC = 0x5052545A
 VERSION = 1
 OP_CONNECT, OP_GETNAME = 1, 6
 F_NEW = 2
 REP = struct.Struct("<IHHIiiI")     # ztrpc_rep_hdr
-
-
-@pytest.fixture
-def env(daemon_factory, netns, tmpdir_world):
-    d = daemon_factory(networks={"n": NET}).start()
-    e = Env(d, netns, tmpdir_world)
-    yield e
-    e.stop_all()
 
 
 def header(op, body_len, magic=MAGIC, version=VERSION, rid=7):
