@@ -14,34 +14,19 @@
 # Output: one line per case on stdout, then a Markdown table (paste into BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH=/opt/swift/usr/bin:$PATH
+. bench/lib.sh
 DUR=${DUR:-5}
 REPS=${REPS:-5}
 MTU=${MTU:-2800}
 [ "$(id -u)" -eq 0 ] || { echo "intercept.sh: needs root (namespaces, TAP)" >&2; exit 1; }
 command -v iperf3 >/dev/null || { echo "intercept.sh: iperf3 missing (scripts/install-deps.sh)" >&2; exit 1; }
 
-swift build -c release --product ztapd >/dev/null
+bench_init zibench
 swift build -c release --product ztctl >/dev/null
 scripts/build-intercept.sh >/dev/null
-mkdir -p .build/bench
-gcc -O2 -pthread -o .build/bench/tcpblast bench/tcpblast.c
-BLAST=$PWD/.build/bench/tcpblast
-ZTAPD=$PWD/.build/release/ztapd
 ZTCTL=$PWD/.build/release/ztctl
-
 TAG=$$
 NS_ZT=zi-zt-$TAG NS_VA=zi-va-$TAG NS_VB=zi-vb-$TAG
-TMP=$(mktemp -d /tmp/zibench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    for n in $NS_ZT $NS_VA $NS_VB; do ip netns del "$n" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-log() { echo "[$(date +%T)] $*" >&2; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 # Received rate of an iperf3 -J run, Gbit/s (fails the run on an iperf3 error).
 iperf_gbps() {
     python3 -c 'import json,sys; r=json.load(sys.stdin); e=r.get("error")
@@ -58,7 +43,7 @@ record() { # name values...
 }
 
 # ztap: ztapd in its namespace; the kernel side of the TAP runs the servers.
-ip netns add $NS_ZT; ip -n $NS_ZT link set lo up
+netns_new $NS_ZT
 mkdir -p "$TMP/etc/networks.d" "$TMP/run"
 cat > "$TMP/etc/networks.d/bench.conf" <<CONF
 [Network]
@@ -74,12 +59,7 @@ ip netns exec $NS_ZT iperf3 -s -B 10.203.0.1 -p 5301 >/dev/null 2>&1 & PIDS+=($!
 ip netns exec $NS_ZT "$BLAST" serve 10.203.0.1 & PIDS+=($!)
 
 # Baseline: two namespaces joined by a veth pair.
-ip netns add $NS_VA; ip -n $NS_VA link set lo up
-ip netns add $NS_VB; ip -n $NS_VB link set lo up
-ip link add ziva type veth peer name zivb
-ip link set ziva netns $NS_VA; ip link set zivb netns $NS_VB
-ip -n $NS_VA addr add 10.204.0.1/24 dev ziva; ip -n $NS_VB addr add 10.204.0.2/24 dev zivb
-ip -n $NS_VA link set ziva mtu "$MTU" up; ip -n $NS_VB link set zivb mtu "$MTU" up
+veth_pair $NS_VA $NS_VB ziva zivb 10.204.0.1/24 10.204.0.2/24 "$MTU"
 ip netns exec $NS_VB iperf3 -s -B 10.204.0.2 -p 5301 >/dev/null 2>&1 & PIDS+=($!)
 ip netns exec $NS_VB "$BLAST" serve 10.204.0.2 & PIDS+=($!)
 sleep 1
@@ -104,9 +84,8 @@ done
 record ztap_rr "${z[@]}"
 record veth_rr "${v[@]}"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 echo
-echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+machine
 echo "Command: bench/intercept.sh (DUR=$DUR REPS=$REPS MTU=$MTU), median of $REPS runs"
 echo
 echo "| case (MTU $MTU) | ztap (ztctl run) | kernel veth | ztap / veth |"

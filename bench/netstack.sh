@@ -15,31 +15,15 @@
 # Output: one line per case on stdout, then a Markdown table (paste into BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PATH=/opt/swift/usr/bin:$PATH
+. bench/lib.sh
 DUR=${DUR:-5}
 REPS=${REPS:-5}
 MTUS=${MTUS:-"1500 2800"}
 [ "$(id -u)" -eq 0 ] || { echo "netstack.sh: needs root (namespaces, TAP)" >&2; exit 1; }
 
-swift build -c release --product ztapd >/dev/null
-mkdir -p .build/bench
-gcc -O2 -pthread -o .build/bench/tcpblast bench/tcpblast.c
-BLAST=$PWD/.build/bench/tcpblast
-ZTAPD=$PWD/.build/release/ztapd
-
+bench_init zbench
 TAG=$$
 NS_ZT=zb-zt-$TAG NS_VA=zb-va-$TAG NS_VB=zb-vb-$TAG
-TMP=$(mktemp -d /tmp/zbench.XXXXXX)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    for n in $NS_ZT $NS_VA $NS_VB; do ip netns del "$n" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT INT TERM
-log() { echo "[$(date +%T)] $*" >&2; }
-
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 declare -A RESULT
 runcase() { # name ns cmd...  -> median of first output field over REPS
@@ -53,13 +37,8 @@ runcase() { # name ns cmd...  -> median of first output field over REPS
     echo "case=$name median=${RESULT[$name]} runs=${vals[*]}"
 }
 
-ip netns add $NS_ZT; ip -n $NS_ZT link set lo up
-ip netns add $NS_VA; ip -n $NS_VA link set lo up
-ip netns add $NS_VB; ip -n $NS_VB link set lo up
-ip link add zbva type veth peer name zbvb
-ip link set zbva netns $NS_VA; ip link set zbvb netns $NS_VB
-ip -n $NS_VA addr add 10.202.0.1/24 dev zbva; ip -n $NS_VB addr add 10.202.0.2/24 dev zbvb
-ip -n $NS_VA link set zbva up; ip -n $NS_VB link set zbvb up
+netns_new $NS_ZT
+veth_pair $NS_VA $NS_VB zbva zbvb 10.202.0.1/24 10.202.0.2/24 1500
 ip netns exec $NS_VB "$BLAST" serve 10.202.0.2 & PIDS+=($!)
 
 mkdir -p "$TMP/etc/networks.d" "$TMP/run"
@@ -87,9 +66,8 @@ CONF
     kill -TERM $ZPID; wait $ZPID 2>/dev/null || true
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 echo
-echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
+machine
 echo "Command: bench/netstack.sh (DUR=$DUR REPS=$REPS), median of $REPS runs"
 echo
 echo "| MTU | case | ztap | kernel veth | ztap / veth |"
