@@ -7,18 +7,18 @@ import PackageDescription
 //              scripts/build-intercept.sh from Sources/ztintercept, which has no SwiftPM target)
 //   CNetlink   system library: libnl-route-3 (link/address configuration)
 //   CCap       system library: libcap (capability reduction)
-//   PhyLoop    epoll PhySocket event loop, eventfd wake-up, timers, syscall wrappers
+//   PhyLoop    epoll PhySocket event loop, eventfd wake-up, timers; Sys: the one syscall layer (with a test seam)
 //   LinuxNet   TAP device, netlink interface plumbing, capabilities, credentials
 //   NetStack   our sans-I/O TCP/IP stack (pure Swift, no I/O, injected clock)
 //   NetStackFuzz  libFuzzer harness for NetStack.receive (scripts/fuzz.sh); plain builds get a replayer
 //   ZTConfig   systemd-style INI parsing, in-place editing, daemon/network config model
 //   ZTControl  ztctl <-> ztapd control protocol (JSON over AF_UNIX) and client
-//   ZTService  the daemon: network loops, stack driver, control server, access checks
+//   ZTService  the daemon: network loops, stack driver, control server; Intercept/: the RPC side of
+//              libztintercept (codec, access, ports, socket options, TCP and UDP bridges, hub)
 let swiftSettings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
 
 let package = Package(
     name: "ztap",
-    platforms: [.macOS(.v14)],
     products: [
         .executable(name: "ztapd", targets: ["ztapd"]),
         .executable(name: "ztctl", targets: ["ztctl"]),
@@ -38,7 +38,7 @@ let package = Package(
                 dependencies: ["CShims", .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: swiftSettings),
         .target(name: "LinuxNet",
-                dependencies: ["CShims", "CNetlink", "CCap",
+                dependencies: ["CShims", "CNetlink", "CCap", "PhyLoop",
                                .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: swiftSettings),
         .target(name: "NetStack", swiftSettings: swiftSettings),
@@ -64,5 +64,8 @@ let package = Package(
         .testTarget(name: "ZTConfigTests", dependencies: ["ZTConfig"], swiftSettings: swiftSettings),
         .testTarget(name: "PhyLoopTests", dependencies: ["PhyLoop", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet"], swiftSettings: swiftSettings),
+        .testTarget(name: "ZTServiceTests", dependencies: ["ZTService", "NetStack", "PhyLoop", "LinuxNet", "CZTRPC", "CShims"],
+                    swiftSettings: swiftSettings),
+        .testTarget(name: "ZTControlTests", dependencies: ["ZTControl", "ZTConfig"], swiftSettings: swiftSettings),
     ]
 )

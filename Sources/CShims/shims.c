@@ -86,33 +86,31 @@ int cshim_peercred(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
     return 0;
 }
 
-#define CSHIM_MAXFDS 8
 
-ssize_t cshim_send_with_fds(int fd, const void *buf, size_t len, const int *fds, int nfds, int flags) {
-    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-    struct msghdr msg;
-    union { char buf[CMSG_SPACE(sizeof(int) * CSHIM_MAXFDS)]; struct cmsghdr align; } u;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    if (nfds < 0 || nfds > CSHIM_MAXFDS) { errno = EINVAL; return -1; }
-    if (nfds > 0) {
-        memset(&u, 0, sizeof u);
-        msg.msg_control = u.buf;
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    }
-    return sendmsg(fd, &msg, flags | MSG_NOSIGNAL);
+size_t cshim_cmsg_rights_space(int nfds) {
+    if (nfds < 0) nfds = 0;
+    return CMSG_SPACE(sizeof(int) * (size_t)nfds);
 }
 
-/* Closes an fd a local client sent us. A TCP socket with SO_LINGER {1, N} and unsent data would
- * make close() wait up to N seconds on our event loop if ours is the last reference: linger is
- * switched off first for anything that is not an AF_UNIX socket. */
-void cshim_close_untrusted(int fd)
+size_t cshim_cmsg_put_rights(void *control, size_t space, const int *fds, int nfds) {
+    if (nfds <= 0 || space < CMSG_SPACE(sizeof(int) * (size_t)nfds)) return 0;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    memset(control, 0, space);
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    return msg.msg_controllen;
+}
+
+/* Disables SO_LINGER on anything that is not an AF_UNIX socket: a TCP socket a local client
+ * sent us, with SO_LINGER {1, N} and unsent data, would make close() wait up to N seconds on our
+ * event loop if ours is the last reference. */
+void cshim_disable_linger_unless_unix(int fd)
 {
     int domain = 0;
     socklen_t len = sizeof domain;
@@ -120,37 +118,24 @@ void cshim_close_untrusted(int fd)
         struct linger off = { .l_onoff = 0, .l_linger = 0 };
         (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &off, sizeof off);
     }
-    close(fd);
 }
 
-ssize_t cshim_recv_with_fds(int fd, void *buf, size_t len, int *fds, int maxfds, int *nfds,
-                            int *truncated, int flags) {
-    struct iovec iov = { .iov_base = buf, .iov_len = len };
-    struct msghdr msg;
-    union { char buf[CMSG_SPACE(sizeof(int) * CSHIM_MAXFDS)]; struct cmsghdr align; } u;
-    memset(&msg, 0, sizeof msg);
-    memset(&u, 0, sizeof u);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = u.buf;
-    msg.msg_controllen = sizeof u.buf;
+int cshim_cmsg_take_rights(struct msghdr *msg, int *fds, int maxfds, int *nfds) {
+    int truncated = 0;
     *nfds = 0;
-    *truncated = 0;
-    ssize_t n = recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC);
-    if (n < 0) return n;
-    if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) *truncated = 1;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (msg->msg_controllen == 0) return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        int *in = (int *)CMSG_DATA(c);
+        unsigned char *in = CMSG_DATA(c);
         for (int i = 0; i < count; i++) {
             int got;
-            memcpy(&got, in + i, sizeof got);
+            memcpy(&got, in + (size_t)i * sizeof(int), sizeof got);
             if (*nfds < maxfds) fds[(*nfds)++] = got;
-            else { cshim_close_untrusted(got); *truncated = 1; }
+            else { cshim_disable_linger_unless_unix(got); close(got); truncated = 1; }
         }
     }
-    return n;
+    return truncated;
 }
 
 static int fill_sun(struct sockaddr_un *sun, const char *path) {

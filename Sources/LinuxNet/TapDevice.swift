@@ -9,13 +9,26 @@
 import Glibc
 #endif
 import CShims
+import PhyLoop
 import Synchronization
+
+/// Something that moves whole Ethernet frames through a non-blocking fd: a TAP device, or in
+/// tests one end of a SOCK_SEQPACKET pair.
+public protocol FrameDevice: AnyObject, Sendable {
+    /// The fd to poll for readability.
+    var fd: Int32 { get }
+    var name: String { get }
+    /// One frame into `buffer`; nil when none is queued.
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws(LinuxError) -> Int?
+    /// One frame out; false when the queue is full (the frame is not sent).
+    func write(_ frame: UnsafeRawBufferPointer) throws(LinuxError) -> Bool
+}
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1); IFNAMSIZ itself is ambiguous in
 /// Swift once both Glibc and libnl are imported.
 public let maxInterfaceNameLength = 15
 
-public final class TapDevice: Sendable {
+public final class TapDevice: FrameDevice {
     /// The /dev/net/tun fd (non-blocking). Invalid after `close()`.
     public let fd: Int32
     /// The interface name the kernel gave (equal to the requested one when one was given).
@@ -25,16 +38,18 @@ public final class TapDevice: Sendable {
 
     private let index: Int32
     private let closed = Atomic<Bool>(false)
+    private let sys: Sys
 
-    private init(fd: Int32, name: String, index: Int32) {
+    private init(fd: Int32, name: String, index: Int32, sys: Sys) {
         self.fd = fd
         self.name = name
         self.index = index
+        self.sys = sys
     }
 
     /// Creates (or attaches to) TAP interface `name`; an empty name lets the kernel choose "tapN".
     /// Needs CAP_NET_ADMIN unless the device is persistent and owned by the caller.
-    public static func open(name: String) throws(LinuxError) -> TapDevice {
+    public static func open(name: String, sys: Sys = .live) throws(LinuxError) -> TapDevice {
         let op = "open TAP device \(name.isEmpty ? "(kernel-chosen name)" : name) via /dev/net/tun"
         try validateInterfaceName(name, allowEmpty: true, operation: op)
         var out = [CChar](repeating: 0, count: maxInterfaceNameLength + 1)
@@ -47,7 +62,7 @@ public final class TapDevice: Sendable {
             _ = Glibc.close(fd)
             throw LinuxError.posix("look up index of new TAP \(finalName)", errno: e)
         }
-        return TapDevice(fd: fd, name: finalName, index: index)
+        return TapDevice(fd: fd, name: finalName, index: index, sys: sys)
     }
 
     /// Closes the fd (idempotent). Must not race with a read/write on another thread: the fd
@@ -63,13 +78,11 @@ public final class TapDevice: Sendable {
     /// hold MTU + 14 bytes: a longer frame is silently truncated by the kernel.
     @inline(__always)
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(LinuxError) -> Int? {
-        while true {
-            let n = Glibc.read(fd, buffer.baseAddress, buffer.count)
-            if n >= 0 { return n }
-            let e = Glibc.errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return nil }
-            throw LinuxError.posix("read frame from TAP \(name)", errno: e)
+        do {
+            guard case .processed(let n) = try sys.read(fd, into: buffer) else { return nil }
+            return n
+        } catch {
+            throw LinuxError.posix("read frame from TAP \(name)", errno: error.rawValue)
         }
     }
 
@@ -77,13 +90,11 @@ public final class TapDevice: Sendable {
     /// wait for EPOLLOUT.
     @inline(__always)
     public func write(_ frame: UnsafeRawBufferPointer) throws(LinuxError) -> Bool {
-        while true {
-            let n = Glibc.write(fd, frame.baseAddress, frame.count)
-            if n >= 0 { return true }
-            let e = Glibc.errno
-            if e == EINTR { continue }
-            if e == EAGAIN || e == EWOULDBLOCK { return false }
-            throw LinuxError.posix("write \(frame.count)-byte frame to TAP \(name)", errno: e)
+        do {
+            guard case .processed = try sys.write(fd, frame) else { return false }
+            return true
+        } catch {
+            throw LinuxError.posix("write \(frame.count)-byte frame to TAP \(name)", errno: error.rawValue)
         }
     }
 }

@@ -28,8 +28,8 @@ import Glibc
 public enum PhySocketKind: Sendable {
     /// A listening socket; readiness means "accept".
     case listener
-    /// A connected stream/seqpacket socket; readiness means data or space.
-    case stream
+    /// A connected stream or seqpacket socket; readiness means data or space.
+    case connected
     /// Any other fd (TAP, signalfd, timerfd); readiness is passed through as readable/writable.
     case raw
 }
@@ -46,6 +46,11 @@ public final class PhySocket<Context> {
     public internal(set) var suspended = false
     /// When true the loop closes the fd on `close`; false for fds the owner closes itself.
     public let ownsFD: Bool
+
+    /// Whether `phyOnReadable` is wanted (read interest on).
+    public var wantsReadable: Bool { interest & UInt32(EPOLLIN.rawValue) != 0 }
+    /// Whether `phyOnWritable` is wanted (write interest on).
+    public var wantsWritable: Bool { interest & UInt32(EPOLLOUT.rawValue) != 0 }
 
     init(fd: Int32, kind: PhySocketKind, context: Context, slot: Int, generation: UInt32, interest: UInt32, ownsFD: Bool) {
         self.fd = fd
@@ -93,6 +98,8 @@ public final class PhyLoop<Handler: PhySocketHandler> {
 
     /// The handler usually owns the loop, so the loop must not retain it.
     public unowned var handler: Handler!
+    /// The syscall layer for accept and close (a test seam).
+    public let sys: Sys
     private let epfd: Int32
     private let wakeFD: Int32
     private var slots: [Socket?] = []
@@ -105,7 +112,8 @@ public final class PhyLoop<Handler: PhySocketHandler> {
 
     private static var wakeToken: UInt64 { UInt64.max }
 
-    public init() throws(Errno) {
+    public init(sys: Sys = .live) throws(Errno) {
+        self.sys = sys
         epfd = cshim_epoll_create()
         guard epfd >= 0 else { throw Errno(rawValue: errno) }
         do {
@@ -200,7 +208,7 @@ public final class PhyLoop<Handler: PhySocketHandler> {
         guard !socket.isClosed else { return }
         socket.isClosed = true
         if !socket.suspended { _ = cshim_epoll_ctl(epfd, EPOLL_CTL_DEL, socket.fd, 0, 0) }
-        if socket.ownsFD { Sys.close(socket.fd) }
+        if socket.ownsFD { sys.close(socket.fd) }
         slots[socket.slot] = nil
         socketCount -= 1
         pendingClose.append(socket)
@@ -272,7 +280,7 @@ public final class PhyLoop<Handler: PhySocketHandler> {
         switch sock.kind {
         case .listener:
             if bits & readBits != 0 { acceptAll(sock) }
-        case .stream, .raw:
+        case .connected, .raw:
             if bits & UInt32(EPOLLOUT.rawValue) != 0, sock.interest & UInt32(EPOLLOUT.rawValue) != 0 {
                 handler.phyOnWritable(sock)
             }
@@ -293,20 +301,21 @@ public final class PhyLoop<Handler: PhySocketHandler> {
     private func acceptAll(_ listener: Socket) {
         // Bounded per pass so one busy listener cannot starve the rest of the loop.
         for _ in 0..<64 {
-            let fd = cshim_accept4(listener.fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
-            if fd < 0 {
-                let e = errno
-                if e == EINTR || e == ECONNABORTED { continue }
-                return // EAGAIN, or EMFILE/ENFILE: try again on the next readiness
+            let fd: Int32
+            do {
+                guard case .processed(let f) = try sys.accept(listener.fd) else { return }
+                fd = f
+            } catch {
+                return // EMFILE/ENFILE: try again on the next readiness
             }
             guard let ctx = handler.phyOnAccept(listener: listener, fd: fd) else {
-                Sys.close(fd)
+                sys.close(fd)
                 continue
             }
             do {
-                try add(fd: fd, kind: .stream, context: ctx)
+                try add(fd: fd, kind: .connected, context: ctx)
             } catch {
-                Sys.close(fd)
+                sys.close(fd)
                 handler.phyOnAcceptAborted(ctx)
             }
             if listener.isClosed { return }

@@ -4,67 +4,134 @@ import SystemPackage
 import Glibc
 #endif
 
+// Sys — the daemon's one syscall layer (SwiftNIO's System.swift and swift-system's mocking shims
+// are the model).
+//
+// Every read/write/send/recv/poll/shutdown/close the daemon makes on a socket or a TAP goes
+// through a `Sys` value. `Sys` owns the policy, in one place:
+// - EINTR is retried (close excepted: on Linux the fd is gone even when close reports EINTR);
+// - EAGAIN is a value (`.wouldBlock`), every other failure a thrown `Errno`;
+// - socket calls never block and never raise SIGPIPE (MSG_DONTWAIT|MSG_NOSIGNAL always, so a
+//   client clearing O_NONBLOCK on a shared file description cannot stall a loop).
+// The raw calls sit behind `SyscallBackend`, the seam: production uses `LinuxSyscalls`; tests wrap
+// it to inject EAGAIN, EINTR, ENOBUFS, EMFILE or short transfers at exact points.
+
 /// Outcome of a non-blocking I/O call: EAGAIN is a value, not an error.
 public enum IOResult<T>: Sendable where T: Sendable {
     case processed(T)
     case wouldBlock
 }
 
-/// The loop's syscalls, bound once. Each retries on EINTR, returns EAGAIN as `.wouldBlock`, and
-/// throws `Errno` for everything else.
-public enum Sys {
-    @inlinable
-    static func retrying(_ body: () -> Int) throws(Errno) -> IOResult<Int> {
+/// The raw system calls under `Sys`. Each returns its result (>= 0) or `-errno`, so a fake never
+/// has to touch the thread's errno.
+public protocol SyscallBackend: Sendable {
+    func read(_ fd: Int32, _ buf: UnsafeMutableRawPointer?, _ count: Int) -> Int
+    func write(_ fd: Int32, _ buf: UnsafeRawPointer?, _ count: Int) -> Int
+    func recvmsg(_ fd: Int32, _ msg: UnsafeMutablePointer<msghdr>, _ flags: Int32) -> Int
+    func sendmsg(_ fd: Int32, _ msg: UnsafePointer<msghdr>, _ flags: Int32) -> Int
+    func shutdown(_ fd: Int32, _ how: Int32) -> Int
+    func close(_ fd: Int32) -> Int
+    func poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: Int, _ timeoutMs: Int32) -> Int
+    /// socketpair(AF_UNIX, type|SOCK_CLOEXEC).
+    func socketpair(_ type: Int32, _ fds: UnsafeMutablePointer<Int32>) -> Int
+    /// accept4(fd, NULL, NULL, SOCK_NONBLOCK|SOCK_CLOEXEC).
+    func accept(_ fd: Int32) -> Int
+}
+
+/// The real calls.
+public struct LinuxSyscalls: SyscallBackend {
+    public init() {}
+    @inline(__always) private func r(_ v: Int) -> Int { v >= 0 ? v : -Int(errno) }
+    public func read(_ fd: Int32, _ buf: UnsafeMutableRawPointer?, _ count: Int) -> Int { r(Glibc.read(fd, buf, count)) }
+    public func write(_ fd: Int32, _ buf: UnsafeRawPointer?, _ count: Int) -> Int { r(Glibc.write(fd, buf, count)) }
+    public func recvmsg(_ fd: Int32, _ msg: UnsafeMutablePointer<msghdr>, _ flags: Int32) -> Int {
+        r(Glibc.recvmsg(fd, msg, flags))
+    }
+    public func sendmsg(_ fd: Int32, _ msg: UnsafePointer<msghdr>, _ flags: Int32) -> Int {
+        r(Glibc.sendmsg(fd, msg, flags))
+    }
+    public func shutdown(_ fd: Int32, _ how: Int32) -> Int { r(Int(Glibc.shutdown(fd, how))) }
+    public func close(_ fd: Int32) -> Int { r(Int(Glibc.close(fd))) }
+    public func poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: Int, _ timeoutMs: Int32) -> Int {
+        r(Int(Glibc.poll(fds, nfds_t(count), timeoutMs)))
+    }
+    public func socketpair(_ type: Int32, _ fds: UnsafeMutablePointer<Int32>) -> Int {
+        r(Int(cshim_socketpair_cloexec(AF_UNIX, type, fds)))
+    }
+    public func accept(_ fd: Int32) -> Int {
+        r(Int(cshim_accept4(fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))))
+    }
+}
+
+/// A message received with `Sys.recvWithFDs`.
+public struct ReceivedMessage: Sendable {
+    /// Payload bytes.
+    public var count: Int
+    /// File descriptors received (SCM_RIGHTS), stored at the start of the caller's buffer.
+    public var fdCount: Int
+    /// The payload or the fd list did not fit (extra fds were closed).
+    public var truncated: Bool
+}
+
+public struct Sys: Sendable {
+    public let backend: any SyscallBackend
+
+    public init(backend: any SyscallBackend) { self.backend = backend }
+
+    /// The real system.
+    public static let live = Sys(backend: LinuxSyscalls())
+
+    /// Flags every socket send/recv carries: never block, never SIGPIPE.
+    public static let socketFlags = Int32(MSG_DONTWAIT | MSG_NOSIGNAL)
+
+    @inline(__always)
+    func retrying(_ body: () -> Int) throws(Errno) -> IOResult<Int> {
         while true {
             let r = body()
             if r >= 0 { return .processed(r) }
-            let e = errno
+            let e = Int32(-r)
             if e == EINTR { continue }
             if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
             throw Errno(rawValue: e)
         }
     }
 
-    public static func read(_ fd: Int32, into buf: UnsafeMutableRawBufferPointer) throws(Errno) -> IOResult<Int> {
-        try retrying { Glibc.read(fd, buf.baseAddress, buf.count) }
+    // MARK: - Data
+
+    /// read(2) of a non-socket fd (TAP).
+    public func read(_ fd: Int32, into buf: UnsafeMutableRawBufferPointer) throws(Errno) -> IOResult<Int> {
+        try retrying { backend.read(fd, buf.baseAddress, buf.count) }
     }
 
-    public static func write(_ fd: Int32, _ buf: UnsafeRawBufferPointer) throws(Errno) -> IOResult<Int> {
-        try retrying { Glibc.write(fd, buf.baseAddress, buf.count) }
+    /// write(2) of a non-socket fd (TAP).
+    public func write(_ fd: Int32, _ buf: UnsafeRawBufferPointer) throws(Errno) -> IOResult<Int> {
+        try retrying { backend.write(fd, buf.baseAddress, buf.count) }
     }
 
-    /// send(2) with MSG_NOSIGNAL so a peer that went away gives EPIPE, never SIGPIPE.
-    public static func send(_ fd: Int32, _ buf: UnsafeRawBufferPointer, flags: Int32 = 0) throws(Errno) -> IOResult<Int> {
-        try retrying { Glibc.send(fd, buf.baseAddress, buf.count, flags | Int32(MSG_NOSIGNAL)) }
-    }
-
-    /// Gathers up to two regions in one writev (a ring buffer's readable bytes).
-    public static func writev(_ fd: Int32, _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) throws(Errno) -> IOResult<Int> {
-        var iov = (iovec(iov_base: UnsafeMutableRawPointer(mutating: a.baseAddress), iov_len: a.count),
-                   iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count))
-        let n: Int32 = b.count > 0 ? 2 : 1
-        return try withUnsafeMutablePointer(to: &iov) { p throws(Errno) in
-            try p.withMemoryRebound(to: iovec.self, capacity: 2) { v throws(Errno) in
-                try retrying { Glibc.writev(fd, v, n) }
-            }
+    /// recv(2) into one buffer. `flags` adds to MSG_DONTWAIT (e.g. MSG_TRUNC, MSG_PEEK).
+    public func recv(_ fd: Int32, into buf: UnsafeMutableRawBufferPointer, flags: Int32 = 0) throws(Errno) -> IOResult<Int> {
+        var iov = iovec(iov_base: buf.baseAddress, iov_len: buf.count)
+        return try withUnsafeMutablePointer(to: &iov) { v throws(Errno) in
+            var msg = msghdr()
+            msg.msg_iov = v
+            msg.msg_iovlen = 1
+            return try retrying { backend.recvmsg(fd, &msg, Int32(MSG_DONTWAIT) | flags) }
         }
     }
 
-    /// Scatters into up to two regions in one readv (a ring buffer's free space).
-    public static func readv(_ fd: Int32, _ a: UnsafeMutableRawBufferPointer, _ b: UnsafeMutableRawBufferPointer) throws(Errno) -> IOResult<Int> {
-        var iov = (iovec(iov_base: a.baseAddress, iov_len: a.count), iovec(iov_base: b.baseAddress, iov_len: b.count))
-        let n: Int32 = b.count > 0 ? 2 : 1
-        return try withUnsafeMutablePointer(to: &iov) { p throws(Errno) in
-            try p.withMemoryRebound(to: iovec.self, capacity: 2) { v throws(Errno) in
-                try retrying { Glibc.readv(fd, v, n) }
-            }
+    /// send(2) of one buffer (one datagram on a SEQPACKET socket).
+    public func send(_ fd: Int32, _ buf: UnsafeRawBufferPointer, flags: Int32 = 0) throws(Errno) -> IOResult<Int> {
+        var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: buf.baseAddress), iov_len: buf.count)
+        return try withUnsafeMutablePointer(to: &iov) { v throws(Errno) in
+            var msg = msghdr()
+            msg.msg_iov = v
+            msg.msg_iovlen = 1
+            return try retrying { backend.sendmsg(fd, &msg, Self.socketFlags | flags) }
         }
     }
 
-    /// writev for a socket another process may share: sendmsg with MSG_DONTWAIT|MSG_NOSIGNAL, so
-    /// it never blocks even if the other holder cleared O_NONBLOCK on the shared file
-    /// description, and a vanished reader is EPIPE, not SIGPIPE.
-    public static func sendv(_ fd: Int32, _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) throws(Errno) -> IOResult<Int> {
+    /// Gathers up to two regions in one sendmsg (a ring buffer's readable bytes).
+    public func sendv(_ fd: Int32, _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) throws(Errno) -> IOResult<Int> {
         var iov = (iovec(iov_base: UnsafeMutableRawPointer(mutating: a.baseAddress), iov_len: a.count),
                    iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count))
         let n = b.count > 0 ? 2 : 1
@@ -73,13 +140,13 @@ public enum Sys {
                 var msg = msghdr()
                 msg.msg_iov = v
                 msg.msg_iovlen = n
-                return try retrying { Glibc.sendmsg(fd, &msg, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+                return try retrying { backend.sendmsg(fd, &msg, Self.socketFlags) }
             }
         }
     }
 
-    /// readv for a socket another process may share: recvmsg with MSG_DONTWAIT (see `sendv`).
-    public static func recvv(_ fd: Int32, _ a: UnsafeMutableRawBufferPointer, _ b: UnsafeMutableRawBufferPointer) throws(Errno) -> IOResult<Int> {
+    /// Scatters into up to two regions in one recvmsg (a ring buffer's free space).
+    public func recvv(_ fd: Int32, _ a: UnsafeMutableRawBufferPointer, _ b: UnsafeMutableRawBufferPointer) throws(Errno) -> IOResult<Int> {
         var iov = (iovec(iov_base: a.baseAddress, iov_len: a.count), iovec(iov_base: b.baseAddress, iov_len: b.count))
         let n = b.count > 0 ? 2 : 1
         return try withUnsafeMutablePointer(to: &iov) { p throws(Errno) in
@@ -87,15 +154,115 @@ public enum Sys {
                 var msg = msghdr()
                 msg.msg_iov = v
                 msg.msg_iovlen = n
-                return try retrying { Glibc.recvmsg(fd, &msg, Int32(MSG_DONTWAIT)) }
+                return try retrying { backend.recvmsg(fd, &msg, Int32(MSG_DONTWAIT)) }
             }
         }
     }
 
-    public static func close(_ fd: Int32) {
-        // close(2) must not be retried on EINTR on Linux: the fd is gone either way.
-        _ = Glibc.close(fd)
+    // MARK: - File descriptor passing
+
+    /// Most fds one message carries either way.
+    public static let maxPassedFDs = 8
+
+    /// recvmsg accepting up to `fds.count` fds (MSG_CMSG_CLOEXEC). Fds beyond that are closed
+    /// (untrusted) and reported as truncation, as is a payload longer than `buf`.
+    public func recvWithFDs(_ fd: Int32, into buf: UnsafeMutableRawBufferPointer,
+                            fds: UnsafeMutableBufferPointer<Int32>) throws(Errno) -> IOResult<ReceivedMessage> {
+        var iov = iovec(iov_base: buf.baseAddress, iov_len: buf.count)
+        let space = Int(cshim_cmsg_rights_space(Int32(Self.maxPassedFDs)))
+        return try withUnsafeTemporaryAllocation(byteCount: space, alignment: 16) { control throws(Errno) in
+            try withUnsafeMutablePointer(to: &iov) { v throws(Errno) in
+                var msg = msghdr()
+                msg.msg_iov = v
+                msg.msg_iovlen = 1
+                msg.msg_control = control.baseAddress
+                msg.msg_controllen = space
+                switch try retrying({ backend.recvmsg(fd, &msg, Int32(MSG_DONTWAIT | MSG_CMSG_CLOEXEC)) }) {
+                case .wouldBlock:
+                    return .wouldBlock
+                case .processed(let n):
+                    var count: Int32 = 0
+                    let truncatedFDs = cshim_cmsg_take_rights(&msg, fds.baseAddress, Int32(fds.count), &count)
+                    let truncated = truncatedFDs != 0 || msg.msg_flags & Int32(MSG_CTRUNC | MSG_TRUNC) != 0
+                    return .processed(ReceivedMessage(count: n, fdCount: Int(count), truncated: truncated))
+                }
+            }
+        }
     }
+
+    /// sendmsg of one buffer with `fds` as SCM_RIGHTS (at most `maxPassedFDs`).
+    public func sendWithFDs(_ fd: Int32, _ buf: UnsafeRawBufferPointer, fds: UnsafeBufferPointer<Int32>) throws(Errno) -> IOResult<Int> {
+        guard fds.count <= Self.maxPassedFDs else { throw Errno.invalidArgument }
+        var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: buf.baseAddress), iov_len: buf.count)
+        let space = Int(cshim_cmsg_rights_space(Int32(fds.count)))
+        return try withUnsafeTemporaryAllocation(byteCount: max(space, 1), alignment: 16) { control throws(Errno) in
+            try withUnsafeMutablePointer(to: &iov) { v throws(Errno) in
+                var msg = msghdr()
+                msg.msg_iov = v
+                msg.msg_iovlen = 1
+                if fds.count > 0 {
+                    msg.msg_control = control.baseAddress
+                    msg.msg_controllen = Int(cshim_cmsg_put_rights(control.baseAddress, space, fds.baseAddress,
+                                                                   Int32(fds.count)))
+                }
+                return try retrying { backend.sendmsg(fd, &msg, Self.socketFlags) }
+            }
+        }
+    }
+
+    // MARK: - Lifecycle
+
+    /// shutdown(2). ENOTCONN (the peer is already gone) is not an error worth reporting.
+    public func shutdown(_ fd: Int32, _ how: Int32) {
+        _ = backend.shutdown(fd, how)
+    }
+
+    /// close(2), never retried: on Linux the fd is released even when close reports EINTR.
+    public func close(_ fd: Int32) {
+        _ = backend.close(fd)
+    }
+
+    /// close(2) for an fd a local client sent us: a TCP socket with SO_LINGER {1, N} and unsent
+    /// data would otherwise make close() wait up to N seconds on our event loop.
+    public func closeUntrusted(_ fd: Int32) {
+        cshim_disable_linger_unless_unix(fd)
+        close(fd)
+    }
+
+    /// Whether the peer of a stream/seqpacket socket has closed its end (POLLRDHUP/POLLHUP now),
+    /// without reading anything.
+    public func peerHungUp(_ fd: Int32) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(0x2000) /* POLLRDHUP */, revents: 0)
+        while true {
+            let r = backend.poll(&p, 1, 0)
+            if r == -Int(EINTR) { continue }
+            return r == 1 && p.revents & Int16(POLLHUP) != 0
+        }
+    }
+
+    /// socketpair(AF_UNIX, type|SOCK_CLOEXEC).
+    public func socketpair(type: Int32) throws(Errno) -> (Int32, Int32) {
+        var sv: (Int32, Int32) = (-1, -1)
+        let r = withUnsafeMutablePointer(to: &sv) { p in
+            p.withMemoryRebound(to: Int32.self, capacity: 2) { backend.socketpair(type, $0) }
+        }
+        if r < 0 { throw Errno(rawValue: Int32(-r)) }
+        return sv
+    }
+
+    /// accept4 (non-blocking, close-on-exec); ECONNABORTED is retried like EINTR.
+    public func accept(_ fd: Int32) throws(Errno) -> IOResult<Int32> {
+        while true {
+            let r = backend.accept(fd)
+            if r >= 0 { return .processed(Int32(r)) }
+            let e = Int32(-r)
+            if e == EINTR || e == ECONNABORTED { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            throw Errno(rawValue: e)
+        }
+    }
+
+    // MARK: - Loop plumbing (not client I/O: no seam needed)
 
     public static func setNonBlocking(_ fd: Int32) throws(Errno) {
         let flags = fcntl(fd, F_GETFL)

@@ -56,7 +56,7 @@ final class Network {
         let name = config.name
         let rpcPath = runDir + "/" + name + ".sock"
         let access = Network.access(for: config)
-        let fd = tap.fd
+        let device: any FrameDevice = tap
         let settings = Network.settings(for: config, mac: stackMAC)
         let inbox = self.inbox
         let started = Reply<Result<PhyWaker, ServiceError>>()
@@ -64,8 +64,8 @@ final class Network {
         let thread = Thread {
             // Everything the loop owns is created on its own thread and never leaves it.
             do {
-                let driver = makeStackDriver(settings: settings, tapFD: fd, logger: logger)
-                let loop = try NetworkLoop(name: name, tapFD: fd, inbox: inbox, driver: driver, logger: logger,
+                let driver = makeStackDriver(settings: settings, device: device, logger: logger)
+                let loop = try NetworkLoop(name: name, device: device, inbox: inbox, driver: driver, logger: logger,
                                            rpcPath: rpcPath, access: access)
                 started.fulfill(.success(loop.waker))
                 loop.run()

@@ -1,4 +1,5 @@
 import Foundation
+import LinuxNet
 import Logging
 import NetStack
 import PhyLoop
@@ -14,53 +15,56 @@ enum NetworkCommand: Sendable {
     case access(AccessList)
 }
 
+/// What a socket on a network loop is.
+enum LoopContext {
+    case tap
+    /// RUN_DIR/NAME.sock, the intercept library's RPC listener.
+    case rpcListener
+    case rpc(RPCPeer)
+    /// Daemon end of an intercepted TCP socket's data socketpair.
+    case tcp(Connection)
+    /// Daemon end of a listening socket's accept channel.
+    case acceptChannel(Connection)
+    /// Daemon end of an intercepted UDP socket's SEQPACKET pair.
+    case udp(UDPConnection)
+}
+
 /// One joined network's event loop: the only thread that touches its TAP fd and its stack.
 ///
 /// Frames are read from the TAP until EAGAIN (bounded per pass so client sockets get their
 /// turn), handed to the driver, and the loop then sleeps until epoll reports an fd or the stack's
 /// next timer is due. Nothing polls on a fixed interval.
 final class NetworkLoop: PhySocketHandler {
-    enum Context {
-        case tap
-        /// RUN_DIR/NAME.sock, the intercept library's RPC listener.
-        case rpcListener
-        case rpc(RPCPeer)
-        /// Daemon end of an intercepted TCP socket's data socketpair.
-        case tcp(Connection)
-        /// Daemon end of a listening socket's accept channel.
-        case acceptChannel(Connection)
-        /// Daemon end of an intercepted UDP socket's SEQPACKET pair.
-        case udp(UDPConnection)
-    }
+    typealias Context = LoopContext
 
     let name: String
-    let tapFD: Int32
+    let device: any FrameDevice
     let inbox: Inbox<NetworkCommand>
     let logger: Logger
     let driver: StackDriver
     private var loop: PhyLoop<NetworkLoop>!
-    private var running = true
+    private(set) var running = true
     private let frameBuffer: UnsafeMutableRawBufferPointer
     private var tapSocket: PhySocket<Context>?
     /// Why the TAP stopped working, if it did.
     private var tapError: String?
-    private var hub: InterceptHub?
+    private(set) var hub: InterceptHub?
     /// Frames taken from the TAP per readiness event before the loop looks at other fds.
     private let batch = 256
 
     /// `rpcPath`: where to listen for the intercept library (nil: no intercept, e.g. tests).
-    init(name: String, tapFD: Int32, inbox: Inbox<NetworkCommand>, driver: StackDriver, logger: Logger,
-         rpcPath: String? = nil, access: AccessList = AccessList()) throws(Errno) {
+    init(name: String, device: any FrameDevice, inbox: Inbox<NetworkCommand>, driver: StackDriver, logger: Logger,
+         rpcPath: String? = nil, access: AccessList = AccessList(), sys: Sys = .live) throws(Errno) {
         self.name = name
-        self.tapFD = tapFD
+        self.device = device
         self.inbox = inbox
         self.driver = driver
         self.logger = logger
         // Largest frame: MTU 10000 + Ethernet header, rounded up.
         frameBuffer = .allocate(byteCount: 16384, alignment: 16)
-        loop = try PhyLoop<NetworkLoop>()
+        loop = try PhyLoop<NetworkLoop>(sys: sys)
         loop.handler = self
-        tapSocket = try loop.add(fd: tapFD, kind: .raw, context: .tap, ownsFD: false)
+        tapSocket = try loop.add(fd: device.fd, kind: .raw, context: .tap, ownsFD: false)
         if let rpcPath {
             let hub = try InterceptHub(network: name, path: rpcPath, access: access, loop: loop, driver: driver,
                                        logger: logger)
@@ -80,17 +84,32 @@ final class NetworkLoop: PhySocketHandler {
     func run() {
         driver.start(now: Self.now())
         while running {
-            let now = Self.now()
-            hub?.runTimers(now: now)
-            var deadline = driver.poll(now: now)
-            if let h = hub?.nextDeadline, deadline == nil || h < deadline! { deadline = h }
             do {
-                try loop.poll(deadline: deadline?.nanoseconds)
+                try turn()
             } catch {
                 logger.error("network loop failed", metadata: ["network": "\(name)", "error": "\(error)"])
                 break
             }
         }
+        finish()
+    }
+
+    /// One pass: due timers, the stack's output, then wait (at most until `maxWait` ns from now,
+    /// if given) and dispatch what epoll reports.
+    func turn(maxWait: UInt64? = nil) throws(Errno) {
+        let now = Self.now()
+        hub?.runTimers(now: now)
+        var deadline = driver.poll(now: now)?.nanoseconds
+        if let h = hub?.nextDeadline, deadline == nil || h.nanoseconds < deadline! { deadline = h.nanoseconds }
+        if let m = maxWait {
+            let cap = now.nanoseconds &+ m
+            if deadline == nil || cap < deadline! { deadline = cap }
+        }
+        try loop.poll(deadline: deadline)
+    }
+
+    /// Closes everything the loop owns (after `run`, or by a test that drove `turn` itself).
+    func finish() {
         hub?.shutdown()
         loop.closeAll()
         driver.eventSink = nil
@@ -104,37 +123,24 @@ final class NetworkLoop: PhySocketHandler {
     }
 
     func phyOnReadable(_ socket: PhySocket<Context>) {
-        switch socket.context {
-        case .tap:
-            let now = Self.now()
-            for _ in 0..<batch {
-                let n = Glibc.read(tapFD, frameBuffer.baseAddress, frameBuffer.count)
-                if n > 0 {
-                    driver.receive(frame: UnsafeRawBufferPointer(rebasing: frameBuffer[0..<n]), now: now)
-                    continue
-                }
-                if n < 0 && errno == EINTR { continue }
-                if n < 0 && errno != EAGAIN {
-                    // The interface is gone (deleted behind our back: EBADFD) or broken: stop
-                    // watching it instead of spinning, and let `ztctl list` say why.
-                    let e = errno
-                    tapError = "TAP \(name) failed: \(String(cString: strerror(e))) (errno \(e))"
-                    logger.error("TAP read failed; network stopped", metadata: ["network": "\(name)", "errno": "\(e)"])
-                    loop.close(socket)
-                    tapSocket = nil
-                }
-                break
+        guard case .tap = socket.context else {
+            hub?.readable(socket)
+            return
+        }
+        let now = Self.now()
+        for _ in 0..<batch {
+            do {
+                guard let n = try device.read(into: frameBuffer), n > 0 else { return }
+                driver.receive(frame: UnsafeRawBufferPointer(rebasing: frameBuffer[0..<n]), now: now)
+            } catch {
+                // The interface is gone (deleted behind our back: EBADFD) or broken: stop
+                // watching it instead of spinning, and let `ztctl list` say why.
+                tapError = "TAP \(name) failed: \(String(cString: strerror(error.errno))) (errno \(error.errno))"
+                logger.error("TAP read failed; network stopped", metadata: ["network": "\(name)", "errno": "\(error.errno)"])
+                loop.close(socket)
+                tapSocket = nil
+                return
             }
-        case .rpcListener:
-            break
-        case .rpc(let peer):
-            hub?.readRPC(socket, peer)
-        case .tcp(let c):
-            hub?.pumpIn(c)
-        case .acceptChannel(let c):
-            hub?.acceptChannelReadable(c, socket)
-        case .udp(let u):
-            hub?.udpReadable(u, socket)
         }
     }
 
@@ -146,9 +152,11 @@ final class NetworkLoop: PhySocketHandler {
         // Cleanup is explicit in the hub; only RPC peers are counted here.
         if case .rpc(let peer) = socket.context { hub?.peerClosed(peer) }
     }
+
     func phyOnAcceptAborted(_ context: Context) {
         if case .rpc(let peer) = context { hub?.peerClosed(peer) }
     }
+
     func phyOnTimer() {}
 
     func phyOnWake() {
@@ -159,7 +167,7 @@ final class NetworkLoop: PhySocketHandler {
             case .reconfigure(let settings):
                 driver.reconfigure(settings, now: Self.now())
             case .access(let list):
-                hub?.access = list
+                hub?.access.reset(list)
             case .stats(let reply):
                 var st = driver.stats
                 st.error = tapError
@@ -170,7 +178,3 @@ final class NetworkLoop: PhySocketHandler {
         }
     }
 }
-
-#if canImport(Glibc)
-import Glibc
-#endif

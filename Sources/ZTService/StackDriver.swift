@@ -1,3 +1,4 @@
+import LinuxNet
 import Logging
 import NetStack
 import ZTControl
@@ -26,13 +27,12 @@ struct NetworkStats: Sendable {
 
 /// Writes frames to the TAP. A full TAP queue drops the frame, as a NIC would; TCP recovers.
 final class TapSink: FrameSink {
-    let fd: Int32
+    let device: any FrameDevice
     var framesOut: UInt64 = 0
     var dropped: UInt64 = 0
-    init(fd: Int32) { self.fd = fd }
+    init(device: any FrameDevice) { self.device = device }
     func sendFrame(_ frame: UnsafeRawBufferPointer) {
-        let n = Glibc.write(fd, frame.baseAddress, frame.count)
-        if n == frame.count { framesOut &+= 1 } else { dropped &+= 1 }
+        if (try? device.write(frame)) == true { framesOut &+= 1 } else { dropped &+= 1 }
     }
 }
 
@@ -56,27 +56,8 @@ protocol StackDriver: AnyObject {
     var interceptedConnections: ((String, inout Set<SocketHandle>) -> [ConnectionInfo])? { get set }
 }
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// A driver that answers nothing: frames are counted and dropped. Used until a stack is attached.
-final class NullStackDriver: StackDriver {
-    private var s = NetworkStats()
-    func start(now: Instant) {}
-    func receive(frame: UnsafeRawBufferPointer, now: Instant) { s.framesIn &+= 1 }
-    func poll(now: Instant) -> Instant? { nil }
-    func reconfigure(_ settings: StackSettings, now: Instant) {}
-    var stats: NetworkStats { s }
-    func connections(network: String) -> [ConnectionInfo] { [] }
-    var netStack: NetStack? { nil }
-    var eventSink: ((SocketEvent) -> Void)?
-    var onStackReplaced: (() -> Void)?
-    var interceptedConnections: ((String, inout Set<SocketHandle>) -> [ConnectionInfo])?
-}
-
-func makeStackDriver(settings: StackSettings, tapFD: Int32, logger: Logger) -> StackDriver {
-    NetStackDriver(settings: settings, sink: TapSink(fd: tapFD), logger: logger)
+func makeStackDriver(settings: StackSettings, device: any FrameDevice, logger: Logger) -> StackDriver {
+    NetStackDriver(settings: settings, sink: TapSink(device: device), logger: logger)
 }
 
 /// The real driver: NetStack answering the TAP's frames. Connections of intercepted apps attach

@@ -50,7 +50,7 @@ func makeLoop() throws -> (PhyLoop<Recorder>, Recorder) {
     let (loop, rec) = try makeLoop()
     let (a, b) = makePair()
     try Sys.setNonBlocking(a)
-    try loop.add(fd: a, kind: .stream, context: "a")
+    try loop.add(fd: a, kind: .connected, context: "a")
     _ = "hi".withCString { write(b, $0, 2) }
     try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
     #expect(rec.log == ["readable:a:2"])
@@ -64,7 +64,7 @@ func makeLoop() throws -> (PhyLoop<Recorder>, Recorder) {
     let (loop, rec) = try makeLoop()
     let (a, b) = makePair()
     defer { close(b) }
-    let s = try loop.add(fd: a, kind: .stream, context: "a", readable: false)
+    let s = try loop.add(fd: a, kind: .connected, context: "a", readable: false)
     try loop.poll(deadline: Sys.monotonicNanoseconds() + 10_000_000)
     #expect(rec.log == ["timer"])
     loop.setNotifyWritable(s, true)
@@ -90,7 +90,7 @@ func makeLoop() throws -> (PhyLoop<Recorder>, Recorder) {
     rec.closeOnReadable = true
     let (a, b) = makePair()
     defer { close(b) }
-    try loop.add(fd: a, kind: .stream, context: "a")
+    try loop.add(fd: a, kind: .connected, context: "a")
     _ = "x".withCString { write(b, $0, 1) }
     try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
     #expect(rec.log == ["readable:a:1", "close:a"])
@@ -102,7 +102,7 @@ func makeLoop() throws -> (PhyLoop<Recorder>, Recorder) {
 @Test func hangupWithReadsOffSuspendsInsteadOfSpinning() throws {
     let (loop, rec) = try makeLoop()
     let (a, b) = makePair()
-    let s = try loop.add(fd: a, kind: .stream, context: "a")
+    let s = try loop.add(fd: a, kind: .connected, context: "a")
     loop.setNotifyReadable(s, false)
     close(b)
     try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
@@ -149,7 +149,7 @@ func makeLoop() throws -> (PhyLoop<Recorder>, Recorder) {
         let (a, b) = makePair()
         var before = stat()
         #expect(fstat(a, &before) == 0)
-        let s = try loop.add(fd: a, kind: .stream, context: "x")
+        let s = try loop.add(fd: a, kind: .connected, context: "x")
         loop.close(s)
         // The loop owns `a`: it is closed right away. Tests run in parallel, so another test may
         // already have reused the number: then it must name a different file.

@@ -37,14 +37,15 @@ int cshim_socket_cloexec(int domain, int type, int protocol);
 int cshim_socketpair_cloexec(int domain, int type, int sv[2]);
 /// SO_PEERCRED of a connected AF_UNIX socket.
 int cshim_peercred(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
-/// sendmsg with up to `nfds` fds as SCM_RIGHTS (nfds may be 0). MSG_NOSIGNAL is always set.
-ssize_t cshim_send_with_fds(int fd, const void *buf, size_t len, const int *fds, int nfds, int flags);
-/// close(2) for an fd received from an untrusted client: never lingers (see shims.c).
-void cshim_close_untrusted(int fd);
-/// recvmsg accepting up to `maxfds` fds (MSG_CMSG_CLOEXEC); *nfds receives the count. Extra or
-/// truncated fds are closed and reported via *truncated = 1.
-ssize_t cshim_recv_with_fds(int fd, void *buf, size_t len, int *fds, int maxfds, int *nfds,
-                            int *truncated, int flags);
+/// Control-buffer bytes for `nfds` SCM_RIGHTS fds (CMSG_SPACE).
+size_t cshim_cmsg_rights_space(int nfds);
+/// Writes one SCM_RIGHTS message for `fds` into `control` (`space` bytes); returns msg_controllen.
+size_t cshim_cmsg_put_rights(void *control, size_t space, const int *fds, int nfds);
+/// Collects the SCM_RIGHTS fds of a received message into `fds` (at most `maxfds`, count in
+/// *nfds); extra fds are closed. Returns 1 if any were dropped.
+int cshim_cmsg_take_rights(struct msghdr *msg, int *fds, int maxfds, int *nfds);
+/// Turns SO_LINGER off on an fd that is not an AF_UNIX socket (before closing a client's fd).
+void cshim_disable_linger_unless_unix(int fd);
 /// Binds an AF_UNIX socket to `path` (must fit sun_path).
 int cshim_bind_unix(int fd, const char *path);
 int cshim_connect_unix(int fd, const char *path);

@@ -225,7 +225,7 @@ public final class NetStack {
     }
 
     /// Source address for traffic to `dst`: the address whose subnet holds it, else the first.
-    func sourceAddress(for dst: IPv4Address) -> IPv4Address? {
+    public func sourceAddress(for dst: IPv4Address) -> IPv4Address? {
         for c in addresses where c.contains(dst) { return c.address }
         return addresses.first?.address
     }

@@ -1,0 +1,149 @@
+import CShims
+import CZTRPC
+import NetStack
+import PhyLoop
+import SystemPackage
+
+typealias LoopSocket = PhySocket<LoopContext>
+
+/// Identity of an intercepted socket: (st_dev, st_ino) of the app's end (ztrpc.h "Identity").
+struct FDKey: Hashable, CustomStringConvertible {
+    var dev: UInt64
+    var ino: UInt64
+    var description: String { "\(dev):\(ino)" }
+
+    /// fstat of `fd`; nil if it is not an open fd.
+    static func of(_ fd: Int32) -> FDKey? {
+        var d: UInt64 = 0, i: UInt64 = 0
+        guard cshim_fd_identity(fd, &d, &i) == 0 else { return nil }
+        return FDKey(dev: d, ino: i)
+    }
+}
+
+/// One intercepted TCP socket: the app's fd (identified by its inode) on one side, a NetStack
+/// TCP socket (connection or listener) on the other. `TCPBridge` moves its bytes.
+final class Connection {
+    /// Where the socket is in its life.
+    enum Phase: Equatable {
+        case unbound
+        case bound
+        /// SYN sent; RPCs asking for the outcome wait in `waiters`.
+        case connecting
+        /// Established (stack handle live). `reported`: a CONNECT already answered 0 once, so
+        /// the next one gets EISCONN (Linux reports the success of a non-blocking connect once).
+        case connected(reported: Bool)
+        case listening
+        /// The app closed its end: what it wrote goes on to the stack, then the FIN. No app can
+        /// name it any more (its inode may be reused); it is found through its stack handle.
+        case draining
+        /// The stack finished (FIN both ways, or TIME-WAIT) while its receive ring still holds
+        /// bytes for the app: the handle stays until they are delivered.
+        case closing
+        /// Over: the app reads EOF; `pendingError` says why (SO_ERROR).
+        case closed
+    }
+
+    /// App → network half.
+    enum Outbound: Equatable {
+        case open
+        /// The app shut down writing: FIN queued, its end is not read any more.
+        case finQueued
+    }
+
+    /// Network → app half.
+    enum Inbound: Equatable {
+        case open
+        /// The stack's FIN was passed on (our end shut down for writing: the app reads EOF).
+        case eofDelivered
+        /// The app no longer reads (SHUT_RD or closed): received bytes are dropped.
+        case discarding
+    }
+
+    var key: FDKey
+    let pid: Int32
+    let uid: UInt32
+    var phase: Phase = .unbound
+    var outbound: Outbound = .open
+    var inbound: Inbound = .open
+    var handle: SocketHandle?
+    var local: IPv4Endpoint?
+    var remote: IPv4Endpoint?
+    /// Daemon end of the data socketpair, or of the accept channel once listening.
+    var data: LoopSocket?
+    /// The port this socket holds in the bridge's reservations (bound or listening sockets).
+    var reservation: IPv4Endpoint?
+    /// errno for SO_ERROR (0 = none); cleared when reported.
+    var pendingError: Int32 = 0
+    var waiters: [Waiter] = []
+    var options = SocketOptions()
+    var backlog: Int32 = 0
+    /// Accepted connections whose app end could not be sent yet (the app is not accepting).
+    var undelivered: [(conn: Connection, appEnd: Int32)] = []
+    var bytesIn: UInt64 = 0
+    var bytesOut: UInt64 = 0
+
+    init(key: FDKey, pid: Int32, uid: UInt32) {
+        self.key = key
+        self.pid = pid
+        self.uid = uid
+    }
+
+    var isConnected: Bool { if case .connected = phase { return true } else { return false } }
+
+    /// Shown while the stack has no socket for it (or none yet).
+    var displayState: String {
+        switch phase {
+        case .unbound: "UNBOUND"
+        case .bound: "BOUND"
+        case .connecting: "SYN-SENT"
+        case .connected, .draining: "ESTABLISHED"
+        case .listening: "LISTEN"
+        case .closing, .closed: "CLOSED"
+        }
+    }
+
+    var wireState: UInt8 {
+        switch phase {
+        case .unbound: ZTRPC_STATE_UNBOUND
+        case .bound: ZTRPC_STATE_BOUND
+        case .connecting: ZTRPC_STATE_CONNECTING
+        case .connected, .draining: ZTRPC_STATE_CONNECTED
+        case .listening: ZTRPC_STATE_LISTENING
+        case .closing, .closed: ZTRPC_STATE_CLOSED
+        }
+    }
+
+    var info: ztrpc_sockinfo {
+        let showsPeer: Bool
+        switch phase {
+        case .connected, .draining, .closing, .closed: showsPeer = true
+        default: showsPeer = false
+        }
+        return ztrpc_sockinfo(proto: IPProtocol.tcp, state: wireState, reserved0: 0,
+                              backlog: phase == .listening ? backlog : 0, local: Wire.addr(local),
+                              peer: showsPeer ? Wire.addr(remote) : ztrpc_addr())
+    }
+}
+
+/// One intercepted UDP socket: a NetStack UDP socket and the daemon end of a SEQPACKET pair
+/// carrying `ztrpc_dgram` + payload per message.
+final class UDPConnection {
+    var key: FDKey
+    let pid: Int32
+    let uid: UInt32
+    let handle: SocketHandle
+    var data: LoopSocket?
+    var options = SocketOptions()
+    /// The app's end stopped reading (EPIPE): datagrams for it are dropped, the socket stays.
+    var appReadClosed = false
+    var bytesIn: UInt64 = 0
+    var bytesOut: UInt64 = 0
+    var dropped: UInt64 = 0
+
+    init(key: FDKey, pid: Int32, uid: UInt32, handle: SocketHandle) {
+        self.key = key
+        self.pid = pid
+        self.uid = uid
+        self.handle = handle
+    }
+}

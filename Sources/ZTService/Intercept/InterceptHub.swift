@@ -1,0 +1,350 @@
+import CShims
+import CZTRPC
+import Logging
+import NetStack
+import PhyLoop
+import SystemPackage
+import ZTControl
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon side of the intercept for one network: owns the RPC listener (RUN_DIR/NAME.sock)
+/// and its peers, decodes each request and routes it to the TCP or UDP bridge; routes loop and
+/// stack events the same way. It holds no socket state of its own. Loop thread only.
+final class InterceptHub {
+    let loop: any SocketLoop
+    let driver: StackDriver
+    let logger: Logger
+    let network: String
+    let path: String
+    let access: AccessPolicy
+    let tcp: TCPBridge
+    let udp: UDPBridge
+    private let replier: RPCReplier
+    private var listener: LoopSocket?
+    private var sys: Sys { loop.sys }
+    private var stack: NetStack? { driver.netStack }
+
+    /// Pending RPC connections at most, in all and per user; more are closed at once. A blocking
+    /// connect holds one until its outcome, so the bounds are generous; the per-user one keeps a
+    /// flood from one user from locking the others out.
+    let maxPeers = 4096
+    let maxPeersPerUID = 512
+    private var peerCount = 0
+    private var peersByUID: [UInt32: Int] = [:]
+    private var refusedPeers: UInt64 = 0
+    private var nextIdleScan: Instant?
+    /// An RPC connection that sends nothing for this long is closed.
+    let peerIdle = Duration.seconds(10)
+
+    private let requestBuffer: UnsafeMutableRawBufferPointer
+
+    init(network: String, path: String, access: AccessList, loop: any SocketLoop, driver: StackDriver,
+         logger: Logger) throws(Errno) {
+        self.network = network
+        self.path = path
+        self.access = AccessPolicy(access)
+        self.loop = loop
+        self.driver = driver
+        self.logger = logger
+        replier = RPCReplier(loop: loop)
+        tcp = TCPBridge(loop: loop, driver: driver, replier: replier, logger: logger, network: network)
+        udp = UDPBridge(loop: loop, driver: driver)
+        requestBuffer = .allocate(byteCount: Int(ZTRPC_MAX_MSG) + 64, alignment: 16)
+        do {
+            try openListener()
+        } catch {
+            requestBuffer.deallocate()
+            throw error
+        }
+    }
+
+    deinit { requestBuffer.deallocate() }
+
+    private static func now() -> Instant { Instant(nanoseconds: Sys.monotonicNanoseconds()) }
+
+    private func openListener() throws(Errno) {
+        let fd = cshim_socket_cloexec(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue), 0)
+        guard fd >= 0 else { throw Errno(rawValue: errno) }
+        // A file left by a previous run of this network is stale: the daemon's control socket
+        // already guarantees only one ztapd per run directory.
+        unlink(path)
+        guard cshim_bind_unix(fd, path) == 0 else {
+            let e = errno
+            sys.close(fd)
+            throw Errno(rawValue: e)
+        }
+        // Everyone may connect; SO_PEERCRED decides (refused peers get EACCES in a reply).
+        _ = chmod(path, 0o666)
+        guard Glibc.listen(fd, 512) == 0 else {
+            let e = errno
+            sys.close(fd)
+            unlink(path)
+            throw Errno(rawValue: e)
+        }
+        do {
+            try Sys.setNonBlocking(fd)
+            listener = try loop.add(fd: fd, kind: .listener, context: .rpcListener)
+        } catch {
+            sys.close(fd)
+            unlink(path)
+            throw error
+        }
+    }
+
+    /// Called when the loop shuts down (the sockets themselves are closed by the loop).
+    func shutdown() {
+        unlink(path)
+        tcp.shutdown()
+        udp.shutdown()
+    }
+
+    /// The stack was replaced (reconfigure): every intercepted socket lost its stack side.
+    func stackReplaced() {
+        tcp.stackReplaced()
+        udp.stackReplaced()
+    }
+
+    var socketCount: Int { tcp.count + udp.count }
+
+    // MARK: - RPC peers
+
+    func acceptPeer(fd: Int32) -> LoopContext? {
+        var pid: pid_t = 0, uid: uid_t = 0, gid: gid_t = 0
+        guard cshim_peercred(fd, &pid, &uid, &gid) == 0 else { return nil }
+        guard peerCount < maxPeers, peersByUID[uid, default: 0] < maxPeersPerUID else {
+            refusedPeers &+= 1
+            // A flood must not flood the journal too: the 1st, 2nd, 4th, 8th... refusal.
+            if refusedPeers & (refusedPeers &- 1) == 0 {
+                logger.warning("rpc: too many pending requests, refusing (\(refusedPeers) so far)",
+                               metadata: ["network": "\(network)", "pid": "\(pid)", "uid": "\(uid)"])
+            }
+            return nil
+        }
+        let allowed = access.permits(uid: uid, gid: gid)
+        if !allowed {
+            logger.notice("rpc: refusing uid \(uid) (pid \(pid)): not in [Access]", metadata: ["network": "\(network)"])
+        }
+        peerCount += 1
+        peersByUID[uid, default: 0] += 1
+        let now = Self.now()
+        if nextIdleScan == nil { nextIdleScan = now + peerIdle }
+        return .rpc(RPCPeer(pid: pid, uid: uid, gid: gid, allowed: allowed, opened: now))
+    }
+
+    func peerClosed(_ peer: RPCPeer) {
+        peerCount -= 1
+        if let n = peersByUID[peer.uid], n > 1 { peersByUID[peer.uid] = n - 1 } else { peersByUID[peer.uid] = nil }
+        if let w = peer.waiter { tcp.cancel(w) }
+        peer.waiter = nil
+    }
+
+    /// One request: receive, decode, authorize, route, reply (now or when a waiter settles).
+    func readRPC(_ socket: LoopSocket, _ peer: RPCPeer) {
+        var fdStore = [Int32](repeating: -1, count: Int(ZTRPC_MAX_FDS))
+        let received: ReceivedMessage
+        do {
+            let r = try fdStore.withUnsafeMutableBufferPointer { p throws(Errno) in
+                try sys.recvWithFDs(socket.fd, into: requestBuffer, fds: p)
+            }
+            guard case .processed(let m) = r else { return }
+            received = m
+        } catch {
+            loop.close(socket)
+            return
+        }
+        var call = RPCCall(socket: socket, peer: peer, header: RPCHeader(op: 0, id: 0),
+                           fds: Array(fdStore[0..<received.fdCount]))
+        defer { for fd in call.fds where fd >= 0 { sys.closeUntrusted(fd) } }
+        if received.count == 0 || peer.requested {
+            // EOF, or a second message on a one-request channel: hang up.
+            loop.close(socket)
+            return
+        }
+        peer.requested = true
+        let decoded = RPCCodec.decode(UnsafeRawBufferPointer(rebasing: requestBuffer[0..<received.count]),
+                                      truncated: received.truncated)
+        let request: RPCRequest
+        switch decoded {
+        case .failure(let f):
+            replier.fail(socket, f.header, f.errno)
+            return
+        case .success(let (h, r)):
+            call = RPCCall(socket: socket, peer: peer, header: h, fds: call.fds)
+            request = r
+        }
+        guard peer.allowed else {
+            replier.fail(socket, call.header, EACCES)
+            return
+        }
+        switch route(request, &call) {
+        case .ok(let b): replier.ok(socket, call.header, b)
+        case .fail(let e, let b): replier.fail(socket, call.header, e, b)
+        case .pending: break
+        }
+    }
+
+    /// The socket fds[0] names: TCP, UDP or neither.
+    private enum Target {
+        case tcp(Connection)
+        case udp(UDPConnection)
+        case none
+    }
+
+    private func target(_ call: RPCCall) -> Target {
+        guard let fd = call.fds.first, fd >= 0, let key = FDKey.of(fd) else { return .none }
+        if let c = tcp.lookup(key) { return .tcp(c) }
+        if let u = udp.lookup(key) { return .udp(u) }
+        return .none
+    }
+
+    /// Validates and takes the new socketpair of a ZTRPC_F_NEW request: (identity, daemon end).
+    private func takeNew(_ call: inout RPCCall, type: Int32) -> (key: FDKey, fd: Int32)? {
+        guard call.fds.count >= 2, call.fds[0] >= 0, call.fds[1] >= 0,
+              TCPBridge.isUnixSocket(call.fds[0], type: type), TCPBridge.isUnixSocket(call.fds[1], type: type),
+              let key = FDKey.of(call.fds[0]) else { return nil }
+        do { try Sys.setNonBlocking(call.fds[1]) } catch { return nil }
+        // A leftover entry with this inode belongs to a socket that is gone: finish it first.
+        tcp.forget(key)
+        udp.forget(key)
+        return (key, call.take(1)!)
+    }
+
+    private func route(_ request: RPCRequest, _ call: inout RPCCall) -> RPCOutcome {
+        let stream = Int32(SOCK_STREAM.rawValue), seqpacket = Int32(SOCK_SEQPACKET.rawValue)
+        switch request {
+        case .connect(let sr):
+            let isNew = sr.flags & ZTRPC_F_NEW != 0
+            if sr.proto == IPProtocol.udp {
+                var n: (key: FDKey, fd: Int32)?
+                if isNew {
+                    guard stack != nil else { return .fail(ENETDOWN, .none) }
+                    guard let x = takeNew(&call, type: seqpacket) else { return .fail(EBADF, .none) }
+                    n = x
+                }
+                return udp.connect(call, sr, newSocket: n)
+            }
+            guard sr.proto == IPProtocol.tcp else { return .fail(EPROTONOSUPPORT, .none) }
+            guard stack != nil else { return .fail(ENETDOWN, .none) }
+            var n: (key: FDKey, fd: Int32)?
+            if isNew {
+                guard let x = takeNew(&call, type: stream) else { return .fail(EBADF, .none) }
+                n = x
+            }
+            return tcp.connect(&call, sr, newSocket: n)
+        case .bind(let sr), .udpOpen(let sr):
+            var udpOpen = false
+            if case .udpOpen = request { udpOpen = true }
+            let isNew = sr.flags & ZTRPC_F_NEW != 0
+            guard let stack else { return .fail(ENETDOWN, .none) }
+            let ep = udpOpen ? IPv4Endpoint(.any, 0) : Wire.endpoint(sr.addr)
+            guard ep.address.isUnspecified || stack.addresses.contains(where: { $0.address == ep.address }) else {
+                return .fail(EADDRNOTAVAIL, .none)
+            }
+            if sr.proto == IPProtocol.udp {
+                var n: (key: FDKey, fd: Int32)?
+                if isNew {
+                    guard let x = takeNew(&call, type: seqpacket) else { return .fail(EBADF, .none) }
+                    n = x
+                }
+                return udp.bind(call, sr, newSocket: n, local: ep)
+            }
+            guard sr.proto == IPProtocol.tcp, !udpOpen else { return .fail(EPROTONOSUPPORT, .none) }
+            var n: (key: FDKey, fd: Int32)?
+            if isNew {
+                guard let x = takeNew(&call, type: stream) else { return .fail(EBADF, .none) }
+                n = x
+            }
+            return tcp.bind(&call, sr, newSocket: n)
+        case .listen(let lr):
+            guard stack != nil else { return .fail(ENETDOWN, .none) }
+            switch target(call) {
+            case .tcp(let c): return tcp.listen(&call, lr, c, udpForget: { [udp] in udp.forget($0) })
+            case .udp: return .fail(EOPNOTSUPP, .none)
+            case .none: return .fail(call.notFoundErrno, .none)
+            }
+        case .getsockopt(let so):
+            switch target(call) {
+            case .tcp(let c): return tcp.getsockopt(call, c, so)
+            case .udp(let u): return udp.getsockopt(u, so)
+            case .none: return .fail(call.notFoundErrno, .none)
+            }
+        case .setsockopt(let so):
+            switch target(call) {
+            case .tcp(let c): return tcp.setsockopt(c, so)
+            case .udp(let u): return udp.setsockopt(u, so)
+            case .none: return .fail(call.notFoundErrno, .none)
+            }
+        case .getname:
+            switch target(call) {
+            case .tcp(let c): return .ok(.info(c.info))
+            case .udp(let u): return .ok(.info(udp.info(u)))
+            case .none: return .fail(call.notFoundErrno, .none)
+            }
+        case .unknown:
+            return .fail(EOPNOTSUPP, .none)
+        }
+    }
+
+    // MARK: - Timers
+
+    /// Earliest instant `runTimers` has work.
+    var nextDeadline: Instant? { earliest(nextIdleScan, tcp.nextDeadline) }
+
+    func runTimers(now: Instant) {
+        tcp.runTimers(now: now)
+        if let t = nextIdleScan, t <= now {
+            nextIdleScan = nil
+            var idle: [LoopSocket] = []
+            loop.forEach { s in
+                if case .rpc(let p) = s.context, p.waiter == nil, now - p.opened >= peerIdle { idle.append(s) }
+            }
+            for s in idle { loop.close(s) }
+            if peerCount - idle.count > 0 { nextIdleScan = now + .seconds(1) }
+        }
+    }
+
+    // MARK: - Events routed here
+
+    func stackEvent(_ e: SocketEvent) {
+        if case .readable(let h) = e, tcp.byHandle[h] == nil {
+            udp.stackReadable(h)
+            return
+        }
+        tcp.stackEvent(e)
+    }
+
+    func readable(_ socket: LoopSocket) {
+        switch socket.context {
+        case .rpc(let peer): readRPC(socket, peer)
+        case .tcp(let c): tcp.pumpIn(c)
+        case .acceptChannel(let c): tcp.acceptChannelReadable(c, socket)
+        case .udp(let u): udp.readable(u, socket)
+        case .tap, .rpcListener: break
+        }
+    }
+
+    func hangup(_ socket: LoopSocket) {
+        switch socket.context {
+        case .tcp(let c): tcp.appGone(c)
+        case .acceptChannel(let c): tcp.remove(c)
+        case .udp(let u): udp.remove(u)
+        case .rpc: loop.close(socket)
+        case .tap, .rpcListener: break
+        }
+    }
+
+    func writable(_ socket: LoopSocket) {
+        switch socket.context {
+        case .tcp(let c): tcp.pumpOut(c)
+        case .acceptChannel(let c): tcp.deliverAccepts(c)
+        default: break
+        }
+    }
+
+    /// Intercepted sockets with their owner; `handles` receives the stack handles listed here.
+    func connections(network: String, handles: inout Set<SocketHandle>) -> [ConnectionInfo] {
+        tcp.connections(network: network, handles: &handles) + udp.connections(network: network)
+    }
+}

@@ -1,0 +1,105 @@
+import CZTRPC
+import Logging
+import NetStack
+import PhyLoop
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The loop operations the intercept needs (a narrow seam: tests run the bridges on a PhyLoop
+/// of their own).
+protocol SocketLoop: AnyObject {
+    var sys: Sys { get }
+    func add(fd: Int32, kind: PhySocketKind, context: LoopContext, ownsFD: Bool, readable: Bool,
+             writable: Bool) throws(Errno) -> LoopSocket
+    func close(_ socket: LoopSocket)
+    func setNotifyReadable(_ socket: LoopSocket, _ on: Bool)
+    func setNotifyWritable(_ socket: LoopSocket, _ on: Bool)
+    func forEach(_ body: (LoopSocket) -> Void)
+}
+
+extension SocketLoop {
+    func add(fd: Int32, kind: PhySocketKind, context: LoopContext, readable: Bool = true) throws(Errno) -> LoopSocket {
+        try add(fd: fd, kind: kind, context: context, ownsFD: true, readable: readable, writable: false)
+    }
+}
+
+extension PhyLoop: SocketLoop where Handler.Context == LoopContext {}
+
+/// One connection on RUN_DIR/NAME.sock: exactly one request, exactly one reply.
+final class RPCPeer {
+    let pid: Int32
+    let uid: UInt32
+    let gid: UInt32
+    let allowed: Bool
+    let opened: Instant
+    var requested = false
+    /// Set while the answer waits for a connect outcome.
+    var waiter: Waiter?
+    init(pid: Int32, uid: UInt32, gid: UInt32, allowed: Bool, opened: Instant) {
+        self.pid = pid; self.uid = uid; self.gid = gid; self.allowed = allowed; self.opened = opened
+    }
+}
+
+/// A request as received: the fds not taken over by a handler are closed afterwards.
+struct RPCCall {
+    let socket: LoopSocket
+    let peer: RPCPeer
+    let header: RPCHeader
+    var fds: [Int32]
+
+    /// Takes fd `i` out of the request (the caller keeps it).
+    mutating func take(_ i: Int) -> Int32? {
+        guard i < fds.count, fds[i] >= 0 else { return nil }
+        let fd = fds[i]
+        fds[i] = -1
+        return fd
+    }
+
+    /// EBADF without any fd, ENOTSOCK when fds[0] names no intercepted socket.
+    var notFoundErrno: Int32 { fds.isEmpty ? EBADF : ENOTSOCK }
+}
+
+/// How an op ends: a reply now, or later (a waiter was registered).
+enum RPCOutcome {
+    case ok(RPCReplyBody)
+    case fail(Int32, RPCReplyBody)
+    case pending
+}
+
+/// Sends the one reply of an RPC connection and closes it.
+final class RPCReplier {
+    private let loop: any SocketLoop
+    private let buffer: UnsafeMutableRawBufferPointer
+
+    init(loop: any SocketLoop) {
+        self.loop = loop
+        buffer = .allocate(byteCount: RPCCodec.maxReplySize, alignment: 16)
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// False if the peer was gone (the reply could not be delivered).
+    @discardableResult
+    func reply(_ socket: LoopSocket, _ h: RPCHeader, result: Int32, errno err: Int32, body: RPCReplyBody) -> Bool {
+        guard !socket.isClosed else { return false }
+        let n = RPCCodec.encodeReply(h, result: result, errno: err, body: body, into: buffer)
+        var sent = false
+        if case .processed(let k)? = try? loop.sys.send(socket.fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n])) {
+            sent = k == n
+        }
+        loop.close(socket)
+        return sent
+    }
+
+    @discardableResult
+    func ok(_ socket: LoopSocket, _ h: RPCHeader, _ body: RPCReplyBody) -> Bool {
+        reply(socket, h, result: 0, errno: 0, body: body)
+    }
+
+    @discardableResult
+    func fail(_ socket: LoopSocket, _ h: RPCHeader, _ err: Int32, _ body: RPCReplyBody = .none) -> Bool {
+        reply(socket, h, result: -1, errno: err, body: body)
+    }
+}

@@ -1,0 +1,184 @@
+import CZTRPC
+import NetStack
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// RPCCodec — pure decoding and encoding of the ztrpc.h messages (no fds, no sockets). The
+// structs come from the header itself (CZTRPC), so there is no second definition to drift.
+
+/// A request's header fields that every reply echoes.
+struct RPCHeader: Equatable {
+    var op: UInt16
+    var id: UInt32
+}
+
+/// A well-formed request body.
+enum RPCRequest {
+    case connect(ztrpc_sock_req)
+    case bind(ztrpc_sock_req)
+    case udpOpen(ztrpc_sock_req)
+    case listen(ztrpc_listen_req)
+    case getsockopt(ztrpc_sockopt)
+    case setsockopt(ztrpc_sockopt)
+    case getname
+    /// An op this daemon does not know (answered EOPNOTSUPP once the peer is authorized).
+    case unknown(UInt16)
+}
+
+/// What a reply carries after its header.
+enum RPCReplyBody {
+    case none
+    case info(ztrpc_sockinfo)
+    case opt(ztrpc_sockopt)
+}
+
+/// A request that cannot be served at all: answered with `errno` (EPROTO, EMSGSIZE), echoing
+/// whatever header fields could be read.
+struct RPCDecodeFailure: Error, Equatable {
+    var header: RPCHeader
+    var errno: Int32
+}
+
+enum RPCCodec {
+    static let requestHeaderSize = MemoryLayout<ztrpc_req_hdr>.size
+    static let replyHeaderSize = MemoryLayout<ztrpc_rep_hdr>.size
+    /// Largest reply: header plus the largest body.
+    static let maxReplySize = replyHeaderSize + max(MemoryLayout<ztrpc_sockinfo>.size, MemoryLayout<ztrpc_sockopt>.size)
+
+    /// Decodes one request message. `truncated`: the kernel reported MSG_TRUNC/MSG_CTRUNC.
+    static func decode(_ msg: UnsafeRawBufferPointer, truncated: Bool = false)
+        -> Result<(RPCHeader, RPCRequest), RPCDecodeFailure> {
+        guard msg.count >= requestHeaderSize else {
+            return .failure(RPCDecodeFailure(header: RPCHeader(op: 0, id: 0), errno: EPROTO))
+        }
+        let hdr = msg.loadUnaligned(as: ztrpc_req_hdr.self)
+        let h = RPCHeader(op: hdr.op, id: hdr.id)
+        guard hdr.magic == ZTRPC_MAGIC, hdr.version == ZTRPC_VERSION else {
+            return .failure(RPCDecodeFailure(header: h, errno: EPROTO))
+        }
+        guard !truncated, msg.count <= Int(ZTRPC_MAX_MSG), Int(hdr.len) == msg.count - requestHeaderSize else {
+            return .failure(RPCDecodeFailure(header: h, errno: truncated ? EMSGSIZE : EPROTO))
+        }
+        let body = UnsafeRawBufferPointer(rebasing: msg[requestHeaderSize...])
+        let request: RPCRequest
+        switch hdr.op {
+        case ZTRPC_OP_CONNECT: request = .connect(Wire.body(ztrpc_sock_req.self, from: body, zero: ztrpc_sock_req()))
+        case ZTRPC_OP_BIND: request = .bind(Wire.body(ztrpc_sock_req.self, from: body, zero: ztrpc_sock_req()))
+        case ZTRPC_OP_UDP_OPEN: request = .udpOpen(Wire.body(ztrpc_sock_req.self, from: body, zero: ztrpc_sock_req()))
+        case ZTRPC_OP_LISTEN: request = .listen(Wire.body(ztrpc_listen_req.self, from: body, zero: ztrpc_listen_req()))
+        case ZTRPC_OP_GETSOCKOPT: request = .getsockopt(Wire.body(ztrpc_sockopt.self, from: body, zero: ztrpc_sockopt()))
+        case ZTRPC_OP_SETSOCKOPT: request = .setsockopt(Wire.body(ztrpc_sockopt.self, from: body, zero: ztrpc_sockopt()))
+        case ZTRPC_OP_GETNAME: request = .getname
+        default: request = .unknown(hdr.op)
+        }
+        return .success((h, request))
+    }
+
+    /// Encodes a request (the library's side; tests and tools use it). Returns the byte count.
+    static func encodeRequest(op: UInt16, id: UInt32, body: UnsafeRawBufferPointer,
+                              into out: UnsafeMutableRawBufferPointer) -> Int {
+        let total = requestHeaderSize + body.count
+        precondition(out.count >= total)
+        let hdr = ztrpc_req_hdr(magic: ZTRPC_MAGIC, version: ZTRPC_VERSION, op: op, id: id, len: UInt32(body.count))
+        out.storeBytes(of: hdr, as: ztrpc_req_hdr.self)
+        if let b = body.baseAddress, body.count > 0 {
+            (out.baseAddress! + requestHeaderSize).copyMemory(from: b, byteCount: body.count)
+        }
+        return total
+    }
+
+    /// Encodes a reply into `out` (at least `maxReplySize` bytes); returns its length.
+    static func encodeReply(_ h: RPCHeader, result: Int32, errno err: Int32, body: RPCReplyBody,
+                            into out: UnsafeMutableRawBufferPointer) -> Int {
+        precondition(out.count >= maxReplySize)
+        let p = out.baseAddress!
+        var len = 0
+        switch body {
+        case .none: break
+        case .info(let i):
+            (p + replyHeaderSize).storeBytes(of: i, as: ztrpc_sockinfo.self)
+            len = MemoryLayout<ztrpc_sockinfo>.size
+        case .opt(let o):
+            (p + replyHeaderSize).storeBytes(of: o, as: ztrpc_sockopt.self)
+            len = MemoryLayout<ztrpc_sockopt>.size
+        }
+        let hdr = ztrpc_rep_hdr(magic: ZTRPC_MAGIC, version: ZTRPC_VERSION, op: h.op, id: h.id, result: result,
+                                err: err, len: UInt32(len))
+        p.storeBytes(of: hdr, as: ztrpc_rep_hdr.self)
+        return replyHeaderSize + len
+    }
+
+    /// Decodes a reply (tests and tools): header and raw body.
+    static func decodeReply(_ msg: UnsafeRawBufferPointer) -> (ztrpc_rep_hdr, UnsafeRawBufferPointer)? {
+        guard msg.count >= replyHeaderSize else { return nil }
+        let hdr = msg.loadUnaligned(as: ztrpc_rep_hdr.self)
+        guard hdr.magic == ZTRPC_MAGIC, Int(hdr.len) == msg.count - replyHeaderSize else { return nil }
+        return (hdr, UnsafeRawBufferPointer(rebasing: msg[replyHeaderSize...]))
+    }
+
+    /// The message announcing one accepted connection on a listener's accept channel.
+    static func acceptMessage(local: IPv4Endpoint?, peer: IPv4Endpoint?) -> ztrpc_accept_msg {
+        ztrpc_accept_msg(magic: ZTRPC_MAGIC, reserved: 0, local: Wire.addr(local), peer: Wire.addr(peer))
+    }
+
+    /// The prefix of a datagram for the app: its source.
+    static func datagramHeader(from: IPv4Endpoint) -> ztrpc_dgram { ztrpc_dgram(addr: Wire.addr(from)) }
+
+    /// A payload-less datagram header reporting `err` (an ICMP error on a connected socket).
+    static func datagramError(peer: IPv4Endpoint?, errno err: Int32) -> ztrpc_dgram {
+        var a = Wire.addr(peer ?? IPv4Endpoint(.any, 0))
+        a.reserved = ZTRPC_DGRAM_ERROR | (UInt16(truncatingIfNeeded: err) & ZTRPC_DGRAM_ERRNO_MASK)
+        return ztrpc_dgram(addr: a)
+    }
+
+    /// The destination an app's datagram names: nil for "the connected peer" (0.0.0.0:0).
+    static func datagramDestination(_ msg: UnsafeRawBufferPointer) -> IPv4Endpoint?? {
+        guard msg.count >= MemoryLayout<ztrpc_dgram>.size else { return nil }
+        let dst = Wire.endpoint(msg.loadUnaligned(as: ztrpc_dgram.self).addr)
+        return .some(dst.address.isUnspecified && dst.port == 0 ? nil : dst)
+    }
+}
+
+/// Conversions between the wire structs and NetStack types.
+enum Wire {
+    static func endpoint(_ a: ztrpc_addr) -> IPv4Endpoint {
+        IPv4Endpoint(IPv4Address(UInt32(bigEndian: a.addr)), UInt16(bigEndian: a.port))
+    }
+
+    static func addr(_ e: IPv4Endpoint?) -> ztrpc_addr {
+        guard let e else { return ztrpc_addr() }
+        return ztrpc_addr(addr: e.address.value.bigEndian, port: e.port.bigEndian, reserved: 0)
+    }
+
+    /// Copies a body into a zeroed struct: a shorter body reads as zero-filled, a longer one
+    /// (a newer library's additions) is cut (ztrpc.h: changes are additive).
+    static func body<T>(_ type: T.Type, from bytes: UnsafeRawBufferPointer, zero: T) -> T {
+        var v = zero
+        withUnsafeMutableBytes(of: &v) { dst in
+            let n = min(dst.count, bytes.count)
+            if n > 0 { dst.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: n) }
+        }
+        return v
+    }
+
+    /// Linux errno for a stack error, as the libc call would report it.
+    static func errno(_ e: SocketError) -> Int32 {
+        switch e {
+        case .connectionRefused: return ECONNREFUSED
+        case .connectionReset: return ECONNRESET
+        case .timedOut: return ETIMEDOUT
+        case .hostUnreachable: return EHOSTUNREACH
+        case .networkUnreachable: return ENETUNREACH
+        case .addressInUse: return EADDRINUSE
+        case .addressNotAvailable: return EADDRNOTAVAIL
+        case .invalidState: return EINVAL
+        case .notConnected: return ENOTCONN
+        case .messageTooLong: return EMSGSIZE
+        case .noBufferSpace: return ENOBUFS
+        case .wouldBlock: return EAGAIN
+        case .invalidHandle: return EBADF
+        }
+    }
+}

@@ -1,0 +1,567 @@
+import CZTRPC
+import Logging
+import NetStack
+import PhyLoop
+import SystemPackage
+import ZTControl
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Intercepted TCP sockets of one network: their ops (CONNECT, BIND, LISTEN, options, names),
+/// their lifecycle (`Connection.Phase`), the stack's events for them, and (in TCPPump.swift and
+/// AcceptChannel.swift) the byte pumps and the accept channel. Runs on the network's loop thread.
+///
+/// Tables: `byKey` holds the sockets an app can name (by the inode of its end); `byHandle` every
+/// socket with a stack handle, including those only draining after their app closed.
+final class TCPBridge {
+    let loop: any SocketLoop
+    let driver: StackDriver
+    let replier: RPCReplier
+    let logger: Logger
+    let network: String
+    var sys: Sys { loop.sys }
+    var stack: NetStack? { driver.netStack }
+
+    private(set) var byKey: [FDKey: Connection] = [:]
+    var byHandle: [SocketHandle: Connection] = [:]
+    var ports = PortReservations()
+    var deadlines = WaiterDeadlines()
+    var random = SystemRandomNumberGenerator()
+    /// How long a non-blocking CONNECT may wait for its outcome before EINPROGRESS.
+    let nonblockingWait = Duration.milliseconds(5)
+    /// Scratch space for bytes read and dropped.
+    let scratch: UnsafeMutableRawBufferPointer
+
+    init(loop: any SocketLoop, driver: StackDriver, replier: RPCReplier, logger: Logger, network: String) {
+        self.loop = loop
+        self.driver = driver
+        self.replier = replier
+        self.logger = logger
+        self.network = network
+        scratch = .allocate(byteCount: 65536, alignment: 16)
+    }
+
+    deinit { scratch.deallocate() }
+
+    static func now() -> Instant { Instant(nanoseconds: Sys.monotonicNanoseconds()) }
+
+    var count: Int { byKey.count }
+
+    // MARK: - Tables
+
+    /// The socket named `key`, after dropping a stale entry whose app end is gone (inode reuse).
+    func lookup(_ key: FDKey) -> Connection? {
+        guard let c = byKey[key] else { return nil }
+        if isStale(c.data) {
+            appGone(c)
+            return byKey[key] === c ? c : nil
+        }
+        return c
+    }
+
+    /// True if our end shows that the app's end was closed (a hangup not processed yet).
+    private func isStale(_ s: LoopSocket?) -> Bool {
+        guard let s, !s.isClosed else { return false }
+        return sys.peerHungUp(s.fd)
+    }
+
+    /// A new socket takes `key`: a leftover entry with it belongs to a socket that is gone.
+    func forget(_ key: FDKey) {
+        if let old = byKey[key] {
+            appGone(old)
+            if byKey[key] === old { remove(old) }
+        }
+    }
+
+    func register(_ c: Connection) { byKey[c.key] = c }
+
+    /// The loop is shutting down (the sockets themselves are closed by the loop).
+    func shutdown() {
+        if let stack {
+            for (h, _) in byHandle { stack.tcp.abort(h) }
+        }
+        byHandle.removeAll()
+        byKey.removeAll()
+    }
+
+    /// The stack was replaced (reconfigure): every intercepted socket lost its stack side.
+    func stackReplaced() {
+        // Sockets apps can name, plus those only draining after their app closed.
+        var all = Array(byKey.values)
+        for c in byHandle.values where byKey[c.key] !== c { all.append(c) }
+        // Handles of the old stack may name sockets of the new one: forget them all before
+        // anything below could pass one to the new stack.
+        byHandle.removeAll()
+        for c in all {
+            c.handle = nil
+            for (conn, _) in c.undelivered { conn.handle = nil }
+        }
+        for c in all {
+            c.pendingError = ECONNRESET
+            if byKey[c.key] === c { fail(c) } else { remove(c) }
+        }
+    }
+
+    // MARK: - Ops
+
+    func connect(_ call: inout RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?) -> RPCOutcome {
+        var newFD = newSocket?.fd ?? -1
+        defer { if newFD >= 0 { sys.close(newFD) } }
+        guard let stack else { return .fail(ENETDOWN, .none) }
+        let dst = Wire.endpoint(sr.addr)
+        let c: Connection
+        if let n = newSocket {
+            c = Connection(key: n.key, pid: call.peer.pid, uid: call.peer.uid)
+            c.options = SocketOptions(sr.opts)
+        } else {
+            guard let fd = call.fds.first, let key = FDKey.of(fd), let found = lookup(key) else {
+                return .fail(call.notFoundErrno, .none)
+            }
+            c = found
+        }
+        if dst.address.isUnspecified && dst.port == 0 {
+            // connect(AF_UNSPEC): drop the connection (RST), the socket becomes unconnected.
+            if let h = c.handle, c.phase == .connecting || c.isConnected {
+                byHandle[h] = nil
+                stack.tcp.abort(h)
+                c.handle = nil
+                c.phase = c.reservation != nil ? .bound : .unbound
+                c.outbound = .open
+                c.inbound = .open
+                if let d = c.data { loop.setNotifyWritable(d, false) }
+            }
+            return .ok(.info(c.info))
+        }
+        switch c.phase {
+        case .connecting:
+            return .fail(EALREADY, .info(c.info))
+        case .connected(let reported):
+            if !reported { c.phase = .connected(reported: true); return .ok(.info(c.info)) }
+            return .fail(EISCONN, .info(c.info))
+        case .closed, .closing:
+            let e = c.pendingError
+            c.pendingError = 0
+            return .fail(e != 0 ? e : EISCONN, .info(c.info))
+        case .listening, .draining:
+            return .fail(EISCONN, .info(c.info))
+        case .unbound, .bound:
+            break
+        }
+        let h: SocketHandle
+        do {
+            h = try stack.tcpConnect(local: c.local ?? IPv4Endpoint(.any, 0), remote: dst, now: Self.now())
+        } catch {
+            return .fail(Wire.errno(error), .none)
+        }
+        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o) }
+        c.handle = h
+        byHandle[h] = c
+        c.local = stack.tcp.localEndpoint(h)
+        c.remote = dst
+        c.phase = .connecting
+        if newSocket != nil {
+            do {
+                // Not read until connected: only a hangup (the app closed it) matters before.
+                c.data = try loop.add(fd: newFD, kind: .connected, context: .tcp(c), readable: false)
+            } catch {
+                byHandle[h] = nil
+                stack.tcp.abort(h)
+                return .fail(error.rawValue, .none)
+            }
+            newFD = -1
+            byKey[c.key] = c
+        }
+        let nonblocking = sr.flags & ZTRPC_F_NONBLOCK != 0
+        let w = Waiter(socket: call.socket, header: call.header, kind: .connect(nonblocking: nonblocking),
+                       deadline: nonblocking ? Self.now() + nonblockingWait : nil, connection: c)
+        wait(w, call.peer)
+        return .pending
+    }
+
+    func bind(_ call: inout RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?) -> RPCOutcome {
+        let ep = Wire.endpoint(sr.addr)
+        guard let n = newSocket else {
+            guard let fd = call.fds.first, let key = FDKey.of(fd), let c = lookup(key) else {
+                return .fail(ENOTSOCK, .none)
+            }
+            guard c.phase == .unbound else { return .fail(EINVAL, .none) }
+            if let e = reserve(ep, for: c) { return .fail(e, .none) }
+            c.phase = .bound
+            return .ok(.info(c.info))
+        }
+        let c = Connection(key: n.key, pid: call.peer.pid, uid: call.peer.uid)
+        c.options = SocketOptions(sr.opts)
+        if let e = reserve(ep, for: c) { sys.close(n.fd); return .fail(e, .none) }
+        do {
+            // Not read until connected: only a hangup (the app closed it) matters here.
+            c.data = try loop.add(fd: n.fd, kind: .connected, context: .tcp(c), readable: false)
+        } catch {
+            sys.close(n.fd)
+            unreserve(c)
+            return .fail(error.rawValue, .none)
+        }
+        c.phase = .bound
+        byKey[n.key] = c
+        return .ok(.info(c.info))
+    }
+
+    /// LISTEN: `call.fds` = [the socket, daemon end of the accept channel, app end of it].
+    /// `udpForget` drops a stale UDP entry under the channel's identity.
+    func listen(_ call: inout RPCCall, _ lr: ztrpc_listen_req, _ c: Connection, udpForget: (FDKey) -> Void) -> RPCOutcome {
+        guard let stack else { return .fail(ENETDOWN, .none) }
+        let backlog = lr.backlog <= 0 || lr.backlog > 4096 ? Int32(4096) : lr.backlog
+        if c.phase == .listening {
+            c.backlog = backlog
+            return .ok(.none)
+        }
+        guard c.phase == .bound || c.phase == .unbound else { return .fail(EINVAL, .none) }
+        guard call.fds.count >= 3, call.fds[1] >= 0, call.fds[2] >= 0,
+              Self.isUnixSocket(call.fds[1], type: Int32(SOCK_SEQPACKET.rawValue)),
+              Self.isUnixSocket(call.fds[2], type: Int32(SOCK_SEQPACKET.rawValue)),
+              let newKey = FDKey.of(call.fds[2]) else { return .fail(EBADF, .none) }
+        let implicitBind = c.phase == .unbound
+        if implicitBind, let e = reserve(IPv4Endpoint(.any, 0), for: c) { return .fail(e, .none) }
+        // A failure below must not leave the implicit bind's port reserved.
+        func undoImplicitBind() {
+            guard implicitBind else { return }
+            unreserve(c)
+            c.local = nil
+            c.phase = .unbound
+        }
+        guard let local = c.local else { undoImplicitBind(); return .fail(EINVAL, .none) }
+        let h: SocketHandle
+        do {
+            h = try stack.tcp.listen(local: local, backlog: Int(backlog))
+        } catch {
+            undoImplicitBind()
+            return .fail(Wire.errno(error), .none)
+        }
+        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o) }
+        let chFD = call.take(1)!
+        let channel: LoopSocket
+        do {
+            try Sys.setNonBlocking(chFD)
+            channel = try loop.add(fd: chFD, kind: .connected, context: .acceptChannel(c))
+        } catch {
+            sys.close(chFD)
+            stack.tcp.abort(h)
+            undoImplicitBind()
+            return .fail(error.rawValue, .none)
+        }
+        // The old data socket is replaced by the accept channel (the library dup3()s fds[2]).
+        if let old = c.data { loop.close(old) }
+        c.data = channel
+        if byKey[c.key] === c { byKey[c.key] = nil }
+        // A leftover entry under the new identity belongs to a socket that is gone.
+        if let old = byKey[newKey], old !== c { remove(old) }
+        udpForget(newKey)
+        c.key = newKey
+        byKey[newKey] = c
+        c.handle = h
+        byHandle[h] = c
+        c.backlog = backlog
+        c.phase = .listening
+        if let r = c.reservation { ports.setListening(ObjectIdentifier(c), port: r.port) }
+        return .ok(.none)
+    }
+
+    func getsockopt(_ call: RPCCall, _ c: Connection, _ request: ztrpc_sockopt) -> RPCOutcome {
+        var so = request
+        if so.level == SOL_SOCKET && so.name == SO_ERROR {
+            if c.phase == .connecting {
+                let w = Waiter(socket: call.socket, header: call.header, kind: .soError, deadline: nil, connection: c)
+                wait(w, call.peer)
+                return .pending
+            }
+            SocketOptionMap.encode(.int(c.pendingError), into: &so)
+            c.pendingError = 0
+            return .ok(.opt(so))
+        }
+        let info = c.handle.flatMap { stack?.tcp.info($0) }
+        let ctx = OptionContext(isTCP: true, tcpInfo: info,
+                                defaultReceiveBuffer: stack?.tcp.config.receiveBufferSize ?? 0,
+                                defaultSendBuffer: stack?.tcp.config.sendBufferSize ?? 0)
+        switch SocketOptionMap.get(level: so.level, name: so.name, options: c.options, context: ctx) {
+        case .success(let v):
+            SocketOptionMap.encode(v, into: &so)
+            return .ok(.opt(so))
+        case .failure(let e):
+            return .fail(e.rawValue, .none)
+        }
+    }
+
+    func setsockopt(_ c: Connection, _ so: ztrpc_sockopt) -> RPCOutcome {
+        switch SocketOptionMap.set(level: so.level, name: so.name, value: so, options: &c.options, isTCP: true) {
+        case .failure(let e):
+            return .fail(e.rawValue, .none)
+        case .success(let apply):
+            if let r = c.reservation {
+                ports.update(ObjectIdentifier(c), port: r.port, reuseAddr: c.options.reuseAddr,
+                             reusePort: c.options.reusePort)
+            }
+            // Buffer sizes can only change while the stack's rings are empty; like a late
+            // SO_RCVBUF on Linux that has no visible effect, a refusal is not an error.
+            if let h = c.handle, let a = apply { try? stack?.tcp.setOption(h, a) }
+            return .ok(.none)
+        }
+    }
+
+    // MARK: - Ports
+
+    /// Takes `ep` (port 0: an ephemeral port) for `c`; returns an errno on conflict.
+    func reserve(_ ep: IPv4Endpoint, for c: Connection) -> Int32? {
+        let result = ports.reserve(ep, owner: ObjectIdentifier(c), reuseAddr: c.options.reuseAddr,
+                                   reusePort: c.options.reusePort, uid: c.uid, random: &random) { p in
+            stackListens(port: p)
+        }
+        switch result {
+        case .success(let local):
+            c.reservation = local
+            c.local = local
+            return nil
+        case .failure(let e):
+            return e.rawValue
+        }
+    }
+
+    private func stackListens(port: UInt16) -> Bool {
+        var found = false
+        stack?.tcp.forEachConnection { _, info in
+            if info.state == .listen && info.local.port == port { found = true }
+        }
+        return found
+    }
+
+    func unreserve(_ c: Connection) {
+        guard let r = c.reservation else { return }
+        c.reservation = nil
+        ports.release(ObjectIdentifier(c), port: r.port)
+    }
+
+    // MARK: - Waiters
+
+    func wait(_ w: Waiter, _ peer: RPCPeer) {
+        w.connection.waiters.append(w)
+        deadlines.add(w)
+        peer.waiter = w
+    }
+
+    /// The library gave up waiting (signal, SO_SNDTIMEO): the connect goes on.
+    func cancel(_ w: Waiter) {
+        w.connection.waiters.removeAll { $0 === w }
+        deadlines.remove(w)
+    }
+
+    /// Answers every RPC waiting on `c` now that its connect outcome is known.
+    func settle(_ c: Connection) {
+        let ws = c.waiters
+        c.waiters.removeAll()
+        for w in ws { answer(w, c) }
+    }
+
+    private func answer(_ w: Waiter, _ c: Connection) {
+        if w.deadline != nil { deadlines.remove(w) }
+        if case .rpc(let peer) = w.socket.context { peer.waiter = nil }
+        switch w.kind {
+        case .connect(let nonblocking):
+            switch c.phase {
+            case .connected:
+                if replier.ok(w.socket, w.header, .info(c.info)) { c.phase = .connected(reported: true) }
+            case .connecting:
+                replier.fail(w.socket, w.header, EINPROGRESS, .info(c.info))
+            default:
+                let e = c.pendingError != 0 ? c.pendingError : ECONNREFUSED
+                if replier.fail(w.socket, w.header, e, .info(c.info)) {
+                    c.pendingError = 0
+                    // A failed blocking connect leaves the app with its kernel socket: the
+                    // library closes the socketpair, so our state for it goes too.
+                    if !nonblocking { remove(c) }
+                }
+            }
+        case .soError:
+            var so = ztrpc_sockopt()
+            so.level = SOL_SOCKET
+            so.name = SO_ERROR
+            SocketOptionMap.encode(.int(c.isConnected ? 0 : c.pendingError), into: &so)
+            if replier.ok(w.socket, w.header, .opt(so)) { c.pendingError = 0 }
+        }
+    }
+
+    var nextDeadline: Instant? { deadlines.next }
+
+    func runTimers(now: Instant) {
+        for w in deadlines.takeDue(now: now) {
+            w.connection.waiters.removeAll { $0 === w }
+            answer(w, w.connection)
+        }
+    }
+
+    // MARK: - Stack events
+
+    func stackEvent(_ e: SocketEvent) {
+        switch e {
+        case .connected(let h):
+            guard let c = byHandle[h], let stack else { return }
+            c.phase = .connected(reported: false)
+            c.local = stack.tcp.localEndpoint(h) ?? c.local
+            c.remote = stack.tcp.remoteEndpoint(h) ?? c.remote
+            if let d = c.data { loop.setNotifyReadable(d, true) }
+            settle(c)
+            pumpOut(c)
+        case .readable(let h):
+            if let c = byHandle[h] { pumpOut(c) }
+        case .writable(let h):
+            if let c = byHandle[h] { pumpIn(c) }
+        case .acceptable(let h):
+            if let c = byHandle[h] { deliverAccepts(c) }
+        case .failed(let h, let err):
+            guard let c = byHandle[h] else { return }
+            c.pendingError = Wire.errno(err)
+            fail(c)
+        case .closed(let h):
+            guard let c = byHandle[h] else { return }
+            pumpOut(c)
+            if let rx = stack?.tcp.receiveBuffer(h), rx.count > 0, c.inbound != .discarding, let d = c.data, !d.isClosed {
+                // The app has not taken everything yet: keep the handle, whose receive ring
+                // still holds the bytes, until pumpOut has delivered them (then the FIN).
+                c.phase = .closing
+                settle(c)
+                return
+            }
+            releaseClosed(c, h)
+        }
+    }
+
+    /// The connection closed normally and the app has all its bytes: drop the stack's handle and
+    /// give the app its EOF.
+    func releaseClosed(_ c: Connection, _ h: SocketHandle) {
+        c.phase = .closed
+        byHandle[h] = nil
+        stack?.tcp.release(h)
+        c.handle = nil
+        deliverEOF(c)
+        settle(c)
+    }
+
+    /// Shuts our end down for writing: the app reads EOF (once).
+    func deliverEOF(_ c: Connection) {
+        guard c.inbound != .eofDelivered, let d = c.data, !d.isClosed else { return }
+        sys.shutdown(d.fd, Int32(SHUT_WR))
+        c.inbound = .eofDelivered
+    }
+
+    /// The TCP connection ended with an error: the app reads EOF, SO_ERROR tells why.
+    func fail(_ c: Connection) {
+        if let h = c.handle {
+            byHandle[h] = nil
+            stack?.tcp.release(h)
+            c.handle = nil
+        }
+        if c.phase == .listening {
+            remove(c)
+            return
+        }
+        c.phase = .closed
+        if let d = c.data, !d.isClosed {
+            deliverEOF(c)
+            // Keep reading (and dropping) so the app's close is still seen as a hangup.
+            loop.setNotifyReadable(d, true)
+        }
+        settle(c)
+    }
+
+    /// The app's end is closed (hangup): finish sending what it wrote, then close.
+    func appGone(_ c: Connection) {
+        if c.phase == .listening { remove(c); return }
+        guard let h = c.handle, c.isConnected || c.phase == .draining, let stack else {
+            remove(c)
+            return
+        }
+        if c.options.abortsOnClose {
+            // SO_LINGER {1, 0}: reset at once.
+            byHandle[h] = nil
+            stack.tcp.abort(h)
+            c.handle = nil
+            remove(c)
+            return
+        }
+        // No app can name this socket any more (its end is closed; the inode may be reused by a
+        // new socket): it only drains now, found through its stack handle.
+        if byKey[c.key] === c { byKey[c.key] = nil }
+        c.phase = .draining
+        if let tx = stack.tcp.sendBuffer(h), tx.free == 0 {
+            // Nothing can be read now. Re-arming the fd would only bring the (unmaskable) hangup
+            // straight back: stay suspended; the stack's .writable calls pumpIn, which reads.
+            return
+        }
+        if let d = c.data { loop.setNotifyReadable(d, true) }
+        // Reads the rest; EOF with HUP ends in finish(c). A full send buffer waits for .writable.
+        pumpIn(c)
+    }
+
+    /// Everything the app wrote is in the stack: graceful close (FIN after the queued bytes).
+    func finish(_ c: Connection) {
+        if let h = c.handle {
+            byHandle[h] = nil
+            stack?.tcp.release(h)
+            c.handle = nil
+        }
+        remove(c)
+    }
+
+    /// Forgets `c` entirely: its daemon end is closed, its port released, its waiters answered.
+    func remove(_ c: Connection) {
+        if byKey[c.key] === c { byKey[c.key] = nil }
+        if let h = c.handle {
+            byHandle[h] = nil
+            stack?.tcp.abort(h)
+            c.handle = nil
+        }
+        unreserve(c)
+        for (conn, appEnd) in c.undelivered {
+            sys.close(appEnd)
+            remove(conn)
+        }
+        c.undelivered.removeAll()
+        if let d = c.data { loop.close(d); c.data = nil }
+        c.phase = .closed
+        let ws = c.waiters
+        c.waiters.removeAll()
+        for w in ws {
+            deadlines.remove(w)
+            if case .rpc(let peer) = w.socket.context { peer.waiter = nil }
+            replier.fail(w.socket, w.header, c.pendingError != 0 ? c.pendingError : ECONNABORTED)
+        }
+    }
+
+    // MARK: - Listing
+
+    func connections(network: String, handles: inout Set<SocketHandle>) -> [ConnectionInfo] {
+        var out: [ConnectionInfo] = []
+        for c in byKey.values {
+            var state = c.displayState
+            var bin = c.bytesIn, bout = c.bytesOut
+            if let h = c.handle, let i = stack?.tcp.info(h) {
+                state = i.state.displayName
+                handles.insert(h)
+                bin = max(bin, i.bytesReceived)
+                bout = max(bout, i.bytesSent)
+            }
+            out.append(ConnectionInfo(network: network, proto: "tcp", local: c.local.map { "\($0)" } ?? "*:*",
+                                      remote: c.phase == .listening ? "*:*" : (c.remote.map { "\($0)" } ?? "*:*"),
+                                      state: state, pid: c.pid, uid: c.uid, bytesIn: bin, bytesOut: bout))
+        }
+        return out
+    }
+
+    /// Socket type and domain of an fd received over SCM_RIGHTS (validation of what the app sent).
+    static func isUnixSocket(_ fd: Int32, type: Int32) -> Bool {
+        var v: Int32 = 0
+        var len = socklen_t(4)
+        guard Glibc.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) == 0, v == AF_UNIX else { return false }
+        len = 4
+        guard Glibc.getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) == 0, v == type else { return false }
+        return true
+    }
+}

@@ -1,0 +1,124 @@
+import NetStack
+import PhyLoop
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The TCP data path: bytes between the daemon end of an app's socketpair and the stack's rings,
+// with back-pressure both ways (no second copy: recvmsg/sendmsg scatter into and gather from the
+// ring regions).
+extension TCPBridge {
+    /// App -> stack: recvmsg from the daemon end straight into the send buffer's free regions.
+    func pumpIn(_ c: Connection) {
+        guard let d = c.data, !d.isClosed else { return }
+        let pumping: Bool
+        switch c.phase {
+        case .connected, .draining, .closing, .closed: pumping = true
+        default: pumping = false
+        }
+        guard let h = c.handle, let stack, pumping else {
+            if c.handle == nil { drainDiscard(c, d) }
+            return
+        }
+        guard let tx = stack.tcp.sendBuffer(h) else { drainDiscard(c, d); return }
+        while true {
+            let (a, b) = tx.freeRegions()
+            if a.count == 0 {
+                // Send buffer full: stop reading; the stack's .writable resumes us.
+                loop.setNotifyReadable(d, false)
+                return
+            }
+            do {
+                switch try sys.recvv(d.fd, a, b) {
+                case .processed(0):
+                    appEOF(c, d)
+                    return
+                case .processed(let n):
+                    stack.tcp.commitSend(h, n)
+                    c.bytesOut &+= UInt64(n)
+                    if n < a.count + b.count { resumeReading(c, d); return }
+                case .wouldBlock:
+                    resumeReading(c, d)
+                    return
+                }
+            } catch {
+                // ECONNRESET from a unix socket: the app end is gone.
+                appGone(c)
+                return
+            }
+        }
+    }
+
+    private func resumeReading(_ c: Connection, _ d: LoopSocket) {
+        guard !d.wantsReadable || d.suspended else { return }
+        if c.outbound == .open || c.phase == .draining { loop.setNotifyReadable(d, true) }
+    }
+
+    /// EOF on the daemon end: a half-close (shutdown SHUT_WR: FIN) or a full close (hangup).
+    private func appEOF(_ c: Connection, _ d: LoopSocket) {
+        if sys.peerHungUp(d.fd) {
+            finish(c)
+            return
+        }
+        if c.outbound == .open, let h = c.handle {
+            c.outbound = .finQueued
+            try? stack?.tcp.shutdownWrite(h)
+        }
+        // Level-triggered EOF must not spin; the full close arrives as a hangup.
+        loop.setNotifyReadable(d, false)
+    }
+
+    /// Reads and drops what the app writes to a connection that is over.
+    private func drainDiscard(_ c: Connection, _ d: LoopSocket) {
+        while true {
+            switch try? sys.recv(d.fd, into: scratch) {
+            case .processed(let n)? where n > 0:
+                continue
+            case .wouldBlock?:
+                return
+            default:
+                appEOF(c, d)
+                return
+            }
+        }
+    }
+
+    /// Stack -> app: sendmsg from the receive buffer's readable regions; EAGAIN = the app is not
+    /// reading, so the ring stays full and the advertised window closes.
+    func pumpOut(_ c: Connection) {
+        guard let d = c.data, !d.isClosed, c.phase != .listening else { return }
+        guard let h = c.handle, let stack, let rx = stack.tcp.receiveBuffer(h) else {
+            // Nothing left to deliver: a level-triggered EPOLLOUT must not keep firing.
+            loop.setNotifyWritable(d, false)
+            if c.phase == .closing, let h = c.handle { releaseClosed(c, h) }
+            return
+        }
+        while rx.count > 0 {
+            if c.inbound == .discarding {
+                stack.tcp.consume(h, rx.count)
+                break
+            }
+            let (a, b) = rx.readableRegions()
+            do {
+                switch try sys.sendv(d.fd, a, b) {
+                case .processed(let n):
+                    stack.tcp.consume(h, n)
+                    c.bytesIn &+= UInt64(n)
+                case .wouldBlock:
+                    loop.setNotifyWritable(d, true)
+                    return
+                }
+            } catch {
+                // EPIPE: the app shut down reading or closed; its hangup follows if closed.
+                c.inbound = .discarding
+            }
+        }
+        loop.setNotifyWritable(d, false)
+        if c.phase == .closing {
+            releaseClosed(c, h)
+        } else if c.inbound != .eofDelivered && stack.tcp.isPeerClosed(h) {
+            deliverEOF(c)
+        }
+    }
+}

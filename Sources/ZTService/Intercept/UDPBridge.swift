@@ -1,0 +1,245 @@
+import CZTRPC
+import Logging
+import NetStack
+import PhyLoop
+import SystemPackage
+import ZTControl
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Intercepted UDP sockets of one network. Each is a NetStack UDP socket plus the daemon end of
+/// a SEQPACKET pair: one message = `ztrpc_dgram` (destination or source) + payload = one
+/// datagram, both ways. Runs on the network's loop thread.
+final class UDPBridge {
+    let loop: any SocketLoop
+    let driver: StackDriver
+    var sys: Sys { loop.sys }
+    var stack: NetStack? { driver.netStack }
+
+    private(set) var byKey: [FDKey: UDPConnection] = [:]
+    private var byHandle: [SocketHandle: UDPConnection] = [:]
+    /// One datagram plus its header, either way.
+    private let buffer: UnsafeMutableRawBufferPointer
+    static let header = MemoryLayout<ztrpc_dgram>.size
+    /// Datagrams read from one app socket per readiness event (fairness between sockets).
+    static let readBatch = 64
+
+    init(loop: any SocketLoop, driver: StackDriver) {
+        self.loop = loop
+        self.driver = driver
+        buffer = .allocate(byteCount: 65536 + 64, alignment: 16)
+    }
+
+    deinit { buffer.deallocate() }
+
+    var count: Int { byKey.count }
+
+    static func now() -> Instant { Instant(nanoseconds: Sys.monotonicNanoseconds()) }
+
+    // MARK: - Tables
+
+    func lookup(_ key: FDKey) -> UDPConnection? {
+        guard let u = byKey[key] else { return nil }
+        if let d = u.data, !d.isClosed, sys.peerHungUp(d.fd) {
+            remove(u)
+            return nil
+        }
+        return u
+    }
+
+    func forget(_ key: FDKey) {
+        if let old = byKey[key] { remove(old) }
+    }
+
+    func shutdown() {
+        if let stack { for (h, _) in byHandle { stack.udpClose(h) } }
+        byHandle.removeAll()
+        byKey.removeAll()
+    }
+
+    func stackReplaced() {
+        // The old stack's handles may name sockets of the new one: do not close them there.
+        byHandle.removeAll()
+        for u in Array(byKey.values) { remove(u) }
+    }
+
+    func remove(_ u: UDPConnection) {
+        if byKey[u.key] === u { byKey[u.key] = nil }
+        if byHandle[u.handle] === u {
+            byHandle[u.handle] = nil
+            stack?.udpClose(u.handle)
+        }
+        if let d = u.data { loop.close(d); u.data = nil }
+    }
+
+    // MARK: - Ops
+
+    /// A new socket bound to `local` (port 0: ephemeral), taking over the daemon end `fd`.
+    func create(_ call: RPCCall, _ sr: ztrpc_sock_req, key: FDKey, fd: Int32, local: IPv4Endpoint) -> Result<UDPConnection, Errno> {
+        guard let stack else { sys.close(fd); return .failure(.networkDown) }
+        let h: SocketHandle
+        do {
+            h = try stack.udpOpen(local: local)
+        } catch {
+            sys.close(fd)
+            return .failure(Errno(rawValue: Wire.errno(error)))
+        }
+        let u = UDPConnection(key: key, pid: call.peer.pid, uid: call.peer.uid, handle: h)
+        u.options = SocketOptions(sr.opts)
+        do {
+            u.data = try loop.add(fd: fd, kind: .connected, context: .udp(u))
+        } catch {
+            sys.close(fd)
+            stack.udpClose(h)
+            return .failure(error)
+        }
+        byKey[key] = u
+        byHandle[h] = u
+        return .success(u)
+    }
+
+    func bind(_ call: RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?, local: IPv4Endpoint) -> RPCOutcome {
+        guard let n = newSocket else {
+            let known = call.fds.first.flatMap(FDKey.of).flatMap(lookup) != nil
+            return .fail(known ? EINVAL : ENOTSOCK, .none)
+        }
+        switch create(call, sr, key: n.key, fd: n.fd, local: local) {
+        case .success(let u): return .ok(.info(info(u)))
+        case .failure(let e): return .fail(e.rawValue, .none)
+        }
+    }
+
+    func connect(_ call: RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?) -> RPCOutcome {
+        guard let stack else {
+            if let n = newSocket { sys.close(n.fd) }
+            return .fail(ENETDOWN, .none)
+        }
+        let u: UDPConnection
+        if let n = newSocket {
+            switch create(call, sr, key: n.key, fd: n.fd, local: IPv4Endpoint(.any, 0)) {
+            case .success(let x): u = x
+            case .failure(let e): return .fail(e.rawValue, .none)
+            }
+        } else {
+            guard let x = call.fds.first.flatMap(FDKey.of).flatMap(lookup) else { return .fail(ENOTSOCK, .none) }
+            u = x
+        }
+        let dst = Wire.endpoint(sr.addr)
+        do {
+            try stack.udpConnect(u.handle, remote: dst.address.isUnspecified && dst.port == 0 ? nil : dst)
+        } catch {
+            if newSocket != nil { remove(u) }
+            return .fail(Wire.errno(error), .none)
+        }
+        return .ok(.info(info(u)))
+    }
+
+    func getsockopt(_ u: UDPConnection, _ request: ztrpc_sockopt) -> RPCOutcome {
+        var so = request
+        if so.level == SOL_SOCKET && so.name == SO_ERROR {
+            SocketOptionMap.encode(.int(0), into: &so)
+            return .ok(.opt(so))
+        }
+        let ctx = OptionContext(isTCP: false, tcpInfo: nil,
+                                defaultReceiveBuffer: stack?.tcp.config.receiveBufferSize ?? 0,
+                                defaultSendBuffer: stack?.tcp.config.sendBufferSize ?? 0)
+        switch SocketOptionMap.get(level: so.level, name: so.name, options: u.options, context: ctx) {
+        case .success(let v):
+            SocketOptionMap.encode(v, into: &so)
+            return .ok(.opt(so))
+        case .failure(let e):
+            return .fail(e.rawValue, .none)
+        }
+    }
+
+    func setsockopt(_ u: UDPConnection, _ so: ztrpc_sockopt) -> RPCOutcome {
+        switch SocketOptionMap.set(level: so.level, name: so.name, value: so, options: &u.options, isTCP: false) {
+        case .success: return .ok(.none)
+        case .failure(let e): return .fail(e.rawValue, .none)
+        }
+    }
+
+    func info(_ u: UDPConnection) -> ztrpc_sockinfo {
+        let remote = stack?.udpRemoteEndpoint(u.handle)
+        var local = stack?.udpLocalEndpoint(u.handle)
+        if let l = local, l.address.isUnspecified, let r = remote, let a = stack?.sourceAddress(for: r.address) {
+            // A connected socket names the address it sends from, like Linux.
+            local = IPv4Endpoint(a, l.port)
+        }
+        return ztrpc_sockinfo(proto: IPProtocol.udp, state: remote != nil ? ZTRPC_STATE_CONNECTED : ZTRPC_STATE_BOUND,
+                              reserved0: 0, backlog: 0, local: Wire.addr(local), peer: Wire.addr(remote))
+    }
+
+    // MARK: - Data
+
+    /// App -> stack: one message = one datagram.
+    func readable(_ u: UDPConnection, _ s: LoopSocket) {
+        for _ in 0..<Self.readBatch {
+            let n: Int
+            do {
+                guard case .processed(let k) = try sys.recv(s.fd, into: buffer) else { return }
+                n = k
+            } catch {
+                remove(u)
+                return
+            }
+            if n == 0 {
+                // SEQPACKET: zero bytes is the peer's close (a real message has at least the header).
+                remove(u)
+                return
+            }
+            let msg = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+            guard let dst = RPCCodec.datagramDestination(msg), let stack else { u.dropped &+= 1; continue }
+            do {
+                try stack.udpSend(u.handle, to: dst, UnsafeRawBufferPointer(rebasing: msg[Self.header...]), now: Self.now())
+                u.bytesOut &+= UInt64(n - Self.header)
+            } catch {
+                u.dropped &+= 1
+            }
+        }
+    }
+
+    /// Stack -> app: every queued datagram, prefixed with its source. A full app socket drops
+    /// (UDP semantics; memory stays bounded by the socketpair's buffer).
+    func deliver(_ u: UDPConnection) {
+        guard let stack, let s = u.data, !s.isClosed else { return }
+        if let e = stack.udpTakeError(u.handle), !u.appReadClosed {
+            // An ICMP error for the connected peer: a payload-less message the library turns
+            // into -1/errno on the app's next receive.
+            var h = RPCCodec.datagramError(peer: stack.udpRemoteEndpoint(u.handle), errno: Wire.errno(e))
+            _ = try? withUnsafeBytes(of: &h) { b throws(Errno) in try sys.send(s.fd, b) }
+        }
+        let room = UnsafeMutableRawBufferPointer(rebasing: buffer[Self.header...])
+        while true {
+            guard let r = (try? stack.udpReceiveDatagram(u.handle, into: room)) ?? nil else { return }
+            if u.appReadClosed { u.dropped &+= 1; continue }
+            buffer.storeBytes(of: RPCCodec.datagramHeader(from: r.from), as: ztrpc_dgram.self)
+            do {
+                if case .processed = try sys.send(s.fd, UnsafeRawBufferPointer(rebasing: buffer[0..<(Self.header + r.count)])) {
+                    u.bytesIn &+= UInt64(r.count)
+                } else {
+                    u.dropped &+= 1
+                }
+            } catch {
+                if error == .brokenPipe { u.appReadClosed = true }
+                u.dropped &+= 1
+            }
+        }
+    }
+
+    func stackReadable(_ h: SocketHandle) {
+        if let u = byHandle[h] { deliver(u) }
+    }
+
+    // MARK: - Listing
+
+    func connections(network: String) -> [ConnectionInfo] {
+        byKey.values.map { u in
+            let l = stack?.udpLocalEndpoint(u.handle).map { "\($0)" } ?? "*:*"
+            let r = stack?.udpRemoteEndpoint(u.handle).map { "\($0)" } ?? "*:*"
+            return ConnectionInfo(network: network, proto: "udp", local: l, remote: r, state: "OPEN",
+                                  pid: u.pid, uid: u.uid, bytesIn: u.bytesIn, bytesOut: u.bytesOut)
+        }
+    }
+}
