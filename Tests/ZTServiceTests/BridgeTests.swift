@@ -1,0 +1,336 @@
+import Glibc
+import CShims
+import CZTRPC
+import NetStack
+import PhyLoop
+import SystemPackage
+import Testing
+@testable import ZTService
+
+/// TCP and UDP bridge lifecycles on a real loop, real socketpairs and a real peer stack, with
+/// faults injected into the syscall layer.
+@Suite struct BridgeTests {
+    @Test func blockingConnectThenEchoThroughTheStack() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 7)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0 && hdr?.err == 0)
+        #expect(rig.hub.tcp.count == 1)
+        let msg = Array("hello through ztap".utf8)
+        Rig.writeAll(app, msg)
+        var got: [UInt8] = []
+        rig.run { got += Rig.drain(app); return got.count >= msg.count }
+        #expect(got == msg)
+        let c = try #require(rig.hub.tcp.byKey.values.first)
+        #expect(c.isConnected && c.bytesOut == UInt64(msg.count) && c.bytesIn == UInt64(msg.count))
+    }
+
+    @Test func refusedConnectLeavesNothingBehind() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 4444)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == -1 && hdr?.err == ECONNREFUSED)
+        rig.settle(5)
+        #expect(rig.hub.tcp.count == 0 && rig.hub.tcp.byHandle.isEmpty)
+    }
+
+    @Test func nonBlockingConnectAnswersEINPROGRESSThenSOErrorZero() throws {
+        let rig = try Rig()
+        // Hold the peer's answers back: drop every frame the daemon sends for a while.
+        let (app, daemon) = makePair(streamType)
+        defer { Glibc.close(app) }
+        var sr = ztrpc_sock_req()
+        sr.addr = Wire.addr(IPv4Endpoint(rig.peerIP, 9))
+        sr.proto = IPProtocol.tcp
+        sr.flags = ZTRPC_F_NEW | ZTRPC_F_NONBLOCK
+        let s = withUnsafeBytes(of: &sr) { rig.send(op: ZTRPC_OP_CONNECT, body: $0, fds: [app, daemon]) }
+        Glibc.close(daemon)
+        // Only the daemon's loop runs (no peer): the 5 ms deadline passes without an outcome.
+        var reply: [UInt8] = []
+        for _ in 0..<200 where reply.isEmpty {
+            try rig.loop.turn(maxWait: 1_000_000)
+            var b = [UInt8](repeating: 0, count: 128)
+            let n = b.withUnsafeMutableBytes { Glibc.recv(s, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n > 0 { reply = Array(b[0..<n]) }
+        }
+        Glibc.close(s)
+        let hdr = reply.withUnsafeBytes { RPCCodec.decodeReply($0)?.0 }
+        #expect(hdr?.result == -1 && hdr?.err == EINPROGRESS)
+        // Now let the handshake finish; SO_ERROR waits for it and reports 0.
+        var so = ztrpc_sockopt()
+        so.level = SOL_SOCKET; so.name = SO_ERROR; so.optlen = 4
+        let r = rig.request(ZTRPC_OP_GETSOCKOPT, so, socket: app)
+        #expect(r?.hdr.result == 0)
+        let v = r.map { b in b.body.withUnsafeBytes { $0.load(fromByteOffset: 16, as: Int32.self) } }
+        #expect(v == 0)
+        // The next CONNECT reports the success once, then EISCONN (Linux's SS_CONNECTING path).
+        var sr2 = sr
+        sr2.flags = 0
+        #expect(rig.request(ZTRPC_OP_CONNECT, sr2, socket: app)?.hdr.result == 0)
+        #expect(rig.request(ZTRPC_OP_CONNECT, sr2, socket: app)?.hdr.err == EISCONN)
+    }
+
+    @Test func appCloseDrainsAndReleasesEverything() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 9)   // discard
+        #expect(hdr?.result == 0)
+        Rig.writeAll(app, [UInt8](repeating: 0x41, count: 200_000))
+        Glibc.close(app)
+        #expect(rig.run { rig.hub.tcp.count == 0 && rig.hub.tcp.byHandle.isEmpty })
+        // Every byte reaches the peer's discard service (the stack finishes on its own), then
+        // the FIN: the peer's side closes.
+        var received: UInt64 = 0
+        var peerClosed = false
+        rig.run {
+            rig.peer.tcp.forEachConnection { _, i in
+                received = max(received, i.bytesReceived)
+                if i.state == .closeWait || i.state == .lastAck { peerClosed = true }
+            }
+            return received == 200_000 && (peerClosed || rig.peer.tcp.connectionCount == 0)
+        }
+        #expect(received == 200_000)
+    }
+
+    @Test func appNotReadingClosesTheWindowThenCatchesUp() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 19)   // chargen: sends as fast as it may
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        let c = try #require(rig.hub.tcp.byKey.values.first)
+        #expect(rig.run { c.data?.wantsWritable == true }, "socketpair full: waiting for EPOLLOUT")
+        let before = c.bytesIn
+        rig.settle(20)
+        #expect(c.bytesIn == before, "nothing moves while the app does not read")
+        var total = 0
+        rig.run { total += Rig.drain(app).count; return total > 1_000_000 }
+        #expect(total > 1_000_000)
+    }
+
+    @Test func injectedEAGAINOnDeliveryIsBackPressureNotLoss() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 7)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        let c = try #require(rig.hub.tcp.byKey.values.first)
+        let ours = try #require(c.data?.fd)
+        rig.faults.inject(Fault(call: .sendmsg, fd: ours, effect: .errno(EAGAIN)))
+        rig.faults.inject(Fault(call: .sendmsg, fd: ours, effect: .short(3)))
+        let msg = Array("0123456789".utf8)
+        Rig.writeAll(app, msg)
+        var got: [UInt8] = []
+        rig.run { got += Rig.drain(app); return got.count >= msg.count }
+        #expect(got == msg)
+        #expect(rig.faults.pending == 0)
+    }
+
+    @Test func eintrEverywhereChangesNothing() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 7)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        let c = try #require(rig.hub.tcp.byKey.values.first)
+        let ours = try #require(c.data?.fd)
+        rig.faults.inject(Fault(call: .recvmsg, fd: ours, effect: .errno(EINTR), times: 5))
+        rig.faults.inject(Fault(call: .sendmsg, fd: ours, effect: .errno(EINTR), times: 5))
+        let msg = [UInt8](repeating: 0x5A, count: 50_000)
+        Rig.writeAll(app, msg)
+        var got: [UInt8] = []
+        rig.run { got += Rig.drain(app); return got.count >= msg.count }
+        #expect(got == msg)
+    }
+
+    @Test func epipeOnDeliveryDiscardsInputButKeepsSending() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 7)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        let c = try #require(rig.hub.tcp.byKey.values.first)
+        Glibc.shutdown(app, Int32(SHUT_RD))
+        Rig.writeAll(app, Array("abc".utf8))
+        #expect(rig.run { c.inbound == .discarding })
+        Rig.writeAll(app, Array("def".utf8))
+        #expect(rig.run { c.bytesOut == 6 }, "the app's writes still reach the stack")
+    }
+
+    @Test func halfCloseSendsFINAndKeepsReceiving() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 7)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        let c = try #require(rig.hub.tcp.byKey.values.first)
+        Rig.writeAll(app, Array("bye".utf8))
+        Glibc.shutdown(app, Int32(SHUT_WR))
+        var got: [UInt8] = []
+        rig.run { got += Rig.drain(app); return got.count >= 3 && c.outbound == .finQueued }
+        #expect(got == Array("bye".utf8))
+        #expect(c.outbound == .finQueued)
+        // The echo service closes after our FIN: the app reads EOF.
+        #expect(rig.run { c.inbound == .eofDelivered })
+        #expect(Glibc.recv(app, nil, 0, Int32(MSG_DONTWAIT)) == 0)
+    }
+
+    @Test func listenAcceptDeliversAConnectionOverTheChannel() throws {
+        let rig = try Rig()
+        // BIND 10.77.0.2:8080 (new socket), then LISTEN with an accept channel.
+        let (app, daemon) = makePair(streamType)
+        var sr = ztrpc_sock_req()
+        sr.addr = Wire.addr(IPv4Endpoint(rig.stackIP, 8080))
+        sr.proto = IPProtocol.tcp
+        sr.flags = ZTRPC_F_NEW
+        let b = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_BIND, body: $0, fds: [app, daemon]) }
+        Glibc.close(daemon)
+        #expect(b?.hdr.result == 0)
+        let (chApp, chDaemon) = makePair(seqpacket)
+        var lr = ztrpc_listen_req()
+        lr.backlog = 8
+        let l = rig.request(ZTRPC_OP_LISTEN, lr, socket: app, extra: [chDaemon, chApp])
+        Glibc.close(chDaemon); Glibc.close(app)
+        #expect(l?.hdr.result == 0)
+        // A second bind to the port is refused while it listens.
+        let (app2, daemon2) = makePair(streamType)
+        let b2 = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_BIND, body: $0, fds: [app2, daemon2]) }
+        Glibc.close(daemon2); Glibc.close(app2)
+        #expect(b2?.hdr.err == EADDRINUSE)
+        // The peer connects; the channel carries one accept message with one fd.
+        let h = try rig.peer.tcpConnect(local: IPv4Endpoint(rig.peerIP, 0), remote: IPv4Endpoint(rig.stackIP, 8080),
+                                        now: NetworkLoop.now())
+        var fd: Int32 = -1
+        rig.run {
+            var buf = [UInt8](repeating: 0, count: 64)
+            var fds = [Int32](repeating: -1, count: 2)
+            let r = buf.withUnsafeMutableBytes { bb in fds.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
+            if case .processed(let m)? = r, m.fdCount == 1 {
+                #expect(m.count == MemoryLayout<ztrpc_accept_msg>.size)
+                let msg = buf.withUnsafeBytes { $0.load(as: ztrpc_accept_msg.self) }
+                #expect(Wire.endpoint(msg.local) == IPv4Endpoint(rig.stackIP, 8080))
+                #expect(Wire.endpoint(msg.peer).address == rig.peerIP)
+                fd = fds[0]
+            }
+            return fd >= 0
+        }
+        #expect(fd >= 0)
+        defer { Glibc.close(fd); Glibc.close(chApp) }
+        // Bytes from the peer arrive on the accepted fd.
+        _ = try Array("ping".utf8).withUnsafeBytes { try rig.peer.tcp.send(h, $0) }
+        var got: [UInt8] = []
+        rig.run { got += Rig.drain(fd); return got.count >= 4 }
+        #expect(got == Array("ping".utf8))
+    }
+
+    @Test func emfileDuringAcceptAbortsThatConnectionOnly() throws {
+        let rig = try Rig()
+        let (app, daemon) = makePair(streamType)
+        var sr = ztrpc_sock_req()
+        sr.addr = Wire.addr(IPv4Endpoint(rig.stackIP, 8081))
+        sr.proto = IPProtocol.tcp
+        sr.flags = ZTRPC_F_NEW
+        _ = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_BIND, body: $0, fds: [app, daemon]) }
+        Glibc.close(daemon)
+        let (chApp, chDaemon) = makePair(seqpacket)
+        defer { Glibc.close(chApp) }
+        var lr = ztrpc_listen_req()
+        lr.backlog = 8
+        #expect(rig.request(ZTRPC_OP_LISTEN, lr, socket: app, extra: [chDaemon, chApp])?.hdr.result == 0)
+        Glibc.close(chDaemon); Glibc.close(app)
+        rig.faults.inject(Fault(call: .socketpair, fd: nil, effect: .errno(EMFILE)))
+        let first = try rig.peer.tcpConnect(local: IPv4Endpoint(rig.peerIP, 0), remote: IPv4Endpoint(rig.stackIP, 8081),
+                                            now: NetworkLoop.now())
+        #expect(rig.run { rig.peer.tcp.info(first)?.state != .established && rig.faults.pending == 0 })
+        _ = try rig.peer.tcpConnect(local: IPv4Endpoint(rig.peerIP, 0), remote: IPv4Endpoint(rig.stackIP, 8081),
+                                    now: NetworkLoop.now())
+        var fds = 0
+        rig.run {
+            var buf = [UInt8](repeating: 0, count: 64)
+            var got = [Int32](repeating: -1, count: 2)
+            let r = buf.withUnsafeMutableBytes { bb in got.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
+            if case .processed(let m)? = r { fds += m.fdCount; for f in got where f >= 0 { Glibc.close(f) } }
+            return fds >= 1
+        }
+        #expect(fds == 1, "the listener survives and delivers the next connection")
+    }
+
+    @Test func malformedRequestGetsEPROTOOverTheRealSocket() throws {
+        let rig = try Rig()
+        let s = rig.send(op: 0, body: UnsafeRawBufferPointer(start: nil, count: 0), raw: [1, 2, 3])
+        let r = rig.reply(s)
+        #expect(r?.hdr.result == -1 && r?.hdr.err == EPROTO)
+        // A request naming no fd at all is EBADF, an unknown fd ENOTSOCK.
+        #expect(rig.call(op: ZTRPC_OP_GETNAME, body: UnsafeRawBufferPointer(start: nil, count: 0))?.hdr.err == EBADF)
+        let (x, y) = makePair(streamType)
+        defer { Glibc.close(x); Glibc.close(y) }
+        #expect(rig.call(op: ZTRPC_OP_GETNAME, body: UnsafeRawBufferPointer(start: nil, count: 0), fds: [x])?.hdr.err == ENOTSOCK)
+    }
+
+    @Test func udpDatagramsBothWays() throws {
+        let rig = try Rig()
+        let (app, daemon) = makePair(seqpacket)
+        defer { Glibc.close(app) }
+        var sr = ztrpc_sock_req()
+        sr.proto = IPProtocol.udp
+        sr.flags = ZTRPC_F_NEW
+        let r = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_UDP_OPEN, body: $0, fds: [app, daemon]) }
+        Glibc.close(daemon)
+        #expect(r?.hdr.result == 0)
+        let info = ztrpc_sockinfo(bytes: r?.body ?? [])
+        #expect(Wire.endpoint(info.local).port != 0)
+        // One message = header (destination: the peer's UDP echo) + payload.
+        var msg = withUnsafeBytes(of: RPCCodec.datagramHeader(from: IPv4Endpoint(rig.peerIP, 7))) { Array($0) }
+        msg += Array("udp!".utf8)
+        _ = msg.withUnsafeBytes { Glibc.send(app, $0.baseAddress, $0.count, 0) }
+        var back: [UInt8] = []
+        rig.run { back = Rig.drain(app); return !back.isEmpty }
+        #expect(back.count == 8 + 4)
+        let from = back.withUnsafeBytes { RPCCodec.datagramDestination($0) }
+        #expect(from == .some(IPv4Endpoint(rig.peerIP, 7)))
+        #expect(Array(back[8...]) == Array("udp!".utf8))
+        // The app closes its end: the socket is gone.
+        Glibc.close(app)
+        #expect(rig.run { rig.hub.udp.count == 0 })
+    }
+
+    @Test func staleInodeIsFinishedBeforeReuse() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 7)
+        #expect(hdr?.result == 0)
+        let key = try #require(FDKey.of(app))
+        Glibc.close(app)   // the hangup is not processed yet: nothing has stepped
+        #expect(rig.hub.tcp.lookup(key) == nil, "a lookup finds the closed end and finishes the entry")
+    }
+
+    @Test func socketOptionsRoundTripThroughTheHub() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 7)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        var so = ztrpc_sockopt()
+        so.level = Int32(IPPROTO_TCP); so.name = TCP_NODELAY; so.optlen = 4
+        withUnsafeMutableBytes(of: &so.value) { $0.storeBytes(of: Int32(1), as: Int32.self) }
+        #expect(rig.request(ZTRPC_OP_SETSOCKOPT, so, socket: app)?.hdr.result == 0)
+        so.optlen = 4
+        let r = rig.request(ZTRPC_OP_GETSOCKOPT, so, socket: app)
+        let v = r.map { b in b.body.withUnsafeBytes { $0.load(fromByteOffset: 16, as: Int32.self) } }
+        #expect(v == 1)
+        so.name = 9999
+        #expect(rig.request(ZTRPC_OP_GETSOCKOPT, so, socket: app)?.hdr.err == ENOPROTOOPT)
+    }
+
+    @Test func failedReplyDeliveryKeepsTheOutcomeForSOError() throws {
+        let rig = try Rig()
+        // The connect's reply cannot be sent (ENOBUFS): the library will ask SO_ERROR later.
+        rig.faults.inject(Fault(call: .sendmsg, fd: nil, effect: .errno(ENOBUFS)))
+        let (app, daemon) = makePair(streamType)
+        defer { Glibc.close(app) }
+        var sr = ztrpc_sock_req()
+        sr.addr = Wire.addr(IPv4Endpoint(rig.peerIP, 4445))
+        sr.proto = IPProtocol.tcp
+        sr.flags = ZTRPC_F_NEW | ZTRPC_F_NONBLOCK
+        let s = withUnsafeBytes(of: &sr) { rig.send(op: ZTRPC_OP_CONNECT, body: $0, fds: [app, daemon]) }
+        Glibc.close(daemon)
+        #expect(rig.reply(s) == nil, "no reply arrived")
+        var so = ztrpc_sockopt()
+        so.level = SOL_SOCKET; so.name = SO_ERROR; so.optlen = 4
+        let r = rig.request(ZTRPC_OP_GETSOCKOPT, so, socket: app)
+        let v = r.map { b in b.body.withUnsafeBytes { $0.load(fromByteOffset: 16, as: Int32.self) } }
+        #expect(v == ECONNREFUSED)
+    }
+}

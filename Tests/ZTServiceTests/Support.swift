@@ -1,0 +1,330 @@
+import Glibc
+import CShims
+import CZTRPC
+import Foundation
+import LinuxNet
+import Logging
+import NetStack
+import PhyLoop
+import Synchronization
+import SystemPackage
+@testable import ZTService
+
+// Test support: a syscall backend that injects faults, a frame device over a SEQPACKET pair, and
+// a rig that runs a real NetworkLoop (hub, bridges, NetStack) against a peer NetStack playing the
+// kernel side, driven step by step on the test's own thread.
+
+/// Which raw call a fault applies to.
+enum SysCall: Sendable, Equatable { case read, write, recvmsg, sendmsg, shutdown, close, poll, socketpair, accept }
+
+/// What the faulted call does instead.
+enum FaultEffect: Sendable, Equatable {
+    /// Fail with this errno (the real call is not made).
+    case errno(Int32)
+    /// Make the real call but move at most this many bytes (a short transfer).
+    case short(Int)
+}
+
+struct Fault: Sendable {
+    var call: SysCall
+    /// Only this fd (nil: any).
+    var fd: Int32?
+    var effect: FaultEffect
+    /// How many times it applies before it is used up.
+    var times: Int = 1
+}
+
+/// LinuxSyscalls with a script of faults, consumed in order as matching calls happen.
+final class FaultSys: SyscallBackend {
+    private let real = LinuxSyscalls()
+    private let state = Mutex<(faults: [Fault], log: [SysCall])>(([], []))
+
+    func inject(_ f: Fault) { state.withLock { $0.faults.append(f) } }
+    func clear() { state.withLock { $0.faults.removeAll() } }
+    var pending: Int { state.withLock { $0.faults.count } }
+    /// Calls that were faulted, in order.
+    var faulted: [SysCall] { state.withLock { $0.log } }
+
+    private func take(_ call: SysCall, _ fd: Int32) -> FaultEffect? {
+        state.withLock { s in
+            guard let i = s.faults.firstIndex(where: { $0.call == call && ($0.fd == nil || $0.fd == fd) }) else { return nil }
+            let e = s.faults[i].effect
+            s.faults[i].times -= 1
+            if s.faults[i].times <= 0 { s.faults.remove(at: i) }
+            s.log.append(call)
+            return e
+        }
+    }
+
+    func read(_ fd: Int32, _ buf: UnsafeMutableRawPointer?, _ count: Int) -> Int {
+        switch take(.read, fd) {
+        case .errno(let e)?: return -Int(e)
+        case .short(let n)?: return real.read(fd, buf, min(n, count))
+        case nil: return real.read(fd, buf, count)
+        }
+    }
+    func write(_ fd: Int32, _ buf: UnsafeRawPointer?, _ count: Int) -> Int {
+        switch take(.write, fd) {
+        case .errno(let e)?: return -Int(e)
+        case .short(let n)?: return real.write(fd, buf, min(n, count))
+        case nil: return real.write(fd, buf, count)
+        }
+    }
+    func recvmsg(_ fd: Int32, _ msg: UnsafeMutablePointer<msghdr>, _ flags: Int32) -> Int {
+        switch take(.recvmsg, fd) {
+        case .errno(let e)?: return -Int(e)
+        case .short(let n)?: return Self.limited(msg, n) { real.recvmsg(fd, $0, flags) }
+        case nil: return real.recvmsg(fd, msg, flags)
+        }
+    }
+    func sendmsg(_ fd: Int32, _ msg: UnsafePointer<msghdr>, _ flags: Int32) -> Int {
+        switch take(.sendmsg, fd) {
+        case .errno(let e)?: return -Int(e)
+        case .short(let n)?: return Self.limited(UnsafeMutablePointer(mutating: msg), n) { real.sendmsg(fd, $0, flags) }
+        case nil: return real.sendmsg(fd, msg, flags)
+        }
+    }
+    func shutdown(_ fd: Int32, _ how: Int32) -> Int {
+        if case .errno(let e)? = take(.shutdown, fd) { return -Int(e) }
+        return real.shutdown(fd, how)
+    }
+    func close(_ fd: Int32) -> Int {
+        if case .errno(let e)? = take(.close, fd) { _ = real.close(fd); return -Int(e) }
+        return real.close(fd)
+    }
+    func poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: Int, _ timeoutMs: Int32) -> Int {
+        if case .errno(let e)? = take(.poll, fds.pointee.fd) { return -Int(e) }
+        return real.poll(fds, count, timeoutMs)
+    }
+    func socketpair(_ type: Int32, _ fds: UnsafeMutablePointer<Int32>) -> Int {
+        if case .errno(let e)? = take(.socketpair, -1) { return -Int(e) }
+        return real.socketpair(type, fds)
+    }
+    func accept(_ fd: Int32) -> Int {
+        if case .errno(let e)? = take(.accept, fd) { return -Int(e) }
+        return real.accept(fd)
+    }
+
+    /// Runs `body` with the message's iovecs cut to `limit` bytes in total.
+    private static func limited(_ msg: UnsafeMutablePointer<msghdr>, _ limit: Int,
+                                _ body: (UnsafeMutablePointer<msghdr>) -> Int) -> Int {
+        var m = msg.pointee
+        let n = Int(m.msg_iovlen)
+        var iovs = [iovec](repeating: iovec(), count: max(n, 1))
+        var left = limit
+        var used = 0
+        for i in 0..<n where left > 0 {
+            var v = m.msg_iov[i]
+            v.iov_len = min(v.iov_len, left)
+            left -= v.iov_len
+            iovs[used] = v
+            used += 1
+        }
+        return iovs.withUnsafeMutableBufferPointer { p in
+            m.msg_iov = p.baseAddress
+            m.msg_iovlen = used
+            return withUnsafeMutablePointer(to: &m) { body($0) }
+        }
+    }
+}
+
+/// A frame device over one end of a SOCK_SEQPACKET pair (frame boundaries are kept).
+final class PairDevice: FrameDevice {
+    let fd: Int32
+    let name = "pair"
+    init(fd: Int32) { self.fd = fd }
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws(LinuxError) -> Int? {
+        let n = Glibc.recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
+        if n >= 0 { return n }
+        if errno == EAGAIN { return nil }
+        throw LinuxError(operation: "read pair", errno: errno)
+    }
+    func write(_ frame: UnsafeRawBufferPointer) throws(LinuxError) -> Bool {
+        Glibc.send(fd, frame.baseAddress, frame.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) == frame.count
+    }
+}
+
+/// Frames from the peer stack into its end of the pair.
+final class PeerSink: FrameSink {
+    let fd: Int32
+    init(fd: Int32) { self.fd = fd }
+    func sendFrame(_ frame: UnsafeRawBufferPointer) {
+        _ = Glibc.send(fd, frame.baseAddress, frame.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+    }
+}
+
+func makePair(_ type: Int32) -> (Int32, Int32) {
+    var fds: [Int32] = [-1, -1]
+    let r = fds.withUnsafeMutableBufferPointer { cshim_socketpair_cloexec(AF_UNIX, type, $0.baseAddress) }
+    precondition(r == 0, "socketpair: \(errno)")
+    return (fds[0], fds[1])
+}
+
+let seqpacket = Int32(SOCK_SEQPACKET.rawValue)
+let streamType = Int32(SOCK_STREAM.rawValue)
+
+/// A network under test: NetworkLoop + hub + NetStack (10.77.0.2) on one side of a SEQPACKET
+/// pair, a peer NetStack (10.77.0.1, echo/discard/chargen services) on the other.
+final class Rig {
+    let faults = FaultSys()
+    let dir: String
+    let rpcPath: String
+    let loop: NetworkLoop
+    let peer: NetStack
+    let peerFD: Int32
+    let deviceFD: Int32
+    let stackIP = IPv4Address(10, 77, 0, 2)
+    let peerIP = IPv4Address(10, 77, 0, 1)
+    private let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 16)
+
+    init(services: Set<DiagnosticService> = [.echo, .discard, .chargen], access: AccessList = AccessList()) throws {
+        dir = NSTemporaryDirectory() + "ztsvc-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        rpcPath = dir + "/net.sock"
+        let (a, b) = makePair(seqpacket)
+        deviceFD = a
+        peerFD = b
+        try Sys.setNonBlocking(a)
+        try Sys.setNonBlocking(b)
+        let settings = StackSettings(stackMAC: MACAddress(0x02, 0, 0, 0, 0, 2), mtu: 1500,
+                                     addresses: [IPv4CIDR(address: stackIP, prefixLength: 24)], gateway: nil,
+                                     services: [], tcpReceiveBuffer: 256 << 10, tcpSendBuffer: 256 << 10,
+                                     maxConnections: 1024)
+        let device = PairDevice(fd: a)
+        let driver = NetStackDriver(settings: settings, sink: TapSink(device: device), logger: Logger(label: "test"))
+        let sys = Sys(backend: faults)
+        loop = try NetworkLoop(name: "t", device: device, inbox: Inbox<NetworkCommand>(), driver: driver,
+                               logger: Logger(label: "test"), rpcPath: rpcPath, access: access, sys: sys)
+        peer = NetStack(config: StackConfig(mac: MACAddress(0x02, 0, 0, 0, 0, 1), mtu: 1500,
+                                            addresses: [IPv4CIDR(address: peerIP, prefixLength: 24)],
+                                            services: services),
+                        sink: PeerSink(fd: b), random: XorShiftRandom(seed: 7))
+        driver.start(now: NetworkLoop.now())
+        peer.up(now: NetworkLoop.now())
+    }
+
+    deinit {
+        loop.finish()
+        Glibc.close(deviceFD)
+        Glibc.close(peerFD)
+        frame.deallocate()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    var hub: InterceptHub { loop.hub! }
+
+    /// One step of both sides: the daemon's loop (waiting at most 1 ms) and the peer stack.
+    func step() {
+        try? loop.turn(maxWait: 1_000_000)
+        let now = NetworkLoop.now()
+        while true {
+            let n = Glibc.recv(peerFD, frame.baseAddress, frame.count, Int32(MSG_DONTWAIT))
+            if n <= 0 { break }
+            peer.receive(frame: UnsafeRawBufferPointer(rebasing: frame[0..<n]), now: now)
+        }
+        _ = peer.poll(now: now)
+    }
+
+    /// Steps until `cond` holds (false after `limit` steps).
+    @discardableResult
+    func run(limit: Int = 3000, until cond: () -> Bool) -> Bool {
+        for _ in 0..<limit {
+            if cond() { return true }
+            step()
+        }
+        return cond()
+    }
+
+    /// Steps a fixed number of times.
+    func settle(_ n: Int = 50) { for _ in 0..<n { step() } }
+
+    // MARK: - The library's side of the RPC
+
+    /// Sends one request on a fresh RPC connection; returns the connection (the reply comes later).
+    func send(op: UInt16, body: UnsafeRawBufferPointer, fds: [Int32] = [], raw: [UInt8]? = nil) -> Int32 {
+        let s = cshim_socket_cloexec(AF_UNIX, seqpacket, 0)
+        precondition(s >= 0 && cshim_connect_unix(s, rpcPath) == 0, "connect rpc: \(errno)")
+        var msg = [UInt8](repeating: 0, count: 512)
+        let n: Int
+        if let raw {
+            n = raw.count
+            msg.replaceSubrange(0..<n, with: raw)
+        } else {
+            n = msg.withUnsafeMutableBytes { RPCCodec.encodeRequest(op: op, id: 42, body: body, into: $0) }
+        }
+        let r = msg.withUnsafeBytes { m in
+            fds.withUnsafeBufferPointer { f in
+                try? Sys.live.sendWithFDs(s, UnsafeRawBufferPointer(rebasing: m[0..<n]), fds: f)
+            }
+        }
+        precondition(r != nil, "send rpc")
+        return s
+    }
+
+    /// Waits for and reads the reply on `s` (then closes it): header and body bytes.
+    func reply(_ s: Int32, limit: Int = 3000) -> (hdr: ztrpc_rep_hdr, body: [UInt8])? {
+        defer { Glibc.close(s) }
+        var buf = [UInt8](repeating: 0, count: 512)
+        var got = -1
+        run(limit: limit) {
+            got = buf.withUnsafeMutableBytes { Glibc.recv(s, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            return got >= 0
+        }
+        guard got > 0 else { return nil }
+        return buf.withUnsafeBytes { b in
+            guard let (h, body) = RPCCodec.decodeReply(UnsafeRawBufferPointer(rebasing: b[0..<got])) else { return nil }
+            return (h, Array(body))
+        }
+    }
+
+    func call(op: UInt16, body: UnsafeRawBufferPointer, fds: [Int32] = []) -> (hdr: ztrpc_rep_hdr, body: [UInt8])? {
+        reply(send(op: op, body: body, fds: fds))
+    }
+
+    /// A new TCP socket connected (blocking unless `nonblocking`) to peer:port: the app end.
+    func connectTCP(port: UInt16, nonblocking: Bool = false) -> (app: Int32, reply: ztrpc_rep_hdr?) {
+        let (app, daemon) = makePair(streamType)
+        var sr = ztrpc_sock_req()
+        sr.addr = Wire.addr(IPv4Endpoint(peerIP, port))
+        sr.proto = IPProtocol.tcp
+        sr.flags = ZTRPC_F_NEW | (nonblocking ? ZTRPC_F_NONBLOCK : 0)
+        let r = withUnsafeBytes(of: &sr) { call(op: ZTRPC_OP_CONNECT, body: $0, fds: [app, daemon]) }
+        Glibc.close(daemon)
+        return (app, r?.hdr)
+    }
+
+    /// Sends a request about an existing socket (fds[0] = its app end).
+    func request<T>(_ op: UInt16, _ body: T, socket: Int32, extra: [Int32] = []) -> (hdr: ztrpc_rep_hdr, body: [UInt8])? {
+        var b = body
+        return withUnsafeBytes(of: &b) { call(op: op, body: $0, fds: [socket] + extra) }
+    }
+
+    /// Reads what is available on `fd` now (non-blocking).
+    static func drain(_ fd: Int32) -> [UInt8] {
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { Glibc.recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n <= 0 { break }
+            out += buf[0..<n]
+        }
+        return out
+    }
+
+    static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
+            precondition(n > 0)
+            off += n
+        }
+    }
+}
+
+extension ztrpc_sockinfo {
+    init(bytes: [UInt8]) {
+        var v = ztrpc_sockinfo()
+        withUnsafeMutableBytes(of: &v) { d in bytes.withUnsafeBytes { d.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<min($0.count, d.count)])) } }
+        self = v
+    }
+}
