@@ -1,4 +1,5 @@
 import Logging
+import PhyLoop
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -44,10 +45,12 @@ public struct StderrLogHandler: LogHandler {
             line = "<\(Self.priority(event.level))>[\(label)] \(event.message)\(meta)\n"
         }
         line.withUTF8 { buf in
+            // EINTR is retried by Sys; a non-blocking stderr that is full drops the rest of the
+            // line (EAGAIN) rather than spinning.
             var off = 0
             while off < buf.count {
-                let n = write(2, buf.baseAddress! + off, buf.count - off)
-                if n <= 0 { if n < 0 && errno == EINTR { continue }; break }
+                guard case .processed(let n)? = try? Sys.live.write(2, UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[off...]))),
+                      n > 0 else { break }
                 off += n
             }
         }
