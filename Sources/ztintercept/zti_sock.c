@@ -79,6 +79,45 @@ static int zti_fail(int err)
  * Creating a ztap socket
  */
 
+/**
+ * zti_plug() - make a TCP socket's app end unwritable until ztapd knows the connect's outcome
+ *
+ * Every TCP connect is plugged, blocking ones too: one interrupted by a signal or SO_SNDTIMEO
+ * goes on in the background and must not look writable before its outcome either.
+ * @fd: the app end (a SOCK_STREAM socketpair end)
+ * @rq: gets the filler count and the SO_SNDBUF to restore
+ *
+ * A socketpair end is writable at once, but a connecting TCP socket is not: POLLOUT must mean
+ * "the outcome is known". The app end's send buffer is shrunk to the minimum and filled; ztapd
+ * restores the buffer at the outcome (which wakes pollers) and drops exactly the filler bytes on
+ * success (ztrpc.h, CONNECT). The filler is a few KiB: two or three small sends.
+ *
+ * Return: 0, or -1 with errno (the socket is then left as it was).
+ */
+static int zti_plug(int fd, struct ztrpc_sock_req *rq)
+{
+    static const char pad[4096];
+    int orig;
+    socklen_t l = sizeof orig;
+    if (zti_real.getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &orig, &l) < 0)
+        return -1;
+    int tiny = 0;
+    if (zti_real.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny) < 0)
+        return -1;
+    uint32_t total = 0;
+    while (total < (1u << 20)) {
+        ssize_t n = zti_real.send(fd, pad, sizeof pad, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* EAGAIN: plugged */
+        total += (uint32_t)n;
+    }
+    rq->filler = total;
+    rq->sndbuf = orig / 2; /* setsockopt doubles what it is given */
+    return 0;
+}
+
 /* The state an answered request implies, whatever the reply body said (a terse daemon may send
  * an empty one): the cache must never claim less than the app was told. */
 static void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr, int installed_err)
@@ -143,6 +182,13 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
             timeout = ms > ZTI_LONG_WAIT_MS ? ZTI_LONG_WAIT_MS : (int)(ms ? ms : 1);
             sndtimeo_set = 1;
         }
+    }
+
+    if (op == ZTRPC_OP_CONNECT && proto == IPPROTO_TCP && zti_plug(sv[0], &rq) < 0) {
+        int e = errno;
+        zti_close(sv[0]);
+        zti_close(sv[1]);
+        return zti_fail(e);
     }
 
     struct ztrpc_rep_hdr rep;
@@ -274,6 +320,10 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
         rq.addr = zti_addr_of(&sin);
         rq.proto = e.proto;
         rq.flags = nonblock ? ZTRPC_F_NONBLOCK : 0;
+        /* Only a connect that will start a handshake is plugged; ztapd unplugs on any answer. */
+        if (k == ZTI_TCP && fam == AF_INET &&
+            (e.state == ZTRPC_STATE_UNBOUND || e.state == ZTRPC_STATE_BOUND) && zti_plug(fd, &rq) < 0)
+            return -1;
         struct ztrpc_rep_hdr rep;
         struct ztrpc_sockinfo si;
         int err;
@@ -660,8 +710,8 @@ ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *
     struct ztrpc_rep_hdr rep;
     int err;
     int is_error = level == SOL_SOCKET && name == SO_ERROR;
-    if (zti_rpc(ZTRPC_OP_GETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, &rs, sizeof rs,
-                is_error ? ZTI_LONG_WAIT_MS : ZTI_SHORT_WAIT_MS, 0, &err) < 0) {
+    if (zti_rpc(ZTRPC_OP_GETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, &rs, sizeof rs, ZTI_SHORT_WAIT_MS, 0,
+                &err) < 0) {
         if (is_error) {
             /* ztapd is gone, so is the connection: report it as the socket's error. */
             if (zti_put_int(optval, optlen, zti_down_errno(err, ECONNRESET)) < 0)
@@ -681,9 +731,17 @@ ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *
     if (n)
         memcpy(optval, rs.value, n);
     *optlen = n;
-    if (is_error && e.kind == ZTI_TCP && e.state == ZTRPC_STATE_CONNECTING) {
-        /* The outcome is known now: refresh the cached names and state (best effort). */
-        (void)zti_refresh(fd, &e);
+    if (is_error && e.kind == ZTI_TCP) {
+        /* A failed connect left ECONNRESET on the app end itself (ztapd closed its end to make
+         * it show POLLERR, ztrpc.h CONNECT): reading SO_ERROR clears it, as it clears the
+         * kernel's, so later reads see the end of the connection instead of a stale error. */
+        int native;
+        socklen_t nl = sizeof native;
+        (void)zti_real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &native, &nl);
+        if (e.state == ZTRPC_STATE_CONNECTING) {
+            /* The outcome may be known now: refresh the cached names and state (best effort). */
+            (void)zti_refresh(fd, &e);
+        }
     }
     errno = saved;
     return 0;

@@ -34,40 +34,62 @@ import Testing
         #expect(rig.hub.tcp.count == 0 && rig.hub.tcp.byHandle.isEmpty)
     }
 
-    @Test func nonBlockingConnectAnswersEINPROGRESSThenSOErrorZero() throws {
-        let rig = try Rig()
-        // Hold the peer's answers back: drop every frame the daemon sends for a while.
-        let (app, daemon) = makePair(streamType)
-        defer { Glibc.close(app) }
-        var sr = ztrpc_sock_req()
-        sr.addr = Wire.addr(IPv4Endpoint(rig.peerIP, 9))
-        sr.proto = IPProtocol.tcp
-        sr.flags = ZTRPC_F_NEW | ZTRPC_F_NONBLOCK
-        let s = withUnsafeBytes(of: &sr) { rig.send(op: ZTRPC_OP_CONNECT, body: $0, fds: [app, daemon]) }
-        Glibc.close(daemon)
-        // Only the daemon's loop runs (no peer): the 5 ms deadline passes without an outcome.
-        var reply: [UInt8] = []
-        for _ in 0..<200 where reply.isEmpty {
-            try rig.loop.turn(maxWait: 1_000_000)
-            var b = [UInt8](repeating: 0, count: 128)
-            let n = b.withUnsafeMutableBytes { Glibc.recv(s, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            if n > 0 { reply = Array(b[0..<n]) }
-        }
-        Glibc.close(s)
-        let hdr = reply.withUnsafeBytes { RPCCodec.decodeReply($0)?.0 }
-        #expect(hdr?.result == -1 && hdr?.err == EINPROGRESS)
-        // Now let the handshake finish; SO_ERROR waits for it and reports 0.
+    func soError(_ rig: Rig, _ app: Int32) -> Int32? {
         var so = ztrpc_sockopt()
         so.level = SOL_SOCKET; so.name = SO_ERROR; so.optlen = 4
         let r = rig.request(ZTRPC_OP_GETSOCKOPT, so, socket: app)
-        #expect(r?.hdr.result == 0)
-        let v = r.map { b in b.body.withUnsafeBytes { $0.load(fromByteOffset: 16, as: Int32.self) } }
-        #expect(v == 0)
+        return r.map { b in b.body.withUnsafeBytes { $0.load(fromByteOffset: 16, as: Int32.self) } }
+    }
+
+    @Test func nonBlockingConnectIsEINPROGRESSAtOnceAndWritableOnlyWhenConnected() throws {
+        let rig = try Rig()
+        let (app, rpc) = rig.startConnect(port: 7, nonblocking: true)
+        defer { Glibc.close(app) }
+        // Only the daemon's loop runs (the peer never answers yet): the reply still comes at once.
+        var reply: [UInt8] = []
+        for _ in 0..<50 where reply.isEmpty {
+            try rig.loop.turn(maxWait: 1_000_000)
+            var b = [UInt8](repeating: 0, count: 128)
+            let n = b.withUnsafeMutableBytes { Glibc.recv(rpc, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if n > 0 { reply = Array(b[0..<n]) }
+        }
+        Glibc.close(rpc)
+        let hdr = reply.withUnsafeBytes { RPCCodec.decodeReply($0)?.0 }
+        #expect(hdr?.result == -1 && hdr?.err == EINPROGRESS)
+        // Plugged: not writable, and SO_ERROR answers 0 at once.
+        #expect(Rig.events(app) & Int16(POLLOUT) == 0)
+        #expect(soError(rig, app) == 0)
+        // The handshake ends: writable, and the filler never reaches the peer.
+        #expect(rig.run { Rig.events(app) & Int16(POLLOUT) != 0 })
+        #expect(soError(rig, app) == 0)
+        Rig.writeAll(app, Array("after the plug".utf8))
+        var got: [UInt8] = []
+        rig.run { got += Rig.drain(app); return got.count >= 14 }
+        #expect(got == Array("after the plug".utf8))
+        var sndbuf: Int32 = 0
+        var l = socklen_t(4)
+        Glibc.getsockopt(app, SOL_SOCKET, SO_SNDBUF, &sndbuf, &l)
+        #expect(sndbuf > 100_000, "the app end's send buffer is restored")
         // The next CONNECT reports the success once, then EISCONN (Linux's SS_CONNECTING path).
-        var sr2 = sr
-        sr2.flags = 0
-        #expect(rig.request(ZTRPC_OP_CONNECT, sr2, socket: app)?.hdr.result == 0)
-        #expect(rig.request(ZTRPC_OP_CONNECT, sr2, socket: app)?.hdr.err == EISCONN)
+        var sr = ztrpc_sock_req()
+        sr.addr = Wire.addr(IPv4Endpoint(rig.peerIP, 7))
+        sr.proto = IPProtocol.tcp
+        #expect(rig.request(ZTRPC_OP_CONNECT, sr, socket: app)?.hdr.result == 0)
+        #expect(rig.request(ZTRPC_OP_CONNECT, sr, socket: app)?.hdr.err == EISCONN)
+    }
+
+    @Test func failedNonBlockingConnectShowsPOLLERRAndKeepsItsError() throws {
+        let rig = try Rig()
+        let (app, rpc) = rig.startConnect(port: 4446, nonblocking: true)
+        defer { Glibc.close(app) }
+        #expect(rig.reply(rpc)?.hdr.err == EINPROGRESS)
+        let want = Int16(POLLIN | POLLOUT)
+        #expect(rig.run { Rig.events(app, want) & Int16(POLLERR) != 0 })
+        let ev = Rig.events(app, want)
+        #expect(ev & Int16(POLLOUT) != 0 && ev & Int16(POLLHUP) != 0, "as Linux shows a refused connect")
+        #expect(soError(rig, app) == ECONNREFUSED)
+        #expect(soError(rig, app) == 0, "reported once")
+        #expect(rig.hub.tcp.count == 1, "kept for its SO_ERROR: the app's close cannot be seen any more")
     }
 
     @Test func appCloseDrainsAndReleasesEverything() throws {
@@ -316,21 +338,13 @@ import Testing
 
     @Test func failedReplyDeliveryKeepsTheOutcomeForSOError() throws {
         let rig = try Rig()
-        // The connect's reply cannot be sent (ENOBUFS): the library will ask SO_ERROR later.
-        rig.faults.inject(Fault(call: .sendmsg, fd: nil, effect: .errno(ENOBUFS)))
-        let (app, daemon) = makePair(streamType)
+        // A blocking connect whose reply cannot be sent (ENOBUFS): the library (interrupted, say)
+        // asks SO_ERROR later.
+        let (app, rpc) = rig.startConnect(port: 4445, nonblocking: false)
         defer { Glibc.close(app) }
-        var sr = ztrpc_sock_req()
-        sr.addr = Wire.addr(IPv4Endpoint(rig.peerIP, 4445))
-        sr.proto = IPProtocol.tcp
-        sr.flags = ZTRPC_F_NEW | ZTRPC_F_NONBLOCK
-        let s = withUnsafeBytes(of: &sr) { rig.send(op: ZTRPC_OP_CONNECT, body: $0, fds: [app, daemon]) }
-        Glibc.close(daemon)
-        #expect(rig.reply(s) == nil, "no reply arrived")
-        var so = ztrpc_sockopt()
-        so.level = SOL_SOCKET; so.name = SO_ERROR; so.optlen = 4
-        let r = rig.request(ZTRPC_OP_GETSOCKOPT, so, socket: app)
-        let v = r.map { b in b.body.withUnsafeBytes { $0.load(fromByteOffset: 16, as: Int32.self) } }
-        #expect(v == ECONNREFUSED)
+        rig.settle(2)
+        rig.faults.inject(Fault(call: .sendmsg, fd: nil, effect: .errno(ENOBUFS)))
+        #expect(rig.reply(rpc) == nil, "no reply arrived")
+        #expect(soError(rig, app) == ECONNREFUSED)
     }
 }

@@ -281,16 +281,49 @@ final class Rig {
         reply(send(op: op, body: body, fds: fds))
     }
 
+    /// Plugs an app end the way the library does before a TCP CONNECT (ztrpc.h): minimum
+    /// SO_SNDBUF, filled until EAGAIN.
+    static func plug(_ app: Int32, _ sr: inout ztrpc_sock_req) {
+        var orig: Int32 = 0
+        var l = socklen_t(4)
+        Glibc.getsockopt(app, SOL_SOCKET, SO_SNDBUF, &orig, &l)
+        var tiny: Int32 = 0
+        Glibc.setsockopt(app, SOL_SOCKET, SO_SNDBUF, &tiny, 4)
+        let pad = [UInt8](repeating: 0xEE, count: 4096)
+        var total = 0
+        while true {
+            let n = pad.withUnsafeBytes { Glibc.send(app, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
+            if n <= 0 { break }
+            total += n
+        }
+        sr.filler = UInt32(total)
+        sr.sndbuf = orig / 2
+    }
+
     /// A new TCP socket connected (blocking unless `nonblocking`) to peer:port: the app end.
-    func connectTCP(port: UInt16, nonblocking: Bool = false) -> (app: Int32, reply: ztrpc_rep_hdr?) {
+    /// `send` only sends the request (the reply comes later on the returned RPC socket).
+    func connectTCP(port: UInt16, nonblocking: Bool = false, plugged: Bool = true) -> (app: Int32, reply: ztrpc_rep_hdr?) {
+        let (app, rpc) = startConnect(port: port, nonblocking: nonblocking, plugged: plugged)
+        return (app, reply(rpc)?.hdr)
+    }
+
+    func startConnect(port: UInt16, nonblocking: Bool, plugged: Bool = true) -> (app: Int32, rpc: Int32) {
         let (app, daemon) = makePair(streamType)
         var sr = ztrpc_sock_req()
         sr.addr = Wire.addr(IPv4Endpoint(peerIP, port))
         sr.proto = IPProtocol.tcp
         sr.flags = ZTRPC_F_NEW | (nonblocking ? ZTRPC_F_NONBLOCK : 0)
-        let r = withUnsafeBytes(of: &sr) { call(op: ZTRPC_OP_CONNECT, body: $0, fds: [app, daemon]) }
+        if plugged { Self.plug(app, &sr) }
+        let s = withUnsafeBytes(of: &sr) { send(op: ZTRPC_OP_CONNECT, body: $0, fds: [app, daemon]) }
         Glibc.close(daemon)
-        return (app, r?.hdr)
+        return (app, s)
+    }
+
+    /// poll(2) events of `fd` now.
+    static func events(_ fd: Int32, _ want: Int16 = Int16(POLLIN | POLLOUT)) -> Int16 {
+        var p = pollfd(fd: fd, events: want, revents: 0)
+        _ = Glibc.poll(&p, 1, 0)
+        return p.revents
     }
 
     /// Sends a request about an existing socket (fds[0] = its app end).

@@ -44,13 +44,13 @@ SOL_SOCKET, SO_ERROR = 1, 4
 REQ_HDR = struct.Struct("<IHHII")         # 16
 REP_HDR = struct.Struct("<IHHIiiI")       # 24
 SOCKOPTS = struct.Struct("<IIiiiiiiiI")   # 40
-SOCK_REQ = struct.Struct("<8sHBBI40s")    # 56
+SOCK_REQ = struct.Struct("<8sHBBI40siI")  # 64
 LISTEN_REQ = struct.Struct("<iI")         # 8
 SOCKOPT = struct.Struct("<iiII16s")       # 32
 SOCKINFO = struct.Struct("<BBHi8s8s")     # 24
 ACCEPT_MSG = struct.Struct("<II8s8s")     # 24
 assert (REQ_HDR.size, REP_HDR.size, SOCKOPTS.size, SOCK_REQ.size, LISTEN_REQ.size, SOCKOPT.size,
-        SOCKINFO.size, ACCEPT_MSG.size) == (16, 24, 40, 56, 8, 32, 24, 24)
+        SOCKINFO.size, ACCEPT_MSG.size) == (16, 24, 40, 64, 8, 32, 24, 24)
 
 STACK_IP = "10.200.0.2"
 PEER_IP = "10.200.0.1"
@@ -184,7 +184,22 @@ class Fake:
         finally:
             sock.close()
 
-    def start_connect(self, so, dst, nonblock):
+    @staticmethod
+    def unplug(so, plug, drain):
+        app, filler, sndbuf = plug
+        if drain:
+            left = filler
+            while left > 0:
+                b = os.read(so.data, min(left, 65536))
+                if not b:
+                    break
+                left -= len(b)
+        s = socket.socket(fileno=app)
+        if sndbuf > 0:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        s.close()
+
+    def start_connect(self, so, dst, nonblock, plug=None):
         ip, port = dst
         so.peer = dst
         if so.local[1] == 0:
@@ -205,25 +220,34 @@ class Fake:
         so.state = ST_CONNECTING
         so.done.clear()
 
+        if outcome == E.ENETUNREACH:
+            # No route: known at once, like Linux (nothing started; unplug for the library).
+            if plug:
+                self.unplug(so, plug, drain=True)
+            so.state, so.error = ST_BOUND, 0
+            return -1, outcome
+
         def finish():
             if delay:
                 time.sleep(delay)
             if outcome:
                 so.state, so.error = ST_CLOSED, outcome
+                if plug:
+                    self.unplug(so, plug, drain=False)
                 try:
                     os.close(so.data)
                 except OSError:
                     pass
             else:
+                if plug:
+                    self.unplug(so, plug, drain=True)
                 so.state = ST_CONNECTED
                 serve = self.http_server if port == 80 else self.tcp_echo
                 threading.Thread(target=serve, args=(so.data,), daemon=True).start()
             so.done.set()
 
         threading.Thread(target=finish, daemon=True).start()
-        if nonblock:
-            so.done.wait(0.005)
-        else:
+        if not nonblock:
             so.done.wait()
         if not so.done.is_set():
             return -1, E.EINPROGRESS
@@ -275,10 +299,13 @@ class Fake:
             else:
                 result, err, rbody = self.dispatch(op, body, fds, entry)
             # Log before replying: once the reply is out, the test may read the log.
-            self.record({k: v for k, v in entry.items() if k != "_keep"})
+            self.record({k: v for k, v in entry.items() if k not in ("_keep", "_forget")})
             entry["_logged"] = True
             try:
                 conn.send(REP_HDR.pack(MAGIC, VERSION, op, rid, result, err, len(rbody)) + rbody)
+                if "_forget" in entry:
+                    with self.lock:
+                        self.socks.pop(entry["_forget"], None)
             except (BrokenPipeError, ConnectionResetError):
                 # The library stopped waiting (EINTR, SO_SNDTIMEO).
                 self.record({"reply_undelivered": rid, "addr": entry.get("addr")})
@@ -292,6 +319,7 @@ class Fake:
                     except OSError:
                         pass
             entry.pop("_keep", None)
+            entry.pop("_forget", None)
             if not entry.pop("_logged", False):
                 self.record(entry)
             conn.close()
@@ -302,7 +330,7 @@ class Fake:
             return -1, E.EBADF, b""
         key = inode(fds[0])
         if op in (OP_CONNECT, OP_BIND, OP_UDP_OPEN):
-            addr, flags, proto, _, _, opts = SOCK_REQ.unpack(body[:56])
+            addr, flags, proto, _, filler, opts, sndbuf, _ = SOCK_REQ.unpack(body[:64].ljust(64, b"\0"))
             dst = unpack_addr(addr)
             entry.update(addr=list(dst), flags=flags, proto=proto,
                          opts=list(SOCKOPTS.unpack(opts)))
@@ -350,10 +378,16 @@ class Fake:
                 return -1, E.EALREADY, so.info()
             if so.state == ST_CONNECTED:
                 return -1, E.EISCONN, so.info()
-            result, err = self.start_connect(so, dst, flags & F_NONBLOCK)
+            plug = None
+            if filler:
+                # The library plugged the app end (ztrpc.h CONNECT): keep it until the outcome.
+                plug = (os.dup(fds[0]), filler, sndbuf)
+                entry["filler"] = filler
+            result, err = self.start_connect(so, dst, flags & F_NONBLOCK, plug)
             if result < 0 and err != E.EINPROGRESS and flags & F_NEW:
-                with self.lock:
-                    self.socks.pop(key, None)
+                # Forgotten once the library got the failure (it then keeps its kernel socket);
+                # an abandoned reply leaves the socket for SO_ERROR, as ztapd does.
+                entry["_forget"] = key
             return result, err, so.info()
         so = self.socks.get(key)
         if op == OP_GETNAME:
@@ -392,8 +426,7 @@ class Fake:
                 entry["value"] = value[:optlen].hex()
                 return 0, 0, b""
             if (level, name) == (SOL_SOCKET, SO_ERROR):
-                so.done.wait(5)
-                err, so.error = so.error, 0
+                err, so.error = so.error, 0   # never waits: 0 while the connect is pending
                 return 0, 0, SOCKOPT.pack(level, name, 4, 0, struct.pack("<i", err).ljust(16, b"\0"))
             v = so.opts.get((level, name))
             if v is None:

@@ -151,6 +151,11 @@ static int case_connect_nonblock(void)
     struct sockaddr_in a = sin_of("10.200.0.1", 8); /* 300 ms handshake */
     CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINPROGRESS);
     CHECK(fcntl(fd, F_GETFL) & O_NONBLOCK);
+    /* Like Linux: not writable, SO_ERROR 0 (never waits) and writes EAGAIN until the outcome. */
+    struct pollfd pw = { .fd = fd, .events = POLLOUT };
+    CHECK(poll(&pw, 1, 50) == 0);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == 0);
+    CHECK(write(fd, "x", 1) == -1 && errno == EAGAIN);
     /* Like the kernel: no peer yet, and a second connect says EALREADY. */
     struct sockaddr_in p;
     socklen_t pl = sizeof p;
@@ -635,6 +640,12 @@ static int case_interrupted(void)
     struct itimerval it = { { 0, 0 }, { 0, 100000 } };
     CHECK(setitimer(ITIMER_REAL, &it, NULL) == 0);
     CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINTR);
+    /* Like Linux: still connecting (no peer yet); POLLOUT says when the outcome is known. */
+    struct sockaddr_in pn;
+    socklen_t pnl = sizeof pn;
+    CHECK(getpeername(fd, (struct sockaddr *)&pn, &pnl) == -1 && errno == ENOTCONN);
+    struct pollfd pw = { .fd = fd, .events = POLLOUT };
+    CHECK(poll(&pw, 1, 5000) == 1);
     CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == 0);
     peer_is(fd, "10.200.0.1", 8);
     echo_roundtrip(fd, "after EINTR");
@@ -646,6 +657,11 @@ static int case_interrupted(void)
     CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0);
     a = sin_of("10.200.0.1", 3); /* times out after 1 s */
     CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINPROGRESS);
+    /* Like Linux: the connect goes on; SO_ERROR is 0 until the outcome, which POLLOUT signals. */
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == 0);
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    CHECK(poll(&p, 1, 0) == 0);
+    CHECK(poll(&p, 1, 5000) == 1);
     CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == ETIMEDOUT);
     close(fd);
     return 0;

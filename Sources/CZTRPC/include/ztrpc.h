@@ -107,15 +107,24 @@ extern "C" {
 /* CONNECT  ztrpc_sock_req  -> ztrpc_sockinfo.
  *   TCP: start the handshake. Without ZTRPC_F_NONBLOCK the reply comes when the outcome is known:
  *   result 0, or -1 with ECONNREFUSED/ETIMEDOUT/EHOSTUNREACH/ENETUNREACH. With ZTRPC_F_NONBLOCK
- *   ztapd answers within ~5 ms: the outcome if known by then, else -1/EINPROGRESS (sockinfo with
- *   state CONNECTING, local address already assigned). On an existing socket, like Linux:
- *   EALREADY while a connect is pending; once it succeeded, 0 for the first repeated CONNECT and
- *   EISCONN afterwards; once it failed, the error (cleared, as SO_ERROR would). addr 0.0.0.0
- *   port 0 (the app's connect(AF_UNSPEC)) on a TCP socket: abort the connection (RST).
+ *   ztapd answers at once, like Linux: an error it knows now (ENETUNREACH, EADDRNOTAVAIL, ...)
+ *   or -1/EINPROGRESS (sockinfo with state CONNECTING, local address already assigned).
+ *   The plug: a connecting socket must not be writable until the outcome is known, but a
+ *   socketpair end is writable at once. So for every TCP CONNECT that starts a handshake the
+ *   library shrinks the app end's SO_SNDBUF to the minimum and writes `filler` bytes into it until
+ *   EAGAIN, and sends `sndbuf` (half the app end's SO_SNDBUF before, as setsockopt takes it) with
+ *   fds[0] = the app end. ztapd keeps that app end open until the outcome and then
+ *   restores its SO_SNDBUF (which wakes writers and pollers). On success it reads and drops
+ *   exactly `filler` bytes first, so the app's own bytes follow untouched; on failure it closes
+ *   its end with the filler unread, so the app end shows POLLERR|POLLHUP|POLLOUT as Linux shows
+ *   for a failed connect (the error itself comes from GETSOCKOPT(SO_ERROR), which never waits).
+ *   On an existing socket, like Linux: EALREADY while a connect is pending; once it succeeded, 0
+ *   for the first repeated CONNECT and EISCONN afterwards; once it failed, the error (cleared, as
+ *   SO_ERROR would). addr 0.0.0.0 port 0 (the app's connect(AF_UNSPEC)) on a TCP socket: abort
+ *   the connection (RST).
  *   The library may stop waiting for a blocking CONNECT's reply (signal: EINTR; SO_SNDTIMEO:
  *   EINPROGRESS) and close the RPC connection; the connect then goes on, and its outcome stays
- *   pending for GETSOCKOPT(SO_ERROR) (ztapd sees the reply fail, or just never clears an error
- *   on delivery; the library treats a stale SO_ERROR of a live socket as harmless).
+ *   pending for GETSOCKOPT(SO_ERROR).
  *   UDP: set (or with addr 0.0.0.0 port 0, dissolve) the default peer; implicit bind if unbound.
  *   Data written before the handshake completes waits in the socketpair; ztapd reads it after. */
 #define ZTRPC_OP_CONNECT ((uint16_t)1)
@@ -128,7 +137,7 @@ extern "C" {
 #define ZTRPC_OP_LISTEN ((uint16_t)3)
 /* GETSOCKOPT ztrpc_sockopt -> ztrpc_sockopt (value filled, optlen set).
  *   SOL_SOCKET/SO_ERROR returns the pending error in value (as int) and clears it, like Linux;
- *   while a connect is pending it waits for the outcome first. Unknown options: ENOPROTOOPT. */
+ *   while a connect is pending that is 0 (it never waits). Unknown options: ENOPROTOOPT. */
 #define ZTRPC_OP_GETSOCKOPT ((uint16_t)4)
 /* SETSOCKOPT ztrpc_sockopt -> no body. Unknown options: ENOPROTOOPT (the app gets it).
  *   Never sent (answered or applied in the library): SO_TYPE, SO_DOMAIN, SO_PROTOCOL,
@@ -145,7 +154,7 @@ extern "C" {
 #define ZTRPC_OP_UDP_OPEN ((uint16_t)7)
 
 /* Request flags (ztrpc_sock_req.flags). */
-#define ZTRPC_F_NONBLOCK ((uint16_t)0x0001) /* CONNECT: answer within ~5 ms, EINPROGRESS if still pending */
+#define ZTRPC_F_NONBLOCK ((uint16_t)0x0001) /* CONNECT: answer at once, EINPROGRESS if pending (filler) */
 #define ZTRPC_F_NEW ((uint16_t)0x0002)      /* fds[1] is the daemon end of a new data socketpair */
 
 /* ztrpc_sockinfo.state */
@@ -211,14 +220,16 @@ struct ztrpc_sockopts {
     uint32_t reserved;
 };
 
-/* CONNECT, BIND, UDP_OPEN. 56 bytes. */
+/* CONNECT, BIND, UDP_OPEN. 64 bytes. */
 struct ztrpc_sock_req {
     struct ztrpc_addr addr; /* CONNECT: destination; BIND: local address; UDP_OPEN: ignored */
     uint16_t flags;         /* ZTRPC_F_* */
     uint8_t proto;          /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
     uint8_t reserved0;
-    uint32_t reserved1;
+    uint32_t filler;        /* TCP CONNECT: filler bytes plugging the app end (0: not plugged) */
     struct ztrpc_sockopts opts; /* meaningful with ZTRPC_F_NEW */
+    int32_t sndbuf;         /* TCP CONNECT with filler: SO_SNDBUF to restore (setsockopt value) */
+    uint32_t reserved2;
 };
 
 /* LISTEN. 8 bytes. */
@@ -279,7 +290,7 @@ ZTRPC_CHECK_SIZE(struct ztrpc_addr, 8);
 ZTRPC_CHECK_SIZE(struct ztrpc_req_hdr, 16);
 ZTRPC_CHECK_SIZE(struct ztrpc_rep_hdr, 24);
 ZTRPC_CHECK_SIZE(struct ztrpc_sockopts, 40);
-ZTRPC_CHECK_SIZE(struct ztrpc_sock_req, 56);
+ZTRPC_CHECK_SIZE(struct ztrpc_sock_req, 64);
 ZTRPC_CHECK_SIZE(struct ztrpc_listen_req, 8);
 ZTRPC_CHECK_SIZE(struct ztrpc_sockopt, 32);
 ZTRPC_CHECK_SIZE(struct ztrpc_sockinfo, 24);

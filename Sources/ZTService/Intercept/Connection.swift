@@ -77,6 +77,8 @@ final class Connection {
     var waiters: [Waiter] = []
     var options = SocketOptions()
     var backlog: Int32 = 0
+    /// A non-blocking connect's app end, held unwritable until the outcome (ztrpc.h, CONNECT).
+    var plug: Plug?
     /// Accepted connections whose app end could not be sent yet (the app is not accepting).
     var undelivered: [(conn: Connection, appEnd: Int32)] = []
     var bytesIn: UInt64 = 0
@@ -123,6 +125,14 @@ final class Connection {
                               backlog: phase == .listening ? backlog : 0, local: Wire.addr(local),
                               peer: showsPeer ? Wire.addr(remote) : ztrpc_addr())
     }
+}
+
+/// The app end of a connecting socket, made unwritable by the library: `filler` bytes wait in
+/// our end, and the app end's SO_SNDBUF is to be restored to `sndbuf` (setsockopt's value).
+struct Plug {
+    var appEnd: Int32
+    var filler: Int
+    var sndbuf: Int32
 }
 
 /// One intercepted UDP socket: a NetStack UDP socket and the daemon end of a SEQPACKET pair

@@ -27,10 +27,11 @@ final class TCPBridge {
     private(set) var byKey: [FDKey: Connection] = [:]
     var byHandle: [SocketHandle: Connection] = [:]
     var ports = PortReservations()
-    var deadlines = WaiterDeadlines()
     var random = SystemRandomNumberGenerator()
-    /// How long a non-blocking CONNECT may wait for its outcome before EINPROGRESS.
-    let nonblockingWait = Duration.milliseconds(5)
+    /// Sockets whose non-blocking connect failed: their data socket is closed (that is how the app
+    /// sees POLLERR), so the app's close cannot be seen; they stay for SO_ERROR this long.
+    private var failedConnects: [(conn: Connection, until: Instant)] = []
+    static let failedConnectLinger = Duration.seconds(60)
     /// Scratch space for bytes read and dropped.
     let scratch: UnsafeMutableRawBufferPointer
 
@@ -108,7 +109,18 @@ final class TCPBridge {
 
     func connect(_ call: inout RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?) -> RPCOutcome {
         var newFD = newSocket?.fd ?? -1
-        defer { if newFD >= 0 { sys.close(newFD) } }
+        let nonblocking = sr.flags & ZTRPC_F_NONBLOCK != 0
+        // A plugged app end (ztrpc.h, CONNECT): ours until the outcome, unplugged on any answer
+        // that starts no handshake.
+        var plug: Plug?
+        if sr.filler > 0, let appEnd = call.take(0) {
+            plug = Plug(appEnd: appEnd, filler: Int(sr.filler), sndbuf: sr.sndbuf)
+        }
+        var existing: Connection?
+        defer {
+            if newFD >= 0 { sys.close(newFD) }
+            if let p = plug { unplug(p, drainingFrom: existing?.data) }
+        }
         guard let stack else { return .fail(ENETDOWN, .none) }
         let dst = Wire.endpoint(sr.addr)
         let c: Connection
@@ -116,10 +128,10 @@ final class TCPBridge {
             c = Connection(key: n.key, pid: call.peer.pid, uid: call.peer.uid)
             c.options = SocketOptions(sr.opts)
         } else {
-            guard let fd = call.fds.first, let key = FDKey.of(fd), let found = lookup(key) else {
-                return .fail(call.notFoundErrno, .none)
-            }
+            let key = plug.flatMap { FDKey.of($0.appEnd) } ?? call.fds.first.flatMap(FDKey.of)
+            guard let key, let found = lookup(key) else { return .fail(call.notFoundErrno, .none) }
             c = found
+            existing = c
         }
         if dst.address.isUnspecified && dst.port == 0 {
             // connect(AF_UNSPEC): drop the connection (RST), the socket becomes unconnected.
@@ -130,6 +142,7 @@ final class TCPBridge {
                 c.phase = c.reservation != nil ? .bound : .unbound
                 c.outbound = .open
                 c.inbound = .open
+                if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: c.data) }
                 if let d = c.data { loop.setNotifyWritable(d, false) }
             }
             return .ok(.info(c.info))
@@ -173,11 +186,28 @@ final class TCPBridge {
             newFD = -1
             byKey[c.key] = c
         }
-        let nonblocking = sr.flags & ZTRPC_F_NONBLOCK != 0
-        let w = Waiter(socket: call.socket, header: call.header, kind: .connect(nonblocking: nonblocking),
-                       deadline: nonblocking ? Self.now() + nonblockingWait : nil, connection: c)
-        wait(w, call.peer)
+        // The plug makes POLLOUT wait for the outcome (also after an interrupted blocking connect).
+        c.plug = plug
+        plug = nil
+        if nonblocking { return .fail(EINPROGRESS, .info(c.info)) }   // at once, like Linux
+        wait(Waiter(socket: call.socket, header: call.header, connection: c), call.peer)
         return .pending
+    }
+
+    /// Ends a plug: the app end's send buffer restored (waking writers and pollers), and with
+    /// `drainingFrom` our end, the filler dropped so the app's own bytes come next.
+    func unplug(_ p: Plug, drainingFrom d: LoopSocket?) {
+        if let d, !d.isClosed {
+            var left = p.filler
+            while left > 0 {
+                let chunk = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<min(left, scratch.count)])
+                guard case .processed(let n)? = try? sys.recv(d.fd, into: chunk), n > 0 else { break }
+                left -= n
+            }
+        }
+        var v = p.sndbuf
+        if v > 0 { _ = Glibc.setsockopt(p.appEnd, SOL_SOCKET, SO_SNDBUF, &v, socklen_t(MemoryLayout<Int32>.size)) }
+        sys.close(p.appEnd)
     }
 
     func bind(_ call: inout RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?) -> RPCOutcome {
@@ -270,11 +300,7 @@ final class TCPBridge {
     func getsockopt(_ call: RPCCall, _ c: Connection, _ request: ztrpc_sockopt) -> RPCOutcome {
         var so = request
         if so.level == SOL_SOCKET && so.name == SO_ERROR {
-            if c.phase == .connecting {
-                let w = Waiter(socket: call.socket, header: call.header, kind: .soError, deadline: nil, connection: c)
-                wait(w, call.peer)
-                return .pending
-            }
+            // Never waits: 0 while a connect is pending, as on Linux.
             SocketOptionMap.encode(.int(c.pendingError), into: &so)
             c.pendingError = 0
             return .ok(.opt(so))
@@ -344,17 +370,15 @@ final class TCPBridge {
 
     func wait(_ w: Waiter, _ peer: RPCPeer) {
         w.connection.waiters.append(w)
-        deadlines.add(w)
         peer.waiter = w
     }
 
     /// The library gave up waiting (signal, SO_SNDTIMEO): the connect goes on.
     func cancel(_ w: Waiter) {
         w.connection.waiters.removeAll { $0 === w }
-        deadlines.remove(w)
     }
 
-    /// Answers every RPC waiting on `c` now that its connect outcome is known.
+    /// Answers every blocking CONNECT waiting on `c` now that its outcome is known.
     func settle(_ c: Connection) {
         let ws = c.waiters
         c.waiters.removeAll()
@@ -362,39 +386,29 @@ final class TCPBridge {
     }
 
     private func answer(_ w: Waiter, _ c: Connection) {
-        if w.deadline != nil { deadlines.remove(w) }
         if case .rpc(let peer) = w.socket.context { peer.waiter = nil }
-        switch w.kind {
-        case .connect(let nonblocking):
-            switch c.phase {
-            case .connected:
-                if replier.ok(w.socket, w.header, .info(c.info)) { c.phase = .connected(reported: true) }
-            case .connecting:
-                replier.fail(w.socket, w.header, EINPROGRESS, .info(c.info))
-            default:
-                let e = c.pendingError != 0 ? c.pendingError : ECONNREFUSED
-                if replier.fail(w.socket, w.header, e, .info(c.info)) {
-                    c.pendingError = 0
-                    // A failed blocking connect leaves the app with its kernel socket: the
-                    // library closes the socketpair, so our state for it goes too.
-                    if !nonblocking { remove(c) }
-                }
+        switch c.phase {
+        case .connected:
+            if replier.ok(w.socket, w.header, .info(c.info)) { c.phase = .connected(reported: true) }
+        case .connecting:
+            replier.fail(w.socket, w.header, EINPROGRESS, .info(c.info))
+        default:
+            let e = c.pendingError != 0 ? c.pendingError : ECONNREFUSED
+            if replier.fail(w.socket, w.header, e, .info(c.info)) {
+                c.pendingError = 0
+                // A failed blocking connect leaves the app with its kernel socket: the library
+                // closes the socketpair, so our state for it goes too.
+                remove(c)
             }
-        case .soError:
-            var so = ztrpc_sockopt()
-            so.level = SOL_SOCKET
-            so.name = SO_ERROR
-            SocketOptionMap.encode(.int(c.isConnected ? 0 : c.pendingError), into: &so)
-            if replier.ok(w.socket, w.header, .opt(so)) { c.pendingError = 0 }
         }
     }
 
-    var nextDeadline: Instant? { deadlines.next }
+    var nextDeadline: Instant? { failedConnects.first?.until }
 
     func runTimers(now: Instant) {
-        for w in deadlines.takeDue(now: now) {
-            w.connection.waiters.removeAll { $0 === w }
-            answer(w, w.connection)
+        while let f = failedConnects.first, f.until <= now {
+            failedConnects.removeFirst()
+            if byKey[f.conn.key] === f.conn { byKey[f.conn.key] = nil }
         }
     }
 
@@ -405,6 +419,7 @@ final class TCPBridge {
         case .connected(let h):
             guard let c = byHandle[h], let stack else { return }
             c.phase = .connected(reported: false)
+            if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: c.data) }
             c.local = stack.tcp.localEndpoint(h) ?? c.local
             c.remote = stack.tcp.remoteEndpoint(h) ?? c.remote
             if let d = c.data { loop.setNotifyReadable(d, true) }
@@ -464,6 +479,17 @@ final class TCPBridge {
             return
         }
         c.phase = .closed
+        if let p = c.plug {
+            // A failed non-blocking connect: closing our end with the filler unread gives the app
+            // end POLLERR|POLLHUP (and POLLOUT once unplugged), as Linux shows for a failed
+            // connect. The app's close cannot be seen after that: the entry lingers for SO_ERROR.
+            c.plug = nil
+            unplug(p, drainingFrom: nil)
+            if let d = c.data { loop.close(d); c.data = nil }
+            failedConnects.append((c, Self.now() + Self.failedConnectLinger))
+            settle(c)
+            return
+        }
         if let d = c.data, !d.isClosed {
             deliverEOF(c)
             // Keep reading (and dropping) so the app's close is still seen as a hangup.
@@ -520,6 +546,7 @@ final class TCPBridge {
             c.handle = nil
         }
         unreserve(c)
+        if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: nil) }
         for (conn, appEnd) in c.undelivered {
             sys.close(appEnd)
             remove(conn)
@@ -530,7 +557,6 @@ final class TCPBridge {
         let ws = c.waiters
         c.waiters.removeAll()
         for w in ws {
-            deadlines.remove(w)
             if case .rpc(let peer) = w.socket.context { peer.waiter = nil }
             replier.fail(w.socket, w.header, c.pendingError != 0 ? c.pendingError : ECONNABORTED)
         }
