@@ -154,7 +154,10 @@ extension NetworkConfig {
                 help: "UDP port of the VXLAN packets on the underlay, 1...65535 (default 4789)",
                 apply: { (c, v) throws(Reason) in c.vxlanDestinationPort = try Value.integer("DestinationPort", v, 1...65535) },
                 reset: { $0.vxlanDestinationPort = NetworkConfig.defaultVXLANPort },
-                render: { ["\($0.vxlanDestinationPort)"] },
+                // Empty without a VXLAN segment, so `get` output fed back to `set` adds no lone
+                // DestinationPort= (which checkVXLAN would refuse).
+                render: { $0.vxlanVNI == nil && $0.vxlanDestinationPort == NetworkConfig.defaultVXLANPort
+                    ? [] : ["\($0.vxlanDestinationPort)"] },
                 isDefault: { $0.vxlanDestinationPort == NetworkConfig.defaultVXLANPort }),
         KeySpec(section: "VXLAN", key: "Device", arity: .single,
                 help: "underlay device to send VXLAN packets through (like eth0 or wg0); default: by route",
