@@ -136,7 +136,9 @@ extension Netlink {
         let index = try requireIndex(interface, operation: op)
         var cache: OpaquePointer?
         sink.reset()
-        let r = rtnl_neigh_alloc_cache(sock, &cache)
+        // AF_ITER: a plain (AF_UNSPEC) neighbour dump has only the IP neighbour tables; the FDB
+        // comes from the AF_BRIDGE dump.
+        let r = rtnl_neigh_alloc_cache_flags(sock, &cache, UInt32(NL_CACHE_AF_ITER))
         guard r >= 0, let cache else { throw netlinkError(op, r) }
         defer { nl_cache_free(cache) }
         var out: [String] = []

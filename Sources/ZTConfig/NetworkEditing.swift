@@ -136,13 +136,13 @@ public enum NetworkDirectory {
     /// Loads every `*.conf` (sorted by name; hidden files and non-regular files skipped). Each
     /// bad file gives one error and never hides the others. A second network resolving to an
     /// interface name already used by an earlier file (its TAP, or with [VXLAN] its bridge and
-    /// VXLAN device), or to the same VXLAN segment (VNI, port and Local=), is an error for the
+    /// VXLAN device), or to the same VXLAN segment (VNI, port, address family), is an error for the
     /// later file. A missing directory means no networks.
     public static func load(directory: String) -> (networks: [NetworkConfig], errors: [ConfigError]) {
         var networks: [NetworkConfig] = []
         var errors: [ConfigError] = []
         var interfaces: [String: String] = [:]  // interface -> file that claimed it
-        var segments: [String: String] = [:]    // "VNI port local" -> file that claimed it
+        var segments: [String: String] = [:]    // "VNI port family" -> file that claimed it
         let names: [String]
         do {
             guard let list = try FileIO.listDirectory(directory) else { return ([], []) }
@@ -160,10 +160,11 @@ public enum NetworkDirectory {
                     continue
                 }
                 if let v = config.vxlan {
-                    let key = "\(v.vni) \(v.destinationPort) \(v.local.address)"
+                    // The kernel allows one VXLAN device per VNI, port and address family.
+                    let key = "\(v.vni) \(v.destinationPort) \(v.local.family)"
                     if let other = segments[key] {
-                        errors.append(ConfigError(file: path, message: "VNI=\(v.vni) on port \(v.destinationPort) from "
-                                                      + "Local=\(v.local.address) is already used by \(other)"))
+                        errors.append(ConfigError(file: path, message: "VNI=\(v.vni) on port \(v.destinationPort) is already "
+                                                      + "used by \(other) (one VXLAN device per VNI and port)"))
                         continue
                     }
                     segments[key] = path

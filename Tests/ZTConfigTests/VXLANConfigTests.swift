@@ -218,11 +218,14 @@ private let section = """
             try write("[Network]\nInterface=zt-b-br\n", to: dir + "/b.conf")             // a's bridge
             try write("[Network]\nInterface=zt-c\n" + vx, to: dir + "/c.conf")          // a's segment
             try write("[Network]\nInterface=zt-d\n[VXLAN]\nVNI=9\nLocal=10.99.0.1\nDestinationPort=4790\n", to: dir + "/d.conf")
+            try write("[Network]\nInterface=zt-e\n[VXLAN]\nVNI=9\nLocal=10.99.0.5\n", to: dir + "/e.conf")
+            try write("[Network]\nInterface=zt-f\n[VXLAN]\nVNI=9\nLocal=fd99::1\n", to: dir + "/f.conf")
             let (networks, errors) = NetworkDirectory.load(directory: dir)
-            #expect(networks.map(\.name) == ["a", "d"])
+            #expect(networks.map(\.name) == ["a", "d", "f"])
             #expect(errors.map(\.description) == [
                 "\(dir)/b.conf: interface zt-b-br is already used by \(dir)/a.conf",
-                "\(dir)/c.conf: VNI=9 on port 4789 from Local=10.99.0.1 is already used by \(dir)/a.conf",
+                "\(dir)/c.conf: VNI=9 on port 4789 is already used by \(dir)/a.conf (one VXLAN device per VNI and port)",
+                "\(dir)/e.conf: VNI=9 on port 4789 is already used by \(dir)/a.conf (one VXLAN device per VNI and port)",
             ])
         }
     }
