@@ -67,8 +67,10 @@ public struct VXLANFabric: Sendable, Equatable {
 
     /// Makes the bridge and the VXLAN device (in the order bridge -> its addresses -> VXLAN device
     /// -> port of the bridge -> FDB entries -> both up). A device of the same name left by a
-    /// killed ztapd (our alias) is deleted first; any other one is an EEXIST error. On any
-    /// failure, deletes what it made (which drops their addresses and FDB entries too).
+    /// killed ztapd (our alias) is deleted first; any other one is an EEXIST error. Callers make
+    /// sure the network's TAP does not exist first: a live ztapd holds it, so a device with our
+    /// alias but no TAP is a leftover, not another daemon's. On any failure, deletes what it
+    /// made (which drops their addresses and FDB entries too).
     public func create(using nl: Netlink) throws(LinuxError) -> Created {
         for name in [bridge, vxlan] {
             guard try nl.linkIndex(name: name) != nil else { continue }

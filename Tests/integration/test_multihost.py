@@ -99,12 +99,9 @@ def hosts():
         for i, h in enumerate(HOSTS):
             ns = Netns()
             made.append(ns)
-            # Temporary names in the root namespace: unique per test run, moved away at once.
-            a, b = f"zmh{os.getpid() % 100000}{h}", f"zmh{os.getpid() % 100000}{h}p"
-            run(["ip", "link", "add", a, "type", "veth", "peer", "name", b])
-            run(["ip", "link", "set", a, "netns", ns.name])
-            run(["ip", "link", "set", b, "netns", sw.name])
-            ns.ip("link", "set", a, "name", "under0")
+            # Made inside the namespaces: nothing appears in the root namespace, not even briefly.
+            b = f"port{h}"
+            ns.ip("link", "add", "under0", "type", "veth", "peer", "name", b, "netns", sw.name)
             ns.ip("addr", "add", f"{UNDER[h]}/24", "dev", "under0")
             ns.ip("link", "set", "under0", "up")
             sw.ip("link", "set", b, "master", "ubr")
