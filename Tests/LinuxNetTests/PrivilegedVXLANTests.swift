@@ -63,6 +63,22 @@ private func fabric(_ tag: String, local: String, remotes: [String], underlay: S
         #expect(VXLANFabric.remove(made, using: nl).isEmpty)
     }
 
+    @Test func ipv6Underlay() throws {
+        guard Privileged.check("ipv6Underlay") else { return }
+        try run(["ip", "link", "add", "ul-a5", "type", "veth", "peer", "name", "ul-a5p"])
+        defer { _ = try? run(["ip", "link", "del", "ul-a5"]) }
+        try run(["ip", "addr", "add", "fd95::1/64", "dev", "ul-a5", "nodad"])
+        let nl = try Netlink()
+        let made = try fabric("a5", local: "fd95::1", remotes: ["fd95::2", "fd95::3"]).create(using: nl)
+        defer { VXLANFabric.remove(made, using: nl) }
+        #expect(try fabric("a5", local: "fd95::1", remotes: []).underlayLink(using: nl).name == "ul-a5")
+        let details = try #require(try ipJSON(["-d", "link", "show", "dev", "vx-a5"]).first)
+        let info = (details["linkinfo"] as? [String: Any])?["info_data"] as? [String: Any]
+        #expect(info?["local6"] as? String == "fd95::1" || info?["local"] as? String == "fd95::1", "\(String(describing: info))")
+        #expect(try fdbZeroDestinations("vx-a5") == ["fd95::2", "fd95::3"])
+        #expect(try nl.fdbRemotes(interface: "vx-a5").sorted() == ["fd95::2", "fd95::3"])
+    }
+
     @Test func setRemotesChangesOnlyTheFDB() throws {
         guard Privileged.check("setRemotesChangesOnlyTheFDB") else { return }
         let done = try underlay("ul-a2", "10.92.0.1/24")

@@ -150,6 +150,10 @@ def test_join_writes_vxlan_section(hosts):
     assert "VNI=4242" in section and f"Local={UNDER['A']}" in section
     assert f"Remote={UNDER['B']}\nRemote={UNDER['C']}" in section, text
     assert hosts["A"].d.ctl("get", "mh", "Remote").stdout.split() == [UNDER["B"], UNDER["C"]]
+    # VXLAN options without --vxlan and --local are a usage error of ztctl.
+    r = hosts["A"].d.ctl("join", "other", "--remote", UNDER["B"], check=False)
+    assert r.returncode == 64 and "need --vxlan VNI and --local IP" in r.stderr, r.stderr
+    assert not os.path.exists(hosts["A"].d.network_path("other"))
 
 
 def test_each_host_has_bridge_vxlan_and_fdb(hosts):
