@@ -19,6 +19,10 @@ if [ -x bench/intercept.sh ]; then
     echo "## Intercept (bench/intercept.sh)"
     bench/intercept.sh
 fi
+if [ -x bench/multihost.sh ]; then
+    echo "## Multi-host over VXLAN (bench/multihost.sh)"
+    bench/multihost.sh
+fi
 ANCHORS=${ANCHORS:-../shared/bench/anchors.sh}
 if [ -x "$ANCHORS" ] || [ -f "$ANCHORS" ]; then
     echo "## Anchors ($ANCHORS)"

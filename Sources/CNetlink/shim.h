@@ -6,5 +6,8 @@
 #include <netlink/route/addr.h>
 #include <netlink/route/route.h>
 #include <netlink/route/nexthop.h>
+#include <netlink/route/neighbour.h>
+#include <netlink/route/link/bridge.h>
+#include <netlink/route/link/vxlan.h>
 #include <netlink/addr.h>
 #endif

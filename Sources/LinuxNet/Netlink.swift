@@ -64,8 +64,9 @@ private let nlmsgerrAttrMsg: UInt16 = 1        // NLMSGERR_ATTR_MSG
 private let nlmsgHeaderLength = 16             // NLMSG_HDRLEN
 
 public final class Netlink {
-    private let sock: OpaquePointer
-    private let sink = NetlinkErrorSink()
+    // Internal, not private: the link-creation and FDB calls live in NetlinkOverlay.swift.
+    let sock: OpaquePointer
+    let sink = NetlinkErrorSink()
 
     public init() throws(LinuxError) {
         guard let s = nl_socket_alloc() else {
@@ -270,7 +271,7 @@ public final class Netlink {
         return result
     }
 
-    private func parseCIDR(_ text: String, operation: String) throws(LinuxError) -> InterfaceCIDR {
+    func parseCIDR(_ text: String, operation: String) throws(LinuxError) -> InterfaceCIDR {
         guard let c = InterfaceCIDR(parsing: text) else {
             throw LinuxError(operation: operation, errno: EINVAL,
                              detail: "'\(text)' is not an address with optional prefix (like 10.0.0.1/24 or fd00::1/64)")
@@ -297,7 +298,7 @@ public final class Netlink {
     }
 
     /// The link object (caller puts it), nil if the kernel says there is no such device.
-    private func fetchLink(_ name: String, operation: String) throws(LinuxError) -> OpaquePointer? {
+    func fetchLink(_ name: String, operation: String) throws(LinuxError) -> OpaquePointer? {
         var link: OpaquePointer?
         sink.reset()
         let r = rtnl_link_get_kernel(sock, 0, name, &link)
@@ -306,7 +307,7 @@ public final class Netlink {
         throw netlinkError(operation, r)
     }
 
-    private func requireLink(_ name: String, operation: String) throws(LinuxError) -> OpaquePointer {
+    func requireLink(_ name: String, operation: String) throws(LinuxError) -> OpaquePointer {
         try validateInterfaceName(name, operation: operation)
         guard let link = try fetchLink(name, operation: operation) else {
             throw LinuxError(operation: operation, errno: ENODEV, detail: "interface \(name) does not exist")
@@ -314,7 +315,7 @@ public final class Netlink {
         return link
     }
 
-    private func requireIndex(_ name: String, operation: String) throws(LinuxError) -> Int32 {
+    func requireIndex(_ name: String, operation: String) throws(LinuxError) -> Int32 {
         let link = try requireLink(name, operation: operation)
         defer { rtnl_link_put(link) }
         return rtnl_link_get_ifindex(link)
@@ -332,7 +333,7 @@ public final class Netlink {
         if r < 0 { throw netlinkError(operation, r) }
     }
 
-    private func netlinkError(_ operation: String, _ r: Int32,
+    func netlinkError(_ operation: String, _ r: Int32,
                               file: String = #fileID, line: Int = #line) -> LinuxError {
         LinuxError.netlink(operation, nlResult: r,
                            kernelErrno: sink.kernelErrno > 0 ? sink.kernelErrno : nil,

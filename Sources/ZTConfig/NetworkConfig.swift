@@ -1,4 +1,4 @@
-/// One network, from `networks.d/NAME.conf`: sections `[Network]`, `[Stack]` and `[Access]`.
+/// One network, from `networks.d/NAME.conf`: sections `[Network]`, `[VXLAN]`, `[Stack]` and `[Access]`.
 public struct NetworkConfig: Equatable, Sendable {
     /// From the file name NAME.conf; `[a-z0-9][a-z0-9-]{0,31}`.
     public var name: String
@@ -25,6 +25,18 @@ public struct NetworkConfig: Equatable, Sendable {
     public var bridge: String?
     /// `Services=`: built-in diagnostic services (space separated / repeatable).
     public var services: [ZTService]
+
+    // [VXLAN] as written; `vxlan` (VXLANConfig.swift) is the validated view.
+    /// `VNI=`: VXLAN network identifier.
+    public var vxlanVNI: Int?
+    /// `Local=`: this host's underlay address (host prefix).
+    public var vxlanLocal: IPPrefix?
+    /// `Remote=`: the other hosts' underlay addresses (repeatable).
+    public var vxlanRemotes: [IPPrefix]
+    /// `DestinationPort=`: UDP port, default 4789.
+    public var vxlanDestinationPort: Int
+    /// `Device=`: underlay device the VXLAN device is bound to.
+    public var vxlanDevice: String?
 
     // [Stack]
     /// `TCPReceiveBuffer=`: bytes per connection, default 4 MiB, 64 KiB...64 MiB.
@@ -60,6 +72,11 @@ public struct NetworkConfig: Equatable, Sendable {
         routes = []
         bridge = nil
         services = []
+        vxlanVNI = nil
+        vxlanLocal = nil
+        vxlanRemotes = []
+        vxlanDestinationPort = NetworkConfig.defaultVXLANPort
+        vxlanDevice = nil
         tcpReceiveBuffer = NetworkConfig.defaultTCPBuffer
         tcpSendBuffer = NetworkConfig.defaultTCPBuffer
         maxConnections = NetworkConfig.defaultMaxConnections
@@ -134,11 +151,15 @@ public struct NetworkConfig: Equatable, Sendable {
     }
 
     /// `MACAddress=` if set, else a locally administered unicast MAC from the name's FNV-1a hash,
-    /// so a network keeps its MAC across restarts and hosts (neighbours' ARP caches stay valid).
+    /// so a network keeps its MAC across restarts (neighbours' ARP caches stay valid). With
+    /// `[VXLAN]` the hash also covers `Local=`: the hosts share one segment, so their MACs differ.
     public var effectiveMAC: String {
         if let macAddress { return macAddress }
-        return NetworkConfig.defaultMAC(for: name)
+        return NetworkConfig.defaultMAC(for: name + hostSalt)
     }
+
+    /// "" for a single-host network; "@LOCAL" with [VXLAN], to derive per-host MACs.
+    public var hostSalt: String { vxlanLocal.map { "@" + $0.address } ?? "" }
 
     static func defaultMAC(for name: String) -> String {
         let h = fnv1a64("ztap-mac:" + name)
@@ -166,7 +187,7 @@ public struct NetworkConfig: Equatable, Sendable {
         return out
     }
 
-    static let sectionNames = ["Network", "Stack", "Access"]
+    static let sectionNames = ["Network", "VXLAN", "Stack", "Access"]
 
     // MARK: - Cross-key checks
 
@@ -196,11 +217,14 @@ public struct NetworkConfig: Equatable, Sendable {
             throw ConfigError(file: file, line: lines.first("Bridge"),
                               message: "invalid Bridge=\(bridge): that is this network's own interface name")
         }
+        try checkVXLAN(file: file, lines: lines)
     }
 
     // MARK: - Keys
 
-    static let specs: [KeySpec<NetworkConfig>] = [
+    static let specs: [KeySpec<NetworkConfig>] = baseSpecs + vxlanSpecs
+
+    static let baseSpecs: [KeySpec<NetworkConfig>] = [
         KeySpec(section: "Network", key: "Interface", arity: .single,
                 help: "TAP interface name (1-15 of [A-Za-z0-9_.-]); default zt-NAME",
                 apply: { (c, v) throws(Reason) in

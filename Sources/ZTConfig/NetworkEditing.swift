@@ -135,12 +135,14 @@ public enum NetworkConfigEditor {
 public enum NetworkDirectory {
     /// Loads every `*.conf` (sorted by name; hidden files and non-regular files skipped). Each
     /// bad file gives one error and never hides the others. A second network resolving to an
-    /// interface name already used by an earlier file is an error for the later file. A missing
-    /// directory means no networks.
+    /// interface name already used by an earlier file (its TAP, or with [VXLAN] its bridge and
+    /// VXLAN device), or to the same VXLAN segment (VNI, port, address family), is an error for the
+    /// later file. A missing directory means no networks.
     public static func load(directory: String) -> (networks: [NetworkConfig], errors: [ConfigError]) {
         var networks: [NetworkConfig] = []
         var errors: [ConfigError] = []
         var interfaces: [String: String] = [:]  // interface -> file that claimed it
+        var segments: [String: String] = [:]    // "VNI port family" -> file that claimed it
         let names: [String]
         do {
             guard let list = try FileIO.listDirectory(directory) else { return ([], []) }
@@ -153,11 +155,21 @@ public enum NetworkDirectory {
             guard FileIO.isRegularFile(path) else { continue }
             do {
                 let config = try NetworkConfig.load(path: path)
-                if let other = interfaces[config.effectiveInterface] {
-                    errors.append(ConfigError(file: path, message: "interface \(config.effectiveInterface) is already used by \(other)"))
+                if let (name, other) = config.claimedInterfaces.lazy.compactMap({ n in interfaces[n].map { (n, $0) } }).first {
+                    errors.append(ConfigError(file: path, message: "interface \(name) is already used by \(other)"))
                     continue
                 }
-                interfaces[config.effectiveInterface] = path
+                if let v = config.vxlan {
+                    // The kernel allows one VXLAN device per VNI, port and address family.
+                    let key = "\(v.vni) \(v.destinationPort) \(v.local.family)"
+                    if let other = segments[key] {
+                        errors.append(ConfigError(file: path, message: "VNI=\(v.vni) on port \(v.destinationPort) is already "
+                                                      + "used by \(other) (one VXLAN device per VNI and port)"))
+                        continue
+                    }
+                    segments[key] = path
+                }
+                for n in config.claimedInterfaces { interfaces[n] = path }
                 networks.append(config)
             } catch {
                 errors.append(error)

@@ -16,6 +16,18 @@ public struct JoinOptions: Codable, Sendable, Equatable {
     public var mac: String?
     public var interface: String?
     public var bridge: String?
+    /// [VXLAN] of a new file; nil: none.
+    public var vxlan: VXLANJoinOptions?
+    public init() {}
+}
+
+/// `ztctl join --vxlan VNI --local IP --remote IP...`: written as the [VXLAN] section.
+public struct VXLANJoinOptions: Codable, Sendable, Equatable {
+    public var vni: Int?
+    public var local: String?
+    public var remotes: [String] = []
+    public var destinationPort: Int?
+    public var device: String?
     public init() {}
 }
 

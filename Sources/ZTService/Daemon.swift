@@ -59,6 +59,8 @@ public final class Daemon: PhySocketHandler {
     var netlink: Netlink?
     /// ztapd.conf's ControlUsers=/ControlGroups= (root and ztapd's own user always).
     let controlAccess = AccessPolicy(AccessList())
+    /// Bridge + VXLAN device of each running [VXLAN] network (DaemonVXLAN.swift).
+    var fabrics: [String: VXLANFabric.Created] = [:]
 
     public init(options: DaemonOptions, logger: Logger) {
         self.options = options
@@ -144,6 +146,7 @@ public final class Daemon: PhySocketHandler {
                 logger.info("network \(n.config.name) up", metadata: ["interface": "\(n.interfaceName)"])
             } catch {
                 n.stop()
+                removeFabric(n.config.name)
                 failed[n.config.name] = (n.config, error.message)
                 logger.error("network \(n.config.name) failed: \(error)")
             }
@@ -234,7 +237,10 @@ public final class Daemon: PhySocketHandler {
     func shutdown() {
         logger.info("shutting down")
         _ = cshim_sd_notify("STOPPING=1")
-        for (_, n) in networks { n.stop() }
+        for (name, n) in networks {
+            n.stop()
+            removeFabric(name)
+        }
         networks.removeAll()
         loop?.closeAll()
         unlink(controlPath)
@@ -242,8 +248,9 @@ public final class Daemon: PhySocketHandler {
 
     // MARK: - Networks
 
-    /// Opens and configures the TAP of `config` (MAC -> MTU -> addresses -> bridge -> up).
-    /// Every failure undoes what was done.
+    /// Opens and configures the TAP of `config` (MAC -> MTU -> addresses -> bridge -> up); with
+    /// [VXLAN], first makes the bridge + VXLAN device the TAP joins, which then hold
+    /// KernelAddress=. Every failure undoes what was done.
     func prepare(_ config: NetworkConfig) throws(ServiceError) -> Network {
         guard let netlink else { throw ServiceError("netlink unavailable") }
         let ifname = config.effectiveInterface
@@ -259,14 +266,24 @@ public final class Daemon: PhySocketHandler {
         } catch {
             throw ServiceError("open TAP \(ifname): \(error)", errno: error.errno)
         }
+        var fabric: VXLANFabric.Created?
+        if config.vxlan != nil {
+            do { fabric = try makeFabric(config, using: netlink) } catch {
+                tap.close()
+                throw error
+            }
+        }
         let setup = InterfaceSetup(name: tap.name, mac: config.effectiveMAC, mtu: config.mtu,
-                                   kernelAddresses: config.kernelAddresses.map(\.description), bridge: config.bridge)
+                                   kernelAddresses: fabric == nil ? config.kernelAddresses.map(\.description) : [],
+                                   bridge: fabric?.fabric.bridge ?? config.bridge)
         do {
             try setup.apply(using: netlink)
         } catch {
             tap.close()
+            if let fabric { VXLANFabric.remove(fabric, using: netlink) }
             throw ServiceError("\(error)", errno: error.errno)
         }
+        fabrics[config.name] = fabric
         return Network(config: config, tap: tap)
     }
 
@@ -276,6 +293,7 @@ public final class Daemon: PhySocketHandler {
             try n.start(logger: logger, runDir: options.runDir)
         } catch {
             n.stop()
+            removeFabric(config.name)
             throw error
         }
         networks[config.name] = n
@@ -286,27 +304,32 @@ public final class Daemon: PhySocketHandler {
     func takeDown(_ name: String) {
         guard let n = networks.removeValue(forKey: name) else { return }
         n.stop()
+        removeFabric(name)
         logger.info("network \(name) down", metadata: ["interface": "\(n.interfaceName)"])
     }
 
     /// Applies a config change to a running network: live where the kernel and stack allow it,
-    /// by a restart of the network where they do not (interface name, MAC, bridge).
+    /// by a restart of the network where they do not (interface name, MAC, bridge, the VXLAN
+    /// device's identity). Remote= changes only FDB entries.
     func applyChange(from old: NetworkConfig, to new: NetworkConfig) throws(ServiceError) {
         guard let n = networks[new.name], let netlink else {
             try bringUp(new)
             return
         }
-        if old.effectiveInterface != new.effectiveInterface || old.effectiveMAC != new.effectiveMAC || old.bridge != new.bridge {
+        if old.effectiveInterface != new.effectiveInterface || old.effectiveMAC != new.effectiveMAC || old.bridge != new.bridge
+            || !Self.sameSegment(old, new) {
             takeDown(new.name)
             try bringUp(new)
             return
         }
-        let ifname = n.interfaceName
+        let live = liveInterfaces(of: new.name, tap: n.interfaceName)
+        if old.mtu != new.mtu { try checkUnderlayMTU(new, using: netlink) }
         do {
-            if old.mtu != new.mtu { try netlink.setMTU(interface: ifname, mtu: new.mtu) }
+            if old.mtu != new.mtu { for i in live.mtu { try netlink.setMTU(interface: i, mtu: new.mtu) } }
             let oldK = Set(old.kernelAddresses.map(\.description)), newK = Set(new.kernelAddresses.map(\.description))
-            for a in oldK.subtracting(newK).sorted() { try netlink.removeAddress(interface: ifname, address: a) }
-            for a in newK.subtracting(oldK).sorted() { try netlink.addAddress(interface: ifname, address: a) }
+            for a in oldK.subtracting(newK).sorted() { try netlink.removeAddress(interface: live.addresses, address: a) }
+            for a in newK.subtracting(oldK).sorted() { try netlink.addAddress(interface: live.addresses, address: a) }
+            try applyRemotes(of: new, using: netlink)
         } catch {
             throw ServiceError("\(error)", errno: error.errno)
         }

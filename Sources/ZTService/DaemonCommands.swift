@@ -47,7 +47,7 @@ extension Daemon {
             let c = n.config
             var s = NetworkStatus(name: name, state: .up, interface: n.interfaceName, mac: c.effectiveMAC, mtu: c.mtu,
                                   addresses: c.addresses.map(\.description), kernelAddresses: c.kernelAddresses.map(\.description),
-                                  bridge: c.bridge, services: c.services.map(\.rawValue), error: nil)
+                                  bridge: c.vxlan?.bridgeInterface ?? c.bridge, services: c.services.map(\.rawValue), error: nil)
             if let st = n.ask({ .stats($0) }) {
                 s.framesIn = st.framesIn
                 s.framesOut = st.framesOut
@@ -108,6 +108,13 @@ extension Daemon {
             if let m = o.mac { doc.set(section: "Network", key: "MACAddress", values: [m]) }
             if let i = o.interface { doc.set(section: "Network", key: "Interface", values: [i]) }
             if let b = o.bridge { doc.set(section: "Network", key: "Bridge", values: [b]) }
+            if let v = o.vxlan {
+                if let n = v.vni { doc.set(section: "VXLAN", key: "VNI", values: [String(n)]) }
+                if let l = v.local { doc.set(section: "VXLAN", key: "Local", values: [l]) }
+                if !v.remotes.isEmpty { doc.set(section: "VXLAN", key: "Remote", values: v.remotes) }
+                if let p = v.destinationPort { doc.set(section: "VXLAN", key: "DestinationPort", values: [String(p)]) }
+                if let d = v.device { doc.set(section: "VXLAN", key: "Device", values: [d]) }
+            }
             text = doc.render()
             do { c = try NetworkConfig.parse(text: text, name: name, file: file) } catch {
                 return .failure("\(error)", errno: EINVAL)

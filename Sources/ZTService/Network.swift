@@ -21,7 +21,7 @@ final class Network {
     init(config: NetworkConfig, tap: TapDevice) {
         self.config = config
         self.tap = tap
-        stackMAC = Network.stackMAC(for: config.name)
+        stackMAC = Network.stackMAC(for: config.name + config.hostSalt)  // per host with [VXLAN]
     }
 
     /// The stack is its own host on the segment, so it needs a MAC distinct from the TAP's:

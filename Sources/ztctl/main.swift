@@ -123,11 +123,28 @@ struct Join: ParsableCommand {
     @Option(help: "MAC address of the TAP interface.") var mac: String?
     @Option(help: "Interface name (at most 15 characters).") var interface: String?
     @Option(help: "Existing Linux bridge to enslave the TAP into.") var bridge: String?
+    @Option(help: "Span hosts over the kernel's VXLAN with this VNI (0-16777215): writes [VXLAN] (docs/MULTIHOST.md).")
+    var vxlan: Int?
+    @Option(help: "With --vxlan: this host's underlay address.") var local: String?
+    @Option(name: .customLong("remote"), parsing: .upToNextOption,
+            help: "With --vxlan: underlay address of every other host (one or more, repeatable).")
+    var remotes: [String] = []
+    @Option(name: .customLong("vxlan-port"), help: "With --vxlan: UDP destination port (default 4789).") var vxlanPort: Int?
+    @Option(name: .customLong("underlay-device"), help: "With --vxlan: underlay device, like eth0 or wg0 (Device=).")
+    var underlayDevice: String?
     func run() throws {
         var req = ControlRequest(command: .join, name: name)
         var o = JoinOptions()
         o.addresses = addresses; o.kernelAddresses = kernelAddresses; o.mtu = mtu; o.mac = mac
         o.interface = interface; o.bridge = bridge
+        if vxlan != nil || local != nil || !remotes.isEmpty || vxlanPort != nil || underlayDevice != nil {
+            guard vxlan != nil, local != nil else {
+                throw ValidationError("--local, --remote, --vxlan-port and --underlay-device need --vxlan VNI and --local IP")
+            }
+            var v = VXLANJoinOptions()
+            v.vni = vxlan; v.local = local; v.remotes = remotes; v.destinationPort = vxlanPort; v.device = underlayDevice
+            o.vxlan = v
+        }
         req.join = o
         try perform(req, g) { r in
             guard let n = r.networks?.first else { return "joined \(name)" }
@@ -162,7 +179,7 @@ struct Get: ParsableCommand {
 struct Set: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Edit keys of a network's file in place (comments kept) and apply them live.",
-        discussion: "MTU and addresses apply live; interface, MAC and bridge restart the network. An unknown key or invalid value changes nothing.")
+        discussion: "MTU, addresses and VXLAN Remote= apply live; interface, MAC, bridge and the other [VXLAN] keys restart the network. An unknown key or invalid value changes nothing.")
     @OptionGroup var g: GlobalOptions
     @Argument(help: "Network name.") var name: String
     @Argument(help: "KEY=VALUE assignments.") var assignments: [String]

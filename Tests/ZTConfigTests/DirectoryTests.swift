@@ -50,12 +50,20 @@ import Testing
         for k in NetworkKeys.all {
             #expect(text.contains("\n\(k.key)=") || text.contains("\n#\(k.key)="), "\(k.key) documented")
         }
-        // Uncommenting every example line gives a valid file too.
-        let uncommented = text.replacingOccurrences(of: "\n#Gateway", with: "\nGateway")
-            .split(separator: "\n", omittingEmptySubsequences: false)
-            .map { $0.hasPrefix("#") && $0.contains("=") && !$0.contains(" ") ? String($0.dropFirst()) : String($0) }
-            .joined(separator: "\n")
+        // Uncommenting every example line gives a valid file too: once with Bridge= and without
+        // the [VXLAN] block at the end (they exclude each other), once the other way round.
+        let parts = text.components(separatedBy: "\n#[VXLAN]\n")
+        #expect(parts.count == 2, "the example ends with a commented [VXLAN] section")
+        func uncomment(_ s: String) -> String {
+            s.split(separator: "\n", omittingEmptySubsequences: false)
+                .map { $0.hasPrefix("#") && $0.contains("=") && !$0.contains(" ") ? String($0.dropFirst()) : String($0) }
+                .joined(separator: "\n")
+        }
+        let uncommented = uncomment(parts[0].replacingOccurrences(of: "\n#Gateway", with: "\nGateway"))
         let full = try NetworkConfig.parse(text: uncommented, name: "example", file: "example.conf")
         #expect(full.gateway == "10.200.0.1" && full.bridge == "br0" && full.allowUsers == ["alice"])
+        let multihost = parts[0] + "\n[VXLAN]\n" + uncomment(parts.last ?? "")
+        let mh = try NetworkConfig.parse(text: multihost, name: "example", file: "example.conf")
+        #expect(mh.vxlan?.vni == 4242 && mh.vxlan?.remotes.count == 2 && mh.vxlan?.device == "eth0")
     }
 }
