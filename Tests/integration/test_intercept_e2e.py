@@ -527,6 +527,42 @@ def test_user_not_in_access_gets_eacces(env):
     assert denied.stdout.strip() == "ERRNO EACCES", denied.stdout + denied.stderr
 
 
+def test_holding_the_fd_is_the_capability(env):
+    """A root master's socket used by a worker that dropped to a user outside [Access] (nginx,
+    postgres, sshd): options, names and data on the held socket work; new presence is refused."""
+    env.peer("echo", 9000)
+    code = textwrap.dedent(f"""
+        import errno, os, pwd, socket
+        s = socket.socket()
+        s.connect(("{KERNEL}", 9000))
+        l = socket.socket()
+        l.bind(("{STACK}", 0))
+        l.listen(4)
+        pid = os.fork()
+        if pid == 0:
+            os.setgid(pwd.getpwnam("daemon").pw_gid); os.setuid(pwd.getpwnam("daemon").pw_uid)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            print("NODELAY", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            print("NAME", s.getsockname()[0], s.getpeername())
+            s.sendall(b"held"); print("ECHO", s.recv(4))
+            print("LISTENER", l.getsockname()[0], l.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+            n = socket.socket()
+            try:
+                n.connect(("{KERNEL}", 9000)); print("NEW CONNECTED")
+            except OSError as e:
+                print("NEW", errno.errorcode.get(e.errno, e.errno))
+            os._exit(0)
+        os.waitpid(pid, 0)
+        """)
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    out = env.run(py, "-c", code, timeout=60).stdout.split("\n")
+    assert "NODELAY 1" in out, out
+    assert f"NAME {STACK} ('{KERNEL}', 9000)" in out, out
+    assert "ECHO b'held'" in out, out
+    assert f"LISTENER {STACK} 1" in out, out
+    assert "NEW EACCES" in out, out
+
+
 def test_exit_status_passes_through(env):
     assert env.run("sh", "-c", "exit 7", check=False).returncode == 7
     assert env.run("/nonexistent-program", check=False).returncode == 127

@@ -122,15 +122,24 @@ final class InterceptHub {
             }
             return nil
         }
+        // Checked per request: a user outside [Access] may still use sockets it holds.
         let allowed = access.permits(uid: uid, gid: gid)
-        if !allowed {
-            logger.notice("rpc: refusing uid \(uid) (pid \(pid)): not in [Access]", metadata: ["network": "\(network)"])
-        }
         peerCount += 1
         peersByUID[uid, default: 0] += 1
         let now = Self.now()
         if nextIdleScan == nil { nextIdleScan = now + peerIdle }
         return .rpc(RPCPeer(pid: pid, uid: uid, gid: gid, allowed: allowed, opened: now))
+    }
+
+    private var refusedRequests: UInt64 = 0
+
+    /// One log line for the 1st, 2nd, 4th, 8th... refusal: a loop of refused calls must not
+    /// flood the journal.
+    private func logNotInAccess(_ peer: RPCPeer) {
+        refusedRequests &+= 1
+        guard refusedRequests & (refusedRequests &- 1) == 0 else { return }
+        logger.notice("rpc: refusing uid \(peer.uid) (pid \(peer.pid)): not in [Access] (\(refusedRequests) refusals so far)",
+                      metadata: ["network": "\(network)"])
     }
 
     func peerClosed(_ peer: RPCPeer) {
@@ -174,7 +183,8 @@ final class InterceptHub {
             call = RPCCall(socket: socket, peer: peer, header: h, fds: call.fds)
             request = r
         }
-        guard peer.allowed else {
+        guard peer.allowed || !request.createsPresence else {
+            logNotInAccess(peer)
             replier.fail(socket, call.header, EACCES)
             return
         }

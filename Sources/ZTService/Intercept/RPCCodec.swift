@@ -24,8 +24,18 @@ enum RPCRequest {
     case getsockopt(ztrpc_sockopt)
     case setsockopt(ztrpc_sockopt)
     case getname
-    /// An op this daemon does not know (answered EOPNOTSUPP once the peer is authorized).
+    /// An op this daemon does not know (answered EOPNOTSUPP).
     case unknown(UInt16)
+
+    /// Whether the request creates presence on the network (a new socket, an address, a
+    /// destination): what `[Access]` decides. Everything else acts on a socket the caller
+    /// already holds, and holding the fd is the permission, as in the kernel.
+    var createsPresence: Bool {
+        switch self {
+        case .connect, .bind, .udpOpen, .listen: true
+        case .getsockopt, .setsockopt, .getname, .unknown: false
+        }
+    }
 }
 
 /// What a reply carries after its header.

@@ -36,9 +36,11 @@ extension TCPBridge {
                     appEOF(c, d)
                     return
                 case .processed(let n):
+                    // Read on after a short read too: if the app wrote its last bytes and
+                    // closed, the EOF is seen now and the FIN leaves with those bytes, as on
+                    // Linux, instead of a wake-up later (the peer would close first).
                     stack.tcp.commitSend(h, n)
                     c.bytesOut &+= UInt64(n)
-                    if n < a.count + b.count { resumeReading(c, d); return }
                 case .wouldBlock:
                     resumeReading(c, d)
                     return
