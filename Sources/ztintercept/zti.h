@@ -23,8 +23,11 @@
 
 #define ZTI_EXPORT __attribute__((visibility("default")))
 
-/* Highest fd number + 1 the table tracks. Sockets on higher fds stay on the kernel (documented). */
-#define ZTI_MAX_FDS 65536
+/* The fd table: fds below ZTI_STATIC_FDS live in a static array (no allocation, the common case);
+ * higher fds up to ZTI_MAX_FDS in chunks of ZTI_CHUNK_FDS mapped on first use (mmap: no malloc). */
+#define ZTI_STATIC_FDS 65536
+#define ZTI_CHUNK_FDS 4096
+#define ZTI_MAX_FDS (1 << 20) /* Linux's default fs.nr_open */
 /* Most CIDRs taken from ZTAP_ROUTES. */
 #define ZTI_MAX_ROUTES 64
 
@@ -39,8 +42,8 @@ enum zti_kind {
     ZTI_NOTZTAP = 6,   /* AF_UNIX socket ztapd said is not its own (negative cache) */
 };
 
-#define ZTI_SHUT_RD 1
-#define ZTI_SHUT_WR 2
+#define ZTI_SHUT_RD ZTRPC_SHUT_RD
+#define ZTI_SHUT_WR ZTRPC_SHUT_WR
 
 /* One fd's cached state; valid only while (dev, ino) match fstat(fd). */
 struct zti_ent {
@@ -83,6 +86,7 @@ struct zti_real {
     int (*dup)(int);
     int (*dup2)(int, int);
     int (*dup3)(int, int, int);
+    int (*fcntl)(int, int, ...);
     long (*syscall)(long, ...);
 };
 extern struct zti_real zti_real;
@@ -152,10 +156,13 @@ int zti_dest_selected(uint32_t addr_be);
 int zti_bind_selected(uint32_t addr_be);
 
 /* fd table. zti_hot mirrors each entry's kind for a one-byte check on the data path. */
-extern _Atomic uint8_t zti_hot[ZTI_MAX_FDS];
+extern _Atomic uint8_t zti_hot[ZTI_STATIC_FDS];
+int zti_hot_kind_ext(int fd);
 static inline int zti_hot_kind(int fd)
 {
-    return (unsigned)fd < ZTI_MAX_FDS ? atomic_load_explicit(&zti_hot[fd], memory_order_relaxed) : 0;
+    if (__builtin_expect((unsigned)fd < ZTI_STATIC_FDS, 1))
+        return atomic_load_explicit(&zti_hot[fd], memory_order_relaxed);
+    return zti_hot_kind_ext(fd);
 }
 /* Is this fd possibly an intercepted UDP socket (data-path calls must look closer)? */
 static inline int zti_maybe_udp(int fd)
@@ -174,6 +181,11 @@ int zti_table_get(int fd, struct zti_ent *out);
 void zti_table_put(int fd, const struct zti_ent *ent);
 void zti_table_clear(int fd);
 void zti_table_scan_inherited(void);
+/* Copies oldfd's entry to newfd (dup and friends), or clears newfd's. */
+void zti_copy_entry(int oldfd, int newfd);
+/* An AF_UNIX fd arrived from elsewhere (SCM_RIGHTS): if it could be a ztap socket, mark it
+ * "unknown" so the first call that needs to know asks ztapd. */
+void zti_note_foreign_fd(int fd);
 
 /* Resolves what an fd is. query: allowed to ask ztapd about AF_UNIX fds it does not know.
  * Returns the kind (ZTI_TCP/ZTI_LISTEN/ZTI_UDP for ztap sockets, ZTI_INET for a kernel AF_INET

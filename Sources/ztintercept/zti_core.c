@@ -48,6 +48,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -62,8 +64,59 @@ struct zti_slot {
     atomic_uint seq;
     struct zti_ent e;
 };
-static struct zti_slot zti_table[ZTI_MAX_FDS];
-_Atomic uint8_t zti_hot[ZTI_MAX_FDS];
+static struct zti_slot zti_table[ZTI_STATIC_FDS];
+_Atomic uint8_t zti_hot[ZTI_STATIC_FDS];
+
+/* fds from ZTI_STATIC_FDS up: chunks mapped on first write, never unmapped. */
+struct zti_chunk {
+    struct zti_slot slot[ZTI_CHUNK_FDS];
+    _Atomic uint8_t hot[ZTI_CHUNK_FDS];
+};
+#define ZTI_NCHUNKS ((ZTI_MAX_FDS - ZTI_STATIC_FDS) / ZTI_CHUNK_FDS)
+static struct zti_chunk *_Atomic zti_chunks[ZTI_NCHUNKS];
+
+static struct zti_chunk *zti_chunk_of(int fd, int create)
+{
+    unsigned i = ((unsigned)fd - ZTI_STATIC_FDS) / ZTI_CHUNK_FDS;
+    struct zti_chunk *c = atomic_load_explicit(&zti_chunks[i], memory_order_acquire);
+    if (c || !create)
+        return c;
+    void *m = mmap(NULL, sizeof *c, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    struct zti_chunk *expected = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&zti_chunks[i], &expected, (struct zti_chunk *)m,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        munmap(m, sizeof *c); /* another thread mapped it first */
+        return expected;
+    }
+    return (struct zti_chunk *)m;
+}
+
+/* The slot and hot byte of fd (NULL: beyond the table, or not mapped and !create). */
+static struct zti_slot *zti_slot_of(int fd, int create, _Atomic uint8_t **hot)
+{
+    if ((unsigned)fd < ZTI_STATIC_FDS) {
+        *hot = &zti_hot[fd];
+        return &zti_table[fd];
+    }
+    if ((unsigned)fd >= ZTI_MAX_FDS)
+        return NULL;
+    struct zti_chunk *c = zti_chunk_of(fd, create);
+    if (!c)
+        return NULL;
+    unsigned j = ((unsigned)fd - ZTI_STATIC_FDS) % ZTI_CHUNK_FDS;
+    *hot = &c->hot[j];
+    return &c->slot[j];
+}
+
+int zti_hot_kind_ext(int fd)
+{
+    _Atomic uint8_t *hot;
+    if (!zti_slot_of(fd, 0, &hot))
+        return ZTI_NONE;
+    return atomic_load_explicit(hot, memory_order_relaxed);
+}
 /* A writer holds a slot for one memcpy. Waiters spin briefly, then yield the CPU (the writer may
  * be preempted); after this many rounds (seconds) the writer is taken to be the code a signal
  * handler interrupted, which will never finish while the handler waits. */
@@ -118,6 +171,7 @@ void zti_resolve(void)
     ZTI_RESOLVE(dup, "dup");
     ZTI_RESOLVE(dup2, "dup2");
     ZTI_RESOLVE(dup3, "dup3");
+    ZTI_RESOLVE(fcntl, "fcntl");
     ZTI_RESOLVE(syscall, "syscall");
     atomic_store_explicit(&zti_ready, 1, memory_order_release);
 }
@@ -345,11 +399,12 @@ int zti_bind_selected(uint32_t addr_be)
  */
 int zti_table_get(int fd, struct zti_ent *out)
 {
-    if ((unsigned)fd >= ZTI_MAX_FDS) {
+    _Atomic uint8_t *hot;
+    struct zti_slot *s = zti_slot_of(fd, 0, &hot);
+    if (!s) {
         memset(out, 0, sizeof *out);
         return ZTI_NONE;
     }
-    struct zti_slot *s = &zti_table[fd];
     for (unsigned spins = 0;; spins++) {
         unsigned a = atomic_load_explicit(&s->seq, memory_order_acquire);
         /* Bounded wait: a signal handler that interrupted a writer of this very slot would
@@ -371,14 +426,15 @@ int zti_table_get(int fd, struct zti_ent *out)
 
 /**
  * zti_table_put() - replace an fd's entry
- * @fd: file descriptor (ignored when >= ZTI_MAX_FDS)
+ * @fd: file descriptor (ignored when >= ZTI_MAX_FDS, or when no memory can be mapped for it)
  * @ent: new entry
  */
 void zti_table_put(int fd, const struct zti_ent *ent)
 {
-    if ((unsigned)fd >= ZTI_MAX_FDS)
+    _Atomic uint8_t *hot;
+    struct zti_slot *s = zti_slot_of(fd, ent->kind != ZTI_NONE, &hot);
+    if (!s)
         return;
-    struct zti_slot *s = &zti_table[fd];
     unsigned a;
     for (unsigned spins = 0;; spins++) {
         a = atomic_load_explicit(&s->seq, memory_order_relaxed);
@@ -394,7 +450,7 @@ void zti_table_put(int fd, const struct zti_ent *ent)
         zti_backoff(spins);
     }
     memcpy(&s->e, ent, sizeof *ent);
-    atomic_store_explicit(&zti_hot[fd], ent->kind, memory_order_relaxed);
+    atomic_store_explicit(hot, ent->kind, memory_order_relaxed);
     /* a + 2 would be 0 after wrap-around; 0 means "never written", so skip it. */
     unsigned next = a + 2;
     if (next == 0)
@@ -404,11 +460,37 @@ void zti_table_put(int fd, const struct zti_ent *ent)
 
 void zti_table_clear(int fd)
 {
-    if ((unsigned)fd >= ZTI_MAX_FDS || atomic_load_explicit(&zti_table[fd].seq, memory_order_relaxed) == 0)
+    _Atomic uint8_t *hot;
+    struct zti_slot *s = zti_slot_of(fd, 0, &hot);
+    if (!s || atomic_load_explicit(&s->seq, memory_order_relaxed) == 0)
         return;
     struct zti_ent e;
     memset(&e, 0, sizeof e);
     zti_table_put(fd, &e);
+}
+
+/* A writer of a slot that was interrupted by fork() in another thread never finishes in the child:
+ * its slot would stay odd, and every later call on that fd would wait out the spin limit and see
+ * "nothing known". In the child, such slots are cleared (the next call asks ztapd again). */
+static void zti_reset_slot(struct zti_slot *s, _Atomic uint8_t *hot)
+{
+    unsigned a = atomic_load_explicit(&s->seq, memory_order_relaxed);
+    if (!(a & 1))
+        return;
+    memset(&s->e, 0, sizeof s->e);
+    atomic_store_explicit(hot, ZTI_NONE, memory_order_relaxed);
+    atomic_store_explicit(&s->seq, a + 1 ? a + 1 : 2, memory_order_release);
+}
+
+static void zti_atfork_child(void)
+{
+    for (unsigned fd = 0; fd < ZTI_STATIC_FDS; fd++)
+        zti_reset_slot(&zti_table[fd], &zti_hot[fd]);
+    for (unsigned i = 0; i < ZTI_NCHUNKS; i++) {
+        struct zti_chunk *c = atomic_load_explicit(&zti_chunks[i], memory_order_acquire);
+        for (unsigned j = 0; c && j < ZTI_CHUNK_FDS; j++)
+            zti_reset_slot(&c->slot[j], &c->hot[j]);
+    }
 }
 
 /* Could this AF_UNIX socket be a ztap socket? Both ends unnamed (a socketpair), stream or
@@ -475,6 +557,32 @@ void zti_table_scan_inherited(void)
     close(dfd);
 }
 
+void zti_copy_entry(int oldfd, int newfd)
+{
+    struct zti_ent e;
+    if (zti_table_get(oldfd, &e) != ZTI_NONE)
+        zti_table_put(newfd, &e);
+    else if (zti_hot_kind(newfd) != ZTI_NONE)
+        zti_table_clear(newfd);
+}
+
+void zti_note_foreign_fd(int fd)
+{
+    int saved = errno;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && zti_unix_candidate(fd)) {
+        struct zti_ent e;
+        memset(&e, 0, sizeof e);
+        e.kind = ZTI_UNKNOWN;
+        e.dev = st.st_dev;
+        e.ino = st.st_ino;
+        zti_table_put(fd, &e);
+    } else if (zti_hot_kind(fd) != ZTI_NONE) {
+        zti_table_clear(fd);
+    }
+    errno = saved;
+}
+
 /**
  * zti_ent_from_info() - build a table entry from a ztapd sockinfo
  * @e: entry to fill
@@ -492,6 +600,7 @@ void zti_ent_from_info(struct zti_ent *e, int kind, const struct ztrpc_sockinfo 
     e->backlog = si->backlog;
     e->local = si->local;
     e->peer = si->peer;
+    e->shut = (uint8_t)(si->shut & (ZTRPC_SHUT_RD | ZTRPC_SHUT_WR));
     if (fstat(fd, &st) == 0) {
         e->dev = st.st_dev;
         e->ino = st.st_ino;
@@ -599,12 +708,12 @@ int zti_close(int fd)
  */
 int zti_install(int fd, int newfd)
 {
-    int fl = fcntl(fd, F_GETFL);
-    int fdfl = fcntl(fd, F_GETFD);
+    int fl = zti_real.fcntl(fd, F_GETFL);
+    int fdfl = zti_real.fcntl(fd, F_GETFD);
     if (fl < 0 || fdfl < 0)
         return -errno;
-    int nfl = fcntl(newfd, F_GETFL);
-    if (nfl < 0 || fcntl(newfd, F_SETFL, (nfl & ~O_NONBLOCK) | (fl & O_NONBLOCK)) < 0)
+    int nfl = zti_real.fcntl(newfd, F_GETFL);
+    if (nfl < 0 || zti_real.fcntl(newfd, F_SETFL, (nfl & ~O_NONBLOCK) | (fl & O_NONBLOCK)) < 0)
         return -errno;
     /* Options that act on the fd's own reads and writes (SO_RCVTIMEO and friends) were set on the
      * kernel socket; the app expects them to keep working on the replacement. Best effort. */
@@ -674,7 +783,9 @@ __attribute__((constructor)) static void zti_ctor(void)
     int saved = errno;
     zti_resolve();
     zti_read_config();
-    if (zti_cfg.enabled)
+    if (zti_cfg.enabled) {
         zti_table_scan_inherited();
+        (void)pthread_atfork(NULL, NULL, zti_atfork_child);
+    }
     errno = saved;
 }

@@ -17,6 +17,9 @@
 
 static atomic_uint zti_next_id;
 
+/* How long reaching ztapd's listener may take when its backlog is full. */
+#define ZTI_CONNECT_WAIT_MS 5000
+
 static long zti_now_ms(void)
 {
     struct timespec ts;
@@ -60,15 +63,23 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
         goto out;
     }
 
-    s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    /* Non-blocking: a full listen backlog (a storm of requests) makes a blocking unix connect
+     * wait without limit; here it is retried within the request's time limit instead. */
+    s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (s < 0) {
         *err = errno;
         goto out;
     }
+    long connect_deadline = zti_now_ms() + (timeout_ms >= 0 && timeout_ms < ZTI_CONNECT_WAIT_MS
+                                                ? timeout_ms : ZTI_CONNECT_WAIT_MS);
     while (zti_real.connect(s, (const struct sockaddr *)&zti_cfg.rpc_addr, zti_cfg.rpc_addr_len) < 0) {
         if (errno == EINTR)
             continue;
-        *err = errno;
+        if (errno == EAGAIN && zti_now_ms() < connect_deadline) {
+            (void)poll(NULL, 0, 1); /* the daemon is accepting: try again in a millisecond */
+            continue;
+        }
+        *err = errno == EAGAIN ? ETIMEDOUT : errno;
         if (!(flags & ZTI_RPC_QUIET))
             zti_log_unreachable(errno);
         goto out;
@@ -108,6 +119,11 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
     while (zti_real.sendmsg(s, &mh, MSG_NOSIGNAL) < 0) {
         if (errno == EINTR)
             continue;
+        if (errno == EAGAIN && zti_now_ms() < connect_deadline) {
+            struct pollfd pw = { .fd = s, .events = POLLOUT };
+            (void)poll(&pw, 1, 1);
+            continue;
+        }
         *err = errno;
         zti_log("sending a request to ztapd failed, errno ", NULL, NULL, errno, NULL);
         goto out;

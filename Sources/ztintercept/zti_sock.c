@@ -69,6 +69,21 @@ static struct ztrpc_addr zti_addr_of(const struct sockaddr_in *sin)
     return a;
 }
 
+/* How long a blocking TCP connect waits: SO_SNDTIMEO if set (then EINPROGRESS), like the
+ * kernel, else until ztapd's own connect timeout. */
+static int zti_connect_timeout(int fd, int *sndtimeo_set)
+{
+    struct timeval tv;
+    socklen_t l = sizeof tv;
+    *sndtimeo_set = 0;
+    if (zti_real.getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &l) == 0 && (tv.tv_sec || tv.tv_usec)) {
+        long ms = (long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+        *sndtimeo_set = 1;
+        return ms > ZTI_LONG_WAIT_MS ? ZTI_LONG_WAIT_MS : (int)(ms ? ms : 1);
+    }
+    return ZTI_LONG_WAIT_MS;
+}
+
 static int zti_fail(int err)
 {
     errno = err;
@@ -152,7 +167,7 @@ static void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr
 static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
                       const struct ztrpc_sockopts *opts, struct zti_ent *e, int down)
 {
-    int fl = fcntl(fd, F_GETFL);
+    int fl = zti_real.fcntl(fd, F_GETFL);
     if (fl < 0)
         return -1;
     int nonblock = (fl & O_NONBLOCK) != 0;
@@ -171,18 +186,8 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
 
     int timeout = ZTI_SHORT_WAIT_MS;
     int sndtimeo_set = 0;
-    if (op == ZTRPC_OP_CONNECT && !nonblock && proto == IPPROTO_TCP) {
-        /* A blocking connect honours SO_SNDTIMEO like the kernel (then EINPROGRESS). */
-        struct timeval tv;
-        socklen_t l = sizeof tv;
-        timeout = ZTI_LONG_WAIT_MS;
-        if (zti_real.getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &l) == 0 &&
-            (tv.tv_sec || tv.tv_usec)) {
-            long ms = (long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-            timeout = ms > ZTI_LONG_WAIT_MS ? ZTI_LONG_WAIT_MS : (int)(ms ? ms : 1);
-            sndtimeo_set = 1;
-        }
-    }
+    if (op == ZTRPC_OP_CONNECT && !nonblock && proto == IPPROTO_TCP)
+        timeout = zti_connect_timeout(fd, &sndtimeo_set);
 
     if (op == ZTRPC_OP_CONNECT && proto == IPPROTO_TCP && zti_plug(sv[0], &rq) < 0) {
         int e = errno;
@@ -313,7 +318,7 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
     if (zti_is_ztap(k)) {
         if (k == ZTI_LISTEN)
             return zti_fail(EISCONN);
-        int fl = fcntl(fd, F_GETFL);
+        int fl = zti_real.fcntl(fd, F_GETFL);
         int nonblock = fl >= 0 && (fl & O_NONBLOCK);
         struct ztrpc_sock_req rq;
         memset(&rq, 0, sizeof rq);
@@ -328,10 +333,19 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
         struct ztrpc_sockinfo si;
         int err;
         int blocking_tcp = !nonblock && k == ZTI_TCP;
-        if (zti_rpc(ZTRPC_OP_CONNECT, &rq, sizeof rq, &fd, 1, &rep, &si, sizeof si,
-                    blocking_tcp ? ZTI_LONG_WAIT_MS : ZTI_SHORT_WAIT_MS,
-                    blocking_tcp ? ZTI_RPC_INTERRUPTIBLE : 0, &err) < 0)
+        int sndtimeo_set = 0;
+        int timeout = blocking_tcp ? zti_connect_timeout(fd, &sndtimeo_set) : ZTI_SHORT_WAIT_MS;
+        if (zti_rpc(ZTRPC_OP_CONNECT, &rq, sizeof rq, &fd, 1, &rep, &si, sizeof si, timeout,
+                    blocking_tcp ? ZTI_RPC_INTERRUPTIBLE : 0, &err) < 0) {
+            if (blocking_tcp && rq.filler && (err == EINTR || (err == ETIMEDOUT && sndtimeo_set))) {
+                /* Like the kernel: the connect goes on in the background (SO_ERROR, POLLOUT). */
+                e.state = ZTRPC_STATE_CONNECTING;
+                e.peer = rq.addr;
+                zti_table_put(fd, &e);
+                return zti_fail(err == EINTR ? EINTR : EINPROGRESS);
+            }
             return zti_fail(zti_down_errno(err, k == ZTI_UDP ? ENETUNREACH : ECONNREFUSED));
+        }
         if (rep.result == 0 || rep.err == EINPROGRESS) {
             uint8_t proto = e.proto;
             zti_ent_from_info(&e, k, &si, fd);
@@ -508,8 +522,8 @@ int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
         return zti_fail(ECONNABORTED);
     }
     if (flags & SOCK_NONBLOCK) {
-        int fl = fcntl(nfd, F_GETFL);
-        if (fl < 0 || fcntl(nfd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        int fl = zti_real.fcntl(nfd, F_GETFL);
+        if (fl < 0 || zti_real.fcntl(nfd, F_SETFL, fl | O_NONBLOCK) < 0) {
             int err = errno;
             zti_close(nfd);
             return zti_fail(err);
@@ -860,15 +874,6 @@ ZTI_EXPORT int setsockopt(int fd, int level, int name, const void *optval, sockl
  * dup family: copy the table entry so the new number is known at once (data path included).
  */
 
-static void zti_copy_entry(int oldfd, int newfd)
-{
-    struct zti_ent e;
-    if (zti_table_get(oldfd, &e) != ZTI_NONE)
-        zti_table_put(newfd, &e);
-    else if (zti_hot_kind(newfd) != ZTI_NONE)
-        zti_table_clear(newfd);
-}
-
 /** dup() - as dup(2); a ztap socket's copy is a ztap socket. */
 ZTI_EXPORT int dup(int oldfd)
 {
@@ -897,6 +902,37 @@ ZTI_EXPORT int dup3(int oldfd, int newfd, int flags)
     if (r >= 0)
         zti_copy_entry(oldfd, r);
     return r;
+}
+
+/**
+ * fcntl() - as fcntl(2); the copy made by F_DUPFD/F_DUPFD_CLOEXEC of a ztap socket is one too
+ * Return: as fcntl(2).
+ */
+ZTI_EXPORT int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    /* Every fcntl argument is an int, a long or a pointer: one register wide on Linux ABIs. */
+    long arg = va_arg(ap, long);
+    va_end(ap);
+    zti_init_real();
+    int r = zti_real.fcntl(fd, cmd, arg);
+    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && zti_cfg.enabled) {
+        int saved = errno;
+        zti_copy_entry(fd, r);
+        errno = saved;
+    }
+    return r;
+}
+
+/** fcntl64() - glibc's name for fcntl with 64-bit offsets (the same on 64-bit ABIs). */
+ZTI_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    long arg = va_arg(ap, long);
+    va_end(ap);
+    return fcntl(fd, cmd, arg);
 }
 
 /* Mark an AF_UNIX socket the app created itself as "not ztap", so that control calls on it never

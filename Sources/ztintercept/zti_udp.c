@@ -275,16 +275,22 @@ ZTI_EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flag
         return zti_real.sendmmsg(fd, vec, vlen, flags);
     /* Only the first message can turn the socket into a ztap socket; its answer decides. */
     unsigned int i;
+    int saved = errno;
     for (i = 0; i < vlen; i++) {
         ssize_t r = zti_send_common(fd, &vec[i].msg_hdr, flags);
         if (r == ZTI_PASS || r == ZTI_STRIP_ADDR) {
             if (i == 0)
                 return zti_real.sendmmsg(fd, vec, vlen, flags);
             int rest = zti_real.sendmmsg(fd, vec + i, vlen - i, flags);
+            errno = saved;
             return rest < 0 ? (int)i : (int)i + rest;
         }
-        if (r < 0)
-            return i ? (int)i : -1;
+        if (r < 0) {
+            if (!i)
+                return -1;
+            errno = saved; /* a partial batch is a success: errno untouched, as the kernel's */
+            return (int)i;
+        }
         vec[i].msg_len = (unsigned int)r;
     }
     return (int)i;
@@ -343,6 +349,25 @@ ZTI_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
     return zti_real.recv(fd, buf, len, flags);
 }
 
+/* fds received with SCM_RIGHTS may be ztap sockets the library has not seen (another process
+ * created them): mark them so the first call that needs to know asks ztapd. Costs nothing
+ * unless the message carried control data. */
+static void zti_note_received_fds(const struct msghdr *msg)
+{
+    if (!zti_cfg.enabled || !msg || !msg->msg_control || msg->msg_controllen < sizeof(struct cmsghdr))
+        return;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
+            continue;
+        size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+            zti_note_foreign_fd(fd);
+        }
+    }
+}
+
 /** recvmsg() - as recvmsg(2); on a ztap UDP socket msg_name is the real sender. */
 ZTI_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
@@ -352,7 +377,10 @@ ZTI_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
         if (r != ZTI_PASS)
             return r;
     }
-    return zti_real.recvmsg(fd, msg, flags);
+    ssize_t r = zti_real.recvmsg(fd, msg, flags);
+    if (r >= 0 && msg && msg->msg_controllen)
+        zti_note_received_fds(msg);
+    return r;
 }
 
 /** recvmmsg() - as recvmmsg(2) (timeout ignored on ztap sockets). */
@@ -361,14 +389,24 @@ ZTI_EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flag
 {
     zti_init_real();
     struct zti_ent e;
-    if (!vec || vlen == 0 || !zti_maybe_udp(fd) || zti_classify(fd, &e, 0) != ZTI_UDP)
-        return zti_real.recvmmsg(fd, vec, vlen, flags, timeout);
+    if (!vec || vlen == 0 || !zti_maybe_udp(fd) || zti_classify(fd, &e, 0) != ZTI_UDP) {
+        int r = zti_real.recvmmsg(fd, vec, vlen, flags, timeout);
+        for (int i = 0; i < r; i++)
+            if (vec[i].msg_hdr.msg_controllen)
+                zti_note_received_fds(&vec[i].msg_hdr);
+        return r;
+    }
     unsigned int i;
     int fl = flags & ~MSG_WAITFORONE;
+    int saved = errno;
     for (i = 0; i < vlen; i++) {
         ssize_t r = zti_udp_recvmsg(fd, &e, &vec[i].msg_hdr, fl);
-        if (r < 0)
-            return i ? (int)i : -1;
+        if (r < 0) {
+            if (!i)
+                return -1;
+            errno = saved; /* a partial batch is a success: errno untouched, as the kernel's */
+            return (int)i;
+        }
         vec[i].msg_len = (unsigned int)r;
         if (flags & MSG_WAITFORONE)
             fl |= MSG_DONTWAIT;
@@ -413,10 +451,25 @@ ZTI_EXPORT int shutdown(int fd, int how)
         errno = ENOTCONN;
         return -1;
     }
+    int saved = errno;
     if (how != SHUT_WR && zti_real.shutdown(fd, SHUT_RD) < 0)
         return -1;
-    e.shut |= (how == SHUT_RD ? ZTI_SHUT_RD : how == SHUT_WR ? ZTI_SHUT_WR : ZTI_SHUT_RD | ZTI_SHUT_WR);
+    uint8_t bits = how == SHUT_RD ? ZTI_SHUT_RD : how == SHUT_WR ? ZTI_SHUT_WR : ZTI_SHUT_RD | ZTI_SHUT_WR;
+    /* ztapd keeps it per socket, so dup/fork/exec copies see it (best effort: a ztapd that is
+     * gone has no socket left to shut down anyway). */
+    struct ztrpc_sockopt rq;
+    memset(&rq, 0, sizeof rq);
+    rq.level = ZTRPC_SOL_ZTAP;
+    rq.name = ZTRPC_ZT_SHUTDOWN;
+    rq.optlen = sizeof(int);
+    int v = bits;
+    memcpy(rq.value, &v, sizeof v);
+    struct ztrpc_rep_hdr rep;
+    int err;
+    (void)zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, NULL, 0, 10000, 0, &err);
+    e.shut |= bits;
     zti_table_put(fd, &e);
+    errno = saved;
     return 0;
 }
 

@@ -86,8 +86,9 @@ class Sock:
         self.done.set()
 
     def info(self):
-        return SOCKINFO.pack(self.proto, self.state, 0, self.backlog, pack_addr(*self.local),
-                             pack_addr(*self.peer))
+        shut = self.opts.get((0x7A74, 1), b"\0\0\0\0")   # ZTRPC_SOL_ZTAP / ZTRPC_ZT_SHUTDOWN
+        return SOCKINFO.pack(self.proto, self.state, struct.unpack("<i", shut[:4])[0] & 3, self.backlog,
+                             pack_addr(*self.local), pack_addr(*self.peer))
 
 
 class Fake:
@@ -422,6 +423,10 @@ class Fake:
             level, name, optlen, _, value = SOCKOPT.unpack(body[:32])
             entry.update(level=level, name=name, optlen=optlen)
             if op == OP_SETSOCKOPT:
+                if (level, name) == (0x7A74, 1):   # shutdown bits accumulate, as in ztapd
+                    old = struct.unpack("<i", so.opts.get((level, name), b"\0\0\0\0")[:4])[0]
+                    value = struct.pack("<i", old | struct.unpack("<i", value[:4])[0])
+                    optlen = 4
                 so.opts[(level, name)] = value[:optlen]
                 entry["value"] = value[:optlen].hex()
                 return 0, 0, b""

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -454,6 +455,160 @@ static int case_dup(void)
     return 0;
 }
 
+/* Copies of a ztap UDP socket the library did not make itself keep the datagram framing: one by
+ * fcntl(F_DUPFD), one received over SCM_RIGHTS, one on an fd number above 65535. */
+static int case_udp_copies(void)
+{
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in peer = sin_of("10.200.0.1", 53);
+    CHECK(connect(u, (struct sockaddr *)&peer, sizeof peer) == 0);
+    char buf[8];
+    int f = fcntl(u, F_DUPFD, 100);
+    CHECK(f >= 100);
+    CHECK(write(f, "fd", 2) == 2);
+    CHECK(read(f, buf, sizeof buf) == 2 && memcmp(buf, "fd", 2) == 0);
+
+    /* Passed over a unix socket: the receiver has never seen it. */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    union { struct cmsghdr align; char b[CMSG_SPACE(sizeof(int))]; } cb;
+    struct iovec iov = { "x", 1 };
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cb.b;
+    m.msg_controllen = sizeof cb.b;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &u, sizeof u);
+    CHECK(sendmsg(sv[0], &m, 0) == 1);
+    char one;
+    struct iovec riov = { &one, 1 };
+    memset(&m, 0, sizeof m);
+    memset(&cb, 0, sizeof cb);
+    m.msg_iov = &riov;
+    m.msg_iovlen = 1;
+    m.msg_control = cb.b;
+    m.msg_controllen = sizeof cb.b;
+    CHECK(recvmsg(sv[1], &m, 0) == 1);
+    int got;
+    memcpy(&got, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof got);
+    CHECK(write(got, "sc", 2) == 2);
+    CHECK(read(got, buf, sizeof buf) == 2 && memcmp(buf, "sc", 2) == 0);
+    close(got);
+    close(sv[0]);
+    close(sv[1]);
+
+    /* A high fd number (the table grows past 65536 entries). */
+    struct rlimit rl;
+    CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    if (rl.rlim_max > 70010) {
+        rl.rlim_cur = 70010;
+        CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+        CHECK(dup2(u, 70000) == 70000);
+        CHECK(write(70000, "hi", 2) == 2);
+        CHECK(read(70000, buf, sizeof buf) == 2 && memcmp(buf, "hi", 2) == 0);
+        peer_is(70000, "10.200.0.1", 53);
+        close(70000);
+    } else {
+        printf("SKIP high fd: RLIMIT_NOFILE hard limit %llu\n", (unsigned long long)rl.rlim_max);
+    }
+
+    /* recvmmsg that gets fewer datagrams than asked for is a success: errno untouched. */
+    CHECK(write(u, "a", 1) == 1 && write(u, "b", 1) == 1);
+    usleep(100000);
+    char rb[4][4];
+    struct iovec ri[4] = { { rb[0], 4 }, { rb[1], 4 }, { rb[2], 4 }, { rb[3], 4 } };
+    struct mmsghdr mm[4];
+    memset(mm, 0, sizeof mm);
+    for (int i = 0; i < 4; i++) {
+        mm[i].msg_hdr.msg_iov = &ri[i];
+        mm[i].msg_hdr.msg_iovlen = 1;
+    }
+    errno = 4242;
+    CHECK(recvmmsg(u, mm, 4, MSG_DONTWAIT, NULL) == 2);
+    CHECK(errno == 4242);
+
+    /* shutdown(SHUT_WR) is the socket's, not the fd number's: a copy made after it sees it. */
+    CHECK(shutdown(u, SHUT_WR) == 0);
+    int f2 = fcntl(u, F_DUPFD, 200);
+    CHECK(send(f2, "no", 2, MSG_NOSIGNAL) == -1 && errno == EPIPE);
+    close(f2);
+    close(f);
+    close(u);
+    return 0;
+}
+
+/* fork() while another thread is updating a table slot: the child must not find the slot stuck. */
+static volatile int g_spin_stop;
+static int g_spin_fd;
+static void *spin_dup2(void *arg)
+{
+    (void)arg;
+    while (!g_spin_stop)
+        dup2(g_spin_fd, 500);
+    return NULL;
+}
+
+static int case_fork_race(void)
+{
+    g_spin_fd = tcp_connect("10.200.0.1", 7);
+    CHECK(dup2(g_spin_fd, 500) == 500);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, spin_dup2, NULL) == 0);
+    for (int i = 0; i < 1000; i++) {
+        pid_t pid = fork();
+        CHECK(pid >= 0);
+        if (pid == 0) {
+            struct sockaddr_in a;
+            socklen_t l = sizeof a;
+            /* At once (a stuck slot costs its waiter about a second), and still the ztap
+             * socket (AF_INET, the network address). */
+            struct timespec t0, t1;
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+            if (getsockname(500, (struct sockaddr *)&a, &l) != 0 || a.sin_family != AF_INET)
+                _exit(1);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+            _exit(ms > 100 ? 2 : 0);
+        }
+        int st;
+        CHECK(waitpid(pid, &st, 0) == pid);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    g_spin_stop = 1;
+    pthread_join(t, NULL);
+    close(500);
+    close(g_spin_fd);
+    return 0;
+}
+
+/* A blocking connect on a socket that is already a ztap socket (bound first) honours SO_SNDTIMEO. */
+static int case_bound_sndtimeo(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in b = sin_of("10.200.0.2", 0);
+    CHECK(bind(fd, (struct sockaddr *)&b, sizeof b) == 0);
+    struct timeval tv = { 0, 200000 };
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0);
+    struct sockaddr_in a = sin_of("10.200.0.1", 3); /* times out after 1 s */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINPROGRESS);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    CHECK(ms >= 150 && ms < 900);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EALREADY);
+    struct pollfd p = { .fd = fd, .events = POLLOUT };
+    CHECK(poll(&p, 1, 5000) == 1);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == ETIMEDOUT);
+    close(fd);
+    return 0;
+}
+
 static int case_exec(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[2], "child") == 0) {
@@ -761,6 +916,9 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "isolated")) r = case_isolated();
     else if (!strcmp(c, "die")) r = case_die();
     else if (!strcmp(c, "accept_blocking")) r = case_accept_blocking();
+    else if (!strcmp(c, "udp_copies")) r = case_udp_copies();
+    else if (!strcmp(c, "fork_race")) r = case_fork_race();
+    else if (!strcmp(c, "bound_sndtimeo")) r = case_bound_sndtimeo();
     else {
         fprintf(stderr, "unknown case %s\n", c);
         return 2;

@@ -103,7 +103,7 @@ def assert_clean_protocol(log):
     assert bad == [], bad
 
 
-CASES = ["connect_blocking", "connect_nonblock", "connect_errors", "sockopts", "listen_accept",
+CASES = ["udp_copies", "fork_race", "bound_sndtimeo", "connect_blocking", "connect_nonblock", "connect_errors", "sockopts", "listen_accept",
          "udp", "fork", "dup", "exec", "errno", "threads", "interrupted", "accept_blocking"]
 
 
@@ -276,7 +276,8 @@ def test_only_libc_replacements_are_exported(built):
     expected = {"connect", "bind", "listen", "accept", "accept4", "getsockname", "getpeername",
                 "getsockopt", "setsockopt", "send", "sendto", "sendmsg", "sendmmsg", "recv",
                 "recvfrom", "recvmsg", "recvmmsg", "read", "write", "__read_chk", "__recv_chk",
-                "__recvfrom_chk", "dup", "dup2", "dup3", "socketpair", "shutdown", "syscall"}
+                "__recvfrom_chk", "dup", "dup2", "dup3", "socketpair", "shutdown", "syscall", "fcntl",
+                "fcntl64"}
     assert names == expected, names ^ expected
 
 

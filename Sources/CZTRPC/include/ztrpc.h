@@ -153,6 +153,15 @@ extern "C" {
  *   (ztapd may implement it as BIND 0.0.0.0:0.) */
 #define ZTRPC_OP_UDP_OPEN ((uint16_t)7)
 
+/* ztapd's own option level for SETSOCKOPT. ZTRPC_ZT_SHUTDOWN (value: int, ZTRPC_SHUT_* bits,
+ * added to what was there): the app's shutdown() of a UDP socket, which Linux only remembers
+ * (sends then fail with EPIPE, reads return 0). It is kept per socket in ztapd, so copies made
+ * by dup, fork or exec see it too; GETNAME reports it in ztrpc_sockinfo.shut. */
+#define ZTRPC_SOL_ZTAP 0x7a74
+#define ZTRPC_ZT_SHUTDOWN 1
+#define ZTRPC_SHUT_RD ((uint16_t)1)
+#define ZTRPC_SHUT_WR ((uint16_t)2)
+
 /* Request flags (ztrpc_sock_req.flags). */
 #define ZTRPC_F_NONBLOCK ((uint16_t)0x0001) /* CONNECT: answer at once, EINPROGRESS if pending (filler) */
 #define ZTRPC_F_NEW ((uint16_t)0x0002)      /* fds[1] is the daemon end of a new data socketpair */
@@ -254,7 +263,7 @@ struct ztrpc_sockopt {
 struct ztrpc_sockinfo {
     uint8_t proto; /* 6 TCP, 17 UDP */
     uint8_t state; /* ZTRPC_STATE_* */
-    uint16_t reserved0;
+    uint16_t shut; /* UDP: ZTRPC_SHUT_* the app did (TCP: always 0, its shutdown is native) */
     int32_t backlog;         /* listeners; else 0 */
     struct ztrpc_addr local; /* 0.0.0.0:0 when unbound */
     struct ztrpc_addr peer;  /* 0.0.0.0:0 when not connected */

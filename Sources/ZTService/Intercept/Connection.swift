@@ -121,7 +121,7 @@ final class Connection {
         case .connected, .draining, .closing, .closed: showsPeer = true
         default: showsPeer = false
         }
-        return ztrpc_sockinfo(proto: IPProtocol.tcp, state: wireState, reserved0: 0,
+        return ztrpc_sockinfo(proto: IPProtocol.tcp, state: wireState, shut: 0,
                               backlog: phase == .listening ? backlog : 0, local: Wire.addr(local),
                               peer: showsPeer ? Wire.addr(remote) : ztrpc_addr())
     }
@@ -146,6 +146,8 @@ final class UDPConnection {
     var options = SocketOptions()
     /// The app's end stopped reading (EPIPE): datagrams for it are dropped, the socket stays.
     var appReadClosed = false
+    /// ZTRPC_SHUT_* bits of the app's shutdown() calls (the library enforces them).
+    var shut: UInt16 = 0
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
     var dropped: UInt64 = 0

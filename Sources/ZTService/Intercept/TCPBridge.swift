@@ -28,10 +28,11 @@ final class TCPBridge {
     var byHandle: [SocketHandle: Connection] = [:]
     var ports = PortReservations()
     var random = SystemRandomNumberGenerator()
-    /// Sockets whose non-blocking connect failed: their data socket is closed (that is how the app
-    /// sees POLLERR), so the app's close cannot be seen; they stay for SO_ERROR this long.
-    private var failedConnects: [(conn: Connection, until: Instant)] = []
-    static let failedConnectLinger = Duration.seconds(60)
+    /// Sockets whose app's close cannot be seen any more — a failed connect (our end is closed:
+    /// that is how the app sees POLLERR), or both halves shut down (our end shows POLLHUP while
+    /// the app may still hold its fd) — stay this long for names and SO_ERROR, then go.
+    private var lingering: [(conn: Connection, until: Instant)] = []
+    static let lingerTime = Duration.seconds(60)
     /// Scratch space for bytes read and dropped.
     let scratch: UnsafeMutableRawBufferPointer
 
@@ -403,13 +404,32 @@ final class TCPBridge {
         }
     }
 
-    var nextDeadline: Instant? { failedConnects.first?.until }
+    var nextDeadline: Instant? { lingering.first?.until }
 
     func runTimers(now: Instant) {
-        while let f = failedConnects.first, f.until <= now {
-            failedConnects.removeFirst()
-            if byKey[f.conn.key] === f.conn { byKey[f.conn.key] = nil }
+        while let f = lingering.first, f.until <= now {
+            lingering.removeFirst()
+            if byKey[f.conn.key] === f.conn { remove(f.conn) }
         }
+    }
+
+    private func linger(_ c: Connection) {
+        lingering.append((c, Self.now() + Self.lingerTime))
+    }
+
+    /// Both halves are shut down (the app's FIN and the peer's both passed on): nothing more can
+    /// move, and our end's POLLHUP no longer tells whether the app closed. The TCP connection
+    /// finishes on its own; the socket stays nameable (getpeername, SO_ERROR) for a while.
+    private func retire(_ c: Connection) {
+        if let h = c.handle {
+            byHandle[h] = nil
+            stack?.tcp.release(h)
+            c.handle = nil
+        }
+        if let d = c.data { loop.close(d); c.data = nil }
+        c.phase = .closed
+        settle(c)
+        linger(c)
     }
 
     // MARK: - Stack events
@@ -486,7 +506,7 @@ final class TCPBridge {
             c.plug = nil
             unplug(p, drainingFrom: nil)
             if let d = c.data { loop.close(d); c.data = nil }
-            failedConnects.append((c, Self.now() + Self.failedConnectLinger))
+            linger(c)
             settle(c)
             return
         }
@@ -501,6 +521,10 @@ final class TCPBridge {
     /// The app's end is closed (hangup): finish sending what it wrote, then close.
     func appGone(_ c: Connection) {
         if c.phase == .listening { remove(c); return }
+        if c.outbound == .finQueued && c.inbound == .eofDelivered && c.data != nil {
+            retire(c)
+            return
+        }
         guard let h = c.handle, c.isConnected || c.phase == .draining, let stack else {
             remove(c)
             return

@@ -155,6 +155,12 @@ final class UDPBridge {
     }
 
     func setsockopt(_ u: UDPConnection, _ so: ztrpc_sockopt) -> RPCOutcome {
+        if so.level == ZTRPC_SOL_ZTAP && so.name == ZTRPC_ZT_SHUTDOWN {
+            guard so.optlen >= 4 else { return .fail(EINVAL, .none) }
+            let bits = withUnsafeBytes(of: so.value) { $0.load(as: Int32.self) }
+            u.shut |= UInt16(truncatingIfNeeded: bits) & (ZTRPC_SHUT_RD | ZTRPC_SHUT_WR)
+            return .ok(.none)
+        }
         switch SocketOptionMap.set(level: so.level, name: so.name, value: so, options: &u.options, isTCP: false) {
         case .success: return .ok(.none)
         case .failure(let e): return .fail(e.rawValue, .none)
@@ -169,7 +175,7 @@ final class UDPBridge {
             local = IPv4Endpoint(a, l.port)
         }
         return ztrpc_sockinfo(proto: IPProtocol.udp, state: remote != nil ? ZTRPC_STATE_CONNECTED : ZTRPC_STATE_BOUND,
-                              reserved0: 0, backlog: 0, local: Wire.addr(local), peer: Wire.addr(remote))
+                              shut: u.shut, backlog: 0, local: Wire.addr(local), peer: Wire.addr(remote))
     }
 
     // MARK: - Data
