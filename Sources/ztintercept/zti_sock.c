@@ -716,11 +716,16 @@ ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *
         return zti_fail(EFAULT);
     if ((int)*optlen < 0)
         return zti_fail(EINVAL);
-    struct ztrpc_sockopt rq, rs;
+    struct ztrpc_sockopt rq;
+    /* The reply's value may run past the struct's 16 bytes (ztrpc.h GETSOCKOPT: TCP_INFO). */
+    struct {
+        struct ztrpc_sockopt o;
+        unsigned char more[ZTRPC_MAX_OPTLEN - sizeof rq.value];
+    } rs;
     memset(&rq, 0, sizeof rq);
     rq.level = level;
     rq.name = name;
-    rq.optlen = *optlen < sizeof rq.value ? *optlen : (uint32_t)sizeof rq.value;
+    rq.optlen = *optlen < ZTRPC_MAX_OPTLEN ? *optlen : (uint32_t)ZTRPC_MAX_OPTLEN;
     struct ztrpc_rep_hdr rep;
     int err;
     int is_error = level == SOL_SOCKET && name == SO_ERROR;
@@ -737,13 +742,13 @@ ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *
     }
     if (rep.result < 0)
         return zti_fail(rep.err ? rep.err : EIO);
-    uint32_t n = rs.optlen < sizeof rs.value ? rs.optlen : (uint32_t)sizeof rs.value;
+    uint32_t n = rs.o.optlen < ZTRPC_MAX_OPTLEN ? rs.o.optlen : (uint32_t)ZTRPC_MAX_OPTLEN;
     if (n > *optlen)
         n = *optlen;
     if (n && !optval)
         return zti_fail(EFAULT);
     if (n)
-        memcpy(optval, rs.value, n);
+        memcpy(optval, (unsigned char *)&rs + offsetof(struct ztrpc_sockopt, value), n);
     *optlen = n;
     if (is_error && e.kind == ZTI_TCP) {
         /* A failed connect left ECONNRESET on the app end itself (ztapd closed its end to make

@@ -8,7 +8,7 @@ import Testing
 /// The wire codec: round trips and every way a request can be malformed.
 @Suite struct RPCCodecTests {
     func encode(op: UInt16, id: UInt32 = 9, body: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 512)
+        var out = [UInt8](repeating: 0, count: 2048)
         let n = body.withUnsafeBytes { b in out.withUnsafeMutableBytes { RPCCodec.encodeRequest(op: op, id: id, body: b, into: $0) } }
         return Array(out[0..<n])
     }

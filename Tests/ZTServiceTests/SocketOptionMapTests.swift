@@ -76,14 +76,26 @@ import Testing
         #expect(b.count == 16 && b[0] == 7)
     }
 
-    @Test func encodeIntoReplyBody() {
-        var so = ztrpc_sockopt()
-        SocketOptionMap.encode(.pair(1, 30), into: &so)
-        #expect(so.optlen == 8)
-        let v = withUnsafeBytes(of: so.value) { ($0.load(as: Int32.self), $0.load(fromByteOffset: 4, as: Int32.self)) }
-        #expect(v == (1, 30))
-        SocketOptionMap.encode(.bytes([1, 2, 3]), into: &so)
-        #expect(so.optlen == 3)
+    @Test func valuesEncodeAsTheKernelCopiesThem() {
+        #expect(OptionValue.int(-2).bytes == [0xFE, 0xFF, 0xFF, 0xFF])
+        #expect(OptionValue.pair(1, 30).bytes == [1, 0, 0, 0, 30, 0, 0, 0])
+        // A long value (struct tcp_info) runs past the struct's 16 value bytes on the wire.
+        var out = [UInt8](repeating: 0, count: RPCCodec.maxReplySize)
+        let long = [UInt8](0..<200)
+        let n = out.withUnsafeMutableBytes {
+            RPCCodec.encodeReply(RPCHeader(op: ZTRPC_OP_GETSOCKOPT, id: 1), result: 0, errno: 0,
+                                 body: .opt(level: 6, name: 11, value: .bytes(long)), into: $0)
+        }
+        #expect(n == RPCCodec.replyHeaderSize + 16 + 200)
+        let body = Array(out[RPCCodec.replyHeaderSize..<n])
+        let optlen = body.withUnsafeBytes { $0.load(fromByteOffset: 8, as: UInt32.self) }
+        #expect(optlen == 200 && Array(body[16...]) == long)
+        // A short one still fills the 16-byte value field.
+        let m = out.withUnsafeMutableBytes {
+            RPCCodec.encodeReply(RPCHeader(op: ZTRPC_OP_GETSOCKOPT, id: 1), result: 0, errno: 0,
+                                 body: .opt(level: 1, name: 4, value: .int(0)), into: $0)
+        }
+        #expect(m == RPCCodec.replyHeaderSize + MemoryLayout<ztrpc_sockopt>.size)
     }
 
     @Test func optionsFromBeforeInterception() {

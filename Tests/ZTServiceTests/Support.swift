@@ -244,7 +244,7 @@ final class Rig {
     func send(op: UInt16, body: UnsafeRawBufferPointer, fds: [Int32] = [], raw: [UInt8]? = nil) -> Int32 {
         let s = cshim_socket_cloexec(AF_UNIX, seqpacket, 0)
         precondition(s >= 0 && cshim_connect_unix(s, rpcPath) == 0, "connect rpc: \(errno)")
-        var msg = [UInt8](repeating: 0, count: 512)
+        var msg = [UInt8](repeating: 0, count: 2048)
         let n: Int
         if let raw {
             n = raw.count
@@ -264,7 +264,7 @@ final class Rig {
     /// Waits for and reads the reply on `s` (then closes it): header and body bytes.
     func reply(_ s: Int32, limit: Int = 3000) -> (hdr: ztrpc_rep_hdr, body: [UInt8])? {
         defer { Glibc.close(s) }
-        var buf = [UInt8](repeating: 0, count: 512)
+        var buf = [UInt8](repeating: 0, count: 2048)
         var got = -1
         run(limit: limit) {
             got = buf.withUnsafeMutableBytes { Glibc.recv(s, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }

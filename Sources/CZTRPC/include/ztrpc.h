@@ -96,7 +96,9 @@ extern "C" {
 #define ZTRPC_VERSION ((uint16_t)1)
 
 /* Upper bound for any message on any channel (request, reply, accept, UDP header excluded). */
-#define ZTRPC_MAX_MSG 256
+#define ZTRPC_MAX_MSG 512
+/* Most option bytes a GETSOCKOPT reply carries (struct tcp_info is 280 bytes on Linux 6.18). */
+#define ZTRPC_MAX_OPTLEN 384
 /* Most fds any request carries (LISTEN). */
 #define ZTRPC_MAX_FDS 3
 
@@ -135,7 +137,10 @@ extern "C" {
 /* LISTEN   ztrpc_listen_req -> no body. Socket must be bound TCP (else EINVAL / EOPNOTSUPP).
  *   Calling it again on a listener only updates the backlog (fds[1], fds[2] absent then). */
 #define ZTRPC_OP_LISTEN ((uint16_t)3)
-/* GETSOCKOPT ztrpc_sockopt -> ztrpc_sockopt (value filled, optlen set).
+/* GETSOCKOPT ztrpc_sockopt -> ztrpc_sockopt (value filled, optlen set). The request's optlen is
+ *   the app's buffer size (at most ZTRPC_MAX_OPTLEN); the reply's optlen is the option's full size
+ *   (the library copies what fits, like the kernel) and the value runs past the struct's 16 bytes
+ *   when it is longer: the reply body is 16 + max(16, optlen) bytes.
  *   SOL_SOCKET/SO_ERROR returns the pending error in value (as int) and clears it, like Linux;
  *   while a connect is pending that is 0 (it never waits). Unknown options: ENOPROTOOPT. */
 #define ZTRPC_OP_GETSOCKOPT ((uint16_t)4)

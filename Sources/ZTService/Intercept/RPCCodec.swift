@@ -42,7 +42,8 @@ enum RPCRequest {
 enum RPCReplyBody {
     case none
     case info(ztrpc_sockinfo)
-    case opt(ztrpc_sockopt)
+    /// A GETSOCKOPT answer: the option and its value (any length up to ZTRPC_MAX_OPTLEN).
+    case opt(level: Int32, name: Int32, value: OptionValue)
 }
 
 /// A request that cannot be served at all: answered with `errno` (EPROTO, EMSGSIZE), echoing
@@ -55,8 +56,11 @@ struct RPCDecodeFailure: Error, Equatable {
 enum RPCCodec {
     static let requestHeaderSize = MemoryLayout<ztrpc_req_hdr>.size
     static let replyHeaderSize = MemoryLayout<ztrpc_rep_hdr>.size
+    /// Bytes of ztrpc_sockopt before its value.
+    static let sockoptHeaderSize = MemoryLayout<ztrpc_sockopt>.size - 16
     /// Largest reply: header plus the largest body.
-    static let maxReplySize = replyHeaderSize + max(MemoryLayout<ztrpc_sockinfo>.size, MemoryLayout<ztrpc_sockopt>.size)
+    static let maxReplySize = replyHeaderSize + max(MemoryLayout<ztrpc_sockinfo>.size,
+                                                    sockoptHeaderSize + Int(ZTRPC_MAX_OPTLEN))
 
     /// Decodes one request message. `truncated`: the kernel reported MSG_TRUNC/MSG_CTRUNC.
     static func decode(_ msg: UnsafeRawBufferPointer, truncated: Bool = false)
@@ -111,9 +115,18 @@ enum RPCCodec {
         case .info(let i):
             (p + replyHeaderSize).storeBytes(of: i, as: ztrpc_sockinfo.self)
             len = MemoryLayout<ztrpc_sockinfo>.size
-        case .opt(let o):
-            (p + replyHeaderSize).storeBytes(of: o, as: ztrpc_sockopt.self)
-            len = MemoryLayout<ztrpc_sockopt>.size
+        case .opt(let level, let name, let value):
+            let bytes = value.bytes
+            let n = min(bytes.count, Int(ZTRPC_MAX_OPTLEN))
+            var hdr = ztrpc_sockopt()
+            hdr.level = level
+            hdr.name = name
+            hdr.optlen = UInt32(n)
+            (p + replyHeaderSize).storeBytes(of: hdr, as: ztrpc_sockopt.self)
+            let v = p + replyHeaderSize + sockoptHeaderSize
+            v.initializeMemory(as: UInt8.self, repeating: 0, count: max(16, n))
+            bytes.withUnsafeBytes { if n > 0 { v.copyMemory(from: $0.baseAddress!, byteCount: n) } }
+            len = sockoptHeaderSize + max(16, n)
         }
         let hdr = ztrpc_rep_hdr(magic: ZTRPC_MAGIC, version: ZTRPC_VERSION, op: h.op, id: h.id, result: result,
                                 err: err, len: UInt32(len))

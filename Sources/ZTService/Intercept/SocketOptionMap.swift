@@ -61,6 +61,15 @@ enum OptionValue: Equatable {
     case int(Int32)
     case pair(Int32, Int32)
     case bytes([UInt8])
+
+    /// The bytes getsockopt copies out (little-endian ints, as the kernel's on this host).
+    var bytes: [UInt8] {
+        switch self {
+        case .int(let v): return withUnsafeBytes(of: v.littleEndian) { Array($0) }
+        case .pair(let a, let b): return withUnsafeBytes(of: a.littleEndian) { Array($0) } + withUnsafeBytes(of: b.littleEndian) { Array($0) }
+        case .bytes(let b): return b
+        }
+    }
 }
 
 /// What `SocketOptionMap` needs to know about the socket besides its recorded options.
@@ -162,26 +171,6 @@ enum SocketOptionMap {
         }
         o = n
         return .success(apply)
-    }
-
-    /// Puts a value into a getsockopt reply body.
-    static func encode(_ v: OptionValue, into so: inout ztrpc_sockopt) {
-        withUnsafeMutableBytes(of: &so.value) { b in
-            b.initializeMemory(as: UInt8.self, repeating: 0)
-            switch v {
-            case .int(let s):
-                b.storeBytes(of: s, toByteOffset: 0, as: Int32.self)
-                so.optlen = 4
-            case .pair(let a, let c):
-                b.storeBytes(of: a, toByteOffset: 0, as: Int32.self)
-                b.storeBytes(of: c, toByteOffset: 4, as: Int32.self)
-                so.optlen = 8
-            case .bytes(let raw):
-                let n = min(raw.count, b.count)
-                for k in 0..<n { b[k] = raw[k] }
-                so.optlen = UInt32(n)
-            }
-        }
     }
 
     /// The first 16 bytes of Linux's struct tcp_info (what fits the wire): state, retransmits, rto.

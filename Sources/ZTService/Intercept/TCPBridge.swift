@@ -299,12 +299,12 @@ final class TCPBridge {
     }
 
     func getsockopt(_ call: RPCCall, _ c: Connection, _ request: ztrpc_sockopt) -> RPCOutcome {
-        var so = request
+        let so = request
         if so.level == SOL_SOCKET && so.name == SO_ERROR {
             // Never waits: 0 while a connect is pending, as on Linux.
-            SocketOptionMap.encode(.int(c.pendingError), into: &so)
+            let e = c.pendingError
             c.pendingError = 0
-            return .ok(.opt(so))
+            return .ok(.opt(level: so.level, name: so.name, value: .int(e)))
         }
         let info = c.handle.flatMap { stack?.tcp.info($0) }
         let ctx = OptionContext(isTCP: true, tcpInfo: info,
@@ -312,8 +312,7 @@ final class TCPBridge {
                                 defaultSendBuffer: stack?.tcp.config.sendBufferSize ?? 0)
         switch SocketOptionMap.get(level: so.level, name: so.name, options: c.options, context: ctx) {
         case .success(let v):
-            SocketOptionMap.encode(v, into: &so)
-            return .ok(.opt(so))
+            return .ok(.opt(level: so.level, name: so.name, value: v))
         case .failure(let e):
             return .fail(e.rawValue, .none)
         }

@@ -137,18 +137,16 @@ final class UDPBridge {
     }
 
     func getsockopt(_ u: UDPConnection, _ request: ztrpc_sockopt) -> RPCOutcome {
-        var so = request
+        let so = request
         if so.level == SOL_SOCKET && so.name == SO_ERROR {
-            SocketOptionMap.encode(.int(0), into: &so)
-            return .ok(.opt(so))
+            return .ok(.opt(level: so.level, name: so.name, value: .int(0)))
         }
         let ctx = OptionContext(isTCP: false, tcpInfo: nil,
                                 defaultReceiveBuffer: stack?.tcp.config.receiveBufferSize ?? 0,
                                 defaultSendBuffer: stack?.tcp.config.sendBufferSize ?? 0)
         switch SocketOptionMap.get(level: so.level, name: so.name, options: u.options, context: ctx) {
         case .success(let v):
-            SocketOptionMap.encode(v, into: &so)
-            return .ok(.opt(so))
+            return .ok(.opt(level: so.level, name: so.name, value: v))
         case .failure(let e):
             return .fail(e.rawValue, .none)
         }
