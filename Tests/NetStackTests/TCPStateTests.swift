@@ -722,6 +722,7 @@ import Testing
         #expect(synacks[0].options.windowScale != nil)
         #expect(synacks[2].options.windowScale == nil)  // cookies cannot carry options
         #expect(synacks[2].options.maxSegmentSize == 1460)
+        #expect(h.layer.synCookiesSent == 1)
         // Completing the cookie handshake creates the connection.
         h.inject(seq: 1001, ack: synacks[2].seq &+ 1, flags: .ack)
         #expect(h.takeEvents() == [.acceptable(l)])

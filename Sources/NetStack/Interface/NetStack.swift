@@ -7,8 +7,12 @@
 /// out synchronously through the `FrameSink`. Nothing here reads a clock or does I/O, and no
 /// input can make it trap. Not thread-safe: one network loop thread owns it.
 ///
+/// ICMP errors received are counted; a destination unreachable that quotes one of our TCP
+/// segments fails a connect still in SYN-SENT, and one quoting a UDP datagram is reported on
+/// the connected UDP socket it came from (both like Linux, see `destinationUnreachable`).
+///
 /// Not supported (by design): IP forwarding, multicast/IGMP, IP options on output, PMTU
-/// discovery, ICMP-driven socket errors (ICMP errors are counted only).
+/// discovery, other ICMP-driven socket errors (source quench, time exceeded, redirects).
 public final class NetStack {
     public private(set) var config: StackConfig
     public private(set) var counters = StackCounters()
@@ -453,8 +457,9 @@ public final class NetStack {
         }
     }
 
-    /// Hands a destination unreachable to TCP when it quotes a TCP segment we sent (the quote is
-    /// the original IPv4 header plus at least 8 bytes: ports and sequence number).
+    /// Hands a destination unreachable to TCP or UDP when it quotes a segment or datagram we sent
+    /// (the quote is the original IPv4 header plus at least 8 bytes: ports, and for TCP the
+    /// sequence number).
     private func destinationUnreachable(code: UInt8, quote: UnsafeRawBufferPointer) {
         guard quote.count >= IPv4HeaderView.minHeaderLength, let q = quote.baseAddress else { return }
         let ihl = Int(q.load(as: UInt8.self) & 0x0F) &* 4
@@ -576,7 +581,6 @@ extension NetStack {
     /// bigger than the MTU are fragmented (not EMSGSIZE), like Linux without IP_PMTUDISC_DO.
     public static let udpMaxPayload = 65507
 
-    /// Opens a UDP socket bound to `local` (address `.any` or one of ours; port 0 = ephemeral).
     /// ICMP destination unreachable about a datagram we sent: like Linux without IP_RECVERR,
     /// only a socket connected to that destination learns it (ECONNREFUSED for port
     /// unreachable), once, on its next receive.
@@ -594,6 +598,7 @@ extension NetStack {
         return e
     }
 
+    /// Opens a UDP socket bound to `local` (address `.any` or one of ours; port 0 = ephemeral).
     public func udpOpen(local: IPv4Endpoint) throws(SocketError) -> SocketHandle {
         try openUDP(local: local, isService: false)
     }

@@ -415,7 +415,7 @@ final class TCPConnection {
             ackOK = true
         }
         if flags.contains(.rst) {
-            if ackOK { fail(.connectionRefused, now: now) }
+            if ackOK { terminate(error: .connectionRefused, now: now) }
             return
         }
         guard flags.contains(.syn) else { return }
@@ -998,16 +998,12 @@ final class TCPConnection {
         case .synReceived where listener != nil:
             terminate(error: nil, now: now)   // back to LISTEN: just forget the embryo
         case .synReceived, .synSent:
-            fail(.connectionRefused, now: now)
+            terminate(error: .connectionRefused, now: now)
         case .closing, .lastAck, .timeWait:
             terminate(error: nil, now: now)
         default:
-            fail(.connectionReset, now: now)
+            terminate(error: .connectionReset, now: now)
         }
-    }
-
-    func fail(_ error: SocketError, now: Instant) {
-        terminate(error: error, now: now)
     }
 
     /// Ends the connection: reports it (failure or close) and lets the layer drop it.
@@ -1070,7 +1066,7 @@ final class TCPConnection {
         switch state {
         case .synSent, .synReceived:
             if retries > config.synRetries {
-                if listener != nil, state == .synReceived { terminate(error: nil, now: now) } else { fail(.timedOut, now: now) }
+                if listener != nil, state == .synReceived { terminate(error: nil, now: now) } else { terminate(error: .timedOut, now: now) }
                 return
             }
             backoff &+= 1
@@ -1092,7 +1088,7 @@ final class TCPConnection {
             return
         }
         if retries > config.maxRetransmissions {
-            fail(.timedOut, now: now)
+            terminate(error: .timedOut, now: now)
             return
         }
         cc.onTimeout(flight: sndMax - sndUna, mss: payloadMss)
@@ -1136,7 +1132,7 @@ final class TCPConnection {
             return
         }
         if keepAliveProbes >= config.keepAliveCount {
-            fail(.timedOut, now: now)
+            terminate(error: .timedOut, now: now)
             return
         }
         keepAliveProbes &+= 1

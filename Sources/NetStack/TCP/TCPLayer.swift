@@ -35,8 +35,8 @@ public final class TCPLayer {
     @exclusivity(unchecked) var twHead = 0
     /// Incremented per `receive`/`poll` call; used to coalesce `.readable` events.
     @exclusivity(unchecked) var epoch: UInt64 = 0
-    /// Connections that were terminated while holding a live handle-less slot.
-    @exclusivity(unchecked) var synCookiesSent: UInt64 = 0
+    /// SYN-ACKs answered with a SYN cookie because a listener's SYN queue was full.
+    public private(set) var synCookiesSent: UInt64 = 0
 
     /// Picks our source address towards a destination, for `connect` with an unspecified local
     /// address (the interface knows its addresses and routes, the TCP layer does not). Capture
@@ -124,7 +124,7 @@ public final class TCPLayer {
         for c in connections.values where c.state == .synSent && routedThroughFailedHop(IPv4Address(c.key.remoteAddress)) {
             failing.append(c)
         }
-        for c in failing { c.fail(.hostUnreachable, now: now) }
+        for c in failing { c.terminate(error: .hostUnreachable, now: now) }
     }
 
     /// An ICMP destination unreachable quoting one of our segments (RFC 1122 §4.2.3.9; RFC 5927
@@ -136,7 +136,7 @@ public final class TCPLayer {
         let key = TCPConnKey(local: local, remote: remote)
         guard let e = SocketError(unreachableCode: code), let c = connections[key], c.state == .synSent,
               quotedSeq == c.iss.rawValue else { return }
-        c.fail(e, now: now)
+        c.terminate(error: e, now: now)
     }
 
     /// Called by a connection entering TIME-WAIT.
@@ -635,12 +635,8 @@ public final class TCPLayer {
         default:
             break
         }
-        let visible = c.userVisible
-        c.released = true   // no events for an abort the app asked for
+        c.released = true   // no events for an abort the app asked for (terminate frees the slot)
         c.terminate(error: nil, now: .zero)
-        if visible {
-            // Slot was freed by terminate (released); nothing else to do.
-        }
     }
 
     /// RSTs from aborts are sent on the next poll (socket calls get no transmitter).
