@@ -81,7 +81,7 @@ func runTCP(total: Int) throws(SocketError) {
     let ba = ArenaLink(mtu: 1500, slots: 8192)
     let addrA = IPv4Address(10, 2, 0, 1), addrB = IPv4Address(10, 2, 0, 2)
     var now = Instant.milliseconds(1)
-    let l = try b.listen(local: IPv4Endpoint(addrB, 5201), backlog: 1)
+    let l = try b.listen(local: IPv4Endpoint(addrB, 5201), backlog: 1, now: now)
     let ca = try a.connect(local: IPv4Endpoint(addrA, 0), remote: IPv4Endpoint(addrB, 5201), now: now)
     var cb: SocketHandle?
     var sent = 0, received = 0, rounds = 0
@@ -92,17 +92,17 @@ func runTCP(total: Int) throws(SocketError) {
         _ = b.poll(now: now, tx: ba)
         ab.deliver(to: b, now: now, reply: ba)
         ba.deliver(to: a, now: now, reply: ab)
-        if cb == nil { cb = try b.accept(l) }
+        if cb == nil { cb = try b.accept(l, now: now) }
         if sent < total, let tx = a.sendBuffer(ca), tx.free > 0 {
             let n = min(tx.free, total - sent)
-            a.commitSend(ca, n)
+            a.commitSend(ca, n, now: now)
             sent += n
-            if sent == total { try a.shutdownWrite(ca) }
+            if sent == total { try a.shutdownWrite(ca, now: now) }
         }
         if let cb, let rx = b.receiveBuffer(cb), !rx.isEmpty {
             let n = rx.count
             received += n
-            b.consume(cb, n)
+            b.consume(cb, n, now: now)
         }
         a.drainEvents { _ in }
         b.drainEvents { _ in }
@@ -151,9 +151,9 @@ func runSim(total: Int) throws(SocketError) {
         if failure != nil || closed { return true }
         if sent < total, let tx = a.tcp.sendBuffer(h), tx.free > 0 {
             let n = min(tx.free, total - sent)
-            a.tcp.commitSend(h, n)
+            a.tcp.commitSend(h, n, now: sim.now)
             sent += n
-            if sent == total { try? a.tcp.shutdownWrite(h) }
+            if sent == total { try? a.tcp.shutdownWrite(h, now: sim.now) }
         }
         // Done once everything is acknowledged (the discard service then closes its side).
         return sent == total && (a.tcp.info(h)?.sendQueue ?? 1) == 0

@@ -156,7 +156,7 @@ final class InterceptHub {
     func shutdown() {
         unlink(path)
         if let stack {
-            for (h, _) in byHandle { stack.tcp.abort(h) }
+            for (h, _) in byHandle { stack.tcp.abort(h, now: Self.now()) }
             for (h, _) in udpByHandle { stack.udpClose(h) }
         }
         byHandle.removeAll()
@@ -410,7 +410,7 @@ final class InterceptHub {
             // connect(AF_UNSPEC): drop the connection (RST), the socket becomes unconnected.
             if let h = c.handle, c.state == .connecting || c.state == .connected {
                 byHandle[h] = nil
-                stack.tcp.abort(h)
+                stack.tcp.abort(h, now: Self.now())
                 c.handle = nil
                 c.state = c.reservation != nil ? .bound : .unbound
                 c.appEOF = false; c.finDelivered = false; c.appReadClosed = false; c.closingWithInput = false
@@ -438,7 +438,7 @@ final class InterceptHub {
         } catch {
             return .fail(Wire.errno(error), .none)
         }
-        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o) }
+        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o, now: Self.now()) }
         c.handle = h
         byHandle[h] = c
         c.local = stack.tcp.localEndpoint(h)
@@ -450,7 +450,7 @@ final class InterceptHub {
                 c.data = try loop.add(fd: newFD, kind: .stream, context: .tcp(c), readable: false)
             } catch {
                 byHandle[h] = nil
-                stack.tcp.abort(h)
+                stack.tcp.abort(h, now: Self.now())
                 return .fail(error.rawValue, .none)
             }
             closeNew = false
@@ -582,12 +582,12 @@ final class InterceptHub {
         guard let local = c.local else { undoImplicitBind(); return .fail(EINVAL, .none) }
         let h: SocketHandle
         do {
-            h = try stack.tcp.listen(local: local, backlog: Int(backlog))
+            h = try stack.tcp.listen(local: local, backlog: Int(backlog), now: Self.now())
         } catch {
             undoImplicitBind()
             return .fail(Wire.errno(error), .none)
         }
-        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o) }
+        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o, now: Self.now()) }
         let chFD = r.take(1)!
         let channel: LoopSocket
         do {
@@ -595,7 +595,7 @@ final class InterceptHub {
             channel = try loop.add(fd: chFD, kind: .stream, context: .acceptChannel(c))
         } catch {
             Glibc.close(chFD)
-            stack.tcp.abort(h)
+            stack.tcp.abort(h, now: Self.now())
             undoImplicitBind()
             return .fail(error.rawValue, .none)
         }
@@ -758,7 +758,7 @@ final class InterceptHub {
             c.options = o
             // Buffer sizes can only change while the stack's rings are empty; like a late
             // SO_RCVBUF on Linux that has no visible effect, a refusal is not an error.
-            if let h = c.handle, let a = apply { try? stack?.tcp.setOption(h, a) }
+            if let h = c.handle, let a = apply { try? stack?.tcp.setOption(h, a, now: Self.now()) }
         } else if let u {
             u.options = o
         }
@@ -877,7 +877,7 @@ final class InterceptHub {
     private func releaseClosed(_ c: Connection, _ h: SocketHandle) {
         c.closingWithInput = false
         byHandle[h] = nil
-        stack?.tcp.release(h)
+        stack?.tcp.release(h, now: Self.now())
         c.handle = nil
         if !c.finDelivered, let d = c.data, !d.isClosed {
             Glibc.shutdown(d.fd, Int32(SHUT_WR))
@@ -890,7 +890,7 @@ final class InterceptHub {
     private func fail(_ c: Connection) {
         if let h = c.handle {
             byHandle[h] = nil
-            stack?.tcp.release(h)
+            stack?.tcp.release(h, now: Self.now())
             c.handle = nil
         }
         if c.state == .listening {
@@ -929,7 +929,7 @@ final class InterceptHub {
                     appEOF(c, d)
                     return
                 case .processed(let n):
-                    stack.tcp.commitSend(h, n)
+                    stack.tcp.commitSend(h, n, now: Self.now())
                     c.bytesOut &+= UInt64(n)
                     if n < a.count + b.count { resumeReading(c, d); return }
                 case .wouldBlock:
@@ -961,7 +961,7 @@ final class InterceptHub {
         }
         if !c.appEOF, let h = c.handle {
             c.appEOF = true
-            try? stack?.tcp.shutdownWrite(h)
+            try? stack?.tcp.shutdownWrite(h, now: Self.now())
         }
         // Level-triggered EOF must not spin; the full close arrives as a hangup.
         loop.setNotifyReadable(d, false)
@@ -992,14 +992,14 @@ final class InterceptHub {
         }
         while rx.count > 0 {
             if c.appReadClosed {
-                stack.tcp.consume(h, rx.count)
+                stack.tcp.consume(h, rx.count, now: Self.now())
                 break
             }
             let (a, b) = rx.readableRegions()
             do {
                 switch try Sys.sendv(d.fd, a, b) {
                 case .processed(let n):
-                    stack.tcp.consume(h, n)
+                    stack.tcp.consume(h, n, now: Self.now())
                     c.bytesIn &+= UInt64(n)
                 case .wouldBlock:
                     if !c.writeBlocked { c.writeBlocked = true; loop.setNotifyWritable(d, true) }
@@ -1029,7 +1029,7 @@ final class InterceptHub {
         if c.options.lingerOn != 0 && c.options.lingerSecs == 0 {
             // SO_LINGER {1, 0}: reset at once.
             byHandle[h] = nil
-            stack.tcp.abort(h)
+            stack.tcp.abort(h, now: Self.now())
             c.handle = nil
             removeTCP(c)
             return
@@ -1054,7 +1054,7 @@ final class InterceptHub {
     private func finish(_ c: Connection) {
         if let h = c.handle {
             byHandle[h] = nil
-            stack?.tcp.release(h)
+            stack?.tcp.release(h, now: Self.now())
             c.handle = nil
         }
         removeTCP(c)
@@ -1065,7 +1065,7 @@ final class InterceptHub {
         if tcp[c.key] === c { tcp[c.key] = nil }
         if let h = c.handle {
             byHandle[h] = nil
-            stack?.tcp.abort(h)
+            stack?.tcp.abort(h, now: Self.now())
             c.handle = nil
         }
         unreserve(c)
@@ -1098,14 +1098,14 @@ final class InterceptHub {
             pumpOut(first.conn)
         }
         loop.setNotifyWritable(ch, false)
-        while let nh = (try? stack.tcp.accept(h)) ?? nil {
+        while let nh = (try? stack.tcp.accept(h, now: Self.now())) ?? nil {
             var sv: [Int32] = [-1, -1]
             guard cshim_socketpair_cloexec(AF_UNIX, Int32(SOCK_STREAM.rawValue), &sv) == 0 else {
                 logger.warning("accept: socketpair failed", metadata: ["network": "\(network)", "errno": "\(errno)"])
-                stack.tcp.abort(nh)
+                stack.tcp.abort(nh, now: Self.now())
                 return
             }
-            guard let key = FDKey.of(sv[0]) else { Glibc.close(sv[0]); Glibc.close(sv[1]); stack.tcp.abort(nh); continue }
+            guard let key = FDKey.of(sv[0]) else { Glibc.close(sv[0]); Glibc.close(sv[1]); stack.tcp.abort(nh, now: Self.now()); continue }
             let nc = Connection(key: key, pid: c.pid, uid: c.uid)
             nc.options = c.options
             nc.options.reuseAddr = false
@@ -1119,7 +1119,7 @@ final class InterceptHub {
                 nc.data = try loop.add(fd: sv[1], kind: .stream, context: .tcp(nc))
             } catch {
                 Glibc.close(sv[0]); Glibc.close(sv[1])
-                stack.tcp.abort(nh)
+                stack.tcp.abort(nh, now: Self.now())
                 continue
             }
             tcp[key] = nc
