@@ -112,7 +112,7 @@ public final class TCPLayer {
 
     /// Makes sure the timer heap will wake us for `c`'s earliest timer.
     func schedule(_ c: TCPConnection) {
-        guard let d = c.nextDeadline else { return }
+        guard let d = c.timers.next else { return }
         if let h = c.heapDeadline, h <= d.nanoseconds { return }
         c.heapDeadline = d.nanoseconds
         timers.push(.init(deadline: d.nanoseconds, slot: c.slot, generation: c.generation))
@@ -271,7 +271,7 @@ public final class TCPLayer {
             let c = dirty[i]
             c.inDirtyList = false
             if c.state != .closed {
-                if c.ackAtPoll { c.ackNow = true }
+                c.acks.pollReached()
                 c.output(now: now, tx: tx)
                 schedule(c)
             }
@@ -293,7 +293,7 @@ public final class TCPLayer {
             let s = Int(top.slot)
             if s < slots.count, generations[s] == top.generation, case .connection(let c) = slots[s],
                c.heapDeadline == top.deadline {
-                if let real = c.nextDeadline, real.nanoseconds <= top.deadline { break }
+                if let real = c.timers.next, real.nanoseconds <= top.deadline { break }
                 timers.pop()
                 c.heapDeadline = nil
                 schedule(c)

@@ -130,14 +130,13 @@ extension TCPLayer {
         let s = allocateSlot()
         let c = TCPConnection(layer: self, slot: s, generation: generations[Int(s)], state: .synReceived,
                               local: local, remote: remote, rxBufferSize: l.rxBufferSize,
-                              txBufferSize: l.txBufferSize, noDelay: l.noDelay, congestion: l.congestion)
+                              txBufferSize: l.txBufferSize, noDelay: l.noDelay, congestion: l.congestion, now: now)
         c.listener = l
         c.accepted = false
         c.keepAlive = l.keepAlive
         c.lingerAbort = l.lingerAbort
         c.advertisedMss = max(tx.maxPayload(to: remote.address) &- TCPHeaderView.minimumHeaderLength, 64)
         c.tsOffset = UInt32(truncatingIfNeeded: tupleHash(key, salt: 1))
-        c.lastReceive = now
         slots[Int(s)] = .connection(c)
         connections[key] = c
         return c

@@ -51,7 +51,7 @@ extension TCPLayer {
         let c = TCPConnection(layer: self, slot: s, generation: generations[Int(s)], state: .synSent, local: l,
                               remote: remote, rxBufferSize: config.receiveBufferSize,
                               txBufferSize: config.sendBufferSize, noDelay: config.noDelay,
-                              congestion: config.congestionControl)
+                              congestion: config.congestionControl, now: now)
         c.iss = makeISN(key, now: now)
         c.sndUna = c.iss
         c.sndNxt = c.iss
@@ -60,7 +60,6 @@ extension TCPLayer {
         c.txBase = c.iss + 1
         c.tsOffset = UInt32(truncatingIfNeeded: tupleHash(key, salt: 1))
         c.needSyn = true
-        c.lastReceive = now
         c.advertisedMss = 1460   // refined from the transmitter at the first poll
         c.needsMssFromPath = true
         c.allocateBuffers()
@@ -105,7 +104,7 @@ extension TCPLayer {
         guard let c = connection(h) else { throw .invalidHandle }
         guard let rx = c.rx, let base = into.baseAddress else { return 0 }
         let n = rx.dequeue(into: base, count: into.count)
-        if n > 0 && c.windowUpdateNeeded() { c.ackNow = true; markDirty(c) }
+        if n > 0 && c.windowUpdateNeeded() { c.acks.immediate = true; markDirty(c) }
         return n
     }
 
@@ -123,7 +122,7 @@ extension TCPLayer {
     public func consume(_ h: SocketHandle, _ n: Int, now: Instant) {
         guard let c = connection(h), let rx = c.rx, n > 0 else { return }
         rx.discard(n)
-        if c.windowUpdateNeeded() { c.ackNow = true; markDirty(c) }
+        if c.windowUpdateNeeded() { c.acks.immediate = true; markDirty(c) }
     }
 
     public func isPeerClosed(_ h: SocketHandle) -> Bool {
@@ -169,7 +168,7 @@ extension TCPLayer {
             return
         }
         try? shutdownWrite(h, now: now)
-        if c.state == .finWait2 { c.closeAt = now + config.finTimeout; schedule(c) }
+        if c.state == .finWait2 { c.timers.close = now + config.finTimeout; schedule(c) }
     }
 
     public func abort(_ h: SocketHandle, now: Instant) {
@@ -218,7 +217,7 @@ extension TCPLayer {
             }
             c.released = true
             if c.state == .timeWait { c.releaseBuffers(keepUnreadInput: false) }
-            if c.state == .finWait2 { c.closeAt = now + config.finTimeout; schedule(c) }
+            if c.state == .finWait2 { c.timers.close = now + config.finTimeout; schedule(c) }
         case .free:
             return
         }
@@ -263,7 +262,7 @@ extension TCPLayer {
         case .receiveBufferSize(let n):
             // The ring is allocated once; it can only be swapped while it holds nothing.
             guard n > 0 else { throw .invalidState }
-            guard c.rx == nil || (c.rx!.isEmpty && c.ooo.isEmpty) else { throw .invalidState }
+            guard c.rx == nil || (c.rx!.isEmpty && c.reassembly.isEmpty) else { throw .invalidState }
             c.rxBufferSize = n
             if c.rx != nil { c.rx = RingBuffer(capacity: n) }
             // The shift is fixed once our SYN is out (RFC 7323 §2.2).
@@ -292,8 +291,8 @@ extension TCPLayer {
 
     func info(of c: TCPConnection) -> TCPSocketInfo {
         var i = TCPSocketInfo(state: c.state, local: c.local, remote: c.remote, bytesReceived: c.bytesReceived,
-                              bytesSent: c.bytesSent, srtt: c.hasRTT ? Duration(nanoseconds: c.srtt) : nil,
-                              rto: c.effectiveRTO, cwnd: c.cc.cwnd, ssthresh: min(c.cc.ssthresh, Int(Int32.max)),
+                              bytesSent: c.bytesSent, srtt: c.rtt.smoothed,
+                              rto: c.rtt.effectiveRTO, cwnd: c.cc.cwnd, ssthresh: min(c.cc.ssthresh, Int(Int32.max)),
                               retransmissions: c.retransmissions, sendQueue: c.tx?.count ?? 0,
                               receiveQueue: c.rx?.count ?? 0, peerWindow: c.sndWnd)
         i.mss = c.sndMss
