@@ -17,8 +17,10 @@ public final class NetStack {
     public private(set) var config: StackConfig
     public private(set) var counters = StackCounters()
     public let tcp: TCPLayer
+    /// Every bound port of this interface, TCP and UDP; public so the intercept hub's bind()
+    /// reservations share it with the stack's listeners, sockets and services.
+    public let ports: PortTable
     let sink: FrameSink
-    var random: any RandomSource
     public private(set) var mtu: Int
     public private(set) var addresses: [IPv4CIDR]
 
@@ -49,9 +51,11 @@ public final class NetStack {
         self.sink = sink
         var rng: any RandomSource = random
         ipID = UInt16(truncatingIfNeeded: rng.next())
-        // TCP gets its own stream so its ISNs do not depend on how often we draw.
-        tcp = TCPLayer(config: cfg.tcp, random: XorShiftRandom(seed: rng.next()))
-        self.random = rng
+        // TCP and the port table get their own streams so neither depends on how often the
+        // other draws.
+        let tcpSeed = rng.next()
+        ports = PortTable(ephemeral: cfg.ephemeralPorts, seed: rng.next())
+        tcp = TCPLayer(config: cfg.tcp, random: XorShiftRandom(seed: tcpSeed), ports: ports)
         mtu = cfg.mtu
         addresses = cfg.addresses
         neighbors = NeighborCache(config: cfg)
@@ -598,26 +602,24 @@ extension NetStack {
         return e
     }
 
-    /// Opens a UDP socket bound to `local` (address `.any` or one of ours; port 0 = ephemeral).
-    public func udpOpen(local: IPv4Endpoint) throws(SocketError) -> SocketHandle {
-        try openUDP(local: local, isService: false)
+    /// Opens a UDP socket bound to `local` (address `.any` or one of ours; port 0 = ephemeral)
+    /// in the port table, with the sharing rules of `options` (see `PortTable`). Throws
+    /// `.addressInUse` when the port is taken or no ephemeral port is free.
+    public func udpOpen(local: IPv4Endpoint, options: PortTable.Options = .init()) throws(SocketError) -> SocketHandle {
+        try openUDP(local: local, options: options, isService: false)
     }
 
-    func openUDP(local: IPv4Endpoint, isService: Bool) throws(SocketError) -> SocketHandle {
+    func openUDP(local: IPv4Endpoint, options: PortTable.Options = .init(), isService: Bool) throws(SocketError)
+        -> SocketHandle {
         guard local.address.isUnspecified || isLocal(local.address) else { throw .addressNotAvailable }
-        var ep = local
-        if ep.port == 0 {
-            let start = UInt16(truncatingIfNeeded: 49152 &+ Int(random.next() % 16384))
-            var found: UInt16?
-            for i in 0..<16384 {
-                let p = UInt16(truncatingIfNeeded: 49152 &+ ((Int(start) &- 49152 &+ i) % 16384))
-                if udp.isPortFree(p, address: ep.address) { found = p; break }
-            }
-            guard let p = found else { throw .addressInUse }
-            ep.port = p
+        let b = try ports.bind(.udp, local, options: options)
+        do throws(SocketError) {
+            return try udp.open(binding: b, isService: isService, queueDatagrams: config.udpQueueDatagrams,
+                                queueBytes: config.udpQueueBytes)
+        } catch {
+            ports.release(b)
+            throw error
         }
-        return try udp.open(local: ep, isService: isService, queueDatagrams: config.udpQueueDatagrams,
-                            queueBytes: config.udpQueueBytes)
     }
 
     /// Sets (or with nil clears) the default destination; a connected socket only receives from
@@ -686,7 +688,9 @@ extension NetStack {
     /// Size of the next queued datagram (FIONREAD for UDP), nil when empty or unknown handle.
     public func udpNextDatagramSize(_ h: SocketHandle) -> Int? { udp.socket(h)?.nextLength }
 
-    public func udpClose(_ h: SocketHandle) { _ = udp.close(h) }
+    public func udpClose(_ h: SocketHandle) {
+        if let s = udp.close(h) { ports.release(s.binding) }
+    }
 
     public func udpLocalEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { udp.socket(h)?.local }
     public func udpRemoteEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { udp.socket(h)?.remote }

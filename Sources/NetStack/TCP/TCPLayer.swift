@@ -10,7 +10,9 @@
 /// timers (a min-heap with lazy deletion), never to the number of connections.
 public final class TCPLayer {
     public let config: TCPConfig
-    @exclusivity(unchecked) var random: any RandomSource
+    /// Listeners' ports and the ephemeral ports of outgoing connections (shared with UDP and the
+    /// intercept hub when the layer belongs to a NetStack).
+    public let ports: PortTable
     /// Keyed-hash secret for ISNs (RFC 6528) and SYN cookies.
     let secret0: UInt64
     let secret1: UInt64
@@ -45,12 +47,14 @@ public final class TCPLayer {
     /// the owner `unowned` to avoid a reference cycle.
     public var sourceAddressResolver: ((IPv4Address) -> IPv4Address?)?
 
-    public init(config: TCPConfig, random: some RandomSource) {
+    /// `ports` is the interface's table; a layer on its own (tests) makes one with the default
+    /// ephemeral range.
+    public init(config: TCPConfig, random: some RandomSource, ports: PortTable? = nil) {
         self.config = config
         var r = random
         secret0 = r.next()
         secret1 = r.next()
-        self.random = r
+        self.ports = ports ?? PortTable(seed: r.next())
         events.reserveCapacity(256)
         dirty.reserveCapacity(256)
         connections.reserveCapacity(64)
@@ -169,6 +173,10 @@ public final class TCPLayer {
     /// Called by a connection reaching CLOSED.
     func connectionClosed(_ c: TCPConnection) {
         if connections[c.key] === c { connections.removeValue(forKey: c.key) }
+        if c.ephemeralPort {
+            c.ephemeralPort = false
+            ports.releaseConnectClaim(port: c.local.port, address: c.local.address)
+        }
         if let l = c.listener {
             if c.inSynQueue { l.synQueue &-= 1 }
             if let i = l.acceptQueue.firstIndex(where: { $0 === c }) { l.acceptQueue.remove(at: i) }

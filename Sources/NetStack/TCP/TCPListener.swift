@@ -5,7 +5,10 @@
 
 /// A listening socket: its options are inherited by the connections it accepts.
 final class TCPListener {
-    let local: IPv4Endpoint
+    let binding: PortTable.Binding
+    /// The listener bound the port itself (`listen(local:)`) and gives it back when it closes.
+    let ownsBinding: Bool
+    var local: IPv4Endpoint { binding.local }
     let slot: UInt32
     let generation: UInt32
     var handle: SocketHandle { SocketHandle(index: slot, generation: generation) }
@@ -21,8 +24,10 @@ final class TCPListener {
     @exclusivity(unchecked) var lingerAbort = false
     @exclusivity(unchecked) var congestion: CongestionControl
 
-    init(local: IPv4Endpoint, slot: UInt32, generation: UInt32, backlog: Int, config: TCPConfig) {
-        self.local = local
+    init(binding: PortTable.Binding, ownsBinding: Bool, slot: UInt32, generation: UInt32, backlog: Int,
+         config: TCPConfig) {
+        self.binding = binding
+        self.ownsBinding = ownsBinding
         self.slot = slot
         self.generation = generation
         self.backlog = backlog

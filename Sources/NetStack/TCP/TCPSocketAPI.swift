@@ -3,14 +3,37 @@
 /// release, setOption's keepalive) use it, and no call ever stands in a stale instant for the
 /// clock. Calls never transmit: they mark the connection dirty and the next `poll` sends.
 extension TCPLayer {
+    /// Binds `local` in the port table and listens there; closing the listener gives the port
+    /// back. Throws `.addressInUse` when the port table refuses the port (see `PortTable`), and
+    /// `.addressNotAvailable` for port 0.
     public func listen(local: IPv4Endpoint, backlog: Int, now: Instant) throws(SocketError) -> SocketHandle {
         guard local.port != 0 else { throw .addressNotAvailable }
-        if let existing = listeners[local], !existing.closed { throw .addressInUse }
+        let b = try ports.bind(.tcp, local)
+        do throws(SocketError) {
+            return try makeListener(b, ownsBinding: true, backlog: backlog)
+        } catch {
+            ports.release(b)
+            throw error
+        }
+    }
+
+    /// Listens on a port the caller bound in `ports` (the intercept hub's bind()). The binding
+    /// is marked listening (which may fail with `.addressInUse`, see `PortTable.listen`) and
+    /// stays the caller's: closing the listener only stops it listening. Two listeners on one
+    /// address and port (SO_REUSEPORT groups) are not supported: the second gets `.addressInUse`.
+    public func listen(binding b: PortTable.Binding, backlog: Int, now: Instant) throws(SocketError) -> SocketHandle {
+        guard b.proto == .tcp, b.local.port != 0, ports.isBound(b) else { throw .invalidState }
+        return try makeListener(b, ownsBinding: false, backlog: backlog)
+    }
+
+    private func makeListener(_ b: PortTable.Binding, ownsBinding: Bool, backlog: Int) throws(SocketError) -> SocketHandle {
+        if let existing = listeners[b.local], !existing.closed { throw .addressInUse }
+        try ports.listen(b)
         let s = allocateSlot()
-        let l = TCPListener(local: local, slot: s, generation: generations[Int(s)], backlog: max(backlog, 1),
-                            config: config)
+        let l = TCPListener(binding: b, ownsBinding: ownsBinding, slot: s, generation: generations[Int(s)],
+                            backlog: max(backlog, 1), config: config)
         slots[Int(s)] = .listener(l)
-        listeners[local] = l
+        listeners[b.local] = l
         return l.handle
     }
 
@@ -27,22 +50,12 @@ extension TCPLayer {
         guard roomForConnection(now: now) else { throw .noBufferSpace }
         var port = local.port
         if port == 0 {
-            // Ephemeral range 49152-65535 (RFC 6335), random start, linear probe.
-            let span: UInt32 = 16384
-            let start = UInt32(truncatingIfNeeded: random.next()) % span
-            var found = false
-            for i in 0..<span {
-                let p = UInt16(49152 &+ (start &+ i) % span)
-                let k = TCPConnKey(localAddress: local.address.value, remoteAddress: remote.address.value,
-                                   localPort: p, remotePort: remote.port)
-                if connections[k] == nil && listeners[IPv4Endpoint(local.address, p)] == nil
-                    && listeners[IPv4Endpoint(.any, p)] == nil {
-                    port = p
-                    found = true
-                    break
-                }
+            // An ephemeral port: only the 4-tuple must be unique (one O(1) lookup per candidate).
+            let a = local.address.value
+            port = try ports.claimForConnect(address: local.address) { p in
+                connections[TCPConnKey(localAddress: a, remoteAddress: remote.address.value, localPort: p,
+                                       remotePort: remote.port)] == nil
             }
-            guard found else { throw .addressNotAvailable }
         }
         let l = IPv4Endpoint(local.address, port)
         let key = TCPConnKey(local: l, remote: remote)
@@ -62,6 +75,7 @@ extension TCPLayer {
         c.needSyn = true
         c.advertisedMss = 1460   // refined from the transmitter at the first poll
         c.needsMssFromPath = true
+        c.ephemeralPort = local.port == 0
         c.allocateBuffers()
         slots[Int(s)] = .connection(c)
         connections[key] = c
@@ -227,6 +241,7 @@ extension TCPLayer {
         guard !l.closed else { return }
         l.closed = true
         if listeners[l.local] === l { listeners.removeValue(forKey: l.local) }
+        if l.ownsBinding { ports.release(l.binding) } else { ports.stopListening(l.binding) }
         // Connections never accepted are reset (Linux does the same on close of a listener).
         let queued = l.acceptQueue
         l.acceptQueue.removeAll()
