@@ -12,17 +12,17 @@ final class TCPListener {
     let slot: UInt32
     let generation: UInt32
     var handle: SocketHandle { SocketHandle(index: slot, generation: generation) }
-    @exclusivity(unchecked) var backlog: Int
-    @exclusivity(unchecked) var synQueue = 0
-    @exclusivity(unchecked) var acceptQueue: [TCPConnection] = []
-    @exclusivity(unchecked) var closed = false
-    @exclusivity(unchecked) var released = false
-    @exclusivity(unchecked) var rxBufferSize: Int
-    @exclusivity(unchecked) var txBufferSize: Int
-    @exclusivity(unchecked) var noDelay: Bool
-    @exclusivity(unchecked) var keepAlive: Bool
-    @exclusivity(unchecked) var lingerAbort = false
-    @exclusivity(unchecked) var congestion: CongestionControl
+    var backlog: Int
+    var synQueue = 0
+    var acceptQueue: [TCPConnection] = []
+    var closed = false
+    var released = false
+    var rxBufferSize: Int
+    var txBufferSize: Int
+    var noDelay: Bool
+    var keepAlive: Bool
+    var lingerAbort = false
+    var congestion: CongestionControl
 
     init(binding: PortTable.Binding, ownsBinding: Bool, slot: UInt32, generation: UInt32, backlog: Int,
          config: TCPConfig) {
