@@ -48,14 +48,11 @@ import Testing
         #expect(t.rto == t0 + .milliseconds(900))
     }
 
-    @Test func stopAllAndStopAllButClose() {
+    @Test func stopAllStopsEveryTimer() {
         var t = TCPTimers()
         for k in TCPTimers.Kind.allCases { t[k] = t0 }
-        t.stopAllButClose()
-        #expect(t.close == t0)
-        #expect(t.next == t0)
-        for k in TCPTimers.Kind.allCases where k != .close { #expect(t[k] == nil) }
         t.stopAll()
         #expect(t.next == nil)
+        for k in TCPTimers.Kind.allCases { #expect(t[k] == nil) }
     }
 }

@@ -71,9 +71,6 @@ struct TCPTimers {
         if self[k] == nil { self[k] = at }
     }
 
-    /// Stops every timer (the connection closed).
+    /// Stops every timer (the connection closed, or entered TIME-WAIT and sets `close` anew).
     mutating func stopAll() { self = TCPTimers() }
-
-    /// Stops all but `close` (TIME-WAIT keeps only its expiry).
-    mutating func stopAllButClose() { self = TCPTimers(close: close) }
 }
