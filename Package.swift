@@ -11,6 +11,7 @@ import PackageDescription
 //   LinuxNet   TAP device, netlink interface plumbing, capabilities, credentials
 //   NetStack   our sans-I/O TCP/IP stack (pure Swift, no I/O, injected clock)
 //   NetStackFuzz  libFuzzer harness for NetStack.receive (scripts/fuzz.sh); plain builds get a replayer
+//   NetStackBench fixed in-process TCP workload for instruction counts (valgrind --tool=callgrind)
 //   ZTConfig   systemd-style INI parsing, in-place editing, daemon/network config model
 //   ZTControl  ztctl <-> ztapd control protocol (JSON over AF_UNIX) and client
 //   ZTService  the daemon: network loops, stack driver, control server; Intercept/: the RPC side of
@@ -43,6 +44,7 @@ let package = Package(
                 swiftSettings: swiftSettings),
         .target(name: "NetStack", swiftSettings: swiftSettings),
         .executableTarget(name: "NetStackFuzz", dependencies: ["NetStack"], swiftSettings: swiftSettings),
+        .executableTarget(name: "NetStackBench", dependencies: ["NetStack"], swiftSettings: swiftSettings),
         .target(name: "ZTConfig", swiftSettings: swiftSettings),
         .target(name: "ZTControl",
                 dependencies: ["CShims", "ZTConfig", .product(name: "SystemPackage", package: "swift-system")],

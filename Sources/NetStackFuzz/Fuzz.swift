@@ -26,9 +26,9 @@ func runFuzzInput(_ input: UnsafeRawBufferPointer) {
                           addresses: [IPv4CIDR(address: IPv4Address(10, 0, 0, 1), prefixLength: 24)],
                           gateway: IPv4Address(10, 0, 0, 254), services: [.echo, .discard, .chargen])
     let stack = NetStack(config: cfg, sink: sink, random: XorShiftRandom(seed: 1))
-    _ = try? stack.tcp.listen(local: IPv4Endpoint(.any, 80), backlog: 8)
-    let udp = try? stack.udpOpen(local: IPv4Endpoint(.any, 5000))
     var now = Instant.milliseconds(1000)
+    _ = try? stack.tcp.listen(local: IPv4Endpoint(.any, 80), backlog: 8, now: now)
+    let udp = try? stack.udpOpen(local: IPv4Endpoint(.any, 5000))
     stack.up(now: now)
     var scratch = [UInt8](repeating: 0, count: 2048)
     var i = 0
@@ -47,7 +47,7 @@ func runFuzzInput(_ input: UnsafeRawBufferPointer) {
             // Act like a driver: accept, read and answer, so more code paths run.
             switch ev {
             case let .acceptable(l):
-                while let c = try? stack.tcp.accept(l) { _ = c }
+                while let c = try? stack.tcp.accept(l, now: now) { _ = c }
             case let .readable(h):
                 if h.isUDP {
                     scratch.withUnsafeMutableBytes { buf in
@@ -56,10 +56,10 @@ func runFuzzInput(_ input: UnsafeRawBufferPointer) {
                         }
                     }
                 } else {
-                    _ = scratch.withUnsafeMutableBytes { try? stack.tcp.receive(h, into: $0) }
+                    _ = scratch.withUnsafeMutableBytes { try? stack.tcp.receive(h, into: $0, now: now) }
                 }
             case let .closed(h), let .failed(h, _):
-                if !h.isUDP { stack.tcp.release(h) }
+                if !h.isUDP { stack.tcp.release(h, now: now) }
             default:
                 break
             }

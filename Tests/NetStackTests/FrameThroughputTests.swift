@@ -101,7 +101,7 @@ final class FastLink {
                     }
                     received += r.count
                 }
-                client.tcp.consume(h, r1.count + r2.count)
+                client.tcp.consume(h, r1.count + r2.count, now: now)
             }
             now = now + .microseconds(20)
         }
@@ -110,7 +110,7 @@ final class FastLink {
         #expect(received >= Self.bytes)
         #expect(!mismatch)
         #expect(link.dropped == 0)
-        client.tcp.close(h)
+        client.tcp.close(h, now: now)
     }
 
     /// client -> discard at MTU 2800 (bytes only counted by the receiving TCP).
@@ -137,7 +137,7 @@ final class FastLink {
                     }
                     n += w.count
                 }
-                client.tcp.commitSend(h, n)
+                client.tcp.commitSend(h, n, now: now)
                 sent += n
             }
             _ = client.poll(now: now)

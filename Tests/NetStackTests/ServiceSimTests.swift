@@ -5,7 +5,7 @@ import Testing
 /// frame-level tests are skipped rather than failing on the API skeleton.
 let tcpImplemented: Bool = {
     let t = TCPLayer(config: TCPConfig(), random: XorShiftRandom(seed: 1))
-    return (try? t.listen(local: IPv4Endpoint(.any, 1), backlog: 1)) != nil
+    return (try? t.listen(local: IPv4Endpoint(.any, 1), backlog: 1, now: .zero)) != nil
 }()
 
 let serverIP = IPv4Address(10, 1, 0, 1), clientIP = IPv4Address(10, 1, 0, 2)
@@ -53,7 +53,7 @@ final class ClientConn {
     }
 
     /// One driver step; call from the sim's `until` hook.
-    func step(readLimit: Int = .max) {
+    func step(now: Instant, readLimit: Int = .max) {
         stack.drainEvents { ev in
             switch ev {
             case let .failed(x, e) where x == h: failed = e
@@ -62,13 +62,13 @@ final class ClientConn {
             }
         }
         while sent < toSend.count {
-            let n = toSend.withUnsafeBytes { (try? stack.tcp.send(h, UnsafeRawBufferPointer(rebasing: $0[sent...]))) ?? 0 }
+            let n = toSend.withUnsafeBytes { (try? stack.tcp.send(h, UnsafeRawBufferPointer(rebasing: $0[sent...]), now: now)) ?? 0 }
             if n == 0 { break }
             sent += n
         }
-        if sent == toSend.count && shutAfterSend && !shut { try? stack.tcp.shutdownWrite(h); shut = true }
+        if sent == toSend.count && shutAfterSend && !shut { try? stack.tcp.shutdownWrite(h, now: now); shut = true }
         while received.count < readLimit {
-            let n = buf.withUnsafeMutableBytes { (try? stack.tcp.receive(h, into: $0)) ?? 0 }
+            let n = buf.withUnsafeMutableBytes { (try? stack.tcp.receive(h, into: $0, now: now)) ?? 0 }
             if n == 0 { break }
             received += buf[0..<n]
         }
@@ -80,7 +80,7 @@ struct ServiceSimTests {
     @Test func echoOneByte() throws {
         let (sim, _, client) = makePair(seed: 1, faults: .perfect)
         let c = try ClientConn(stack: client, port: 7, now: sim.now, send: [0x5A])
-        let ok = sim.run(for: .seconds(10)) { c.step(); return c.received.count >= 1 && client.tcp.isPeerClosed(c.h) }
+        let ok = sim.run(for: .seconds(10)) { c.step(now: sim.now); return c.received.count >= 1 && client.tcp.isPeerClosed(c.h) }
         #expect(ok)
         #expect(c.received == [0x5A])
     }
@@ -89,7 +89,7 @@ struct ServiceSimTests {
         let (sim, server, client) = makePair(seed: 2, faults: .perfect)
         let data = pattern(1 << 20, seed: 3)
         let c = try ClientConn(stack: client, port: 7, now: sim.now, send: data)
-        let ok = sim.run(for: .seconds(120)) { c.step(); return c.received.count >= data.count && client.tcp.isPeerClosed(c.h) }
+        let ok = sim.run(for: .seconds(120)) { c.step(now: sim.now); return c.received.count >= data.count && client.tcp.isPeerClosed(c.h) }
         #expect(ok)
         let same = c.received == data; #expect(same, "echoed bytes differ")
         #expect(server.collectEvents().isEmpty)   // service events stay inside the stack
@@ -98,7 +98,7 @@ struct ServiceSimTests {
     @Test func discardConsumesEverything() throws {
         let (sim, server, client) = makePair(seed: 4, faults: .perfect)
         let c = try ClientConn(stack: client, port: 9, now: sim.now, send: pattern(512 << 10))
-        let ok = sim.run(for: .seconds(60)) { c.step(); return c.sent == c.toSend.count && client.tcp.isPeerClosed(c.h) }
+        let ok = sim.run(for: .seconds(60)) { c.step(now: sim.now); return c.sent == c.toSend.count && client.tcp.isPeerClosed(c.h) }
         #expect(ok)
         #expect(c.received.isEmpty)
         #expect(server.counters.tcpSegmentsIn > 300)
@@ -108,12 +108,12 @@ struct ServiceSimTests {
         let (sim, _, client) = makePair(seed: 5, faults: .perfect)
         let c = try ClientConn(stack: client, port: 19, now: sim.now, send: [], shutAfterSend: false)
         let want = 200_000
-        let ok = sim.run(for: .seconds(60)) { c.step(readLimit: want); return c.received.count >= want }
+        let ok = sim.run(for: .seconds(60)) { c.step(now: sim.now, readLimit: want); return c.received.count >= want }
         #expect(ok)
         let firstBad = c.received.indices.first { c.received[$0] != Chargen.byte(at: $0) }
         #expect(firstBad == nil)
         #expect(Array(c.received[0..<74]) == Array(" !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefg\r\n".utf8))
-        client.tcp.close(c.h)
+        client.tcp.close(c.h, now: sim.now)
     }
 
     /// Bulk transfer through the echo service over a lossy, duplicating, reordering, corrupting
@@ -125,7 +125,7 @@ struct ServiceSimTests {
         let data = pattern(size, seed: 9)
         let c = try ClientConn(stack: client, port: 7, now: sim.now, send: data)
         let ok = sim.run(for: .seconds(120), maxSteps: 200_000) {
-            c.step()
+            c.step(now: sim.now)
             return (c.received.count >= data.count && client.tcp.isPeerClosed(c.h)) || c.failed != nil
         }
         #expect(ok)
@@ -144,7 +144,7 @@ struct ServiceSimTests {
     func bulkTransferOverLossyLink(loss: Double, size: Int) throws {
         let faults = LinkFaults(dropRate: loss, duplicateRate: 0.02, reorderRate: 0.05, corruptRate: 0.01)
         let (sim, server, client) = makePair(seed: 21, faults: faults, mtu: 2800, services: [])
-        let listener = try server.tcp.listen(local: IPv4Endpoint(.any, 5001), backlog: 4)
+        let listener = try server.tcp.listen(local: IPv4Endpoint(.any, 5001), backlog: 4, now: sim.now)
         let data = pattern(size, seed: 4)
         let c = try ClientConn(stack: client, port: 5001, now: sim.now, send: data)
         var conn: SocketHandle?
@@ -153,17 +153,17 @@ struct ServiceSimTests {
         var buf = [UInt8](repeating: 0, count: 64 << 10)
         var serverClosed = false
         let ok = sim.run(for: .seconds(1800)) {
-            c.step()
+            c.step(now: sim.now)
             server.drainEvents { ev in
-                if case let .acceptable(l) = ev, l == listener, let h = try? server.tcp.accept(l) { conn = h }
+                if case let .acceptable(l) = ev, l == listener, let h = try? server.tcp.accept(l, now: sim.now) { conn = h }
             }
             if let h = conn {
                 while true {
-                    let n = buf.withUnsafeMutableBytes { (try? server.tcp.receive(h, into: $0)) ?? 0 }
+                    let n = buf.withUnsafeMutableBytes { (try? server.tcp.receive(h, into: $0, now: sim.now)) ?? 0 }
                     if n == 0 { break }
                     got += buf[0..<n]
                 }
-                if !serverClosed && server.tcp.isPeerClosed(h) { server.tcp.close(h); serverClosed = true }
+                if !serverClosed && server.tcp.isPeerClosed(h) { server.tcp.close(h, now: sim.now); serverClosed = true }
             }
             return (serverClosed && client.tcp.isPeerClosed(c.h)) || c.failed != nil
         }

@@ -8,7 +8,7 @@ import Testing
     /// compares as later than any ISS >= 2^31, so such connections held the data forever.
     @Test func smallWriteIsSentAtOnceForAnyISS() {
         let h = Harness()
-        let l = try! h.layer.listen(local: h.local, backlog: 64)
+        let l = try! h.layer.listen(local: h.local, backlog: 64, now: h.now)
         var upperHalf = 0, lowerHalf = 0
         for port in UInt16(40000)..<40032 {
             h.remote = IPv4Endpoint(IPv4Address(10, 0, 0, 2), port)
@@ -21,7 +21,7 @@ import Testing
             h.peerSeq &+= 1
             h.peerAck = sa.seq &+ 1
             h.inject(flags: .ack)
-            guard let c = try! h.layer.accept(l) else { Issue.record("no connection to accept"); return }
+            guard let c = try! h.layer.accept(l, now: h.now) else { Issue.record("no connection to accept"); return }
             #expect(h.write(c, Array("0123456789".utf8)) == 10)
             h.poll()
             let out = h.sent()
@@ -57,14 +57,14 @@ import Testing
             conns.append(try ClientConn(stack: client, port: 7, now: sim.now, send: [], shutAfterSend: false))
         }
         let connected = sim.run(for: .seconds(5)) {
-            conns.forEach { $0.step() }
+            conns.forEach { $0.step(now: sim.now) }
             return conns.allSatisfy { client.tcp.info($0.h)?.state == .established }
         }
         #expect(connected)
         let msg = Array("0123456789".utf8)
         for c in conns { c.toSend = msg }
         let ok = sim.run(for: .seconds(5)) {
-            conns.forEach { $0.step() }
+            conns.forEach { $0.step(now: sim.now) }
             return conns.allSatisfy { $0.received.count >= msg.count }
         }
         #expect(ok)

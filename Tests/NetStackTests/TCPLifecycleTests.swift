@@ -6,9 +6,9 @@ import Testing
     @Test func testEstablishedReleaseFinishesWithoutHandle() throws {
         let h = Harness { $0.timeWait = .seconds(1) }
         let c = h.passiveEstablished()
-        h.layer.release(c)
+        h.layer.release(c, now: h.now)
         #expect(h.layer.info(c) == nil)
-        #expect(throws: SocketError.invalidHandle) { _ = try h.layer.send(c, UnsafeRawBufferPointer(start: nil, count: 0)) }
+        #expect(throws: SocketError.invalidHandle) { _ = try h.layer.send(c, UnsafeRawBufferPointer(start: nil, count: 0), now: h.now) }
         h.poll()
         let fin = h.sent()
         #expect(fin.count == 1 && fin[0].flags == [.fin, .ack])
@@ -29,7 +29,7 @@ import Testing
         var closed: [SocketHandle] = []
         for _ in 0..<3 {
             let c = h.activeEstablished()
-            try h.layer.shutdownWrite(c)
+            try h.layer.shutdownWrite(c, now: h.now)
             h.poll()
             let fin = h.sent()[0]
             h.injectTo(h.activeLocal!, seq: h.peerSeq, ack: fin.seq &+ 1, flags: [.fin, .ack])
@@ -38,7 +38,7 @@ import Testing
             _ = h.sent()
             closed.append(c)
         }
-        for c in closed { h.layer.release(c) }
+        for c in closed { h.layer.release(c, now: h.now) }
         #expect(h.layer.connectionCount == 3)
         // Live connections fill the table: the fourth connect would need a TIME-WAIT slot...
         let live = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
@@ -58,8 +58,8 @@ import Testing
     @Test func testOrphanFinWait2Timeout() throws {
         let h = Harness { $0.finTimeout = .seconds(5) }
         let c = h.passiveEstablished()
-        h.layer.close(c)
-        h.layer.release(c)
+        h.layer.close(c, now: h.now)
+        h.layer.release(c, now: h.now)
         h.poll()
         let fin = h.sent()[0]
         h.inject(ack: fin.seq &+ 1, flags: .ack)
@@ -73,7 +73,7 @@ import Testing
     @Test func testTimeWaitSynReopens() throws {
         let h = Harness()
         let c = h.passiveEstablished()
-        try h.layer.shutdownWrite(c)
+        try h.layer.shutdownWrite(c, now: h.now)
         h.poll()
         let fin = h.sent()[0]
         h.inject(ack: fin.seq &+ 1, flags: [.fin, .ack])
@@ -91,9 +91,9 @@ import Testing
     @Test func testStaleHandleAfterReleaseIsRejected() throws {
         let h = Harness()
         let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
-        h.layer.abort(c)
+        h.layer.abort(c, now: h.now)
         #expect(h.layer.info(c) == nil)
-        #expect(throws: SocketError.invalidHandle) { try h.layer.shutdownWrite(c) }
+        #expect(throws: SocketError.invalidHandle) { try h.layer.shutdownWrite(c, now: h.now) }
         let c2 = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
         #expect(c2.index == c.index && c2.generation != c.generation)   // slot reused, generation bumped
         #expect(h.layer.info(c2)?.state == .synSent)
@@ -146,19 +146,19 @@ import Testing
 
     @Test func testListenerCloseResetsPendingConnections() throws {
         let h = Harness()
-        let l = try h.layer.listen(local: h.local, backlog: 4)
+        let l = try h.layer.listen(local: h.local, backlog: 4, now: h.now)
         h.inject(seq: 1000, ack: 0, flags: .syn)
         let sa = h.sent()[0]
         h.inject(seq: 1001, ack: sa.seq &+ 1, flags: .ack)
         #expect(h.layer.connectionCount == 1)
-        h.layer.close(l)
+        h.layer.close(l, now: h.now)
         h.poll()
         let out = h.sent()
         #expect(out.count == 1 && out[0].flags == .rst)
         #expect(h.layer.connectionCount == 0)
         h.inject(seq: 5000, ack: 0, flags: .syn)
         #expect(h.sent().first?.flags == [.rst, .ack])   // port closed now
-        #expect(throws: SocketError.invalidHandle) { _ = try h.layer.accept(SocketHandle(index: 999, generation: 1)) }
+        #expect(throws: SocketError.invalidHandle) { _ = try h.layer.accept(SocketHandle(index: 999, generation: 1), now: h.now) }
     }
 }
 

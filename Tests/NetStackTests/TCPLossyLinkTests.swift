@@ -31,7 +31,7 @@ let debugLink = false
         link.duplicate = loss / 2
         link.reorder = loss
         let addrA = IPv4Address(10, 1, 0, 1), addrB = IPv4Address(10, 1, 0, 2)
-        let l = try! link.b.listen(local: IPv4Endpoint(addrB, 7000), backlog: 4)
+        let l = try! link.b.listen(local: IPv4Endpoint(addrB, 7000), backlog: 4, now: link.now)
         let ca = try! link.a.connect(local: IPv4Endpoint(addrA, 0), remote: IPv4Endpoint(addrB, 7000), now: link.now)
         var cb: SocketHandle?
         let dataAB = bytes(size, seed: 3)
@@ -47,25 +47,25 @@ let debugLink = false
         func pump(_ layer: TCPLayer, _ h: SocketHandle, _ data: [UInt8], _ sent: inout Int, _ got: inout [UInt8],
                   _ closed: inout Bool) {
             if sent < data.count {
-                let n = data[sent...].withUnsafeBytes { (try? layer.send(h, $0)) ?? 0 }
+                let n = data[sent...].withUnsafeBytes { (try? layer.send(h, $0, now: link.now)) ?? 0 }
                 sent += n
-                if sent == data.count { try? layer.shutdownWrite(h) }
+                if sent == data.count { try? layer.shutdownWrite(h, now: link.now) }
             }
             while true {
-                let n = buf.withUnsafeMutableBytes { (try? layer.receive(h, into: $0)) ?? 0 }
+                let n = buf.withUnsafeMutableBytes { (try? layer.receive(h, into: $0, now: link.now)) ?? 0 }
                 if n == 0 { break }
                 got.append(contentsOf: buf[0..<n])
             }
             if !closed && layer.isPeerClosed(h) && sent == data.count {
                 closed = true
-                layer.close(h)
+                layer.close(h, now: link.now)
             }
         }
 
         while steps < 2_000_000 {
             steps += 1
             let more = link.step {
-                if cb == nil { cb = try? link.b.accept(l) }
+                if cb == nil { cb = try? link.b.accept(l, now: link.now) }
                 pump(link.a, ca, dataAB, &sentAB, &gotBA, &closedA)
                 if let cb { pump(link.b, cb, dataBA, &sentBA, &gotAB, &closedB) }
             }
@@ -127,12 +127,12 @@ let debugLink = false
             let more = link.step {
                 if !sent, link.a.info(ca)?.state == .established {
                     sent = true
-                    _ = bytes(1000).withUnsafeBytes { try? link.a.send(ca, $0) }
-                    try? link.a.shutdownWrite(ca)
+                    _ = bytes(1000).withUnsafeBytes { try? link.a.send(ca, $0, now: link.now) }
+                    try? link.a.shutdownWrite(ca, now: link.now)
                 }
-                let n = buf.withUnsafeMutableBytes { (try? link.b.receive(cb, into: $0)) ?? 0 }
+                let n = buf.withUnsafeMutableBytes { (try? link.b.receive(cb, into: $0, now: link.now)) ?? 0 }
                 got += buf[0..<n]
-                if link.b.isPeerClosed(cb) { link.b.close(cb) }
+                if link.b.isPeerClosed(cb) { link.b.close(cb, now: link.now) }
             }
             if !more { break }
         }

@@ -8,7 +8,7 @@ import Testing
 
     @Test func testListenSyn() throws {
         let h = Harness()
-        let l = try h.layer.listen(local: h.local, backlog: 4)
+        let l = try h.layer.listen(local: h.local, backlog: 4, now: h.now)
         h.inject(seq: 1000, ack: 0, flags: .syn, options: Harness.peerOptions())
         let out = h.sent()
         #expect(out.count == 1)
@@ -17,14 +17,14 @@ import Testing
         #expect(out[0].options.maxSegmentSize == 1460)
         #expect(out[0].checksumOK)
         #expect(h.layer.connectionCount == 1)
-        #expect(try h.layer.accept(l) == nil)
+        #expect(try h.layer.accept(l, now: h.now) == nil)
         h.inject(seq: 1001, ack: out[0].seq &+ 1, flags: .ack)
         #expect(h.takeEvents() == [.acceptable(l)])
-        let c = try #require(try h.layer.accept(l))
+        let c = try #require(try h.layer.accept(l, now: h.now))
         #expect(h.state(c) == .established)
         #expect(h.layer.remoteEndpoint(c) == h.remote)
         #expect(h.layer.localEndpoint(c) == h.local)
-        #expect(try h.layer.accept(l) == nil)
+        #expect(try h.layer.accept(l, now: h.now) == nil)
     }
 
     @Test func testSynSentSynAck() throws {
@@ -89,7 +89,7 @@ import Testing
         #expect(h.takeEvents() == [.failed(c, .connectionRefused)])
         #expect(h.state(c) == .closed)
         #expect(h.layer.connectionCount == 0)
-        h.layer.release(c)
+        h.layer.release(c, now: h.now)
         #expect(h.layer.info(c) == nil)
     }
 
@@ -239,7 +239,7 @@ import Testing
     @Test func testEstablishedNoDelay() throws {
         let h = Harness()
         let c = h.passiveEstablished()
-        try h.layer.setOption(c, .noDelay(true))
+        try h.layer.setOption(c, .noDelay(true), now: h.now)
         _ = h.write(c, bytes(10))
         h.poll()
         _ = h.write(c, bytes(10))
@@ -409,7 +409,7 @@ import Testing
 
     @Test func testOptionsNegotiatedWhenBothOffer() throws {
         let h = Harness()
-        let l = try h.layer.listen(local: h.local, backlog: 1)
+        let l = try h.layer.listen(local: h.local, backlog: 1, now: h.now)
         h.inject(seq: 1000, ack: 0, flags: .syn, window: 100,
                  options: Harness.peerOptions(ws: 7, sack: true, ts: (555, 0)))
         let sa = h.sent()[0]
@@ -419,7 +419,7 @@ import Testing
         var ts = TCPSegmentOptions()
         ts.timestamp = (556, sa.options.timestamp!.value)
         h.inject(seq: 1001, ack: sa.seq &+ 1, flags: .ack, window: 100, options: ts)
-        let c = try #require(try h.layer.accept(l))
+        let c = try #require(try h.layer.accept(l, now: h.now))
         let info = try #require(h.layer.info(c))
         #expect(info.windowScaling && info.timestamps && info.sack)
         #expect(info.peerWindow == 100 << 7)
@@ -435,7 +435,7 @@ import Testing
 
     @Test func testOptionsOffByConfig() throws {
         let h = Harness { $0.windowScaling = false; $0.timestamps = false; $0.sack = false }
-        _ = try h.layer.listen(local: h.local, backlog: 1)
+        _ = try h.layer.listen(local: h.local, backlog: 1, now: h.now)
         h.inject(seq: 1000, ack: 0, flags: .syn, options: Harness.peerOptions(ws: 7, sack: true, ts: (555, 0)))
         let sa = h.sent()[0]
         #expect(sa.options.windowScale == nil)
@@ -504,13 +504,13 @@ import Testing
 
     @Test func testSynReceivedRst() throws {
         let h = Harness()
-        let l = try h.layer.listen(local: h.local, backlog: 4)
+        let l = try h.layer.listen(local: h.local, backlog: 4, now: h.now)
         h.inject(seq: 1000, ack: 0, flags: .syn)
         _ = h.sent()
         h.inject(seq: 1001, ack: 0, flags: .rst)
         #expect(h.layer.connectionCount == 0)
         #expect(h.takeEvents().isEmpty)
-        #expect(try h.layer.accept(l) == nil)
+        #expect(try h.layer.accept(l, now: h.now) == nil)
         // The listener still works.
         h.inject(seq: 3000, ack: 0, flags: .syn)
         #expect(h.sent().first?.flags == [.syn, .ack])
@@ -521,20 +521,20 @@ import Testing
         switch state {
         case .established: break
         case .finWait1:
-            try h.layer.shutdownWrite(c); h.poll(); _ = h.sent()
+            try h.layer.shutdownWrite(c, now: h.now); h.poll(); _ = h.sent()
         case .finWait2:
-            try h.layer.shutdownWrite(c); h.poll(); _ = h.sent()
+            try h.layer.shutdownWrite(c, now: h.now); h.poll(); _ = h.sent()
             h.inject(ack: h.peerAck &+ 1, flags: .ack)
         case .closeWait:
             h.inject(flags: [.fin, .ack]); h.peerSeq &+= 1
         case .closing:
-            try h.layer.shutdownWrite(c); h.poll(); _ = h.sent()
+            try h.layer.shutdownWrite(c, now: h.now); h.poll(); _ = h.sent()
             h.inject(flags: [.fin, .ack]); h.peerSeq &+= 1
         case .lastAck:
             h.inject(flags: [.fin, .ack]); h.peerSeq &+= 1
-            try h.layer.shutdownWrite(c); h.poll()
+            try h.layer.shutdownWrite(c, now: h.now); h.poll()
         case .timeWait:
-            try h.layer.shutdownWrite(c); h.poll(); _ = h.sent()
+            try h.layer.shutdownWrite(c, now: h.now); h.poll(); _ = h.sent()
             h.inject(ack: h.peerAck &+ 1, flags: [.fin, .ack]); h.peerSeq &+= 1
         default:
             Issue.record("cannot reach \(state)")
@@ -584,7 +584,7 @@ import Testing
         #expect(!h.layer.isPeerClosed(c))
         #expect(h.read(c) == bytes(5))
         #expect(h.layer.isPeerClosed(c))
-        h.layer.close(c)
+        h.layer.close(c, now: h.now)
         #expect(h.state(c) == .lastAck)
         h.poll()
         let fin = h.sent()
@@ -593,14 +593,14 @@ import Testing
         #expect(h.takeEvents() == [.closed(c)])
         #expect(h.state(c) == .closed)
         #expect(h.layer.connectionCount == 0)
-        h.layer.release(c)
+        h.layer.release(c, now: h.now)
         #expect(h.layer.info(c) == nil)
     }
 
     @Test func testFinWait2FinAndTimeWaitExpiry() throws {
         let h = Harness { $0.timeWait = .seconds(1) }
         let c = h.passiveEstablished()
-        h.layer.close(c)
+        h.layer.close(c, now: h.now)
         h.poll()
         let fin = h.sent()
         #expect(fin.count == 1 && fin[0].flags == [.fin, .ack])
@@ -625,7 +625,7 @@ import Testing
     @Test func testSimultaneousClose() throws {
         let h = Harness { $0.timeWait = .seconds(1) }
         let c = h.passiveEstablished()
-        h.layer.close(c)
+        h.layer.close(c, now: h.now)
         h.poll()
         let fin = h.sent()[0]
         h.inject(flags: [.fin, .ack])   // peer's FIN crosses ours (does not ACK it)
@@ -641,11 +641,11 @@ import Testing
     @Test func testHalfClose() throws {
         let h = Harness()
         let c = h.passiveEstablished()
-        try h.layer.shutdownWrite(c)
+        try h.layer.shutdownWrite(c, now: h.now)
         h.poll()
         let fin = h.sent()[0]
         #expect(fin.flags == [.fin, .ack])
-        #expect(throws: SocketError.invalidState) { _ = try h.layer.send(c, UnsafeRawBufferPointer(start: nil, count: 0)) }
+        #expect(throws: SocketError.invalidState) { _ = try h.layer.send(c, UnsafeRawBufferPointer(start: nil, count: 0), now: h.now) }
         h.inject(ack: fin.seq &+ 1, flags: .ack)
         #expect(h.state(c) == .finWait2)
         h.inject(ack: fin.seq &+ 1, flags: .ack, payload: bytes(50))
@@ -661,7 +661,7 @@ import Testing
         let c = h.passiveEstablished()
         h.inject(flags: .ack, payload: bytes(100))
         _ = h.sent()
-        h.layer.close(c)
+        h.layer.close(c, now: h.now)
         h.poll()
         let out = h.sent()
         #expect(out.count == 1)
@@ -673,7 +673,7 @@ import Testing
     @Test func testAbortSendsRst() throws {
         let h = Harness()
         let c = h.passiveEstablished()
-        h.layer.abort(c)
+        h.layer.abort(c, now: h.now)
         h.poll()
         let out = h.sent()
         #expect(out.count == 1 && out[0].flags == .rst)
@@ -686,7 +686,7 @@ import Testing
             $0.keepAliveIdle = .seconds(10); $0.keepAliveInterval = .seconds(1); $0.keepAliveCount = 3
         }
         let c = h.passiveEstablished()
-        try h.layer.setOption(c, .keepAlive(true))
+        try h.layer.setOption(c, .keepAlive(true), now: h.now)
         let t0 = h.now
         // A live peer answers the first probe: the idle clock restarts.
         h.run(untilMs: 10_000)
@@ -710,7 +710,7 @@ import Testing
 
     @Test func testListenSynQueueFullUsesCookies() throws {
         let h = Harness { $0.maxSynQueue = 2 }
-        let l = try h.layer.listen(local: h.local, backlog: 8)
+        let l = try h.layer.listen(local: h.local, backlog: 8, now: h.now)
         var synacks: [Seg] = []
         for p in 0..<3 {
             h.remote = IPv4Endpoint(h.remote.address, UInt16(41000 + p))
@@ -722,10 +722,11 @@ import Testing
         #expect(synacks[0].options.windowScale != nil)
         #expect(synacks[2].options.windowScale == nil)  // cookies cannot carry options
         #expect(synacks[2].options.maxSegmentSize == 1460)
+        #expect(h.layer.synCookiesSent == 1)
         // Completing the cookie handshake creates the connection.
         h.inject(seq: 1001, ack: synacks[2].seq &+ 1, flags: .ack)
         #expect(h.takeEvents() == [.acceptable(l)])
-        let c = try #require(try h.layer.accept(l))
+        let c = try #require(try h.layer.accept(l, now: h.now))
         #expect(h.state(c) == .established)
         #expect(h.layer.remoteEndpoint(c)?.port == 41002)
         // A forged ACK (wrong cookie) gets an RST.
@@ -737,7 +738,7 @@ import Testing
 
     @Test func testListenBacklogFullIgnoresAck() throws {
         let h = Harness()
-        let l = try h.layer.listen(local: h.local, backlog: 1)
+        let l = try h.layer.listen(local: h.local, backlog: 1, now: h.now)
         var synacks: [Seg] = []
         for p in 0..<2 {
             h.remote = IPv4Endpoint(h.remote.address, UInt16(42000 + p))
@@ -748,9 +749,9 @@ import Testing
             h.remote = IPv4Endpoint(h.remote.address, UInt16(42000 + p))
             h.inject(seq: 1001, ack: synacks[p].seq &+ 1, flags: .ack)
         }
-        let first = try #require(try h.layer.accept(l))
+        let first = try #require(try h.layer.accept(l, now: h.now))
         #expect(h.state(first) == .established)
-        #expect(try h.layer.accept(l) == nil)   // second stayed in SYN-RECEIVED
+        #expect(try h.layer.accept(l, now: h.now) == nil)   // second stayed in SYN-RECEIVED
         #expect(h.layer.connectionCount == 2)
     }
 }
@@ -769,7 +770,7 @@ import Testing
 
     @Test func testListenSynFinIgnored() throws {
         let h = Harness()
-        _ = try h.layer.listen(local: h.local, backlog: 4)
+        _ = try h.layer.listen(local: h.local, backlog: 4, now: h.now)
         h.inject(seq: 1000, ack: 0, flags: [.syn, .fin])
         #expect(h.sent().isEmpty)
         #expect(h.layer.connectionCount == 0)
@@ -819,7 +820,7 @@ import Testing
 
     @Test func testSynReceivedRetransmitsSynAckThenGivesUp() throws {
         let h = Harness { $0.synRetries = 1 }
-        let l = try h.layer.listen(local: h.local, backlog: 4)
+        let l = try h.layer.listen(local: h.local, backlog: 4, now: h.now)
         h.inject(seq: 1000, ack: 0, flags: .syn)
         let first = h.sent()
         #expect(first.count == 1)
@@ -833,6 +834,6 @@ import Testing
         #expect(h.layer.connectionCount == 0)
         #expect(h.takeEvents().isEmpty)
         #expect(h.layer.listeners[h.local]?.synQueue == 0)
-        #expect(try h.layer.accept(l) == nil)
+        #expect(try h.layer.accept(l, now: h.now) == nil)
     }
 }

@@ -132,7 +132,7 @@ final class Harness {
 
     /// Listen, take a SYN, answer the SYN-ACK, accept. Leaves `peerSeq`/`peerAck` ready.
     func passiveEstablished(options: TCPSegmentOptions = Harness.peerOptions()) -> SocketHandle {
-        let l = try! layer.listen(local: local, backlog: 8)
+        let l = try! layer.listen(local: local, backlog: 8, now: now)
         listener = l
         inject(seq: peerSeq, ack: 0, flags: .syn, options: options)
         let synack = sent()
@@ -141,7 +141,7 @@ final class Harness {
         peerAck = synack[0].seq &+ 1
         inject(flags: .ack)
         _ = takeEvents()
-        let h = try! layer.accept(l)!
+        let h = try! layer.accept(l, now: now)!
         _ = takeEvents()
         return h
     }
@@ -172,11 +172,11 @@ final class Harness {
     }
 
     func write(_ h: SocketHandle, _ bytes: [UInt8]) -> Int {
-        bytes.withUnsafeBytes { try! layer.send(h, $0) }
+        bytes.withUnsafeBytes { try! layer.send(h, $0, now: now) }
     }
     func read(_ h: SocketHandle, max: Int = 1 << 20) -> [UInt8] {
         var buf = [UInt8](repeating: 0, count: max)
-        let n = buf.withUnsafeMutableBytes { try! layer.receive(h, into: $0) }
+        let n = buf.withUnsafeMutableBytes { try! layer.receive(h, into: $0, now: now) }
         return Array(buf[0..<n])
     }
     func state(_ h: SocketHandle) -> TCPState? { layer.info(h)?.state }

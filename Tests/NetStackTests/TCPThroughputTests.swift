@@ -77,8 +77,8 @@ final class ArenaQueue: IPv4Transmitter {
         let ab = ArenaQueue(mtu: 2800, slots: 4096)
         let ba = ArenaQueue(mtu: 2800, slots: 4096)
         let addrA = IPv4Address(10, 2, 0, 1), addrB = IPv4Address(10, 2, 0, 2)
-        let l = try b.listen(local: IPv4Endpoint(addrB, 5201), backlog: 1)
         var now = Instant.milliseconds(1)
+        let l = try b.listen(local: IPv4Endpoint(addrB, 5201), backlog: 1, now: now)
         let ca = try a.connect(local: IPv4Endpoint(addrA, 0), remote: IPv4Endpoint(addrB, 5201), now: now)
         var cb: SocketHandle?
         var sent = 0, received = 0
@@ -96,7 +96,7 @@ final class ArenaQueue: IPv4Transmitter {
             _ = b.poll(now: now, tx: ba)
             _ = ab.deliver(to: b, now: now, reply: ba)
             _ = ba.deliver(to: a, now: now, reply: ab)
-            if cb == nil { cb = try b.accept(l) }
+            if cb == nil { cb = try b.accept(l, now: now) }
             // Sender: fill the send ring in place with the pattern, zero-copy style.
             if sent < total, let tx = a.sendBuffer(ca) {
                 let (r1, r2) = tx.freeRegions()
@@ -111,9 +111,9 @@ final class ArenaQueue: IPv4Transmitter {
                     }
                 }
                 if n > 0 {
-                    a.commitSend(ca, n)
+                    a.commitSend(ca, n, now: now)
                     sent += n
-                    if sent == total { try a.shutdownWrite(ca) }
+                    if sent == total { try a.shutdownWrite(ca, now: now) }
                 }
             }
             // Receiver: check the pattern straight from the receive ring, then consume.
@@ -131,11 +131,11 @@ final class ArenaQueue: IPv4Transmitter {
                     }
                 }
                 received += n
-                b.consume(cb, n)
-                if b.isPeerClosed(cb) { b.close(cb) }
+                b.consume(cb, n, now: now)
+                if b.isPeerClosed(cb) { b.close(cb, now: now) }
             }
             if received == total, let cb, b.isPeerClosed(cb) {
-                b.close(cb)
+                b.close(cb, now: now)
                 finished = true
             }
             a.drainEvents { _ in }

@@ -64,7 +64,7 @@ import Testing
         let bytes = buildSegment(from: a, to: b, seq: 1, flags: .syn)
         for n in 0..<20 {
             _ = bytes.withUnsafeBytes { raw in
-                #expect(throws: TCPWireError.truncated(needed: 20, available: n)) {
+                #expect(throws: WireError.truncated(needed: 20, available: n)) {
                     _ = try TCPHeaderView(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
                 }
             }
@@ -76,30 +76,30 @@ import Testing
         for off in [0, 4] {   // < 5 words
             bytes[12] = UInt8(off << 4)
             _ = bytes.withUnsafeBytes { raw in
-                #expect(throws: TCPWireError.badHeaderLength(headerLength: off * 4, available: 20)) {
+                #expect(throws: WireError.badHeaderLength(off * 4)) {
                     _ = try TCPHeaderView(raw)
                 }
             }
         }
         bytes[12] = 6 << 4   // 24 bytes claimed, 20 present
         _ = bytes.withUnsafeBytes { raw in
-            #expect(throws: TCPWireError.badHeaderLength(headerLength: 24, available: 20)) { _ = try TCPHeaderView(raw) }
+            #expect(throws: WireError.badHeaderLength(24)) { _ = try TCPHeaderView(raw) }
         }
         bytes[12] = 15 << 4
         _ = bytes.withUnsafeBytes { raw in
-            #expect(throws: TCPWireError.badHeaderLength(headerLength: 60, available: 20)) { _ = try TCPHeaderView(raw) }
+            #expect(throws: WireError.badHeaderLength(60)) { _ = try TCPHeaderView(raw) }
         }
     }
 
     /// Runs the option iterator over raw option bytes and returns what it produced.
-    func parse(_ opts: [UInt8]) -> (options: [TCPHeaderOption], error: TCPWireError?) {
+    func parse(_ opts: [UInt8]) -> (options: [TCPHeaderOption], error: WireError?) {
         opts.withUnsafeBytes { raw in
             var it = TCPOptionIterator(raw)
             var out: [TCPHeaderOption] = []
             do {
                 while let o = try it.next() { out.append(o) }
                 return (out, nil)
-            } catch let e as TCPWireError {
+            } catch let e as WireError {
                 return (out, e)
             } catch {
                 return (out, nil)
@@ -156,7 +156,7 @@ import Testing
             let v = try TCPHeaderView(raw)
             #expect(v.optionsArea.count == 4)
             var it = v.options
-            #expect(throws: TCPWireError.badOption(kind: 8, offset: 2)) { _ = try it.next() }
+            #expect(throws: WireError.badOption(kind: 8, offset: 2)) { _ = try it.next() }
             #expect(v.payload.count == 10)
         }
     }

@@ -233,7 +233,7 @@ import Testing
         #expect(fd >= 0)
         defer { Glibc.close(fd); Glibc.close(chApp) }
         // Bytes from the peer arrive on the accepted fd.
-        _ = try Array("ping".utf8).withUnsafeBytes { try rig.peer.tcp.send(h, $0) }
+        _ = try Array("ping".utf8).withUnsafeBytes { try rig.peer.tcp.send(h, $0, now: NetworkLoop.now()) }
         var got: [UInt8] = []
         rig.run { got += Rig.drain(fd); return got.count >= 4 }
         #expect(got == Array("ping".utf8))

@@ -8,8 +8,12 @@
 public final class RingBuffer {
     public let capacity: Int
     @usableFromInline let storage: UnsafeMutableRawPointer
-    @usableFromInline var head = 0     // index of first readable byte
-    @usableFromInline var length = 0   // readable bytes
+    // Unchecked: a ring belongs to one loop thread and no ring call re-enters another; visible
+    // to inlinable code in other modules, the counters could never be proven static, and the
+    // checks cost 11% (TCP alone) / 7.7% (whole stack) of the instructions per MiB moved
+    // (callgrind, `NetStackBench tcp` / `sim`).
+    @exclusivity(unchecked) @usableFromInline var head = 0     // index of first readable byte
+    @exclusivity(unchecked) @usableFromInline var length = 0   // readable bytes
 
     public init(capacity: Int) {
         precondition(capacity > 0)

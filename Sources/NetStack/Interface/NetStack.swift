@@ -7,14 +7,20 @@
 /// out synchronously through the `FrameSink`. Nothing here reads a clock or does I/O, and no
 /// input can make it trap. Not thread-safe: one network loop thread owns it.
 ///
+/// ICMP errors received are counted; a destination unreachable that quotes one of our TCP
+/// segments fails a connect still in SYN-SENT, and one quoting a UDP datagram is reported on
+/// the connected UDP socket it came from (both like Linux, see `destinationUnreachable`).
+///
 /// Not supported (by design): IP forwarding, multicast/IGMP, IP options on output, PMTU
-/// discovery, ICMP-driven socket errors (ICMP errors are counted only).
+/// discovery, other ICMP-driven socket errors (source quench, time exceeded, redirects).
 public final class NetStack {
     public private(set) var config: StackConfig
-    public private(set) var counters = StackCounters()
+    public internal(set) var counters = StackCounters()
     public let tcp: TCPLayer
+    /// Every bound port of this interface, TCP and UDP; public so the intercept hub's bind()
+    /// reservations share it with the stack's listeners, sockets and services.
+    public let ports: PortTable
     let sink: FrameSink
-    var random: any RandomSource
     public private(set) var mtu: Int
     public private(set) var addresses: [IPv4CIDR]
 
@@ -45,9 +51,11 @@ public final class NetStack {
         self.sink = sink
         var rng: any RandomSource = random
         ipID = UInt16(truncatingIfNeeded: rng.next())
-        // TCP gets its own stream so its ISNs do not depend on how often we draw.
-        tcp = TCPLayer(config: cfg.tcp, random: XorShiftRandom(seed: rng.next()))
-        self.random = rng
+        // TCP and the port table get their own streams so neither depends on how often the
+        // other draws.
+        let tcpSeed = rng.next()
+        ports = PortTable(ephemeral: cfg.ephemeralPorts, seed: rng.next())
+        tcp = TCPLayer(config: cfg.tcp, random: XorShiftRandom(seed: tcpSeed), ports: ports)
         mtu = cfg.mtu
         addresses = cfg.addresses
         neighbors = NeighborCache(config: cfg)
@@ -453,8 +461,9 @@ public final class NetStack {
         }
     }
 
-    /// Hands a destination unreachable to TCP when it quotes a TCP segment we sent (the quote is
-    /// the original IPv4 header plus at least 8 bytes: ports and sequence number).
+    /// Hands a destination unreachable to TCP or UDP when it quotes a segment or datagram we sent
+    /// (the quote is the original IPv4 header plus at least 8 bytes: ports, and for TCP the
+    /// sequence number).
     private func destinationUnreachable(code: UInt8, quote: UnsafeRawBufferPointer) {
         guard quote.count >= IPv4HeaderView.minHeaderLength, let q = quote.baseAddress else { return }
         let ihl = Int(q.load(as: UInt8.self) & 0x0F) &* 4
@@ -567,124 +576,6 @@ extension NetStack: IPv4Transmitter {
                             dontFragment: proto == IPProtocol.tcp)
         return sendIPv4Frame(ipLength: IPv4HeaderView.minHeaderLength &+ n, hop: hop, broadcast: bcast)
     }
-}
-
-// MARK: - UDP socket API
-
-extension NetStack {
-    /// Largest UDP payload (65535 - 20 - 8); bigger sends fail with `.messageTooLong`. Sends
-    /// bigger than the MTU are fragmented (not EMSGSIZE), like Linux without IP_PMTUDISC_DO.
-    public static let udpMaxPayload = 65507
-
-    /// Opens a UDP socket bound to `local` (address `.any` or one of ours; port 0 = ephemeral).
-    /// ICMP destination unreachable about a datagram we sent: like Linux without IP_RECVERR,
-    /// only a socket connected to that destination learns it (ECONNREFUSED for port
-    /// unreachable), once, on its next receive.
-    private func udpUnreachable(code: UInt8, local: IPv4Endpoint, remote: IPv4Endpoint) {
-        guard let e = SocketError(unreachableCode: code), let (s, h) = udp.lookup(dst: local, src: remote),
-              !s.isService, s.remote == remote else { return }
-        s.pendingError = e
-        events.append(.readable(h))
-    }
-
-    /// The error an ICMP message left on a connected UDP socket, cleared as it is read.
-    public func udpTakeError(_ h: SocketHandle) -> SocketError? {
-        guard let s = udp.socket(h), let e = s.pendingError else { return nil }
-        s.pendingError = nil
-        return e
-    }
-
-    public func udpOpen(local: IPv4Endpoint) throws(SocketError) -> SocketHandle {
-        try openUDP(local: local, isService: false)
-    }
-
-    func openUDP(local: IPv4Endpoint, isService: Bool) throws(SocketError) -> SocketHandle {
-        guard local.address.isUnspecified || isLocal(local.address) else { throw .addressNotAvailable }
-        var ep = local
-        if ep.port == 0 {
-            let start = UInt16(truncatingIfNeeded: 49152 &+ Int(random.next() % 16384))
-            var found: UInt16?
-            for i in 0..<16384 {
-                let p = UInt16(truncatingIfNeeded: 49152 &+ ((Int(start) &- 49152 &+ i) % 16384))
-                if udp.isPortFree(p, address: ep.address) { found = p; break }
-            }
-            guard let p = found else { throw .addressInUse }
-            ep.port = p
-        }
-        return try udp.open(local: ep, isService: isService, queueDatagrams: config.udpQueueDatagrams,
-                            queueBytes: config.udpQueueBytes)
-    }
-
-    /// Sets (or with nil clears) the default destination; a connected socket only receives from
-    /// its peer.
-    public func udpConnect(_ h: SocketHandle, remote: IPv4Endpoint?) throws(SocketError) {
-        guard let s = udp.socket(h) else { throw .invalidHandle }
-        guard let r = remote else { s.remote = nil; return }
-        guard !r.address.isUnspecified, r.port != 0 else { throw .invalidState }
-        guard route(r.address) != nil else { throw .networkUnreachable }
-        s.remote = r
-    }
-
-    /// Sends one datagram to `to` (or the connected peer). Throws `.notConnected` without a
-    /// destination, `.messageTooLong` above 65507 bytes, `.networkUnreachable` without a route.
-    /// A datagram waiting for ARP that cannot be queued is dropped silently (counted), as in Linux.
-    public func udpSend(_ h: SocketHandle, to: IPv4Endpoint?, _ payload: UnsafeRawBufferPointer, now: Instant) throws(SocketError) {
-        self.now = now
-        guard let s = udp.socket(h) else { throw .invalidHandle }
-        guard let dst = to ?? s.remote else { throw .notConnected }
-        guard dst.port != 0, !dst.address.isUnspecified else { throw .invalidState }
-        guard payload.count <= Self.udpMaxPayload else { throw .messageTooLong }
-        let src: IPv4Address
-        if s.local.address.isUnspecified {
-            guard let a = sourceAddress(for: dst.address) else { throw .networkUnreachable }
-            src = a
-        } else {
-            src = s.local.address
-        }
-        try sendUDP(src: IPv4Endpoint(src, s.local.port), dst: dst, payload)
-    }
-
-    func sendUDP(src: IPv4Endpoint, dst: IPv4Endpoint, _ payload: UnsafeRawBufferPointer) throws(SocketError) {
-        var hdr: UInt64 = 0
-        var result: SocketError?
-        withUnsafeMutableBytes(of: &hdr) { h in
-            let p = h.baseAddress.unsafelyUnwrapped
-            UDPHeaderView.emit(into: p, sourcePort: src.port, destinationPort: dst.port, payloadLength: payload.count)
-            let c = UDPHeaderView.checksum(source: src.address, destination: dst.address, header: UnsafeRawPointer(p), payload: payload)
-            wireStore16(p, 6, c)
-            do throws(SocketError) {
-                try outputDatagram(src: src.address, dst: dst.address, proto: IPProtocol.udp, header: UnsafeRawPointer(p), body: payload)
-                counters.udpDatagramsOut &+= 1
-            } catch { result = error }
-        }
-        if let e = result { throw e }
-    }
-
-    func udpEchoReply(local: IPv4Endpoint, to: IPv4Endpoint, _ payload: UnsafeRawBufferPointer) {
-        try? sendUDP(src: local, dst: to, payload)
-    }
-
-    /// Dequeues the oldest datagram into `into`, truncating like recvfrom; nil when the queue is empty.
-    public func udpReceive(_ h: SocketHandle, into: UnsafeMutableRawBufferPointer) throws(SocketError) -> (count: Int, from: IPv4Endpoint)? {
-        guard let s = udp.socket(h) else { throw .invalidHandle }
-        guard let r = s.pop(into: into) else { return nil }
-        return (r.count, r.from)
-    }
-
-    /// Like `udpReceive`, also returning the datagram's full length (> count when truncated).
-    public func udpReceiveDatagram(_ h: SocketHandle, into: UnsafeMutableRawBufferPointer) throws(SocketError)
-        -> (count: Int, length: Int, from: IPv4Endpoint)? {
-        guard let s = udp.socket(h) else { throw .invalidHandle }
-        return s.pop(into: into)
-    }
-
-    /// Size of the next queued datagram (FIONREAD for UDP), nil when empty or unknown handle.
-    public func udpNextDatagramSize(_ h: SocketHandle) -> Int? { udp.socket(h)?.nextLength }
-
-    public func udpClose(_ h: SocketHandle) { _ = udp.close(h) }
-
-    public func udpLocalEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { udp.socket(h)?.local }
-    public func udpRemoteEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { udp.socket(h)?.remote }
 }
 
 // MARK: - TCP helpers

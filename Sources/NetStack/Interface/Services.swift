@@ -64,10 +64,12 @@ extension NetStack {
     }
 
     /// Listens on the wildcard address, so the services follow `setAddresses` by themselves.
+    /// Runs from `init`, before any entry point has brought a clock reading: `now` is still the
+    /// stack's zero instant, which `listen` does not use (it starts no timer).
     func startServices() {
         for s in config.services.sorted(by: { $0.rawValue < $1.rawValue }) {
             do throws(SocketError) {
-                let l = try tcp.listen(local: IPv4Endpoint(.any, Self.port(of: s)), backlog: 128)
+                let l = try tcp.listen(local: IPv4Endpoint(.any, Self.port(of: s)), backlog: 128, now: now)
                 services.listeners[l] = s
             } catch { services.startErrors.append(error) }
         }
@@ -95,7 +97,7 @@ extension NetStack {
         switch ev {
         case let .acceptable(l):
             guard let kind = services.listeners[l] else { return false }
-            while let c = try? tcp.accept(l) {
+            while let c = try? tcp.accept(l, now: now) {
                 services.conns[c] = ServiceState.Conn(kind: kind)
                 runService(c)
             }
@@ -106,7 +108,7 @@ extension NetStack {
             return true
         case let .failed(h, _), let .closed(h):
             if services.conns.removeValue(forKey: h) != nil {
-                tcp.release(h)
+                tcp.release(h, now: now)
                 return true
             }
             return services.listeners[h] != nil
@@ -119,10 +121,10 @@ extension NetStack {
         switch c.kind {
         case .discard:
             if let rx = tcp.receiveBuffer(h), rx.count > 0 {
-                tcp.consume(h, rx.count)
+                tcp.consume(h, rx.count, now: now)
                 services.dirty = true
             }
-            if tcp.isPeerClosed(h) { c.closing = true; tcp.close(h) }
+            if tcp.isPeerClosed(h) { c.closing = true; tcp.close(h, now: now) }
         case .echo:
             guard let rx = tcp.receiveBuffer(h), let tx = tcp.sendBuffer(h) else { return }
             let n = min(rx.count, tx.free)
@@ -130,20 +132,20 @@ extension NetStack {
                 let (r1, r2) = rx.readableRegions(max: n)
                 let (w1, w2) = tx.freeRegions()
                 copyRegions(from: r1, r2, to: w1, w2, count: n)
-                tcp.commitSend(h, n)
-                tcp.consume(h, n)
+                tcp.commitSend(h, n, now: now)
+                tcp.consume(h, n, now: now)
                 services.dirty = true
             }
-            if rx.isEmpty && tcp.isPeerClosed(h) { c.closing = true; tcp.close(h) }
+            if rx.isEmpty && tcp.isPeerClosed(h) { c.closing = true; tcp.close(h, now: now) }
         case .chargen:
-            if let rx = tcp.receiveBuffer(h), rx.count > 0 { tcp.consume(h, rx.count) }
-            if tcp.isPeerClosed(h) { c.closing = true; tcp.close(h); break }
+            if let rx = tcp.receiveBuffer(h), rx.count > 0 { tcp.consume(h, rx.count, now: now) }
+            if tcp.isPeerClosed(h) { c.closing = true; tcp.close(h, now: now); break }
             guard let tx = tcp.sendBuffer(h), tx.free > 0 else { break }
             let n = tx.free
             let (w1, w2) = tx.freeRegions()
             c.chargenOffset = fillChargen(w1, from: c.chargenOffset)
             c.chargenOffset = fillChargen(w2, from: c.chargenOffset)
-            tcp.commitSend(h, n)
+            tcp.commitSend(h, n, now: now)
             services.dirty = true
         }
         services.conns[h] = c

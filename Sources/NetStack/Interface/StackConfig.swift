@@ -24,6 +24,8 @@ public struct StackConfig: Sendable {
     public var gateway: IPv4Address?
     public var tcp: TCPConfig
     public var services: Set<DiagnosticService>
+    /// Ports `bind` and `connect` pick from when asked for port 0 (see `PortTable`).
+    public var ephemeralPorts: ClosedRange<UInt16> = PortTable.defaultEphemeral
     /// Per-UDP-socket receive queue bounds.
     public var udpQueueDatagrams = 256
     public var udpQueueBytes = 1 << 20

@@ -1,13 +1,15 @@
-/// UDP socket table (RFC 768, socket semantics after Linux): bind with EADDRINUSE, ephemeral
-/// ports, connect as an input filter and default destination, and per-socket bounded receive
-/// queues. Each socket's queue is one byte ring (`udpQueueBytes`) plus a fixed ring of datagram
+/// UDP socket table (RFC 768, socket semantics after Linux): demultiplexing by local port and
+/// address, connect as an input filter and default destination, and per-socket bounded receive
+/// queues. Which ports may be bound (EADDRINUSE, ephemeral ports) is the interface's
+/// `PortTable`'s business: every socket here holds a binding from it. Each socket's queue is one byte ring (`udpQueueBytes`) plus a fixed ring of datagram
 /// records (`udpQueueDatagrams`), both allocated at open, so input never allocates.
 ///
 /// Handles: UDP handles have `SocketHandle.udpFlag` set in `index`; TCPLayer's never do (see
 /// Core/Socket.swift), so one handle space serves the driver for both protocols.
 final class UDPSocket {
     var generation: UInt32
-    var local: IPv4Endpoint
+    let binding: PortTable.Binding
+    var local: IPv4Endpoint { binding.local }
     var remote: IPv4Endpoint?
     /// Internal diagnostic-service socket: input is answered inline, never queued or reported.
     let isService: Bool
@@ -19,9 +21,9 @@ final class UDPSocket {
     /// An ICMP error for a connected socket (Linux's sk_err), reported once by the next receive.
     var pendingError: SocketError?
 
-    init(generation: UInt32, local: IPv4Endpoint, isService: Bool, queueDatagrams: Int, queueBytes: Int) {
+    init(generation: UInt32, binding: PortTable.Binding, isService: Bool, queueDatagrams: Int, queueBytes: Int) {
         self.generation = generation
-        self.local = local
+        self.binding = binding
         self.isService = isService
         let d = isService ? 1 : max(1, queueDatagrams)
         data = RingBuffer(capacity: isService ? 1 : max(1, queueBytes))
@@ -72,18 +74,11 @@ final class UDPSocketTable {
         return s
     }
 
-    func isPortFree(_ port: UInt16, address: IPv4Address) -> Bool {
-        guard let list = byPort[port] else { return true }
-        for i in list {
-            guard let s = slots[i] else { continue }
-            let a = s.local.address
-            if a == address || a.isUnspecified || address.isUnspecified { return false }
-        }
-        return true
-    }
-
-    func open(local: IPv4Endpoint, isService: Bool, queueDatagrams: Int, queueBytes: Int) throws(SocketError) -> SocketHandle {
-        guard isPortFree(local.port, address: local.address) else { throw .addressInUse }
+    /// A socket on `binding` (already taken in the port table; the caller releases it when the
+    /// socket closes, or when this throws).
+    func open(binding: PortTable.Binding, isService: Bool, queueDatagrams: Int, queueBytes: Int) throws(SocketError)
+        -> SocketHandle {
+        let local = binding.local
         let i: Int
         if let f = freeSlots.popLast() {
             i = f
@@ -94,7 +89,7 @@ final class UDPSocketTable {
             i = slots.count &- 1
         }
         generations[i] &+= 1
-        let s = UDPSocket(generation: generations[i], local: local, isService: isService,
+        let s = UDPSocket(generation: generations[i], binding: binding, isService: isService,
                           queueDatagrams: queueDatagrams, queueBytes: queueBytes)
         slots[i] = s
         byPort[local.port, default: []].append(i)

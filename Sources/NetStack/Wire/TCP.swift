@@ -8,29 +8,6 @@
 /// a frame buffer. The checksum is not verified here (see `checksumValid`): the caller decides
 /// when to pay for it.
 
-/// Why a TCP view refused a buffer or an option.
-public enum TCPWireError: Error, Hashable, Sendable {
-    /// The buffer holds `available` bytes but the header needs at least `needed`.
-    case truncated(needed: Int, available: Int)
-    /// The data offset says `headerLength` bytes: less than 20, or more than the segment.
-    case badHeaderLength(headerLength: Int, available: Int)
-    /// An option is malformed: length 0/1, runs past the header, or wrong length for its kind.
-    case badOption(kind: UInt8, offset: Int)
-}
-
-@inline(__always) @usableFromInline func tcpLoad16(_ p: UnsafeRawPointer, _ o: Int) -> UInt16 {
-    UInt16(bigEndian: p.loadUnaligned(fromByteOffset: o, as: UInt16.self))
-}
-@inline(__always) @usableFromInline func tcpLoad32(_ p: UnsafeRawPointer, _ o: Int) -> UInt32 {
-    UInt32(bigEndian: p.loadUnaligned(fromByteOffset: o, as: UInt32.self))
-}
-@inline(__always) @usableFromInline func tcpStore16(_ p: UnsafeMutableRawPointer, _ o: Int, _ v: UInt16) {
-    p.storeBytes(of: v.bigEndian, toByteOffset: o, as: UInt16.self)
-}
-@inline(__always) @usableFromInline func tcpStore32(_ p: UnsafeMutableRawPointer, _ o: Int, _ v: UInt32) {
-    p.storeBytes(of: v.bigEndian, toByteOffset: o, as: UInt32.self)
-}
-
 /// The control bits (byte 13 of the header).
 public struct TCPFlags: OptionSet, Hashable, Sendable, CustomStringConvertible {
     public var rawValue: UInt8
@@ -112,7 +89,7 @@ public struct TCPOptionIterator {
     @usableFromInline var done = false
     @inlinable public init(_ area: UnsafeRawBufferPointer) { self.area = area }
 
-    public mutating func next() throws(TCPWireError) -> TCPHeaderOption? {
+    public mutating func next() throws(WireError) -> TCPHeaderOption? {
         while !done, offset < area.count {
             let kind = area[offset]
             if kind == 0 { done = true; return nil }        // End of option list
@@ -129,7 +106,7 @@ public struct TCPOptionIterator {
             switch kind {
             case 2:
                 guard len == 4 else { done = true; throw .badOption(kind: kind, offset: at) }
-                return .maxSegmentSize(tcpLoad16(p, 2))
+                return .maxSegmentSize(wireLoad16(p, 2))
             case 3:
                 guard len == 3 else { done = true; throw .badOption(kind: kind, offset: at) }
                 return .windowScale(Swift.min(p.load(fromByteOffset: 2, as: UInt8.self), 14))
@@ -141,13 +118,13 @@ public struct TCPOptionIterator {
                 var blocks = TCPSackBlocks()
                 var i = 2
                 while i &+ 8 <= len, blocks.count < TCPSackBlocks.capacity {
-                    blocks.append(start: SeqNumber(tcpLoad32(p, i)), end: SeqNumber(tcpLoad32(p, i &+ 4)))
+                    blocks.append(start: SeqNumber(wireLoad32(p, i)), end: SeqNumber(wireLoad32(p, i &+ 4)))
                     i &+= 8
                 }
                 return .sack(blocks)
             case 8:
                 guard len == 10 else { done = true; throw .badOption(kind: kind, offset: at) }
-                return .timestamps(value: tcpLoad32(p, 2), echoReply: tcpLoad32(p, 6))
+                return .timestamps(value: wireLoad32(p, 2), echoReply: wireLoad32(p, 6))
             default:
                 return .unknown(kind: kind, length: len)
             }
@@ -208,10 +185,10 @@ public struct TCPSegmentOptions: Hashable, Sendable {
     @inlinable public func emit(into p: UnsafeMutableRawPointer) -> Int {
         var o = 0
         @inline(__always) func b(_ v: UInt8) { p.storeBytes(of: v, toByteOffset: o, as: UInt8.self); o &+= 1 }
-        if let m = maxSegmentSize { b(2); b(4); tcpStore16(p, o, m); o &+= 2 }
+        if let m = maxSegmentSize { b(2); b(4); wireStore16(p, o, m); o &+= 2 }
         if hasTimestamp {
             if sackPermitted { b(4); b(2) } else { b(1); b(1) }
-            b(8); b(10); tcpStore32(p, o, tsVal); tcpStore32(p, o &+ 4, tsEcr); o &+= 8
+            b(8); b(10); wireStore32(p, o, tsVal); wireStore32(p, o &+ 4, tsEcr); o &+= 8
         } else if sackPermitted {
             b(1); b(1); b(4); b(2)
         }
@@ -220,7 +197,7 @@ public struct TCPSegmentOptions: Hashable, Sendable {
             b(1); b(1); b(5); b(UInt8(truncatingIfNeeded: 2 &+ 8 &* sackBlocks.count))
             for i in 0..<sackBlocks.count {
                 let blk = sackBlocks[i]
-                tcpStore32(p, o, blk.start.rawValue); tcpStore32(p, o &+ 4, blk.end.rawValue); o &+= 8
+                wireStore32(p, o, blk.start.rawValue); wireStore32(p, o &+ 4, blk.end.rawValue); o &+= 8
             }
         }
         return o
@@ -244,32 +221,27 @@ public struct TCPHeaderView {
     /// Data offset in bytes (20...60), validated against the buffer.
     public let headerLength: Int
 
-    @inlinable public init(_ buffer: UnsafeRawBufferPointer) throws(TCPWireError) {
+    @inlinable public init(_ buffer: UnsafeRawBufferPointer) throws(WireError) {
         guard buffer.count >= Self.minimumHeaderLength, let p = buffer.baseAddress else {
             throw .truncated(needed: Self.minimumHeaderLength, available: buffer.count)
         }
         let hl = Int(p.load(fromByteOffset: 12, as: UInt8.self) >> 4) &* 4
         guard hl >= Self.minimumHeaderLength, hl <= buffer.count else {
-            throw .badHeaderLength(headerLength: hl, available: buffer.count)
+            throw .badHeaderLength(hl)
         }
         bytes = buffer
         headerLength = hl
     }
-    /// For buffers already validated (e.g. ones we built).
-    @inlinable public init(unchecked buffer: UnsafeRawBufferPointer) {
-        bytes = buffer
-        headerLength = Int(buffer.baseAddress.unsafelyUnwrapped.load(fromByteOffset: 12, as: UInt8.self) >> 4) &* 4
-    }
 
     @inlinable var base: UnsafeRawPointer { bytes.baseAddress.unsafelyUnwrapped }
-    @inlinable public var sourcePort: UInt16 { tcpLoad16(base, 0) }
-    @inlinable public var destinationPort: UInt16 { tcpLoad16(base, 2) }
-    @inlinable public var sequenceNumber: SeqNumber { SeqNumber(tcpLoad32(base, 4)) }
-    @inlinable public var ackNumber: SeqNumber { SeqNumber(tcpLoad32(base, 8)) }
+    @inlinable public var sourcePort: UInt16 { wireLoad16(base, 0) }
+    @inlinable public var destinationPort: UInt16 { wireLoad16(base, 2) }
+    @inlinable public var sequenceNumber: SeqNumber { SeqNumber(wireLoad32(base, 4)) }
+    @inlinable public var ackNumber: SeqNumber { SeqNumber(wireLoad32(base, 8)) }
     @inlinable public var flags: TCPFlags { TCPFlags(rawValue: base.load(fromByteOffset: 13, as: UInt8.self)) }
-    @inlinable public var window: UInt16 { tcpLoad16(base, 14) }
-    @inlinable public var checksum: UInt16 { tcpLoad16(base, 16) }
-    @inlinable public var urgentPointer: UInt16 { tcpLoad16(base, 18) }
+    @inlinable public var window: UInt16 { wireLoad16(base, 14) }
+    @inlinable public var checksum: UInt16 { wireLoad16(base, 16) }
+    @inlinable public var urgentPointer: UInt16 { wireLoad16(base, 18) }
     @inlinable public var optionsArea: UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: base + Self.minimumHeaderLength, count: headerLength &- Self.minimumHeaderLength)
     }
@@ -322,23 +294,23 @@ public struct TCPHeaderRepr: Hashable, Sendable {
     /// Writes `headerLength` bytes at `p`, checksum field zero.
     @inlinable public func emit(into p: UnsafeMutableRawPointer) {
         let hl = headerLength
-        tcpStore16(p, 0, sourcePort)
-        tcpStore16(p, 2, destinationPort)
-        tcpStore32(p, 4, sequenceNumber.rawValue)
-        tcpStore32(p, 8, ackNumber.rawValue)
+        wireStore16(p, 0, sourcePort)
+        wireStore16(p, 2, destinationPort)
+        wireStore32(p, 4, sequenceNumber.rawValue)
+        wireStore32(p, 8, ackNumber.rawValue)
         p.storeBytes(of: UInt8(truncatingIfNeeded: (hl / 4) << 4), toByteOffset: 12, as: UInt8.self)
         p.storeBytes(of: flags.rawValue, toByteOffset: 13, as: UInt8.self)
-        tcpStore16(p, 14, window)
-        tcpStore16(p, 16, 0)
-        tcpStore16(p, 18, urgentPointer)
+        wireStore16(p, 14, window)
+        wireStore16(p, 16, 0)
+        wireStore16(p, 18, urgentPointer)
         _ = options.emit(into: p + TCPHeaderView.minimumHeaderLength)
     }
 
     /// Computes and stores the checksum of the `length`-byte segment at `p`.
     @inlinable public static func fillChecksum(_ p: UnsafeMutableRawPointer, length: Int,
                                                source: IPv4Address, destination: IPv4Address) {
-        tcpStore16(p, 16, 0)
+        wireStore16(p, 16, 0)
         let s = Checksum.pseudoHeader(src: source, dst: destination, proto: IPProtocol.tcp, length: length)
-        tcpStore16(p, 16, Checksum.finish(Checksum.partial(p, count: length, initial: s)))
+        wireStore16(p, 16, Checksum.finish(Checksum.partial(p, count: length, initial: s)))
     }
 }

@@ -23,18 +23,18 @@ extension TCPBridge {
             pumpOut(first.conn)
         }
         loop.setNotifyWritable(ch, false)
-        while let nh = (try? stack.tcp.accept(h)) ?? nil {
+        while let nh = (try? stack.tcp.accept(h, now: Self.now())) ?? nil {
             let pair: (Int32, Int32)
             do throws(Errno) {
                 pair = try sys.socketpair(type: Int32(SOCK_STREAM.rawValue))
             } catch {
                 logger.warning("accept: socketpair failed", metadata: ["network": "\(network)", "errno": "\(error.rawValue)"])
-                stack.tcp.abort(nh)
+                stack.tcp.abort(nh, now: Self.now())
                 return
             }
             let (appEnd, ours) = pair
             guard let key = FDKey.of(appEnd) else {
-                sys.close(appEnd); sys.close(ours); stack.tcp.abort(nh)
+                sys.close(appEnd); sys.close(ours); stack.tcp.abort(nh, now: Self.now())
                 continue
             }
             let nc = Connection(key: key, pid: c.pid, uid: c.uid)
@@ -49,7 +49,7 @@ extension TCPBridge {
                 nc.data = try loop.add(fd: ours, kind: .connected, context: .tcp(nc))
             } catch {
                 sys.close(appEnd); sys.close(ours)
-                stack.tcp.abort(nh)
+                stack.tcp.abort(nh, now: Self.now())
                 continue
             }
             register(nc)

@@ -70,8 +70,8 @@ final class Connection {
     var remote: IPv4Endpoint?
     /// Daemon end of the data socketpair, or of the accept channel once listening.
     var data: LoopSocket?
-    /// The port this socket holds in the bridge's reservations (bound or listening sockets).
-    var reservation: IPv4Endpoint?
+    /// The port this socket holds in the stack's port table (bound or listening sockets).
+    var binding: PortTable.Binding?
     /// errno for SO_ERROR (0 = none); cleared when reported.
     var pendingError: Int32 = 0
     var waiters: [Waiter] = []
@@ -91,6 +91,11 @@ final class Connection {
     }
 
     var isConnected: Bool { if case .connected = phase { return true } else { return false } }
+
+    /// What the port table needs to know about sharing this socket's port.
+    var portOptions: PortTable.Options {
+        PortTable.Options(reuseAddress: options.reuseAddr, reusePort: options.reusePort, uid: uid)
+    }
 
     /// Shown while the stack has no socket for it (or none yet).
     var displayState: String {

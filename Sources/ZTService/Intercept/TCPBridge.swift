@@ -26,8 +26,6 @@ final class TCPBridge {
 
     private(set) var byKey: [FDKey: Connection] = [:]
     var byHandle: [SocketHandle: Connection] = [:]
-    var ports = PortReservations()
-    var random = SystemRandomNumberGenerator()
     /// Sockets whose app's close cannot be seen any more — a failed connect (our end is closed:
     /// that is how the app sees POLLERR), or both halves shut down (our end shows POLLHUP while
     /// the app may still hold its fd) — stay this long for names and SO_ERROR, then go.
@@ -82,7 +80,7 @@ final class TCPBridge {
     /// The loop is shutting down (the sockets themselves are closed by the loop).
     func shutdown() {
         if let stack {
-            for (h, _) in byHandle { stack.tcp.abort(h) }
+            for (h, _) in byHandle { stack.tcp.abort(h, now: Self.now()) }
         }
         byHandle.removeAll()
         byKey.removeAll()
@@ -98,7 +96,9 @@ final class TCPBridge {
         byHandle.removeAll()
         for c in all {
             c.handle = nil
-            for (conn, _) in c.undelivered { conn.handle = nil }
+            // Bindings of the old stack's port table mean nothing to the new one's.
+            c.binding = nil
+            for (conn, _) in c.undelivered { conn.handle = nil; conn.binding = nil }
         }
         for c in all {
             c.pendingError = ECONNRESET
@@ -138,9 +138,9 @@ final class TCPBridge {
             // connect(AF_UNSPEC): drop the connection (RST), the socket becomes unconnected.
             if let h = c.handle, c.phase == .connecting || c.isConnected {
                 byHandle[h] = nil
-                stack.tcp.abort(h)
+                stack.tcp.abort(h, now: Self.now())
                 c.handle = nil
-                c.phase = c.reservation != nil ? .bound : .unbound
+                c.phase = c.binding != nil ? .bound : .unbound
                 c.outbound = .open
                 c.inbound = .open
                 if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: c.data) }
@@ -169,7 +169,7 @@ final class TCPBridge {
         } catch {
             return .fail(Wire.errno(error), .none)
         }
-        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o) }
+        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o, now: Self.now()) }
         c.handle = h
         byHandle[h] = c
         c.local = stack.tcp.localEndpoint(h)
@@ -181,7 +181,7 @@ final class TCPBridge {
                 c.data = try loop.add(fd: newFD, kind: .connected, context: .tcp(c), readable: false)
             } catch {
                 byHandle[h] = nil
-                stack.tcp.abort(h)
+                stack.tcp.abort(h, now: Self.now())
                 return .fail(error.rawValue, .none)
             }
             newFD = -1
@@ -261,15 +261,15 @@ final class TCPBridge {
             c.local = nil
             c.phase = .unbound
         }
-        guard let local = c.local else { undoImplicitBind(); return .fail(EINVAL, .none) }
+        guard let binding = c.binding else { undoImplicitBind(); return .fail(EINVAL, .none) }
         let h: SocketHandle
         do {
-            h = try stack.tcp.listen(local: local, backlog: Int(backlog))
+            h = try stack.tcp.listen(binding: binding, backlog: Int(backlog), now: Self.now())
         } catch {
             undoImplicitBind()
             return .fail(Wire.errno(error), .none)
         }
-        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o) }
+        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o, now: Self.now()) }
         let chFD = call.take(1)!
         let channel: LoopSocket
         do {
@@ -277,7 +277,7 @@ final class TCPBridge {
             channel = try loop.add(fd: chFD, kind: .connected, context: .acceptChannel(c))
         } catch {
             sys.close(chFD)
-            stack.tcp.abort(h)
+            stack.tcp.abort(h, now: Self.now())
             undoImplicitBind()
             return .fail(error.rawValue, .none)
         }
@@ -294,7 +294,6 @@ final class TCPBridge {
         byHandle[h] = c
         c.backlog = backlog
         c.phase = .listening
-        if let r = c.reservation { ports.setListening(ObjectIdentifier(c), port: r.port) }
         return .ok(.none)
     }
 
@@ -323,47 +322,34 @@ final class TCPBridge {
         case .failure(let e):
             return .fail(e.rawValue, .none)
         case .success(let apply):
-            if let r = c.reservation {
-                ports.update(ObjectIdentifier(c), port: r.port, reuseAddr: c.options.reuseAddr,
-                             reusePort: c.options.reusePort)
-            }
+            if let b = c.binding { stack?.ports.setOptions(b, c.portOptions) }
             // Buffer sizes can only change while the stack's rings are empty; like a late
             // SO_RCVBUF on Linux that has no visible effect, a refusal is not an error.
-            if let h = c.handle, let a = apply { try? stack?.tcp.setOption(h, a) }
+            if let h = c.handle, let a = apply { try? stack?.tcp.setOption(h, a, now: Self.now()) }
             return .ok(.none)
         }
     }
 
     // MARK: - Ports
 
-    /// Takes `ep` (port 0: an ephemeral port) for `c`; returns an errno on conflict.
+    /// Takes `ep` (port 0: an ephemeral port) for `c` in the stack's port table; returns an errno
+    /// on conflict.
     func reserve(_ ep: IPv4Endpoint, for c: Connection) -> Int32? {
-        let result = ports.reserve(ep, owner: ObjectIdentifier(c), reuseAddr: c.options.reuseAddr,
-                                   reusePort: c.options.reusePort, uid: c.uid, random: &random) { p in
-            stackListens(port: p)
-        }
-        switch result {
-        case .success(let local):
-            c.reservation = local
-            c.local = local
+        guard let stack else { return ENETDOWN }
+        do {
+            let b = try stack.ports.bind(.tcp, ep, options: c.portOptions)
+            c.binding = b
+            c.local = b.local
             return nil
-        case .failure(let e):
-            return e.rawValue
+        } catch {
+            return Wire.errno(error)
         }
-    }
-
-    private func stackListens(port: UInt16) -> Bool {
-        var found = false
-        stack?.tcp.forEachConnection { _, info in
-            if info.state == .listen && info.local.port == port { found = true }
-        }
-        return found
     }
 
     func unreserve(_ c: Connection) {
-        guard let r = c.reservation else { return }
-        c.reservation = nil
-        ports.release(ObjectIdentifier(c), port: r.port)
+        guard let b = c.binding else { return }
+        c.binding = nil
+        stack?.ports.release(b)
     }
 
     // MARK: - Waiters
@@ -422,7 +408,7 @@ final class TCPBridge {
     private func retire(_ c: Connection) {
         if let h = c.handle {
             byHandle[h] = nil
-            stack?.tcp.release(h)
+            stack?.tcp.release(h, now: Self.now())
             c.handle = nil
         }
         if let d = c.data { loop.close(d); c.data = nil }
@@ -473,7 +459,7 @@ final class TCPBridge {
     func releaseClosed(_ c: Connection, _ h: SocketHandle) {
         c.phase = .closed
         byHandle[h] = nil
-        stack?.tcp.release(h)
+        stack?.tcp.release(h, now: Self.now())
         c.handle = nil
         deliverEOF(c)
         settle(c)
@@ -490,7 +476,7 @@ final class TCPBridge {
     func fail(_ c: Connection) {
         if let h = c.handle {
             byHandle[h] = nil
-            stack?.tcp.release(h)
+            stack?.tcp.release(h, now: Self.now())
             c.handle = nil
         }
         if c.phase == .listening {
@@ -531,7 +517,7 @@ final class TCPBridge {
         if c.options.abortsOnClose {
             // SO_LINGER {1, 0}: reset at once.
             byHandle[h] = nil
-            stack.tcp.abort(h)
+            stack.tcp.abort(h, now: Self.now())
             c.handle = nil
             remove(c)
             return
@@ -554,7 +540,7 @@ final class TCPBridge {
     func finish(_ c: Connection) {
         if let h = c.handle {
             byHandle[h] = nil
-            stack?.tcp.release(h)
+            stack?.tcp.release(h, now: Self.now())
             c.handle = nil
         }
         remove(c)
@@ -565,7 +551,7 @@ final class TCPBridge {
         if byKey[c.key] === c { byKey[c.key] = nil }
         if let h = c.handle {
             byHandle[h] = nil
-            stack?.tcp.abort(h)
+            stack?.tcp.abort(h, now: Self.now())
             c.handle = nil
         }
         unreserve(c)

@@ -39,7 +39,7 @@ extension TCPBridge {
                     // Read on after a short read too: if the app wrote its last bytes and
                     // closed, the EOF is seen now and the FIN leaves with those bytes, as on
                     // Linux, instead of a wake-up later (the peer would close first).
-                    stack.tcp.commitSend(h, n)
+                    stack.tcp.commitSend(h, n, now: Self.now())
                     c.bytesOut &+= UInt64(n)
                 case .wouldBlock:
                     resumeReading(c, d)
@@ -66,7 +66,7 @@ extension TCPBridge {
         }
         if c.outbound == .open, let h = c.handle {
             c.outbound = .finQueued
-            try? stack?.tcp.shutdownWrite(h)
+            try? stack?.tcp.shutdownWrite(h, now: Self.now())
         }
         // Level-triggered EOF must not spin; the full close arrives as a hangup.
         loop.setNotifyReadable(d, false)
@@ -99,14 +99,14 @@ extension TCPBridge {
         }
         while rx.count > 0 {
             if c.inbound == .discarding {
-                stack.tcp.consume(h, rx.count)
+                stack.tcp.consume(h, rx.count, now: Self.now())
                 break
             }
             let (a, b) = rx.readableRegions()
             do {
                 switch try sys.sendv(d.fd, a, b) {
                 case .processed(let n):
-                    stack.tcp.consume(h, n)
+                    stack.tcp.consume(h, n, now: Self.now())
                     c.bytesIn &+= UInt64(n)
                 case .wouldBlock:
                     loop.setNotifyWritable(d, true)

@@ -81,7 +81,9 @@ final class UDPBridge {
         guard let stack else { sys.close(fd); return .failure(.networkDown) }
         let h: SocketHandle
         do {
-            h = try stack.udpOpen(local: local)
+            let o = SocketOptions(sr.opts)
+            h = try stack.udpOpen(local: local, options: PortTable.Options(reuseAddress: o.reuseAddr,
+                                                                           reusePort: o.reusePort, uid: call.peer.uid))
         } catch {
             sys.close(fd)
             return .failure(Errno(rawValue: Wire.errno(error)))

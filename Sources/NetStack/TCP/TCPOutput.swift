@@ -1,0 +1,369 @@
+/// What a connection sends, and its timers firing: `output` (SYN/SYN-ACK, resends of segments
+/// loss recovery marked lost, new data under the peer's and the congestion window with Nagle and
+/// sender SWS avoidance, FIN, bare ACKs), loss and window probes, keepalives, the RTO, the
+/// receive window we advertise, and `sendSegment`, which builds each segment straight into the
+/// outgoing frame.
+extension TCPConnection {
+    // MARK: - Timers
+
+    func timersFired(now: Instant, tx out: some IPv4Transmitter) {
+        if timers.fire(.close, now: now) {
+            terminate(error: nil, now: now)
+            return
+        }
+        if timers.fire(.rto, now: now) {
+            retransmitTimeout(now: now)
+            if state == .closed { return }
+        }
+        if timers.fire(.rack, now: now) { detectLosses(now: now) }
+        if timers.fire(.tlp, now: now) { sendLossProbe(now: now) }
+        if timers.fire(.persist, now: now) { sendWindowProbe(now: now, tx: out) }
+        if timers.fire(.delayedAck, now: now) { acks.delayedAckExpired() }
+        if timers.fire(.keepAlive, now: now) {
+            keepAliveTimer(now: now, tx: out)
+            if state == .closed { return }
+        }
+        output(now: now, tx: out)
+    }
+
+    private func retransmitTimeout(now: Instant) {
+        retries &+= 1
+        switch state {
+        case .synSent, .synReceived:
+            if retries > config.synRetries {
+                terminate(error: listener != nil && state == .synReceived ? nil : .timedOut, now: now)
+                return
+            }
+            rtt.backoff &+= 1
+            needSyn = true
+            retransmissions &+= 1
+            rtt.cancelTiming()
+            return
+        case .closed, .listen, .timeWait:
+            return
+        default:
+            break
+        }
+        if sndWnd == 0 {
+            // The peer's window is closed: probing it is the persist timer's job, and an
+            // unanswered probe is not a reason to give up (the peer keeps ACKing).
+            retries &-= 1
+            goBackN()
+            timers.persist = now
+            return
+        }
+        if retries > config.maxRetransmissions {
+            terminate(error: .timedOut, now: now)
+            return
+        }
+        cc.onTimeout(flight: sndMax - sndUna, mss: payloadMss)
+        let tracked = recovery.covers(sndUna, sndMax) && sndNxt == sndMax
+        recovery.retransmissionTimeout(sndMax: sndMax, tracked: tracked, backoff: rtt.backoff)
+        timers.tlp = nil
+        rtt.cancelTiming()
+        if tracked { timers.rack = nil } else { goBackN() }
+        rtt.backoff &+= 1
+    }
+
+    /// The probe timer fired: see `LossRecovery.probeFired`; the output that follows sends it.
+    private func sendLossProbe(now: Instant) {
+        guard isSynchronized, sndUna < sndMax, sndWnd > 0, sndNxt == sndMax else { return }
+        recovery.probeFired()
+    }
+
+    private func keepAliveTimer(now: Instant, tx out: some IPv4Transmitter) {
+        guard keepAlive, state == .established || state == .closeWait else { return }
+        let idle = now - lastReceive
+        if keepAliveProbes == 0 && idle < config.keepAliveIdle {
+            timers.keepAlive = lastReceive + config.keepAliveIdle
+            return
+        }
+        if keepAliveProbes >= config.keepAliveCount {
+            terminate(error: .timedOut, now: now)
+            return
+        }
+        keepAliveProbes &+= 1
+        // A probe is an ACK one byte left of SND.UNA: the peer must answer with an ACK.
+        sendSegment(seq: sndUna - 1, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out)
+        timers.keepAlive = now + config.keepAliveInterval
+    }
+
+    private func sendWindowProbe(now: Instant, tx out: some IPv4Transmitter) {
+        guard isSynchronized, let tx else { return }
+        let unsent = tx.count &- (sndUna - txBase)
+        if sndWnd == 0 && unsent > 0 {
+            // Zero-window probe carrying one byte (RFC 9293 §3.8.6.1).
+            let off = sndUna - txBase
+            sendSegment(seq: sndUna, flags: .ack, dataOffset: off, dataCount: 1, now: now, tx: out)
+            if sndNxt == sndUna { recovery.recordSent(sndUna, sndUna + 1, retransmission: false, sndUna: sndUna, now: now) }
+            if sndNxt < sndUna + 1 { sndNxt = sndUna + 1 }
+            if sndMax < sndNxt { sndMax = sndNxt }
+            persistBackoff &+= 1
+            let maxRTO = config.maxRTO.nanoseconds
+            var d = max(rtt.rto.nanoseconds, config.minRTO.nanoseconds)
+            for _ in 0..<min(persistBackoff, 20) { d = d &* 2; if d >= maxRTO { break } }
+            timers.persist = now + Duration(nanoseconds: min(d, maxRTO))
+        }
+    }
+
+    // MARK: - Loss recovery (the decisions are LossRecovery's)
+
+    /// Forgets the per-segment state and resends from SND.UNA (after a closed window reopens,
+    /// or an RTO when the queue is not usable).
+    func goBackN() {
+        sndNxt = sndUna
+        recovery.forgetQueue()
+        timers.rack = nil
+    }
+
+    func detectLosses(now: Instant) {
+        let r = recovery.detectLosses(now: now, rtt: rtt)
+        timers.rack = r.timer
+        if r.enterRecovery { enterRecovery() }
+    }
+
+    func enterRecovery() {
+        recovery.enterRecovery(sndMax: sndMax)
+        cc.onLoss(flight: sndMax - sndUna, mss: payloadMss)
+    }
+
+    func probeTimeout(now: Instant) -> Instant? {
+        recovery.probeTimeout(now: now, canProbe: sackOK && sndUna < sndMax && sndWnd > 0 && sndNxt == sndMax,
+                              rtt: rtt, rtoDeadline: timers.rto)
+    }
+
+    // MARK: - Output
+
+    /// Sends whatever is due: SYN/SYN-ACK, retransmissions, new data, FIN, ACKs.
+    func output(now: Instant, tx out: some IPv4Transmitter) {
+        switch state {
+        case .closed, .listen:
+            return
+        case .synSent, .synReceived:
+            if needsMssFromPath {
+                needsMssFromPath = false
+                advertisedMss = max(out.maxPayload(to: remote.address) &- TCPHeaderView.minimumHeaderLength, 64)
+            }
+            if needSyn {
+                needSyn = false
+                let flags: TCPFlags = state == .synSent ? .syn : [.syn, .ack]
+                sendSegment(seq: iss, flags: flags, dataOffset: 0, dataCount: 0, now: now, tx: out)
+                if sndNxt == iss { sndNxt = iss + 1 }
+                if sndMax < sndNxt { sndMax = sndNxt }
+                if retries == 0 { rtt.startTiming(end: iss + 1, at: now) }
+                timers.rto = now + rtt.effectiveRTO
+            } else if acks.immediate && state == .synReceived {
+                sendSegment(seq: sndNxt, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out)
+            }
+            return
+        case .timeWait:
+            if acks.immediate { sendSegment(seq: sndMax, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out) }
+            return
+        default:
+            break
+        }
+        guard let tx else { return }
+        var sent = false
+        var pipe = recovery.pipe(flight: sndNxt - sndUna, sackOK: sackOK, mss: payloadMss)
+        let cwnd = cc.cwnd
+        // Data per segment: the MSS minus the options this segment carries (RFC 6691), SACK
+        // blocks included, so a full segment never exceeds the path MTU.
+        let mss = max(sndMss &- optionLength(ack: true), 1)
+        let dataEnd = txBase + tx.count
+
+        // 1. Loss recovery: resend segments marked lost first (RFC 6675 §5 NextSeg rule 1).
+        var i = 0
+        while pipe < cwnd || recovery.forceRetransmit, let j = recovery.nextLost(from: i) {
+            recovery.forceRetransmit = false
+            let r = recovery.resend(at: j, now: now)
+            transmitRecord(r, now: now, tx: out)
+            i = j &+ 1
+            pipe &+= r.length
+            sent = true
+            if timers.rto == nil { timers.rto = now + rtt.effectiveRTO }
+        }
+
+        // 2. New data (or data after a timeout's go-back-N), then FIN.
+        while true {
+            let offset = sndNxt - txBase
+            let avail = tx.count &- offset
+            if avail < 0 { break }          // FIN already beyond this point
+            let finAfter = finQueued
+            if avail == 0 {
+                // Only a FIN can go: the first time, or again after a timeout's go-back-N.
+                if finAfter && sndNxt == dataEnd {
+                    sendSegment(seq: sndNxt, flags: [.ack, .fin], dataOffset: offset, dataCount: 0, now: now, tx: out)
+                    if sndNxt < sndMax { retransmissions &+= 1 }
+                    recovery.recordSent(sndNxt, sndNxt + 1, retransmission: sndNxt < sndMax, sndUna: sndUna, now: now)
+                    sndNxt += 1
+                    if sndMax < sndNxt { sndMax = sndNxt }
+                    if timers.rto == nil { timers.rto = now + rtt.effectiveRTO }
+                    sent = true
+                }
+                break
+            }
+            let usable = (sndUna + sndWnd) - sndNxt
+            if usable <= 0 {
+                if sndWnd == 0 && sndUna == sndMax && timers.persist == nil {
+                    timers.persist = now + rtt.effectiveRTO
+                }
+                break
+            }
+            let cwndRoom = cwnd &- pipe
+            var len = min(avail, mss, usable)
+            if cwndRoom < len {
+                // Do not split segments for the congestion window unless nothing is in flight.
+                if recovery.probeQuota > 0 {
+                    // A loss probe may exceed cwnd by one segment.
+                } else if pipe > 0 {
+                    cwndLimited = true
+                    break
+                } else {
+                    len = max(cwndRoom, min(len, mss))
+                }
+            }
+            let fin = finAfter && len == avail
+            let retrans = sndNxt < sndMax
+            if len < mss && !fin && !retrans {
+                if len < avail {
+                    // Window-limited fragment (sender SWS avoidance, RFC 9293 §3.8.6.2.1).
+                    if sndUna < sndMax && len < maxSndWnd / 2 { break }
+                } else if !noDelay && sndUna < lastSmallEnd && !(sndMax < lastSmallEnd) {
+                    // Nagle (RFC 896) in Minshall's form, like Linux: hold a small segment only
+                    // while an earlier small segment is unacknowledged. The end must lie in
+                    // (SND.UNA, SND.MAX]: a stale or never-set value (0 compares "after" any
+                    // ISS in the upper half of the sequence space) would hold data forever.
+                    break
+                }
+            }
+            var f: TCPFlags = .ack
+            if fin { f.insert(.fin) }
+            if len == avail { f.insert(.psh) }
+            if len < mss { lastSmallEnd = sndNxt + len }
+            sendSegment(seq: sndNxt, flags: f, dataOffset: offset, dataCount: len, now: now, tx: out)
+            recovery.probeQuota = 0
+            recovery.recordSent(sndNxt, sndNxt + (len &+ (fin ? 1 : 0)), retransmission: retrans, sndUna: sndUna,
+                                now: now)
+            if retrans { retransmissions &+= 1 } else if !tsOK { rtt.startTiming(end: sndNxt + len, at: now) }
+            sndNxt += len &+ (fin ? 1 : 0)
+            if sndMax < sndNxt { sndMax = sndNxt }
+            pipe &+= len
+            sent = true
+            if timers.rto == nil { timers.rto = now + rtt.effectiveRTO }
+            if fin { break }
+        }
+
+        // 3. A bare ACK if one is owed and nothing carried it. It carries SND.MAX, not SND.NXT:
+        // after a go-back-N rewind SND.NXT can lie below what the peer already has, and the peer
+        // would drop the ACK as out of window (both sides doing so deadlocks the connection).
+        if !sent && acks.immediate {
+            sendSegment(seq: sndMax, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out)
+        }
+        // Anything outstanding must be covered by a timer, or the connection could stall.
+        if sndUna < sndMax && timers.rto == nil && timers.persist == nil { timers.rto = now + rtt.effectiveRTO }
+        if recovery.probeQuota > 0 {
+            // The probe found no new data it could send: resend the last segment instead.
+            recovery.probeQuota = 0
+            if let r = recovery.takeProbeSegment(now: now) {
+                transmitRecord(r, now: now, tx: out)
+                if timers.rto == nil { timers.rto = now + rtt.effectiveRTO }
+            }
+            sent = true
+        }
+        if sent || timers.tlp == nil { timers.tlp = probeTimeout(now: now) }
+    }
+
+    /// Sends the bytes (and FIN) of one record again, in MSS-sized pieces.
+    private func transmitRecord(_ r: TxRecord, now: Instant, tx out: some IPv4Transmitter) {
+        let mss = max(sndMss &- optionLength(ack: true), 1)
+        let dataEnd = txBase + (tx?.count ?? 0)
+        var s = r.start
+        while s < r.end {
+            let dataLen = min(r.end - s, mss, max(dataEnd - s, 0))
+            let fin = finQueued && s + dataLen == dataEnd && dataEnd < r.end
+            if dataLen == 0 && !fin { break }
+            var f: TCPFlags = .ack
+            if fin { f.insert(.fin) }
+            sendSegment(seq: s, flags: f, dataOffset: s - txBase, dataCount: dataLen, now: now, tx: out)
+            retransmissions &+= 1
+            s = s + (dataLen &+ (fin ? 1 : 0))
+        }
+    }
+
+    /// Option bytes on a non-SYN segment (layout of `sendSegment`).
+    func optionLength(ack: Bool) -> Int {
+        var n = tsOK ? 12 : 0
+        if sackOK && ack && !reassembly.isEmpty { n &+= 4 &+ 8 &* reassembly.blockCount(max: tsOK ? 3 : 4) }
+        return n
+    }
+
+    // MARK: - Receive window
+
+    /// Bytes of receive space right now (window before scaling).
+    var receiveSpace: Int { rx?.free ?? rxBufferSize }
+
+    /// After the app consumed data: is a window update worth a segment?
+    func windowUpdateNeeded() -> Bool {
+        guard isSynchronized, !finReceived else { return false }
+        return acks.windowUpdateNeeded(advertised: rcvAdvEdge - rcvNxt, space: receiveSpace, receiveBuffer: rxBufferSize)
+    }
+
+    /// The window field to send and the right edge it advertises, never shrinking the edge.
+    func windowField(syn: Bool) -> UInt16 {
+        if syn { return UInt16(min(receiveSpace, 0xFFFF)) }
+        let shift = wsOK ? rcvShift : 0
+        var win = receiveSpace
+        let prior = rcvAdvEdge - rcvNxt
+        if win < prior { win = prior }   // RFC 9293 §3.8.6.2.2: do not shrink the window
+        var field = win >> shift
+        if field > 0xFFFF { field = 0xFFFF }
+        let edge = rcvNxt + (field << shift)
+        if rcvAdvEdge < edge { rcvAdvEdge = edge }
+        return UInt16(field)
+    }
+
+    /// Builds one segment straight into the outgoing frame: header, options, payload from `tx`
+    /// at `dataOffset`, checksum in place. Every segment with ACK set acknowledges everything
+    /// received, so it settles the ACK owed and stops the delayed-ACK timer.
+    func sendSegment(seq: SeqNumber, flags: TCPFlags, dataOffset: Int, dataCount: Int, now: Instant,
+                     tx out: some IPv4Transmitter) {
+        let syn = flags.contains(.syn)
+        var hdr = TCPHeaderRepr(sourcePort: local.port, destinationPort: remote.port, sequenceNumber: seq,
+                                ackNumber: flags.contains(.ack) ? rcvNxt : SeqNumber(0), flags: flags,
+                                window: windowField(syn: syn))
+        let cfg = config
+        if syn {
+            hdr.options.maxSegmentSize = UInt16(clamping: advertisedMss)
+            let ackOfSyn = flags.contains(.ack)
+            if cfg.windowScaling && (!ackOfSyn || wsOK) { hdr.options.windowScale = UInt8(rcvShift) }
+            if cfg.sack && (!ackOfSyn || sackOK) { hdr.options.sackPermitted = true }
+            if cfg.timestamps && (!ackOfSyn || tsOK) {
+                hdr.options.timestamp = (tsNow(now), ackOfSyn ? tsRecent : 0)
+            }
+        } else {
+            if tsOK { hdr.options.timestamp = (tsNow(now), tsRecent) }
+            if sackOK && !reassembly.isEmpty && flags.contains(.ack) {
+                hdr.options.sackBlocks = reassembly.sackBlocks(max: tsOK ? 3 : 4)
+            }
+        }
+        let hl = hdr.headerLength
+        let total = hl &+ dataCount
+        let src = local.address
+        let dst = remote.address
+        let txbuf = self.tx
+        out.transmit(src: src, dst: dst, proto: IPProtocol.tcp, capacity: total) { buf in
+            guard buf.count >= total, let p = buf.baseAddress else { return 0 }
+            hdr.emit(into: p)
+            if dataCount > 0, let txbuf {
+                txbuf.peek(at: dataOffset, into: p + hl, count: dataCount)
+            }
+            TCPHeaderRepr.fillChecksum(p, length: total, source: src, destination: dst)
+            return total
+        }
+        if flags.contains(.ack) {
+            lastAckSent = rcvNxt
+            acks.ackSent()
+            timers.delayedAck = nil
+        }
+    }
+}

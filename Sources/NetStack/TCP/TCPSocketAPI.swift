@@ -1,0 +1,335 @@
+/// The socket API of `TCPLayer`, as the driver (ztapd's RPC server and the stack's services)
+/// uses it. Every call that changes a socket takes `now`: the ones that start a timer (close,
+/// release, setOption's keepalive) use it, and no call ever stands in a stale instant for the
+/// clock. Calls never transmit: they mark the connection dirty and the next `poll` sends.
+extension TCPLayer {
+    /// Binds `local` in the port table and listens there; closing the listener gives the port
+    /// back. Throws `.addressInUse` when the port table refuses the port (see `PortTable`), and
+    /// `.addressNotAvailable` for port 0.
+    public func listen(local: IPv4Endpoint, backlog: Int, now: Instant) throws(SocketError) -> SocketHandle {
+        guard local.port != 0 else { throw .addressNotAvailable }
+        let b = try ports.bind(.tcp, local)
+        do throws(SocketError) {
+            return try makeListener(b, ownsBinding: true, backlog: backlog)
+        } catch {
+            ports.release(b)
+            throw error
+        }
+    }
+
+    /// Listens on a port the caller bound in `ports` (the intercept hub's bind()). The binding
+    /// is marked listening (which may fail with `.addressInUse`, see `PortTable.listen`) and
+    /// stays the caller's: closing the listener only stops it listening. Two listeners on one
+    /// address and port (SO_REUSEPORT groups) are not supported: the second gets `.addressInUse`.
+    public func listen(binding b: PortTable.Binding, backlog: Int, now: Instant) throws(SocketError) -> SocketHandle {
+        guard b.proto == .tcp, b.local.port != 0, ports.isBound(b) else { throw .invalidState }
+        return try makeListener(b, ownsBinding: false, backlog: backlog)
+    }
+
+    private func makeListener(_ b: PortTable.Binding, ownsBinding: Bool, backlog: Int) throws(SocketError) -> SocketHandle {
+        if let existing = listeners[b.local], !existing.closed { throw .addressInUse }
+        try ports.listen(b)
+        let s = allocateSlot()
+        let l = TCPListener(binding: b, ownsBinding: ownsBinding, slot: s, generation: generations[Int(s)],
+                            backlog: max(backlog, 1), config: config)
+        slots[Int(s)] = .listener(l)
+        listeners[b.local] = l
+        return l.handle
+    }
+
+    /// Active open. `local.address` may be `.any` (then `sourceAddressResolver` picks it) and
+    /// `local.port` 0 (an ephemeral port). The SYN goes out on the next `poll`.
+    public func connect(local requested: IPv4Endpoint, remote: IPv4Endpoint, now: Instant) throws(SocketError) -> SocketHandle {
+        var local = requested
+        if local.address.isUnspecified {
+            guard let a = sourceAddressResolver?(remote.address), !a.isUnspecified else { throw .networkUnreachable }
+            local.address = a
+        }
+        guard remote.port != 0, !remote.address.isUnspecified, !remote.address.isBroadcast,
+              !remote.address.isMulticast else { throw .networkUnreachable }
+        guard roomForConnection(now: now) else { throw .noBufferSpace }
+        var port = local.port
+        if port == 0 {
+            // An ephemeral port: only the 4-tuple must be unique (one O(1) lookup per candidate).
+            let a = local.address.value
+            port = try ports.claimForConnect(address: local.address) { p in
+                connections[TCPConnKey(localAddress: a, remoteAddress: remote.address.value, localPort: p,
+                                       remotePort: remote.port)] == nil
+            }
+        }
+        let l = IPv4Endpoint(local.address, port)
+        let key = TCPConnKey(local: l, remote: remote)
+        guard connections[key] == nil else { throw .addressInUse }
+        let s = allocateSlot()
+        let c = TCPConnection(layer: self, slot: s, generation: generations[Int(s)], state: .synSent, local: l,
+                              remote: remote, rxBufferSize: config.receiveBufferSize,
+                              txBufferSize: config.sendBufferSize, noDelay: config.noDelay,
+                              congestion: config.congestionControl, now: now)
+        c.iss = makeISN(key, now: now)
+        c.sndUna = c.iss
+        c.sndNxt = c.iss
+        c.sndMax = c.iss
+        c.lastSmallEnd = c.iss
+        c.txBase = c.iss + 1
+        c.tsOffset = UInt32(truncatingIfNeeded: tupleHash(key, salt: 1))
+        c.needSyn = true
+        c.advertisedMss = 1460   // refined from the transmitter at the first poll
+        c.needsMssFromPath = true
+        c.ephemeralPort = local.port == 0
+        c.allocateBuffers()
+        slots[Int(s)] = .connection(c)
+        connections[key] = c
+        markDirty(c)
+        return c.handle
+    }
+
+    public func accept(_ listener: SocketHandle, now: Instant) throws(SocketError) -> SocketHandle? {
+        guard let l = self.listener(listener) else { throw .invalidHandle }
+        while !l.acceptQueue.isEmpty {
+            let c = l.acceptQueue.removeFirst()
+            c.listener = nil
+            guard c.state != .closed else { continue }
+            c.accepted = true
+            if (c.rx?.count ?? 0) > 0 || c.finReceived { post(.readable(c.handle)) }
+            return c.handle
+        }
+        return nil
+    }
+
+    public func send(_ h: SocketHandle, _ bytes: UnsafeRawBufferPointer, now: Instant) throws(SocketError) -> Int {
+        guard let c = connection(h) else { throw .invalidHandle }
+        switch c.state {
+        case .synSent, .synReceived, .established, .closeWait:
+            break
+        case .closed:
+            throw .notConnected
+        default:
+            throw .invalidState   // EPIPE: writing after shutdown
+        }
+        guard !c.finQueued, let tx = c.tx else { throw .invalidState }
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
+        let n = tx.enqueue(base, count: bytes.count)
+        if n < bytes.count || tx.free < c.lowWater { c.wantWritable = true }
+        if n > 0 { markDirty(c) }
+        return n
+    }
+
+    public func receive(_ h: SocketHandle, into: UnsafeMutableRawBufferPointer, now: Instant) throws(SocketError) -> Int {
+        guard let c = connection(h) else { throw .invalidHandle }
+        guard let rx = c.rx, let base = into.baseAddress else { return 0 }
+        let n = rx.dequeue(into: base, count: into.count)
+        if n > 0 && c.windowUpdateNeeded() { c.acks.immediate = true; markDirty(c) }
+        return n
+    }
+
+    public func sendBuffer(_ h: SocketHandle) -> RingBuffer? { connection(h)?.tx }
+
+    public func commitSend(_ h: SocketHandle, _ n: Int, now: Instant) {
+        guard let c = connection(h), let tx = c.tx, !c.finQueued, n > 0 else { return }
+        tx.commit(n)
+        if tx.free < c.lowWater { c.wantWritable = true }
+        markDirty(c)
+    }
+
+    public func receiveBuffer(_ h: SocketHandle) -> RingBuffer? { connection(h)?.rx }
+
+    public func consume(_ h: SocketHandle, _ n: Int, now: Instant) {
+        guard let c = connection(h), let rx = c.rx, n > 0 else { return }
+        rx.discard(n)
+        if c.windowUpdateNeeded() { c.acks.immediate = true; markDirty(c) }
+    }
+
+    public func isPeerClosed(_ h: SocketHandle) -> Bool {
+        guard let c = connection(h) else { return true }
+        return c.finReceived && (c.rx?.count ?? 0) == 0
+    }
+
+    public func shutdownWrite(_ h: SocketHandle, now: Instant) throws(SocketError) {
+        guard let c = connection(h) else { throw .invalidHandle }
+        switch c.state {
+        case .synSent, .synReceived:
+            // FIN follows the handshake (state changes to FIN-WAIT-1 once established).
+            c.finQueued = true
+        case .established:
+            c.finQueued = true
+            c.state = .finWait1
+            markDirty(c)
+        case .closeWait:
+            c.finQueued = true
+            c.state = .lastAck
+            markDirty(c)
+        case .finWait1, .finWait2, .closing, .lastAck, .timeWait:
+            return
+        case .closed, .listen:
+            throw .notConnected
+        }
+    }
+
+    public func close(_ h: SocketHandle, now: Instant) {
+        if let l = listener(h) {
+            closeListener(l, now: now)
+            return
+        }
+        guard let c = connection(h) else { return }
+        c.appClosed = true
+        if c.state == .synSent {
+            c.terminate(error: nil, now: now)   // nothing to tell the peer yet
+            return
+        }
+        if c.lingerAbort || (c.rx?.count ?? 0) > 0 {
+            // Unread data (or SO_LINGER 0): RST instead of FIN, like Linux (RFC 2525 §2.17).
+            abortConnection(c, now: now)
+            return
+        }
+        try? shutdownWrite(h, now: now)
+        if c.state == .finWait2 { c.timers.close = now + config.finTimeout; schedule(c) }
+    }
+
+    public func abort(_ h: SocketHandle, now: Instant) {
+        if let l = listener(h) {
+            closeListener(l, now: now)
+            release(h, now: now)
+            return
+        }
+        guard let c = connection(h) else { return }
+        abortConnection(c, now: now)
+        release(h, now: now)
+    }
+
+    /// RST now (if synchronized) and drop the connection; the handle stays until released.
+    func abortConnection(_ c: TCPConnection, now: Instant) {
+        switch c.state {
+        case .synReceived, .established, .finWait1, .finWait2, .closeWait:
+            pendingResets.append((c.remote, c.local, c.sndNxt))
+        default:
+            break
+        }
+        c.released = true   // no events for an abort the app asked for (terminate frees the slot)
+        c.terminate(error: nil, now: now)
+    }
+
+    public func release(_ h: SocketHandle, now: Instant) {
+        let i = Int(h.index)
+        guard i < slots.count, generations[i] == h.generation else { return }
+        switch slots[i] {
+        case .listener(let l):
+            closeListener(l, now: now)
+            l.released = true
+            freeSlot(h.index)
+        case .connection(let c):
+            guard !c.released else { return }
+            if c.state == .closed {
+                c.released = true
+                freeSlot(h.index)
+                return
+            }
+            // The driver is done: finish on our own. Unaccepted data can no longer be read.
+            if !c.appClosed { close(h, now: now) }
+            if c.state == .closed {
+                if !c.released { c.released = true; freeSlot(h.index) }
+                return
+            }
+            c.released = true
+            if c.state == .timeWait { c.releaseBuffers(keepUnreadInput: false) }
+            if c.state == .finWait2 { c.timers.close = now + config.finTimeout; schedule(c) }
+        case .free:
+            return
+        }
+    }
+
+    func closeListener(_ l: TCPListener, now: Instant) {
+        guard !l.closed else { return }
+        l.closed = true
+        if listeners[l.local] === l { listeners.removeValue(forKey: l.local) }
+        if l.ownsBinding { ports.release(l.binding) } else { ports.stopListening(l.binding) }
+        // Connections never accepted are reset (Linux does the same on close of a listener).
+        let queued = l.acceptQueue
+        l.acceptQueue.removeAll()
+        for c in queued { c.listener = nil; abortConnection(c, now: now) }
+        for (_, c) in connections where c.listener === l {
+            c.listener = nil
+            abortConnection(c, now: now)
+        }
+    }
+
+    public func setOption(_ h: SocketHandle, _ o: TCPOption, now: Instant) throws(SocketError) {
+        if let l = listener(h) {
+            switch o {
+            case .noDelay(let v): l.noDelay = v
+            case .keepAlive(let v): l.keepAlive = v
+            case .linger(let d): l.lingerAbort = d == .zero
+            case .receiveBufferSize(let n): guard n > 0 else { throw .invalidState }; l.rxBufferSize = n
+            case .sendBufferSize(let n): guard n > 0 else { throw .invalidState }; l.txBufferSize = n
+            case .congestionControl(let a): l.congestion = a
+            }
+            return
+        }
+        guard let c = connection(h) else { throw .invalidHandle }
+        switch o {
+        case .noDelay(let v):
+            c.noDelay = v
+            if v { markDirty(c) }
+        case .keepAlive(let v):
+            c.keepAlive = v
+            if c.state == .established || c.state == .closeWait { c.startKeepAlive(now: now); schedule(c) }
+        case .linger(let d):
+            c.lingerAbort = d == .zero
+        case .receiveBufferSize(let n):
+            // The ring is allocated once; it can only be swapped while it holds nothing.
+            guard n > 0 else { throw .invalidState }
+            guard c.rx == nil || (c.rx!.isEmpty && c.reassembly.isEmpty) else { throw .invalidState }
+            c.rxBufferSize = n
+            if c.rx != nil { c.rx = RingBuffer(capacity: n) }
+            // The shift is fixed once our SYN is out (RFC 7323 §2.2).
+            if config.windowScaling && c.state == .synSent && c.sndNxt == c.iss {
+                c.rcvShift = TCPConnection.shift(for: n)
+            }
+        case .sendBufferSize(let n):
+            guard n > 0 else { throw .invalidState }
+            guard c.tx == nil || c.tx!.isEmpty else { throw .invalidState }
+            c.txBufferSize = n
+            if c.tx != nil { c.tx = RingBuffer(capacity: n) }
+        case .congestionControl(let a):
+            guard !c.isSynchronized else { throw .invalidState }
+            c.cc.algorithm = a
+        }
+    }
+
+    public func info(_ h: SocketHandle) -> TCPSocketInfo? {
+        if let l = listener(h) {
+            return TCPSocketInfo(state: l.closed ? .closed : .listen, local: l.local, remote: nil, bytesReceived: 0,
+                                 bytesSent: 0, srtt: nil, rto: config.initialRTO, cwnd: 0, ssthresh: 0,
+                                 retransmissions: 0, sendQueue: 0, receiveQueue: l.acceptQueue.count, peerWindow: 0)
+        }
+        return connection(h).map(info(of:))
+    }
+
+    func info(of c: TCPConnection) -> TCPSocketInfo {
+        var i = TCPSocketInfo(state: c.state, local: c.local, remote: c.remote, bytesReceived: c.bytesReceived,
+                              bytesSent: c.bytesSent, srtt: c.rtt.smoothed,
+                              rto: c.rtt.effectiveRTO, cwnd: c.cc.cwnd, ssthresh: min(c.cc.ssthresh, Int(Int32.max)),
+                              retransmissions: c.retransmissions, sendQueue: c.tx?.count ?? 0,
+                              receiveQueue: c.rx?.count ?? 0, peerWindow: c.sndWnd)
+        i.mss = c.sndMss
+        i.windowScaling = c.wsOK
+        i.timestamps = c.tsOK
+        i.sack = c.sackOK
+        i.congestionControl = c.cc.algorithm
+        return i
+    }
+
+    public func localEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { connection(h)?.local ?? listener(h)?.local }
+    public func remoteEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { connection(h)?.remote }
+
+    /// Connections in the table, including TIME-WAIT and handle-less ones (not listeners).
+    public var connectionCount: Int { connections.count }
+
+    public func forEachConnection(_ body: (SocketHandle?, TCPSocketInfo) -> Void) {
+        for (_, l) in listeners where !l.released {
+            body(l.handle, info(l.handle)!)
+        }
+        for (_, c) in connections {
+            body(c.userVisible ? c.handle : nil, info(of: c))
+        }
+    }
+}
