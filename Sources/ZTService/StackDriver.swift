@@ -100,19 +100,7 @@ final class NetStackDriver: StackDriver {
     func receive(frame: UnsafeRawBufferPointer, now: Instant) { stack.receive(frame: frame, now: now) }
 
     func poll(now: Instant) -> Instant? {
-        var next = stack.poll(now: now)
-        // Reacting to events (consume, commitSend, accept) only marks sockets dirty: poll again
-        // so window updates and new data go out in this pass, a bounded number of times.
-        for _ in 0..<4 {
-            var any = false
-            stack.drainEvents { e in
-                any = true
-                eventSink?(e)
-            }
-            if !any { return next }
-            next = stack.poll(now: now)
-        }
-        return now
+        stack.poll(now: now) { [eventSink] e in eventSink?(e) }
     }
 
     func reconfigure(_ new: StackSettings, now: Instant) {

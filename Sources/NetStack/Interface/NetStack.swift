@@ -115,10 +115,21 @@ public final class NetStack {
     }
 
     /// Runs every timer that is due (ARP retries, reassembly expiry, TCP) and lets the services
-    /// and TCP send what is pending. Returns when it must be called again at the latest.
-    public func poll(now: Instant) -> Instant? {
+    /// and TCP send what is pending. Returns when it must be called again at the latest. Socket
+    /// events stay queued for `drainEvents`.
+    public func poll(now: Instant) -> Instant? { poll(now: now, events: nil) }
+
+    /// Reactions that produce more work (a service answering, the driver moving bytes after an
+    /// event) are polled again in the same pass at most this many times; past that, `poll` asks
+    /// to be called again at once rather than leave bytes in a buffer with no deadline.
+    static let reactionRounds = 8
+
+    /// `poll(now:)`, handing the driver's socket events to `deliver` as they come: what the
+    /// driver does in reaction (consume, commitSend, accept) only marks sockets dirty, so TCP is
+    /// polled again and window updates and new data leave in this same pass.
+    public func poll(now: Instant, events deliver: ((SocketEvent) -> Void)?) -> Instant? {
         self.now = now
-        var next = neighbors.poll(now: now) { action in
+        let next = earliest(neighbors.poll(now: now) { action in
             switch action {
             case let .sendRequest(ip, unicast):
                 sendARPRequest(for: ip, unicast: unicast)
@@ -127,27 +138,22 @@ public final class NetStack {
                 counters.arpUnresolvedDrops &+= UInt64(dropped)
                 tcp.nextHopFailed(where: { [unowned self] dst in route(dst)?.hop == hop }, now: now)
             }
-        }
-        next = earliest(next, reassembler.poll(now: now) { quote in
+        }, reassembler.poll(now: now) { quote in
             counters.reassemblyTimeouts &+= 1
             if let q = quote { sendICMPError(type: ICMPv4Type.timeExceeded, code: 1, quote: q) }
         })
         pumpTCPEvents()
         services.dirty = false   // this poll sends what the services queued so far
         var tcpNext = tcp.poll(now: now, tx: self)
-        pumpTCPEvents()
-        // Services may have queued data or freed window in reaction to events (an accept in the
-        // last pump can do so too): send it now, and if reacting keeps producing work, ask to be
-        // polled again at once rather than leaving bytes in a txbuf with no deadline.
-        var rounds = 0
-        while services.dirty && rounds < 8 {
-            services.dirty = false
-            tcpNext = tcp.poll(now: now, tx: self)
+        for _ in 0..<Self.reactionRounds {
             pumpTCPEvents()
-            rounds += 1
+            var reacted = services.dirty
+            services.dirty = false
+            if let deliver { drainEvents { e in reacted = true; deliver(e) } }
+            if !reacted { return earliest(next, tcpNext) }
+            tcpNext = tcp.poll(now: now, tx: self)
         }
-        if services.dirty { tcpNext = now }
-        return earliest(next, tcpNext)
+        return now
     }
 
     /// Hands the socket events gathered since the last call to `body` (TCP and UDP sockets of
