@@ -434,6 +434,18 @@ ZTI_EXPORT int listen(int fd, int backlog)
     int sv[2];
     if (zti_real.socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
         return -1;
+    /* A listening socket is never writable on Linux; the channel's app end would be. Plugged
+     * for good: a minimal send buffer, full of filler messages ztapd never reads (it watches the
+     * channel only for the hang-up when the listener closes). */
+    int tiny = 0;
+    (void)zti_real.setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny);
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = zti_real.send(sv[0], "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+    }
     int fds[3] = { fd, sv[1], sv[0] };
     int r = zti_rpc(ZTRPC_OP_LISTEN, &rq, sizeof rq, fds, 3, &rep, NULL, 0, ZTI_SHORT_WAIT_MS, 0, &err);
     zti_close(sv[1]);

@@ -53,7 +53,9 @@
  *     the new connection by that fd's inode before sending it, then closes its copy). The
  *     listening fd is therefore readable exactly when a connection is pending, so
  *     poll/select/epoll on listeners work natively. Closing the listener = POLLHUP on ztapd's end:
- *     stop listening, reset connections still queued.
+ *     stop listening, reset connections still queued. A listener is never writable on Linux, so
+ *     the library plugs the channel's app end (minimal SO_SNDBUF, filled with 1-byte messages) and
+ *     ztapd never reads the channel: it only watches it for the hang-up.
  *
  * Identity. ztapd identifies an intercepted socket by the (st_dev, st_ino) of its *app end*
  * (fstat on an fd received with SCM_RIGHTS), never by fd number or pid, so dup/dup2/fork/exec

@@ -84,13 +84,4 @@ extension TCPBridge {
         if !sent { remove(nc) }
         return true
     }
-
-    /// Something on the accept channel: the app never writes there, so this is its close.
-    func acceptChannelReadable(_ c: Connection, _ s: LoopSocket) {
-        switch try? sys.recv(s.fd, into: scratch) {
-        case .wouldBlock?: return
-        case .processed(let n)? where n > 0: return
-        default: remove(c)   // EOF or an error: the listener is closed
-        }
-    }
 }

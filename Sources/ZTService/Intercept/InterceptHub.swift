@@ -329,7 +329,7 @@ final class InterceptHub {
         switch socket.context {
         case .rpc(let peer): readRPC(socket, peer)
         case .tcp(let c): tcp.pumpIn(c)
-        case .acceptChannel(let c): tcp.acceptChannelReadable(c, socket)
+        case .acceptChannel: break   // never read (plugged by the library); its close is a hang-up
         case .udp(let u): udp.readable(u, socket)
         case .tap, .rpcListener: break
         }

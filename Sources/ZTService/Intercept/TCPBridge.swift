@@ -274,7 +274,9 @@ final class TCPBridge {
         let channel: LoopSocket
         do {
             try Sys.setNonBlocking(chFD)
-            channel = try loop.add(fd: chFD, kind: .connected, context: .acceptChannel(c))
+            // Never read: the library plugged the app end with filler messages so that the
+            // listener never polls writable, as on Linux. The listener's close is the hang-up.
+            channel = try loop.add(fd: chFD, kind: .connected, context: .acceptChannel(c), readable: false)
         } catch {
             sys.close(chFD)
             stack.tcp.abort(h, now: Self.now())
