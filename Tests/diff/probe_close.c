@@ -390,6 +390,11 @@ void case_recv_flags(void)
     res("recv(2, MSG_TRUNC)", recv(c, b, 2, MSG_TRUNC));
     do_recv(c, 10, MSG_DONTWAIT);
     res("recv(0)", recv(c, b, 0, MSG_DONTWAIT));
+    res("recv(MSG_ERRQUEUE)", recv(c, b, sizeof b, MSG_ERRQUEUE | MSG_DONTWAIT));
+    struct sockaddr_in other = sin_of(PEER_IP, P_DISCARD);
+    res("sendto another address on a connected TCP socket",
+        sendto(c, "to", 2, MSG_NOSIGNAL, (struct sockaddr *)&other, sizeof other));
+    read_upto(c, 2, 2000);
     res("send(0)", send(c, b, 0, MSG_NOSIGNAL));
     close(c);
 }

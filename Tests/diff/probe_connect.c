@@ -13,6 +13,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <sys/select.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,4 +350,75 @@ void case_ephemeral_ports(void)
         out("%s bind port 0: %d ports, inside ip_local_port_range: %s", type == SOCK_STREAM ? "TCP" : "UDP", n,
             inside == n ? "all" : "not all");
     }
+}
+
+static void show_select(const char *label, int fd)
+{
+    fd_set r, w, x;
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    FD_ZERO(&x);
+    FD_SET(fd, &r);
+    FD_SET(fd, &w);
+    FD_SET(fd, &x);
+    struct timeval tv = { 0, 0 };
+    int n = select(fd + 1, &r, &w, &x, &tv);
+    out("%sselect = %d:%s%s%s", label, n, FD_ISSET(fd, &r) ? " read" : "", FD_ISSET(fd, &w) ? " write" : "",
+        FD_ISSET(fd, &x) ? " except" : "");
+}
+
+void case_select_masks(void)
+{
+    int fd = fdres("socket(SOCK_STREAM|SOCK_NONBLOCK)", socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0));
+    show_select("fresh: ", fd);
+    do_connect(fd, PEER_IP, P_BLACKHOLE);
+    show_select("pending: ", fd);
+    close(fd);
+    int c = tcp_connect(P_OOB);
+    wait_ev(c, POLLPRI, 2000);
+    show_select("urgent data queued: ", c);
+    close(c);
+    c = tcp_connect(P_HELLO_CLOSE);
+    wait_ev(c, POLLRDHUP, 2000);
+    show_select("hello and FIN: ", c);
+    close(c);
+    c = tcp_connect(P_RST);
+    wait_ev(c, POLLRDHUP, 2000);
+    show_select("reset: ", c);
+    close(c);
+    int l = tcp_listen_self(8170, 5);
+    show_select("listener: ", l);
+    out("peer: %s", ctl("connect 8170 1 hold 2000"));
+    wait_ev(l, POLLIN, 2000);
+    show_select("listener, one pending: ", l);
+    close(l);
+}
+
+void case_ipv6_mapped_connect(void)
+{
+    /* A dual-stack app: an AF_INET6 socket reaching an IPv4 peer through ::ffff:a.b.c.d. */
+    int fd = fdres("socket(AF_INET6, SOCK_STREAM)", socket(AF_INET6, SOCK_STREAM, 0));
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons(P_ECHO);
+    inet_pton(AF_INET6, "::ffff:" PEER_IP, &a.sin6_addr);
+    res("connect [::ffff:PEER]:7001", connect(fd, (struct sockaddr *)&a, sizeof a));
+    struct sockaddr_in6 me;
+    socklen_t l = sizeof me;
+    if (getsockname(fd, (struct sockaddr *)&me, &l) == 0) {
+        char ip[64];
+        inet_ntop(AF_INET6, &me.sin6_addr, ip, sizeof ip);
+        out("getsockname = [%s] len %u", strcmp(ip, "::ffff:" SELF_IP) == 0 ? "::ffff:SELF" : ip, (unsigned)l);
+    }
+    do_send(fd, "v6", MSG_NOSIGNAL);
+    read_upto(fd, 2, 2000);
+    close(fd);
+    int u = fdres("socket(AF_INET6, SOCK_DGRAM)", socket(AF_INET6, SOCK_DGRAM, 0));
+    a.sin6_port = htons(U_ECHO);
+    res("sendto [::ffff:PEER]:7001", sendto(u, "d6", 2, 0, (struct sockaddr *)&a, sizeof a));
+    struct pollfd p = { .fd = u, .events = POLLIN };
+    poll(&p, 1, 2000);
+    do_recv(u, 10, MSG_DONTWAIT);
+    close(u);
 }

@@ -196,6 +196,10 @@ void case_listen_bind_errors(void)
     res("listen on a connected socket", listen(k, 5));
     out("bind on a connected socket:");
     do_bind(k, SELF_IP, 8126);
+    int l = tcp_listen_self(8129, 5);
+    res("listen again on a listener (new backlog)", listen(l, 10));
+    opt_get_int(l, SOL_SOCKET, SO_ACCEPTCONN, "SO_ACCEPTCONN");
+    close(l);
     int u = tcp_socket();
     res("listen on an unbound socket", listen(u, 5));
     show_name("", u, 0);

@@ -90,7 +90,7 @@ static void run_case(const struct probe_case *c, int timeout_s)
         return;
     }
     setpgid(pid, pid);
-    double deadline = now() + timeout_s;
+    double start = now(), deadline = start + timeout_s;
     int status = 0;
     for (;;) {
         pid_t w = waitpid(pid, &status, WNOHANG);
@@ -107,6 +107,7 @@ static void run_case(const struct probe_case *c, int timeout_s)
     }
     /* Whatever the case left behind in its process group (a stuck grandchild) goes too. */
     kill(-pid, SIGKILL);
+    fprintf(stderr, "probe: %s took %.2f s\n", c->name, now() - start); /* not in the transcript */
     if (WIFEXITED(status))
         out("=== END %s: exit %d", c->name, WEXITSTATUS(status));
     else if (WIFSIGNALED(status))

@@ -6,6 +6,7 @@
  */
 #include "probe.h"
 
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -383,5 +384,42 @@ void case_udp_poll_epoll(void)
     n = epoll_wait(ep, &got, 1, 0);
     out("epoll_wait = %d %s", n, n > 0 ? epollstr(got.events) : "");
     close(ep);
+    close(u);
+}
+
+void case_udp_unreachable(void)
+{
+    /* Nobody answers ARP for UNREACH (resolution gives up after ~3 s): what a connected socket
+     * sees during and after. */
+    int u = udp_socket();
+    do_connect(u, UNREACH_IP, U_ECHO);
+    do_send(u, "x", 0);
+    wait_ev(u, POLLIN, 3500);
+    do_recv(u, 10, MSG_DONTWAIT);
+    do_send(u, "y", 0);
+    msleep(100);
+    show_poll("", u);
+    do_recv(u, 10, MSG_DONTWAIT);
+    show_so_error(u);
+    close(u);
+}
+
+void case_udp_options(void)
+{
+    int u = udp_socket();
+    do_connect(u, PEER_IP, U_ECHO);
+    opt_get_int(u, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF");
+    opt_get_int(u, SOL_SOCKET, SO_SNDBUF, "SO_SNDBUF");
+    opt_set_int(u, SOL_SOCKET, SO_RCVBUF, 65536, "SO_RCVBUF");
+    opt_get_int(u, SOL_SOCKET, SO_RCVBUF, "SO_RCVBUF");
+    opt_get_int(u, SOL_SOCKET, SO_REUSEADDR, "SO_REUSEADDR");
+    opt_get_int(u, SOL_SOCKET, SO_KEEPALIVE, "SO_KEEPALIVE");
+    opt_get_int(u, SOL_SOCKET, SO_PRIORITY, "SO_PRIORITY");
+    opt_get_int(u, IPPROTO_IP, IP_TTL, "IP_TTL");
+    opt_get_int(u, IPPROTO_IP, IP_TOS, "IP_TOS");
+    opt_get_int(u, IPPROTO_IP, IP_MULTICAST_TTL, "IP_MULTICAST_TTL");
+    opt_get_int(u, IPPROTO_IP, IP_RECVERR, "IP_RECVERR");
+    opt_get_int(u, IPPROTO_IP, IP_PKTINFO, "IP_PKTINFO");
+    opt_get_int(u, IPPROTO_TCP, TCP_NODELAY, "TCP_NODELAY");
     close(u);
 }

@@ -18,8 +18,9 @@ The test of a case fails if it differs and is not listed, or if it is listed and
 
 Pytest:  ZTAP_BIN_DIR=$PWD/.build/release python3 -m pytest -q Tests/diff     (root)
          ZTAP_DIFF_CASES=udp_connected,peer_close ... only those cases
-By hand: python3 Tests/diff/run_diff.py [--ref-only|--ztap-only] [--keep] CASE...
-         prints both transcripts of each case and their diff.
+By hand: python3 Tests/diff/run_diff.py [--ref-only|--ztap-only] [--quiet] [--timing] [--keep]
+         [--save DIR] [CASE...]: prints both transcripts of each case and their diff (--keep leaves
+         the namespaces up and prints the command that runs the probe in each).
 Another intercept mode (e.g. seccomp): ZTAP_DIFF_RUNNER='{ztctl} run n --run-dir {run_dir}
 --mode seccomp --' and ZTAP_DIFF_MODE=seccomp (selects KNOWN_DIFFERENCES_BY_MODE["seccomp"]).
 """
@@ -70,6 +71,8 @@ KNOWN_DIFFERENCES = {
     "connect_eintr": "[pending-POLLOUT] poll after the interrupted connect POLLOUT vs 0; [SO_ERROR-waits]",
     "connect_user_timeout": "TCP_USER_TIMEOUT 500 ms does not end ztap's connect: Linux -1 ETIMEDOUT after ~1 s, ztap still pending at 3 s (-1 EINTR from the guard alarm), then [SO_ERROR-waits], getsockname SELF:eph vs Linux ANY:eph",
     "connect_af_unspec": "connect(AF_UNSPEC) on a connected socket: Linux dissolves it (getsockname ANY:eph, getpeername ENOTCONN, POLLOUT|POLLERR|POLLHUP, SO_ERROR ECONNRESET, recv ENOTCONN, send EPIPE); ztap returns 0 but nothing changes except getpeername = ANY:0 (SELF:eph, POLLOUT, SO_ERROR 0, recv EAGAIN, send 1)",
+    "select_masks": "[pending-POLLOUT] select write-ready while the connect is pending (Linux none); urgent data: no except set (Linux read write except); [listener-POLLOUT] a listener is write-ready",
+    "ipv6_mapped_connect": "AF_INET6 sockets to ::ffff:10.71.0.1 stay on the kernel (a known limit of the intercept): TCP connect and UDP sendto -1 ENETUNREACH in the probe's namespace; Linux reaches the peer",
     "ephemeral_ports": "ztap's ephemeral ports (TCP connect, UDP sendto, bind port 0) are not all inside net.ipv4.ip_local_port_range (32768-60999): ztap draws from 49152-65535",
     "listen_accept": "[listener-POLLOUT] POLLOUT before, with (POLLIN|POLLOUT) and after the pending connection",
     "accept4_flags": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
@@ -127,6 +130,7 @@ KNOWN_DIFFERENCES = {
     "udp_reuseaddr": "two UDP sockets with SO_REUSEADDR on one port: Linux both bind (the last one receives), ztap second bind -1 EADDRINUSE",
     "udp_connect_unspec": "connect(AF_UNSPEC) on a connected UDP socket: getsockname Linux ANY:0, ztap ANY:eph (the port stays)",
     "udp_shutdown": "masks after SHUT_WR: Linux POLLIN|POLLOUT|POLLRDHUP|POLLHUP, ztap POLLOUT; after SHUT_RD ztap lacks POLLHUP; second recv after SHUT_RD: Linux EAGAIN, ztap 0",
+    "udp_options": "connected UDP: SO_RCVBUF/SO_SNDBUF default 4194304 (Linux 212992); [ENOPROTOOPT] SO_PRIORITY, IP_TTL, IP_MULTICAST_TTL, IP_RECVERR, IP_PKTINFO; TCP_NODELAY on UDP ENOPROTOOPT (Linux EOPNOTSUPP)",
     "fork_listener": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
     "exec_listener": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
     "scm_rights_listener": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
@@ -374,10 +378,12 @@ def diff(ref, got, name):
     return "\n".join(difflib.unified_diff(ref, got, f"linux/{name}", f"ztap/{name}", lineterm="", n=2))
 
 
-def run_both(cases, runner=None, which=("linux", "ztap")):
-    """Sets up the environments, runs the cases in both at once, tears everything down.
+def run_both(cases, runner=None, which=("linux", "ztap"), keep=False):
+    """Sets up the environments, runs the cases in both at once, tears everything down (with
+    keep=True only after printing how to run the probe by hand and waiting for Enter).
     Returns ({env: {case: lines}}, {env: raw text}, {env: logs})."""
     envs, results, raw, logs, errors = {}, {}, {}, {}, {}
+    timings = {}
     try:
         if "linux" in which:
             envs["linux"] = KernelEnv()
@@ -395,13 +401,22 @@ def run_both(cases, runner=None, which=("linux", "ztap")):
         for t in threads:
             t.join()
         for kind, env in envs.items():
-            logs[kind] = env.logs() + ("\n--- probe stderr ---\n" + getattr(env, "stderr", "")[-3000:])
+            err = getattr(env, "stderr", "")
+            timings[kind] = {m.group(1): float(m.group(2)) for m in re.finditer(r"^probe: (\w+) took ([\d.]+) s$", err, re.M)}
+            err = "\n".join(l for l in err.splitlines() if not l.startswith("probe: ") or " took " not in l)
+            logs[kind] = env.logs() + ("\n--- probe stderr ---\n" + err[-3000:])
             if kind in errors:
                 raise RuntimeError(f"{kind}: the probe failed: {errors[kind]}\n{logs[kind]}")
             results[kind] = parse(raw[kind])
+        if keep:
+            for kind, env in envs.items():
+                argv = env.probe_ns.argv(*env.prefix(), PROBE, "--ctl", env.ctl_path, "CASE...")
+                print(f"{kind}: {shlex.join(argv)}")
+            input("environments kept; press Enter to delete them ")
     finally:
         for env in envs.values():
             env.close()
+    run_both.timings = timings
     return results, raw, logs
 
 
@@ -477,6 +492,8 @@ def main(argv):
     ap.add_argument("--runner", help=f"ztap runner template (default: {DEFAULT_RUNNER!r})")
     ap.add_argument("--quiet", action="store_true", help="only the diffs and a summary")
     ap.add_argument("--logs", action="store_true", help="also print peer/ztapd logs")
+    ap.add_argument("--timing", action="store_true", help="print the slowest cases of each environment")
+    ap.add_argument("--keep", action="store_true", help="keep the environments until Enter, printing the command that runs the probe in each")
     ap.add_argument("--save", metavar="DIR", help="write the raw transcripts to DIR/linux.txt and DIR/ztap.txt")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -486,7 +503,7 @@ def main(argv):
     build_intercept()
     build_probe()
     t0 = time.monotonic()
-    results, raw, logs = run_both(cases, args.runner, which)
+    results, raw, logs = run_both(cases, args.runner, which, keep=args.keep)
     secs = time.monotonic() - t0
     if args.save:
         os.makedirs(args.save, exist_ok=True)
@@ -507,6 +524,10 @@ def main(argv):
             if d:
                 differing.append(name)
                 print(d)
+    if args.timing:
+        for kind, t in run_both.timings.items():
+            slow = sorted(t.items(), key=lambda kv: -kv[1])[:12]
+            print(f"{kind}: {sum(t.values()):.1f} s in cases; slowest: " + ", ".join(f"{n} {v:.1f}" for n, v in slow))
     if args.logs:
         for kind, text in logs.items():
             print(f"===== {kind} logs\n{text}")
