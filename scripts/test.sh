@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# test.sh - installs what is missing, builds, and runs every test: unit tests (swift test) and the
-# integration tests (pytest, real TAP devices, network namespaces, the kernel as the peer).
+# test.sh - installs what is missing, builds, and runs every test: unit tests (swift test), the
+# integration tests (pytest, real TAP devices, network namespaces, the kernel as the peer) and the
+# differential socket test (Tests/diff: the same probe on Linux's sockets and under ztap).
 #
 # Privileged parts run only as root (CI is root); as non-root they are skipped with the reason.
 # Everything runs inside network namespaces the tests create and delete.
@@ -38,7 +39,7 @@ else
 fi
 
 int_pass=0; int_fail=0; int_rc=0
-for suite in Tests/intercept Tests/integration; do
+for suite in Tests/intercept Tests/integration Tests/diff; do
     echo "== $suite (pytest)"
     ZTAP_BIN_DIR="$PWD/.build/release" python3 -m pytest -q -p no:cacheprovider "$suite" 2>&1 | tee /tmp/ztap-pytest.log
     rc=${PIPESTATUS[0]}

@@ -1,0 +1,308 @@
+"""The far side of the differential harness: services for probe.c, run in the peer namespace.
+
+    peer.py PEER_IP SELF_IP CONTROL_PATH
+
+Both environments run this same program on a kernel stack (the veth peer for the Linux
+reference, the TAP's kernel side under ztap), so anything that differs between the two probe
+transcripts comes from the probe's side. Services on PEER_IP (ports shared with probe.h):
+
+  TCP 7001 echo        echoes until EOF, then closes
+  TCP 7002 discard     reads until EOF, then closes
+  TCP 7003 close       closes right after accept (FIN)
+  TCP 7004 rst         resets right after accept (SO_LINGER {1, 0})
+  TCP 7005 stall       never reads, keeps the connection
+  TCP 7006 hello-close sends "hello", closes
+  TCP 7007 hello-rec   sends "hello", reads until EOF/error, records the outcome
+  TCP 7008 blackhole   a listener whose accept queue is full: SYNs are dropped
+  TCP 7009 hello-rst   sends "hello", resets 50 ms later
+  TCP 7010 (nothing: refused; UDP 7010 too: ICMP port unreachable)
+  TCP 7011 collect     reads until EOF, 100 ms later replies "got N", closes
+  TCP 7012 recorder    reads until EOF/error, records the outcome
+  TCP 7013 whoami      sends "IP PORT\\n" of the client as seen here, then waits for EOF
+  TCP 7014 oob         sends "ab", then "c" as urgent data (MSG_OOB), waits for EOF
+  UDP 7001 echo        each datagram back to its sender (zero-length ones too)
+  UDP 7015 ttl         replies "ttl=N tos=N" from the datagram's IP header
+  UDP 7016 sender      source port of the control command "udpsend"
+
+Control (AF_UNIX stream at CONTROL_PATH, never through the stack under test), one line each:
+  connect PORT N MODE TIMEOUT_MS -> "connected K": N sequential connections from PEER to
+        SELF:PORT, each given TIMEOUT_MS; MODE hold (kept until the control connection closes),
+        data (send "hi", keep), close (FIN), rst (SO_LINGER {1,0} close), datclose ("hi", FIN),
+        rec (read until EOF/error, recorded under PORT for "report PORT").
+  report PORT   -> the recorded outcome of the connection from SELF:PORT ("EOF after N bytes",
+        "ECONNRESET after N bytes", ...), waiting up to 3 s; "none" if there is none.
+  udpsend PORT TEXT -> "sent": one datagram TEXT from PEER:7016 to SELF:PORT.
+
+Prints "READY" once every service listens; runs until killed (the harness stops it by PID).
+"""
+import errno
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+
+PEER, SELF, CONTROL = sys.argv[1], sys.argv[2], sys.argv[3]
+LINGER0 = struct.pack("ii", 1, 0)
+records = {}            # client port -> outcome text
+records_cv = threading.Condition()
+
+
+def spawn(fn, *args):
+    threading.Thread(target=fn, args=args, daemon=True).start()
+
+
+def listener(port, backlog=128):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((PEER, port))
+    s.listen(backlog)
+    return s
+
+
+def serve(port, handler):
+    s = listener(port)
+
+    def loop():
+        while True:
+            c, addr = s.accept()
+            spawn(handler, c, addr)
+    spawn(loop)
+
+
+def drain(c):
+    """Reads until EOF or error; returns the outcome as text."""
+    n = 0
+    try:
+        while True:
+            b = c.recv(65536)
+            if not b:
+                return f"EOF after {n} bytes"
+            n += len(b)
+    except OSError as e:
+        return f"{errno.errorcode.get(e.errno, e.errno)} after {n} bytes"
+
+
+def record(addr, text):
+    with records_cv:
+        records[addr[1]] = text
+        records_cv.notify_all()
+
+
+def h_echo(c, _):
+    with c:
+        try:
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    break
+                c.sendall(b)
+        except OSError:
+            pass
+
+
+def h_discard(c, _):
+    with c:
+        drain(c)
+
+
+def h_close(c, _):
+    c.close()
+
+
+def h_rst(c, _):
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
+    c.close()
+
+
+held = []
+
+
+def h_stall(c, _):
+    held.append(c)
+
+
+def h_hello_close(c, _):
+    with c:
+        c.sendall(b"hello")
+
+
+def h_hello_rec(c, addr):
+    with c:
+        try:
+            c.sendall(b"hello")
+        except OSError:
+            pass
+        record(addr, drain(c))
+
+
+def h_hello_rst(c, _):
+    c.sendall(b"hello")
+    time.sleep(0.05)
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
+    c.close()
+
+
+def h_collect(c, _):
+    with c:
+        n = 0
+        try:
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    break
+                n += len(b)
+            time.sleep(0.1)     # the app looks at its socket right after its FIN
+            c.sendall(f"got {n}".encode())
+        except OSError:
+            pass
+
+
+def h_recorder(c, addr):
+    with c:
+        record(addr, drain(c))
+
+
+def h_whoami(c, addr):
+    with c:
+        try:
+            c.sendall(f"{addr[0]} {addr[1]}\n".encode())
+            drain(c)
+        except OSError:
+            pass
+
+
+def h_oob(c, _):
+    with c:
+        try:
+            c.sendall(b"ab")
+            time.sleep(0.02)
+            c.send(b"c", socket.MSG_OOB)
+            drain(c)
+        except OSError:
+            pass
+
+
+def blackhole(port):
+    """A listener with backlog 0 and one connection queued, never accepted: Linux drops
+    further SYNs while the accept queue is full, so connects to it stay pending."""
+    s = listener(port, backlog=0)
+    filler = socket.create_connection((PEER, port))
+    held.extend([s, filler])
+
+
+def udp_echo(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((PEER, port))
+
+    def loop():
+        while True:
+            data, addr = s.recvfrom(70000)
+            s.sendto(data, addr)
+    spawn(loop)
+
+
+def udp_ttl(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_RECVTTL", 12), 1)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+    s.bind((PEER, port))
+
+    def loop():
+        while True:
+            _, anc, _, addr = s.recvmsg(70000, 256)
+            ttl = tos = -1
+            for level, typ, val in anc:
+                if level == socket.IPPROTO_IP and typ == socket.IP_TTL:
+                    ttl = struct.unpack("i", val[:4])[0]
+                elif level == socket.IPPROTO_IP and typ == socket.IP_TOS:
+                    tos = val[0]
+            s.sendto(f"ttl={ttl} tos={tos}".encode(), addr)
+    spawn(loop)
+
+
+udp_sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def peer_connect(port, mode, timeout_ms, keep):
+    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.settimeout(timeout_ms / 1000.0)
+    try:
+        c.connect((SELF, port))
+    except OSError:
+        c.close()
+        return False
+    c.settimeout(None)
+    if mode in ("data", "datclose"):
+        c.sendall(b"hi")
+    if mode == "rec":
+        def rec():
+            with c:
+                record((None, port), drain(c))
+        spawn(rec)
+    elif mode in ("close", "datclose"):
+        c.close()
+    elif mode == "rst":
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER0)
+        c.close()
+    else:
+        keep.append(c)
+    return True
+
+
+def control_client(c):
+    keep = []
+    f = c.makefile("rwb", buffering=0)
+    try:
+        for line in f:
+            words = line.decode().split()
+            if not words:
+                continue
+            if words[0] == "connect":
+                port, n, mode, tmo = int(words[1]), int(words[2]), words[3], int(words[4])
+                k = sum(peer_connect(port, mode, tmo, keep) for _ in range(n))
+                f.write(f"connected {k}\n".encode())
+            elif words[0] == "report":
+                port = int(words[1])
+                with records_cv:
+                    records_cv.wait_for(lambda: port in records, timeout=3)
+                    text = records.pop(port, "none")
+                f.write((text + "\n").encode())
+            elif words[0] == "udpsend":
+                udp_sender.sendto(" ".join(words[2:]).encode(), (SELF, int(words[1])))
+                f.write(b"sent\n")
+            else:
+                f.write(b"error unknown command\n")
+    except OSError:
+        pass
+    finally:
+        for k in keep:
+            k.close()
+        c.close()
+
+
+def main():
+    udp_sender.bind((PEER, 7016))
+    for port, h in ((7001, h_echo), (7002, h_discard), (7003, h_close), (7004, h_rst),
+                    (7005, h_stall), (7006, h_hello_close), (7007, h_hello_rec),
+                    (7009, h_hello_rst), (7011, h_collect), (7012, h_recorder),
+                    (7013, h_whoami), (7014, h_oob)):
+        serve(port, h)
+    blackhole(7008)
+    udp_echo(7001)
+    udp_ttl(7015)
+    if os.path.exists(CONTROL):
+        os.unlink(CONTROL)
+    ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ctl.bind(CONTROL)
+    ctl.listen(16)
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    while True:
+        c, _ = ctl.accept()
+        spawn(control_client, c)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,544 @@
+"""Differential socket test (issue 9, "Linux-identical sockets"): Linux is the reference.
+
+The probe (probe_*.c) runs every case twice, and the two transcripts must be identical:
+
+  (a) reference: two network namespaces joined by a veth; the probe uses Linux's own sockets
+      in one (SELF 10.71.0.2), peer.py serves in the other (PEER 10.71.0.1);
+  (b) ztap: ztapd in a namespace with network "n" (stack SELF 10.71.0.2, TAP kernel side
+      PEER 10.71.0.1), peer.py there on the kernel side; the probe runs under `ztctl run` in a
+      third namespace that has only loopback, so a socket that slipped past the intercept could
+      reach nothing (it would show as ENETUNREACH in the transcript).
+
+Both environments run at the same time. Every packet stays inside the namespaces created here,
+which are deleted afterwards; processes are stopped by PID.
+
+KNOWN_DIFFERENCES lists the cases where ztap differs from Linux today, each with the reason.
+The test of a case fails if it differs and is not listed, or if it is listed and now matches
+(then remove it from the list: the lead's work list shrinks).
+
+Pytest:  ZTAP_BIN_DIR=$PWD/.build/release python3 -m pytest -q Tests/diff     (root)
+         ZTAP_DIFF_CASES=udp_connected,peer_close ... only those cases
+By hand: python3 Tests/diff/run_diff.py [--ref-only|--ztap-only] [--quiet] [--timing] [--keep]
+         [--save DIR] [CASE...]: prints both transcripts of each case and their diff (--keep leaves
+         the namespaces up and prints the command that runs the probe in each).
+Another intercept mode (e.g. seccomp): ZTAP_DIFF_RUNNER='{ztctl} run n --run-dir {run_dir}
+--mode seccomp --' and ZTAP_DIFF_MODE=seccomp (selects KNOWN_DIFFERENCES_BY_MODE["seccomp"]).
+"""
+import difflib
+import itertools
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+BIN = os.environ.get("ZTAP_BIN_DIR", os.path.join(REPO, ".build", "release"))
+LIB = os.path.join(REPO, ".build", "intercept", "libztintercept.so")
+PROBE = os.path.join(REPO, ".build", "diff", "probe")
+PEER_PY = os.path.join(HERE, "peer.py")
+SELF, PEER = "10.71.0.2", "10.71.0.1"
+CASE_TIMEOUT = 15           # seconds per case before the probe kills it
+DEFAULT_RUNNER = "{ztctl} run n --run-dir {run_dir} --bind-any --"
+MODE = os.environ.get("ZTAP_DIFF_MODE", "preload")
+
+# Where ztap differs from Linux today (case -> what differs: "Linux X; ztap Y"). This is the work
+# list for making the intercept Linux-identical; remove an entry when its case matches (the test
+# then insists). Recurring root causes, named in brackets:
+#   [listener-POLLOUT] a ztap listener (its accept channel) polls POLLOUT/EPOLLOUT; Linux never
+#   [pending-POLLOUT]  a ztap connect in progress polls POLLOUT at once; Linux: 0 until it ends
+#   [SO_ERROR-waits]   SO_ERROR on a pending ztap connect blocks (no answer in 1 s); Linux: 0 at once
+#   [RST]              after the peer's RST ztap shows POLLIN|POLLOUT|POLLRDHUP (no POLLERR|POLLHUP),
+#                      read 0 (not ECONNRESET), writes succeed, getpeername PEER; Linux: the error
+#   [ended]            after the connection is gone ztap keeps getpeername PEER (Linux ENOTCONN),
+#                      SO_ERROR/TCP_INFO say ENOTSOCK (Linux 0/CLOSE), shutdown 0 (Linux ENOTCONN)
+#   [ENOPROTOOPT]      option refused with ENOPROTOOPT on a ztap socket, and the value set before
+#                      connect is lost (getsockopt after connect: ENOPROTOOPT)
+KNOWN_DIFFERENCES = {
+    "connect_nonblocking": "Linux: non-blocking connect -1 EINPROGRESS, second connect 0, third EISCONN; ztap: 0 at once (handshake done within its 5 ms), second EISCONN",
+    "connect_nonblocking_pending": "[pending-POLLOUT] poll 0 vs POLLOUT at once and 200 ms later; [SO_ERROR-waits]; send while pending: Linux -1 EAGAIN, ztap 5 (queued)",
+    "connect_refused": "after a refused blocking connect getsockname: Linux ANY:eph (the port stays bound), ztap ANY:0",
+    "connect_refused_nonblocking": "Linux: EINPROGRESS, then POLLIN|POLLOUT|POLLRDHUP|POLLERR|POLLHUP, SO_ERROR ECONNREFUSED, getsockname SELF:eph, retry ECONNABORTED then EINPROGRESS, recv ECONNREFUSED; ztap: connect -1 ECONNREFUSED at once, mask POLLOUT|POLLHUP, SO_ERROR 0, getsockname ANY:0, retries ECONNREFUSED, recv ENOTCONN",
+    "connect_unreachable": "after EHOSTUNREACH getsockname: Linux ANY:eph, ztap ANY:0",
+    "connect_unreachable_nonblocking": "[pending-POLLOUT] 'at once' POLLOUT vs 0; after the failure Linux POLLIN|POLLOUT|POLLRDHUP|POLLERR|POLLHUP vs ztap POLLOUT; send after the failure: Linux -1 EPIPE, ztap 1",
+    "connect_sndtimeo": "[pending-POLLOUT] poll after the timed-out connect POLLOUT vs 0; [SO_ERROR-waits]",
+    "connect_eintr": "[pending-POLLOUT] poll after the interrupted connect POLLOUT vs 0; [SO_ERROR-waits]",
+    "connect_user_timeout": "TCP_USER_TIMEOUT 500 ms does not end ztap's connect: Linux -1 ETIMEDOUT after ~1 s, ztap still pending at 3 s (-1 EINTR from the guard alarm), then [SO_ERROR-waits], getsockname SELF:eph vs Linux ANY:eph",
+    "connect_af_unspec": "connect(AF_UNSPEC) on a connected socket: Linux dissolves it (getsockname ANY:eph, getpeername ENOTCONN, POLLOUT|POLLERR|POLLHUP, SO_ERROR ECONNRESET, recv ENOTCONN, send EPIPE); ztap returns 0 but nothing changes except getpeername = ANY:0 (SELF:eph, POLLOUT, SO_ERROR 0, recv EAGAIN, send 1)",
+    "select_masks": "[pending-POLLOUT] select write-ready while the connect is pending (Linux none); urgent data: no except set (Linux read write except); [listener-POLLOUT] a listener is write-ready",
+    "ipv6_mapped_connect": "AF_INET6 sockets to ::ffff:10.71.0.1 stay on the kernel (a known limit of the intercept): TCP connect and UDP sendto -1 ENETUNREACH in the probe's namespace; Linux reaches the peer",
+    "ephemeral_ports": "ztap's ephemeral ports (TCP connect, UDP sendto, bind port 0) are not all inside net.ipv4.ip_local_port_range (32768-60999): ztap draws from 49152-65535",
+    "listen_accept": "[listener-POLLOUT] POLLOUT before, with (POLLIN|POLLOUT) and after the pending connection",
+    "accept4_flags": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
+    "accept_nonblocking": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
+    "listen_backlog": "listen(1): Linux lets the peer complete 2 connections (further SYNs dropped) and the app accepts 2; ztap completes all 4 and the app accepts 3 or 4 (varies)",
+    "listen_close_pending": "[listener-POLLOUT]; closing a listener with a queued connection: the peer sees Linux ECONNRESET, ztap EOF",
+    "listen_reuseport": "two SO_REUSEPORT listeners on one port: Linux listen 0 for both, ztap second listen -1 EADDRINUSE",
+    "listen_port0": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
+    "listen_bind_any": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
+    "accept_peer_data_close": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
+    "accept_peer_rst_queued": "[listener-POLLOUT]; a connection reset while queued: Linux accepts it with POLLERR|POLLHUP, getpeername ENOTCONN, send EPIPE; ztap either accepts it as POLLIN|POLLOUT|POLLRDHUP, getpeername PEER, send 1, or drops it (accept EAGAIN; varies)",
+    "listen_epoll": "[listener-POLLOUT] epoll on a listener reports EPOLLOUT (EPOLLIN|EPOLLOUT, idle 1 EPOLLOUT vs 0)",
+    "listen_shutdown": "shutdown on a listener: Linux SHUT_WR mask 0, SHUT_RD mask POLLOUT|POLLHUP, SO_ACCEPTCONN 0 afterwards, listen again 0; ztap masks POLLOUT or POLLIN|POLLOUT|POLLRDHUP|POLLHUP (varies), SO_ACCEPTCONN 1, listen again -1 ENOTSOCK",
+    "opt_so_linger": "SO_LINGER {7, 3} reads back as Linux {1, 3}, ztap {7, 3} (l_onoff not normalised)",
+    "close_unread_data": "close with received data unread: the peer sees Linux ECONNRESET (RST), ztap EOF (FIN)",
+    "opt_so_rcvbuf": "connected socket: default Linux 131072, ztap 4194304; SO_RCVBUF=1 reads back Linux 2304, ztap 8192",
+    "opt_so_sndbuf": "connected socket: default Linux 69120, ztap 4194304; SO_SNDBUF=1 reads back Linux 4608, ztap 8192",
+    "opt_so_priority": "[ENOPROTOOPT] SO_PRIORITY",
+    "opt_so_mark": "[ENOPROTOOPT] SO_MARK",
+    "opt_so_busy_poll": "[ENOPROTOOPT] SO_BUSY_POLL (Linux: 50 round-trips, -1 EINVAL)",
+    "opt_so_zerocopy": "[ENOPROTOOPT] SO_ZEROCOPY on TCP",
+    "opt_so_oobinline": "[ENOPROTOOPT] SO_OOBINLINE",
+    "tcp_urgent_data": "urgent data: Linux POLLPRI, recv stops at the mark (\"ab\"), SIOCATMARK 1, MSG_OOB gives \"c\"; ztap no POLLPRI, recv \"abc\", at mark 0, MSG_OOB EINVAL",
+    "opt_ip_ttl": "[ENOPROTOOPT] IP_TTL on TCP and UDP; a UDP datagram after IP_TTL 7 arrives with ttl 64",
+    "opt_ip_tos": "IP_TOS keeps the ECN bits (0x13 reads 19, 0xff reads 255; Linux 16 and 252), the value set before connect is lost (0 vs 32), UDP datagrams go out with tos 0 after IP_TOS 0x20",
+    "opt_tcp_cork": "[ENOPROTOOPT] TCP_CORK",
+    "opt_tcp_quickack": "[ENOPROTOOPT] TCP_QUICKACK",
+    "opt_tcp_user_timeout": "[ENOPROTOOPT] TCP_USER_TIMEOUT",
+    "opt_tcp_notsent_lowat": "[ENOPROTOOPT] TCP_NOTSENT_LOWAT",
+    "opt_tcp_defer_accept": "[ENOPROTOOPT] TCP_DEFER_ACCEPT on listener and connection (Linux rounds 5 -> 7, 100 -> 127)",
+    "opt_tcp_window_clamp": "[ENOPROTOOPT] TCP_WINDOW_CLAMP (Linux: 64088 default, 100 -> 1152, 0 on a connection EINVAL)",
+    "opt_tcp_maxseg": "TCP_MAXSEG on a connection: Linux 1448 (timestamps), ztap 1460; setting 10 or 100000: Linux EINVAL, ztap 0; 1000 set before connect: Linux 988, ztap 1460",
+    "opt_tcp_congestion": "default is not the namespace's net.ipv4.tcp_congestion_control; setting reno is accepted but reads back cubic; getsockopt returns len 6 (Linux 16)",
+    "opt_tcp_keepalive_params": "out-of-range TCP_KEEPIDLE/KEEPINTVL 32768 and TCP_KEEPCNT 128 accepted on a connection (Linux EINVAL)",
+    "opt_tcp_info": "TCP_INFO len 16 (Linux 280) without options/wscale/snd_mss (Linux TIMESTAMPS SACK WSCALE, 10/10, 1448); after both FINs -1 ENOTSOCK (Linux state CLOSE)",
+    "opt_unknown": "unknown getsockopt: Linux EOPNOTSUPP for IPPROTO_UDP on TCP, IPPROTO_TCP on UDP, level 9999 and IPV6_V6ONLY; ztap ENOPROTOOPT",
+    "opt_so_rcvlowat": "SO_RCVLOWAT 5 with 2 bytes queued: Linux poll POLLOUT, ztap POLLIN|POLLOUT",
+    "opt_so_broadcast": "UDP sendto a broadcast address without SO_BROADCAST: Linux -1 EACCES, ztap 1 (sent); [ENOPROTOOPT] SO_BROADCAST on TCP",
+    "shutdown_wr": "[ended] getpeername PEER, SO_ERROR ENOTSOCK, shutdown(SHUT_WR)/(SHUT_RD) again 0 after both FINs",
+    "shutdown_rd": "data that arrives after SHUT_RD: Linux recv returns it (\"abc\"), ztap 0; [ended] getpeername PEER",
+    "shutdown_rdwr": "[ended] getpeername PEER, SO_ERROR ENOTSOCK, shutdown again 0",
+    "shutdown_after_peer_close": "[ended] getpeername PEER, shutdown SHUT_RD/SHUT_RDWR 0, SO_ERROR ENOTSOCK",
+    "peer_close": "writing after the peer's FIN provokes an RST: Linux POLLERR|POLLHUP, SO_ERROR EPIPE, sends EPIPE, getpeername ENOTCONN; ztap no POLLHUP, SO_ERROR ECONNRESET, sends 1, getpeername PEER",
+    "peer_rst_read": "[RST] recv 0 (Linux ECONNRESET), SO_ERROR ECONNRESET afterwards (Linux 0), send 1 (Linux EPIPE), getpeername PEER",
+    "peer_rst_so_error": "[RST] masks lack POLLERR|POLLHUP (before and after reading SO_ERROR)",
+    "peer_rst_write": "[RST] sends 1, 1 and write 1 without SIGPIPE (Linux ECONNRESET, EPIPE, EPIPE+SIGPIPE)",
+    "peer_rst_after_data": "[RST] after \"hello\" recv 0 (Linux ECONNRESET), SO_ERROR ECONNRESET left (Linux 0)",
+    "epipe_sigpipe": "the RST provoked by writing after the peer's FIN never shows: no POLLHUP, write/send succeed without SIGPIPE (Linux EPIPE and SIGPIPE)",
+    "epoll_peer_close": "[RST] epoll after the provoked RST: EPOLLIN|EPOLLOUT|EPOLLRDHUP (Linux also EPOLLERR|EPOLLHUP)",
+    "epoll_peer_rst": "[RST] epoll lacks EPOLLERR|EPOLLHUP; recv 0 instead of ECONNRESET",
+    "tcp_ioctls": "SIOCOUTQNSD: Linux 0, ztap -1 ENOTTY; FIONREAD on a listener: Linux EINVAL, ztap 0",
+    "names_states": "[ended] getpeername PEER after both FINs; [RST] after a reset: mask without POLLERR|POLLHUP, getpeername PEER",
+    "udp_icmp_refused": "an ICMP port unreachable shows as POLLIN|POLLOUT (Linux POLLOUT|POLLERR); a pending error is not reported by send (Linux -1 ECONNREFUSED, ztap 1)",
+    "udp_icmp_so_error": "an ICMP port unreachable shows as POLLIN (Linux POLLERR); SO_ERROR 0 (Linux ECONNREFUSED), the error comes on recv instead",
+    "udp_reuseaddr": "two UDP sockets with SO_REUSEADDR on one port: Linux both bind (the last one receives), ztap second bind -1 EADDRINUSE",
+    "udp_connect_unspec": "connect(AF_UNSPEC) on a connected UDP socket: getsockname Linux ANY:0, ztap ANY:eph (the port stays)",
+    "udp_shutdown": "masks after SHUT_WR: Linux POLLIN|POLLOUT|POLLRDHUP|POLLHUP, ztap POLLOUT; after SHUT_RD ztap lacks POLLHUP; second recv after SHUT_RD: Linux EAGAIN, ztap 0",
+    "udp_options": "connected UDP: SO_RCVBUF/SO_SNDBUF default 4194304 (Linux 212992); [ENOPROTOOPT] SO_PRIORITY, IP_TTL, IP_MULTICAST_TTL, IP_RECVERR, IP_PKTINFO; TCP_NODELAY on UDP ENOPROTOOPT (Linux EOPNOTSUPP)",
+    "fork_listener": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
+    "exec_listener": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
+    "scm_rights_listener": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
+}
+
+KNOWN_DIFFERENCES_BY_MODE = {"preload": KNOWN_DIFFERENCES}
+
+# Host settings the reference depends on, pinned to Linux's defaults in every namespace here so
+# the reference transcript is the same on any host (the host may use bbr, another port range).
+# (tcp_congestion_control cannot be pinned: outside the initial namespace only the host's
+# tcp_allowed_congestion_control may become the default; opt_tcp_congestion compares with it.)
+SYSCTLS = {
+    "net.ipv4.ip_local_port_range": "32768 60999",
+    "net.ipv4.tcp_timestamps": "1",
+    "net.ipv4.tcp_sack": "1",
+    "net.ipv4.tcp_window_scaling": "1",
+    "net.ipv4.tcp_ecn": "2",
+    "net.ipv4.tcp_syn_retries": "6",
+    "net.ipv4.icmp_ratelimit": "0",      # every ICMP port unreachable is sent
+}
+
+_counter = itertools.count()
+
+
+def case_names():
+    """The cases, in run order, from probe_cases.h (no build needed to list them)."""
+    with open(os.path.join(HERE, "probe_cases.h")) as f:
+        return re.findall(r"^X\((\w+),", f.read(), re.M)
+
+
+def run(cmd, check=True, timeout=120, **kw):
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    r = subprocess.run(cmd, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{cmd!r} failed ({r.returncode}): {r.stdout}\n{r.stderr}")
+    return r
+
+
+def build_probe():
+    os.makedirs(os.path.dirname(PROBE), exist_ok=True)
+    cc = shutil.which("cc") or shutil.which("gcc")
+    srcs = sorted(os.path.join(HERE, f) for f in os.listdir(HERE) if f.startswith("probe_") and f.endswith(".c"))
+    run([cc, "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-std=gnu11", "-o", PROBE + ".tmp", *srcs])
+    os.replace(PROBE + ".tmp", PROBE)
+
+
+def build_intercept():
+    if not os.path.exists(LIB):
+        run([os.path.join(REPO, "scripts", "build-intercept.sh")])
+
+
+class Netns:
+    def __init__(self, tag):
+        self.name = f"ztd-{tag}-{os.getpid()}-{next(_counter)}"
+        run(["ip", "netns", "add", self.name])
+
+    def setup(self):
+        self.ip("link", "set", "lo", "up")
+        for k, v in SYSCTLS.items():
+            self.exec("sysctl", "-q", "-w", f"{k}={v}")
+
+    def ip(self, *args, check=True):
+        return run(["ip", "-n", self.name, *args], check=check)
+
+    def exec(self, *cmd, check=True, **kw):
+        return run(["ip", "netns", "exec", self.name, *cmd], check=check, **kw)
+
+    def argv(self, *cmd):
+        return ["ip", "netns", "exec", self.name, *cmd]
+
+    def has_addr(self, addr):
+        return f"inet {addr}/" in self.ip("-4", "addr", "show", check=False).stdout
+
+    def close(self):
+        run(["ip", "netns", "del", self.name], check=False)
+
+
+def stop(proc, timeout=10):
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Env:
+    """One side of the comparison: a peer namespace running peer.py, a probe namespace and the
+    command prefix that runs the probe there."""
+
+    kind = "?"
+
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix=f"ztdiff-{self.kind}-")
+        os.chmod(self.tmp, 0o755)
+        self.ctl_path = os.path.join(self.tmp, "peer.sock")
+        self.namespaces = []
+        self.procs = []
+        self.peer_ns = self.probe_ns = None
+
+    def netns(self, tag):
+        ns = Netns(tag)
+        self.namespaces.append(ns)
+        ns.setup()
+        return ns
+
+    def start_peer(self):
+        deadline = time.time() + 20
+        while not self.peer_ns.has_addr(PEER):
+            if time.time() > deadline:
+                raise RuntimeError(f"{self.kind}: {PEER} never appeared in the peer namespace")
+            time.sleep(0.05)
+        self.peer_log = open(os.path.join(self.tmp, "peer.log"), "w")
+        p = subprocess.Popen(self.peer_ns.argv(sys.executable, PEER_PY, PEER, SELF, self.ctl_path),
+                             stdout=subprocess.PIPE, stderr=self.peer_log, text=True)
+        self.procs.append(p)
+        line = p.stdout.readline()
+        if line.strip() != "READY":
+            raise RuntimeError(f"{self.kind}: peer.py did not start: {line!r} {self.logs()}")
+
+    def prefix(self):
+        raise NotImplementedError
+
+    def run_probe(self, cases, timeout=None):
+        argv = self.probe_ns.argv(*self.prefix(), PROBE, "--ctl", self.ctl_path, "--timeout", str(CASE_TIMEOUT), *cases)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout or (CASE_TIMEOUT + 5) * len(cases) + 30)
+        self.stderr = r.stderr
+        return r.stdout
+
+    def logs(self):
+        text = ""
+        try:
+            with open(os.path.join(self.tmp, "peer.log")) as f:
+                text += "--- peer.py stderr ---\n" + f.read()[-3000:]
+        except OSError:
+            pass
+        return text
+
+    def close(self):
+        for p in reversed(self.procs):
+            stop(p)
+        for ns in reversed(self.namespaces):
+            ns.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class KernelEnv(Env):
+    kind = "linux"
+
+    def __init__(self):
+        super().__init__()
+        try:
+            self.setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def setup(self):
+        self.peer_ns = self.netns("kp")
+        self.probe_ns = self.netns("kc")
+        # Both ends are created directly inside the namespaces: nothing touches the host's.
+        self.peer_ns.ip("link", "add", "dpeer", "type", "veth", "peer", "name", "dprobe", "netns", self.probe_ns.name)
+        self.peer_ns.ip("addr", "add", f"{PEER}/24", "dev", "dpeer")
+        self.probe_ns.ip("addr", "add", f"{SELF}/24", "dev", "dprobe")
+        self.peer_ns.ip("link", "set", "dpeer", "up")
+        self.probe_ns.ip("link", "set", "dprobe", "up")
+        self.start_peer()
+
+    def prefix(self):
+        return []
+
+
+class ZtapEnv(Env):
+    kind = "ztap"
+
+    def __init__(self, runner=None):
+        super().__init__()
+        self.runner = runner or os.environ.get("ZTAP_DIFF_RUNNER") or DEFAULT_RUNNER
+        try:
+            self.setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def setup(self):
+        self.peer_ns = self.netns("zp")
+        self.probe_ns = self.netns("zc")
+        self.config_dir = os.path.join(self.tmp, "etc")
+        self.run_dir = os.path.join(self.tmp, "run")
+        os.makedirs(os.path.join(self.config_dir, "networks.d"))
+        with open(os.path.join(self.config_dir, "networks.d", "n.conf"), "w") as f:
+            f.write(f"[Network]\nInterface=ztdiff0\nMTU=1500\nAddress={SELF}/24\nKernelAddress={PEER}/24\n")
+        self.daemon_log = os.path.join(self.tmp, "ztapd.log")
+        log = open(self.daemon_log, "ab")
+        self.daemon = subprocess.Popen(self.peer_ns.argv(os.path.join(BIN, "ztapd"), "--config-dir", self.config_dir,
+                                                         "--run-dir", self.run_dir), stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(self.daemon)
+        self.wait_daemon()
+        self.start_peer()
+
+    def wait_daemon(self, timeout=20):
+        deadline = time.time() + timeout
+        sock = os.path.join(self.run_dir, "n.sock")
+        while time.time() < deadline:
+            if self.daemon.poll() is not None:
+                raise RuntimeError(f"ztapd exited with {self.daemon.returncode}:\n{self.logs()}")
+            if os.path.exists(sock):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"ztapd's {sock} never appeared:\n{self.logs()}")
+
+    def prefix(self):
+        return shlex.split(self.runner.format(ztctl=os.path.join(BIN, "ztctl"), run_dir=self.run_dir))
+
+    def logs(self):
+        text = super().logs()
+        try:
+            with open(self.daemon_log, errors="replace") as f:
+                text += "\n--- ztapd log (tail) ---\n" + f.read()[-4000:]
+        except OSError:
+            pass
+        return text
+
+
+def parse(transcript):
+    """{case: [lines]} from the probe's output (between === CASE and === END)."""
+    cases, cur = {}, None
+    for line in transcript.splitlines():
+        m = re.match(r"^=== CASE (\w+)$", line)
+        if m:
+            cur = m.group(1)
+            cases[cur] = []
+            continue
+        if cur is not None:
+            cases[cur].append(line)
+            if line.startswith(f"=== END {cur}:"):
+                cur = None
+    return cases
+
+
+def diff(ref, got, name):
+    return "\n".join(difflib.unified_diff(ref, got, f"linux/{name}", f"ztap/{name}", lineterm="", n=2))
+
+
+def run_both(cases, runner=None, which=("linux", "ztap"), keep=False):
+    """Sets up the environments, runs the cases in both at once, tears everything down (with
+    keep=True only after printing how to run the probe by hand and waiting for Enter).
+    Returns ({env: {case: lines}}, {env: raw text}, {env: logs})."""
+    envs, results, raw, logs, errors = {}, {}, {}, {}, {}
+    timings = {}
+    try:
+        if "linux" in which:
+            envs["linux"] = KernelEnv()
+        if "ztap" in which:
+            envs["ztap"] = ZtapEnv(runner)
+
+        def work(kind):
+            try:
+                raw[kind] = envs[kind].run_probe(cases)
+            except Exception as e:           # reported by the caller with the logs
+                errors[kind] = e
+        threads = [threading.Thread(target=work, args=(k,)) for k in envs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for kind, env in envs.items():
+            err = getattr(env, "stderr", "")
+            timings[kind] = {m.group(1): float(m.group(2)) for m in re.finditer(r"^probe: (\w+) took ([\d.]+) s$", err, re.M)}
+            err = "\n".join(l for l in err.splitlines() if not l.startswith("probe: ") or " took " not in l)
+            logs[kind] = env.logs() + ("\n--- probe stderr ---\n" + err[-3000:])
+            if kind in errors:
+                raise RuntimeError(f"{kind}: the probe failed: {errors[kind]}\n{logs[kind]}")
+            results[kind] = parse(raw[kind])
+        if keep:
+            for kind, env in envs.items():
+                argv = env.probe_ns.argv(*env.prefix(), PROBE, "--ctl", env.ctl_path, "CASE...")
+                print(f"{kind}: {shlex.join(argv)}")
+            input("environments kept; press Enter to delete them ")
+    finally:
+        for env in envs.values():
+            env.close()
+    run_both.timings = timings
+    return results, raw, logs
+
+
+# ------------------------------------------------------------------------------------------
+# pytest
+
+try:
+    import pytest
+except ImportError:         # the by-hand mode does not need it
+    pytest = None
+
+if pytest is not None:
+    ALL_CASES = case_names()
+    SELECTED = [c for c in os.environ.get("ZTAP_DIFF_CASES", "").split(",") if c] or ALL_CASES
+
+    @pytest.fixture(scope="module")
+    def transcripts():
+        if os.geteuid() != 0:
+            pytest.skip("needs root: creates network namespaces, a veth pair and a TAP device (CI runs as root)")
+        for b in ("ztapd", "ztctl"):
+            if not os.path.exists(os.path.join(BIN, b)):
+                pytest.fail(f"{BIN}/{b} is missing: run `swift build -c release` (or set ZTAP_BIN_DIR)")
+        build_intercept()
+        build_probe()
+        t0 = time.monotonic()
+        results, _, logs = run_both(SELECTED)
+        print(f"\ndiff harness: {len(SELECTED)} cases in both environments in {time.monotonic() - t0:.1f} s")
+        return results, logs
+
+    def test_known_differences_name_real_cases():
+        known = KNOWN_DIFFERENCES_BY_MODE.get(MODE, {})
+        unknown = sorted(set(known) - set(ALL_CASES))
+        assert not unknown, f"KNOWN_DIFFERENCES names cases that do not exist: {unknown}"
+        assert len(ALL_CASES) == len(set(ALL_CASES)), "duplicate case names in probe_cases.h"
+
+    def test_probe_lists_every_case():
+        if not os.path.exists(PROBE):
+            build_probe()
+        listed = [l.split("\t")[0] for l in run([PROBE, "--list"]).stdout.splitlines()]
+        assert listed == ALL_CASES
+
+    @pytest.mark.parametrize("name", SELECTED)
+    def test_case(transcripts, name):
+        results, logs = transcripts
+        ref, got = results["linux"].get(name), results["ztap"].get(name)
+        if ref is None:
+            pytest.fail(f"the reference printed nothing for {name}:\n{logs['linux']}", pytrace=False)
+        # A broken reference would make every comparison meaningless.
+        if ref[-1:] != [f"=== END {name}: exit 0"] or any(l.startswith("control:") for l in ref):
+            pytest.fail(f"the Linux reference of {name} did not finish cleanly:\n" + "\n".join(ref) + "\n" + logs["linux"],
+                        pytrace=False)
+        if got is None:
+            pytest.fail(f"ztap printed nothing for {name}:\n{logs['ztap']}", pytrace=False)
+        known = KNOWN_DIFFERENCES_BY_MODE.get(MODE, {})
+        d = diff(ref, got, name)
+        if name in known:
+            if not d:
+                pytest.fail(f"{name} now matches Linux: remove it from KNOWN_DIFFERENCES ({known[name]})", pytrace=False)
+            print(f"known difference ({known[name]}):\n{d}")
+        elif d:
+            pytest.fail(f"{name}: ztap differs from Linux (not in KNOWN_DIFFERENCES):\n{d}", pytrace=False)
+
+
+# ------------------------------------------------------------------------------------------
+# by hand
+
+def main(argv):
+    import argparse
+    ap = argparse.ArgumentParser(description="Run probe cases on Linux and under ztap, show the transcripts and their diff.")
+    ap.add_argument("cases", nargs="*", help="case names (default: all)")
+    ap.add_argument("--ref-only", action="store_true", help="only the Linux reference")
+    ap.add_argument("--ztap-only", action="store_true", help="only ztap")
+    ap.add_argument("--runner", help=f"ztap runner template (default: {DEFAULT_RUNNER!r})")
+    ap.add_argument("--quiet", action="store_true", help="only the diffs and a summary")
+    ap.add_argument("--logs", action="store_true", help="also print peer/ztapd logs")
+    ap.add_argument("--timing", action="store_true", help="print the slowest cases of each environment")
+    ap.add_argument("--keep", action="store_true", help="keep the environments until Enter, printing the command that runs the probe in each")
+    ap.add_argument("--save", metavar="DIR", help="write the raw transcripts to DIR/linux.txt and DIR/ztap.txt")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        sys.exit("needs root (network namespaces)")
+    cases = args.cases or case_names()
+    which = ("linux",) if args.ref_only else ("ztap",) if args.ztap_only else ("linux", "ztap")
+    build_intercept()
+    build_probe()
+    t0 = time.monotonic()
+    results, raw, logs = run_both(cases, args.runner, which, keep=args.keep)
+    secs = time.monotonic() - t0
+    if args.save:
+        os.makedirs(args.save, exist_ok=True)
+        for kind, text in raw.items():
+            with open(os.path.join(args.save, kind + ".txt"), "w") as f:
+                f.write(text)
+    differing = []
+    for name in cases:
+        ref = results.get("linux", {}).get(name)
+        got = results.get("ztap", {}).get(name)
+        if not args.quiet:
+            for kind, lines in (("linux", ref), ("ztap", got)):
+                if lines is not None:
+                    print(f"----- {kind}: {name}")
+                    print("\n".join(lines))
+        if ref is not None and got is not None:
+            d = diff(ref, got, name)
+            if d:
+                differing.append(name)
+                print(d)
+    if args.timing:
+        for kind, t in run_both.timings.items():
+            slow = sorted(t.items(), key=lambda kv: -kv[1])[:12]
+            print(f"{kind}: {sum(t.values()):.1f} s in cases; slowest: " + ", ".join(f"{n} {v:.1f}" for n, v in slow))
+    if args.logs:
+        for kind, text in logs.items():
+            print(f"===== {kind} logs\n{text}")
+    if len(which) == 2:
+        known = KNOWN_DIFFERENCES_BY_MODE.get(MODE, {})
+        print(f"{len(cases)} cases, {len(differing)} differ ({secs:.1f} s)")
+        print("differ, not in KNOWN_DIFFERENCES:", [c for c in differing if c not in known])
+        print("in KNOWN_DIFFERENCES, now identical:", [c for c in cases if c in known and c not in differing])
+    else:
+        print(f"{len(cases)} cases ({secs:.1f} s)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
