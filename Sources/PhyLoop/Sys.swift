@@ -240,6 +240,14 @@ public struct Sys: Sendable {
         }
     }
 
+    /// SO_ERROR of a socket (reading it clears it). A unix stream socket shows ECONNRESET when
+    /// its peer was closed with bytes still unread in the peer's receive queue.
+    public func pendingError(_ fd: Int32) -> Int32 {
+        var v: Int32 = 0
+        var len = socklen_t(4)
+        return Glibc.getsockopt(fd, SOL_SOCKET, SO_ERROR, &v, &len) == 0 ? v : errno
+    }
+
     /// socketpair(AF_UNIX, type|SOCK_CLOEXEC).
     public func socketpair(type: Int32) throws(Errno) -> (Int32, Int32) {
         var sv: (Int32, Int32) = (-1, -1)

@@ -11,6 +11,7 @@
 #include "zti.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -652,11 +653,17 @@ ZTI_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
     int saved = errno;
     if (e.kind == ZTI_LISTEN)
         return zti_fail(ENOTCONN);
+    if (e.state == ZTRPC_STATE_CONNECTED && e.kind == ZTI_TCP) {
+        /* A hang-up on the app end means ztapd's end is closed or both directions are shut:
+         * the connection may be over (Linux: ENOTCONN then). One poll; ask ztapd only then. */
+        struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+        if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP))
+            e.state = ZTRPC_STATE_CLOSED;
+    }
     if (e.state != ZTRPC_STATE_CONNECTED && zti_refresh(fd, &e) < 0)
         return -1;
-    if (e.state != ZTRPC_STATE_CONNECTED && !(e.kind == ZTI_TCP && e.state == ZTRPC_STATE_CLOSED &&
-                                              e.peer.port))
-        return zti_fail(ENOTCONN);
+    if (e.state != ZTRPC_STATE_CONNECTED)
+        return zti_fail(ENOTCONN); /* also once the connection is over, as Linux (TCP_CLOSE) */
     zti_fill_sockaddr(&e.peer, addr, len);
     errno = saved;
     return 0;

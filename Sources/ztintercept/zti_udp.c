@@ -12,6 +12,7 @@
 #include "zti.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <limits.h>
 #include <string.h>
 #include <unistd.h>
@@ -441,6 +442,24 @@ ZTI_EXPORT int shutdown(int fd, int how)
 {
     zti_init_real();
     struct zti_ent e;
+    if (zti_hot_kind(fd) == ZTI_TCP && zti_cfg.enabled && zti_classify(fd, &e, 0) == ZTI_TCP) {
+        /* A TCP socket's shutdown is native (on its unix stream), but once the connection is
+         * over Linux says ENOTCONN. A hang-up on the app end is the sign; ask ztapd only then. */
+        struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+        if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP)) {
+            int saved = errno;
+            struct ztrpc_rep_hdr rep;
+            struct ztrpc_sockinfo si;
+            int err;
+            if (zti_rpc(ZTRPC_OP_GETNAME, NULL, 0, &fd, 1, &rep, &si, sizeof si, 10000, 0, &err) == 0 &&
+                rep.result == 0 && si.state == ZTRPC_STATE_CLOSED) {
+                errno = ENOTCONN;
+                return -1;
+            }
+            errno = saved;
+        }
+        return zti_real.shutdown(fd, how);
+    }
     if (!zti_maybe_udp(fd) || zti_classify(fd, &e, 0) != ZTI_UDP)
         return zti_real.shutdown(fd, how);
     if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR) {

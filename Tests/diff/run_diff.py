@@ -51,43 +51,27 @@ MODE = os.environ.get("ZTAP_DIFF_MODE", "preload")
 # Where ztap differs from Linux today (case -> what differs: "Linux X; ztap Y"). This is the work
 # list for making the intercept Linux-identical; remove an entry when its case matches (the test
 # then insists). Recurring root causes, named in brackets:
-#   [listener-POLLOUT] a ztap listener (its accept channel) polls POLLOUT/EPOLLOUT; Linux never
-#   [pending-POLLOUT]  a ztap connect in progress polls POLLOUT at once; Linux: 0 until it ends
-#   [SO_ERROR-waits]   SO_ERROR on a pending ztap connect blocks (no answer in 1 s); Linux: 0 at once
-#   [RST]              after the peer's RST ztap shows POLLIN|POLLOUT|POLLRDHUP (no POLLERR|POLLHUP),
-#                      read 0 (not ECONNRESET), writes succeed, getpeername PEER; Linux: the error
+#   [RST]              after the peer's RST ztap shows POLLHUP but no POLLERR, reads 0 (Linux
+#                      ECONNRESET once), SO_ERROR then ECONNRESET (Linux 0: the read consumed it):
+#                      a unix socket can only carry the error when the app had bytes in flight
 #   [ended]            after the connection is gone ztap keeps getpeername PEER (Linux ENOTCONN),
 #                      SO_ERROR/TCP_INFO say ENOTSOCK (Linux 0/CLOSE), shutdown 0 (Linux ENOTCONN)
 #   [ENOPROTOOPT]      option refused with ENOPROTOOPT on a ztap socket, and the value set before
 #                      connect is lost (getsockopt after connect: ENOPROTOOPT)
 KNOWN_DIFFERENCES = {
-    "connect_nonblocking": "Linux: non-blocking connect -1 EINPROGRESS, second connect 0, third EISCONN; ztap: 0 at once (handshake done within its 5 ms), second EISCONN",
-    "connect_nonblocking_pending": "[pending-POLLOUT] poll 0 vs POLLOUT at once and 200 ms later; [SO_ERROR-waits]; send while pending: Linux -1 EAGAIN, ztap 5 (queued)",
     "connect_refused": "after a refused blocking connect getsockname: Linux ANY:eph (the port stays bound), ztap ANY:0",
     "connect_refused_nonblocking": "Linux: EINPROGRESS, then POLLIN|POLLOUT|POLLRDHUP|POLLERR|POLLHUP, SO_ERROR ECONNREFUSED, getsockname SELF:eph, retry ECONNABORTED then EINPROGRESS, recv ECONNREFUSED; ztap: connect -1 ECONNREFUSED at once, mask POLLOUT|POLLHUP, SO_ERROR 0, getsockname ANY:0, retries ECONNREFUSED, recv ENOTCONN",
     "connect_unreachable": "after EHOSTUNREACH getsockname: Linux ANY:eph, ztap ANY:0",
-    "connect_unreachable_nonblocking": "[pending-POLLOUT] 'at once' POLLOUT vs 0; after the failure Linux POLLIN|POLLOUT|POLLRDHUP|POLLERR|POLLHUP vs ztap POLLOUT; send after the failure: Linux -1 EPIPE, ztap 1",
-    "connect_sndtimeo": "[pending-POLLOUT] poll after the timed-out connect POLLOUT vs 0; [SO_ERROR-waits]",
-    "connect_eintr": "[pending-POLLOUT] poll after the interrupted connect POLLOUT vs 0; [SO_ERROR-waits]",
     "connect_user_timeout": "TCP_USER_TIMEOUT 500 ms does not end ztap's connect: Linux -1 ETIMEDOUT after ~1 s, ztap still pending at 3 s (-1 EINTR from the guard alarm), then [SO_ERROR-waits], getsockname SELF:eph vs Linux ANY:eph",
     "connect_af_unspec": "connect(AF_UNSPEC) on a connected socket: Linux dissolves it (getsockname ANY:eph, getpeername ENOTCONN, POLLOUT|POLLERR|POLLHUP, SO_ERROR ECONNRESET, recv ENOTCONN, send EPIPE); ztap returns 0 but nothing changes except getpeername = ANY:0 (SELF:eph, POLLOUT, SO_ERROR 0, recv EAGAIN, send 1)",
     "select_masks": "[pending-POLLOUT] select write-ready while the connect is pending (Linux none); urgent data: no except set (Linux read write except); [listener-POLLOUT] a listener is write-ready",
     "ipv6_mapped_connect": "AF_INET6 sockets to ::ffff:10.71.0.1 stay on the kernel (a known limit of the intercept): TCP connect and UDP sendto -1 ENETUNREACH in the probe's namespace; Linux reaches the peer",
     "ephemeral_ports": "ztap's ephemeral ports (TCP connect, UDP sendto, bind port 0) are not all inside net.ipv4.ip_local_port_range (32768-60999): ztap draws from 49152-65535",
-    "listen_accept": "[listener-POLLOUT] POLLOUT before, with (POLLIN|POLLOUT) and after the pending connection",
-    "accept4_flags": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
-    "accept_nonblocking": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
     "listen_backlog": "listen(1): Linux lets the peer complete 2 connections (further SYNs dropped) and the app accepts 2; ztap completes all 4 and the app accepts 3 or 4 (varies)",
-    "listen_close_pending": "[listener-POLLOUT]; closing a listener with a queued connection: the peer sees Linux ECONNRESET, ztap EOF",
     "listen_reuseport": "two SO_REUSEPORT listeners on one port: Linux listen 0 for both, ztap second listen -1 EADDRINUSE",
-    "listen_port0": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
-    "listen_bind_any": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
-    "accept_peer_data_close": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
     "accept_peer_rst_queued": "[listener-POLLOUT]; a connection reset while queued: Linux accepts it with POLLERR|POLLHUP, getpeername ENOTCONN, send EPIPE; ztap either accepts it as POLLIN|POLLOUT|POLLRDHUP, getpeername PEER, send 1, or drops it (accept EAGAIN; varies)",
-    "listen_epoll": "[listener-POLLOUT] epoll on a listener reports EPOLLOUT (EPOLLIN|EPOLLOUT, idle 1 EPOLLOUT vs 0)",
     "listen_shutdown": "shutdown on a listener: Linux SHUT_WR mask 0, SHUT_RD mask POLLOUT|POLLHUP, SO_ACCEPTCONN 0 afterwards, listen again 0; ztap masks POLLOUT or POLLIN|POLLOUT|POLLRDHUP|POLLHUP (varies), SO_ACCEPTCONN 1, listen again -1 ENOTSOCK",
     "opt_so_linger": "SO_LINGER {7, 3} reads back as Linux {1, 3}, ztap {7, 3} (l_onoff not normalised)",
-    "close_unread_data": "close with received data unread: the peer sees Linux ECONNRESET (RST), ztap EOF (FIN)",
     "opt_so_rcvbuf": "connected socket: default Linux 131072, ztap 4194304; SO_RCVBUF=1 reads back Linux 2304, ztap 8192",
     "opt_so_sndbuf": "connected socket: default Linux 69120, ztap 4194304; SO_SNDBUF=1 reads back Linux 4608, ztap 8192",
     "opt_so_priority": "[ENOPROTOOPT] SO_PRIORITY",
@@ -111,7 +95,6 @@ KNOWN_DIFFERENCES = {
     "opt_unknown": "unknown getsockopt: Linux EOPNOTSUPP for IPPROTO_UDP on TCP, IPPROTO_TCP on UDP, level 9999 and IPV6_V6ONLY; ztap ENOPROTOOPT",
     "opt_so_rcvlowat": "SO_RCVLOWAT 5 with 2 bytes queued: Linux poll POLLOUT, ztap POLLIN|POLLOUT",
     "opt_so_broadcast": "UDP sendto a broadcast address without SO_BROADCAST: Linux -1 EACCES, ztap 1 (sent); [ENOPROTOOPT] SO_BROADCAST on TCP",
-    "shutdown_wr": "[ended] getpeername PEER, SO_ERROR ENOTSOCK, shutdown(SHUT_WR)/(SHUT_RD) again 0 after both FINs",
     "shutdown_rd": "data that arrives after SHUT_RD: Linux recv returns it (\"abc\"), ztap 0; [ended] getpeername PEER",
     "shutdown_rdwr": "[ended] getpeername PEER, SO_ERROR ENOTSOCK, shutdown again 0",
     "shutdown_after_peer_close": "[ended] getpeername PEER, shutdown SHUT_RD/SHUT_RDWR 0, SO_ERROR ENOTSOCK",
@@ -131,9 +114,6 @@ KNOWN_DIFFERENCES = {
     "udp_connect_unspec": "connect(AF_UNSPEC) on a connected UDP socket: getsockname Linux ANY:0, ztap ANY:eph (the port stays)",
     "udp_shutdown": "masks after SHUT_WR: Linux POLLIN|POLLOUT|POLLRDHUP|POLLHUP, ztap POLLOUT; after SHUT_RD ztap lacks POLLHUP; second recv after SHUT_RD: Linux EAGAIN, ztap 0",
     "udp_options": "connected UDP: SO_RCVBUF/SO_SNDBUF default 4194304 (Linux 212992); [ENOPROTOOPT] SO_PRIORITY, IP_TTL, IP_MULTICAST_TTL, IP_RECVERR, IP_PKTINFO; TCP_NODELAY on UDP ENOPROTOOPT (Linux EOPNOTSUPP)",
-    "fork_listener": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
-    "exec_listener": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
-    "scm_rights_listener": "[listener-POLLOUT] POLLIN|POLLOUT vs POLLIN",
 }
 
 KNOWN_DIFFERENCES_BY_MODE = {"preload": KNOWN_DIFFERENCES}

@@ -20,6 +20,7 @@ extension TCPBridge {
                 return
             }
             c.undelivered.removeFirst()
+            noteDelivered(first.conn, by: c)
             pumpOut(first.conn)
         }
         loop.setNotifyWritable(ch, false)
@@ -59,6 +60,7 @@ extension TCPBridge {
                 loop.setNotifyWritable(ch, true)
                 return
             }
+            noteDelivered(nc, by: c)
             pumpOut(nc)
         }
     }
@@ -83,5 +85,27 @@ extension TCPBridge {
         sys.close(appEnd)
         if !sent { remove(nc) }
         return true
+    }
+
+    static let recentlyDeliveredLimit = 1024
+
+    private func noteDelivered(_ nc: Connection, by listener: Connection) {
+        if listener.recentlyDelivered.count >= Self.recentlyDeliveredLimit { listener.recentlyDelivered.removeFirst(256) }
+        listener.recentlyDelivered.append(nc)
+    }
+
+    /// The listener closed: connections still queued in its accept channel are closed by the
+    /// kernel with it, and Linux resets queued connections. Those sent lately that show no sign
+    /// of the app (nothing written) are reset when their end hangs up now or very soon.
+    func listenerClosed(_ l: Connection) {
+        let now = Self.now()
+        for d in l.recentlyDelivered where d.bytesOut == 0 && d.handle != nil && byKey[d.key] === d {
+            if let s = d.data, !s.isClosed, sys.peerHungUp(s.fd) {
+                reset(d)
+            } else {
+                d.orphanedUntil = now + .milliseconds(200)
+            }
+        }
+        l.recentlyDelivered.removeAll()
     }
 }

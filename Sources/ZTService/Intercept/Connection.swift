@@ -81,6 +81,12 @@ final class Connection {
     var plug: Plug?
     /// Accepted connections whose app end could not be sent yet (the app is not accepting).
     var undelivered: [(conn: Connection, appEnd: Int32)] = []
+    /// Listener: connections sent over the accept channel lately (bounded), which may still sit
+    /// unaccepted in the channel when the listener closes.
+    var recentlyDelivered: [Connection] = []
+    /// Its listener closed while it may not have been accepted yet: a close of its app end before
+    /// this instant, with nothing written, is that (Linux resets such connections).
+    var orphanedUntil: Instant?
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
 

@@ -400,7 +400,15 @@ final class TCPBridge {
         }
     }
 
+    /// At most this many linger at once; past it the oldest goes early (a storm of failed
+    /// connects must not grow memory without bound).
+    static let lingerLimit = 4096
+
     private func linger(_ c: Connection) {
+        if lingering.count >= Self.lingerLimit {
+            let oldest = lingering.removeFirst().conn
+            if byKey[oldest.key] === oldest { remove(oldest) }
+        }
         lingering.append((c, Self.now() + Self.lingerTime))
     }
 
@@ -485,8 +493,8 @@ final class TCPBridge {
             remove(c)
             return
         }
-        c.phase = .closed
         if let p = c.plug {
+            c.phase = .closed
             // A failed non-blocking connect: closing our end with the filler unread gives the app
             // end POLLERR|POLLHUP (and POLLOUT once unplugged), as Linux shows for a failed
             // connect. The app's close cannot be seen after that: the entry lingers for SO_ERROR.
@@ -497,16 +505,28 @@ final class TCPBridge {
             settle(c)
             return
         }
-        if let d = c.data, !d.isClosed {
-            deliverEOF(c)
-            // Keep reading (and dropping) so the app's close is still seen as a hangup.
-            loop.setNotifyReadable(d, true)
+        if c.phase == .draining {
+            // The app is gone already: nothing to tell it.
+            remove(c)
+            return
+        }
+        c.phase = .closed
+        if let d = c.data {
+            // Like Linux after a reset or a timeout, the app sees the end at once: POLLHUP, what
+            // was delivered and then EOF, EPIPE on writes; and POLLERR with ECONNRESET on reads
+            // when bytes it wrote were still on their way (our end closes with them unread).
+            // Its close cannot be seen after that: the entry lingers for SO_ERROR and names.
+            loop.close(d)
+            c.data = nil
+            linger(c)
         }
         settle(c)
     }
 
     /// The app's end is closed (hangup): finish sending what it wrote, then close.
-    func appGone(_ c: Connection) {
+    /// `unreadInput`: the app closed with bytes we delivered still unread (our end reported
+    /// ECONNRESET); found here too by reading our end's SO_ERROR.
+    func appGone(_ c: Connection, unreadInput: Bool = false) {
         if c.phase == .listening { remove(c); return }
         if c.outbound == .finQueued && c.inbound == .eofDelivered && c.data != nil {
             retire(c)
@@ -514,6 +534,17 @@ final class TCPBridge {
         }
         guard let h = c.handle, c.isConnected || c.phase == .draining, let stack else {
             remove(c)
+            return
+        }
+        if unreadInput || c.data.map({ sys.pendingError($0.fd) == ECONNRESET }) == true {
+            // The app closed with bytes we delivered still unread: Linux answers that with a
+            // reset, not a FIN (RFC 2525 §2.17), and so do we.
+            reset(c)
+            return
+        }
+        if let t = c.orphanedUntil, Self.now() < t, c.bytesOut == 0 {
+            // Never accepted: it went down with its listener's accept channel.
+            reset(c)
             return
         }
         if c.options.abortsOnClose {
@@ -538,6 +569,16 @@ final class TCPBridge {
         pumpIn(c)
     }
 
+    /// Ends the connection with a reset and forgets it.
+    func reset(_ c: Connection) {
+        if let h = c.handle {
+            byHandle[h] = nil
+            stack?.tcp.abort(h, now: Self.now())
+            c.handle = nil
+        }
+        remove(c)
+    }
+
     /// Everything the app wrote is in the stack: graceful close (FIN after the queued bytes).
     func finish(_ c: Connection) {
         if let h = c.handle {
@@ -550,6 +591,7 @@ final class TCPBridge {
 
     /// Forgets `c` entirely: its daemon end is closed, its port released, its waiters answered.
     func remove(_ c: Connection) {
+        if c.phase == .listening { listenerClosed(c) }
         if byKey[c.key] === c { byKey[c.key] = nil }
         if let h = c.handle {
             byHandle[h] = nil

@@ -46,8 +46,8 @@ extension TCPBridge {
                     return
                 }
             } catch {
-                // ECONNRESET from a unix socket: the app end is gone.
-                appGone(c)
+                // The app end is gone; ECONNRESET says it went with bytes we delivered unread.
+                appGone(c, unreadInput: error == .connectionReset)
                 return
             }
         }
