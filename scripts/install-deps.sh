@@ -5,7 +5,8 @@ set -euo pipefail
 
 PKGS=(libnl-3-dev libnl-route-3-dev libcap-dev pkg-config iproute2 iputils-ping iputils-arping
       nftables iperf3 curl netcat-openbsd socat nginx python3 python3-pytest util-linux procps systemd gcc
-      wireguard-tools)
+      wireguard-tools
+      tcpdump man-db dpkg-dev binutils xz-utils lintian)   # ztctl capture, man pages and the .deb
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -24,5 +25,9 @@ fi
 # pytest: the interpreter on PATH may not be Debian's python3; make sure it has pytest.
 if ! python3 -c 'import pytest' 2>/dev/null; then
     python3 -m pip install -q pytest
+fi
+# The Prometheus text parser that checks `ztctl metrics` (Tests/integration/test_operator.py).
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    python3 -m pip install -q prometheus_client
 fi
 command -v swift >/dev/null || { echo "install-deps: swift toolchain not on PATH (expected /opt/swift)" >&2; exit 1; }

@@ -12,7 +12,7 @@ scripts/install-deps.sh || exit 1
 
 echo "== build (debug + release)"
 swift build 2>&1 | tail -3 || exit 1
-swift build -c release 2>&1 | tail -3 || exit 1
+scripts/build-release.sh 2>&1 | tail -3 || exit 1
 [ -x .build/release/ztapd ] || { echo "build failed"; exit 1; }
 scripts/build-intercept.sh || exit 1
 
