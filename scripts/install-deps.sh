@@ -21,6 +21,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # A `swift build` that ran before libnl/libcap were here cached the failed pkg-config probe
+    # in .build/*.yaml and would keep failing: drop those manifests (SwiftPM rewrites them).
+    build_dir="$(dirname "$0")/../.build"
+    if compgen -G "$build_dir/*.yaml" >/dev/null; then
+        echo "install-deps: removing stale SwiftPM manifests $build_dir/*.yaml" >&2
+        rm -f "$build_dir"/*.yaml
+    fi
 fi
 # pytest: the interpreter on PATH may not be Debian's python3; make sure it has pytest.
 if ! python3 -c 'import pytest' 2>/dev/null; then

@@ -2,10 +2,15 @@
 # test.sh - installs what is missing, builds, and runs every test: unit tests (swift test) and the
 # integration tests (pytest, real TAP devices, network namespaces, the kernel as the peer).
 #
-# Privileged parts run only as root (CI is root); as non-root they are skipped with the reason.
+# Privileged parts run only as root (CI is root). Not root: it asks sudo if there is one (so
+# `scripts/test.sh` works as root without sudo and from a user account), else the privileged
+# tests skip with the reason; ZTAP_NO_SUDO=1 keeps an unprivileged run unprivileged.
 # Everything runs inside network namespaces the tests create and delete.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ] && [ -z "${ZTAP_NO_SUDO:-}" ] && command -v sudo >/dev/null; then
+    exec sudo -- "$0" "$@"
+fi
 export PATH=/opt/swift/usr/bin:$PATH
 
 scripts/install-deps.sh || exit 1
