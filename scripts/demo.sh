@@ -13,7 +13,7 @@ export PATH=/opt/swift/usr/bin:$PATH
 # Root is needed (a network namespace and a TAP device): as root it just runs, otherwise it asks
 # sudo, so `scripts/demo.sh` works both on a root-only machine without sudo and from a user account.
 if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null && exec sudo -- "$0" "$@"
+    command -v sudo >/dev/null && exec sudo -- "$PWD/scripts/demo.sh" "$@"
     echo "demo.sh: run as root (it creates a network namespace and a TAP device)" >&2
     exit 1
 fi

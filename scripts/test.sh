@@ -9,7 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ] && [ -z "${ZTAP_NO_SUDO:-}" ] && command -v sudo >/dev/null; then
-    exec sudo -- "$0" "$@"
+    exec sudo -- "$PWD/scripts/test.sh" "$@"
 fi
 export PATH=/opt/swift/usr/bin:$PATH
 
