@@ -87,7 +87,7 @@ enum MetricsExport {
         b.add("ztap_networks", .gauge, "", d.networksFailed, ["state": "failed"])
         b.add("ztap_control_clients", .gauge, "Open connections on control.sock.", d.controlClients)
         b.declare("ztap_control_requests_total", .counter,
-                  "Requests on control.sock by command and result (ok, error, denied: the user may not control ztapd).")
+                  "Requests on control.sock by command and result (ok, error; denied: the user may not control ztapd, counted as command=\"any\").")
         for (cmd, results) in d.controlRequests.sorted(by: { $0.key < $1.key }) {
             for (result, n) in results.sorted(by: { $0.key < $1.key }) {
                 b.add("ztap_control_requests_total", .counter, "", n, ["command": cmd, "result": result])
