@@ -39,7 +39,8 @@ final class FrameCapture {
 
 /// The captures of one network. Loop thread only.
 final class FrameCaptures {
-    private(set) var sessions: [FrameCapture] = []
+    /// Read for every frame: no dynamic exclusivity check (loop thread only, never overlapping).
+    @exclusivity(unchecked) private(set) var sessions: [FrameCapture] = []
     /// Totals including captures that ended (for metrics).
     private(set) var framesTotal: UInt64 = 0
     private(set) var droppedTotal: UInt64 = 0
