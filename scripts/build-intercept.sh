@@ -5,7 +5,7 @@
 # Usage: scripts/build-intercept.sh [extra cc flags...]   (CC overrides the compiler, default cc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=.build/intercept
+out=${ZTI_OUT_DIR:-.build/intercept}
 mkdir -p "$out"
 CC=${CC:-cc}
 srcs=(Sources/ztintercept/zti_core.c Sources/ztintercept/zti_rpc.c

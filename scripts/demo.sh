@@ -10,11 +10,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
-[ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (it creates a network namespace and a TAP device)" >&2; exit 1; }
+# Root is needed (a network namespace and a TAP device): as root it just runs, otherwise it asks
+# sudo, so `scripts/demo.sh` works both on a root-only machine without sudo and from a user account.
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null && exec sudo -- "$PWD/scripts/demo.sh" "$@"
+    echo "demo.sh: run as root (it creates a network namespace and a TAP device)" >&2
+    exit 1
+fi
 
 scripts/install-deps.sh
-swift build -c release --product ztapd 2>&1 | tail -1
-swift build -c release --product ztctl 2>&1 | tail -1
+scripts/build-release.sh --product ztapd 2>&1 | tail -1
+scripts/build-release.sh --product ztctl 2>&1 | tail -1
 scripts/build-intercept.sh >/dev/null
 BIN=$PWD/.build/release
 

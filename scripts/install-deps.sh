@@ -5,8 +5,9 @@ set -euo pipefail
 
 PKGS=(libnl-3-dev libnl-route-3-dev libcap-dev pkg-config iproute2 iputils-ping iputils-arping
       nftables iperf3 curl netcat-openbsd socat nginx python3 python3-pytest util-linux procps systemd gcc
-      wrk postgresql postgresql-client
-      wireguard-tools)
+      wrk postgresql postgresql-client                # real-server tests, bench/http.sh
+      wireguard-tools
+      tcpdump man-db dpkg-dev binutils xz-utils lintian)   # ztctl capture, man pages and the .deb
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -21,9 +22,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # A `swift build` that ran before libnl/libcap were here cached the failed pkg-config probe
+    # in .build/*.yaml and would keep failing: drop those manifests (SwiftPM rewrites them).
+    build_dir="$(dirname "$0")/../.build"
+    if compgen -G "$build_dir/*.yaml" >/dev/null; then
+        echo "install-deps: removing stale SwiftPM manifests $build_dir/*.yaml" >&2
+        rm -f "$build_dir"/*.yaml
+    fi
 fi
 # pytest: the interpreter on PATH may not be Debian's python3; make sure it has pytest.
 if ! python3 -c 'import pytest' 2>/dev/null; then
     python3 -m pip install -q pytest
+fi
+# The Prometheus text parser that checks `ztctl metrics` (Tests/integration/test_operator.py).
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+    python3 -m pip install -q prometheus_client
 fi
 command -v swift >/dev/null || { echo "install-deps: swift toolchain not on PATH (expected /opt/swift)" >&2; exit 1; }

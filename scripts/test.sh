@@ -3,17 +3,22 @@
 # integration tests (pytest, real TAP devices, network namespaces, the kernel as the peer) and the
 # differential socket test (Tests/diff: the same probe on Linux's sockets and under ztap).
 #
-# Privileged parts run only as root (CI is root); as non-root they are skipped with the reason.
+# Privileged parts run only as root (CI is root). Not root: it asks sudo if there is one (so
+# `scripts/test.sh` works as root without sudo and from a user account), else the privileged
+# tests skip with the reason; ZTAP_NO_SUDO=1 keeps an unprivileged run unprivileged.
 # Everything runs inside network namespaces the tests create and delete.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ] && [ -z "${ZTAP_NO_SUDO:-}" ] && command -v sudo >/dev/null; then
+    exec sudo -- "$PWD/scripts/test.sh" "$@"
+fi
 export PATH=/opt/swift/usr/bin:$PATH
 
 scripts/install-deps.sh || exit 1
 
 echo "== build (debug + release)"
 swift build 2>&1 | tail -3 || exit 1
-swift build -c release 2>&1 | tail -3 || exit 1
+scripts/build-release.sh 2>&1 | tail -3 || exit 1
 [ -x .build/release/ztapd ] || { echo "build failed"; exit 1; }
 scripts/build-intercept.sh || exit 1
 

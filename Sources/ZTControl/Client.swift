@@ -37,6 +37,16 @@ public struct ControlClient {
     public init(runDir: String) { socketPath = runDir + "/control.sock" }
 
     public func send(_ request: ControlRequest) throws(ControlClientError) -> ControlResponse {
+        try exchange(request, acceptFD: false).response
+    }
+
+    /// Like `send`, and returns the fd ztapd passed with the answer (SCM_RIGHTS), e.g. the
+    /// socket of a `capture`; the caller owns it. nil if none came.
+    public func sendReceivingFD(_ request: ControlRequest) throws(ControlClientError) -> (response: ControlResponse, fd: Int32?) {
+        try exchange(request, acceptFD: true)
+    }
+
+    private func exchange(_ request: ControlRequest, acceptFD: Bool) throws(ControlClientError) -> (response: ControlResponse, fd: Int32?) {
         let fd = cshim_socket_cloexec(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw .io("socket", errno: errno) }
         defer { close(fd) }
@@ -58,23 +68,58 @@ public struct ControlClient {
         }
         var buf = [UInt8]()
         var chunk = [UInt8](repeating: 0, count: 65536)
+        var passed: Int32?
+        var failure: ControlClientError?
         while true {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            let n = chunk.withUnsafeMutableBytes { receive(fd, into: $0, passed: &passed) }
             if n < 0 {
                 if errno == EINTR { continue }
                 if errno == ECONNRESET && !buf.isEmpty { break }
-                throw .io("read from \(socketPath)", errno: errno)
+                failure = .io("read from \(socketPath)", errno: errno)
+                break
             }
             if n == 0 { break }
             buf.append(contentsOf: chunk[0..<n])
             if buf.last == 0x0A { break }
         }
-        guard !buf.isEmpty else { throw .closedWithoutResponse(path: socketPath) }
-        if let nl = buf.firstIndex(of: 0x0A) { buf = Array(buf[..<nl]) }
-        do {
-            return try ControlCodec.decode(ControlResponse.self, from: buf)
-        } catch {
-            throw .badResponse(String(decoding: buf.prefix(200), as: UTF8.self))
+        if !acceptFD, let p = passed { close(p); passed = nil }
+        let result = Self.decodeAnswer(buf, failure: failure, path: socketPath)
+        if case .failure = result, let p = passed { close(p) }
+        return (try result.get(), passed)
+    }
+
+    private static func decodeAnswer(_ bytes: [UInt8], failure: ControlClientError?, path: String)
+        -> Result<ControlResponse, ControlClientError> {
+        if let failure { return .failure(failure) }
+        guard !bytes.isEmpty else { return .failure(.closedWithoutResponse(path: path)) }
+        let line = bytes.firstIndex(of: 0x0A).map { Array(bytes[..<$0]) } ?? bytes
+        guard let r = try? ControlCodec.decode(ControlResponse.self, from: line) else {
+            return .failure(.badResponse(String(decoding: line.prefix(200), as: UTF8.self)))
+        }
+        return .success(r)
+    }
+
+    /// recvmsg that keeps at most one passed fd (close-on-exec); any further fd is closed.
+    private func receive(_ fd: Int32, into b: UnsafeMutableRawBufferPointer, passed: inout Int32?) -> Int {
+        var iov = iovec(iov_base: b.baseAddress, iov_len: b.count)
+        let space = Int(cshim_cmsg_rights_space(4))
+        return withUnsafeTemporaryAllocation(byteCount: space, alignment: 16) { control in
+            withUnsafeMutablePointer(to: &iov) { v in
+                var msg = msghdr()
+                msg.msg_iov = v
+                msg.msg_iovlen = 1
+                msg.msg_control = control.baseAddress
+                msg.msg_controllen = space
+                let n = recvmsg(fd, &msg, Int32(MSG_CMSG_CLOEXEC))
+                guard n >= 0 else { return n }
+                var fds: [Int32] = [-1, -1, -1, -1]
+                var count: Int32 = 0
+                _ = cshim_cmsg_take_rights(&msg, &fds, 4, &count)
+                for f in fds.prefix(Int(count)) {
+                    if passed == nil { passed = f } else { close(f) }
+                }
+                return n
+            }
         }
     }
 }

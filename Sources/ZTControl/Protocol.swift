@@ -7,6 +7,11 @@ import Foundation
 
 public enum ControlCommand: String, Codable, Sendable, CaseIterable {
     case status, list, join, leave, get, set, reload, connections
+    /// The network's frames: the answer carries a SOCK_SEQPACKET fd (SCM_RIGHTS) that streams
+    /// `CaptureWire` records (Capture.swift).
+    case capture
+    /// Counters and gauges of the daemon and every network (Metrics.swift).
+    case metrics
 }
 
 public struct JoinOptions: Codable, Sendable, Equatable {
@@ -100,6 +105,29 @@ public struct ConnectionInfo: Codable, Sendable, Equatable {
     public var uid: UInt32?
     public var bytesIn: UInt64
     public var bytesOut: UInt64
+    // TCP internals (like `ss -ti`); nil for UDP, for listeners and from an older ztapd.
+    /// Smoothed round-trip time in microseconds; nil until the first sample.
+    public var rttMicros: UInt64?
+    /// RTT variation in microseconds (not yet exposed by NetStack: nil).
+    public var rttvarMicros: UInt64?
+    /// Retransmission timeout in microseconds.
+    public var rtoMicros: UInt64?
+    /// Congestion window and slow-start threshold in bytes (ssthresh nil while unbounded).
+    public var cwnd: Int?
+    public var ssthresh: Int?
+    /// Segments retransmitted over the connection's life.
+    public var retransmits: UInt64?
+    /// Bytes sent and not yet acknowledged (not yet exposed by NetStack: nil).
+    public var bytesInFlight: Int?
+    /// Bytes in the stack's send buffer (unsent + unacknowledged) and receive buffer (unread).
+    public var sendQueue: Int?
+    public var receiveQueue: Int?
+    /// The peer's advertised window and the negotiated send MSS, in bytes.
+    public var peerWindow: Int?
+    public var mss: Int?
+    /// Negotiated options: "ts", "sack", "wscale"; and the congestion control ("cubic", "reno").
+    public var options: [String]?
+    public var congestionControl: String?
     public init(network: String, proto: String, local: String, remote: String, state: String,
                 pid: Int32?, uid: UInt32?, bytesIn: UInt64, bytesOut: UInt64) {
         self.network = network; self.proto = proto; self.local = local; self.remote = remote
@@ -122,6 +150,10 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var networks: [NetworkStatus]?
     public var values: [KeyValue]?
     public var connections: [ConnectionInfo]?
+    /// `capture`: what the passed fd carries.
+    public var capture: CaptureInfo?
+    /// `metrics`: every metric family (ztctl renders the Prometheus text format).
+    public var metrics: [MetricFamily]?
 
     public init(ok: Bool) { self.ok = ok }
     public static func success(_ message: String? = nil) -> ControlResponse {

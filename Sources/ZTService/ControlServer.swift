@@ -83,6 +83,7 @@ extension Daemon {
                     close: denied)
             return
         }
+        if peer.allowed, request.command == .capture { return startCapture(socket, peer, request) }  // CaptureControl.swift
         if peer.allowed {
             enqueue(socket, peer, handle(request, peer: peer), close: false)
         } else if let r = handleNetworkUser(request, peer: peer) {
@@ -93,6 +94,7 @@ extension Daemon {
     }
 
     private func permissionDenied(_ peer: ControlPeer) -> ControlResponse {
+        controlStats.count("any", "denied")
         let who = UserDB.userName(uid: peer.uid) ?? "uid \(peer.uid)"
         return .failure("permission denied: \(who) may not control ztapd (allowed: root, ControlUsers=, ControlGroup= in ztapd.conf)", errno: EACCES)
     }

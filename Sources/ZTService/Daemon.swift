@@ -61,6 +61,8 @@ public final class Daemon: PhySocketHandler {
     let controlAccess = AccessPolicy(AccessList())
     /// Bridge + VXLAN device of each running [VXLAN] network (DaemonVXLAN.swift).
     var fabrics: [String: VXLANFabric.Created] = [:]
+    /// Control request counters for `metrics` (DaemonMetrics.swift).
+    let controlStats = ControlStats()
 
     public init(options: DaemonOptions, logger: Logger) {
         self.options = options

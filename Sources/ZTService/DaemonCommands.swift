@@ -14,6 +14,12 @@ import Glibc
 /// The control commands (`ztctl`): each turns a request into a response on the main thread.
 extension Daemon {
     func handle(_ request: ControlRequest, peer: ControlPeer) -> ControlResponse {
+        let r = dispatch(request, peer: peer)
+        controlStats.count(request.command.rawValue, r.ok ? "ok" : "error")
+        return r
+    }
+
+    private func dispatch(_ request: ControlRequest, peer: ControlPeer) -> ControlResponse {
         guard request.version <= ControlRequest.currentVersion else {
             return .failure("unsupported control protocol version \(request.version) (ztapd speaks \(ControlRequest.currentVersion))", errno: EPROTO)
         }
@@ -27,6 +33,8 @@ extension Daemon {
         case .set: return set(request.name, assignments: request.assignments ?? [])
         case .reload: return reload()
         case .connections: return connections(request.name)
+        case .metrics: return metrics()
+        case .capture: return .failure("capture is answered with a socket; this connection cannot carry one", errno: EINVAL)
         }
     }
 

@@ -14,6 +14,10 @@ enum NetworkCommand: Sendable {
     case stats(Reply<NetworkStats>)
     case connections(Reply<[ConnectionInfo]>)
     case access(AccessList)
+    /// A new capture reader: the daemon end of its socketpair (the loop owns it from now on;
+    /// false: it was closed, e.g. the loop is stopping).
+    case capture(fd: Int32, Reply<Bool>)
+    case metrics(Reply<NetworkMetrics>)
 }
 
 /// What a socket on a network loop is.
@@ -28,6 +32,8 @@ enum LoopContext {
     case acceptChannel(Connection)
     /// Daemon end of an intercepted UDP socket's SEQPACKET pair.
     case udp(UDPConnection)
+    /// Daemon end of a `ztctl capture` socket (watched only to see the reader leave).
+    case capture(FrameCapture)
 }
 
 /// One joined network's event loop: the only thread that touches its TAP fd and its stack.
@@ -111,6 +117,11 @@ final class NetworkLoop: PhySocketHandler {
 
     /// Closes everything the loop owns (after `run`, or by a test that drove `turn` itself).
     func finish() {
+        // Commands that came too late: a capture fd posted now would leak.
+        for case .capture(let fd, let reply) in inbox.drain() {
+            loop.sys.close(fd)
+            reply.fulfill(false)
+        }
         hub?.shutdown()
         loop.closeAll()
         driver.eventSink = nil
@@ -125,14 +136,17 @@ final class NetworkLoop: PhySocketHandler {
 
     func phyOnReadable(_ socket: PhySocket<Context>) {
         guard case .tap = socket.context else {
-            hub?.readable(socket)
+            if case .capture = socket.context { loop.close(socket) } else { hub?.readable(socket) }
             return
         }
         let now = Self.now()
+        let captures = driver.captures
         for _ in 0..<batch {
             do {
                 guard let n = try device.read(into: frameBuffer), n > 0 else { return }
-                driver.receive(frame: UnsafeRawBufferPointer(rebasing: frameBuffer[0..<n]), now: now)
+                let frame = UnsafeRawBufferPointer(rebasing: frameBuffer[0..<n])
+                captures.record(frame, outbound: false)
+                driver.receive(frame: frame, now: now)
             } catch {
                 // The interface is gone (deleted behind our back: EBADFD) or broken: stop
                 // watching it instead of spinning, and let `ztctl list` say why.
@@ -147,11 +161,14 @@ final class NetworkLoop: PhySocketHandler {
 
     func phyOnWritable(_ socket: PhySocket<Context>) { hub?.writable(socket) }
 
-    func phyOnHangup(_ socket: PhySocket<Context>) { hub?.hangup(socket) }
+    func phyOnHangup(_ socket: PhySocket<Context>) {
+        if case .capture = socket.context { loop.close(socket) } else { hub?.hangup(socket) }
+    }
 
     func phyOnClose(_ socket: PhySocket<Context>) {
         // Cleanup is explicit in the hub; only RPC peers are counted here.
         if case .rpc(let peer) = socket.context { hub?.peerClosed(peer) }
+        if case .capture(let c) = socket.context { driver.captures.remove(c) }
     }
 
     func phyOnAcceptAborted(_ context: Context) {
@@ -159,6 +176,19 @@ final class NetworkLoop: PhySocketHandler {
     }
 
     func phyOnTimer() {}
+
+    /// Registers a capture reader's socket: read interest only to notice the hang-up.
+    private func addCapture(_ fd: Int32) -> Bool {
+        let c = driver.captures.add(fd)
+        do {
+            try loop.add(fd: fd, kind: .connected, context: .capture(c))
+            return true
+        } catch {
+            driver.captures.remove(c)
+            loop.sys.close(fd)
+            return false
+        }
+    }
 
     func phyOnWake() {
         for command in inbox.drain() {
@@ -175,6 +205,12 @@ final class NetworkLoop: PhySocketHandler {
                 reply.fulfill(st)
             case .connections(let reply):
                 reply.fulfill(driver.connections(network: name))
+            case .capture(let fd, let reply):
+                reply.fulfill(addCapture(fd))
+            case .metrics(let reply):
+                var m = metricsSnapshot()
+                m.tapError = tapError
+                reply.fulfill(m)
             }
         }
     }

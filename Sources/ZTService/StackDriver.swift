@@ -27,12 +27,18 @@ struct NetworkStats: Sendable {
 }
 
 /// Writes frames to the TAP. A full TAP queue drops the frame, as a NIC would; TCP recovers.
+/// Every frame the stack sends is also offered to the network's captures.
 final class TapSink: FrameSink {
     let device: any FrameDevice
+    let captures: FrameCaptures
     var framesOut: UInt64 = 0
     var dropped: UInt64 = 0
-    init(device: any FrameDevice) { self.device = device }
+    init(device: any FrameDevice, captures: FrameCaptures = FrameCaptures()) {
+        self.device = device
+        self.captures = captures
+    }
     func sendFrame(_ frame: UnsafeRawBufferPointer) {
+        captures.record(frame, outbound: true)
         if (try? device.write(frame)) == true { framesOut &+= 1 } else { dropped &+= 1 }
     }
 }
@@ -49,6 +55,8 @@ protocol StackDriver: AnyObject {
     func connections(network: String) -> [ConnectionInfo]
     /// The stack intercepted sockets attach to (nil for a driver without one).
     var netStack: NetStack? { get }
+    /// Readers of this network's frames (`ztctl capture`); the sink records outbound frames.
+    var captures: FrameCaptures { get }
     /// Receives the stack's socket events (intercepted sockets) after every poll.
     var eventSink: ((SocketEvent) -> Void)? { get set }
     /// Called after the stack was replaced by a new one (its sockets are gone).
@@ -73,6 +81,7 @@ final class NetStackDriver: StackDriver {
     var onStackReplaced: (() -> Void)?
     var interceptedConnections: ((String, inout Set<SocketHandle>) -> [ConnectionInfo])?
     var netStack: NetStack? { stack }
+    var captures: FrameCaptures { sink.captures }
 
     init(settings: StackSettings, sink: TapSink, logger: Logger) {
         self.settings = settings
@@ -131,10 +140,42 @@ final class NetStackDriver: StackDriver {
         var out = interceptedConnections?(network, &handles) ?? []
         stack.tcp.forEachConnection { h, info in
             if let h, handles.contains(h) { return }
-            out.append(ConnectionInfo(network: network, proto: "tcp", local: "\(info.local)",
-                                      remote: info.remote.map { "\($0)" } ?? "*:*", state: info.state.displayName,
-                                      pid: nil, uid: nil, bytesIn: info.bytesReceived, bytesOut: info.bytesSent))
+            var c = ConnectionInfo(network: network, proto: "tcp", local: "\(info.local)",
+                                   remote: info.remote.map { "\($0)" } ?? "*:*", state: info.state.displayName,
+                                   pid: nil, uid: nil, bytesIn: info.bytesReceived, bytesOut: info.bytesSent)
+            c.addInternals(info)
+            out.append(c)
         }
         return out
     }
 }
+
+extension ConnectionInfo {
+    /// The TCP internals `ztctl connections` shows (like `ss -ti`), from the stack's view.
+    // TODO(lead, after the TCP restructure merges): rttvarMicros and bytesInFlight once
+    // TCPSocketInfo exposes rttvar and snd.nxt - snd.una; until then they stay nil.
+    mutating func addInternals(_ i: TCPSocketInfo) {
+        if i.state == .listen {
+            receiveQueue = i.receiveQueue   // connections waiting in accept()
+            return
+        }
+        rttMicros = i.srtt.map { Self.micros($0.nanoseconds) }
+        rtoMicros = Self.micros(i.rto.nanoseconds)
+        cwnd = i.cwnd
+        ssthresh = i.ssthresh >= Int(Int32.max) ? nil : i.ssthresh
+        retransmits = i.retransmissions
+        sendQueue = i.sendQueue
+        receiveQueue = i.receiveQueue
+        peerWindow = i.peerWindow
+        mss = i.mss
+        var o: [String] = []
+        if i.timestamps { o.append("ts") }
+        if i.sack { o.append("sack") }
+        if i.windowScaling { o.append("wscale") }
+        options = o
+        congestionControl = i.congestionControl == .cubic ? "cubic" : "reno"
+    }
+
+    static func micros(_ nanoseconds: UInt64) -> UInt64 { nanoseconds / 1000 }
+}
+

@@ -8,11 +8,12 @@ struct ZTapd: ParsableCommand {
         commandName: "ztapd",
         abstract: "The ztap daemon: per-network TAP devices bridged to a userspace TCP/IP stack.",
         discussion: """
-        Runs in the foreground and logs to stderr (journald-friendly when not a terminal).
-        Joins every network that has a file in CONFIG_DIR/networks.d and serves ztctl on
-        RUN_DIR/control.sock. SIGTERM/SIGINT stop it cleanly (interfaces and sockets removed);
+        Runs in the foreground and logs to stderr (journald-friendly when not a terminal). \
+        Joins every network that has a file in CONFIG_DIR/networks.d and serves ztctl on \
+        RUN_DIR/control.sock. SIGTERM/SIGINT stop it cleanly (interfaces and sockets removed); \
         SIGHUP reloads the configuration. Under systemd (Type=notify) it reports READY=1.
-        Exit status: 0 after a clean stop, 1 when it cannot start.
+
+        Exit status: 0 after a clean stop, 1 when it cannot start. See ztapd(8), ztapd.conf(5).
         """,
         version: ztapVersion)
 

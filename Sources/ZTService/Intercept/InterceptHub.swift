@@ -21,7 +21,7 @@ final class InterceptHub {
     let access: AccessPolicy
     let tcp: TCPBridge
     let udp: UDPBridge
-    private let replier: RPCReplier
+    let replier: RPCReplier
     private var listener: LoopSocket?
     private var sys: Sys { loop.sys }
     private var stack: NetStack? { driver.netStack }
@@ -31,9 +31,9 @@ final class InterceptHub {
     /// flood from one user from locking the others out.
     let maxPeers = 4096
     let maxPeersPerUID = 512
-    private var peerCount = 0
+    private(set) var peerCount = 0
     private var peersByUID: [UInt32: Int] = [:]
-    private var refusedPeers: UInt64 = 0
+    private(set) var refusedPeers: UInt64 = 0
     private var nextIdleScan: Instant?
     /// An RPC connection that sends nothing for this long is closed.
     let peerIdle = Duration.seconds(10)
@@ -131,7 +131,7 @@ final class InterceptHub {
         return .rpc(RPCPeer(pid: pid, uid: uid, gid: gid, allowed: allowed, opened: now))
     }
 
-    private var refusedRequests: UInt64 = 0
+    private(set) var refusedRequests: UInt64 = 0
 
     /// One log line for the 1st, 2nd, 4th, 8th... refusal: a loop of refused calls must not
     /// flood the journal.
@@ -331,7 +331,7 @@ final class InterceptHub {
         case .tcp(let c): tcp.pumpIn(c)
         case .acceptChannel: break   // never read (plugged by the library); its close is a hang-up
         case .udp(let u): udp.readable(u, socket)
-        case .tap, .rpcListener: break
+        case .tap, .rpcListener, .capture: break
         }
     }
 
@@ -341,7 +341,7 @@ final class InterceptHub {
         case .acceptChannel(let c): tcp.remove(c)
         case .udp(let u): udp.remove(u)
         case .rpc: loop.close(socket)
-        case .tap, .rpcListener: break
+        case .tap, .rpcListener, .capture: break
         }
     }
 

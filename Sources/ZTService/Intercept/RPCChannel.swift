@@ -73,6 +73,8 @@ enum RPCOutcome {
 final class RPCReplier {
     private let loop: any SocketLoop
     private let buffer: UnsafeMutableRawBufferPointer
+    /// Every reply counted by op and outcome (metrics).
+    var counters = RPCCounters()
 
     init(loop: any SocketLoop) {
         self.loop = loop
@@ -85,6 +87,7 @@ final class RPCReplier {
     @discardableResult
     func reply(_ socket: LoopSocket, _ h: RPCHeader, result: Int32, errno err: Int32, body: RPCReplyBody) -> Bool {
         guard !socket.isClosed else { return false }
+        counters.replied(op: h.op, failed: result < 0)
         let n = RPCCodec.encodeReply(h, result: result, errno: err, body: body, into: buffer)
         var sent = false
         if case .processed(let k)? = try? loop.sys.send(socket.fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n])) {

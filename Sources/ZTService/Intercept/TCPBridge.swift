@@ -622,15 +622,18 @@ final class TCPBridge {
         for c in byKey.values {
             var state = c.displayState
             var bin = c.bytesIn, bout = c.bytesOut
-            if let h = c.handle, let i = stack?.tcp.info(h) {
+            let info = c.handle.flatMap { stack?.tcp.info($0) }
+            if let h = c.handle, let i = info {
                 state = i.state.displayName
                 handles.insert(h)
                 bin = max(bin, i.bytesReceived)
                 bout = max(bout, i.bytesSent)
             }
-            out.append(ConnectionInfo(network: network, proto: "tcp", local: c.local.map { "\($0)" } ?? "*:*",
-                                      remote: c.phase == .listening ? "*:*" : (c.remote.map { "\($0)" } ?? "*:*"),
-                                      state: state, pid: c.pid, uid: c.uid, bytesIn: bin, bytesOut: bout))
+            var ci = ConnectionInfo(network: network, proto: "tcp", local: c.local.map { "\($0)" } ?? "*:*",
+                                    remote: c.phase == .listening ? "*:*" : (c.remote.map { "\($0)" } ?? "*:*"),
+                                    state: state, pid: c.pid, uid: c.uid, bytesIn: bin, bytesOut: bout)
+            if let i = info { ci.addInternals(i) }
+            out.append(ci)
         }
         return out
     }

@@ -21,6 +21,14 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: [.short, .long], help: "Print the daemon's answer as JSON.")
     var json = false
 
+    /// Global options may stand before or after the subcommand (`ztctl -j list`, `ztctl list -j`).
+    func merged(_ o: GlobalOptions) -> GlobalOptions {
+        var m = self
+        m.json = json || o.json
+        m.runDir = o.runDir ?? runDir
+        return m
+    }
+
     var resolvedRunDir: String {
         runDir ?? ProcessInfo.processInfo.environment["ZTAPD_RUN_DIR"] ?? "/run/ztapd"
     }
@@ -65,8 +73,9 @@ struct ZTCtl: ParsableCommand {
         commandName: "ztctl",
         abstract: "Control ztapd: join and leave networks, inspect and edit their configuration.",
         discussion: """
-        Every command talks to ztapd over RUN_DIR/control.sock (--run-dir or $ZTAPD_RUN_DIR,
-        default /run/ztapd) and accepts -j/--json to print the raw answer.
+        Every command talks to ztapd over RUN_DIR/control.sock (--run-dir or $ZTAPD_RUN_DIR, \
+        default /run/ztapd). The global options -j/--json (print the daemon's answer as JSON) \
+        and --run-dir may stand before or after the command: `ztctl -j list` = `ztctl list -j`.
 
         EXIT STATUS
           0   success
@@ -77,12 +86,16 @@ struct ZTCtl: ParsableCommand {
         """,
         version: "0.1.0",
         subcommands: [Status.self, List.self, Join.self, Leave.self, Get.self, Set.self, Reload.self, Connections.self,
-                      Run.self])
+                      Run.self, Capture.self, Metrics.self])
+
+    @OptionGroup var global: GlobalOptions
 }
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the daemon's state.")
-    @OptionGroup var g: GlobalOptions
+    @ParentCommand var ztctl: ZTCtl
+    @OptionGroup(title: "Global options") var globals: GlobalOptions
+    var g: GlobalOptions { ztctl.global.merged(globals) }
     func run() throws {
         try perform(ControlRequest(command: .status), g) { r in
             guard let s = r.status else { return "" }
@@ -97,7 +110,9 @@ struct Status: ParsableCommand {
 
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List networks with their interface, addresses and state.")
-    @OptionGroup var g: GlobalOptions
+    @ParentCommand var ztctl: ZTCtl
+    @OptionGroup(title: "Global options") var globals: GlobalOptions
+    var g: GlobalOptions { ztctl.global.merged(globals) }
     func run() throws {
         try perform(ControlRequest(command: .list), g) { r in
             let rows = (r.networks ?? []).map { n in
@@ -114,7 +129,9 @@ struct Join: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Join a network: write networks.d/NAME.conf if missing, then bring it up.",
         discussion: "Options are used only when the file does not exist yet; edit an existing network with `set`.")
-    @OptionGroup var g: GlobalOptions
+    @ParentCommand var ztctl: ZTCtl
+    @OptionGroup(title: "Global options") var globals: GlobalOptions
+    var g: GlobalOptions { ztctl.global.merged(globals) }
     @Argument(help: "Network name: [a-z0-9][a-z0-9-]{0,31}.") var name: String
     @Option(name: .customLong("address"), help: "The stack's own address (CIDR), repeatable.") var addresses: [String] = []
     @Option(name: .customLong("kernel-address"), help: "Address of the kernel side of the TAP (CIDR, IPv4 or IPv6), repeatable.")
@@ -155,14 +172,18 @@ struct Join: ParsableCommand {
 
 struct Leave: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Leave a network: remove its interface and its config file.")
-    @OptionGroup var g: GlobalOptions
+    @ParentCommand var ztctl: ZTCtl
+    @OptionGroup(title: "Global options") var globals: GlobalOptions
+    var g: GlobalOptions { ztctl.global.merged(globals) }
     @Argument(help: "Network name.") var name: String
     func run() throws { try perform(ControlRequest(command: .leave, name: name), g) { $0.message ?? "" } }
 }
 
 struct Get: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show a network's configuration, or one key (e.g. MTU or Network.MTU).")
-    @OptionGroup var g: GlobalOptions
+    @ParentCommand var ztctl: ZTCtl
+    @OptionGroup(title: "Global options") var globals: GlobalOptions
+    var g: GlobalOptions { ztctl.global.merged(globals) }
     @Argument(help: "Network name.") var name: String
     @Argument(help: "Key to show.") var key: String?
     func run() throws {
@@ -180,7 +201,9 @@ struct Set: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Edit keys of a network's file in place (comments kept) and apply them live.",
         discussion: "MTU, addresses and VXLAN Remote= apply live; interface, MAC, bridge and the other [VXLAN] keys restart the network. An unknown key or invalid value changes nothing.")
-    @OptionGroup var g: GlobalOptions
+    @ParentCommand var ztctl: ZTCtl
+    @OptionGroup(title: "Global options") var globals: GlobalOptions
+    var g: GlobalOptions { ztctl.global.merged(globals) }
     @Argument(help: "Network name.") var name: String
     @Argument(help: "KEY=VALUE assignments.") var assignments: [String]
     func run() throws {
@@ -192,23 +215,10 @@ struct Set: ParsableCommand {
 
 struct Reload: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Re-read ztapd.conf and networks.d (like SIGHUP); a broken file keeps its running config.")
-    @OptionGroup var g: GlobalOptions
+    @ParentCommand var ztctl: ZTCtl
+    @OptionGroup(title: "Global options") var globals: GlobalOptions
+    var g: GlobalOptions { ztctl.global.merged(globals) }
     func run() throws { try perform(ControlRequest(command: .reload), g) { $0.message ?? "" } }
-}
-
-struct Connections: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List the connections of all networks, or of one.")
-    @OptionGroup var g: GlobalOptions
-    @Argument(help: "Network name.") var name: String?
-    func run() throws {
-        try perform(ControlRequest(command: .connections, name: name), g) { r in
-            let rows = (r.connections ?? []).map { c in
-                [c.network, c.proto, c.local, c.remote, c.state, c.pid.map(String.init) ?? "-",
-                 c.uid.map(String.init) ?? "-", "\(c.bytesIn)", "\(c.bytesOut)"]
-            }
-            return table(["NETWORK", "PROTO", "LOCAL", "REMOTE", "STATE", "PID", "UID", "BYTES-IN", "BYTES-OUT"], rows)
-        }
-    }
 }
 
 struct Run: ParsableCommand {
@@ -231,7 +241,9 @@ struct Run: ParsableCommand {
           ztctl run lab -- python3 -m http.server --bind 10.70.0.2 8080
           ztctl run lab --bind-any -- iperf3 -s
         """)
-    @OptionGroup var g: GlobalOptions
+    @ParentCommand var ztctl: ZTCtl
+    @OptionGroup(title: "Global options") var globals: GlobalOptions
+    var g: GlobalOptions { ztctl.global.merged(globals) }
     @Option(help: "ztapd's config directory, used when the daemon does not answer (default: $ZTAPD_CONFIG_DIR or /etc/ztapd).")
     var configDir: String?
     @Flag(help: "Also send bind(0.0.0.0) to the network (ZTAP_BIND_ANY=1).") var bindAny = false
@@ -247,8 +259,15 @@ struct Run: ParsableCommand {
         }
         guard NetworkConfig.isValidName(name) else { throw ValidationError("invalid network name \(name)") }
         let (routes, defaultRoute) = try networkRoutes()
-        guard let lib = Run.libraryPath() else {
-            FileHandle.standardError.write(Data("ztctl: libztintercept.so not found (set ZTAP_INTERCEPT or run scripts/build-intercept.sh)\n".utf8))
+        let (found, searched) = Run.libraryPath()
+        guard let lib = found else {
+            FileHandle.standardError.write(Data("""
+                ztctl: libztintercept.so not found; looked at:
+                  \(searched.joined(separator: "\n  "))
+                `swift build` does not build it (it is plain C without the Swift runtime): run \
+                scripts/build-intercept.sh in the source tree, or set ZTAP_INTERCEPT=/path/to/libztintercept.so.
+
+                """.utf8))
             throw ExitCode(Exit.failed)
         }
         let env = ProcessInfo.processInfo.environment
@@ -304,10 +323,13 @@ struct Run: ParsableCommand {
         }
     }
 
-    /// $ZTAP_INTERCEPT, else an installed copy next to ztctl, else the build tree's.
-    static func libraryPath() -> String? {
+    /// $ZTAP_INTERCEPT, else an installed copy next to ztctl, else the build tree's; and the
+    /// places looked at (for the error message).
+    static func libraryPath() -> (found: String?, searched: [String]) {
         let fm = FileManager.default
-        if let p = ProcessInfo.processInfo.environment["ZTAP_INTERCEPT"], !p.isEmpty { return p }
+        if let p = ProcessInfo.processInfo.environment["ZTAP_INTERCEPT"], !p.isEmpty {
+            return (fm.isReadableFile(atPath: p) ? p : nil, ["$ZTAP_INTERCEPT=" + p])
+        }
         let exe = URL(fileURLWithPath: CommandLine.arguments[0].contains("/")
             ? CommandLine.arguments[0] : (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
         let real = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")).map(URL.init(fileURLWithPath:)) ?? exe
@@ -318,6 +340,7 @@ struct Run: ParsableCommand {
             candidates.append(bin.appendingPathComponent("../intercept/libztintercept.so").standardized.path)
             candidates.append(bin.appendingPathComponent("../../intercept/libztintercept.so").standardized.path)
         }
-        return candidates.first { fm.isReadableFile(atPath: $0) }
+        candidates = Array(NSOrderedSet(array: candidates)) as? [String] ?? candidates
+        return (candidates.first { fm.isReadableFile(atPath: $0) }, candidates)
     }
 }
