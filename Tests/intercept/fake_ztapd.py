@@ -217,7 +217,7 @@ class Fake:
         elif port == 3:
             outcome, delay = E.ETIMEDOUT, 1.0
         elif port == 8:
-            delay = 0.3
+            delay = 1.0   # long enough that a loaded machine still sees it pending
         so.state = ST_CONNECTING
         so.done.clear()
 
