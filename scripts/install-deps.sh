@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(libnl-3-dev libnl-route-3-dev libcap-dev pkg-config iproute2 iputils-ping iputils-arping
       nftables iperf3 curl netcat-openbsd socat nginx python3 python3-pytest util-linux procps systemd gcc
-      wireguard-tools)
+      wireguard-tools golang-go busybox-static)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,747 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zts_sock.c - connect, bind, listen, accept, names and socket options of traced programs.
+ *
+ * The same decisions and the same RPCs as the library's zti_sock.c, taken by the supervisor on
+ * the target's behalf: a kernel AF_INET socket becomes a ztap socket at the first connect/bind
+ * whose address belongs to the network (zti_dest_selected/zti_bind_selected on the same
+ * environment); the supervisor makes the socketpair, sends ztapd its end, and puts the app end
+ * in place of the target's fd with ADDFD|SETFD. Everything about other sockets goes to the
+ * kernel unchanged (SECCOMP_USER_NOTIF_FLAG_CONTINUE).
+ *
+ * CONTINUE and TOCTOU: a continued call runs with whatever the target's memory holds by then,
+ * which another thread may have changed since the supervisor read it. The supervisor continues
+ * only calls that are harmless whatever their arguments become: calls on sockets that are not
+ * ztap sockets (the kernel then does exactly what it would do without ztap, with the program's
+ * own rights: interception routes traffic, it does not confine), and, on ztap sockets, the
+ * options that act on the AF_UNIX socket itself (timeouts, low-water marks). Every call whose
+ * outcome the supervisor shapes is performed by the supervisor from its own copy of the
+ * arguments and answered with a value.
+ *
+ * Blocking calls: a blocking connect is sent as a non-blocking one (plugged, ztrpc.h) and the
+ * supervisor waits, without blocking other calls, until the plug opens (the outcome is known),
+ * then asks SO_ERROR; SO_SNDTIMEO bounds the wait (EINPROGRESS, the socket installed and still
+ * connecting, as on Linux). A blocking accept waits for the accept channel to become readable
+ * (SO_RCVTIMEO bounds it).
+ */
+#include "zts.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+/* Safety limits, as in the library: ordinary requests, and a connect's outcome. */
+#define ZTS_SHORT_WAIT_MS (10 * 1000)
+
+int zts_down_errno(int err, int fallback)
+{
+    switch (err) {
+    case EINTR:
+    case ETIMEDOUT:
+    case EMFILE:
+    case ENFILE:
+    case ENOBUFS:
+    case ENOMEM:
+        return err;
+    default:
+        return fallback;
+    }
+}
+
+static int zts_is_ztap(int kind)
+{
+    return kind == ZTS_K_TCP || kind == ZTS_K_LISTEN || kind == ZTS_K_UDP;
+}
+
+static long zts_timeo_ms(int fd, int opt)
+{
+    struct timeval tv;
+    socklen_t l = sizeof tv;
+    if (getsockopt(fd, SOL_SOCKET, opt, &tv, &l) < 0 || (!tv.tv_sec && !tv.tv_usec))
+        return 0;
+    long ms = (long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    return ms ? ms : 1;
+}
+
+static int zts_file_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    return fl >= 0 && (fl & O_NONBLOCK);
+}
+
+/**
+ * zts_install() - put one of our sockets in place of the target's fd number
+ * @c: the call
+ * @targetfd: the target's fd number (replaced atomically)
+ * @newfd: our socket (an app end); keeps the old file's O_NONBLOCK, the old fd's FD_CLOEXEC and
+ *         the options that act on the fd itself (SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT)
+ * @cloexec_out: may be NULL
+ *
+ * Return: 0 or -errno.
+ */
+int zts_install(struct zts_call *c, int targetfd, int newfd, int *cloexec_out)
+{
+    int nb = c->fd >= 0 && zts_file_nonblock(c->fd);
+    int fl = fcntl(newfd, F_GETFL);
+    if (fl < 0 || fcntl(newfd, F_SETFL, (fl & ~O_NONBLOCK) | (nb ? O_NONBLOCK : 0)) < 0)
+        return -errno;
+    if (c->fd >= 0) {
+        static const int carried[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT };
+        for (size_t i = 0; i < sizeof carried / sizeof carried[0]; i++) {
+            union { struct timeval tv; int v; } val;
+            socklen_t len = sizeof val;
+            if (getsockopt(c->fd, SOL_SOCKET, carried[i], &val, &len) == 0)
+                (void)setsockopt(newfd, SOL_SOCKET, carried[i], &val, len);
+        }
+    }
+    int cloexec = zts_fd_cloexec(c, targetfd);
+    if (cloexec < 0)
+        cloexec = 0;
+    if (cloexec_out)
+        *cloexec_out = cloexec;
+    int r = zts_addfd(c, newfd, targetfd, cloexec, 0);
+    return r < 0 ? r : 0;
+}
+
+/* Writes an AF_INET address to the target's (addr, *lenp), truncated like the kernel. */
+int zts_put_sockaddr(struct zts_call *c, uint64_t addr, uint64_t lenp, const struct ztrpc_addr *a)
+{
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = a->addr;
+    sin.sin_port = a->port;
+    uint32_t len;
+    if (zts_mem_read(c, lenp, &len, sizeof len) < 0)
+        return -EFAULT;
+    if ((int32_t)len < 0)
+        return -EINVAL;
+    size_t n = len < sizeof sin ? len : sizeof sin;
+    if (n && zts_mem_write(c, addr, &sin, n) < 0)
+        return -EFAULT;
+    len = sizeof sin;
+    return zts_mem_write(c, lenp, &len, sizeof len) < 0 ? -EFAULT : 0;
+}
+
+static int zts_put_int(struct zts_call *c, uint64_t optval, uint64_t optlenp, int v)
+{
+    uint32_t len;
+    if (!optlenp || zts_mem_read(c, optlenp, &len, sizeof len) < 0)
+        return -EFAULT;
+    if ((int32_t)len < 0)
+        return -EINVAL;
+    uint32_t n = len < sizeof v ? len : (uint32_t)sizeof v;
+    if (n && zts_mem_write(c, optval, &v, n) < 0)
+        return -EFAULT;
+    return zts_mem_write(c, optlenp, &n, sizeof n) < 0 ? -EFAULT : 0;
+}
+
+static int zts_finish(struct zts_call *c, long val, int err)
+{
+    (void)zts_reply(c, val, err);
+    return ZTS_DONE;
+}
+
+static int zts_pass(struct zts_call *c)
+{
+    (void)zts_continue(c);
+    return ZTS_DONE;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The plug and socket creation
+ */
+
+/* As zti_plug(): shrink fd's send buffer and fill it, so POLLOUT means "outcome known". */
+static int zts_plug(int fd, struct ztrpc_sock_req *rq)
+{
+    static const char pad[4096];
+    int orig;
+    socklen_t l = sizeof orig;
+    if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &orig, &l) < 0)
+        return -errno;
+    int tiny = 0;
+    if (setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny) < 0)
+        return -errno;
+    uint32_t total = 0;
+    while (total < (1u << 20)) {
+        ssize_t n = send(fd, pad, sizeof pad, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        total += (uint32_t)n;
+    }
+    rq->filler = total;
+    rq->sndbuf = orig / 2;
+    return 0;
+}
+
+/* The state an answered request implies (as zti_fix_state). */
+static void zts_fix_state(struct zts_ent *e, uint16_t op, struct ztrpc_addr addr, int pending)
+{
+    int dissolve = addr.addr == 0 && addr.port == 0;
+    if (op == ZTRPC_OP_CONNECT) {
+        if (e->kind == ZTS_K_UDP) {
+            e->state = dissolve ? ZTRPC_STATE_BOUND : ZTRPC_STATE_CONNECTED;
+            e->peer = dissolve ? (struct ztrpc_addr){ 0, 0, 0 } : addr;
+        } else {
+            e->state = pending ? ZTRPC_STATE_CONNECTING : ZTRPC_STATE_CONNECTED;
+            if (!e->peer.port)
+                e->peer = addr;
+        }
+    } else if (e->state == ZTRPC_STATE_UNBOUND) {
+        e->state = ZTRPC_STATE_BOUND;
+    }
+}
+
+/* Registers sv0 as a ztap socket after an answered CONNECT/BIND/UDP_OPEN. */
+static struct zts_ent *zts_record(int sv0, int proto, uint16_t op, struct ztrpc_addr addr,
+                                  const struct ztrpc_sockinfo *si, int pending)
+{
+    struct zts_ent *e = zts_table_put_fd(sv0, proto == IPPROTO_UDP ? ZTS_K_UDP : ZTS_K_TCP, si);
+    if (e) {
+        e->proto = (uint8_t)proto;
+        zts_fix_state(e, op, addr, pending);
+    }
+    return e;
+}
+
+/**
+ * zts_create() - turn the target's kernel socket into a ztap socket (CONNECT/BIND/UDP_OPEN)
+ * @c: the call; args[0] is the target fd, c->fd our copy of the kernel socket
+ * @op: ZTRPC_OP_*
+ * @proto: IPPROTO_TCP or IPPROTO_UDP
+ * @addr: destination or local address
+ * @ent: the new entry on success
+ * @down: errno when ztapd cannot be reached
+ * @sv0_out: for a TCP CONNECT that is still in progress on a blocking socket, the plugged app
+ *           end, not installed yet (the caller waits for the outcome); else -1
+ *
+ * Return: 0 installed (or, with *sv0_out >= 0, pending); -EINPROGRESS installed and
+ * connecting; other -errno: failed, the target's fd is untouched.
+ */
+static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_addr addr,
+                      struct zts_ent **ent, int down, int *sv0_out)
+{
+    *sv0_out = -1;
+    int targetfd = (int)c->n.data.args[0];
+    int nonblock = zts_file_nonblock(c->fd);
+    int sv[2];
+    int type = (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC;
+    if (socketpair(AF_UNIX, type, 0, sv) < 0)
+        return -errno;
+    struct ztrpc_sock_req rq;
+    memset(&rq, 0, sizeof rq);
+    rq.addr = addr;
+    rq.proto = (uint8_t)proto;
+    /* Always answered at once: a blocking connect waits here, not in ztapd. */
+    rq.flags = ZTRPC_F_NEW | (op == ZTRPC_OP_CONNECT ? ZTRPC_F_NONBLOCK : 0);
+    zts_read_opts(c->fd, proto, &rq.opts);
+    int r;
+    if (op == ZTRPC_OP_CONNECT && proto == IPPROTO_TCP && (r = zts_plug(sv[0], &rq)) < 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return r;
+    }
+    if (!zts_id_valid(c)) {
+        close(sv[0]);
+        close(sv[1]);
+        return -ENOENT;
+    }
+    struct ztrpc_rep_hdr rep;
+    struct ztrpc_sockinfo si;
+    int err = 0;
+    r = zts_rpc(c, op, &rq, sizeof rq, sv, 2, &rep, &si, sizeof si, ZTS_SHORT_WAIT_MS, &err);
+    close(sv[1]);
+    if (r < 0) {
+        close(sv[0]);
+        return -zts_down_errno(err, down);
+    }
+    int pending = rep.result < 0 && rep.err == EINPROGRESS;
+    if (rep.result < 0 && !pending) {
+        close(sv[0]);
+        return -(rep.err ? rep.err : EIO);
+    }
+    *ent = zts_record(sv[0], proto, op, addr, &si, pending);
+    if (pending && !nonblock) {
+        c->filler = rq.filler;
+        *sv0_out = sv[0];
+        return 0;
+    }
+    r = zts_install(c, targetfd, sv[0], NULL);
+    close(sv[0]);
+    if (r < 0)
+        return r;
+    zts_dbg("pid %d: %s intercepted, fd %d", (int)c->n.pid,
+            op == ZTRPC_OP_CONNECT ? "connect" : op == ZTRPC_OP_BIND ? "bind" : "sendto (implicit bind)",
+            targetfd);
+    return pending ? -EINPROGRESS : 0;
+}
+
+int zts_udp_open(struct zts_call *c, struct zts_ent **ent)
+{
+    struct ztrpc_addr any = { 0, 0, 0 };
+    int sv0;
+    return zts_create(c, ZTRPC_OP_UDP_OPEN, IPPROTO_UDP, any, ent, ENETUNREACH, &sv0);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * connect
+ */
+
+/* SO_ERROR from ztapd for socket fd: the value, or -errno if ztapd did not answer. */
+static int zts_so_error(struct zts_call *c, int fd)
+{
+    struct ztrpc_sockopt rq, rs;
+    memset(&rq, 0, sizeof rq);
+    rq.level = SOL_SOCKET;
+    rq.name = SO_ERROR;
+    rq.optlen = sizeof(int);
+    struct ztrpc_rep_hdr rep;
+    int err;
+    if (zts_rpc(c, ZTRPC_OP_GETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, &rs, sizeof rs, ZTS_SHORT_WAIT_MS,
+                &err) < 0)
+        return -zts_down_errno(err, ECONNRESET);
+    if (rep.result < 0)
+        return -(rep.err ? rep.err : EIO);
+    int v;
+    memcpy(&v, rs.value, sizeof v);
+    return v;
+}
+
+/* The outcome of a blocking connect we are waiting for (plug open, or SO_SNDTIMEO). */
+static int zts_connect_outcome(struct zts_call *c)
+{
+    int sock = c->new_socket ? c->sv0 : c->fd;
+    struct stat st;
+    struct zts_ent *e = fstat(sock, &st) == 0 ? zts_table_get(st.st_dev, st.st_ino) : NULL;
+    if (c->timed_out) {
+        /* Like Linux: EINPROGRESS, and the connect goes on (the fd becomes writable at the
+         * outcome, SO_ERROR reports it). */
+        if (c->new_socket) {
+            int r = zts_install(c, (int)c->n.data.args[0], c->sv0, NULL);
+            if (r < 0)
+                return zts_finish(c, -1, -r);
+        }
+        return zts_finish(c, -1, EINPROGRESS);
+    }
+    int so = zts_so_error(c, sock);
+    if (so < 0)
+        so = -so;
+    int native;
+    socklen_t nl = sizeof native;
+    (void)getsockopt(sock, SOL_SOCKET, SO_ERROR, &native, &nl); /* the unix end's own, if any */
+    if (so != 0) {
+        if (e)
+            e->state = ZTRPC_STATE_CLOSED;
+        /* A new socket was never installed: the target's fd stays the kernel socket it was. */
+        return zts_finish(c, -1, so);
+    }
+    if (e) {
+        e->state = ZTRPC_STATE_CONNECTED;
+        int keep = c->fd;
+        c->fd = sock; /* refresh asks about this socket */
+        (void)zts_refresh(c, e);
+        c->fd = keep;
+    }
+    if (c->new_socket) {
+        int r = zts_install(c, (int)c->n.data.args[0], c->sv0, NULL);
+        if (r < 0)
+            return zts_finish(c, -1, -r);
+        zts_dbg("pid %d: blocking connect intercepted, fd %d", (int)c->n.pid, (int)c->n.data.args[0]);
+    }
+    return zts_finish(c, 0, 0);
+}
+
+static int zts_wait_connect(struct zts_call *c, int sock)
+{
+    c->wait_fd = sock;
+    c->wait_events = POLLOUT_EVENTS;
+    long ms = zts_timeo_ms(c->new_socket ? c->fd : sock, SO_SNDTIMEO);
+    c->deadline = ms ? zts_now_ms() + ms : 0;
+    return ZTS_WAIT;
+}
+
+int zts_h_connect(struct zts_call *c)
+{
+    if (c->wait_fd >= 0)
+        return zts_connect_outcome(c); /* woken up: the plug opened, or SO_SNDTIMEO */
+    uint64_t ua = c->n.data.args[1];
+    uint32_t len = (uint32_t)c->n.data.args[2];
+    if (!ua || len < sizeof(sa_family_t))
+        return zts_pass(c);
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    size_t want = len < sizeof sin ? len : sizeof sin;
+    if (zts_mem_read(c, ua, &sin, want) < 0)
+        return zts_pass(c); /* the kernel reports EFAULT */
+    sa_family_t fam = sin.sin_family;
+    struct zts_ent *e;
+    int k = zts_classify(c, &e);
+    if (!zts_is_ztap(k)) {
+        if (fam != AF_INET || len < sizeof sin || !zti_dest_selected(sin.sin_addr.s_addr) ||
+            (k != ZTS_K_INET_TCP && k != ZTS_K_INET_UDP))
+            return zts_pass(c);
+        if (!zts_id_valid(c))
+            return ZTS_DONE;
+        int proto = k == ZTS_K_INET_TCP ? IPPROTO_TCP : IPPROTO_UDP;
+        struct ztrpc_addr a = { sin.sin_addr.s_addr, sin.sin_port, 0 };
+        int sv0;
+        int r = zts_create(c, ZTRPC_OP_CONNECT, proto, a, &e, proto == IPPROTO_TCP ? ECONNREFUSED : ENETUNREACH,
+                           &sv0);
+        if (r == -ENOENT)
+            return ZTS_DONE;
+        if (r == 0 && sv0 >= 0) {
+            c->sv0 = sv0;
+            c->new_socket = 1;
+            return zts_wait_connect(c, sv0);
+        }
+        return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
+    }
+    /* An existing ztap socket. */
+    if (fam != AF_INET && fam != AF_UNSPEC)
+        return zts_finish(c, -1, EAFNOSUPPORT);
+    if (fam == AF_INET && len < sizeof sin)
+        return zts_finish(c, -1, EINVAL);
+    if (k == ZTS_K_LISTEN)
+        return zts_finish(c, -1, EISCONN);
+    if (fam == AF_UNSPEC)
+        sin.sin_addr.s_addr = 0, sin.sin_port = 0;
+    int nonblock = zts_file_nonblock(c->fd);
+    struct ztrpc_sock_req rq;
+    memset(&rq, 0, sizeof rq);
+    rq.addr = (struct ztrpc_addr){ sin.sin_addr.s_addr, sin.sin_port, 0 };
+    rq.proto = e->proto ? e->proto : (k == ZTS_K_UDP ? IPPROTO_UDP : IPPROTO_TCP);
+    rq.flags = ZTRPC_F_NONBLOCK;
+    int r;
+    if (k == ZTS_K_TCP && fam == AF_INET &&
+        (e->state == ZTRPC_STATE_UNBOUND || e->state == ZTRPC_STATE_BOUND) && (r = zts_plug(c->fd, &rq)) < 0)
+        return zts_finish(c, -1, -r);
+    struct ztrpc_rep_hdr rep;
+    struct ztrpc_sockinfo si;
+    int err;
+    if (zts_rpc(c, ZTRPC_OP_CONNECT, &rq, sizeof rq, &c->fd, 1, &rep, &si, sizeof si, ZTS_SHORT_WAIT_MS, &err) < 0)
+        return zts_finish(c, -1, zts_down_errno(err, k == ZTS_K_UDP ? ENETUNREACH : ECONNREFUSED));
+    int pending = rep.result < 0 && rep.err == EINPROGRESS;
+    if (rep.result == 0 || pending) {
+        int kind = e->kind;
+        uint8_t proto = rq.proto;
+        e = zts_table_put_fd(c->fd, kind, &si);
+        if (e) {
+            e->proto = proto;
+            zts_fix_state(e, ZTRPC_OP_CONNECT, rq.addr, pending);
+        }
+    }
+    if (pending && !nonblock && k == ZTS_K_TCP && rq.filler) {
+        c->new_socket = 0;
+        return zts_wait_connect(c, c->fd);
+    }
+    if (rep.result < 0)
+        return zts_finish(c, -1, rep.err ? rep.err : EIO);
+    return zts_finish(c, 0, 0);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * bind, listen
+ */
+
+int zts_h_bind(struct zts_call *c)
+{
+    uint64_t ua = c->n.data.args[1];
+    uint32_t len = (uint32_t)c->n.data.args[2];
+    struct sockaddr_in sin;
+    if (!ua || len < sizeof sin || zts_mem_read(c, ua, &sin, sizeof sin) < 0 || sin.sin_family != AF_INET)
+        return zts_pass(c);
+    struct zts_ent *e;
+    int k = zts_classify(c, &e);
+    if (zts_is_ztap(k))
+        return zts_finish(c, -1, EINVAL); /* already bound, as the kernel says */
+    if (!zti_bind_selected(sin.sin_addr.s_addr) || (k != ZTS_K_INET_TCP && k != ZTS_K_INET_UDP))
+        return zts_pass(c);
+    if (!zts_id_valid(c))
+        return ZTS_DONE;
+    struct ztrpc_addr a = { sin.sin_addr.s_addr, sin.sin_port, 0 };
+    int sv0;
+    int r = zts_create(c, ZTRPC_OP_BIND, k == ZTS_K_INET_TCP ? IPPROTO_TCP : IPPROTO_UDP, a, &e,
+                       EADDRNOTAVAIL, &sv0);
+    if (r == -ENOENT)
+        return ZTS_DONE;
+    return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
+}
+
+int zts_h_listen(struct zts_call *c)
+{
+    struct zts_ent *e;
+    int k = zts_classify(c, &e);
+    if (!zts_is_ztap(k))
+        return zts_pass(c);
+    if (k == ZTS_K_UDP)
+        return zts_finish(c, -1, EOPNOTSUPP);
+    struct ztrpc_listen_req rq = { .backlog = (int32_t)c->n.data.args[1], .reserved = 0 };
+    struct ztrpc_rep_hdr rep;
+    int err;
+    if (k == ZTS_K_LISTEN) {
+        /* Already listening: only the backlog changes. */
+        if (zts_rpc(c, ZTRPC_OP_LISTEN, &rq, sizeof rq, &c->fd, 1, &rep, NULL, 0, ZTS_SHORT_WAIT_MS, &err) < 0)
+            return zts_finish(c, -1, zts_down_errno(err, ENETDOWN));
+        if (rep.result < 0)
+            return zts_finish(c, -1, rep.err ? rep.err : EIO);
+        e->backlog = rq.backlog;
+        return zts_finish(c, 0, 0);
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+        return zts_finish(c, -1, errno);
+    int fds[3] = { c->fd, sv[1], sv[0] };
+    int r = zts_rpc(c, ZTRPC_OP_LISTEN, &rq, sizeof rq, fds, 3, &rep, NULL, 0, ZTS_SHORT_WAIT_MS, &err);
+    close(sv[1]);
+    if (r < 0 || rep.result < 0) {
+        close(sv[0]);
+        return zts_finish(c, -1, r < 0 ? zts_down_errno(err, ENETDOWN) : (rep.err ? rep.err : EIO));
+    }
+    struct ztrpc_addr local = e->local;
+    struct zts_ent *ne = zts_table_put_fd(sv[0], ZTS_K_LISTEN, NULL);
+    if (ne) {
+        ne->proto = IPPROTO_TCP;
+        ne->state = ZTRPC_STATE_LISTENING;
+        ne->backlog = rq.backlog;
+        ne->local = local;
+    }
+    r = zts_install(c, (int)c->n.data.args[0], sv[0], NULL);
+    close(sv[0]);
+    if (r == -ENOENT)
+        return ZTS_DONE;
+    zts_dbg("pid %d: listen intercepted, fd %d", (int)c->n.pid, (int)c->n.data.args[0]);
+    return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * accept, accept4
+ */
+
+int zts_h_accept(struct zts_call *c)
+{
+    int flags = c->n.data.nr == SYS_accept4 ? (int)c->n.data.args[3] : 0;
+    uint64_t ua = c->n.data.args[1], ulen = c->n.data.args[2];
+    struct zts_ent *e;
+    int k = c->wait_fd >= 0 ? ZTS_K_LISTEN : zts_classify(c, &e);
+    if (!zts_is_ztap(k))
+        return zts_pass(c);
+    if (k == ZTS_K_UDP)
+        return zts_finish(c, -1, EOPNOTSUPP); /* as the kernel says for a datagram socket */
+    if (k != ZTS_K_LISTEN || (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)))
+        return zts_finish(c, -1, EINVAL);
+    if (ua && !ulen)
+        return zts_finish(c, -1, EFAULT);
+    uint32_t len = 0;
+    if (ua && zts_mem_read(c, ulen, &len, sizeof len) < 0)
+        return zts_finish(c, -1, EFAULT); /* checked before a connection is taken */
+    if (c->timed_out)
+        return zts_finish(c, -1, EAGAIN); /* SO_RCVTIMEO, as the kernel */
+
+    struct ztrpc_accept_msg m;
+    struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } cbuf;
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cbuf.buf;
+    mh.msg_controllen = sizeof cbuf.buf;
+    ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+        if (errno == EAGAIN && !zts_file_nonblock(c->fd)) {
+            c->wait_fd = c->fd;
+            c->wait_events = POLLIN_EVENTS;
+            long ms = zts_timeo_ms(c->fd, SO_RCVTIMEO);
+            c->deadline = ms ? zts_now_ms() + ms : 0;
+            return ZTS_WAIT;
+        }
+        return zts_finish(c, -1, errno);
+    }
+    int nfd = -1;
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len >= CMSG_LEN(sizeof(int)))
+        memcpy(&nfd, CMSG_DATA(cm), sizeof nfd);
+    if (n == 0 && nfd < 0)
+        return zts_finish(c, -1, EINVAL); /* accept channel closed: listener shut down or ztapd gone */
+    if (nfd < 0)
+        return zts_finish(c, -1, (mh.msg_flags & MSG_CTRUNC) ? EMFILE : ECONNABORTED);
+    if ((size_t)n != sizeof m || m.magic != ZTRPC_MAGIC) {
+        close(nfd);
+        zts_log("malformed message on an accept channel (pid %d, fd %d)", (int)c->n.pid, (int)c->n.data.args[0]);
+        return zts_finish(c, -1, ECONNABORTED);
+    }
+    if (flags & SOCK_NONBLOCK) {
+        int fl = fcntl(nfd, F_GETFL);
+        if (fl < 0 || fcntl(nfd, F_SETFL, fl | O_NONBLOCK) < 0) {
+            int err = errno;
+            close(nfd);
+            return zts_finish(c, -1, err);
+        }
+    }
+    if (ua) {
+        int r = zts_put_sockaddr(c, ua, ulen, &m.peer);
+        if (r < 0) {
+            close(nfd);
+            return zts_finish(c, -1, -r);
+        }
+    }
+    struct ztrpc_sockinfo si;
+    memset(&si, 0, sizeof si);
+    si.proto = IPPROTO_TCP;
+    si.state = ZTRPC_STATE_CONNECTED;
+    si.local = m.local;
+    si.peer = m.peer;
+    struct stat st;
+    int have = fstat(nfd, &st) == 0;
+    (void)zts_table_put_fd(nfd, ZTS_K_TCP, &si);
+    int r = zts_addfd(c, nfd, -1, (flags & SOCK_CLOEXEC) != 0, 1);
+    close(nfd);
+    if (r >= 0)
+        return ZTS_DONE; /* the syscall returned the new fd number */
+    if (have)
+        zts_table_forget(st.st_dev, st.st_ino);
+    if (r != -ENOENT)
+        (void)zts_reply(c, -1, -r); /* EMFILE: the connection is dropped, as with the library */
+    return ZTS_DONE;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Names and options
+ */
+
+int zts_h_name(struct zts_call *c)
+{
+    struct zts_ent *e;
+    int k = zts_classify(c, &e);
+    if (!zts_is_ztap(k))
+        return zts_pass(c);
+    uint64_t ua = c->n.data.args[1], ulen = c->n.data.args[2];
+    uint32_t len;
+    if (!ulen || zts_mem_read(c, ulen, &len, sizeof len) < 0 || (!ua && len))
+        return zts_finish(c, -1, EFAULT);
+    int r;
+    if (c->n.data.nr == SYS_getsockname) {
+        if (e->local.port == 0 && k != ZTS_K_LISTEN && (r = zts_refresh(c, e)) < 0)
+            return zts_finish(c, -1, -r);
+        r = zts_put_sockaddr(c, ua, ulen, &e->local);
+        return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
+    }
+    if (k == ZTS_K_LISTEN)
+        return zts_finish(c, -1, ENOTCONN);
+    if (e->state != ZTRPC_STATE_CONNECTED && (r = zts_refresh(c, e)) < 0)
+        return zts_finish(c, -1, -r);
+    if (e->state != ZTRPC_STATE_CONNECTED &&
+        !(k == ZTS_K_TCP && e->state == ZTRPC_STATE_CLOSED && e->peer.port))
+        return zts_finish(c, -1, ENOTCONN);
+    r = zts_put_sockaddr(c, ua, ulen, &e->peer);
+    return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
+}
+
+/* Options that act on the app's AF_UNIX fd itself. */
+static int zts_native_opt(int level, int name)
+{
+    return level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO ||
+                                   name == SO_RCVLOWAT || name == SO_SNDLOWAT);
+}
+
+int zts_h_getsockopt(struct zts_call *c)
+{
+    int level = (int)c->n.data.args[1], name = (int)c->n.data.args[2];
+    uint64_t uval = c->n.data.args[3], ulen = c->n.data.args[4];
+    struct zts_ent *e;
+    int k = zts_classify(c, &e);
+    if (!zts_is_ztap(k) || zts_native_opt(level, name))
+        return zts_pass(c);
+    int r;
+    if (level == SOL_SOCKET) {
+        int v = -1;
+        switch (name) {
+        case SO_TYPE: v = k == ZTS_K_UDP ? SOCK_DGRAM : SOCK_STREAM; break;
+        case SO_DOMAIN: v = AF_INET; break;
+        case SO_PROTOCOL: v = k == ZTS_K_UDP ? IPPROTO_UDP : IPPROTO_TCP; break;
+        case SO_ACCEPTCONN: v = k == ZTS_K_LISTEN; break;
+        }
+        if (v >= 0) {
+            r = zts_put_int(c, uval, ulen, v);
+            return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
+        }
+    }
+    uint32_t len;
+    if (!ulen || zts_mem_read(c, ulen, &len, sizeof len) < 0)
+        return zts_finish(c, -1, EFAULT);
+    if ((int32_t)len < 0)
+        return zts_finish(c, -1, EINVAL);
+    struct ztrpc_sockopt rq, rs;
+    memset(&rq, 0, sizeof rq);
+    rq.level = level;
+    rq.name = name;
+    rq.optlen = len < sizeof rq.value ? len : (uint32_t)sizeof rq.value;
+    struct ztrpc_rep_hdr rep;
+    int err;
+    int is_error = level == SOL_SOCKET && name == SO_ERROR;
+    if (zts_rpc(c, ZTRPC_OP_GETSOCKOPT, &rq, sizeof rq, &c->fd, 1, &rep, &rs, sizeof rs, ZTS_SHORT_WAIT_MS,
+                &err) < 0) {
+        if (is_error) {
+            /* ztapd is gone, so is the connection: report it as the socket's error. */
+            r = zts_put_int(c, uval, ulen, zts_down_errno(err, ECONNRESET));
+            return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
+        }
+        return zts_finish(c, -1, zts_down_errno(err, ENETDOWN));
+    }
+    if (rep.result < 0)
+        return zts_finish(c, -1, rep.err ? rep.err : EIO);
+    uint32_t n = rs.optlen < sizeof rs.value ? rs.optlen : (uint32_t)sizeof rs.value;
+    if (n > len)
+        n = len;
+    if ((n && zts_mem_write(c, uval, rs.value, n) < 0) || zts_mem_write(c, ulen, &n, sizeof n) < 0)
+        return zts_finish(c, -1, EFAULT);
+    if (is_error && k == ZTS_K_TCP) {
+        /* As the library: a failed connect left ECONNRESET on the app end itself; reading
+         * SO_ERROR clears it too. While connecting, the outcome may be known now. */
+        int native;
+        socklen_t nl = sizeof native;
+        (void)getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &native, &nl);
+        if (e->state == ZTRPC_STATE_CONNECTING)
+            (void)zts_refresh(c, e);
+    }
+    return zts_finish(c, 0, 0);
+}
+
+int zts_h_setsockopt(struct zts_call *c)
+{
+    int level = (int)c->n.data.args[1], name = (int)c->n.data.args[2];
+    uint64_t uval = c->n.data.args[3];
+    uint32_t len = (uint32_t)c->n.data.args[4];
+    struct zts_ent *e;
+    int k = zts_classify(c, &e);
+    if (!zts_is_ztap(k) || zts_native_opt(level, name))
+        return zts_pass(c); /* kernel sockets: their options are read back at interception */
+    if (len > 16 || (int32_t)len < 0)
+        return zts_finish(c, -1, EINVAL);
+    struct ztrpc_sockopt rq;
+    memset(&rq, 0, sizeof rq);
+    rq.level = level;
+    rq.name = name;
+    rq.optlen = len;
+    if (len && (!uval || zts_mem_read(c, uval, rq.value, len) < 0))
+        return zts_finish(c, -1, EFAULT);
+    struct ztrpc_rep_hdr rep;
+    int err;
+    if (zts_rpc(c, ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &c->fd, 1, &rep, NULL, 0, ZTS_SHORT_WAIT_MS, &err) < 0)
+        return zts_finish(c, -1, zts_down_errno(err, ENETDOWN));
+    if (rep.result < 0)
+        return zts_finish(c, -1, rep.err ? rep.err : EIO);
+    if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF))
+        (void)setsockopt(c->fd, level, name, rq.value, len); /* also bound the unix buffer */
+    return zts_finish(c, 0, 0);
+}
