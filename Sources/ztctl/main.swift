@@ -59,7 +59,6 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
     return ([line(header)] + rows.map(line)).joined(separator: "\n")
 }
 
-@main
 struct ZTCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ztctl",
@@ -204,120 +203,12 @@ struct Connections: ParsableCommand {
         try perform(ControlRequest(command: .connections, name: name), g) { r in
             let rows = (r.connections ?? []).map { c in
                 [c.network, c.proto, c.local, c.remote, c.state, c.pid.map(String.init) ?? "-",
-                 c.uid.map(String.init) ?? "-", "\(c.bytesIn)", "\(c.bytesOut)"]
+                 c.uid.map(String.init) ?? "-", c.mode ?? "-", "\(c.bytesIn)", "\(c.bytesOut)"]
             }
-            return table(["NETWORK", "PROTO", "LOCAL", "REMOTE", "STATE", "PID", "UID", "BYTES-IN", "BYTES-OUT"], rows)
+            return table(["NETWORK", "PROTO", "LOCAL", "REMOTE", "STATE", "PID", "UID", "MODE", "BYTES-IN", "BYTES-OUT"], rows)
         }
     }
 }
 
-struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Run a program with its sockets on a network (the intercept library, LD_PRELOAD).",
-        discussion: """
-        Sets LD_PRELOAD to libztintercept.so, ZTAP_RPC=RUN_DIR/NAME.sock, ZTAP_NETWORK=NAME, \
-        ZTAP_ROUTES (the network's Address= subnets and Route=s) and ZTAP_DEFAULT_ROUTE (from \
-        DefaultRoute=), then executes COMMAND: its exit status is ztctl's. Connections and \
-        datagrams to the network's destinations (and binds to its addresses) go through ztapd's \
-        stack; everything else stays on the kernel.
-
-        The routes come from ztapd (list, and get Route= where [Access] admits the user); if ztapd does not answer they are read \
-        from CONFIG_DIR/networks.d/NAME.conf (--config-dir, $ZTAPD_CONFIG_DIR, /etc/ztapd). The \
-        library is $ZTAP_INTERCEPT, else ../lib/ztap/libztintercept.so next to ztctl, else the \
-        build tree's .build/intercept/libztintercept.so (scripts/build-intercept.sh).
-
-        EXAMPLES
-          ztctl run lab -- curl -o out.bin http://10.70.0.1:8000/big.bin
-          ztctl run lab -- python3 -m http.server --bind 10.70.0.2 8080
-          ztctl run lab --bind-any -- iperf3 -s
-        """)
-    @OptionGroup var g: GlobalOptions
-    @Option(help: "ztapd's config directory, used when the daemon does not answer (default: $ZTAPD_CONFIG_DIR or /etc/ztapd).")
-    var configDir: String?
-    @Flag(help: "Also send bind(0.0.0.0) to the network (ZTAP_BIND_ANY=1).") var bindAny = false
-    @Flag(help: "Log interception decisions to stderr (ZTAP_DEBUG=1).") var debug = false
-    @Argument(help: "Network name.") var name: String
-    @Argument(parsing: .postTerminator, help: "The command and its arguments (after --).") var command: [String] = []
-
-    func run() throws {
-        var argv = command
-        if argv.first == "--" { argv.removeFirst() }
-        guard let program = argv.first else {
-            throw ValidationError("missing COMMAND: ztctl run NAME -- COMMAND [ARGS...]")
-        }
-        guard NetworkConfig.isValidName(name) else { throw ValidationError("invalid network name \(name)") }
-        let (routes, defaultRoute) = try networkRoutes()
-        guard let lib = Run.libraryPath() else {
-            FileHandle.standardError.write(Data("ztctl: libztintercept.so not found (set ZTAP_INTERCEPT or run scripts/build-intercept.sh)\n".utf8))
-            throw ExitCode(Exit.failed)
-        }
-        let env = ProcessInfo.processInfo.environment
-        let preload = [lib] + (env["LD_PRELOAD"].map { [$0] } ?? [])
-        setenv("LD_PRELOAD", preload.joined(separator: " "), 1)
-        setenv("ZTAP_RPC", g.resolvedRunDir + "/" + name + ".sock", 1)
-        setenv("ZTAP_NETWORK", name, 1)
-        setenv("ZTAP_ROUTES", routes.joined(separator: ","), 1)
-        if defaultRoute { setenv("ZTAP_DEFAULT_ROUTE", "1", 1) } else { unsetenv("ZTAP_DEFAULT_ROUTE") }
-        if bindAny { setenv("ZTAP_BIND_ANY", "1", 1) }
-        if debug { setenv("ZTAP_DEBUG", "1", 1) }
-        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) }
-        cargs.append(nil)
-        execvp(program, &cargs)
-        let e = errno
-        FileHandle.standardError.write(Data("ztctl: cannot run \(program): \(String(cString: strerror(e)))\n".utf8))
-        // Like a shell: 127 for a missing command, 126 for one that cannot be executed.
-        throw ExitCode(e == ENOENT ? 127 : 126)
-    }
-
-    /// The network's IPv4 subnets and Route=s, and DefaultRoute=: from ztapd, else from the file.
-    func networkRoutes() throws -> ([String], Bool) {
-        let client = ControlClient(runDir: g.resolvedRunDir)
-        if let listed = try? client.send(ControlRequest(command: .list, name: name)), listed.ok,
-           let n = listed.networks?.first {
-            var routes = n.addresses.compactMap { IPPrefix($0) }.filter { $0.ipv4Value != nil }.map { $0.network.description }
-            var defaultRoute = false
-            var req = ControlRequest(command: .get, name: name)
-            req.key = "Route"
-            if let r = try? client.send(req), r.ok {
-                for v in r.values ?? [] {
-                    for part in v.value.split(whereSeparator: { $0 == " " || $0 == "," }) {
-                        if let p = IPPrefix(String(part), defaultsToHost: true), p.ipv4Value != nil { routes.append(p.description) }
-                    }
-                }
-            }
-            req.key = "DefaultRoute"
-            if let r = try? client.send(req), r.ok, let v = r.values?.first?.value {
-                defaultRoute = ["yes", "true", "1", "on"].contains(v.lowercased())
-            }
-            return (Array(NSOrderedSet(array: routes)) as? [String] ?? routes, defaultRoute)
-        }
-        let dir = configDir ?? ProcessInfo.processInfo.environment["ZTAPD_CONFIG_DIR"] ?? "/etc/ztapd"
-        let path = dir + "/networks.d/" + name + ".conf"
-        do {
-            let c = try NetworkConfig.load(path: path)
-            var routes = c.addresses.filter { $0.ipv4Value != nil }.map { $0.network.description }
-            routes += c.routes.filter { $0.ipv4Value != nil }.map(\.description)
-            return (routes, c.defaultRoute)
-        } catch {
-            FileHandle.standardError.write(Data("ztctl: network \(name): ztapd did not answer and \(path) is unreadable: \(error)\n".utf8))
-            throw ExitCode(Exit.unreachable)
-        }
-    }
-
-    /// $ZTAP_INTERCEPT, else an installed copy next to ztctl, else the build tree's.
-    static func libraryPath() -> String? {
-        let fm = FileManager.default
-        if let p = ProcessInfo.processInfo.environment["ZTAP_INTERCEPT"], !p.isEmpty { return p }
-        let exe = URL(fileURLWithPath: CommandLine.arguments[0].contains("/")
-            ? CommandLine.arguments[0] : (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-        let real = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")).map(URL.init(fileURLWithPath:)) ?? exe
-        var candidates: [String] = []
-        for bin in [real.deletingLastPathComponent(), exe.deletingLastPathComponent()] {
-            candidates.append(bin.appendingPathComponent("../lib/ztap/libztintercept.so").standardized.path)
-            // .build/<config>/ztctl -> .build/intercept/libztintercept.so
-            candidates.append(bin.appendingPathComponent("../intercept/libztintercept.so").standardized.path)
-            candidates.append(bin.appendingPathComponent("../../intercept/libztintercept.so").standardized.path)
-        }
-        return candidates.first { fm.isReadableFile(atPath: $0) }
-    }
-}
+// Top-level code rather than @main: the module has more than this file (RunCommand.swift).
+ZTCtl.main()

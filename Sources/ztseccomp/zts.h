@@ -116,6 +116,7 @@ int zts_mem_write(struct zts_call *c, uint64_t addr, const void *buf, size_t len
 int zts_fd_cloexec(struct zts_call *c, int targetfd);
 int zts_pick_udp_fd(struct zts_call *c);
 int zts_has_library(struct zts_call *c);
+pid_t zts_tgid(struct zts_call *c);
 void zts_exec_seen(struct zts_call *c);
 /* Runs an RPC with the target's credentials when the supervisor is root (see zts_target.c). */
 int zts_rpc(struct zts_call *c, uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
@@ -154,6 +155,8 @@ int zts_h_send(struct zts_call *c);
 int zts_h_recv(struct zts_call *c);
 int zts_h_shutdown(struct zts_call *c);
 int zts_h_dup(struct zts_call *c);
+int zts_h_dup2(struct zts_call *c);
+int zts_in_udp_range(long fd);
 int zts_h_ioctl(struct zts_call *c);
 
 /* Helpers shared by the handlers (zts_sock.c). */

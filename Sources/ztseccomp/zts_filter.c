@@ -16,7 +16,7 @@
  *    sendto(..., NULL, 0), stays native;
  *  - the data calls that could meet UDP framing (read, write, readv, writev, preadv2, pwritev2,
  *    recvfrom, recvmsg, recvmmsg, sendto, sendmsg, sendmmsg, shutdown, ioctl, dup, and fcntl's
- *    F_DUPFD/F_DUPFD_CLOEXEC) only when args[0] is an fd in the datagram range;
+ *    F_DUPFD/F_DUPFD_CLOEXEC, dup2, dup3) only when args[0] is an fd in the datagram range;
  *  - with the library next to it ("both"): execve/execveat, so the supervisor learns that a
  *    process changed its image (and whether the library is in it);
  *  - io_uring_setup fails with ENOSYS: io_uring's connect/send would bypass the filter, and
@@ -116,7 +116,11 @@ int zts_filter_build(struct sock_fprog *prog, int both)
     on_nr(&p, SYS_io_uring_setup, L_ENOSYS);
     static const long ranged[] = { SYS_recvfrom, SYS_sendmsg, SYS_recvmsg, SYS_sendmmsg,
                                    SYS_recvmmsg, SYS_read, SYS_write, SYS_readv, SYS_writev,
-                                   SYS_preadv2, SYS_pwritev2, SYS_shutdown, SYS_ioctl, SYS_dup };
+                                   SYS_preadv2, SYS_pwritev2, SYS_shutdown, SYS_ioctl, SYS_dup,
+#ifdef SYS_dup2
+                                   SYS_dup2,
+#endif
+                                   SYS_dup3 };
     for (size_t i = 0; i < sizeof ranged / sizeof ranged[0]; i++)
         on_nr(&p, ranged[i], L_RANGE);
     emit(&p, BPF_RET | BPF_K, SECCOMP_RET_ALLOW, L_NONE, L_NONE);

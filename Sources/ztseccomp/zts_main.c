@@ -182,6 +182,10 @@ static zts_handler zts_handler_for(long nr)
     case SYS_shutdown: return zts_h_shutdown;
     case SYS_dup:
     case SYS_fcntl: return zts_h_dup;
+#ifdef SYS_dup2
+    case SYS_dup2:
+#endif
+    case SYS_dup3: return zts_h_dup2;
     case SYS_ioctl: return zts_h_ioctl;
     case SYS_execve:
     case SYS_execveat: return zts_h_exec;

@@ -230,6 +230,15 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
 {
     *sv0_out = -1;
     int targetfd = (int)c->n.data.args[0];
+    if (proto == IPPROTO_UDP && !zts_in_udp_range(targetfd)) {
+        /* Its data calls are not trapped: the program would see the framing (zts_udp.c). */
+        static int told;
+        if (!told++)
+            zts_log("pid %d: datagram socket fd %d is outside %d-%d (a dup2/dup3 copy, or the range was "
+                    "full): it cannot use the network in seccomp mode", (int)c->n.pid, targetfd, ZTS_UDP_FD_LO,
+                    ZTS_UDP_FD_HI - 1);
+        return -(op == ZTRPC_OP_BIND ? EADDRNOTAVAIL : ENETUNREACH);
+    }
     int nonblock = zts_file_nonblock(c->fd);
     int sv[2];
     int type = (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC;
@@ -240,7 +249,8 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
     rq.addr = addr;
     rq.proto = (uint8_t)proto;
     /* Always answered at once: a blocking connect waits here, not in ztapd. */
-    rq.flags = ZTRPC_F_NEW | (op == ZTRPC_OP_CONNECT ? ZTRPC_F_NONBLOCK : 0);
+    rq.flags = ZTRPC_F_NEW | ZTRPC_F_SECCOMP | (op == ZTRPC_OP_CONNECT ? ZTRPC_F_NONBLOCK : 0);
+    rq.pid = zts_tgid(c); /* for `ztctl connections` */
     zts_read_opts(c->fd, proto, &rq.opts);
     int r;
     if (op == ZTRPC_OP_CONNECT && proto == IPPROTO_TCP && (r = zts_plug(sv[0], &rq)) < 0) {

@@ -265,6 +265,12 @@ static pid_t zts_tgid_of(pid_t tid)
     return t ? (pid_t)strtol(t + 6, NULL, 10) : -1;
 }
 
+pid_t zts_tgid(struct zts_call *c)
+{
+    pid_t t = zts_tgid_of((pid_t)c->n.pid);
+    return t > 0 ? t : (pid_t)c->n.pid;
+}
+
 int zts_has_library(struct zts_call *c)
 {
     if (!zts_opt.both)

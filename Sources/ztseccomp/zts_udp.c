@@ -16,9 +16,12 @@
  * of the fd. Calls on kernel sockets in the range (loopback DNS, say) are continued: harmless
  * (the kernel does what it would do anyway), one round trip through the supervisor each.
  *
- * dup() and fcntl(F_DUPFD) of a datagram socket are placed in the range too. dup2()/dup3() to a
- * number outside it, and datagram sockets received over SCM_RIGHTS, are out of reach: a ztap
- * socket there would show the framing (docs/INTERCEPT.md, limits).
+ * dup() and fcntl(F_DUPFD) of a datagram socket are placed in the range too. A ztap datagram
+ * socket cannot live outside it: dup2()/dup3() of one to a number outside the range fail with
+ * EINVAL (and a log line), and a kernel datagram socket outside the range (copied there, or
+ * created when the range was full) is refused the network (ENETUNREACH/EADDRNOTAVAIL, logged)
+ * rather than turned into one whose framing the program would see. Datagram sockets received
+ * over SCM_RIGHTS land outside the range unseen: out of reach (docs/INTERCEPT.md, limits).
  *
  * Blocking: the supervisor never blocks on a target's socket. A receive with nothing queued (or
  * a send on a full socket) on a blocking fd waits for readiness in the supervisor's loop and runs
@@ -166,6 +169,25 @@ int zts_h_dup(struct zts_call *c)
     if (r < 0 && r != -ENOENT)
         return finish(c, -1, -r);
     return ZTS_DONE;
+}
+
+int zts_in_udp_range(long fd)
+{
+    return fd >= ZTS_UDP_FD_LO && fd < ZTS_UDP_FD_HI;
+}
+
+/* dup2/dup3 of an fd in the range: a ztap datagram socket must stay in it. */
+int zts_h_dup2(struct zts_call *c)
+{
+    long newfd = (long)(int)c->n.data.args[1];
+    struct zts_ent *e;
+    if (zts_in_udp_range(newfd) || zts_classify(c, &e) != ZTS_K_UDP)
+        return pass(c);
+    static int told;
+    if (!told++)
+        zts_log("pid %d: dup2/dup3 of a network datagram socket to fd %ld, outside %d-%d where seccomp "
+                "mode keeps them: refused with EINVAL", (int)c->n.pid, newfd, ZTS_UDP_FD_LO, ZTS_UDP_FD_HI - 1);
+    return finish(c, -1, EINVAL);
 }
 
 /* ---------------------------------------------------------------------------------------------
