@@ -75,11 +75,15 @@ struct zts_call {
     uint32_t wait_events;
     long deadline;          /* ms (zts_now_ms), 0 = none */
     int timed_out;
+    uint32_t revents;       /* epoll events that woke the call */
     int retries;
     int dead;               /* answered or abandoned; freed after the current epoll batch */
     int listed;             /* on the list of waiting calls */
     /* Handler state kept across waits. */
     int sv0;                /* connect: the new app end, not installed yet */
+    int rpc_fd;             /* blocking connect: the RPC waiting for ztapd's answer, or -1 */
+    uint32_t rpc_id;
+    int sndtimeo_set;
     int new_socket;         /* connect: sv0 is a new ztap socket (vs an existing one) */
     uint32_t filler;
     struct ztrpc_addr addr;
@@ -118,7 +122,7 @@ int zts_pick_udp_fd(struct zts_call *c);
 int zts_has_library(struct zts_call *c);
 pid_t zts_tgid(struct zts_call *c);
 void zts_exec_seen(struct zts_call *c);
-/* Runs an RPC with the target's credentials when the supervisor is root (see zts_target.c). */
+/* Runs an RPC with the target's credentials when the supervisor is root (zts_rpc.c). */
 int zts_rpc(struct zts_call *c, uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
             struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms, int *err);
 extern int zts_listener;
@@ -141,6 +145,10 @@ int zts_classify(struct zts_call *c, struct zts_ent **ent);
 int zts_refresh(struct zts_call *c, struct zts_ent *e);
 void zts_default_opts_init(void);
 void zts_read_opts(int fd, int proto, struct ztrpc_sockopts *o);
+
+int zts_rpc_start(struct zts_call *c, uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
+                  uint32_t *id);
+int zts_rpc_finish(int s, uint16_t op, uint32_t id, struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap);
 
 /* Handlers (zts_sock.c, zts_udp.c). */
 int zts_h_connect(struct zts_call *c);

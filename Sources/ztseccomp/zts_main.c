@@ -94,7 +94,7 @@ static struct zts_call *zts_call_new(void)
     struct zts_call *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->pidfd = c->fd = c->wait_fd = c->sv0 = -1;
+    c->pidfd = c->fd = c->wait_fd = c->sv0 = c->rpc_fd = -1;
     return c;
 }
 
@@ -126,6 +126,8 @@ static void zts_call_free(struct zts_call *c)
         close(c->fd);
     if (c->sv0 >= 0)
         close(c->sv0);
+    if (c->rpc_fd >= 0)
+        close(c->rpc_fd); /* ztapd: the requester stopped waiting; a connect goes on */
     if (c->pidfd >= 0)
         close(c->pidfd);
     free(c->buf);
@@ -543,6 +545,7 @@ int main(int argc, char **argv)
             } else if ((uintptr_t)p & 1) {
                 zts_call_free((struct zts_call *)((char *)p - 1)); /* its thread exited */
             } else if (!((struct zts_call *)p)->dead) {
+                ((struct zts_call *)p)->revents = evs[k].events;
                 zts_run((struct zts_call *)p);
             }
         }

@@ -211,6 +211,28 @@ static struct zts_ent *zts_record(int sv0, int proto, uint16_t op, struct ztrpc_
     return e;
 }
 
+/* The safety limit of a blocking connect without SO_SNDTIMEO (ztapd's own timeout is shorter). */
+#define ZTS_LONG_WAIT_MS (180 * 1000)
+
+/* A blocking TCP connect: the request is sent without ZTRPC_F_NONBLOCK, as by the library, and
+ * the call waits for the reply on the RPC socket (zts_connect_outcome). sock: the app end the
+ * request names (a new socket's, or the existing one's). */
+static int zts_connect_wait(struct zts_call *c, struct ztrpc_sock_req *rq, const int *fds, int nfds, int timeo_fd)
+{
+    uint32_t id;
+    int s = zts_rpc_start(c, ZTRPC_OP_CONNECT, rq, sizeof *rq, fds, nfds, &id);
+    if (s < 0)
+        return s;
+    c->rpc_fd = s;
+    c->rpc_id = id;
+    c->wait_fd = s;
+    c->wait_events = POLLIN_EVENTS;
+    long ms = zts_timeo_ms(timeo_fd, SO_SNDTIMEO);
+    c->sndtimeo_set = ms != 0;
+    c->deadline = zts_now_ms() + (ms ? ms : ZTS_LONG_WAIT_MS);
+    return 0;
+}
+
 /**
  * zts_create() - turn the target's kernel socket into a ztap socket (CONNECT/BIND/UDP_OPEN)
  * @c: the call; args[0] is the target fd, c->fd our copy of the kernel socket
@@ -219,16 +241,14 @@ static struct zts_ent *zts_record(int sv0, int proto, uint16_t op, struct ztrpc_
  * @addr: destination or local address
  * @ent: the new entry on success
  * @down: errno when ztapd cannot be reached
- * @sv0_out: for a TCP CONNECT that is still in progress on a blocking socket, the plugged app
- *           end, not installed yet (the caller waits for the outcome); else -1
  *
- * Return: 0 installed (or, with *sv0_out >= 0, pending); -EINPROGRESS installed and
- * connecting; other -errno: failed, the target's fd is untouched.
+ * Return: 0 installed; 1 a blocking TCP connect is under way (c->sv0 holds the new app end,
+ * installed when ztapd answers: zts_connect_outcome); -EINPROGRESS installed and connecting;
+ * other -errno: failed, the target's fd is untouched.
  */
 static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_addr addr,
-                      struct zts_ent **ent, int down, int *sv0_out)
+                      struct zts_ent **ent, int down)
 {
-    *sv0_out = -1;
     int targetfd = (int)c->n.data.args[0];
     if (proto == IPPROTO_UDP && !zts_in_udp_range(targetfd)) {
         /* Its data calls are not trapped: the program would see the framing (zts_udp.c). */
@@ -240,6 +260,7 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
         return -(op == ZTRPC_OP_BIND ? EADDRNOTAVAIL : ENETUNREACH);
     }
     int nonblock = zts_file_nonblock(c->fd);
+    int blocking_connect = op == ZTRPC_OP_CONNECT && proto == IPPROTO_TCP && !nonblock;
     int sv[2];
     int type = (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC;
     if (socketpair(AF_UNIX, type, 0, sv) < 0)
@@ -248,8 +269,7 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
     memset(&rq, 0, sizeof rq);
     rq.addr = addr;
     rq.proto = (uint8_t)proto;
-    /* Always answered at once: a blocking connect waits here, not in ztapd. */
-    rq.flags = ZTRPC_F_NEW | ZTRPC_F_SECCOMP | (op == ZTRPC_OP_CONNECT ? ZTRPC_F_NONBLOCK : 0);
+    rq.flags = ZTRPC_F_NEW | ZTRPC_F_SECCOMP | (op == ZTRPC_OP_CONNECT && nonblock ? ZTRPC_F_NONBLOCK : 0);
     rq.pid = zts_tgid(c); /* for `ztctl connections` */
     zts_read_opts(c->fd, proto, &rq.opts);
     int r;
@@ -262,6 +282,18 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
         close(sv[0]);
         close(sv[1]);
         return -ENOENT;
+    }
+    if (blocking_connect) {
+        r = zts_connect_wait(c, &rq, sv, 2, c->fd);
+        close(sv[1]);
+        if (r < 0) {
+            close(sv[0]);
+            return -zts_down_errno(-r, down);
+        }
+        c->sv0 = sv[0];
+        c->new_socket = 1;
+        c->addr = addr;
+        return 1;
     }
     struct ztrpc_rep_hdr rep;
     struct ztrpc_sockinfo si;
@@ -278,11 +310,6 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
         return -(rep.err ? rep.err : EIO);
     }
     *ent = zts_record(sv[0], proto, op, addr, &si, pending);
-    if (pending && !nonblock) {
-        c->filler = rq.filler;
-        *sv0_out = sv[0];
-        return 0;
-    }
     r = zts_install(c, targetfd, sv[0], NULL);
     close(sv[0]);
     if (r < 0)
@@ -296,91 +323,71 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
 int zts_udp_open(struct zts_call *c, struct zts_ent **ent)
 {
     struct ztrpc_addr any = { 0, 0, 0 };
-    int sv0;
-    return zts_create(c, ZTRPC_OP_UDP_OPEN, IPPROTO_UDP, any, ent, ENETUNREACH, &sv0);
+    return zts_create(c, ZTRPC_OP_UDP_OPEN, IPPROTO_UDP, any, ent, ENETUNREACH);
 }
 
 /* ---------------------------------------------------------------------------------------------
  * connect
  */
 
-/* SO_ERROR from ztapd for socket fd: the value, or -errno if ztapd did not answer. */
-static int zts_so_error(struct zts_call *c, int fd)
-{
-    struct ztrpc_sockopt rq, rs;
-    memset(&rq, 0, sizeof rq);
-    rq.level = SOL_SOCKET;
-    rq.name = SO_ERROR;
-    rq.optlen = sizeof(int);
-    struct ztrpc_rep_hdr rep;
-    int err;
-    if (zts_rpc(c, ZTRPC_OP_GETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, &rs, sizeof rs, ZTS_SHORT_WAIT_MS,
-                &err) < 0)
-        return -zts_down_errno(err, ECONNRESET);
-    if (rep.result < 0)
-        return -(rep.err ? rep.err : EIO);
-    int v;
-    memcpy(&v, rs.value, sizeof v);
-    return v;
-}
-
-/* The outcome of a blocking connect we are waiting for (plug open, or SO_SNDTIMEO). */
+/* Completes a blocking TCP connect: ztapd's reply arrived, or SO_SNDTIMEO (or the safety limit)
+ * passed. A new socket is installed on success (or when the connect goes on in the background);
+ * on failure the target's fd stays the kernel socket it was, as with the library. */
 static int zts_connect_outcome(struct zts_call *c)
 {
     int sock = c->new_socket ? c->sv0 : c->fd;
     struct stat st;
     struct zts_ent *e = fstat(sock, &st) == 0 ? zts_table_get(st.st_dev, st.st_ino) : NULL;
-    if (c->timed_out) {
-        /* Like Linux: EINPROGRESS, and the connect goes on (the fd becomes writable at the
-         * outcome, SO_ERROR reports it). */
-        if (c->new_socket) {
-            int r = zts_install(c, (int)c->n.data.args[0], c->sv0, NULL);
-            if (r < 0)
-                return zts_finish(c, -1, -r);
+    int targetfd = (int)c->n.data.args[0];
+    struct ztrpc_rep_hdr rep;
+    struct ztrpc_sockinfo si;
+    int r = 0;
+    if (!c->timed_out) {
+        r = zts_rpc_finish(c->rpc_fd, ZTRPC_OP_CONNECT, c->rpc_id, &rep, &si, sizeof si);
+        if (r == -EAGAIN)
+            return ZTS_WAIT; /* a spurious wake-up */
+    }
+    if (c->timed_out || (r == 0 && rep.result < 0 && rep.err == EINPROGRESS)) {
+        /* SO_SNDTIMEO: like Linux, EINPROGRESS, and the connect goes on (ztapd keeps it when the
+         * request is dropped; the fd becomes writable at the outcome). The safety limit without
+         * SO_SNDTIMEO: ETIMEDOUT, as the library reports it. */
+        if (c->timed_out && !c->sndtimeo_set) {
+            if (e && c->new_socket)
+                zts_table_forget(st.st_dev, st.st_ino);
+            return zts_finish(c, -1, ETIMEDOUT);
         }
+        if (e)
+            e->state = ZTRPC_STATE_CONNECTING;
+        if (c->new_socket && (r = zts_install(c, targetfd, c->sv0, NULL)) < 0)
+            return zts_finish(c, -1, -r);
         return zts_finish(c, -1, EINPROGRESS);
     }
-    int so = zts_so_error(c, sock);
-    if (so < 0)
-        so = -so;
-    int native;
-    socklen_t nl = sizeof native;
-    (void)getsockopt(sock, SOL_SOCKET, SO_ERROR, &native, &nl); /* the unix end's own, if any */
-    if (so != 0) {
-        if (e)
+    if (r < 0 || rep.result < 0) {
+        int err = r < 0 ? zts_down_errno(-r, ECONNREFUSED) : (rep.err ? rep.err : EIO);
+        if (e && c->new_socket)
+            zts_table_forget(st.st_dev, st.st_ino); /* ztapd dropped it; the fd stays the kernel's */
+        else if (e)
             e->state = ZTRPC_STATE_CLOSED;
-        /* A new socket was never installed: the target's fd stays the kernel socket it was. */
-        return zts_finish(c, -1, so);
+        return zts_finish(c, -1, err);
     }
     if (e) {
         e->state = ZTRPC_STATE_CONNECTED;
-        int keep = c->fd;
-        c->fd = sock; /* refresh asks about this socket */
-        (void)zts_refresh(c, e);
-        c->fd = keep;
+        if (si.local.port)
+            e->local = si.local;
+        e->peer = si.peer.port ? si.peer : c->addr;
     }
     if (c->new_socket) {
-        int r = zts_install(c, (int)c->n.data.args[0], c->sv0, NULL);
-        if (r < 0)
+        if ((r = zts_install(c, targetfd, c->sv0, NULL)) < 0)
             return zts_finish(c, -1, -r);
-        zts_dbg("pid %d: blocking connect intercepted, fd %d", (int)c->n.pid, (int)c->n.data.args[0]);
+        zts_dbg("pid %d: blocking connect intercepted, fd %d", (int)c->n.pid, targetfd);
     }
     return zts_finish(c, 0, 0);
 }
 
-static int zts_wait_connect(struct zts_call *c, int sock)
-{
-    c->wait_fd = sock;
-    c->wait_events = POLLOUT_EVENTS;
-    long ms = zts_timeo_ms(c->new_socket ? c->fd : sock, SO_SNDTIMEO);
-    c->deadline = ms ? zts_now_ms() + ms : 0;
-    return ZTS_WAIT;
-}
-
 int zts_h_connect(struct zts_call *c)
 {
-    if (c->wait_fd >= 0)
-        return zts_connect_outcome(c); /* woken up: the plug opened, or SO_SNDTIMEO */
+    if (c->rpc_fd >= 0)
+        return zts_connect_outcome(c); /* woken up: ztapd answered, or SO_SNDTIMEO */
     uint64_t ua = c->n.data.args[1];
     uint32_t len = (uint32_t)c->n.data.args[2];
     if (!ua || len < sizeof(sa_family_t))
@@ -401,16 +408,11 @@ int zts_h_connect(struct zts_call *c)
             return ZTS_DONE;
         int proto = k == ZTS_K_INET_TCP ? IPPROTO_TCP : IPPROTO_UDP;
         struct ztrpc_addr a = { sin.sin_addr.s_addr, sin.sin_port, 0 };
-        int sv0;
-        int r = zts_create(c, ZTRPC_OP_CONNECT, proto, a, &e, proto == IPPROTO_TCP ? ECONNREFUSED : ENETUNREACH,
-                           &sv0);
+        int r = zts_create(c, ZTRPC_OP_CONNECT, proto, a, &e, proto == IPPROTO_TCP ? ECONNREFUSED : ENETUNREACH);
         if (r == -ENOENT)
             return ZTS_DONE;
-        if (r == 0 && sv0 >= 0) {
-            c->sv0 = sv0;
-            c->new_socket = 1;
-            return zts_wait_connect(c, sv0);
-        }
+        if (r == 1)
+            return ZTS_WAIT;
         return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
     }
     /* An existing ztap socket. */
@@ -427,11 +429,21 @@ int zts_h_connect(struct zts_call *c)
     memset(&rq, 0, sizeof rq);
     rq.addr = (struct ztrpc_addr){ sin.sin_addr.s_addr, sin.sin_port, 0 };
     rq.proto = e->proto ? e->proto : (k == ZTS_K_UDP ? IPPROTO_UDP : IPPROTO_TCP);
-    rq.flags = ZTRPC_F_NONBLOCK;
     int r;
-    if (k == ZTS_K_TCP && fam == AF_INET &&
-        (e->state == ZTRPC_STATE_UNBOUND || e->state == ZTRPC_STATE_BOUND) && (r = zts_plug(c->fd, &rq)) < 0)
+    int starts = k == ZTS_K_TCP && fam == AF_INET &&
+                 (e->state == ZTRPC_STATE_UNBOUND || e->state == ZTRPC_STATE_BOUND);
+    if (starts && (r = zts_plug(c->fd, &rq)) < 0)
         return zts_finish(c, -1, -r);
+    if (k == ZTS_K_TCP && !nonblock && starts) {
+        /* Blocking: wait for ztapd's answer like the library (SO_SNDTIMEO bounds it). */
+        c->new_socket = 0;
+        c->addr = rq.addr;
+        e->state = ZTRPC_STATE_CONNECTING;
+        if ((r = zts_connect_wait(c, &rq, &c->fd, 1, c->fd)) < 0)
+            return zts_finish(c, -1, zts_down_errno(-r, ECONNREFUSED));
+        return ZTS_WAIT;
+    }
+    rq.flags = nonblock || k != ZTS_K_TCP ? ZTRPC_F_NONBLOCK : 0;
     struct ztrpc_rep_hdr rep;
     struct ztrpc_sockinfo si;
     int err;
@@ -446,10 +458,6 @@ int zts_h_connect(struct zts_call *c)
             e->proto = proto;
             zts_fix_state(e, ZTRPC_OP_CONNECT, rq.addr, pending);
         }
-    }
-    if (pending && !nonblock && k == ZTS_K_TCP && rq.filler) {
-        c->new_socket = 0;
-        return zts_wait_connect(c, c->fd);
     }
     if (rep.result < 0)
         return zts_finish(c, -1, rep.err ? rep.err : EIO);
@@ -476,9 +484,7 @@ int zts_h_bind(struct zts_call *c)
     if (!zts_id_valid(c))
         return ZTS_DONE;
     struct ztrpc_addr a = { sin.sin_addr.s_addr, sin.sin_port, 0 };
-    int sv0;
-    int r = zts_create(c, ZTRPC_OP_BIND, k == ZTS_K_INET_TCP ? IPPROTO_TCP : IPPROTO_UDP, a, &e,
-                       EADDRNOTAVAIL, &sv0);
+    int r = zts_create(c, ZTRPC_OP_BIND, k == ZTS_K_INET_TCP ? IPPROTO_TCP : IPPROTO_UDP, a, &e, EADDRNOTAVAIL);
     if (r == -ENOENT)
         return ZTS_DONE;
     return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
