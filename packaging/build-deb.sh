@@ -17,7 +17,8 @@ Section: net
 Priority: optional
 Description: userspace TCP/IP networks for unmodified applications
  ztapd gives applications their own TCP/IP stack (written in Swift) on a TAP device;
- ztctl controls it; libztintercept.so moves an app's sockets onto a ztap network.
+ ztctl controls it; libztintercept.so (LD_PRELOAD) and ztap-seccomp (seccomp user
+ notification, for static and Go programs) move an app's sockets onto a ztap network.
 CONTROL
 printf '/etc/ztapd/ztapd.conf\n' > "$STAGE/DEBIAN/conffiles"
 dpkg-deb --root-owner-group --build "$STAGE" "out/ztap_${VERSION}_amd64.deb"

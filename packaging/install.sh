@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install.sh - installs a release build of ztap on this machine (as root).
 #   PREFIX=/usr  DESTDIR=  (DESTDIR stages into a directory, e.g. for packaging)
-# Installs: ztapd, ztctl -> $PREFIX/bin; libztintercept.so -> $PREFIX/lib/ztap;
+# Installs: ztapd, ztctl -> $PREFIX/bin; libztintercept.so, ztap-seccomp -> $PREFIX/lib/ztap;
 # config/ -> /etc/ztapd (existing files are never overwritten); systemd unit ->
 # /lib/systemd/system. Does not start anything.
 set -euo pipefail
@@ -18,6 +18,8 @@ install -d "$DESTDIR$PREFIX/bin" "$DESTDIR$PREFIX/lib/ztap" "$DESTDIR/etc/ztapd/
            "$DESTDIR/lib/systemd/system" "$DESTDIR$PREFIX/share/doc/ztap"
 install -m 0755 .build/release/ztapd .build/release/ztctl "$DESTDIR$PREFIX/bin/"
 [ -f .build/intercept/libztintercept.so ] && install -m 0644 .build/intercept/libztintercept.so "$DESTDIR$PREFIX/lib/ztap/"
+# The seccomp supervisor ztctl runs for static and Go programs (ztctl run --mode seccomp).
+[ -f .build/intercept/ztap-seccomp ] && install -m 0755 .build/intercept/ztap-seccomp "$DESTDIR$PREFIX/lib/ztap/"
 [ -f "$DESTDIR/etc/ztapd/ztapd.conf" ] || install -m 0644 config/ztapd.conf "$DESTDIR/etc/ztapd/ztapd.conf"
 sed "s#/usr/bin/ztapd#$PREFIX/bin/ztapd#" systemd/ztapd.service > "$DESTDIR/lib/systemd/system/ztapd.service"
 install -m 0644 README.md docs/*.md "$DESTDIR$PREFIX/share/doc/ztap/" 2>/dev/null || true

@@ -381,6 +381,30 @@ fail:
     _exit(126);
 }
 
+/* YAMA's ptrace_scope 3 forbids what the supervisor does to the program; 2 allows it to
+ * CAP_SYS_PTRACE only. Refuse to start rather than leave the program silently on the kernel. */
+static int zts_ptrace_allowed(void)
+{
+    FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "re");
+    int scope = 0;
+    if (!f)
+        return 1; /* no YAMA: the ordinary rules (same user, dumpable) */
+    if (fscanf(f, "%d", &scope) != 1)
+        scope = 0;
+    fclose(f);
+    if (scope >= 3) {
+        zts_log("kernel.yama.ptrace_scope=3 forbids the ptrace access seccomp mode needs "
+                "(pidfd_getfd, process_vm_readv); use --mode preload for dynamic programs");
+        return 0;
+    }
+    if (scope == 2 && geteuid() != 0) {
+        zts_log("kernel.yama.ptrace_scope=2 allows the ptrace access seccomp mode needs to root only "
+                "(CAP_SYS_PTRACE); use --mode preload for dynamic programs, or run as root");
+        return 0;
+    }
+    return 1;
+}
+
 static void zts_usage(void)
 {
     fprintf(stderr, "usage: ztap-seccomp [--preload LIB] [--debug] -- PROGRAM [ARGS...]\n"
@@ -433,6 +457,8 @@ int main(int argc, char **argv)
         zts_opt.debug = 1;
     if (!zti_cfg.enabled)
         zts_log("ZTAP_RPC is not set: every socket stays on the kernel");
+    if (!zts_ptrace_allowed())
+        return 126;
     zts_default_opts_init();
 
     int sp[2];

@@ -98,6 +98,20 @@ int zts_id_valid(struct zts_call *c)
     return ioctl(zts_listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0;
 }
 
+static pid_t zts_tgid_of(pid_t tid);
+
+/* Access to the target is refused (ptrace rules): say so once, loudly, since the program's
+ * sockets then stay on the kernel. */
+static void zts_access_denied(struct zts_call *c, const char *what, int err)
+{
+    static int told;
+    if (told++)
+        return;
+    zts_log("cannot %s of pid %d: %s. Seccomp mode needs ptrace access to the program (the same "
+            "user and a dumpable process, or CAP_SYS_PTRACE; kernel.yama.ptrace_scope at most 1, or 2 "
+            "as root); its calls that need it go to the kernel unchanged", what, (int)c->n.pid, strerror(err));
+}
+
 /* Opens the thread's pidfd. Return: 0 or -errno. */
 int zts_open_target(struct zts_call *c)
 {
@@ -105,8 +119,10 @@ int zts_open_target(struct zts_call *c)
         return 0;
     int fd = (int)syscall(SYS_pidfd_open, c->n.pid, PIDFD_THREAD);
     if (fd < 0 && errno == EINVAL) {
-        /* Kernels before 6.9: only thread-group leaders. */
-        fd = (int)syscall(SYS_pidfd_open, c->n.pid, 0);
+        /* Kernels before 6.9: thread-group leaders only; the fd table is the process's anyway
+         * (and the thread's liveness is checked with NOTIF_ID_VALID). */
+        pid_t tgid = zts_tgid_of((pid_t)c->n.pid);
+        fd = tgid > 0 ? (int)syscall(SYS_pidfd_open, tgid, 0) : -1;
     }
     if (fd < 0)
         return -errno;
@@ -121,6 +137,8 @@ int zts_getfd(struct zts_call *c, int targetfd)
     if (r < 0)
         return r;
     int fd = (int)syscall(SYS_pidfd_getfd, c->pidfd, targetfd, 0);
+    if (fd < 0 && errno == EPERM)
+        zts_access_denied(c, "copy an fd", EPERM);
     return fd < 0 ? -errno : fd;
 }
 
@@ -133,6 +151,8 @@ int zts_mem_read(struct zts_call *c, uint64_t addr, void *buf, size_t len)
     struct iovec l = { buf, len };
     struct iovec r = { (void *)(uintptr_t)addr, len };
     ssize_t n = process_vm_readv(c->n.pid, &l, 1, &r, 1, 0);
+    if (n < 0 && errno == EPERM)
+        zts_access_denied(c, "read the memory", EPERM);
     if (n < 0)
         return errno == ESRCH ? -ESRCH : -EFAULT;
     return (size_t)n == len ? 0 : -EFAULT;
@@ -147,6 +167,8 @@ int zts_mem_write(struct zts_call *c, uint64_t addr, const void *buf, size_t len
     struct iovec l = { (void *)buf, len };
     struct iovec r = { (void *)(uintptr_t)addr, len };
     ssize_t n = process_vm_writev(c->n.pid, &l, 1, &r, 1, 0);
+    if (n < 0 && errno == EPERM)
+        zts_access_denied(c, "write the memory", EPERM);
     if (n < 0)
         return errno == ESRCH ? -ESRCH : -EFAULT;
     return (size_t)n == len ? 0 : -EFAULT;

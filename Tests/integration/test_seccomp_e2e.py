@@ -223,3 +223,20 @@ def test_exit_status_in_seccomp_mode(env):
     killed = env.ns.exec(*ztrun_mode(env, "seccomp", BUSYBOX, "sh", "-c", "kill -TERM $$"), check=False)
     assert killed.returncode == -signal.SIGTERM, killed.returncode
     assert env.ns.exec(*ztrun_mode(env, "seccomp", "/nonexistent-program"), check=False).returncode == 127
+
+
+def test_denied_ptrace_access_is_reported(env):
+    """Seccomp mode acts on the program through pidfd_getfd/process_vm_readv, which the kernel's
+    ptrace rules govern: a program that makes itself non-dumpable shuts out an unprivileged
+    supervisor. Its calls then go to the kernel unchanged, and the supervisor says so."""
+    env.peer("echo", 9000)
+    code = textwrap.dedent(f"""
+        import ctypes, socket
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+        s = socket.create_connection(("{KERNEL}", 9000), timeout=10)
+        print("LOCAL", s.getsockname()[0])
+        """)
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    r = env.ns.exec("runuser", "-u", "nobody", "--", *ztrun_mode(env, "seccomp", py, "-c", code), check=False, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"LOCAL {KERNEL}", r.stdout + r.stderr
+    assert "Seccomp mode needs ptrace access to the program" in r.stderr, r.stderr
