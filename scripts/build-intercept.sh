@@ -23,7 +23,7 @@ echo "$PWD/$out/libztintercept.so"
 # take the same routing decisions; the library's interposed libc functions stay out of it.
 sup_srcs=(Sources/ztseccomp/zts_main.c Sources/ztseccomp/zts_filter.c Sources/ztseccomp/zts_target.c
           Sources/ztseccomp/zts_table.c Sources/ztseccomp/zts_sock.c Sources/ztseccomp/zts_udp.c
-          Sources/ztseccomp/zts_rpc.c
+          Sources/ztseccomp/zts_rpc.c Sources/ztseccomp/zts_connect.c
           Sources/ztintercept/zti_core.c Sources/ztintercept/zti_rpc.c)
 "$CC" -O2 -g -Wall -Wextra -Werror=implicit-function-declaration -std=gnu11 -D_GNU_SOURCE \
     -fvisibility=hidden -ISources/CZTRPC/include -Wl,-z,now \

@@ -76,7 +76,6 @@ struct zts_call {
     long deadline;          /* ms (zts_now_ms), 0 = none */
     int timed_out;
     uint32_t revents;       /* epoll events that woke the call */
-    int retries;
     int dead;               /* answered or abandoned; freed after the current epoll batch */
     int listed;             /* on the list of waiting calls */
     /* Handler state kept across waits. */
@@ -85,11 +84,7 @@ struct zts_call {
     uint32_t rpc_id;
     int sndtimeo_set;
     int new_socket;         /* connect: sv0 is a new ztap socket (vs an existing one) */
-    uint32_t filler;
-    struct ztrpc_addr addr;
-    int proto;
-    unsigned char *buf;     /* datagram send: framed copy */
-    size_t buflen;
+    struct ztrpc_addr addr; /* connect: the destination */
     /* List of waiting calls. */
     struct zts_call *next, *prev;
 };
@@ -150,7 +145,7 @@ int zts_rpc_start(struct zts_call *c, uint16_t op, const void *body, uint32_t bl
                   uint32_t *id);
 int zts_rpc_finish(int s, uint16_t op, uint32_t id, struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap);
 
-/* Handlers (zts_sock.c, zts_udp.c). */
+/* Handlers (zts_connect.c, zts_sock.c, zts_udp.c). */
 int zts_h_connect(struct zts_call *c);
 int zts_h_bind(struct zts_call *c);
 int zts_h_listen(struct zts_call *c);
@@ -167,7 +162,12 @@ int zts_h_dup2(struct zts_call *c);
 int zts_in_udp_range(long fd);
 int zts_h_ioctl(struct zts_call *c);
 
-/* Helpers shared by the handlers (zts_sock.c). */
+/* Helpers shared by the handlers (zts_sock.c): answer with a value, or continue the call. */
+int zts_finish(struct zts_call *c, long val, int err);
+int zts_pass(struct zts_call *c);
+int zts_is_ztap(int kind);
+int zts_file_nonblock(int fd);
+long zts_timeo_ms(int fd, int opt); /* SO_RCVTIMEO/SO_SNDTIMEO of fd in ms, 0 = none */
 int zts_install(struct zts_call *c, int targetfd, int newfd, int *cloexec_out);
 int zts_put_sockaddr(struct zts_call *c, uint64_t addr, uint64_t lenp, const struct ztrpc_addr *a);
 int zts_udp_open(struct zts_call *c, struct zts_ent **ent);

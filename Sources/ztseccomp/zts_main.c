@@ -130,7 +130,6 @@ static void zts_call_free(struct zts_call *c)
         close(c->rpc_fd); /* ztapd: the requester stopped waiting; a connect goes on */
     if (c->pidfd >= 0)
         close(c->pidfd);
-    free(c->buf);
     c->prev = NULL;
     c->next = zts_graveyard;
     zts_graveyard = c;
@@ -205,7 +204,6 @@ static void zts_run(struct zts_call *c)
         return;
     }
     c->timed_out = 0;
-    c->retries++;
     if (!c->listed) {
         c->listed = 1;
         c->next = zts_waiting;

@@ -46,36 +46,15 @@
 static unsigned char zts_dgram[sizeof(struct ztrpc_dgram) + 65536];
 static uint64_t zts_own_netns;
 
-static int finish(struct zts_call *c, long val, int err)
-{
-    (void)zts_reply(c, val, err);
-    return ZTS_DONE;
-}
-
-static int pass(struct zts_call *c)
-{
-    (void)zts_continue(c);
-    return ZTS_DONE;
-}
-
-static int file_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    return fl >= 0 && (fl & O_NONBLOCK);
-}
-
 static int wait_for(struct zts_call *c, uint32_t events, int timeo_opt)
 {
     if (c->timed_out)
-        return finish(c, -1, EAGAIN);
+        return zts_finish(c, -1, EAGAIN);
     c->wait_fd = c->fd;
     c->wait_events = events;
-    struct timeval tv;
-    socklen_t l = sizeof tv;
-    if (c->deadline == 0 && getsockopt(c->fd, SOL_SOCKET, timeo_opt, &tv, &l) == 0 && (tv.tv_sec || tv.tv_usec)) {
-        long ms = (long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-        c->deadline = zts_now_ms() + (ms ? ms : 1);
-    }
+    long ms = c->deadline ? 0 : zts_timeo_ms(c->fd, timeo_opt);
+    if (ms)
+        c->deadline = zts_now_ms() + ms;
     return ZTS_WAIT;
 }
 
@@ -129,26 +108,26 @@ int zts_h_socket(struct zts_call *c)
 {
     int type = (int)c->n.data.args[1], proto = (int)c->n.data.args[2];
     if (proto != 0 && proto != IPPROTO_UDP)
-        return pass(c); /* ICMP "ping" sockets and the like: the kernel's */
+        return zts_pass(c); /* ICMP "ping" sockets and the like: the kernel's */
     if (!zts_own_netns)
         zts_own_netns = netns_of(getpid());
     if (netns_of((pid_t)c->n.pid) != zts_own_netns)
-        return pass(c); /* the program entered another network namespace */
+        return zts_pass(c); /* the program entered another network namespace */
     int at = zts_pick_udp_fd(c);
     if (at < 0) {
         static int told;
         if (!told++)
             zts_log("no free fd in %d-%d (or RLIMIT_NOFILE below it) for a datagram socket of pid %d: "
                     "it stays on the kernel", ZTS_UDP_FD_LO, ZTS_UDP_FD_HI - 1, (int)c->n.pid);
-        return pass(c);
+        return zts_pass(c);
     }
     int s = socket(AF_INET, (type & ~SOCK_CLOEXEC) | SOCK_CLOEXEC, proto);
     if (s < 0)
-        return finish(c, -1, errno);
+        return zts_finish(c, -1, errno);
     int r = zts_addfd(c, s, at, (type & SOCK_CLOEXEC) != 0, 1);
     close(s);
     if (r < 0 && r != -ENOENT)
-        return finish(c, -1, -r);
+        return zts_finish(c, -1, -r);
     return ZTS_DONE;
 }
 
@@ -157,17 +136,17 @@ int zts_h_dup(struct zts_call *c)
     int is_fcntl = c->n.data.nr == SYS_fcntl;
     int cloexec = is_fcntl && (int)c->n.data.args[1] == F_DUPFD_CLOEXEC;
     if (is_fcntl && (long)c->n.data.args[2] >= ZTS_UDP_FD_LO)
-        return pass(c); /* the program asked for a number at least that high itself */
+        return zts_pass(c); /* the program asked for a number at least that high itself */
     struct zts_ent *e;
     int k = zts_classify(c, &e);
     if (k != ZTS_K_UDP && k != ZTS_K_INET_UDP)
-        return pass(c);
+        return zts_pass(c);
     int at = zts_pick_udp_fd(c);
     if (at < 0)
-        return pass(c);
+        return zts_pass(c);
     int r = zts_addfd(c, c->fd, at, cloexec, 1);
     if (r < 0 && r != -ENOENT)
-        return finish(c, -1, -r);
+        return zts_finish(c, -1, -r);
     return ZTS_DONE;
 }
 
@@ -182,12 +161,12 @@ int zts_h_dup2(struct zts_call *c)
     long newfd = (long)(int)c->n.data.args[1];
     struct zts_ent *e;
     if (zts_in_udp_range(newfd) || zts_classify(c, &e) != ZTS_K_UDP)
-        return pass(c);
+        return zts_pass(c);
     static int told;
     if (!told++)
         zts_log("pid %d: dup2/dup3 of a network datagram socket to fd %ld, outside %d-%d where seccomp "
                 "mode keeps them: refused with EINVAL", (int)c->n.pid, newfd, ZTS_UDP_FD_LO, ZTS_UDP_FD_HI - 1);
-    return finish(c, -1, EINVAL);
+    return zts_finish(c, -1, EINVAL);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -245,11 +224,11 @@ static int send_stream(struct zts_call *c, int flags)
     if (len > sizeof buf)
         len = sizeof buf; /* a short write, as a non-blocking socket may do */
     if (zts_mem_read(c, c->n.data.args[1], buf, len) < 0)
-        return finish(c, -1, EFAULT);
+        return zts_finish(c, -1, EFAULT);
     ssize_t r = send(c->fd, buf, len, (flags & ~MSG_DONTWAIT) | MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (r < 0 && errno == EAGAIN && !(flags & MSG_DONTWAIT) && !file_nonblock(c->fd))
+    if (r < 0 && errno == EAGAIN && !(flags & MSG_DONTWAIT) && !zts_file_nonblock(c->fd))
         return wait_for(c, POLLOUT_EVENTS, SO_SNDTIMEO);
-    return finish(c, r < 0 ? -1 : r, r < 0 ? errno : 0);
+    return zts_finish(c, r < 0 ? -1 : r, r < 0 ? errno : 0);
 }
 
 int zts_h_send(struct zts_call *c)
@@ -280,7 +259,7 @@ int zts_h_send(struct zts_call *c)
         total = iov[0].iov_len;
     } else if (nr == SYS_writev || nr == SYS_pwritev2) {
         if (nr == SYS_pwritev2 && (int64_t)c->n.data.args[3] != -1)
-            return pass(c); /* an offset: ESPIPE from the kernel */
+            return zts_pass(c); /* an offset: ESPIPE from the kernel */
     } else if (nr == SYS_sendmsg || nr == SYS_sendmmsg) {
         flags = (int)c->n.data.args[nr == SYS_sendmsg ? 2 : 3];
         uvec = c->n.data.args[1];
@@ -289,10 +268,10 @@ int zts_h_send(struct zts_call *c)
             if (vlen > UIO_MAXIOV)
                 vlen = UIO_MAXIOV;
             if (vlen == 0)
-                return pass(c);
+                return zts_pass(c);
         }
         if (zts_mem_read(c, uvec, &mh, sizeof mh) < 0)
-            return pass(c); /* EFAULT from the kernel */
+            return zts_pass(c); /* EFAULT from the kernel */
         uname = (uint64_t)(uintptr_t)mh.msg_name;
         namelen = mh.msg_namelen;
     }
@@ -302,48 +281,48 @@ int zts_h_send(struct zts_call *c)
     if (k == ZTS_K_TCP && uname && nr == SYS_sendto)
         return send_stream(c, flags);
     if (k == ZTS_K_LISTEN && uname)
-        return finish(c, -1, ENOTCONN);
+        return zts_finish(c, -1, ENOTCONN);
     if (k == ZTS_K_INET_UDP && uname && namelen >= sizeof(struct sockaddr_in)) {
         /* A kernel datagram socket sending to the network becomes a ztap socket (UDP_OPEN). */
         struct sockaddr_in sin;
         if (zts_mem_read(c, uname, &sin, sizeof sin) < 0 || sin.sin_family != AF_INET ||
             !zti_dest_selected(sin.sin_addr.s_addr))
-            return pass(c);
+            return zts_pass(c);
         if (!zts_id_valid(c))
             return ZTS_DONE;
         int r = zts_udp_open(c, &e);
         if (r == -ENOENT)
             return ZTS_DONE;
         if (r < 0)
-            return finish(c, -1, -r);
+            return zts_finish(c, -1, -r);
         /* Our copy still refers to the kernel socket: take the app end now in place. */
         close(c->fd);
         c->fd = zts_getfd(c, (int)c->n.data.args[0]);
         if (c->fd < 0)
-            return finish(c, -1, EBADF);
+            return zts_finish(c, -1, EBADF);
         k = ZTS_K_UDP;
     }
     if (k != ZTS_K_UDP)
-        return pass(c);
+        return zts_pass(c);
 
-    int blocking = !(flags & MSG_DONTWAIT) && !file_nonblock(c->fd);
+    int blocking = !(flags & MSG_DONTWAIT) && !zts_file_nonblock(c->fd);
     if (nr == SYS_writev || nr == SYS_pwritev2) {
         int n = read_iovs(c, c->n.data.args[1], c->n.data.args[2], iov, &total);
         if (n < 0)
-            return finish(c, -1, -n);
+            return zts_finish(c, -1, -n);
         niov = n;
     }
     if (nr != SYS_sendmmsg) {
         if (nr == SYS_sendmsg) {
             int n = read_iovs(c, (uint64_t)(uintptr_t)mh.msg_iov, mh.msg_iovlen, iov, &total);
             if (n < 0)
-                return finish(c, -1, -n);
+                return zts_finish(c, -1, -n);
             niov = n;
         }
         ssize_t r = send_one(c, e, uname, namelen, iov, niov, total, flags);
         if (r == -EAGAIN && blocking)
             return wait_for(c, POLLOUT_EVENTS, SO_SNDTIMEO);
-        return finish(c, r < 0 ? -1 : r, r < 0 ? (int)-r : 0);
+        return zts_finish(c, r < 0 ? -1 : r, r < 0 ? (int)-r : 0);
     }
     /* sendmmsg: one datagram after the other; a partial batch is a success. */
     unsigned i;
@@ -353,7 +332,7 @@ int zts_h_send(struct zts_call *c)
         if (zts_mem_read(c, at, &mm, sizeof mm) < 0) {
             if (i)
                 break;
-            return finish(c, -1, EFAULT);
+            return zts_finish(c, -1, EFAULT);
         }
         int n = read_iovs(c, (uint64_t)(uintptr_t)mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen, iov, &total);
         ssize_t r = n < 0 ? n
@@ -364,12 +343,12 @@ int zts_h_send(struct zts_call *c)
                 break;
             if (r == -EAGAIN && blocking)
                 return wait_for(c, POLLOUT_EVENTS, SO_SNDTIMEO);
-            return finish(c, -1, (int)-r);
+            return zts_finish(c, -1, (int)-r);
         }
         unsigned ml = (unsigned)r;
         (void)zts_mem_write(c, at + offsetof(struct mmsghdr, msg_len), &ml, sizeof ml);
     }
-    return finish(c, (long)i, 0);
+    return zts_finish(c, (long)i, 0);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -432,7 +411,7 @@ int zts_h_recv(struct zts_call *c)
     struct zts_ent *e;
     int k = zts_classify(c, &e);
     if (k != ZTS_K_UDP)
-        return pass(c); /* kernel sockets, streams (native), other files in the range */
+        return zts_pass(c); /* kernel sockets, streams (native), other files in the range */
     struct iovec iov[IOV_MAX];
     size_t total = 0;
     int niov = 0, flags = 0, mflags = 0;
@@ -445,12 +424,12 @@ int zts_h_recv(struct zts_call *c)
             flags = (int)c->n.data.args[3];
     } else if (nr == SYS_readv || nr == SYS_preadv2) {
         if (nr == SYS_preadv2 && (int64_t)c->n.data.args[3] != -1)
-            return pass(c);
+            return zts_pass(c);
         niov = read_iovs(c, c->n.data.args[1], c->n.data.args[2], iov, &total);
         if (niov < 0)
-            return finish(c, -1, -niov);
+            return zts_finish(c, -1, -niov);
     }
-    int nb = file_nonblock(c->fd);
+    int nb = zts_file_nonblock(c->fd);
 
     if (nr == SYS_read || nr == SYS_readv || nr == SYS_preadv2 || nr == SYS_recvfrom) {
         uint64_t uname = 0, ulen = 0;
@@ -459,14 +438,14 @@ int zts_h_recv(struct zts_call *c)
             uname = c->n.data.args[4];
             ulen = c->n.data.args[5];
             if (zts_mem_read(c, ulen, &namelen, sizeof namelen) < 0)
-                return finish(c, -1, EFAULT);
+                return zts_finish(c, -1, EFAULT);
         }
         ssize_t r = recv_one(c, e, iov, niov, total, flags, uname, &namelen, &mflags);
         if (r == -EAGAIN && !(flags & MSG_DONTWAIT) && !nb && !(flags & MSG_ERRQUEUE))
             return wait_for(c, POLLIN_EVENTS, SO_RCVTIMEO);
         if (r >= 0 && uname && zts_mem_write(c, ulen, &namelen, sizeof namelen) < 0)
-            return finish(c, -1, EFAULT);
-        return finish(c, r < 0 ? -1 : r, r < 0 ? (int)-r : 0);
+            return zts_finish(c, -1, EFAULT);
+        return zts_finish(c, r < 0 ? -1 : r, r < 0 ? (int)-r : 0);
     }
 
     /* recvmsg, recvmmsg */
@@ -479,7 +458,7 @@ int zts_h_recv(struct zts_call *c)
         if (vlen > UIO_MAXIOV)
             vlen = UIO_MAXIOV;
         if (vlen == 0)
-            return finish(c, -1, EINVAL);
+            return zts_finish(c, -1, EINVAL);
         waitforone = (flags & MSG_WAITFORONE) != 0;
         flags &= ~MSG_WAITFORONE;
     } else {
@@ -500,11 +479,9 @@ int zts_h_recv(struct zts_call *c)
             r = n < 0 ? n
                       : recv_one(c, e, iov, n, total, fl, (uint64_t)(uintptr_t)mh.msg_name, &namelen, &mflags);
             if (r >= 0) {
-                struct {
-                    uint32_t namelen;
-                } nl = { mh.msg_name ? namelen : 0 };
+                uint32_t nl = mh.msg_name ? namelen : 0;
                 size_t zero = 0;
-                if (zts_mem_write(c, at + offsetof(struct msghdr, msg_namelen), &nl.namelen, sizeof nl.namelen) < 0 ||
+                if (zts_mem_write(c, at + offsetof(struct msghdr, msg_namelen), &nl, sizeof nl) < 0 ||
                     zts_mem_write(c, at + offsetof(struct msghdr, msg_controllen), &zero, sizeof zero) < 0 ||
                     zts_mem_write(c, at + offsetof(struct msghdr, msg_flags), &mflags, sizeof mflags) < 0)
                     r = -EFAULT;
@@ -515,16 +492,16 @@ int zts_h_recv(struct zts_call *c)
                 break; /* a partial batch is a success */
             if (r == -EAGAIN && !(fl & MSG_DONTWAIT) && !nb && !(fl & MSG_ERRQUEUE))
                 return wait_for(c, POLLIN_EVENTS, SO_RCVTIMEO);
-            return finish(c, -1, (int)-r);
+            return zts_finish(c, -1, (int)-r);
         }
         if (nr == SYS_recvmsg)
-            return finish(c, r, 0);
+            return zts_finish(c, r, 0);
         unsigned ml = (unsigned)r;
         (void)zts_mem_write(c, at + offsetof(struct mmsghdr, msg_len), &ml, sizeof ml);
         if (waitforone)
             fl |= MSG_DONTWAIT;
     }
-    return finish(c, (long)i, 0);
+    return zts_finish(c, (long)i, 0);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -537,13 +514,13 @@ int zts_h_shutdown(struct zts_call *c)
     int how = (int)c->n.data.args[1];
     struct zts_ent *e;
     if (zts_classify(c, &e) != ZTS_K_UDP)
-        return pass(c); /* TCP: native on the unix stream */
+        return zts_pass(c); /* TCP: native on the unix stream */
     if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
-        return finish(c, -1, EINVAL);
+        return zts_finish(c, -1, EINVAL);
     if (e->state != ZTRPC_STATE_CONNECTED)
-        return finish(c, -1, ENOTCONN);
+        return zts_finish(c, -1, ENOTCONN);
     if (how != SHUT_WR && shutdown(c->fd, SHUT_RD) < 0)
-        return finish(c, -1, errno);
+        return zts_finish(c, -1, errno);
     uint8_t bits = how == SHUT_RD ? ZTRPC_SHUT_RD : how == SHUT_WR ? ZTRPC_SHUT_WR : ZTRPC_SHUT_RD | ZTRPC_SHUT_WR;
     struct ztrpc_sockopt rq;
     memset(&rq, 0, sizeof rq);
@@ -556,7 +533,7 @@ int zts_h_shutdown(struct zts_call *c)
     int err;
     (void)zts_rpc(c, ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &c->fd, 1, &rep, NULL, 0, 10000, &err);
     e->shut |= bits;
-    return finish(c, 0, 0);
+    return zts_finish(c, 0, 0);
 }
 
 /* FIONREAD on a ztap UDP socket: the next datagram's payload size, as the kernel's UDP. */
@@ -565,11 +542,11 @@ int zts_h_ioctl(struct zts_call *c)
     unsigned long req = (unsigned long)c->n.data.args[1];
     struct zts_ent *e;
     if (req != FIONREAD || zts_classify(c, &e) != ZTS_K_UDP)
-        return pass(c);
+        return zts_pass(c);
     struct ztrpc_dgram h;
     ssize_t r = recv(c->fd, &h, sizeof h, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
     int v = r > (ssize_t)sizeof h ? (int)(r - (ssize_t)sizeof h) : 0;
     if (zts_mem_write(c, c->n.data.args[2], &v, sizeof v) < 0)
-        return finish(c, -1, EFAULT);
-    return finish(c, 0, 0);
+        return zts_finish(c, -1, EFAULT);
+    return zts_finish(c, 0, 0);
 }
