@@ -18,14 +18,18 @@ struct Run: ParsableCommand {
         binds to its addresses) go through ztapd's stack; everything else stays on the kernel.
 
         MODES (--mode, default auto)
-          preload  libztintercept.so through LD_PRELOAD: programs linked against a dynamic libc.
-          seccomp  ztap-seccomp, a supervisor serving seccomp user notifications: static \
-        programs (busybox), Go programs, anything that makes system calls itself. No root, \
-        no namespaces, no ptrace; ztctl stays the program's parent until its last process exits.
-          both     the library where it is loaded and the supervisor for every other process: a \
-        dynamic program that runs static or Go programs.
-          auto     seccomp for static and Go executables, both for scripts and launchers (sh, \
-        bash, env, timeout, xargs, ...), preload for other dynamic executables.
+          preload  libztintercept.so through LD_PRELOAD: programs linked
+                   against a dynamic libc.
+          seccomp  ztap-seccomp, a supervisor serving seccomp user
+                   notifications: static programs (busybox), Go programs,
+                   anything that makes system calls itself. No root, no
+                   namespaces, no ptrace attach; ztctl stays the program's
+                   parent until its last process exits.
+          both     the library where it is loaded, the supervisor for every
+                   other process: a dynamic program that runs static ones.
+          auto     seccomp for static and Go executables, both for scripts
+                   and launchers (sh, bash, env, timeout, xargs, ...),
+                   preload for other dynamic executables.
         `ztctl connections` shows which mode each socket came from.
 
         The routes come from ztapd (list, and get Route= where [Access] admits the user); if ztapd \
