@@ -19,6 +19,10 @@ if [ -x bench/intercept.sh ]; then
     echo "## Intercept (bench/intercept.sh)"
     bench/intercept.sh
 fi
+if [ -x bench/seccomp.sh ]; then
+    echo "## Seccomp mode next to LD_PRELOAD (bench/seccomp.sh)"
+    bench/seccomp.sh
+fi
 if [ -x bench/multihost.sh ]; then
     echo "## Multi-host over VXLAN (bench/multihost.sh)"
     bench/multihost.sh

@@ -66,8 +66,9 @@ Description: userspace TCP/IP networks for unmodified applications
  its frames with NetStack, a TCP/IP stack written in Swift; ztctl joins and
  leaves networks, edits their configuration in place, lists connections with
  their TCP internals, captures frames in pcap format and prints metrics for
- Prometheus; libztintercept.so moves an application's sockets onto a network
- (ztctl run NAME -- COMMAND).
+ Prometheus; libztintercept.so (LD_PRELOAD) and ztap-seccomp (seccomp user
+ notification, for static and Go programs) move an application's sockets onto
+ a network (ztctl run NAME -- COMMAND).
  .
  The service runs as the ztapd system user with only CAP_NET_ADMIN. Interfaces
  named zt* are left unmanaged by NetworkManager and systemd-networkd.

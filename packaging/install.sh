@@ -7,7 +7,7 @@
 #   NO_BUILD=1       install what .build/release and .build/intercept already hold
 #   STRIP=1          strip binaries (build-deb.sh sets it)
 #
-# Installs ztapd ($PREFIX/sbin), ztctl ($PREFIX/bin), libztintercept.so ($PREFIX/lib/ztap), the
+# Installs ztapd ($PREFIX/sbin), ztctl ($PREFIX/bin), libztintercept.so and ztap-seccomp ($PREFIX/lib/ztap), the
 # unit (/lib/systemd/system), sysusers.d and tmpfiles.d entries, NetworkManager and networkd
 # snippets that leave zt* interfaces unmanaged, man pages, bash/zsh/fish completions, docs and
 # examples, and /etc/ztapd/ztapd.conf (never overwritten; it sets User=ztapd). Starts nothing and
@@ -52,9 +52,12 @@ install -d "$D$PREFIX/sbin" "$D$PREFIX/bin" "$D$PREFIX/lib/ztap" "$D/lib/systemd
 install -m 0755 .build/release/ztapd "$D$PREFIX/sbin/ztapd"
 install -m 0755 .build/release/ztctl "$D$PREFIX/bin/ztctl"
 install -m 0644 "$LIB" "$D$PREFIX/lib/ztap/libztintercept.so"
+# The seccomp supervisor ztctl runs for static and Go programs (ztctl run --mode seccomp).
+install -m 0755 "$(dirname "$LIB")/ztap-seccomp" "$D$PREFIX/lib/ztap/ztap-seccomp"
 if [ -n "${STRIP:-}" ]; then
     strip --remove-section=.comment --remove-section=.note "$D$PREFIX/sbin/ztapd" "$D$PREFIX/bin/ztctl"
-    strip --remove-section=.comment --remove-section=.note --strip-unneeded "$D$PREFIX/lib/ztap/libztintercept.so"
+    strip --remove-section=.comment --remove-section=.note --strip-unneeded "$D$PREFIX/lib/ztap/libztintercept.so" \
+        "$D$PREFIX/lib/ztap/ztap-seccomp"
 fi
 
 sed "s#/usr/bin/ztapd#$PREFIX/sbin/ztapd#g" systemd/ztapd.service > "$D/lib/systemd/system/ztapd.service"

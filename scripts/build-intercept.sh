@@ -17,3 +17,16 @@ srcs=(Sources/ztintercept/zti_core.c Sources/ztintercept/zti_rpc.c
     -o "$out/libztintercept.so.tmp" "${srcs[@]}" "$@" -ldl
 mv -f "$out/libztintercept.so.tmp" "$out/libztintercept.so"
 echo "$PWD/$out/libztintercept.so"
+
+# ztap-seccomp: the seccomp user-notification supervisor `ztctl run` uses for static and Go
+# programs (Sources/ztseccomp). It links the library's configuration and RPC code, so both paths
+# take the same routing decisions; the library's interposed libc functions stay out of it.
+sup_srcs=(Sources/ztseccomp/zts_main.c Sources/ztseccomp/zts_filter.c Sources/ztseccomp/zts_target.c
+          Sources/ztseccomp/zts_table.c Sources/ztseccomp/zts_sock.c Sources/ztseccomp/zts_udp.c
+          Sources/ztseccomp/zts_rpc.c Sources/ztseccomp/zts_connect.c
+          Sources/ztintercept/zti_core.c Sources/ztintercept/zti_rpc.c)
+"$CC" -O2 -g -Wall -Wextra -Werror=implicit-function-declaration -std=gnu11 -D_GNU_SOURCE \
+    -fvisibility=hidden -ISources/CZTRPC/include -Wl,-z,now \
+    -o "$out/ztap-seccomp.tmp" "${sup_srcs[@]}" "$@" -ldl
+mv -f "$out/ztap-seccomp.tmp" "$out/ztap-seccomp"
+echo "$PWD/$out/ztap-seccomp"

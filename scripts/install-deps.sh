@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(libnl-3-dev libnl-route-3-dev libcap-dev pkg-config iproute2 iputils-ping iputils-arping
       nftables iperf3 curl netcat-openbsd socat nginx python3 python3-pytest util-linux procps systemd gcc
       wrk postgresql postgresql-client                # real-server tests, bench/http.sh
-      wireguard-tools
+      wireguard-tools golang-go busybox-static            # seccomp tests (static and Go programs)
       tcpdump man-db dpkg-dev binutils xz-utils lintian)   # ztctl capture, man pages and the .deb
 
 missing=()

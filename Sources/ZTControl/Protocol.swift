@@ -128,10 +128,14 @@ public struct ConnectionInfo: Codable, Sendable, Equatable {
     /// Negotiated options: "ts", "sack", "wscale"; and the congestion control ("cubic", "reno").
     public var options: [String]?
     public var congestionControl: String?
+    /// How the socket's program was intercepted: "preload" (libztintercept.so) or "seccomp"
+    /// (ztctl run's supervisor); nil from a daemon that does not say.
+    public var mode: String?
     public init(network: String, proto: String, local: String, remote: String, state: String,
-                pid: Int32?, uid: UInt32?, bytesIn: UInt64, bytesOut: UInt64) {
+                pid: Int32?, uid: UInt32?, bytesIn: UInt64, bytesOut: UInt64, mode: String? = nil) {
         self.network = network; self.proto = proto; self.local = local; self.remote = remote
         self.state = state; self.pid = pid; self.uid = uid; self.bytesIn = bytesIn; self.bytesOut = bytesOut
+        self.mode = mode
     }
 }
 

@@ -8,7 +8,8 @@ struct Connections: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "List the connections of all networks, or of one, with TCP internals like `ss -ti`.",
         discussion: """
-        Columns: RECV-Q and SEND-Q are the bytes in the stack's receive buffer (not yet read) and \
+        Columns: MODE says how the owning program was intercepted (preload: libztintercept.so; \
+        seccomp: ztctl run's supervisor); RECV-Q and SEND-Q are the bytes in the stack's receive buffer (not yet read) and \
         send buffer (not yet acknowledged); RTT is the smoothed round-trip time in ms; CWND the \
         congestion window in bytes; RETRANS the segments retransmitted so far. A listener's RECV-Q \
         is its accept queue. -i adds a line per TCP connection with every figure the stack has: \
@@ -36,12 +37,12 @@ struct Connections: ParsableCommand {
         var details: [Int: String] = [:]
         for c in list {
             rows.append([c.network, c.proto, c.local, c.remote, c.state, c.pid.map(String.init) ?? "-",
-                         c.uid.map(String.init) ?? "-", c.receiveQueue.map(String.init) ?? "-",
+                         c.uid.map(String.init) ?? "-", c.mode ?? "-", c.receiveQueue.map(String.init) ?? "-",
                          c.sendQueue.map(String.init) ?? "-", c.rttMicros.map(ms) ?? "-", c.cwnd.map(String.init) ?? "-",
                          c.retransmits.map(String.init) ?? "-", "\(c.bytesIn)", "\(c.bytesOut)"])
             if detail, c.proto == "tcp", c.rtoMicros != nil { details[rows.count - 1] = "    " + internals(c) }
         }
-        let header = ["NETWORK", "PROTO", "LOCAL", "REMOTE", "STATE", "PID", "UID", "RECV-Q", "SEND-Q", "RTT", "CWND",
+        let header = ["NETWORK", "PROTO", "LOCAL", "REMOTE", "STATE", "PID", "UID", "MODE", "RECV-Q", "SEND-Q", "RTT", "CWND",
                       "RETRANS", "BYTES-IN", "BYTES-OUT"]
         let lines = table(header, rows).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         var out: [String] = [lines[0]]

@@ -172,6 +172,10 @@ extern "C" {
 /* Request flags (ztrpc_sock_req.flags). */
 #define ZTRPC_F_NONBLOCK ((uint16_t)0x0001) /* CONNECT: answer at once, EINPROGRESS if pending (filler) */
 #define ZTRPC_F_NEW ((uint16_t)0x0002)      /* fds[1] is the daemon end of a new data socketpair */
+/* Sent by ztctl run's seccomp supervisor (ztap-seccomp) on behalf of a traced process, whose pid
+ * is in ztrpc_sock_req.pid: shown by `ztctl connections`, never used to authorize (the RPC
+ * peer's credentials are the target's: see Sources/ztseccomp/zts_target.c). */
+#define ZTRPC_F_SECCOMP ((uint16_t)0x0004)
 
 /* ztrpc_sockinfo.state */
 #define ZTRPC_STATE_UNBOUND ((uint8_t)0)
@@ -245,7 +249,7 @@ struct ztrpc_sock_req {
     uint32_t filler;        /* TCP CONNECT: filler bytes plugging the app end (0: not plugged) */
     struct ztrpc_sockopts opts; /* meaningful with ZTRPC_F_NEW */
     int32_t sndbuf;         /* TCP CONNECT with filler: SO_SNDBUF to restore (setsockopt value) */
-    uint32_t reserved2;
+    int32_t pid;            /* with ZTRPC_F_SECCOMP: the traced process (informational); else 0 */
 };
 
 /* LISTEN. 8 bytes. */

@@ -39,6 +39,7 @@ extension TCPBridge {
                 continue
             }
             let nc = Connection(key: key, pid: c.pid, uid: c.uid)
+            nc.seccomp = c.seccomp
             nc.options = c.options
             nc.options.reuseAddr = false
             nc.handle = nh

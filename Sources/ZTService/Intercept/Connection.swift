@@ -89,6 +89,8 @@ final class Connection {
     var orphanedUntil: Instant?
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
+    /// Made by ztctl run's seccomp supervisor (ZTRPC_F_SECCOMP) rather than the LD_PRELOAD library.
+    var seccomp = false
 
     init(key: FDKey, pid: Int32, uid: UInt32) {
         self.key = key
@@ -162,6 +164,8 @@ final class UDPConnection {
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
     var dropped: UInt64 = 0
+    /// Made by ztctl run's seccomp supervisor (ZTRPC_F_SECCOMP) rather than the LD_PRELOAD library.
+    var seccomp = false
 
     init(key: FDKey, pid: Int32, uid: UInt32, handle: SocketHandle) {
         self.key = key
@@ -169,4 +173,11 @@ final class UDPConnection {
         self.uid = uid
         self.handle = handle
     }
+}
+
+extension ztrpc_sock_req {
+    /// Made by the seccomp supervisor on behalf of a traced process (ZTRPC_F_SECCOMP).
+    var fromSeccomp: Bool { flags & ZTRPC_F_SECCOMP != 0 }
+    /// The pid to show for a new socket: the traced process's (informational) or the RPC peer's.
+    func ownerPID(peer: Int32) -> Int32 { fromSeccomp && pid > 0 ? pid : peer }
 }

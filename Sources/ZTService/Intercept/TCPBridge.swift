@@ -126,7 +126,8 @@ final class TCPBridge {
         let dst = Wire.endpoint(sr.addr)
         let c: Connection
         if let n = newSocket {
-            c = Connection(key: n.key, pid: call.peer.pid, uid: call.peer.uid)
+            c = Connection(key: n.key, pid: sr.ownerPID(peer: call.peer.pid), uid: call.peer.uid)
+            c.seccomp = sr.fromSeccomp
             c.options = SocketOptions(sr.opts)
         } else {
             let key = plug.flatMap { FDKey.of($0.appEnd) } ?? call.fds.first.flatMap(FDKey.of)
@@ -222,7 +223,8 @@ final class TCPBridge {
             c.phase = .bound
             return .ok(.info(c.info))
         }
-        let c = Connection(key: n.key, pid: call.peer.pid, uid: call.peer.uid)
+        let c = Connection(key: n.key, pid: sr.ownerPID(peer: call.peer.pid), uid: call.peer.uid)
+        c.seccomp = sr.fromSeccomp
         c.options = SocketOptions(sr.opts)
         if let e = reserve(ep, for: c) { sys.close(n.fd); return .fail(e, .none) }
         do {
@@ -631,7 +633,8 @@ final class TCPBridge {
             }
             var ci = ConnectionInfo(network: network, proto: "tcp", local: c.local.map { "\($0)" } ?? "*:*",
                                     remote: c.phase == .listening ? "*:*" : (c.remote.map { "\($0)" } ?? "*:*"),
-                                    state: state, pid: c.pid, uid: c.uid, bytesIn: bin, bytesOut: bout)
+                                    state: state, pid: c.pid, uid: c.uid, bytesIn: bin, bytesOut: bout,
+                                    mode: c.seccomp ? "seccomp" : "preload")
             if let i = info { ci.addInternals(i) }
             out.append(ci)
         }

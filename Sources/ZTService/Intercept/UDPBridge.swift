@@ -88,7 +88,8 @@ final class UDPBridge {
             sys.close(fd)
             return .failure(Errno(rawValue: Wire.errno(error)))
         }
-        let u = UDPConnection(key: key, pid: call.peer.pid, uid: call.peer.uid, handle: h)
+        let u = UDPConnection(key: key, pid: sr.ownerPID(peer: call.peer.pid), uid: call.peer.uid, handle: h)
+        u.seccomp = sr.fromSeccomp
         u.options = SocketOptions(sr.opts)
         do {
             u.data = try loop.add(fd: fd, kind: .connected, context: .udp(u))
@@ -246,7 +247,8 @@ final class UDPBridge {
             let l = stack?.udpLocalEndpoint(u.handle).map { "\($0)" } ?? "*:*"
             let r = stack?.udpRemoteEndpoint(u.handle).map { "\($0)" } ?? "*:*"
             return ConnectionInfo(network: network, proto: "udp", local: l, remote: r, state: "OPEN",
-                                  pid: u.pid, uid: u.uid, bytesIn: u.bytesIn, bytesOut: u.bytesOut)
+                                  pid: u.pid, uid: u.uid, bytesIn: u.bytesIn, bytesOut: u.bytesOut,
+                                  mode: u.seccomp ? "seccomp" : "preload")
         }
     }
 }

@@ -1,0 +1,3 @@
+module ztap.test/goprobe
+
+go 1.19
