@@ -72,8 +72,8 @@ struct Run: ParsableCommand {
             lib = Run.helperPath(env: "ZTAP_INTERCEPT", file: "libztintercept.so")
             guard lib != nil else {
                 fail("""
-                    libztintercept.so not found (looked in ../lib/ztap/ next to ztctl and the build tree's \
-                    .build/intercept/). `swift build` does not build it (it is plain C without the Swift \
+                    libztintercept.so not found (looked at $ZTAP_INTERCEPT if set, ../lib/ztap/ next to ztctl \
+                    and the build tree's .build/intercept/). `swift build` does not build it (it is plain C without the Swift \
                     runtime): run scripts/build-intercept.sh in the source tree, or set ZTAP_INTERCEPT.
                     """)
             }
@@ -172,7 +172,10 @@ struct Run: ParsableCommand {
     /// (.build/intercept/FILE).
     static func helperPath(env: String, file: String) -> String? {
         let fm = FileManager.default
-        if let p = ProcessInfo.processInfo.environment[env], !p.isEmpty { return p }
+        if let p = ProcessInfo.processInfo.environment[env], !p.isEmpty {
+            // Named explicitly: used only if it is there (else the caller explains what is missing).
+            return fm.isReadableFile(atPath: p) ? p : nil
+        }
         let exe = URL(fileURLWithPath: CommandLine.arguments[0].contains("/")
             ? CommandLine.arguments[0] : (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
         let real = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/exe")).map(URL.init(fileURLWithPath:)) ?? exe

@@ -85,6 +85,7 @@ struct zts_call {
     int sndtimeo_set;
     int new_socket;         /* connect: sv0 is a new ztap socket (vs an existing one) */
     struct ztrpc_addr addr; /* connect: the destination */
+    unsigned done;          /* recvmmsg: datagrams already received before a wait */
     /* List of waiting calls. */
     struct zts_call *next, *prev;
 };

@@ -466,7 +466,9 @@ int zts_h_recv(struct zts_call *c)
     }
     unsigned i;
     int fl = flags;
-    for (i = 0; i < vlen; i++) {
+    if (waitforone && c->done)
+        fl |= MSG_DONTWAIT;
+    for (i = c->done; i < vlen; i++) {
         size_t stride = nr == SYS_recvmmsg ? sizeof(struct mmsghdr) : sizeof(struct msghdr);
         uint64_t at = uvec + (uint64_t)i * stride;
         struct msghdr mh;
@@ -488,6 +490,12 @@ int zts_h_recv(struct zts_call *c)
             }
         }
         if (r < 0) {
+            if (i && r == -EAGAIN && !(fl & MSG_DONTWAIT) && !nb && !c->timed_out) {
+                /* Like the kernel's blocking recvmmsg: wait for the rest of the batch (its
+                 * SO_RCVTIMEO ends the wait with what arrived); resume at datagram i. */
+                c->done = i;
+                return wait_for(c, POLLIN_EVENTS, SO_RCVTIMEO);
+            }
             if (i)
                 break; /* a partial batch is a success */
             if (r == -EAGAIN && !(fl & MSG_DONTWAIT) && !nb && !(fl & MSG_ERRQUEUE))

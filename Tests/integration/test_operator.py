@@ -271,9 +271,9 @@ time.sleep(60)
         # The table has the same figures; -i adds the ss-like line.
         table = daemon.ctl("connections", "op", "-i").stdout.splitlines()
         head = table[0].split()
-        assert head[7:12] == ["RECV-Q", "SEND-Q", "RTT", "CWND", "RETRANS"], head
+        assert head[7:13] == ["MODE", "RECV-Q", "SEND-Q", "RTT", "CWND", "RETRANS"], head
         row = next(i for i, l in enumerate(table) if f"{KERNEL}:7070" in l)
-        assert table[row].split()[10] == str(c["cwnd"])
+        assert table[row].split()[7] == "preload" and table[row].split()[11] == str(c["cwnd"])
         assert table[row + 1].lstrip().startswith("rtt:") and "cwnd:" in table[row + 1] and "retrans:0" in table[row + 1]
     finally:
         for p in (client, server):
