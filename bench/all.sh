@@ -23,6 +23,10 @@ if [ -x bench/seccomp.sh ]; then
     echo "## Seccomp mode next to LD_PRELOAD (bench/seccomp.sh)"
     bench/seccomp.sh
 fi
+if [ -x bench/http.sh ]; then
+    echo "## nginx with Debian's habits under wrk (bench/http.sh)"
+    bench/http.sh
+fi
 if [ -x bench/multihost.sh ]; then
     echo "## Multi-host over VXLAN (bench/multihost.sh)"
     bench/multihost.sh
