@@ -17,13 +17,13 @@ import Glibc
 /// A perfect one-way link for the `tcp` mode: segments are copied into a preallocated arena
 /// and delivered in order, so the link itself allocates nothing per segment. Its properties are
 /// `@exclusivity(unchecked)` so the harness's own access checks stay out of the counts.
-final class ArenaLink: IPv4Transmitter {
+final class ArenaLink: IPTransmitter {
     let slotSize: Int
     let slots: Int
     let storage: UnsafeMutableRawPointer
     @exclusivity(unchecked) var lengths: [Int]
-    @exclusivity(unchecked) var srcs: [IPv4Address]
-    @exclusivity(unchecked) var dsts: [IPv4Address]
+    @exclusivity(unchecked) var srcs: [IPAddress]
+    @exclusivity(unchecked) var dsts: [IPAddress]
     @exclusivity(unchecked) var head = 0
     @exclusivity(unchecked) var count = 0
     @exclusivity(unchecked) var segments = 0
@@ -33,13 +33,13 @@ final class ArenaLink: IPv4Transmitter {
         self.slots = slots
         storage = .allocate(byteCount: slotSize * slots, alignment: 16)
         lengths = Array(repeating: 0, count: slots)
-        srcs = Array(repeating: .any, count: slots)
-        dsts = Array(repeating: .any, count: slots)
+        srcs = Array(repeating: .v4Any, count: slots)
+        dsts = Array(repeating: .v4Any, count: slots)
     }
     deinit { storage.deallocate() }
 
-    func maxPayload(to dst: IPv4Address) -> Int { slotSize }
-    func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
+    func maxPayload(to dst: IPAddress) -> Int { slotSize }
+    func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int,
                   _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard count < slots, capacity <= slotSize else { return false }
         let i = (head + count) % slots
@@ -81,8 +81,8 @@ func runTCP(total: Int) throws(SocketError) {
     let ba = ArenaLink(mtu: 1500, slots: 8192)
     let addrA = IPv4Address(10, 2, 0, 1), addrB = IPv4Address(10, 2, 0, 2)
     var now = Instant.milliseconds(1)
-    let l = try b.listen(local: IPv4Endpoint(addrB, 5201), backlog: 1, now: now)
-    let ca = try a.connect(local: IPv4Endpoint(addrA, 0), remote: IPv4Endpoint(addrB, 5201), now: now)
+    let l = try b.listen(local: IPEndpoint(addrB, 5201), backlog: 1, now: now)
+    let ca = try a.connect(local: IPEndpoint(addrA, 0), remote: IPEndpoint(addrB, 5201), now: now)
     var cb: SocketHandle?
     var sent = 0, received = 0, rounds = 0
     while rounds < 10_000_000 {
@@ -136,7 +136,7 @@ func runSim(total: Int) throws(SocketError) {
     sim.attach(b, to: pb)
     a.up(now: sim.now)
     b.up(now: sim.now)
-    let h = try a.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(ipB, 9), now: sim.now)
+    let h = try a.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(ipB, 9), now: sim.now)
     var sent = 0
     var closed = false
     var failure: SocketError?

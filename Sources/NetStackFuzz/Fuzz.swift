@@ -27,8 +27,8 @@ func runFuzzInput(_ input: UnsafeRawBufferPointer) {
                           gateway: IPv4Address(10, 0, 0, 254), services: [.echo, .discard, .chargen])
     let stack = NetStack(config: cfg, sink: sink, random: XorShiftRandom(seed: 1))
     var now = Instant.milliseconds(1000)
-    _ = try? stack.tcp.listen(local: IPv4Endpoint(.any, 80), backlog: 8, now: now)
-    let udp = try? stack.udpOpen(local: IPv4Endpoint(.any, 5000))
+    _ = try? stack.tcp.listen(local: IPEndpoint(.any, 80), backlog: 8, now: now)
+    let udp = try? stack.udpOpen(local: IPEndpoint(.any, 5000))
     stack.up(now: now)
     var scratch = [UInt8](repeating: 0, count: 2048)
     var i = 0

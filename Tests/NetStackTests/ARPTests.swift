@@ -37,9 +37,9 @@ import Testing
 
     @Test func queuesWhileResolvingAndFlushesOnReply() throws {
         let (s, rec) = makeStack()
-        let h = try s.udpOpen(local: IPv4Endpoint(.any, 1000))
+        let h = try s.udpOpen(local: IPEndpoint(.any, 1000))
         for i in 0..<3 {
-            try [UInt8(i)].withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2000), $0, now: t0) }
+            try [UInt8(i)].withUnsafeBytes { try s.udpSend(h, to: IPEndpoint(peerIP, 2000), $0, now: t0) }
         }
         let first = rec.take()
         #expect(first.count == 1)   // one request, datagrams held
@@ -55,8 +55,8 @@ import Testing
 
     @Test func givesUpAfterThreeTries() throws {
         let (s, rec) = makeStack()
-        let h = try s.udpOpen(local: IPv4Endpoint(.any, 1000))
-        try ([1] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2000), $0, now: t0) }
+        let h = try s.udpOpen(local: IPEndpoint(.any, 1000))
+        try ([1] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPEndpoint(peerIP, 2000), $0, now: t0) }
         var now = t0
         var deadline = s.poll(now: now)
         while let d = deadline, d < t0 + .seconds(10) { now = d; deadline = s.poll(now: now) }
@@ -69,8 +69,8 @@ import Testing
 
     @Test func queueIsBounded() throws {
         let (s, _) = makeStack { $0.arpQueuePerNeighbor = 4 }
-        let h = try s.udpOpen(local: IPv4Endpoint(.any, 1000))
-        for _ in 0..<10 { try ([1] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2000), $0, now: t0) } }
+        let h = try s.udpOpen(local: IPEndpoint(.any, 1000))
+        for _ in 0..<10 { try ([1] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPEndpoint(peerIP, 2000), $0, now: t0) } }
         #expect(s.counters.arpQueued == 4)
         #expect(s.counters.arpQueueDrops == 6)
     }
@@ -79,9 +79,9 @@ import Testing
         let (s, rec) = makeStack()
         s.learnPeer()
         _ = rec.take()
-        let h = try s.udpOpen(local: IPv4Endpoint(.any, 1000))
+        let h = try s.udpOpen(local: IPEndpoint(.any, 1000))
         let later = t0 + .seconds(61)
-        try ([1] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2000), $0, now: later) }
+        try ([1] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPEndpoint(peerIP, 2000), $0, now: later) }
         let out = rec.take()
         #expect(out.compactMap(parseIP).count == 1)          // sent at once with the old MAC
         let probe = out.compactMap(parseARP)
@@ -124,8 +124,8 @@ import Testing
         s.learnPeer(); _ = rec.take()
         s.setMTU(100)
         #expect(s.mtu == 1280)
-        let h = try s.udpOpen(local: IPv4Endpoint(.any, 1))
-        try pattern(2000).withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 2), $0, now: t0) }
+        let h = try s.udpOpen(local: IPEndpoint(.any, 1))
+        try pattern(2000).withUnsafeBytes { try s.udpSend(h, to: IPEndpoint(peerIP, 2), $0, now: t0) }
         let frags = rec.take().compactMap(parseIP)
         #expect(frags.count == 2 && frags.allSatisfy { $0.payload.count + 20 <= 1280 })
     }
@@ -149,13 +149,13 @@ import Testing
         let (s, rec) = makeStack()
         s.learnPeer(); _ = rec.take()
         #expect(throws: SocketError.networkUnreachable) {
-            try s.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(IPv4Address(8, 8, 8, 8), 80), now: t0)
+            try s.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(IPv4Address(8, 8, 8, 8), 80), now: t0)
         }
         #expect(throws: SocketError.addressNotAvailable) {
-            try s.tcpConnect(local: IPv4Endpoint(IPv4Address(10, 0, 0, 77), 0), remote: IPv4Endpoint(peerIP, 80), now: t0)
+            try s.tcpConnect(local: IPEndpoint(IPv4Address(10, 0, 0, 77), 0), remote: IPEndpoint(peerIP, 80), now: t0)
         }
         guard tcpImplemented else { return }
-        let h = try s.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(peerIP, 80), now: t0)
+        let h = try s.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(peerIP, 80), now: t0)
         #expect(s.tcp.localEndpoint(h)?.address == ourIP)
         _ = s.poll(now: t0)
         let syn = rec.take().compactMap(parseIP)

@@ -78,7 +78,7 @@ final class FastLink {
         let (link, server, client) = pair(mtu: 2800)
         var now = Instant.milliseconds(1000)
         server.up(now: now); client.up(now: now)
-        let h = try client.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(serverIP, 19), now: now)
+        let h = try client.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(serverIP, 19), now: now)
         var received = 0
         var mismatch = false
         let start = Date()
@@ -117,7 +117,7 @@ final class FastLink {
     @Test func clientToDiscard() throws {
         let (link, server, client) = pair(mtu: 2800)
         var now = Instant.milliseconds(1000)
-        let h = try client.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(serverIP, 9), now: now)
+        let h = try client.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(serverIP, 9), now: now)
         let chunk = pattern(1 << 16)
         var sent = 0
         let start = Date()

@@ -55,7 +55,7 @@ import Testing
     @Test func portUnreachableForClosedUDPPort() {
         let (s, rec) = makeStack()
         s.learnPeer(); _ = rec.take()
-        let dgram = Build.ipv4(proto: IPProtocol.udp, Build.udp(src: IPv4Endpoint(peerIP, 4000), dst: IPv4Endpoint(ourIP, 9999), [1, 2, 3]))
+        let dgram = Build.ipv4(proto: IPProtocol.udp, Build.udp(src: IPEndpoint(peerIP, 4000), dst: IPEndpoint(ourIP, 9999), [1, 2, 3]))
         s.receive(Build.ethernet(type: EtherType.ipv4, dgram))
         let out = rec.take().compactMap(parseIP)
         #expect(out.count == 1)
@@ -67,7 +67,7 @@ import Testing
         #expect(s.counters.droppedNoSocket == 1 && s.counters.icmpErrorsSent == 1)
         // Not for broadcasts, and never about an ICMP error.
         s.receive(Build.ethernet(dst: .broadcast, type: EtherType.ipv4,
-                                 Build.ipv4(dst: .broadcast, proto: IPProtocol.udp, Build.udp(src: IPv4Endpoint(peerIP, 4000), dst: IPv4Endpoint(.broadcast, 9999), [1]))))
+                                 Build.ipv4(dst: .broadcast, proto: IPProtocol.udp, Build.udp(src: IPEndpoint(peerIP, 4000), dst: IPEndpoint(.broadcast, 9999), [1]))))
         s.receive(Build.ethernet(type: EtherType.ipv4, Build.ipv4(proto: 200, Build.icmp(type: 3, [1]))))   // proto unreachable is ok
         let quoteOfError = Build.ipv4(src: peerIP, dst: ourIP, proto: IPProtocol.icmp, Build.icmp(type: ICMPv4Type.destinationUnreachable, [0]))
         s.receive(Build.ethernet(type: EtherType.ipv4, Build.ipv4(proto: 201, quoteOfError)))
@@ -79,7 +79,7 @@ import Testing
         let (s, rec) = makeStack()
         s.learnPeer(); _ = rec.take()
         let frame = Build.ethernet(type: EtherType.ipv4,
-                                   Build.ipv4(proto: IPProtocol.udp, Build.udp(src: IPv4Endpoint(peerIP, 4000), dst: IPv4Endpoint(ourIP, 9999), [1])))
+                                   Build.ipv4(proto: IPProtocol.udp, Build.udp(src: IPEndpoint(peerIP, 4000), dst: IPEndpoint(ourIP, 9999), [1])))
         for _ in 0..<200 { s.receive(frame, now: t0) }
         #expect(s.counters.icmpErrorsSent == 50)
         #expect(s.counters.icmpErrorsRateLimited == 150)

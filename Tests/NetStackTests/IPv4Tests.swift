@@ -3,14 +3,14 @@ import Testing
 
 @Suite struct IPv4Tests {
     func udpPacket(_ payload: [UInt8], id: UInt16 = 1) -> [UInt8] {
-        Build.ipv4(proto: IPProtocol.udp, Build.udp(src: IPv4Endpoint(peerIP, 4000), dst: IPv4Endpoint(ourIP, 5000), payload), id: id)
+        Build.ipv4(proto: IPProtocol.udp, Build.udp(src: IPEndpoint(peerIP, 4000), dst: IPEndpoint(ourIP, 5000), payload), id: id)
     }
 
     func boundStack() throws -> (NetStack, FrameRecorder, SocketHandle) {
         let (s, rec) = makeStack()
         s.learnPeer()
         _ = rec.take()
-        let h = try s.udpOpen(local: IPv4Endpoint(.any, 5000))
+        let h = try s.udpOpen(local: IPEndpoint(.any, 5000))
         return (s, rec, h)
     }
 
@@ -50,7 +50,7 @@ import Testing
 
     @Test func optionsAreSkipped() throws {
         let (s, _, h) = try boundStack()
-        let udp = Build.udp(src: IPv4Endpoint(peerIP, 4000), dst: IPv4Endpoint(ourIP, 5000), [42])
+        let udp = Build.udp(src: IPEndpoint(peerIP, 4000), dst: IPEndpoint(ourIP, 5000), [42])
         s.receive(Build.ethernet(type: EtherType.ipv4, Build.ipv4(proto: IPProtocol.udp, udp, options: [0x94, 4, 0, 0, 1, 0, 0, 0])))
         #expect(try read(s, h) == [42])
     }
@@ -70,7 +70,7 @@ import Testing
 
     var bigUDP: ([UInt8], [UInt8]) {
         let payload = pattern(3000)
-        return (payload, Build.udp(src: IPv4Endpoint(peerIP, 4000), dst: IPv4Endpoint(ourIP, 5000), payload))
+        return (payload, Build.udp(src: IPEndpoint(peerIP, 4000), dst: IPEndpoint(ourIP, 5000), payload))
     }
 
     @Test func reassemblyInOrder() throws {
@@ -140,7 +140,7 @@ import Testing
     @Test func udpSendFragmentsAboveMTU() throws {
         let (s, rec, h) = try boundStack()
         let payload = pattern(4000)
-        try payload.withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 4000), $0, now: t0) }
+        try payload.withUnsafeBytes { try s.udpSend(h, to: IPEndpoint(peerIP, 4000), $0, now: t0) }
         let frames = rec.take()
         let frags = frames.compactMap(parseIP)
         #expect(frags.count == 3)
@@ -153,23 +153,23 @@ import Testing
             $0.mac = peerMAC
             $0.addresses = [IPv4CIDR(address: peerIP, prefixLength: 24)]
         }
-        let ph = try peer.udpOpen(local: IPv4Endpoint(.any, 4000))
+        let ph = try peer.udpOpen(local: IPEndpoint(.any, 4000))
         for f in frames.reversed() { peer.receive(f) }
         var buf = [UInt8](repeating: 0, count: 5000)
         let got = try buf.withUnsafeMutableBytes { try peer.udpReceive(ph, into: $0) }
-        #expect(got?.count == 4000 && got?.from == IPv4Endpoint(ourIP, 5000))
+        #expect(got?.count == 4000 && got?.from == IPEndpoint(ourIP, 5000))
         #expect(Array(buf[0..<4000]) == payload)
     }
 
     @Test func routingUsesGatewayOrFails() throws {
         let (s, rec) = makeStack(gateway: IPv4Address(10, 0, 0, 254))
-        let h = try s.udpOpen(local: IPv4Endpoint(.any, 1))
-        try ([1] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(IPv4Address(8, 8, 8, 8), 53), $0, now: t0) }
+        let h = try s.udpOpen(local: IPEndpoint(.any, 1))
+        try ([1] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPEndpoint(IPv4Address(8, 8, 8, 8), 53), $0, now: t0) }
         #expect(parseARP(rec.take()[0])?.tpa == IPv4Address(10, 0, 0, 254))
         let (s2, _) = makeStack()
-        let h2 = try s2.udpOpen(local: IPv4Endpoint(.any, 1))
+        let h2 = try s2.udpOpen(local: IPEndpoint(.any, 1))
         #expect(throws: SocketError.networkUnreachable) {
-            try ([1] as [UInt8]).withUnsafeBytes { try s2.udpSend(h2, to: IPv4Endpoint(IPv4Address(8, 8, 8, 8), 53), $0, now: t0) }
+            try ([1] as [UInt8]).withUnsafeBytes { try s2.udpSend(h2, to: IPEndpoint(IPv4Address(8, 8, 8, 8), 53), $0, now: t0) }
         }
         #expect(s2.counters.noRoute == 1)
     }
@@ -178,8 +178,8 @@ import Testing
         let (s, rec) = makeStack(mtu: 2800)
         s.learnPeer()
         _ = rec.take()
-        #expect(s.maxPayload(to: peerIP) == 2780)
-        let ok = s.transmit(src: ourIP, dst: peerIP, proto: IPProtocol.tcp, capacity: 100_000) { buf in
+        #expect(s.maxPayload(to: IPAddress(peerIP)) == 2780)
+        let ok = s.transmit(src: IPAddress(ourIP), dst: IPAddress(peerIP), proto: IPProtocol.tcp, capacity: 100_000) { buf in
             #expect(buf.count == 2780)
             for i in 0..<20 { buf[i] = UInt8(i) }
             return 20
@@ -188,6 +188,6 @@ import Testing
         let ip = parseIP(rec.take()[0])
         #expect(ip?.df == true && ip?.ttl == 64 && ip?.payload == (0..<20).map { UInt8($0) } && ip?.ethDst == peerMAC)
         s.setMTU(1400)
-        #expect(s.maxPayload(to: peerIP) == 1380)
+        #expect(s.maxPayload(to: IPAddress(peerIP)) == 1380)
     }
 }

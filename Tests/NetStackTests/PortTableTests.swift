@@ -4,8 +4,9 @@ import Testing
 /// The port table alone: Linux's bind() rules as ztap models them, then its users (TCP listen and
 /// connect, UDP open) sharing one table.
 @Suite struct PortTableTests {
-    let a1 = IPv4Address(10, 0, 0, 1), a2 = IPv4Address(10, 0, 0, 2)
-    func ep(_ a: IPv4Address, _ p: UInt16) -> IPv4Endpoint { IPv4Endpoint(a, p) }
+    let a1 = IPAddress(IPv4Address(10, 0, 0, 1)), a2 = IPAddress(IPv4Address(10, 0, 0, 2))
+    func ep(_ a: IPAddress, _ p: UInt16) -> IPEndpoint { IPEndpoint(a, p) }
+    func ep(_ a: IPv4Address, _ p: UInt16) -> IPEndpoint { IPEndpoint(a, p) }
     let reuseAddr = PortTable.Options(reuseAddress: true)
     func reusePort(uid: UInt32) -> PortTable.Options { PortTable.Options(reusePort: true, uid: uid) }
 
@@ -123,7 +124,7 @@ import Testing
         let l = try h.layer.listen(local: h.local, backlog: 4, now: h.now)
         #expect(throws: SocketError.addressInUse) { try h.layer.listen(local: h.local, backlog: 4, now: h.now) }
         #expect(throws: SocketError.addressInUse) {
-            try h.layer.listen(local: IPv4Endpoint(.any, h.local.port), backlog: 4, now: h.now)
+            try h.layer.listen(local: IPEndpoint(.any, h.local.port), backlog: 4, now: h.now)
         }
         #expect(throws: SocketError.addressInUse) { try h.layer.ports.bind(.tcp, h.local) }
         h.layer.close(l, now: h.now)
@@ -135,12 +136,12 @@ import Testing
     @Test func listenOnACallersBindingLeavesItBound() throws {
         let h = Harness()
         let ports = h.layer.ports
-        let b = try ports.bind(.tcp, IPv4Endpoint(.any, 0), options: PortTable.Options(uid: 1000))
+        let b = try ports.bind(.tcp, IPEndpoint(.any, 0), options: PortTable.Options(uid: 1000))
         let l = try h.layer.listen(binding: b, backlog: 4, now: h.now)
         #expect(ports.isListening(b))
         #expect(h.layer.localEndpoint(l) == b.local)
         // A SYN to that port reaches it.
-        h.injectTo(IPv4Endpoint(h.local.address, b.local.port), seq: 1000, ack: 0, flags: .syn,
+        h.injectTo(IPEndpoint(h.local.address, b.local.port), seq: 1000, ack: 0, flags: .syn,
                    options: Harness.peerOptions())
         let out = h.sent()
         #expect(out.count == 1 && out.first?.flags == [.syn, .ack])
@@ -153,12 +154,12 @@ import Testing
     @Test func connectSkipsListeningPortsAndReleasesItsPort() throws {
         let h = Harness()
         let ports = h.layer.ports
-        let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         let port = try #require(h.layer.localEndpoint(c)?.port)
         #expect(PortTable.defaultEphemeral.contains(port))
         #expect(ports.isInUse(.tcp, port: port))
         #expect(throws: SocketError.addressInUse) {
-            try h.layer.listen(local: IPv4Endpoint(.any, port), backlog: 1, now: h.now)
+            try h.layer.listen(local: IPEndpoint(.any, port), backlog: 1, now: h.now)
         }
         h.layer.abort(c, now: h.now)
         #expect(!ports.isInUse(.tcp, port: port))
@@ -169,16 +170,16 @@ import Testing
         // Bind every ephemeral port but one: connect must find that one, then run out.
         var bindings: [PortTable.Binding] = []
         for p in PortTable.defaultEphemeral where p != 60000 {
-            bindings.append(try h.layer.ports.bind(.tcp, IPv4Endpoint(.any, p)))
+            bindings.append(try h.layer.ports.bind(.tcp, IPEndpoint(.any, p)))
         }
-        let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         #expect(h.layer.localEndpoint(c)?.port == 60000)
         // Another remote port: a distinct 4-tuple, so the same local port serves.
-        let other = IPv4Endpoint(h.remote.address, h.remote.port &+ 1)
-        let c2 = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: other, now: h.now)
+        let other = IPEndpoint(h.remote.address, h.remote.port &+ 1)
+        let c2 = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: other, now: h.now)
         #expect(h.layer.localEndpoint(c2)?.port == 60000)
         #expect(throws: SocketError.addressNotAvailable) {
-            try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+            try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         }
         for b in bindings { h.layer.ports.release(b) }
     }
@@ -186,16 +187,16 @@ import Testing
     @Test func udpSocketsAndServicesShareTheTable() throws {
         let (s, _) = makeStack(services: [.echo])
         // The echo service holds UDP and TCP port 7 on the wildcard address.
-        #expect(throws: SocketError.addressInUse) { try s.udpOpen(local: IPv4Endpoint(.any, 7)) }
-        #expect(throws: SocketError.addressInUse) { try s.ports.bind(.tcp, IPv4Endpoint(.any, 7)) }
-        let u = try s.udpOpen(local: IPv4Endpoint(.any, 0))
+        #expect(throws: SocketError.addressInUse) { try s.udpOpen(local: IPEndpoint(.any, 7)) }
+        #expect(throws: SocketError.addressInUse) { try s.ports.bind(.tcp, IPEndpoint(.any, 7)) }
+        let u = try s.udpOpen(local: IPEndpoint(.any, 0))
         let port = try #require(s.udpLocalEndpoint(u)?.port)
         #expect(s.config.ephemeralPorts.contains(port))
-        #expect(throws: SocketError.addressInUse) { try s.udpOpen(local: IPv4Endpoint(.any, port)) }
+        #expect(throws: SocketError.addressInUse) { try s.udpOpen(local: IPEndpoint(.any, port)) }
         // A shared UDP port, as two SO_REUSEADDR sockets may.
         let r = PortTable.Options(reuseAddress: true)
-        let x = try s.udpOpen(local: IPv4Endpoint(.any, 5353), options: r)
-        let y = try s.udpOpen(local: IPv4Endpoint(.any, 5353), options: r)
+        let x = try s.udpOpen(local: IPEndpoint(.any, 5353), options: r)
+        let y = try s.udpOpen(local: IPEndpoint(.any, 5353), options: r)
         s.udpClose(u)
         s.udpClose(x)
         s.udpClose(y)
@@ -204,11 +205,11 @@ import Testing
 
     @Test func stackEphemeralRangeIsConfigurable() throws {
         let (s, _) = makeStack { $0.ephemeralPorts = 33000...33001 }
-        let u1 = try s.udpOpen(local: IPv4Endpoint(.any, 0))
-        let u2 = try s.udpOpen(local: IPv4Endpoint(.any, 0))
+        let u1 = try s.udpOpen(local: IPEndpoint(.any, 0))
+        let u2 = try s.udpOpen(local: IPEndpoint(.any, 0))
         #expect(Set([s.udpLocalEndpoint(u1)!.port, s.udpLocalEndpoint(u2)!.port]) == [33000, 33001])
-        #expect(throws: SocketError.addressInUse) { try s.udpOpen(local: IPv4Endpoint(.any, 0)) }
-        let c = try s.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(peerIP, 80), now: t0)
+        #expect(throws: SocketError.addressInUse) { try s.udpOpen(local: IPEndpoint(.any, 0)) }
+        let c = try s.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(peerIP, 80), now: t0)
         #expect((33000...33001).contains(s.tcp.localEndpoint(c)!.port))
     }
 }

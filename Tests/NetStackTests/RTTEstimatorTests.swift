@@ -111,7 +111,7 @@ import Testing
     /// own timing gives the sample.
     @Test func testSynSentBogusTimestampEchoIsIgnored() throws {
         let h = Harness()
-        let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         h.poll()
         let syn = h.sent()
         #expect(syn.count == 1 && syn[0].flags == .syn)
@@ -129,7 +129,7 @@ import Testing
 
     @Test func testSynSentTimestampEchoGivesTheSample() throws {
         let h = Harness()
-        let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         h.poll()
         let syn = h.sent()
         let ourTS = try #require(syn.first?.options.timestamp)

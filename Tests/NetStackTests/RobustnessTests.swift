@@ -7,8 +7,8 @@ import Testing
         var s: [[UInt8]] = []
         s.append(Build.ethernet(dst: .broadcast, type: EtherType.arp, Build.arp(op: 1, sha: peerMAC, spa: peerIP, tha: .zero, tpa: ourIP)))
         s.append(Build.pingFrame([1, 2, 3, 4]))
-        s.append(Build.udpFrame(from: IPv4Endpoint(peerIP, 1), to: IPv4Endpoint(ourIP, 5000), pattern(64)))
-        s.append(Build.udpFrame(from: IPv4Endpoint(peerIP, 1), to: IPv4Endpoint(ourIP, 7), pattern(64)))
+        s.append(Build.udpFrame(from: IPEndpoint(peerIP, 1), to: IPEndpoint(ourIP, 5000), pattern(64)))
+        s.append(Build.udpFrame(from: IPEndpoint(peerIP, 1), to: IPEndpoint(ourIP, 7), pattern(64)))
         s.append(Build.ethernet(type: EtherType.ipv4, Build.ipv4(proto: IPProtocol.udp, pattern(64), id: 3, mf: true, offset: 0)))
         s.append(Build.ethernet(type: EtherType.ipv4, Build.ipv4(proto: IPProtocol.udp, pattern(64), id: 3, mf: false, offset: 64)))
         // A TCP SYN to the echo service.
@@ -21,7 +21,7 @@ import Testing
 
     @Test func randomBytesNeverTrap() {
         let (s, _) = makeStack(services: [.echo, .discard, .chargen])
-        _ = try? s.udpOpen(local: IPv4Endpoint(.any, 5000))
+        _ = try? s.udpOpen(local: IPEndpoint(.any, 5000))
         var rng = XorShiftRandom(seed: 99)
         var now = t0
         for i in 0..<20_000 {
@@ -40,7 +40,7 @@ import Testing
 
     @Test func mutatedValidFramesNeverTrap() {
         let (s, _) = makeStack(services: [.echo, .discard, .chargen])
-        _ = try? s.udpOpen(local: IPv4Endpoint(.any, 5000))
+        _ = try? s.udpOpen(local: IPEndpoint(.any, 5000))
         var rng = XorShiftRandom(seed: 5)
         var now = t0
         let seeds = seeds()

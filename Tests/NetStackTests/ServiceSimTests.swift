@@ -5,7 +5,7 @@ import Testing
 /// frame-level tests are skipped rather than failing on the API skeleton.
 let tcpImplemented: Bool = {
     let t = TCPLayer(config: TCPConfig(), random: XorShiftRandom(seed: 1))
-    return (try? t.listen(local: IPv4Endpoint(.any, 1), backlog: 1, now: .zero)) != nil
+    return (try? t.listen(local: IPEndpoint(.any, 1), backlog: 1, now: .zero)) != nil
 }()
 
 let serverIP = IPv4Address(10, 1, 0, 1), clientIP = IPv4Address(10, 1, 0, 2)
@@ -47,7 +47,7 @@ final class ClientConn {
 
     init(stack: NetStack, port: UInt16, now: Instant, send: [UInt8], shutAfterSend: Bool = true) throws {
         self.stack = stack
-        h = try stack.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(serverIP, port), now: now)
+        h = try stack.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(serverIP, port), now: now)
         toSend = send
         self.shutAfterSend = shutAfterSend
     }
@@ -144,7 +144,7 @@ struct ServiceSimTests {
     func bulkTransferOverLossyLink(loss: Double, size: Int) throws {
         let faults = LinkFaults(dropRate: loss, duplicateRate: 0.02, reorderRate: 0.05, corruptRate: 0.01)
         let (sim, server, client) = makePair(seed: 21, faults: faults, mtu: 2800, services: [])
-        let listener = try server.tcp.listen(local: IPv4Endpoint(.any, 5001), backlog: 4, now: sim.now)
+        let listener = try server.tcp.listen(local: IPEndpoint(.any, 5001), backlog: 4, now: sim.now)
         let data = pattern(size, seed: 4)
         let c = try ClientConn(stack: client, port: 5001, now: sim.now, send: data)
         var conn: SocketHandle?

@@ -71,7 +71,7 @@ enum Build {
         b.replaceSubrange((20 + options.count)..., with: payload)
         return b
     }
-    static func udp(src: IPv4Endpoint, dst: IPv4Endpoint, _ payload: [UInt8], checksum: Bool = true) -> [UInt8] {
+    static func udp(src: IPEndpoint, dst: IPEndpoint, _ payload: [UInt8], checksum: Bool = true) -> [UInt8] {
         var b = [UInt8](repeating: 0, count: 8 + payload.count)
         b.replaceSubrange(8..., with: payload)
         b.withUnsafeMutableBytes { p in
@@ -90,8 +90,8 @@ enum Build {
         b.withUnsafeMutableBytes { ICMPv4View.emit(into: $0.baseAddress!, type: type, code: code, rest: rest, bodyLength: body.count) }
         return b
     }
-    static func udpFrame(from: IPv4Endpoint, to: IPv4Endpoint, _ payload: [UInt8]) -> [UInt8] {
-        ethernet(type: EtherType.ipv4, ipv4(src: from.address, dst: to.address, proto: IPProtocol.udp, udp(src: from, dst: to, payload)))
+    static func udpFrame(from: IPEndpoint, to: IPEndpoint, _ payload: [UInt8]) -> [UInt8] {
+        ethernet(type: EtherType.ipv4, ipv4(src: from.address.v4, dst: to.address.v4, proto: IPProtocol.udp, udp(src: from, dst: to, payload)))
     }
     static func pingFrame(id: UInt16 = 7, seq: UInt16 = 1, _ data: [UInt8], dst: IPv4Address = ourIP) -> [UInt8] {
         ethernet(type: EtherType.ipv4, ipv4(dst: dst, proto: IPProtocol.icmp,
@@ -142,3 +142,13 @@ func reassemble(_ frags: [SentIP]) -> [UInt8]? {
 }
 
 func pattern(_ n: Int, seed: Int = 0) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: ($0 &* 31) ^ ($0 >> 8) &+ seed) } }
+
+// IPv4 conveniences for tests written against the IPv4-only API.
+extension TCPLayer {
+    func receive(src: IPv4Address, dst: IPv4Address, segment: UnsafeRawBufferPointer, now: Instant,
+                 tx: some IPTransmitter) {
+        receive(src: IPAddress(src), dst: IPAddress(dst), segment: segment, now: now, tx: tx)
+    }
+}
+func == (a: IPAddress, b: IPv4Address) -> Bool { a == IPAddress(b) }
+func == (a: IPAddress?, b: IPv4Address) -> Bool { a == IPAddress(b) }

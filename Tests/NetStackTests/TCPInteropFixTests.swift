@@ -11,7 +11,7 @@ import Testing
         let l = try! h.layer.listen(local: h.local, backlog: 64, now: h.now)
         var upperHalf = 0, lowerHalf = 0
         for port in UInt16(40000)..<40032 {
-            h.remote = IPv4Endpoint(IPv4Address(10, 0, 0, 2), port)
+            h.remote = IPEndpoint(IPv4Address(10, 0, 0, 2), port)
             h.peerSeq = 1000
             h.inject(seq: h.peerSeq, ack: 0, flags: .syn, options: Harness.peerOptions())
             let synack = h.sent()

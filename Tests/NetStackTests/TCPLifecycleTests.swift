@@ -41,14 +41,14 @@ import Testing
         for c in closed { h.layer.release(c, now: h.now) }
         #expect(h.layer.connectionCount == 3)
         // Live connections fill the table: the fourth connect would need a TIME-WAIT slot...
-        let live = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let live = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         #expect(h.layer.connectionCount == 3)
         #expect(h.state(live) == .synSent)
-        _ = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
-        _ = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        _ = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        _ = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         // ...and once only live ones are left, the limit holds.
         #expect(throws: SocketError.noBufferSpace) {
-            _ = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+            _ = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         }
         var states: [TCPState] = []
         h.layer.forEachConnection { _, info in states.append(info.state) }
@@ -90,11 +90,11 @@ import Testing
 
     @Test func testStaleHandleAfterReleaseIsRejected() throws {
         let h = Harness()
-        let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         h.layer.abort(c, now: h.now)
         #expect(h.layer.info(c) == nil)
         #expect(throws: SocketError.invalidHandle) { try h.layer.shutdownWrite(c, now: h.now) }
-        let c2 = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let c2 = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         #expect(c2.index == c.index && c2.generation != c.generation)   // slot reused, generation bumped
         #expect(h.layer.info(c2)?.state == .synSent)
     }
@@ -103,7 +103,7 @@ import Testing
         let h = Harness()
         var ports = Set<UInt16>()
         for _ in 0..<200 {
-            let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+            let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
             let p = try #require(h.layer.localEndpoint(c)?.port)
             #expect((49152...65535).contains(p))
             ports.insert(p)
@@ -111,7 +111,7 @@ import Testing
         #expect(ports.count == 200)
         #expect(h.layer.connectionCount == 200)
         // The same explicit 4-tuple twice is refused.
-        let fixed = IPv4Endpoint(h.local.address, 50000)
+        let fixed = IPEndpoint(h.local.address, 50000)
         if !ports.contains(50000) {
             _ = try h.layer.connect(local: fixed, remote: h.remote, now: h.now)
             #expect(throws: SocketError.addressInUse) { _ = try h.layer.connect(local: fixed, remote: h.remote, now: h.now) }
@@ -120,8 +120,8 @@ import Testing
 
     @Test func testIsnDependsOnTupleAndClock() {
         let layer = TCPLayer(config: TCPConfig(), random: XorShiftRandom(seed: 7))
-        let k1 = TCPConnKey(localAddress: 1, remoteAddress: 2, localPort: 3, remotePort: 4)
-        let k2 = TCPConnKey(localAddress: 1, remoteAddress: 2, localPort: 3, remotePort: 5)
+        let k1 = TCPConnKey(localAddress: IPAddress(hi: 0, lo: 1), remoteAddress: IPAddress(hi: 0, lo: 2), localPort: 3, remotePort: 4)
+        let k2 = TCPConnKey(localAddress: IPAddress(hi: 0, lo: 1), remoteAddress: IPAddress(hi: 0, lo: 2), localPort: 3, remotePort: 5)
         let t = Instant.milliseconds(5000)
         #expect(layer.makeISN(k1, now: t) != layer.makeISN(k2, now: t))
         // The clock part advances one per 4 µs (RFC 6528).
@@ -166,10 +166,10 @@ import Testing
     @Test func testConnectWithUnspecifiedLocalAddressUsesResolver() throws {
         let h = Harness()
         #expect(throws: SocketError.networkUnreachable) {
-            _ = try h.layer.connect(local: IPv4Endpoint(.any, 0), remote: h.remote, now: h.now)
+            _ = try h.layer.connect(local: IPEndpoint(.any, 0), remote: h.remote, now: h.now)
         }
-        h.layer.sourceAddressResolver = { dst in dst == IPv4Address(10, 0, 0, 2) ? IPv4Address(10, 0, 0, 1) : nil }
-        let c = try h.layer.connect(local: IPv4Endpoint(.any, 0), remote: h.remote, now: h.now)
+        h.layer.sourceAddressResolver = { dst in dst == IPv4Address(10, 0, 0, 2) ? IPAddress(IPv4Address(10, 0, 0, 1)) : nil }
+        let c = try h.layer.connect(local: IPEndpoint(.any, 0), remote: h.remote, now: h.now)
         #expect(h.layer.localEndpoint(c)?.address == IPv4Address(10, 0, 0, 1))
         h.poll()
         let syn = h.sent()

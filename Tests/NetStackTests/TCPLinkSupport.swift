@@ -8,17 +8,17 @@ final class SimLink {
         var at: Instant
         var order: UInt64
         var toB: Bool
-        var src: IPv4Address
-        var dst: IPv4Address
+        var src: IPAddress
+        var dst: IPAddress
         var bytes: [UInt8]
     }
 
-    final class End: IPv4Transmitter {
+    final class End: IPTransmitter {
         unowned let link: SimLink
         let isA: Bool
         init(link: SimLink, isA: Bool) { self.link = link; self.isA = isA }
-        func maxPayload(to dst: IPv4Address) -> Int { link.mtu - 20 }
-        func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
+        func maxPayload(to dst: IPAddress) -> Int { link.mtu - 20 }
+        func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int,
                       _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
             // Like a real interface: never more than the MTU allows.
             if capacity > link.mtu - 20 { link.oversize += 1 }
@@ -64,7 +64,7 @@ final class SimLink {
     }
 
     var trace: [String]? = nil
-    func enqueue(toB: Bool, src: IPv4Address, dst: IPv4Address, bytes: [UInt8]) {
+    func enqueue(toB: Bool, src: IPAddress, dst: IPAddress, bytes: [UInt8]) {
         sentSegments += 1
         let lost = chance(loss)
         if trace != nil {

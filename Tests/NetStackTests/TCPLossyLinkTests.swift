@@ -31,8 +31,8 @@ let debugLink = false
         link.duplicate = loss / 2
         link.reorder = loss
         let addrA = IPv4Address(10, 1, 0, 1), addrB = IPv4Address(10, 1, 0, 2)
-        let l = try! link.b.listen(local: IPv4Endpoint(addrB, 7000), backlog: 4, now: link.now)
-        let ca = try! link.a.connect(local: IPv4Endpoint(addrA, 0), remote: IPv4Endpoint(addrB, 7000), now: link.now)
+        let l = try! link.b.listen(local: IPEndpoint(addrB, 7000), backlog: 4, now: link.now)
+        let ca = try! link.a.connect(local: IPEndpoint(addrA, 0), remote: IPEndpoint(addrB, 7000), now: link.now)
         var cb: SocketHandle?
         let dataAB = bytes(size, seed: 3)
         let dataBA = bytes(size, seed: 77)
@@ -107,7 +107,7 @@ let debugLink = false
 
     @Test func connectionRefusedEndToEnd() throws {
         let link = SimLink(config: TCPConfig(), seed: 5)
-        let c = try link.a.connect(local: IPv4Endpoint(addrA, 0), remote: IPv4Endpoint(addrB, 9), now: link.now)
+        let c = try link.a.connect(local: IPEndpoint(addrA, 0), remote: IPEndpoint(addrB, 9), now: link.now)
         for _ in 0..<20 where link.step() {}
         #expect(link.eventsA == [.failed(c, .connectionRefused)])
         #expect(link.a.connectionCount == 0 && link.b.connectionCount == 0)
@@ -117,7 +117,7 @@ let debugLink = false
         var cfg = TCPConfig()
         cfg.timeWait = .seconds(1)
         let link = SimLink(config: cfg, seed: 6)
-        let ea = IPv4Endpoint(addrA, 5000), eb = IPv4Endpoint(addrB, 6000)
+        let ea = IPEndpoint(addrA, 5000), eb = IPEndpoint(addrB, 6000)
         let ca = try link.a.connect(local: ea, remote: eb, now: link.now)
         let cb = try link.b.connect(local: eb, remote: ea, now: link.now)
         var got: [UInt8] = []

@@ -29,7 +29,7 @@ import Testing
 
     @Test func testSynSentSynAck() throws {
         let h = Harness()
-        let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         #expect(h.state(c) == .synSent)
         #expect(h.sent().isEmpty)   // SYN goes out on poll
         h.poll()
@@ -57,7 +57,7 @@ import Testing
     @Test func testSynSentSyn() throws {
         // Simultaneous open (RFC 9293 figure 7).
         let h = Harness()
-        let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         h.poll()
         let syn = h.sent()[0]
         h.injectTo(syn.src, seq: 5000, ack: 0, flags: .syn, options: Harness.peerOptions())
@@ -78,7 +78,7 @@ import Testing
     @Test func testSynSentRst() throws {
         // Connection refused: RST with an acceptable ACK.
         let h = Harness()
-        let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         h.poll()
         let syn = h.sent()[0]
         h.injectTo(syn.src, seq: 0, ack: syn.seq &+ 7, flags: [.rst, .ack])   // unacceptable ACK: ignored
@@ -95,7 +95,7 @@ import Testing
 
     @Test func testSynSentBadAck() throws {
         let h = Harness()
-        let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         h.poll()
         let syn = h.sent()[0]
         h.injectTo(syn.src, seq: 5000, ack: syn.seq &+ 100, flags: [.syn, .ack])
@@ -108,7 +108,7 @@ import Testing
 
     @Test func testSynSentTimeout() throws {
         let h = Harness { $0.synRetries = 2 }
-        let c = try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
         let t0 = h.now
         var synTimes: [UInt64] = []
         while h.layer.connectionCount > 0 && h.now < t0 + .seconds(30) {
@@ -713,7 +713,7 @@ import Testing
         let l = try h.layer.listen(local: h.local, backlog: 8, now: h.now)
         var synacks: [Seg] = []
         for p in 0..<3 {
-            h.remote = IPv4Endpoint(h.remote.address, UInt16(41000 + p))
+            h.remote = IPEndpoint(h.remote.address, UInt16(41000 + p))
             h.inject(seq: 1000, ack: 0, flags: .syn, options: Harness.peerOptions(ws: 7, sack: true, ts: (9, 0)))
             synacks += h.sent()
         }
@@ -730,7 +730,7 @@ import Testing
         #expect(h.state(c) == .established)
         #expect(h.layer.remoteEndpoint(c)?.port == 41002)
         // A forged ACK (wrong cookie) gets an RST.
-        h.remote = IPv4Endpoint(h.remote.address, 41009)
+        h.remote = IPEndpoint(h.remote.address, 41009)
         h.inject(seq: 1001, ack: synacks[2].seq &+ 1, flags: .ack)
         let out = h.sent()
         #expect(out.count == 1 && out[0].flags == .rst)
@@ -741,12 +741,12 @@ import Testing
         let l = try h.layer.listen(local: h.local, backlog: 1, now: h.now)
         var synacks: [Seg] = []
         for p in 0..<2 {
-            h.remote = IPv4Endpoint(h.remote.address, UInt16(42000 + p))
+            h.remote = IPEndpoint(h.remote.address, UInt16(42000 + p))
             h.inject(seq: 1000, ack: 0, flags: .syn)
             synacks += h.sent()
         }
         for p in 0..<2 {
-            h.remote = IPv4Endpoint(h.remote.address, UInt16(42000 + p))
+            h.remote = IPEndpoint(h.remote.address, UInt16(42000 + p))
             h.inject(seq: 1001, ack: synacks[p].seq &+ 1, flags: .ack)
         }
         let first = try #require(try h.layer.accept(l, now: h.now))

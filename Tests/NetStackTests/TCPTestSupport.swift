@@ -2,14 +2,14 @@ import Testing
 @testable import NetStack
 
 /// A transmitter that records every segment it is asked to send.
-final class RecordingTransmitter: IPv4Transmitter {
-    struct Packet { var src: IPv4Address; var dst: IPv4Address; var bytes: [UInt8] }
+final class RecordingTransmitter: IPTransmitter {
+    struct Packet { var src: IPAddress; var dst: IPAddress; var bytes: [UInt8] }
     var maxPayloadBytes = 1480
     var packets: [Packet] = []
     /// Segments asked for with more room than the path allows (a real interface drops them).
     var oversize = 0
-    func maxPayload(to dst: IPv4Address) -> Int { maxPayloadBytes }
-    func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
+    func maxPayload(to dst: IPAddress) -> Int { maxPayloadBytes }
+    func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int,
                   _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         if capacity > maxPayloadBytes { oversize += 1 }
         var buf = [UInt8](repeating: 0, count: min(capacity, maxPayloadBytes))
@@ -21,8 +21,8 @@ final class RecordingTransmitter: IPv4Transmitter {
 
 /// A parsed segment as seen on the wire.
 struct Seg: CustomStringConvertible {
-    var src: IPv4Endpoint
-    var dst: IPv4Endpoint
+    var src: IPEndpoint
+    var dst: IPEndpoint
     var seq: UInt32
     var ack: UInt32
     var flags: TCPFlags
@@ -36,8 +36,8 @@ struct Seg: CustomStringConvertible {
             let v = try! TCPHeaderView(raw)
             return (TCPHeaderRepr(v), Array(v.payload), v.checksumValid(source: p.src, destination: p.dst))
         }
-        src = IPv4Endpoint(p.src, hdr.sourcePort)
-        dst = IPv4Endpoint(p.dst, hdr.destinationPort)
+        src = IPEndpoint(p.src, hdr.sourcePort)
+        dst = IPEndpoint(p.dst, hdr.destinationPort)
         seq = hdr.sequenceNumber.rawValue
         ack = hdr.ackNumber.rawValue
         flags = hdr.flags
@@ -49,7 +49,7 @@ struct Seg: CustomStringConvertible {
     var description: String { "\(src)->\(dst) [\(flags)] seq=\(seq) ack=\(ack) win=\(window) len=\(payload.count)" }
 }
 
-func buildSegment(from: IPv4Endpoint, to: IPv4Endpoint, seq: UInt32, ack: UInt32 = 0, flags: TCPFlags,
+func buildSegment(from: IPEndpoint, to: IPEndpoint, seq: UInt32, ack: UInt32 = 0, flags: TCPFlags,
                   window: UInt16 = 65535, options: TCPSegmentOptions = TCPSegmentOptions(),
                   payload: [UInt8] = []) -> [UInt8] {
     let hdr = TCPHeaderRepr(sourcePort: from.port, destinationPort: to.port, sequenceNumber: SeqNumber(seq),
@@ -69,8 +69,8 @@ final class Harness {
     let layer: TCPLayer
     let tx = RecordingTransmitter()
     var now = Instant.milliseconds(10_000)
-    let local = IPv4Endpoint(IPv4Address(10, 0, 0, 1), 80)
-    var remote = IPv4Endpoint(IPv4Address(10, 0, 0, 2), 40000)
+    let local = IPEndpoint(IPv4Address(10, 0, 0, 1), 80)
+    var remote = IPEndpoint(IPv4Address(10, 0, 0, 2), 40000)
     var events: [SocketEvent] = []
     /// Next sequence number the simulated peer sends, and the next it expects from us.
     var peerSeq: UInt32 = 1000
@@ -85,7 +85,7 @@ final class Harness {
     }
 
     func inject(seq: UInt32? = nil, ack: UInt32? = nil, flags: TCPFlags, window: UInt16 = 65535,
-                options: TCPSegmentOptions = TCPSegmentOptions(), payload: [UInt8] = [], from: IPv4Endpoint? = nil) {
+                options: TCPSegmentOptions = TCPSegmentOptions(), payload: [UInt8] = [], from: IPEndpoint? = nil) {
         let bytes = buildSegment(from: from ?? remote, to: local, seq: seq ?? peerSeq, ack: ack ?? peerAck,
                                  flags: flags, window: window, options: options, payload: payload)
         bytes.withUnsafeBytes {
@@ -149,7 +149,7 @@ final class Harness {
 
     /// Connect, answer the SYN with a SYN-ACK; our ACK is consumed.
     func activeEstablished(options: TCPSegmentOptions = Harness.peerOptions()) -> SocketHandle {
-        let h = try! layer.connect(local: IPv4Endpoint(local.address, 0), remote: remote, now: now)
+        let h = try! layer.connect(local: IPEndpoint(local.address, 0), remote: remote, now: now)
         poll()
         let syn = sent()
         precondition(syn.count == 1 && syn[0].flags == .syn)
@@ -161,9 +161,9 @@ final class Harness {
         _ = takeEvents()
         return h
     }
-    var activeLocal: IPv4Endpoint?
+    var activeLocal: IPEndpoint?
 
-    func injectTo(_ dst: IPv4Endpoint, seq: UInt32, ack: UInt32, flags: TCPFlags, window: UInt16 = 65535,
+    func injectTo(_ dst: IPEndpoint, seq: UInt32, ack: UInt32, flags: TCPFlags, window: UInt16 = 65535,
                   options: TCPSegmentOptions = TCPSegmentOptions(), payload: [UInt8] = []) {
         let bytes = buildSegment(from: remote, to: dst, seq: seq, ack: ack, flags: flags, window: window,
                                  options: options, payload: payload)

@@ -4,13 +4,13 @@ import Foundation
 
 /// A perfect link for throughput checks: segments are copied into a preallocated arena and
 /// delivered in order, with no allocation per segment on either side.
-final class ArenaQueue: IPv4Transmitter {
+final class ArenaQueue: IPTransmitter {
     let slotSize: Int
     let slots: Int
     let storage: UnsafeMutableRawPointer
     var lengths: [Int]
-    var srcs: [IPv4Address]
-    var dsts: [IPv4Address]
+    var srcs: [IPAddress]
+    var dsts: [IPAddress]
     var head = 0
     var count = 0
     var dropped = 0
@@ -22,13 +22,13 @@ final class ArenaQueue: IPv4Transmitter {
         self.slots = slots
         storage = .allocate(byteCount: slotSize * slots, alignment: 16)
         lengths = Array(repeating: 0, count: slots)
-        srcs = Array(repeating: .any, count: slots)
-        dsts = Array(repeating: .any, count: slots)
+        srcs = Array(repeating: .v4Any, count: slots)
+        dsts = Array(repeating: .v4Any, count: slots)
     }
     deinit { storage.deallocate() }
 
-    func maxPayload(to dst: IPv4Address) -> Int { mtuPayload }
-    func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
+    func maxPayload(to dst: IPAddress) -> Int { mtuPayload }
+    func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int,
                   _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard count < slots, capacity <= slotSize else { dropped += 1; return false }
         let i = (head + count) % slots
@@ -78,8 +78,8 @@ final class ArenaQueue: IPv4Transmitter {
         let ba = ArenaQueue(mtu: 2800, slots: 4096)
         let addrA = IPv4Address(10, 2, 0, 1), addrB = IPv4Address(10, 2, 0, 2)
         var now = Instant.milliseconds(1)
-        let l = try b.listen(local: IPv4Endpoint(addrB, 5201), backlog: 1, now: now)
-        let ca = try a.connect(local: IPv4Endpoint(addrA, 0), remote: IPv4Endpoint(addrB, 5201), now: now)
+        let l = try b.listen(local: IPEndpoint(addrB, 5201), backlog: 1, now: now)
+        let ca = try a.connect(local: IPEndpoint(addrA, 0), remote: IPEndpoint(addrB, 5201), now: now)
         var cb: SocketHandle?
         var sent = 0, received = 0
         var mismatch = -1

@@ -21,7 +21,7 @@ import Testing
 
     @Test func arpFailureFailsTheConnectWithHostUnreachable() throws {
         let (s, _) = makeStack()
-        let h = try s.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(peerIP, 80), now: t0)
+        let h = try s.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(peerIP, 80), now: t0)
         var now = t0
         var failed: SocketError?
         var deadline = s.poll(now: now)
@@ -40,7 +40,7 @@ import Testing
         let (s, rec) = makeStack()
         s.learnPeer()
         _ = rec.take()
-        let h = try s.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(peerIP, 80), now: t0)
+        let h = try s.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(peerIP, 80), now: t0)
         _ = s.poll(now: t0)
         let syn = try #require(synFrame(rec))
         _ = s.collectEvents()
@@ -53,7 +53,7 @@ import Testing
         let (s, rec) = makeStack()
         s.learnPeer()
         _ = rec.take()
-        let h = try s.tcpConnect(local: IPv4Endpoint(.any, 0), remote: IPv4Endpoint(peerIP, 80), now: t0)
+        let h = try s.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(peerIP, 80), now: t0)
         _ = s.poll(now: t0)
         let syn = try #require(synFrame(rec))
         _ = s.collectEvents()
@@ -67,7 +67,7 @@ import Testing
 /// ICMP errors for UDP: like Linux without IP_RECVERR, only a connected socket hears of them.
 @Suite struct UDPUnreachableTests {
     private func sendOne(_ s: NetStack, _ rec: FrameRecorder, _ h: SocketHandle) throws -> [UInt8] {
-        try ([1, 2, 3] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPv4Endpoint(peerIP, 53), $0, now: t0) }
+        try ([1, 2, 3] as [UInt8]).withUnsafeBytes { try s.udpSend(h, to: IPEndpoint(peerIP, 53), $0, now: t0) }
         return try #require(rec.take().first { parseIP($0)?.proto == IPProtocol.udp })
     }
 
@@ -80,8 +80,8 @@ import Testing
         let (s, rec) = makeStack()
         s.learnPeer()
         _ = rec.take()
-        let h = try s.udpOpen(local: IPv4Endpoint(.any, 0))
-        try s.udpConnect(h, remote: IPv4Endpoint(peerIP, 53))
+        let h = try s.udpOpen(local: IPEndpoint(.any, 0))
+        try s.udpConnect(h, remote: IPEndpoint(peerIP, 53))
         let sent = try sendOne(s, rec, h)
         _ = s.collectEvents()
         s.receive(portUnreachable(quoting: sent))
@@ -94,7 +94,7 @@ import Testing
         let (s, rec) = makeStack()
         s.learnPeer()
         _ = rec.take()
-        let h = try s.udpOpen(local: IPv4Endpoint(.any, 0))
+        let h = try s.udpOpen(local: IPEndpoint(.any, 0))
         let sent = try sendOne(s, rec, h)
         _ = s.collectEvents()
         s.receive(portUnreachable(quoting: sent))

@@ -2,8 +2,8 @@ import Testing
 @testable import NetStack
 
 @Suite struct TCPWireTests {
-    let a = IPv4Endpoint(IPv4Address(10, 0, 0, 1), 1234)
-    let b = IPv4Endpoint(IPv4Address(10, 0, 0, 2), 80)
+    let a = IPEndpoint(IPv4Address(10, 0, 0, 1), 1234)
+    let b = IPEndpoint(IPv4Address(10, 0, 0, 2), 80)
 
     @Test func seqNumberWrapsAndCompares() {
         let x = SeqNumber(0xFFFF_FFF0)
@@ -36,7 +36,7 @@ import Testing
             #expect(Array(v.payload) == [1, 2, 3])
             #expect(v.segmentLength == 4)
             #expect(v.checksumValid(source: a.address, destination: b.address))
-            #expect(!v.checksumValid(source: a.address, destination: IPv4Address(10, 0, 0, 3)))
+            #expect(!v.checksumValid(source: a.address, destination: IPAddress(IPv4Address(10, 0, 0, 3))))
             let repr = TCPHeaderRepr(v)
             #expect(repr.options == o)
             #expect(repr.headerLength == v.headerLength)

@@ -102,15 +102,15 @@ import Testing
     }
 
     @Test func udpRoundTripChecksumAndLength() throws {
-        let s = IPv4Endpoint(peerIP, 5000), d = IPv4Endpoint(ourIP, 53)
+        let s = IPEndpoint(peerIP, 5000), d = IPEndpoint(ourIP, 53)
         var u = Build.udp(src: s, dst: d, [1, 2, 3, 4, 5])
         try u.withUnsafeBytes { raw in
             let v = try UDPHeaderView(raw)
             #expect(v.sourcePort == 5000 && v.destinationPort == 53 && v.length == 13)
             #expect(Array(v.payload) == [1, 2, 3, 4, 5])
             #expect(v.checksum != 0)
-            #expect(v.checksumValid(source: peerIP, destination: ourIP))
-            #expect(!v.checksumValid(source: peerIP, destination: IPv4Address(10, 0, 0, 9)))
+            #expect(v.checksumValid(source: IPAddress(peerIP), destination: IPAddress(ourIP)))
+            #expect(!v.checksumValid(source: IPAddress(peerIP), destination: IPAddress(IPv4Address(10, 0, 0, 9))))
             #expect(throws: WireError.truncated(needed: 8, available: 5)) {
                 try UDPHeaderView(UnsafeRawBufferPointer(rebasing: raw[0..<5]))
             }
@@ -123,7 +123,7 @@ import Testing
         let none = Build.udp(src: s, dst: d, [1], checksum: false)
         try none.withUnsafeBytes { raw in
             let v = try UDPHeaderView(raw)
-            #expect(v.checksum == 0 && v.checksumValid(source: .any, destination: .any))
+            #expect(v.checksum == 0 && v.checksumValid(source: .v4Any, destination: .v4Any))
         }
     }
 }

@@ -72,7 +72,7 @@ import Testing
         #expect(sndbuf > 100_000, "the app end's send buffer is restored")
         // The next CONNECT reports the success once, then EISCONN (Linux's SS_CONNECTING path).
         var sr = ztrpc_sock_req()
-        sr.addr = Wire.addr(IPv4Endpoint(rig.peerIP, 7))
+        sr.addr = Wire.addr(IPEndpoint(rig.peerIP, 7))
         sr.proto = IPProtocol.tcp
         #expect(rig.request(ZTRPC_OP_CONNECT, sr, socket: app)?.hdr.result == 0)
         #expect(rig.request(ZTRPC_OP_CONNECT, sr, socket: app)?.hdr.err == EISCONN)
@@ -196,7 +196,7 @@ import Testing
         // BIND 10.77.0.2:8080 (new socket), then LISTEN with an accept channel.
         let (app, daemon) = makePair(streamType)
         var sr = ztrpc_sock_req()
-        sr.addr = Wire.addr(IPv4Endpoint(rig.stackIP, 8080))
+        sr.addr = Wire.addr(IPEndpoint(rig.stackIP, 8080))
         sr.proto = IPProtocol.tcp
         sr.flags = ZTRPC_F_NEW
         let b = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_BIND, body: $0, fds: [app, daemon]) }
@@ -214,7 +214,7 @@ import Testing
         Glibc.close(daemon2); Glibc.close(app2)
         #expect(b2?.hdr.err == EADDRINUSE)
         // The peer connects; the channel carries one accept message with one fd.
-        let h = try rig.peer.tcpConnect(local: IPv4Endpoint(rig.peerIP, 0), remote: IPv4Endpoint(rig.stackIP, 8080),
+        let h = try rig.peer.tcpConnect(local: IPEndpoint(rig.peerIP, 0), remote: IPEndpoint(rig.stackIP, 8080),
                                         now: NetworkLoop.now())
         var fd: Int32 = -1
         rig.run {
@@ -224,8 +224,8 @@ import Testing
             if case .processed(let m)? = r, m.fdCount == 1 {
                 #expect(m.count == MemoryLayout<ztrpc_accept_msg>.size)
                 let msg = buf.withUnsafeBytes { $0.load(as: ztrpc_accept_msg.self) }
-                #expect(Wire.endpoint(msg.local) == IPv4Endpoint(rig.stackIP, 8080))
-                #expect(Wire.endpoint(msg.peer).address == rig.peerIP)
+                #expect(Wire.endpoint(msg.local) == IPEndpoint(rig.stackIP, 8080))
+                #expect(Wire.endpoint(msg.peer).address == IPAddress(rig.peerIP))
                 fd = fds[0]
             }
             return fd >= 0
@@ -243,7 +243,7 @@ import Testing
         let rig = try Rig()
         let (app, daemon) = makePair(streamType)
         var sr = ztrpc_sock_req()
-        sr.addr = Wire.addr(IPv4Endpoint(rig.stackIP, 8081))
+        sr.addr = Wire.addr(IPEndpoint(rig.stackIP, 8081))
         sr.proto = IPProtocol.tcp
         sr.flags = ZTRPC_F_NEW
         _ = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_BIND, body: $0, fds: [app, daemon]) }
@@ -255,10 +255,10 @@ import Testing
         #expect(rig.request(ZTRPC_OP_LISTEN, lr, socket: app, extra: [chDaemon, chApp])?.hdr.result == 0)
         Glibc.close(chDaemon); Glibc.close(app)
         rig.faults.inject(Fault(call: .socketpair, fd: nil, effect: .errno(EMFILE)))
-        let first = try rig.peer.tcpConnect(local: IPv4Endpoint(rig.peerIP, 0), remote: IPv4Endpoint(rig.stackIP, 8081),
+        let first = try rig.peer.tcpConnect(local: IPEndpoint(rig.peerIP, 0), remote: IPEndpoint(rig.stackIP, 8081),
                                             now: NetworkLoop.now())
         #expect(rig.run { rig.peer.tcp.info(first)?.state != .established && rig.faults.pending == 0 })
-        _ = try rig.peer.tcpConnect(local: IPv4Endpoint(rig.peerIP, 0), remote: IPv4Endpoint(rig.stackIP, 8081),
+        _ = try rig.peer.tcpConnect(local: IPEndpoint(rig.peerIP, 0), remote: IPEndpoint(rig.stackIP, 8081),
                                     now: NetworkLoop.now())
         var fds = 0
         rig.run {
@@ -296,14 +296,14 @@ import Testing
         let info = ztrpc_sockinfo(bytes: r?.body ?? [])
         #expect(Wire.endpoint(info.local).port != 0)
         // One message = header (destination: the peer's UDP echo) + payload.
-        var msg = withUnsafeBytes(of: RPCCodec.datagramHeader(from: IPv4Endpoint(rig.peerIP, 7))) { Array($0) }
+        var msg = withUnsafeBytes(of: RPCCodec.datagramHeader(from: IPEndpoint(rig.peerIP, 7))) { Array($0) }
         msg += Array("udp!".utf8)
         _ = msg.withUnsafeBytes { Glibc.send(app, $0.baseAddress, $0.count, 0) }
         var back: [UInt8] = []
         rig.run { back = Rig.drain(app); return !back.isEmpty }
         #expect(back.count == 8 + 4)
         let from = back.withUnsafeBytes { RPCCodec.datagramDestination($0) }
-        #expect(from == .some(IPv4Endpoint(rig.peerIP, 7)))
+        #expect(from == .some(IPEndpoint(rig.peerIP, 7)))
         #expect(Array(back[8...]) == Array("udp!".utf8))
         // The app closes its end: the socket is gone.
         Glibc.close(app)

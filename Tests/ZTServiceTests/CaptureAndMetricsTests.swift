@@ -125,8 +125,8 @@ import ZTControl
     }
 
     @Test func connectionInternalsFromTheStackView() {
-        var i = TCPSocketInfo(state: .established, local: IPv4Endpoint(IPv4Address(10, 0, 0, 2), 80),
-                              remote: IPv4Endpoint(IPv4Address(10, 0, 0, 1), 5000), bytesReceived: 1, bytesSent: 2,
+        var i = TCPSocketInfo(state: .established, local: IPEndpoint(IPv4Address(10, 0, 0, 2), 80),
+                              remote: IPEndpoint(IPv4Address(10, 0, 0, 1), 5000), bytesReceived: 1, bytesSent: 2,
                               srtt: .microseconds(1500), rto: .milliseconds(200), cwnd: 14600, ssthresh: Int(Int32.max),
                               retransmissions: 3, sendQueue: 10, receiveQueue: 20, peerWindow: 65535)
         i.mss = 1460

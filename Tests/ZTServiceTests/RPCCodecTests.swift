@@ -21,7 +21,7 @@ import Testing
 
     @Test func connectRoundTrip() throws {
         var sr = ztrpc_sock_req()
-        sr.addr = Wire.addr(IPv4Endpoint(IPv4Address(10, 1, 2, 3), 8080))
+        sr.addr = Wire.addr(IPEndpoint(IPv4Address(10, 1, 2, 3), 8080))
         sr.proto = IPProtocol.tcp
         sr.flags = ZTRPC_F_NEW | ZTRPC_F_NONBLOCK
         sr.opts.mask = ZTRPC_OPT_NODELAY
@@ -29,7 +29,7 @@ import Testing
         let (h, r) = try decode(encode(op: ZTRPC_OP_CONNECT, id: 77, body: bytes(sr))).get()
         #expect(h == RPCHeader(op: ZTRPC_OP_CONNECT, id: 77))
         guard case .connect(let got) = r else { Issue.record("not a connect: \(r)"); return }
-        #expect(Wire.endpoint(got.addr) == IPv4Endpoint(IPv4Address(10, 1, 2, 3), 8080))
+        #expect(Wire.endpoint(got.addr) == IPEndpoint(IPv4Address(10, 1, 2, 3), 8080))
         #expect(got.flags == ZTRPC_F_NEW | ZTRPC_F_NONBLOCK)
         #expect(SocketOptions(got.opts).noDelay)
     }
@@ -101,7 +101,7 @@ import Testing
         var info = ztrpc_sockinfo()
         info.proto = IPProtocol.udp
         info.state = ZTRPC_STATE_BOUND
-        info.local = Wire.addr(IPv4Endpoint(IPv4Address(10, 0, 0, 2), 5353))
+        info.local = Wire.addr(IPEndpoint(IPv4Address(10, 0, 0, 2), 5353))
         let n = out.withUnsafeMutableBytes {
             RPCCodec.encodeReply(RPCHeader(op: ZTRPC_OP_BIND, id: 3), result: -1, errno: EADDRINUSE, body: .info(info), into: $0)
         }
@@ -110,17 +110,17 @@ import Testing
         let (hdr, body) = try #require(decoded)
         #expect(hdr.op == ZTRPC_OP_BIND && hdr.id == 3 && hdr.result == -1 && hdr.err == EADDRINUSE)
         let back = ztrpc_sockinfo(bytes: body)
-        #expect(Wire.endpoint(back.local) == IPv4Endpoint(IPv4Address(10, 0, 0, 2), 5353))
+        #expect(Wire.endpoint(back.local) == IPEndpoint(IPv4Address(10, 0, 0, 2), 5353))
         #expect(back.state == ZTRPC_STATE_BOUND)
     }
 
     @Test func datagramFraming() {
-        let h = RPCCodec.datagramHeader(from: IPv4Endpoint(IPv4Address(1, 2, 3, 4), 53))
+        let h = RPCCodec.datagramHeader(from: IPEndpoint(IPv4Address(1, 2, 3, 4), 53))
         let bytes = withUnsafeBytes(of: h) { Array($0) }
         #expect(bytes[0...3] == [1, 2, 3, 4])   // network order
         #expect(bytes[4...5] == [0, 53])
         let dst = bytes.withUnsafeBytes { RPCCodec.datagramDestination($0) }
-        #expect(dst == .some(IPv4Endpoint(IPv4Address(1, 2, 3, 4), 53)))
+        #expect(dst == .some(IPEndpoint(IPv4Address(1, 2, 3, 4), 53)))
         let connected = [UInt8](repeating: 0, count: 8).withUnsafeBytes { RPCCodec.datagramDestination($0) }
         #expect(connected == .some(nil))
         let short = [UInt8](repeating: 0, count: 7).withUnsafeBytes { RPCCodec.datagramDestination($0) }

@@ -310,7 +310,7 @@ final class Rig {
     func startConnect(port: UInt16, nonblocking: Bool, plugged: Bool = true) -> (app: Int32, rpc: Int32) {
         let (app, daemon) = makePair(streamType)
         var sr = ztrpc_sock_req()
-        sr.addr = Wire.addr(IPv4Endpoint(peerIP, port))
+        sr.addr = Wire.addr(IPEndpoint(peerIP, port))
         sr.proto = IPProtocol.tcp
         sr.flags = ZTRPC_F_NEW | (nonblocking ? ZTRPC_F_NONBLOCK : 0)
         if plugged { Self.plug(app, &sr) }

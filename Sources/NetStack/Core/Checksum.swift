@@ -77,4 +77,34 @@ public enum Checksum {
         s = add(s, hostOrder16: UInt16(truncatingIfNeeded: length))
         return s
     }
+
+    /// Pseudo-header partial sum for either family: IPv4's (RFC 9293 §3.1) for mapped addresses,
+    /// else IPv6's (RFC 8200 §8.1: both addresses, 32-bit length, next header).
+    @inlinable
+    public static func pseudoHeader(src: IPAddress, dst: IPAddress, proto: UInt8, length: Int) -> UInt64 {
+        pseudoHeader(addressSum: addressSum(src, dst), proto: proto, length: length)
+    }
+
+    /// The addresses' share of a pseudo-header sum. It is the same for both directions, so a
+    /// connection computes it once and uses it for every segment it sends and receives.
+    @inlinable
+    public static func addressSum(_ a: IPAddress, _ b: IPAddress) -> UInt64 {
+        if a.isV4 && b.isV4 { return add(add(0, hostOrder32: a.v4.value), hostOrder32: b.v4.value) }
+        return addNetworkOrder(addNetworkOrder(addNetworkOrder(addNetworkOrder(0, a.hi), a.lo), b.hi), b.lo)
+    }
+
+    /// A pseudo-header sum from `addressSum`. The length and the protocol go in as 16-bit words,
+    /// which folds to the same sum as IPv6's 32-bit fields for every length below 65536.
+    @inlinable
+    public static func pseudoHeader(addressSum: UInt64, proto: UInt8, length: Int) -> UInt64 {
+        add(add(addressSum, hostOrder16: UInt16(proto)), hostOrder16: UInt16(truncatingIfNeeded: length))
+    }
+
+    /// Adds the 8 bytes a host-order 64-bit value (an address half) has in network order, as
+    /// `partial` would have summed them.
+    @inlinable
+    static func addNetworkOrder(_ sum: UInt64, _ v: UInt64) -> UInt64 {
+        let n = v.bigEndian
+        return sum &+ (n & 0xFFFF_FFFF) &+ (n >> 32)
+    }
 }

@@ -56,18 +56,18 @@ public enum SocketEvent: Hashable, Sendable {
     case closed(SocketHandle)
 }
 
-/// Sends a finished L4 packet as an IPv4 datagram. Implemented by the interface (which adds the
-/// IPv4 and Ethernet headers, resolves the next hop by ARP and hands the frame to the link), and
-/// by fakes in tests.
-public protocol IPv4Transmitter {
-    /// Largest L4 packet (bytes after the IPv4 header) that fits the link MTU towards `dst`.
-    func maxPayload(to dst: IPv4Address) -> Int
+/// Sends a finished L4 packet as an IP datagram of the destination's family. Implemented by the
+/// interface (which adds the IPv4 or IPv6 and Ethernet headers, resolves the next hop by ARP or
+/// Neighbor Discovery and hands the frame to the link), and by fakes in tests.
+public protocol IPTransmitter {
+    /// Largest L4 packet (bytes after the IP header) that fits the path MTU towards `dst`.
+    func maxPayload(to dst: IPAddress) -> Int
     /// Lets `fill` write up to `capacity` bytes of L4 packet into a buffer inside the outgoing
-    /// frame (no copy), then sends it from `src` to `dst` with IP protocol `proto`. `fill`
-    /// returns the number of bytes written (0 = send nothing). Returns false when nothing
-    /// could be sent (no route, neighbor unresolved and queue full).
+    /// frame (no copy), then sends it from `src` to `dst` (same family) with IP protocol (next
+    /// header) `proto`. `fill` returns the number of bytes written (0 = send nothing). Returns
+    /// false when nothing could be sent (no route, neighbor unresolved and queue full).
     @discardableResult
-    func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
+    func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int,
                   _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool
 }
 
@@ -89,8 +89,15 @@ public struct XorShiftRandom: RandomSource, Sendable {
     }
 }
 
+/// IP protocol numbers (IPv4's protocol field, IPv6's next header).
 public enum IPProtocol {
+    public static let hopByHop: UInt8 = 0
     public static let icmp: UInt8 = 1
     public static let tcp: UInt8 = 6
     public static let udp: UInt8 = 17
+    public static let routing: UInt8 = 43
+    public static let fragment: UInt8 = 44
+    public static let icmpv6: UInt8 = 58
+    public static let noNextHeader: UInt8 = 59
+    public static let destinationOptions: UInt8 = 60
 }

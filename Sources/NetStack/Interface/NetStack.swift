@@ -71,7 +71,7 @@ public final class NetStack {
         tcpEventScratch.reserveCapacity(256)
         // `tcp.connect` from a wildcard address asks us which source address routing picks.
         tcp.sourceAddressResolver = { [unowned self] dst in
-            self.route(dst) != nil ? self.sourceAddress(for: dst) : nil
+            self.hasRoute(to: dst) ? self.sourceAddress(for: dst) : nil
         }
         startServices()
     }
@@ -136,7 +136,7 @@ public final class NetStack {
             case let .gaveUp(hop, dropped):
                 counters.arpFailures &+= 1
                 counters.arpUnresolvedDrops &+= UInt64(dropped)
-                tcp.nextHopFailed(where: { [unowned self] dst in route(dst)?.hop == hop }, now: now)
+                tcp.nextHopFailed(where: { [unowned self] dst in dst.isV4 && route(dst.v4)?.hop == hop }, now: now)
             }
         }, reassembler.poll(now: now) { quote in
             counters.reassemblyTimeouts &+= 1
@@ -244,6 +244,32 @@ public final class NetStack {
         return addresses.first?.address
     }
 
+    // Family-independent forms, for sockets and TCP.
+
+    @inline(__always) func isLocal(_ a: IPAddress) -> Bool { a.isV4 ? isLocal(a.v4) : isLocal6(a) }
+
+    /// Whether `dst` has a route (on-link or through a gateway of its family).
+    @inline(__always) func hasRoute(to dst: IPAddress) -> Bool {
+        dst.isV4 ? route(dst.v4) != nil : route6(dst) != nil
+    }
+
+    /// Source address for traffic to `dst`, of its family.
+    public func sourceAddress(for dst: IPAddress) -> IPAddress? {
+        if dst.isV4 { return sourceAddress(for: dst.v4).map(IPAddress.init) }
+        return sourceAddress6(for: dst)
+    }
+
+    /// `header` (8 bytes) + `body` as one datagram of the destination's family (fragmented above
+    /// the path MTU).
+    func outputDatagram(src: IPAddress, dst: IPAddress, proto: UInt8, header: UnsafeRawPointer,
+                        body: UnsafeRawBufferPointer) throws(SocketError) {
+        if dst.isV4 {
+            try outputDatagram4(src: src.v4, dst: dst.v4, proto: proto, header: header, body: body)
+        } else {
+            try outputDatagram6(src: src, dst: dst, proto: proto, header: header, body: body)
+        }
+    }
+
     @inline(__always) func nextIPID() -> UInt16 {
         ipID &+= 1
         return ipID
@@ -284,8 +310,8 @@ public final class NetStack {
 
     /// Sends `header` (8 bytes: UDP or ICMP) + `body` as one datagram, fragmenting it when it
     /// exceeds the MTU (UDP and ICMP only; TCP never needs it).
-    func outputDatagram(src: IPv4Address, dst: IPv4Address, proto: UInt8, header: UnsafeRawPointer,
-                        body: UnsafeRawBufferPointer) throws(SocketError) {
+    func outputDatagram4(src: IPv4Address, dst: IPv4Address, proto: UInt8, header: UnsafeRawPointer,
+                         body: UnsafeRawBufferPointer) throws(SocketError) {
         guard let (hop, bcast) = route(dst) else { counters.noRoute &+= 1; throw .networkUnreachable }
         let total = 8 &+ body.count
         let maxL4 = mtu &- IPv4HeaderView.minHeaderLength
@@ -413,10 +439,10 @@ public final class NetStack {
         case IPProtocol.tcp:
             guard !broadcast else { counters.droppedNotForUs &+= 1; return }
             counters.tcpSegmentsIn &+= 1
-            tcp.receive(src: src, dst: dst, segment: payload, now: now, tx: self)
+            tcp.receive(src: IPAddress(src), dst: IPAddress(dst), segment: payload, now: now, tx: self)
             tcpMayHaveEvents = true
         case IPProtocol.udp:
-            udpInput(src: src, dst: dst, payload: payload, quote: quote, broadcast: broadcast)
+            udpInput(src: IPAddress(src), dst: IPAddress(dst), payload: payload, quote: quote, broadcast: broadcast)
         case IPProtocol.icmp:
             icmpInput(src: src, dst: dst, payload: payload, broadcast: broadcast)
         default:
@@ -454,7 +480,7 @@ public final class NetStack {
                 if let b = body.baseAddress { s = Checksum.partial(b, count: body.count, initial: s) }
                 wireStore16(p, 2, Checksum.finish(s))
                 do {
-                    try outputDatagram(src: dst, dst: src, proto: IPProtocol.icmp, header: UnsafeRawPointer(p), body: body)
+                    try outputDatagram4(src: dst, dst: src, proto: IPProtocol.icmp, header: UnsafeRawPointer(p), body: body)
                     counters.icmpEchoReplies &+= 1
                 } catch {}
             }
@@ -477,7 +503,7 @@ public final class NetStack {
         let proto = q.load(fromByteOffset: 9, as: UInt8.self)
         let src = IPv4Address(wireLoad32(q, 12)), dst = IPv4Address(wireLoad32(q, 16))
         guard isLocal(src) else { return }
-        let local = IPv4Endpoint(src, wireLoad16(q, ihl)), remote = IPv4Endpoint(dst, wireLoad16(q, ihl &+ 2))
+        let local = IPEndpoint(src, wireLoad16(q, ihl)), remote = IPEndpoint(dst, wireLoad16(q, ihl &+ 2))
         if proto == IPProtocol.udp {
             udpUnreachable(code: code, local: local, remote: remote)
             return
@@ -516,7 +542,7 @@ public final class NetStack {
             let s = Checksum.partial(q, count: body.count, initial: Checksum.partial(UnsafeRawPointer(p), count: 8))
             wireStore16(p, 2, Checksum.finish(s))
             do {
-                try outputDatagram(src: src, dst: origSrc, proto: IPProtocol.icmp, header: UnsafeRawPointer(p), body: body)
+                try outputDatagram4(src: src, dst: origSrc, proto: IPProtocol.icmp, header: UnsafeRawPointer(p), body: body)
                 counters.icmpErrorsSent &+= 1
             } catch {}
         }
@@ -524,23 +550,29 @@ public final class NetStack {
 
     // MARK: - UDP input
 
-    func udpInput(src: IPv4Address, dst: IPv4Address, payload: UnsafeRawBufferPointer,
+    /// One UDP datagram of either family; `quote` is the whole packet from its IP header (for the
+    /// port unreachable), `broadcast` that it came to a broadcast or multicast address.
+    func udpInput(src: IPAddress, dst: IPAddress, payload: UnsafeRawBufferPointer,
                   quote: UnsafeRawBufferPointer, broadcast: Bool) {
         let u: UDPHeaderView
         do { u = try UDPHeaderView(payload) } catch { counters.droppedMalformed &+= 1; return }
         guard u.checksumValid(source: src, destination: dst) else { counters.droppedChecksum &+= 1; return }
         counters.udpDatagramsIn &+= 1
-        let from = IPv4Endpoint(src, u.sourcePort)
-        guard let (sock, h) = udp.lookup(dst: IPv4Endpoint(dst, u.destinationPort), src: from) else {
+        let from = IPEndpoint(src, u.sourcePort)
+        guard let (sock, h) = udp.lookup(dst: IPEndpoint(dst, u.destinationPort), src: from) else {
             counters.droppedNoSocket &+= 1
             if !broadcast {
-                sendICMPError(type: ICMPv4Type.destinationUnreachable, code: ICMPv4UnreachableCode.port, quote: quote)
+                if src.isV4 {
+                    sendICMPError(type: ICMPv4Type.destinationUnreachable, code: ICMPv4UnreachableCode.port, quote: quote)
+                } else {
+                    sendICMPv6Error(type: ICMPv6Type.destinationUnreachable, code: ICMPv6UnreachableCode.port, quote: quote)
+                }
             }
             return
         }
         if sock.isService {
             // UDP echo (RFC 862): answer inline, never to broadcasts or port 0.
-            if !broadcast && u.sourcePort != 0 { udpEchoReply(local: IPv4Endpoint(dst, u.destinationPort), to: from, u.payload) }
+            if !broadcast && u.sourcePort != 0 { udpEchoReply(local: IPEndpoint(dst, u.destinationPort), to: from, u.payload) }
             return
         }
         let wasEmpty = sock.metaCount == 0
@@ -555,16 +587,27 @@ public final class NetStack {
     var tcpMayHaveEvents = false
 }
 
-// MARK: - IPv4Transmitter (used by TCPLayer)
+// MARK: - IPTransmitter (used by TCPLayer)
 
-extension NetStack: IPv4Transmitter {
-    public func maxPayload(to dst: IPv4Address) -> Int { mtu &- IPv4HeaderView.minHeaderLength }
+extension NetStack: IPTransmitter {
+    @inline(__always)
+    public func maxPayload(to dst: IPAddress) -> Int {
+        dst.isV4 ? mtu &- IPv4HeaderView.minHeaderLength : maxPayload6(to: dst)
+    }
+
+    /// The datagram goes out over the destination's family.
+    @discardableResult @inline(__always)
+    public func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int,
+                         _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        if dst.isV4 { return transmit4(src: src.v4, dst: dst.v4, proto: proto, capacity: capacity, fill) }
+        return transmit6(src: src, dst: dst, proto: proto, capacity: capacity, fill)
+    }
 
     /// TCP writes its segment straight into the outgoing frame; we prepend IPv4 (DF set, TTL 64)
     /// and Ethernet headers. Unresolved neighbors get the frame parked in the ARP queue.
     @discardableResult
-    public func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
-                         _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+    func transmit4(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
+                   _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard let (hop, bcast) = route(dst) else { counters.noRoute &+= 1; return false }
         let cap = min(max(capacity, 0), mtu &- IPv4HeaderView.minHeaderLength)
         let l4 = txBuffer + (EthernetHeaderView.headerLength &+ IPv4HeaderView.minHeaderLength)
@@ -591,14 +634,15 @@ extension NetStack {
     /// the source address routing picks for `remote`; fails with `.networkUnreachable` when
     /// there is no route and `.addressNotAvailable` for a local address that is not ours.
     /// Drivers should connect through this rather than `tcp.connect` directly.
-    public func tcpConnect(local: IPv4Endpoint, remote: IPv4Endpoint, now: Instant) throws(SocketError) -> SocketHandle {
+    public func tcpConnect(local: IPEndpoint, remote: IPEndpoint, now: Instant) throws(SocketError) -> SocketHandle {
         self.now = now
-        guard route(remote.address) != nil else { counters.noRoute &+= 1; throw .networkUnreachable }
+        guard hasRoute(to: remote.address) else { counters.noRoute &+= 1; throw .networkUnreachable }
         var l = local
         if l.address.isUnspecified {
+            guard l.address == .v6Any || remote.address.isV4 else { throw .addressNotAvailable }
             guard let a = sourceAddress(for: remote.address) else { throw .networkUnreachable }
             l.address = a
-        } else if !isLocal(l.address) {
+        } else if !isLocal(l.address) || l.address.isV4 != remote.address.isV4 {
             throw .addressNotAvailable
         }
         return try tcp.connect(local: l, remote: remote, now: now)

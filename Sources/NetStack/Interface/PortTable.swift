@@ -5,10 +5,13 @@
 /// reservations all live here, so none of them can take a port another holds.
 ///
 /// Conflict rule (Linux's inet_csk_bind_conflict, for the cases ztap models): a binding conflicts
-/// with another of the same protocol and port when their addresses overlap (equal, or either one
-/// the wildcard) unless
+/// with another of the same protocol and port when their addresses overlap unless
 ///   - both set SO_REUSEADDR and the other is not listening, or
 ///   - both set SO_REUSEPORT and belong to the same uid.
+/// Addresses overlap when they are equal or one is the wildcard of the other's family, the
+/// families being IPv4 (a mapped address, 0.0.0.0 its wildcard) and IPv6 (:: its wildcard); a
+/// dual-stack `::` (not `v6Only`, Linux's IPV6_V6ONLY=0) is the wildcard of both, so it conflicts
+/// with 0.0.0.0 and every IPv4 address as on Linux.
 /// `listen` applies the same rule again, now against the others' listening state, so two
 /// SO_REUSEADDR sockets may share a port until the second one listens. A conflict is
 /// `.addressInUse` (EADDRINUSE).
@@ -33,10 +36,13 @@ public final class PortTable {
         public var reusePort: Bool
         /// Owner of the socket.
         public var uid: UInt32
-        public init(reuseAddress: Bool = false, reusePort: Bool = false, uid: UInt32 = 0) {
+        /// IPV6_V6ONLY: a `::` binding takes IPv6 only (else IPv4 too). Ignored for other addresses.
+        public var v6Only: Bool
+        public init(reuseAddress: Bool = false, reusePort: Bool = false, uid: UInt32 = 0, v6Only: Bool = false) {
             self.reuseAddress = reuseAddress
             self.reusePort = reusePort
             self.uid = uid
+            self.v6Only = v6Only
         }
     }
 
@@ -44,9 +50,13 @@ public final class PortTable {
     public struct Binding: Hashable, Sendable, CustomStringConvertible {
         public let proto: Proto
         /// The bound address and port (the ephemeral port picked when bind asked for 0).
-        public let local: IPv4Endpoint
+        public let local: IPEndpoint
+        /// A `::` binding that takes IPv6 only (IPV6_V6ONLY); false for every other address.
+        public let v6Only: Bool
         let id: UInt32
-        public var description: String { "\(proto) \(local) #\(id)" }
+        public var description: String { "\(proto) \(local)\(v6Only ? " v6only" : "") #\(id)" }
+        /// Whether traffic to `a` reaches this binding's address: equal, or its family's wildcard.
+        @inline(__always) public func accepts(_ a: IPAddress) -> Bool { PortTable.covers(local.address, v6Only, a) }
     }
 
     /// RFC 6335's dynamic range, Linux's default is wider (32768-60999).
@@ -56,7 +66,7 @@ public final class PortTable {
 
     struct Entry {
         var id: UInt32
-        var address: IPv4Address
+        var address: IPAddress
         var options: Options
         var listening = false
         /// Outgoing connections from `address` on this port (a claim, not a bind): 0 for binds.
@@ -79,13 +89,22 @@ public final class PortTable {
         (proto == .tcp ? 0 : 0x1_0000) | UInt32(port)
     }
 
-    @inline(__always) static func overlap(_ a: IPv4Address, _ b: IPv4Address) -> Bool {
-        a == b || a.isUnspecified || b.isUnspecified
+    /// Whether a binding at `bound` (`v6Only` for IPV6_V6ONLY) receives traffic to `a`.
+    @inline(__always) static func covers(_ bound: IPAddress, _ v6Only: Bool, _ a: IPAddress) -> Bool {
+        if bound == a { return true }
+        if bound == .v4Any { return a.isV4 }
+        if bound == .v6Any { return !a.isV4 || !v6Only }
+        return false
+    }
+
+    /// Whether two bindings share some address (see the conflict rule above).
+    @inline(__always) static func overlap(_ a: IPAddress, _ aV6Only: Bool, _ b: IPAddress, _ bV6Only: Bool) -> Bool {
+        covers(a, aV6Only, b) || covers(b, bV6Only, a)
     }
 
     /// Whether a socket with `options` at `address` may share the port with `e`.
-    @inline(__always) static func compatible(_ options: Options, _ address: IPv4Address, with e: Entry) -> Bool {
-        guard overlap(address, e.address) else { return true }
+    @inline(__always) static func compatible(_ options: Options, _ address: IPAddress, with e: Entry) -> Bool {
+        guard overlap(address, options.v6Only, e.address, e.options.v6Only) else { return true }
         if e.isConnectClaim { return false }
         if options.reuseAddress && e.options.reuseAddress && !e.listening { return true }
         if options.reusePort && e.options.reusePort && options.uid == e.options.uid { return true }
@@ -96,7 +115,7 @@ public final class PortTable {
 
     /// Binds `local` (port 0: an ephemeral port nothing holds). Throws `.addressInUse` on a
     /// conflict or when no ephemeral port is free.
-    public func bind(_ proto: Proto, _ local: IPv4Endpoint, options: Options = Options()) throws(SocketError) -> Binding {
+    public func bind(_ proto: Proto, _ local: IPEndpoint, options: Options = Options()) throws(SocketError) -> Binding {
         var port = local.port
         if port == 0 {
             guard let p = freePort(proto) else { throw .addressInUse }
@@ -111,7 +130,8 @@ public final class PortTable {
         if nextID == 0 { nextID = 1 }
         byPort[Self.key(proto, port), default: []].append(Entry(id: id, address: local.address, options: options))
         bindingCount &+= 1
-        return Binding(proto: proto, local: IPv4Endpoint(local.address, port), id: id)
+        return Binding(proto: proto, local: IPEndpoint(local.address, port),
+                       v6Only: options.v6Only && local.address == .v6Any, id: id)
     }
 
     /// Marks a TCP binding listening, after checking it against the others again (a listener
@@ -186,10 +206,12 @@ public final class PortTable {
     /// A TCP port for an outgoing connection from `address`: one no bind()-style binding
     /// overlapping `address` holds and for which `isUnique` (the 4-tuple is free) holds. The
     /// claim lasts until `releaseConnectClaim`. Throws `.addressNotAvailable` when none is left.
-    func claimForConnect(address: IPv4Address, isUnique: (UInt16) -> Bool) throws(SocketError) -> UInt16 {
+    func claimForConnect(address: IPAddress, isUnique: (UInt16) -> Bool) throws(SocketError) -> UInt16 {
         let found = search { p in
             if let list = byPort[Self.key(.tcp, p)] {
-                for e in list where !e.isConnectClaim && Self.overlap(address, e.address) { return false }
+                for e in list where !e.isConnectClaim && Self.overlap(address, false, e.address, e.options.v6Only) {
+                    return false
+                }
             }
             return isUnique(p)
         }
@@ -209,7 +231,7 @@ public final class PortTable {
     }
 
     /// An outgoing connection on a port from `claimForConnect` is gone.
-    func releaseConnectClaim(port: UInt16, address: IPv4Address) {
+    func releaseConnectClaim(port: UInt16, address: IPAddress) {
         let k = Self.key(.tcp, port)
         guard var list = byPort[k],
               let i = list.firstIndex(where: { $0.isConnectClaim && $0.address == address }) else { return }

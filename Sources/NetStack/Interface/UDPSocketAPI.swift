@@ -3,14 +3,16 @@
 /// (fragmented above the MTU) and receive with recvfrom's truncation, and the ICMP errors a
 /// connected socket learns.
 extension NetStack {
-    /// Largest UDP payload (65535 - 20 - 8); bigger sends fail with `.messageTooLong`. Sends
-    /// bigger than the MTU are fragmented (not EMSGSIZE), like Linux without IP_PMTUDISC_DO.
+    /// Largest UDP payload over IPv4 (65535 - 20 - 8); bigger sends fail with `.messageTooLong`.
+    /// Sends bigger than the MTU are fragmented (not EMSGSIZE), like Linux without IP_PMTUDISC_DO.
     public static let udpMaxPayload = 65507
+    /// Largest UDP payload over IPv6 (65535 - 8: the payload length field excludes the header).
+    public static let udpMaxPayload6 = 65527
 
     /// ICMP destination unreachable about a datagram we sent: like Linux without IP_RECVERR,
     /// only a socket connected to that destination learns it (ECONNREFUSED for port
     /// unreachable), once, on its next receive.
-    func udpUnreachable(code: UInt8, local: IPv4Endpoint, remote: IPv4Endpoint) {
+    func udpUnreachable(code: UInt8, local: IPEndpoint, remote: IPEndpoint) {
         guard let e = SocketError(unreachableCode: code), let (s, h) = udp.lookup(dst: local, src: remote),
               !s.isService, s.remote == remote else { return }
         s.pendingError = e
@@ -27,11 +29,11 @@ extension NetStack {
     /// Opens a UDP socket bound to `local` (address `.any` or one of ours; port 0 = ephemeral)
     /// in the port table, with the sharing rules of `options` (see `PortTable`). Throws
     /// `.addressInUse` when the port is taken or no ephemeral port is free.
-    public func udpOpen(local: IPv4Endpoint, options: PortTable.Options = .init()) throws(SocketError) -> SocketHandle {
+    public func udpOpen(local: IPEndpoint, options: PortTable.Options = .init()) throws(SocketError) -> SocketHandle {
         try openUDP(local: local, options: options, isService: false)
     }
 
-    func openUDP(local: IPv4Endpoint, options: PortTable.Options = .init(), isService: Bool) throws(SocketError)
+    func openUDP(local: IPEndpoint, options: PortTable.Options = .init(), isService: Bool) throws(SocketError)
         -> SocketHandle {
         guard local.address.isUnspecified || isLocal(local.address) else { throw .addressNotAvailable }
         let b = try ports.bind(.udp, local, options: options)
@@ -46,34 +48,38 @@ extension NetStack {
 
     /// Sets (or with nil clears) the default destination; a connected socket only receives from
     /// its peer.
-    public func udpConnect(_ h: SocketHandle, remote: IPv4Endpoint?) throws(SocketError) {
+    public func udpConnect(_ h: SocketHandle, remote: IPEndpoint?) throws(SocketError) {
         guard let s = udp.socket(h) else { throw .invalidHandle }
         guard let r = remote else { s.remote = nil; return }
         guard !r.address.isUnspecified, r.port != 0 else { throw .invalidState }
-        guard route(r.address) != nil else { throw .networkUnreachable }
+        guard Self.familyMatches(s.binding, r.address) else { throw .addressNotAvailable }
+        guard hasRoute(to: r.address) else { throw .networkUnreachable }
         s.remote = r
     }
 
     /// Sends one datagram to `to` (or the connected peer). Throws `.notConnected` without a
     /// destination, `.messageTooLong` above 65507 bytes, `.networkUnreachable` without a route.
     /// A datagram waiting for ARP that cannot be queued is dropped silently (counted), as in Linux.
-    public func udpSend(_ h: SocketHandle, to: IPv4Endpoint?, _ payload: UnsafeRawBufferPointer, now: Instant) throws(SocketError) {
+    public func udpSend(_ h: SocketHandle, to: IPEndpoint?, _ payload: UnsafeRawBufferPointer, now: Instant) throws(SocketError) {
         self.now = now
         guard let s = udp.socket(h) else { throw .invalidHandle }
         guard let dst = to ?? s.remote else { throw .notConnected }
         guard dst.port != 0, !dst.address.isUnspecified else { throw .invalidState }
-        guard payload.count <= Self.udpMaxPayload else { throw .messageTooLong }
-        let src: IPv4Address
+        guard Self.familyMatches(s.binding, dst.address) else { throw .addressNotAvailable }
+        guard payload.count <= (dst.address.isV4 ? Self.udpMaxPayload : Self.udpMaxPayload6) else {
+            throw .messageTooLong
+        }
+        let src: IPAddress
         if s.local.address.isUnspecified {
             guard let a = sourceAddress(for: dst.address) else { throw .networkUnreachable }
             src = a
         } else {
             src = s.local.address
         }
-        try sendUDP(src: IPv4Endpoint(src, s.local.port), dst: dst, payload)
+        try sendUDP(src: IPEndpoint(src, s.local.port), dst: dst, payload)
     }
 
-    func sendUDP(src: IPv4Endpoint, dst: IPv4Endpoint, _ payload: UnsafeRawBufferPointer) throws(SocketError) {
+    func sendUDP(src: IPEndpoint, dst: IPEndpoint, _ payload: UnsafeRawBufferPointer) throws(SocketError) {
         var hdr: UInt64 = 0
         var result: SocketError?
         withUnsafeMutableBytes(of: &hdr) { h in
@@ -89,12 +95,18 @@ extension NetStack {
         if let e = result { throw e }
     }
 
-    func udpEchoReply(local: IPv4Endpoint, to: IPv4Endpoint, _ payload: UnsafeRawBufferPointer) {
+    /// Whether a socket on `b` can talk to `dst`: a wildcard to its family (`::` to IPv4 too
+    /// unless IPV6_V6ONLY), an address to its own family.
+    @inline(__always) static func familyMatches(_ b: PortTable.Binding, _ dst: IPAddress) -> Bool {
+        b.local.address.isUnspecified ? b.accepts(dst) : b.local.address.isV4 == dst.isV4
+    }
+
+    func udpEchoReply(local: IPEndpoint, to: IPEndpoint, _ payload: UnsafeRawBufferPointer) {
         try? sendUDP(src: local, dst: to, payload)
     }
 
     /// Dequeues the oldest datagram into `into`, truncating like recvfrom; nil when the queue is empty.
-    public func udpReceive(_ h: SocketHandle, into: UnsafeMutableRawBufferPointer) throws(SocketError) -> (count: Int, from: IPv4Endpoint)? {
+    public func udpReceive(_ h: SocketHandle, into: UnsafeMutableRawBufferPointer) throws(SocketError) -> (count: Int, from: IPEndpoint)? {
         guard let s = udp.socket(h) else { throw .invalidHandle }
         guard let r = s.pop(into: into) else { return nil }
         return (r.count, r.from)
@@ -102,7 +114,7 @@ extension NetStack {
 
     /// Like `udpReceive`, also returning the datagram's full length (> count when truncated).
     public func udpReceiveDatagram(_ h: SocketHandle, into: UnsafeMutableRawBufferPointer) throws(SocketError)
-        -> (count: Int, length: Int, from: IPv4Endpoint)? {
+        -> (count: Int, length: Int, from: IPEndpoint)? {
         guard let s = udp.socket(h) else { throw .invalidHandle }
         return s.pop(into: into)
     }
@@ -114,6 +126,6 @@ extension NetStack {
         if let s = udp.close(h) { ports.release(s.binding) }
     }
 
-    public func udpLocalEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { udp.socket(h)?.local }
-    public func udpRemoteEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { udp.socket(h)?.remote }
+    public func udpLocalEndpoint(_ h: SocketHandle) -> IPEndpoint? { udp.socket(h)?.local }
+    public func udpRemoteEndpoint(_ h: SocketHandle) -> IPEndpoint? { udp.socket(h)?.remote }
 }

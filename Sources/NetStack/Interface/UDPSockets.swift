@@ -9,12 +9,12 @@
 final class UDPSocket {
     var generation: UInt32
     let binding: PortTable.Binding
-    var local: IPv4Endpoint { binding.local }
-    var remote: IPv4Endpoint?
+    var local: IPEndpoint { binding.local }
+    var remote: IPEndpoint?
     /// Internal diagnostic-service socket: input is answered inline, never queued or reported.
     let isService: Bool
     let data: RingBuffer
-    var metaFrom: [IPv4Endpoint]
+    var metaFrom: [IPEndpoint]
     var metaLength: [Int]
     var metaHead = 0
     var metaCount = 0
@@ -27,12 +27,12 @@ final class UDPSocket {
         self.isService = isService
         let d = isService ? 1 : max(1, queueDatagrams)
         data = RingBuffer(capacity: isService ? 1 : max(1, queueBytes))
-        metaFrom = Array(repeating: IPv4Endpoint(.any, 0), count: d)
+        metaFrom = Array(repeating: IPEndpoint(IPAddress.v4Any, 0), count: d)
         metaLength = Array(repeating: 0, count: d)
     }
 
     /// Queues one datagram; false if either bound would be exceeded.
-    func push(_ payload: UnsafeRawBufferPointer, from: IPv4Endpoint) -> Bool {
+    func push(_ payload: UnsafeRawBufferPointer, from: IPEndpoint) -> Bool {
         guard metaCount < metaFrom.count, payload.count <= data.free else { return false }
         if let p = payload.baseAddress { data.enqueue(p, count: payload.count) }
         var i = metaHead &+ metaCount
@@ -44,7 +44,7 @@ final class UDPSocket {
     }
 
     /// Copies the oldest datagram into `into` (truncating like recvfrom) and drops it.
-    func pop(into: UnsafeMutableRawBufferPointer) -> (count: Int, length: Int, from: IPv4Endpoint)? {
+    func pop(into: UnsafeMutableRawBufferPointer) -> (count: Int, length: Int, from: IPEndpoint)? {
         guard metaCount > 0 else { return nil }
         let len = metaLength[metaHead], from = metaFrom[metaHead]
         let n = min(len, into.count)
@@ -109,9 +109,10 @@ final class UDPSocketTable {
     }
 
     /// Best socket for a datagram: exact local address beats wildcard, connected beats
-    /// unconnected; connected sockets only accept their peer.
+    /// unconnected; connected sockets only accept their peer. A wildcard takes its own family
+    /// (`::` IPv4 too unless IPV6_V6ONLY, see `PortTable.Binding.accepts`).
     @inline(__always)
-    func lookup(dst: IPv4Endpoint, src: IPv4Endpoint) -> (UDPSocket, SocketHandle)? {
+    func lookup(dst: IPEndpoint, src: IPEndpoint) -> (UDPSocket, SocketHandle)? {
         guard let list = byPort[dst.port] else { return nil }
         var best: (UDPSocket, SocketHandle)?
         var bestScore = -1
@@ -121,6 +122,8 @@ final class UDPSocketTable {
             if !s.local.address.isUnspecified {
                 guard s.local.address == dst.address else { continue }
                 score &+= 2
+            } else if !s.binding.accepts(dst.address) {
+                continue
             }
             if let r = s.remote {
                 guard r == src else { continue }

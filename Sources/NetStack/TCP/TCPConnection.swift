@@ -22,9 +22,11 @@ final class TCPConnection {
     var handle: SocketHandle { SocketHandle(index: slot, generation: generation) }
 
     var state: TCPState
-    let local: IPv4Endpoint
-    let remote: IPv4Endpoint
+    let local: IPEndpoint
+    let remote: IPEndpoint
     let key: TCPConnKey
+    /// The addresses' share of the checksum pseudo-header (the same both ways).
+    let addressSum: UInt64
 
     // Ownership.
     /// The driver released its handle; the connection finishes on its own.
@@ -123,8 +125,8 @@ final class TCPConnection {
     var bytesSent: UInt64 = 0
     var retransmissions: UInt64 = 0
 
-    init(layer: TCPLayer, slot: UInt32, generation: UInt32, state: TCPState, local: IPv4Endpoint,
-         remote: IPv4Endpoint, rxBufferSize: Int, txBufferSize: Int, noDelay: Bool, congestion: CongestionControl,
+    init(layer: TCPLayer, slot: UInt32, generation: UInt32, state: TCPState, local: IPEndpoint,
+         remote: IPEndpoint, rxBufferSize: Int, txBufferSize: Int, noDelay: Bool, congestion: CongestionControl,
          now: Instant) {
         self.layer = layer
         self.slot = slot
@@ -133,6 +135,7 @@ final class TCPConnection {
         self.local = local
         self.remote = remote
         key = TCPConnKey(local: local, remote: remote)
+        addressSum = Checksum.addressSum(local.address, remote.address)
         self.rxBufferSize = rxBufferSize
         self.txBufferSize = txBufferSize
         self.noDelay = noDelay
@@ -183,7 +186,7 @@ final class TCPConnection {
     /// Processes one segment for this connection (RFC 9293 §3.10.7.3/4). Output (ACKs, data
     /// that the ACK allowed) is sent before returning.
     func segmentArrived(_ seg: TCPHeaderView, options: TCPSegmentOptions, now: Instant,
-                        tx out: some IPv4Transmitter) -> ArrivalResult {
+                        tx out: some IPTransmitter) -> ArrivalResult {
         lastReceive = now
         keepAliveProbes = 0
         let flags = seg.flags
@@ -317,7 +320,7 @@ final class TCPConnection {
     }
 
     private func synSentArrived(_ seg: TCPHeaderView, flags: TCPFlags, options: TCPSegmentOptions, now: Instant,
-                                tx out: some IPv4Transmitter) {
+                                tx out: some IPTransmitter) {
         let ack = seg.ackNumber
         var ackOK = false
         if flags.contains(.ack) {

@@ -1,8 +1,9 @@
 /// The TCP layer: demultiplexes segments to connections and listeners, owns the socket table,
 /// the timer heap and the event queue, and implements the socket API the driver uses.
 ///
-/// What it leaves out: IPv4 (the interface hands in segments addressed to us and transmits ours),
-/// urgent data (URG is ignored, RFC 6093 says nobody should use it), ECN, TCP-AO/MD5, IPv6.
+/// What it leaves out: IP (the interface hands in segments addressed to us and transmits ours;
+/// addresses are `IPAddress`, so one layer serves IPv4 and IPv6), urgent data (URG is ignored,
+/// RFC 6093 says nobody should use it), ECN, TCP-AO/MD5.
 ///
 /// Driving it: after any socket call (`connect`, `send`, `consume`, `close`…) the layer only
 /// marks the connection dirty; the next `poll` sends what became due. `poll` returns the next
@@ -32,7 +33,7 @@ public final class TCPLayer {
     var freeSlots: [UInt32] = []
 
     @exclusivity(unchecked) var connections: [TCPConnKey: TCPConnection] = [:]
-    var listeners: [IPv4Endpoint: TCPListener] = [:]
+    var listeners: [IPEndpoint: TCPListener] = [:]
     var timers = TimerHeap()
     var dirty: [TCPConnection] = []
     @exclusivity(unchecked) var events: [SocketEvent] = []
@@ -41,7 +42,7 @@ public final class TCPLayer {
     var timeWaitQueue: [TCPConnection] = []
     var twHead = 0
     /// RSTs from aborts are sent on the next poll (socket calls get no transmitter).
-    var pendingResets: [(IPv4Endpoint, IPv4Endpoint, SeqNumber)] = []
+    var pendingResets: [(IPEndpoint, IPEndpoint, SeqNumber)] = []
     /// Incremented per `receive`/`poll` call; used to coalesce `.readable` events.
     var epoch: UInt64 = 0
     /// SYN-ACKs answered with a SYN cookie because a listener's SYN queue was full.
@@ -50,7 +51,7 @@ public final class TCPLayer {
     /// Picks our source address towards a destination, for `connect` with an unspecified local
     /// address (the interface knows its addresses and routes, the TCP layer does not). Capture
     /// the owner `unowned` to avoid a reference cycle.
-    public var sourceAddressResolver: ((IPv4Address) -> IPv4Address?)?
+    public var sourceAddressResolver: ((IPAddress) -> IPAddress?)?
 
     /// `ports` is the interface's table; a layer on its own (tests) makes one with the default
     /// ephemeral range.
@@ -130,9 +131,9 @@ public final class TCPLayer {
     /// ARP gave up on a next hop: connections still in SYN-SENT towards a destination that
     /// goes through it fail with EHOSTUNREACH (Linux does the same through ipv4_link_failure);
     /// established ones keep retransmitting, as for any soft error.
-    public func nextHopFailed(where routedThroughFailedHop: (IPv4Address) -> Bool, now: Instant) {
+    public func nextHopFailed(where routedThroughFailedHop: (IPAddress) -> Bool, now: Instant) {
         var failing: [TCPConnection] = []
-        for c in connections.values where c.state == .synSent && routedThroughFailedHop(IPv4Address(c.key.remoteAddress)) {
+        for c in connections.values where c.state == .synSent && routedThroughFailedHop(c.key.remoteAddress) {
             failing.append(c)
         }
         for c in failing { c.terminate(error: .hostUnreachable, now: now) }
@@ -142,7 +143,7 @@ public final class TCPLayer {
     /// for the checks): a connect still in SYN-SENT fails, with ECONNREFUSED for port/protocol
     /// unreachable and EHOSTUNREACH/ENETUNREACH otherwise, if the quoted sequence number is our
     /// SYN's. Other states treat it as a soft error (ignored; the RTO keeps going).
-    public func destinationUnreachable(code: UInt8, local: IPv4Endpoint, remote: IPv4Endpoint, quotedSeq: UInt32,
+    public func destinationUnreachable(code: UInt8, local: IPEndpoint, remote: IPEndpoint, quotedSeq: UInt32,
                                        now: Instant) {
         let key = TCPConnKey(local: local, remote: remote)
         guard let e = SocketError(unreachableCode: code), let c = connections[key], c.state == .synSent,
@@ -204,7 +205,15 @@ public final class TCPLayer {
     }
 
     func tupleHash(_ k: TCPConnKey, salt: UInt64) -> UInt64 {
-        var h = Self.mix(secret0 ^ (UInt64(k.localAddress) << 32 | UInt64(k.remoteAddress)))
+        var h: UInt64
+        if k.localAddress.isV4 && k.remoteAddress.isV4 {
+            h = Self.mix(secret0 ^ (UInt64(k.localAddress.v4.value) << 32 | UInt64(k.remoteAddress.v4.value)))
+        } else {
+            h = Self.mix(secret0 ^ k.localAddress.hi)
+            h = Self.mix(h ^ k.localAddress.lo)
+            h = Self.mix(h ^ k.remoteAddress.hi)
+            h = Self.mix(h ^ k.remoteAddress.lo)
+        }
         h = Self.mix(h ^ UInt64(k.ports) ^ secret1)
         return Self.mix(h ^ salt)
     }
@@ -217,29 +226,33 @@ public final class TCPLayer {
     // MARK: - Segment input
 
     /// One TCP segment (header+payload, exactly the IP payload) that arrived for a local address.
-    public func receive(src: IPv4Address, dst: IPv4Address, segment: UnsafeRawBufferPointer, now: Instant,
-                        tx: some IPv4Transmitter) {
+    public func receive(src: IPAddress, dst: IPAddress, segment: UnsafeRawBufferPointer, now: Instant,
+                        tx: some IPTransmitter) {
         epoch &+= 1
         guard let seg = try? TCPHeaderView(segment) else { return }
-        guard seg.checksumValid(source: src, destination: dst) else { return }
-        // TCP is unicast only (RFC 1122 §4.2.3.10).
-        guard !dst.isBroadcast, !dst.isMulticast, !src.isBroadcast, !src.isMulticast, !src.isUnspecified else { return }
-        let key = TCPConnKey(localAddress: dst.value, remoteAddress: src.value,
+        let key = TCPConnKey(localAddress: dst, remoteAddress: src,
                              localPort: seg.destinationPort, remotePort: seg.sourcePort)
-        let options = seg.headerLength > TCPHeaderView.minimumHeaderLength
-            ? TCPSegmentOptions(parsing: seg.optionsArea) : TCPSegmentOptions()
+        // A connection holds its addresses' checksum share: look it up before verifying (a
+        // connection's key is exactly those addresses, so the result is the same).
         if let c = connections[key] {
+            guard seg.checksumValid(addressSum: c.addressSum) else { return }
+            let options = seg.headerLength > TCPHeaderView.minimumHeaderLength
+                ? TCPSegmentOptions(parsing: seg.optionsArea) : TCPSegmentOptions()
             let r = c.segmentArrived(seg, options: options, now: now, tx: tx)
-            if case .reopen = r {
-                c.terminate(error: nil, now: now)
-            } else {
+            guard case .reopen = r else {
                 schedule(c)
                 return
             }
+            c.terminate(error: nil, now: now)
+        } else {
+            guard seg.checksumValid(addressSum: Checksum.addressSum(src, dst)) else { return }
         }
+        // TCP is unicast only (RFC 1122 §4.2.3.10); no connection has such an address.
+        guard src.isUnicast, dst.isUnicast else { return }
         let flags = seg.flags
-        let l = listeners[IPv4Endpoint(dst, seg.destinationPort)] ?? listeners[IPv4Endpoint(.any, seg.destinationPort)]
-        if let l, !l.closed {
+        if let l = listener(for: dst, port: seg.destinationPort), !l.closed {
+            let options = seg.headerLength > TCPHeaderView.minimumHeaderLength
+                ? TCPSegmentOptions(parsing: seg.optionsArea) : TCPSegmentOptions()
             listenerInput(l, seg: seg, flags: flags, options: options, key: key, src: src, dst: dst, now: now, tx: tx)
             return
         }
@@ -247,9 +260,22 @@ public final class TCPLayer {
         if !flags.contains(.rst) { resetFor(seg, src: src, dst: dst, tx: tx) }
     }
 
-    func resetFor(_ seg: TCPHeaderView, src: IPv4Address, dst: IPv4Address, tx: some IPv4Transmitter) {
-        let local = IPv4Endpoint(dst, seg.destinationPort)
-        let remote = IPv4Endpoint(src, seg.sourcePort)
+    /// The listener a segment to `dst`:`port` goes to: one on that address, else the wildcard of
+    /// its family, and for IPv4 last a dual-stack `::` (not IPV6_V6ONLY), as Linux looks them up.
+    @inline(__always)
+    func listener(for dst: IPAddress, port: UInt16) -> TCPListener? {
+        if let l = listeners[IPEndpoint(dst, port)] { return l }
+        if dst.isV4 {
+            if let l = listeners[IPEndpoint(IPAddress.v4Any, port)] { return l }
+            if let l = listeners[IPEndpoint(IPAddress.v6Any, port)], !l.binding.v6Only { return l }
+            return nil
+        }
+        return listeners[IPEndpoint(IPAddress.v6Any, port)]
+    }
+
+    func resetFor(_ seg: TCPHeaderView, src: IPAddress, dst: IPAddress, tx: some IPTransmitter) {
+        let local = IPEndpoint(dst, seg.destinationPort)
+        let remote = IPEndpoint(src, seg.sourcePort)
         if seg.flags.contains(.ack) {
             sendReset(to: remote, from: local, seq: seg.ackNumber, ack: nil, tx: tx)
         } else {
@@ -257,8 +283,8 @@ public final class TCPLayer {
         }
     }
 
-    func sendReset(to remote: IPv4Endpoint, from local: IPv4Endpoint, seq: SeqNumber, ack: SeqNumber?,
-                   tx: some IPv4Transmitter) {
+    func sendReset(to remote: IPEndpoint, from local: IPEndpoint, seq: SeqNumber, ack: SeqNumber?,
+                   tx: some IPTransmitter) {
         let hdr = TCPHeaderRepr(sourcePort: local.port, destinationPort: remote.port, sequenceNumber: seq,
                                 ackNumber: ack ?? SeqNumber(0), flags: ack == nil ? .rst : [.rst, .ack], window: 0)
         let total = hdr.headerLength
@@ -273,7 +299,7 @@ public final class TCPLayer {
     // MARK: - Poll
 
     /// Sends everything that is due and returns when poll must run again (nil = nothing pending).
-    public func poll(now: Instant, tx: some IPv4Transmitter) -> Instant? {
+    public func poll(now: Instant, tx: some IPTransmitter) -> Instant? {
         epoch &+= 1
         if !pendingResets.isEmpty {
             for (remote, local, seq) in pendingResets { sendReset(to: remote, from: local, seq: seq, ack: nil, tx: tx) }
@@ -333,17 +359,38 @@ public final class TCPLayer {
 }
 
 /// Demultiplexing key: local and remote address and both ports (host order).
+///
+/// Hashing: when both addresses have a zero upper half (every IPv4 pair, as mapped addresses)
+/// only the two low 32-bit words and the ports go in, 12 bytes like the IPv4-only key had, so the
+/// IPv4 lookup per segment costs what it did. IPv6 input drops addresses in ::/64 (mapped,
+/// compatible, unspecified, loopback), so no IPv6 key takes that path and collides there.
 struct TCPConnKey: Hashable {
-    var localAddress: UInt32
-    var remoteAddress: UInt32
+    var localAddress: IPAddress
+    var remoteAddress: IPAddress
     var ports: UInt32
-    init(localAddress: UInt32, remoteAddress: UInt32, localPort: UInt16, remotePort: UInt16) {
+    init(localAddress: IPAddress, remoteAddress: IPAddress, localPort: UInt16, remotePort: UInt16) {
         self.localAddress = localAddress
         self.remoteAddress = remoteAddress
         ports = UInt32(localPort) << 16 | UInt32(remotePort)
     }
-    init(local: IPv4Endpoint, remote: IPv4Endpoint) {
-        self.init(localAddress: local.address.value, remoteAddress: remote.address.value,
+    init(local: IPEndpoint, remote: IPEndpoint) {
+        self.init(localAddress: local.address, remoteAddress: remote.address,
                   localPort: local.port, remotePort: remote.port)
+    }
+    @inline(__always) static func == (a: TCPConnKey, b: TCPConnKey) -> Bool {
+        // Branch-free over the halves: one test instead of four on the lookup per segment.
+        a.ports == b.ports
+            && (a.remoteAddress.lo ^ b.remoteAddress.lo) | (a.localAddress.lo ^ b.localAddress.lo)
+                | (a.remoteAddress.hi ^ b.remoteAddress.hi) | (a.localAddress.hi ^ b.localAddress.hi) == 0
+    }
+    @inline(__always) func hash(into h: inout Hasher) {
+        if localAddress.hi | remoteAddress.hi == 0 {
+            h.combine(UInt32(truncatingIfNeeded: localAddress.lo))
+            h.combine(UInt32(truncatingIfNeeded: remoteAddress.lo))
+        } else {
+            h.combine(localAddress.hi); h.combine(localAddress.lo)
+            h.combine(remoteAddress.hi); h.combine(remoteAddress.lo)
+        }
+        h.combine(ports)
     }
 }

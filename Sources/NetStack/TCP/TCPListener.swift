@@ -8,7 +8,7 @@ final class TCPListener {
     let binding: PortTable.Binding
     /// The listener bound the port itself (`listen(local:)`) and gives it back when it closes.
     let ownsBinding: Bool
-    var local: IPv4Endpoint { binding.local }
+    var local: IPEndpoint { binding.local }
     let slot: UInt32
     let generation: UInt32
     var handle: SocketHandle { SocketHandle(index: slot, generation: generation) }
@@ -66,10 +66,10 @@ extension TCPLayer {
     }
 
     func listenerInput(_ l: TCPListener, seg: TCPHeaderView, flags: TCPFlags, options: TCPSegmentOptions,
-                       key: TCPConnKey, src: IPv4Address, dst: IPv4Address, now: Instant,
-                       tx: some IPv4Transmitter) {
-        let local = IPv4Endpoint(dst, seg.destinationPort)
-        let remote = IPv4Endpoint(src, seg.sourcePort)
+                       key: TCPConnKey, src: IPAddress, dst: IPAddress, now: Instant,
+                       tx: some IPTransmitter) {
+        let local = IPEndpoint(dst, seg.destinationPort)
+        let remote = IPEndpoint(src, seg.sourcePort)
         if flags.contains(.rst) { return }
         if flags.contains(.ack) {
             // Possibly the third segment of a cookie handshake.
@@ -130,8 +130,8 @@ extension TCPLayer {
         schedule(c)
     }
 
-    private func makeConnection(l: TCPListener, local: IPv4Endpoint, remote: IPv4Endpoint, key: TCPConnKey,
-                                now: Instant, tx: some IPv4Transmitter) -> TCPConnection {
+    private func makeConnection(l: TCPListener, local: IPEndpoint, remote: IPEndpoint, key: TCPConnKey,
+                                now: Instant, tx: some IPTransmitter) -> TCPConnection {
         let s = allocateSlot()
         let c = TCPConnection(layer: self, slot: s, generation: generations[Int(s)], state: .synReceived,
                               local: local, remote: remote, rxBufferSize: l.rxBufferSize,
@@ -148,7 +148,7 @@ extension TCPLayer {
     }
 
     private func sendCookieSynAck(_ seg: TCPHeaderView, options: TCPSegmentOptions, key: TCPConnKey,
-                                  local: IPv4Endpoint, remote: IPv4Endpoint, now: Instant, tx: some IPv4Transmitter) {
+                                  local: IPEndpoint, remote: IPEndpoint, now: Instant, tx: some IPTransmitter) {
         let peerMss = Int(options.maxSegmentSize ?? UInt16(config.mssDefault))
         let ourMss = max(tx.maxPayload(to: remote.address) &- TCPHeaderView.minimumHeaderLength, 64)
         let want = min(peerMss, ourMss)

@@ -6,7 +6,7 @@
 extension TCPConnection {
     // MARK: - Timers
 
-    func timersFired(now: Instant, tx out: some IPv4Transmitter) {
+    func timersFired(now: Instant, tx out: some IPTransmitter) {
         if timers.fire(.close, now: now) {
             terminate(error: nil, now: now)
             return
@@ -71,7 +71,7 @@ extension TCPConnection {
         recovery.probeFired()
     }
 
-    private func keepAliveTimer(now: Instant, tx out: some IPv4Transmitter) {
+    private func keepAliveTimer(now: Instant, tx out: some IPTransmitter) {
         guard keepAlive, state == .established || state == .closeWait else { return }
         let idle = now - lastReceive
         if keepAliveProbes == 0 && idle < config.keepAliveIdle {
@@ -88,7 +88,7 @@ extension TCPConnection {
         timers.keepAlive = now + config.keepAliveInterval
     }
 
-    private func sendWindowProbe(now: Instant, tx out: some IPv4Transmitter) {
+    private func sendWindowProbe(now: Instant, tx out: some IPTransmitter) {
         guard isSynchronized, let tx else { return }
         let unsent = tx.count &- (sndUna - txBase)
         if sndWnd == 0 && unsent > 0 {
@@ -135,7 +135,7 @@ extension TCPConnection {
     // MARK: - Output
 
     /// Sends whatever is due: SYN/SYN-ACK, retransmissions, new data, FIN, ACKs.
-    func output(now: Instant, tx out: some IPv4Transmitter) {
+    func output(now: Instant, tx out: some IPTransmitter) {
         switch state {
         case .closed, .listen:
             return
@@ -274,7 +274,7 @@ extension TCPConnection {
     }
 
     /// Sends the bytes (and FIN) of one record again, in MSS-sized pieces.
-    private func transmitRecord(_ r: TxRecord, now: Instant, tx out: some IPv4Transmitter) {
+    private func transmitRecord(_ r: TxRecord, now: Instant, tx out: some IPTransmitter) {
         let mss = max(sndMss &- optionLength(ack: true), 1)
         let dataEnd = txBase + (tx?.count ?? 0)
         var s = r.start
@@ -326,7 +326,7 @@ extension TCPConnection {
     /// at `dataOffset`, checksum in place. Every segment with ACK set acknowledges everything
     /// received, so it settles the ACK owed and stops the delayed-ACK timer.
     func sendSegment(seq: SeqNumber, flags: TCPFlags, dataOffset: Int, dataCount: Int, now: Instant,
-                     tx out: some IPv4Transmitter) {
+                     tx out: some IPTransmitter) {
         let syn = flags.contains(.syn)
         var hdr = TCPHeaderRepr(sourcePort: local.port, destinationPort: remote.port, sequenceNumber: seq,
                                 ackNumber: flags.contains(.ack) ? rcvNxt : SeqNumber(0), flags: flags,
@@ -351,13 +351,14 @@ extension TCPConnection {
         let src = local.address
         let dst = remote.address
         let txbuf = self.tx
+        let sum = addressSum
         out.transmit(src: src, dst: dst, proto: IPProtocol.tcp, capacity: total) { buf in
             guard buf.count >= total, let p = buf.baseAddress else { return 0 }
             hdr.emit(into: p)
             if dataCount > 0, let txbuf {
                 txbuf.peek(at: dataOffset, into: p + hl, count: dataCount)
             }
-            TCPHeaderRepr.fillChecksum(p, length: total, source: src, destination: dst)
+            TCPHeaderRepr.fillChecksum(p, length: total, addressSum: sum)
             return total
         }
         if flags.contains(.ack) {

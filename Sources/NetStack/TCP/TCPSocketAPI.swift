@@ -6,7 +6,7 @@ extension TCPLayer {
     /// Binds `local` in the port table and listens there; closing the listener gives the port
     /// back. Throws `.addressInUse` when the port table refuses the port (see `PortTable`), and
     /// `.addressNotAvailable` for port 0.
-    public func listen(local: IPv4Endpoint, backlog: Int, now: Instant) throws(SocketError) -> SocketHandle {
+    public func listen(local: IPEndpoint, backlog: Int, now: Instant) throws(SocketError) -> SocketHandle {
         guard local.port != 0 else { throw .addressNotAvailable }
         let b = try ports.bind(.tcp, local)
         do throws(SocketError) {
@@ -39,8 +39,11 @@ extension TCPLayer {
 
     /// Active open. `local.address` may be `.any` (then `sourceAddressResolver` picks it) and
     /// `local.port` 0 (an ephemeral port). The SYN goes out on the next `poll`.
-    public func connect(local requested: IPv4Endpoint, remote: IPv4Endpoint, now: Instant) throws(SocketError) -> SocketHandle {
+    public func connect(local requested: IPEndpoint, remote: IPEndpoint, now: Instant) throws(SocketError) -> SocketHandle {
         var local = requested
+        // A wildcard reaches its family (`::` both), an address its own.
+        guard local.address.isUnspecified ? (local.address == .v6Any || remote.address.isV4)
+                : local.address.isV4 == remote.address.isV4 else { throw .addressNotAvailable }
         if local.address.isUnspecified {
             guard let a = sourceAddressResolver?(remote.address), !a.isUnspecified else { throw .networkUnreachable }
             local.address = a
@@ -51,13 +54,13 @@ extension TCPLayer {
         var port = local.port
         if port == 0 {
             // An ephemeral port: only the 4-tuple must be unique (one O(1) lookup per candidate).
-            let a = local.address.value
+            let a = local.address
             port = try ports.claimForConnect(address: local.address) { p in
-                connections[TCPConnKey(localAddress: a, remoteAddress: remote.address.value, localPort: p,
+                connections[TCPConnKey(localAddress: a, remoteAddress: remote.address, localPort: p,
                                        remotePort: remote.port)] == nil
             }
         }
-        let l = IPv4Endpoint(local.address, port)
+        let l = IPEndpoint(local.address, port)
         let key = TCPConnKey(local: l, remote: remote)
         guard connections[key] == nil else { throw .addressInUse }
         let s = allocateSlot()
@@ -318,8 +321,8 @@ extension TCPLayer {
         return i
     }
 
-    public func localEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { connection(h)?.local ?? listener(h)?.local }
-    public func remoteEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { connection(h)?.remote }
+    public func localEndpoint(_ h: SocketHandle) -> IPEndpoint? { connection(h)?.local ?? listener(h)?.local }
+    public func remoteEndpoint(_ h: SocketHandle) -> IPEndpoint? { connection(h)?.remote }
 
     /// Connections in the table, including TIME-WAIT and handle-less ones (not listeners).
     public var connectionCount: Int { connections.count }

@@ -86,8 +86,8 @@ public enum TCPOption: Sendable, Hashable {
 /// A snapshot of one connection for `ztctl connections` and tests.
 public struct TCPSocketInfo: Sendable, Hashable {
     public var state: TCPState
-    public var local: IPv4Endpoint
-    public var remote: IPv4Endpoint?
+    public var local: IPEndpoint
+    public var remote: IPEndpoint?
     public var bytesReceived: UInt64
     public var bytesSent: UInt64
     public var srtt: Duration?

@@ -256,8 +256,13 @@ public struct TCPHeaderView {
     }
 
     /// True if the checksum verifies over the pseudo-header and the whole segment.
-    @inlinable public func checksumValid(source: IPv4Address, destination: IPv4Address) -> Bool {
-        let s = Checksum.pseudoHeader(src: source, dst: destination, proto: IPProtocol.tcp, length: bytes.count)
+    @inlinable public func checksumValid(source: IPAddress, destination: IPAddress) -> Bool {
+        checksumValid(addressSum: Checksum.addressSum(source, destination))
+    }
+
+    /// `checksumValid` with the addresses' share of the pseudo-header already summed.
+    @inlinable public func checksumValid(addressSum: UInt64) -> Bool {
+        let s = Checksum.pseudoHeader(addressSum: addressSum, proto: IPProtocol.tcp, length: bytes.count)
         return Checksum.finish(Checksum.partial(base, count: bytes.count, initial: s)) == 0
     }
 }
@@ -308,9 +313,15 @@ public struct TCPHeaderRepr: Hashable, Sendable {
 
     /// Computes and stores the checksum of the `length`-byte segment at `p`.
     @inlinable public static func fillChecksum(_ p: UnsafeMutableRawPointer, length: Int,
-                                               source: IPv4Address, destination: IPv4Address) {
+                                               source: IPAddress, destination: IPAddress) {
+        fillChecksum(p, length: length, addressSum: Checksum.addressSum(source, destination))
+    }
+
+    /// `fillChecksum` with the addresses' share of the pseudo-header already summed.
+    @inlinable @inline(__always)
+    public static func fillChecksum(_ p: UnsafeMutableRawPointer, length: Int, addressSum: UInt64) {
         wireStore16(p, 16, 0)
-        let s = Checksum.pseudoHeader(src: source, dst: destination, proto: IPProtocol.tcp, length: length)
+        let s = Checksum.pseudoHeader(addressSum: addressSum, proto: IPProtocol.tcp, length: length)
         wireStore16(p, 16, Checksum.finish(Checksum.partial(p, count: length, initial: s)))
     }
 }

@@ -1,5 +1,6 @@
-/// UDP (RFC 768): the 8-byte header; the checksum covers the IPv4 pseudo-header and is optional
-/// (0 = not computed) on receive; we always compute it when sending.
+/// UDP (RFC 768): the 8-byte header; the checksum covers the IPv4 or IPv6 pseudo-header. Over
+/// IPv4 it is optional (0 = not computed) on receive; over IPv6 it is mandatory (RFC 8200 §8.1:
+/// a zero checksum is dropped). We always compute it when sending.
 public struct UDPHeaderView {
     public static let headerLength = 8
     public let bytes: UnsafeRawBufferPointer   // exactly `length` bytes
@@ -22,8 +23,8 @@ public struct UDPHeaderView {
     @inlinable public var payload: UnsafeRawBufferPointer { UnsafeRawBufferPointer(rebasing: bytes[Self.headerLength...]) }
 
     /// True if the checksum is absent (0) or verifies against the pseudo-header.
-    @inlinable public func checksumValid(source: IPv4Address, destination: IPv4Address) -> Bool {
-        if checksum == 0 { return true }
+    @inlinable public func checksumValid(source: IPAddress, destination: IPAddress) -> Bool {
+        if checksum == 0 { return source.isV4 }
         let s = Checksum.pseudoHeader(src: source, dst: destination, proto: IPProtocol.udp, length: bytes.count)
         return Checksum.finish(Checksum.partial(base, count: bytes.count, initial: s)) == 0
     }
@@ -42,7 +43,7 @@ public struct UDPHeaderView {
     /// payload is at `payload` (they need not be contiguous, so fragmented sends need no copy).
     /// A computed 0 is sent as 0xFFFF (RFC 768).
     @inlinable
-    public static func checksum(source: IPv4Address, destination: IPv4Address,
+    public static func checksum(source: IPAddress, destination: IPAddress,
                                 header: UnsafeRawPointer, payload: UnsafeRawBufferPointer) -> UInt16 {
         var s = Checksum.pseudoHeader(src: source, dst: destination, proto: IPProtocol.udp,
                                       length: Self.headerLength &+ payload.count)

@@ -66,8 +66,8 @@ final class Connection {
     var outbound: Outbound = .open
     var inbound: Inbound = .open
     var handle: SocketHandle?
-    var local: IPv4Endpoint?
-    var remote: IPv4Endpoint?
+    var local: IPEndpoint?
+    var remote: IPEndpoint?
     /// Daemon end of the data socketpair, or of the accept channel once listening.
     var data: LoopSocket?
     /// The port this socket holds in the stack's port table (bound or listening sockets).

@@ -248,8 +248,8 @@ final class InterceptHub {
             if case .udpOpen = request { udpOpen = true }
             let isNew = sr.flags & ZTRPC_F_NEW != 0
             guard let stack else { return .fail(ENETDOWN, .none) }
-            let ep = udpOpen ? IPv4Endpoint(.any, 0) : Wire.endpoint(sr.addr)
-            guard ep.address.isUnspecified || stack.addresses.contains(where: { $0.address == ep.address }) else {
+            let ep = udpOpen ? IPEndpoint(.any, 0) : Wire.endpoint(sr.addr)
+            guard ep.address.isUnspecified || stack.addresses.contains(where: { IPAddress($0.address) == ep.address }) else {
                 return .fail(EADDRNOTAVAIL, .none)
             }
             if sr.proto == IPProtocol.udp {

@@ -143,22 +143,22 @@ enum RPCCodec {
     }
 
     /// The message announcing one accepted connection on a listener's accept channel.
-    static func acceptMessage(local: IPv4Endpoint?, peer: IPv4Endpoint?) -> ztrpc_accept_msg {
+    static func acceptMessage(local: IPEndpoint?, peer: IPEndpoint?) -> ztrpc_accept_msg {
         ztrpc_accept_msg(magic: ZTRPC_MAGIC, reserved: 0, local: Wire.addr(local), peer: Wire.addr(peer))
     }
 
     /// The prefix of a datagram for the app: its source.
-    static func datagramHeader(from: IPv4Endpoint) -> ztrpc_dgram { ztrpc_dgram(addr: Wire.addr(from)) }
+    static func datagramHeader(from: IPEndpoint) -> ztrpc_dgram { ztrpc_dgram(addr: Wire.addr(from)) }
 
     /// A payload-less datagram header reporting `err` (an ICMP error on a connected socket).
-    static func datagramError(peer: IPv4Endpoint?, errno err: Int32) -> ztrpc_dgram {
-        var a = Wire.addr(peer ?? IPv4Endpoint(.any, 0))
+    static func datagramError(peer: IPEndpoint?, errno err: Int32) -> ztrpc_dgram {
+        var a = Wire.addr(peer ?? IPEndpoint(.any, 0))
         a.reserved = ZTRPC_DGRAM_ERROR | (UInt16(truncatingIfNeeded: err) & ZTRPC_DGRAM_ERRNO_MASK)
         return ztrpc_dgram(addr: a)
     }
 
     /// The destination an app's datagram names: nil for "the connected peer" (0.0.0.0:0).
-    static func datagramDestination(_ msg: UnsafeRawBufferPointer) -> IPv4Endpoint?? {
+    static func datagramDestination(_ msg: UnsafeRawBufferPointer) -> IPEndpoint?? {
         guard msg.count >= MemoryLayout<ztrpc_dgram>.size else { return nil }
         let dst = Wire.endpoint(msg.loadUnaligned(as: ztrpc_dgram.self).addr)
         return .some(dst.address.isUnspecified && dst.port == 0 ? nil : dst)
@@ -167,13 +167,13 @@ enum RPCCodec {
 
 /// Conversions between the wire structs and NetStack types.
 enum Wire {
-    static func endpoint(_ a: ztrpc_addr) -> IPv4Endpoint {
-        IPv4Endpoint(IPv4Address(UInt32(bigEndian: a.addr)), UInt16(bigEndian: a.port))
+    static func endpoint(_ a: ztrpc_addr) -> IPEndpoint {
+        IPEndpoint(IPv4Address(UInt32(bigEndian: a.addr)), UInt16(bigEndian: a.port))
     }
 
-    static func addr(_ e: IPv4Endpoint?) -> ztrpc_addr {
+    static func addr(_ e: IPEndpoint?) -> ztrpc_addr {
         guard let e else { return ztrpc_addr() }
-        return ztrpc_addr(addr: e.address.value.bigEndian, port: e.port.bigEndian, reserved: 0)
+        return ztrpc_addr(addr: e.address.v4.value.bigEndian, port: e.port.bigEndian, reserved: 0)
     }
 
     /// Copies a body into a zeroed struct: a shorter body reads as zero-filled, a longer one

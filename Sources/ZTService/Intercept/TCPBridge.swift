@@ -166,7 +166,7 @@ final class TCPBridge {
         }
         let h: SocketHandle
         do {
-            h = try stack.tcpConnect(local: c.local ?? IPv4Endpoint(.any, 0), remote: dst, now: Self.now())
+            h = try stack.tcpConnect(local: c.local ?? IPEndpoint(.any, 0), remote: dst, now: Self.now())
         } catch {
             return .fail(Wire.errno(error), .none)
         }
@@ -255,7 +255,7 @@ final class TCPBridge {
               Self.isUnixSocket(call.fds[2], type: Int32(SOCK_SEQPACKET.rawValue)),
               let newKey = FDKey.of(call.fds[2]) else { return .fail(EBADF, .none) }
         let implicitBind = c.phase == .unbound
-        if implicitBind, let e = reserve(IPv4Endpoint(.any, 0), for: c) { return .fail(e, .none) }
+        if implicitBind, let e = reserve(IPEndpoint(.any, 0), for: c) { return .fail(e, .none) }
         // A failure below must not leave the implicit bind's port reserved.
         func undoImplicitBind() {
             guard implicitBind else { return }
@@ -338,7 +338,7 @@ final class TCPBridge {
 
     /// Takes `ep` (port 0: an ephemeral port) for `c` in the stack's port table; returns an errno
     /// on conflict.
-    func reserve(_ ep: IPv4Endpoint, for c: Connection) -> Int32? {
+    func reserve(_ ep: IPEndpoint, for c: Connection) -> Int32? {
         guard let stack else { return ENETDOWN }
         do {
             let b = try stack.ports.bind(.tcp, ep, options: c.portOptions)

@@ -77,7 +77,7 @@ final class UDPBridge {
     // MARK: - Ops
 
     /// A new socket bound to `local` (port 0: ephemeral), taking over the daemon end `fd`.
-    func create(_ call: RPCCall, _ sr: ztrpc_sock_req, key: FDKey, fd: Int32, local: IPv4Endpoint) -> Result<UDPConnection, Errno> {
+    func create(_ call: RPCCall, _ sr: ztrpc_sock_req, key: FDKey, fd: Int32, local: IPEndpoint) -> Result<UDPConnection, Errno> {
         guard let stack else { sys.close(fd); return .failure(.networkDown) }
         let h: SocketHandle
         do {
@@ -103,7 +103,7 @@ final class UDPBridge {
         return .success(u)
     }
 
-    func bind(_ call: RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?, local: IPv4Endpoint) -> RPCOutcome {
+    func bind(_ call: RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?, local: IPEndpoint) -> RPCOutcome {
         guard let n = newSocket else {
             let known = call.fds.first.flatMap(FDKey.of).flatMap(lookup) != nil
             return .fail(known ? EINVAL : ENOTSOCK, .none)
@@ -121,7 +121,7 @@ final class UDPBridge {
         }
         let u: UDPConnection
         if let n = newSocket {
-            switch create(call, sr, key: n.key, fd: n.fd, local: IPv4Endpoint(.any, 0)) {
+            switch create(call, sr, key: n.key, fd: n.fd, local: IPEndpoint(.any, 0)) {
             case .success(let x): u = x
             case .failure(let e): return .fail(e.rawValue, .none)
             }
@@ -173,7 +173,7 @@ final class UDPBridge {
         var local = stack?.udpLocalEndpoint(u.handle)
         if let l = local, l.address.isUnspecified, let r = remote, let a = stack?.sourceAddress(for: r.address) {
             // A connected socket names the address it sends from, like Linux.
-            local = IPv4Endpoint(a, l.port)
+            local = IPEndpoint(a, l.port)
         }
         return ztrpc_sockinfo(proto: IPProtocol.udp, state: remote != nil ? ZTRPC_STATE_CONNECTED : ZTRPC_STATE_BOUND,
                               shut: u.shut, backlog: 0, local: Wire.addr(local), peer: Wire.addr(remote))
