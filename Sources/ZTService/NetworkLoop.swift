@@ -52,6 +52,7 @@ final class NetworkLoop: PhySocketHandler {
     private(set) var hub: InterceptHub?
     /// Frames taken from the TAP per readiness event before the loop looks at other fds.
     private let batch = 256
+    static let frameBufferSize = 65536 &+ 1024
 
     /// `rpcPath`: where to listen for the intercept library (nil: no intercept, e.g. tests).
     init(name: String, device: any FrameDevice, inbox: Inbox<NetworkCommand>, driver: StackDriver, logger: Logger,
@@ -61,8 +62,8 @@ final class NetworkLoop: PhySocketHandler {
         self.inbox = inbox
         self.driver = driver
         self.logger = logger
-        // Largest frame: MTU 10000 + Ethernet header, rounded up.
-        frameBuffer = .allocate(byteCount: 16384, alignment: 16)
+        // Largest frame: a 64 KiB super-frame or MTU 65521, Ethernet header, virtio header.
+        frameBuffer = .allocate(byteCount: Self.frameBufferSize, alignment: 16)
         loop = try PhyLoop<NetworkLoop>(sys: sys)
         loop.handler = self
         tapSocket = try loop.add(fd: device.fd, kind: .raw, context: .tap, ownsFD: false)

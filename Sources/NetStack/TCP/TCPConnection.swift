@@ -181,8 +181,9 @@ final class TCPConnection {
     enum ArrivalResult { case done, reopen }
 
     /// Processes one segment for this connection (RFC 9293 §3.10.7.3/4). Output (ACKs, data
-    /// that the ACK allowed) is sent before returning.
-    func segmentArrived(_ seg: TCPHeaderView, options: TCPSegmentOptions, now: Instant,
+    /// that the ACK allowed) is sent before returning. `segmentSize` > 0: a super-segment of
+    /// pieces that size (see `TCPLayer.receive`).
+    func segmentArrived(_ seg: TCPHeaderView, options: TCPSegmentOptions, segmentSize: Int = 0, now: Instant,
                         tx out: some IPv4Transmitter) -> ArrivalResult {
         lastReceive = now
         keepAliveProbes = 0
@@ -301,7 +302,7 @@ final class TCPConnection {
                     terminate(error: nil, now: now)
                     return .done
                 }
-                receiveData(seg, seq: seq, flags: flags, now: now)
+                receiveData(seg, seq: seq, flags: flags, segmentSize: segmentSize, now: now)
             case .closeWait, .closing, .lastAck, .timeWait:
                 // Peer already sent FIN: anything new is a retransmission; re-ACK it.
                 if flags.contains(.fin) || payloadCount > 0 {
@@ -523,7 +524,8 @@ final class TCPConnection {
 
     // MARK: - Receiving data
 
-    private func receiveData(_ seg: TCPHeaderView, seq segSeq: SeqNumber, flags: TCPFlags, now: Instant) {
+    private func receiveData(_ seg: TCPHeaderView, seq segSeq: SeqNumber, flags: TCPFlags, segmentSize: Int,
+                             now: Instant) {
         guard let rx else { return }
         var payload = seg.payload
         var seq = segSeq
@@ -571,7 +573,7 @@ final class TCPConnection {
                 pendingFin = nil
                 finArrived(now: now)
             } else if n > 0 {
-                scheduleAck(bytes: n, now: now)
+                scheduleAck(bytes: n, segmentSize: segmentSize, now: now)
             }
             if n > 0 || finReceived { signalReadable() }
         } else {
@@ -591,8 +593,8 @@ final class TCPConnection {
         if layer.allowChallengeAck(now: now) { acks.immediate = true }
     }
 
-    private func scheduleAck(bytes n: Int, now: Instant) {
-        switch acks.dataArrived(n, receiveBuffer: rxBufferSize) {
+    private func scheduleAck(bytes n: Int, segmentSize: Int, now: Instant) {
+        switch acks.dataArrived(n, receiveBuffer: rxBufferSize, segmentSize: segmentSize) {
         case .now, .scheduled: break
         case .atPoll: layer.markDirty(self)
         case .delayed: timers.startIfStopped(.delayedAck, at: now + config.delayedAckTimeout)

@@ -219,9 +219,18 @@ public final class TCPLayer {
     /// One TCP segment (header+payload, exactly the IP payload) that arrived for a local address.
     public func receive(src: IPv4Address, dst: IPv4Address, segment: UnsafeRawBufferPointer, now: Instant,
                         tx: some IPv4Transmitter) {
+        receive(src: src, dst: dst, segment: segment, checksumVerified: false, segmentSize: 0, now: now, tx: tx)
+    }
+
+    /// `receive`, for a segment whose checksum the link vouched for (`checksumVerified`: the
+    /// kernel checked it, or the segment never left the host) and which may be a super-segment
+    /// the kernel coalesced from (or will cut into) `segmentSize`-byte pieces: it is taken
+    /// whole, and acknowledged as that many MSS-sized segments would be.
+    public func receive(src: IPv4Address, dst: IPv4Address, segment: UnsafeRawBufferPointer, checksumVerified: Bool,
+                        segmentSize: Int, now: Instant, tx: some IPv4Transmitter) {
         epoch &+= 1
         guard let seg = try? TCPHeaderView(segment) else { return }
-        guard seg.checksumValid(source: src, destination: dst) else { return }
+        guard checksumVerified || seg.checksumValid(source: src, destination: dst) else { return }
         // TCP is unicast only (RFC 1122 §4.2.3.10).
         guard !dst.isBroadcast, !dst.isMulticast, !src.isBroadcast, !src.isMulticast, !src.isUnspecified else { return }
         let key = TCPConnKey(localAddress: dst.value, remoteAddress: src.value,
@@ -229,7 +238,7 @@ public final class TCPLayer {
         let options = seg.headerLength > TCPHeaderView.minimumHeaderLength
             ? TCPSegmentOptions(parsing: seg.optionsArea) : TCPSegmentOptions()
         if let c = connections[key] {
-            let r = c.segmentArrived(seg, options: options, now: now, tx: tx)
+            let r = c.segmentArrived(seg, options: options, segmentSize: segmentSize, now: now, tx: tx)
             if case .reopen = r {
                 c.terminate(error: nil, now: now)
             } else {
