@@ -51,6 +51,8 @@ final class TCPConnection {
     // Per-socket options.
     var noDelay: Bool
     var keepAlive: Bool
+    /// In-order data may skip the receive ring (`TCPLayer.directReceiver`).
+    var directReceive = false
 
     // Send sequence variables.
     var iss = SeqNumber(0)
@@ -552,9 +554,16 @@ final class TCPConnection {
         }
         let n = payload.count
         if offset == 0 {
+            var taken = 0
             if n > 0 {
-                rx.write(at: rx.count, from: payload.baseAddress!, count: n)
-                rx.commit(n)
+                // Nothing queued before it: the driver may take it straight from the frame.
+                if directReceive, rx.isEmpty, reassembly.isEmpty, userVisible, let take = layer.directReceiver {
+                    taken = min(max(take(handle, payload), 0), n)
+                }
+                if taken < n {
+                    rx.write(at: rx.count, from: payload.baseAddress! + taken, count: n &- taken)
+                    rx.commit(n &- taken)
+                }
                 rcvNxt += n
                 bytesReceived &+= UInt64(n)
             }
@@ -575,7 +584,7 @@ final class TCPConnection {
             } else if n > 0 {
                 scheduleAck(bytes: n, segmentSize: segmentSize, now: now)
             }
-            if n > 0 || finReceived { signalReadable() }
+            if n > taken || finReceived { signalReadable() }
         } else {
             // Out of order: park it in the ring at its offset, remember the range, ACK at once
             // (duplicate ACK with SACK blocks).

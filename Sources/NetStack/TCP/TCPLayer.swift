@@ -47,6 +47,11 @@ public final class TCPLayer {
     /// SYN-ACKs answered with a SYN cookie because a listener's SYN queue was full.
     public internal(set) var synCookiesSent: UInt64 = 0
 
+    /// Direct receive: takes in-order bytes of a connection with `setDirectReceive` on while
+    /// its receive ring is empty (the frame's payload, valid only during the call) and returns
+    /// how many it took; the rest goes to the ring as usual. Must not call back into the stack.
+    public var directReceiver: ((SocketHandle, UnsafeRawBufferPointer) -> Int)?
+
     /// Picks our source address towards a destination, for `connect` with an unspecified local
     /// address (the interface knows its addresses and routes, the TCP layer does not). Capture
     /// the owner `unowned` to avoid a reference cycle.
