@@ -360,6 +360,19 @@ struct SegmentationOffloadTests {
         #expect(client.counters.oversizeTransmits == 0)
     }
 
+    /// Without offloads in-order data is summed while it is copied into the ring: a corrupted
+    /// segment must leave nothing readable behind (its bytes sat past the tail), and what the
+    /// peer sends again lands in the same place.
+    @Test func corruptedSegmentsNeverReachTheRing() throws {
+        let faults = LinkFaults(corruptRate: 0.2)
+        let (sim, server, client, _, _) = makeOffloadPair(seed: 8, faults: faults, serverOffload: false, clientOffload: false)
+        let data = pattern(1 << 20, seed: 11)
+        let r = try transfer(sim, server: server, client: client, data, limit: .seconds(1800))
+        #expect(r.ok && r.failed == nil)
+        let same = r.got == data; #expect(same)
+        #expect(sim.corrupted > 50)
+    }
+
     /// Direct receive: bytes the driver takes skip the ring; what it leaves is queued in order.
     @Test(arguments: [0, 1, 2])
     func directReceive(mode: Int) throws {

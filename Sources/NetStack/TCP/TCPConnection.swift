@@ -185,8 +185,8 @@ final class TCPConnection {
     /// Processes one segment for this connection (RFC 9293 §3.10.7.3/4). Output (ACKs, data
     /// that the ACK allowed) is sent before returning. `segmentSize` > 0: a super-segment of
     /// pieces that size (see `TCPLayer.receive`).
-    func segmentArrived(_ seg: TCPHeaderView, options: TCPSegmentOptions, segmentSize: Int = 0, now: Instant,
-                        tx out: some IPv4Transmitter) -> ArrivalResult {
+    func segmentArrived(_ seg: TCPHeaderView, options: TCPSegmentOptions, segmentSize: Int = 0, precopied: Bool = false,
+                        now: Instant, tx out: some IPv4Transmitter) -> ArrivalResult {
         lastReceive = now
         keepAliveProbes = 0
         let flags = seg.flags
@@ -304,7 +304,7 @@ final class TCPConnection {
                     terminate(error: nil, now: now)
                     return .done
                 }
-                receiveData(seg, seq: seq, flags: flags, segmentSize: segmentSize, now: now)
+                receiveData(seg, seq: seq, flags: flags, segmentSize: segmentSize, precopied: precopied, now: now)
             case .closeWait, .closing, .lastAck, .timeWait:
                 // Peer already sent FIN: anything new is a retransmission; re-ACK it.
                 if flags.contains(.fin) || payloadCount > 0 {
@@ -526,8 +526,9 @@ final class TCPConnection {
 
     // MARK: - Receiving data
 
+    /// `precopied`: `copyToRing` already put the payload at the ring's tail.
     private func receiveData(_ seg: TCPHeaderView, seq segSeq: SeqNumber, flags: TCPFlags, segmentSize: Int,
-                             now: Instant) {
+                             precopied: Bool, now: Instant) {
         guard let rx else { return }
         var payload = seg.payload
         var seq = segSeq
@@ -554,15 +555,23 @@ final class TCPConnection {
         }
         let n = payload.count
         if offset == 0 {
-            var taken = 0
+            var queued = 0   // bytes this segment made readable in the ring
             if n > 0 {
-                // Nothing queued before it: the driver may take it straight from the frame.
-                if directReceive, rx.isEmpty, reassembly.isEmpty, userVisible, let take = layer.directReceiver {
-                    taken = min(max(take(handle, payload), 0), n)
-                }
-                if taken < n {
-                    rx.write(at: rx.count, from: payload.baseAddress! + taken, count: n &- taken)
-                    rx.commit(n &- taken)
+                if precopied && pre <= 0 && n == seg.payload.count {
+                    // `copyToRing` already put it at the tail, summing it on the way.
+                    rx.commit(n)
+                    queued = n
+                } else {
+                    // Nothing queued before it: the driver may take it straight from the frame.
+                    var taken = 0
+                    if directReceive, rx.isEmpty, reassembly.isEmpty, userVisible, let take = layer.directReceiver {
+                        taken = min(max(take(handle, payload), 0), n)
+                    }
+                    if taken < n {
+                        rx.write(at: rx.count, from: payload.baseAddress! + taken, count: n &- taken)
+                        rx.commit(n &- taken)
+                    }
+                    queued = n &- taken
                 }
                 rcvNxt += n
                 bytesReceived &+= UInt64(n)
@@ -575,6 +584,7 @@ final class TCPConnection {
                     rx.commit(more)
                     rcvNxt = end
                     bytesReceived &+= UInt64(more)
+                    queued &+= more
                 }
             }
             if fin { pendingFin = seq + n }
@@ -584,7 +594,7 @@ final class TCPConnection {
             } else if n > 0 {
                 scheduleAck(bytes: n, segmentSize: segmentSize, now: now)
             }
-            if n > taken || finReceived { signalReadable() }
+            if queued > 0 || finReceived { signalReadable() }
         } else {
             // Out of order: park it in the ring at its offset, remember the range, ACK at once
             // (duplicate ACK with SACK blocks).

@@ -235,15 +235,30 @@ public final class TCPLayer {
                         segmentSize: Int, now: Instant, tx: some IPv4Transmitter) {
         epoch &+= 1
         guard let seg = try? TCPHeaderView(segment) else { return }
-        guard checksumVerified || seg.checksumValid(source: src, destination: dst) else { return }
-        // TCP is unicast only (RFC 1122 §4.2.3.10).
-        guard !dst.isBroadcast, !dst.isMulticast, !src.isBroadcast, !src.isMulticast, !src.isUnspecified else { return }
         let key = TCPConnKey(localAddress: dst.value, remoteAddress: src.value,
                              localPort: seg.destinationPort, remotePort: seg.sourcePort)
+        let conn = connections[key]
+        var precopied = false
+        if !checksumVerified {
+            // In-order data bound for the receive ring is summed as it is copied there.
+            var s = Checksum.pseudoHeader(src: src, dst: dst, proto: IPProtocol.tcp, length: segment.count)
+            s = Checksum.partial(seg.base, count: seg.headerLength, initial: s)
+            let payload = seg.payload
+            if let conn, let p = conn.copyToRing(payload, seq: seg.sequenceNumber) {
+                s &+= p
+                precopied = true
+            } else if let b = payload.baseAddress {
+                s = Checksum.partial(b, count: payload.count, initial: s)
+            }
+            guard Checksum.finish(s) == 0 else { return }
+        }
+        // TCP is unicast only (RFC 1122 §4.2.3.10).
+        guard !dst.isBroadcast, !dst.isMulticast, !src.isBroadcast, !src.isMulticast, !src.isUnspecified else { return }
         let options = seg.headerLength > TCPHeaderView.minimumHeaderLength
             ? TCPSegmentOptions(parsing: seg.optionsArea) : TCPSegmentOptions()
-        if let c = connections[key] {
-            let r = c.segmentArrived(seg, options: options, segmentSize: segmentSize, now: now, tx: tx)
+        if let c = conn {
+            let r = c.segmentArrived(seg, options: options, segmentSize: segmentSize, precopied: precopied, now: now,
+                                     tx: tx)
             if case .reopen = r {
                 c.terminate(error: nil, now: now)
             } else {
