@@ -94,6 +94,18 @@ public struct TapOffloads: OptionSet, Hashable, Sendable, CustomStringConvertibl
     /// What TUNSETOFFLOAD tries, best first: each step drops what the kernel may not know.
     static let ladder: [TapOffloads] = [[.checksum, .tso4, .tso6, .tsoECN, .uso], [.checksum, .tso4, .tso6, .tsoECN],
                                         [.checksum, .tso4, .tso6], [.checksum], []]
+
+    /// Walks `ladder` with `setOffload` (TUN_F_* flags -> 0, or the errno of the refusal) until
+    /// a step is granted; returns it and one line per refused step.
+    static func negotiate(_ setOffload: (UInt32) -> Int32) -> (offloads: TapOffloads, refusals: [String]) {
+        var refusals: [String] = []
+        for step in ladder {
+            let e = setOffload(step.tunFlags)
+            if e == 0 { return (step, refusals) }
+            refusals.append("TUNSETOFFLOAD \(step) refused (\(errnoText(e)))")
+        }
+        return ([], refusals)
+    }
 }
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1); IFNAMSIZ itself is ambiguous in
@@ -154,13 +166,9 @@ public final class TapDevice: FrameDevice {
                 refusals.append("TUNSETVNETHDRSZ \(TapOffloads.vnetHeaderLength) refused (\(errnoText(Glibc.errno))): "
                                 + "keeping the default header size")
             }
-            for step in TapOffloads.ladder {
-                if cshim_tap_set_offload(fd, step.tunFlags) == 0 {
-                    offloads.formUnion(step)
-                    break
-                }
-                refusals.append("TUNSETOFFLOAD \(step) refused (\(errnoText(Glibc.errno)))")
-            }
+            let granted = TapOffloads.negotiate { flags in cshim_tap_set_offload(fd, flags) == 0 ? 0 : Glibc.errno }
+            offloads.formUnion(granted.offloads)
+            refusals += granted.refusals
         }
         let finalName = out.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         let index = Int32(cshim_if_nametoindex(finalName))

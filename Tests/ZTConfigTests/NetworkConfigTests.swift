@@ -56,6 +56,11 @@ import Testing
     @Test func booleansAndSizes() throws {
         for v in ["yes", "1", "true", "on", "Y", "TRUE"] { #expect(try parseNet("[Network]\nDefaultRoute=\(v)").defaultRoute) }
         for v in ["no", "0", "false", "off", "n"] { #expect(try !parseNet("[Network]\nDefaultRoute=\(v)").defaultRoute) }
+        // Offloads are on unless turned off; the largest MTU a TAP takes is accepted.
+        #expect(try parseNet("[Network]\nMTU=65521").offload)
+        #expect(try parseNet("[Network]\nMTU=65521").mtu == 65521)
+        #expect(try !parseNet("[Stack]\nOffload=no").offload)
+        #expect(try parseNet("[Stack]\nOffload=yes").offload)
         #expect(try parseNet("[Stack]\nTCPSendBuffer=4m").tcpSendBuffer == 4 << 20)
         #expect(try parseNet("[Stack]\nTCPSendBuffer=65536").tcpSendBuffer == 65536)
         #expect(try parseNet("[Stack]\nTCPSendBuffer=64M").tcpSendBuffer == 64 << 20)
@@ -103,6 +108,7 @@ import Testing
             ("[Network]\nGateway=10.0.0.1/24", "net.conf:2: invalid Gateway=10.0.0.1/24: expected an IPv4 address like 10.200.0.1 (no /prefix)"),
             ("[Network]\nGateway=fd00::1", "net.conf:2: invalid Gateway=fd00::1: expected an IPv4 address like 10.200.0.1 (no /prefix)"),
             ("[Network]\nDefaultRoute=maybe", "net.conf:2: invalid DefaultRoute=maybe: expected yes or no (also 1/0, true/false, on/off)"),
+            ("[Stack]\nOffload=tso", "net.conf:2: invalid Offload=tso: expected yes or no (also 1/0, true/false, on/off)"),
             ("[Network]\nRoute=10.1.2.3/16", "net.conf:2: invalid Route=10.1.2.3/16: host bits are set; did you mean 10.1.0.0/16?"),
             ("[Network]\nRoute=10.1.0.0/", "net.conf:2: invalid Route=10.1.0.0/: expected NETWORK/PREFIX like 10.20.0.0/16 or fd00:1::/64, or one address"),
             ("[Network]\nBridge=my bridge", "net.conf:2: invalid Bridge=my bridge: expected an interface name, 1 to 15 characters [A-Za-z0-9_.-]"),
