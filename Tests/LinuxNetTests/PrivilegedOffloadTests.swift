@@ -82,6 +82,16 @@ private func partialUDPFrame(to kernelMAC: [UInt8], sport: UInt16, dport: UInt16
             #expect(features.contains("tcp-segmentation-offload: on"), "\(features)")
             #expect(features.contains("tx-checksumming: on"), "\(features)")
         }
+        // The largest MTU config allows is the largest a TAP takes; one more is the kernel's error.
+        let nl = try Netlink()
+        try nl.setMTU(interface: "zt-off", mtu: 65521)
+        #expect(try nl.linkInfo(interface: "zt-off")?.mtu == 65521)
+        do {
+            try nl.setMTU(interface: "zt-off", mtu: 65522)
+            Issue.record("MTU 65522 on a TAP should be refused")
+        } catch {
+            #expect(error.errno == EINVAL, "\(error)")
+        }
         let plain = try TapDevice.open(name: "zt-plain")
         defer { plain.close() }
         #expect(plain.offloads == [])
