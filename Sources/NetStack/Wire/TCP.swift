@@ -306,6 +306,26 @@ public struct TCPHeaderRepr: Hashable, Sendable {
         _ = options.emit(into: p + TCPHeaderView.minimumHeaderLength)
     }
 
+    /// Stores the checksum of the segment whose `headerLength`-byte header is at `p` and whose
+    /// payload is `payload` then `more`; with `copy`, the payload is copied to follow the header
+    /// in the same pass.
+    @inlinable public static func fillChecksum(_ p: UnsafeMutableRawPointer, headerLength hl: Int,
+                                               payload: UnsafeRawBufferPointer, _ more: UnsafeRawBufferPointer,
+                                               copy: Bool, source: IPv4Address, destination: IPv4Address) {
+        let length = hl &+ payload.count &+ more.count
+        wireStore16(p, 16, 0)
+        var s = Checksum.pseudoHeader(src: source, dst: destination, proto: IPProtocol.tcp, length: length)
+        s = Checksum.partial(p, count: hl, initial: s)
+        s = Checksum.partial(payload, more, initial: s, copyTo: copy ? p + hl : nil)
+        wireStore16(p, 16, Checksum.finish(s))
+    }
+
+    /// The pseudo-header sum a segment of `length` bytes carries in its checksum field when the
+    /// rest is left to the kernel (CHECKSUM_PARTIAL: folded, not complemented).
+    @inlinable public static func partialChecksum(length: Int, source: IPv4Address, destination: IPv4Address) -> UInt16 {
+        ~Checksum.finish(Checksum.pseudoHeader(src: source, dst: destination, proto: IPProtocol.tcp, length: length))
+    }
+
     /// Computes and stores the checksum of the `length`-byte segment at `p`.
     @inlinable public static func fillChecksum(_ p: UnsafeMutableRawPointer, length: Int,
                                                source: IPv4Address, destination: IPv4Address) {
