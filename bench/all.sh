@@ -2,6 +2,7 @@
 # all.sh - every ztap benchmark in one run, plus the competition measured by the shared anchors
 # script (kernel veth, slirp4netns, pasta), so all figures come from the same machine state.
 # Installs the benchmark tools it needs (iperf3, sockperf, slirp4netns, passt) when missing.
+# Env: DUR, REPS (passed on), OFFLOAD=yes|no (ztap's Offload=), INTERCEPT_MTUS="1500 2800 9000".
 # Output goes to stdout; paste the tables into BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +16,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 echo "## NetStack (bench/netstack.sh)"
 bench/netstack.sh
+# Intercepted apps at the MTU most networks use (1500), the default (2800) and a jumbo one;
+# ztap with its TAP offloads (Offload=yes, the default; OFFLOAD=no for the plain TAP), the veth
+# baseline with the kernel's default offloads.
 if [ -x bench/intercept.sh ]; then
-    echo "## Intercept (bench/intercept.sh)"
-    bench/intercept.sh
+    for m in ${INTERCEPT_MTUS:-1500 2800 9000}; do
+        echo "## Intercept (MTU=$m bench/intercept.sh)"
+        MTU=$m bench/intercept.sh
+    done
 fi
 if [ -x bench/seccomp.sh ]; then
     echo "## Seccomp mode next to LD_PRELOAD (bench/seccomp.sh)"

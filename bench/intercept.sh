@@ -10,7 +10,8 @@
 # Baseline: the same commands without ztap, namespace to namespace across a veth pair.
 #
 # Everything runs in namespaces this script creates (zi-*) and deletes on exit; processes are
-# stopped by the PIDs it started. Env: DUR=5 seconds per run, REPS=5 runs (median), MTU=2800.
+# stopped by the PIDs it started. Env: DUR=5 seconds per run, REPS=5 runs (median), MTU=2800,
+# OFFLOAD=yes (the network's Offload=: virtio header, TSO/checksum offloads).
 # Output: one line per case on stdout, then a Markdown table (paste into BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 REPS=${REPS:-5}
 MTU=${MTU:-2800}
+OFFLOAD=${OFFLOAD:-yes}
 [ "$(id -u)" -eq 0 ] || { echo "intercept.sh: needs root (namespaces, TAP)" >&2; exit 1; }
 command -v iperf3 >/dev/null || { echo "intercept.sh: iperf3 missing (scripts/install-deps.sh)" >&2; exit 1; }
 
@@ -51,6 +53,8 @@ Interface=zitap
 MTU=$MTU
 Address=10.203.0.2/24
 KernelAddress=10.203.0.1/24
+[Stack]
+Offload=$OFFLOAD
 CONF
 ip netns exec $NS_ZT "$ZTAPD" --config-dir "$TMP/etc" --run-dir "$TMP/run" 2>"$TMP/ztapd.log" & PIDS+=($!)
 for _ in $(seq 100); do [ -S "$TMP/run/bench.sock" ] && break; sleep 0.1; done
@@ -86,7 +90,7 @@ record veth_rr "${v[@]}"
 
 echo
 machine
-echo "Command: bench/intercept.sh (DUR=$DUR REPS=$REPS MTU=$MTU), median of $REPS runs"
+echo "Command: bench/intercept.sh (DUR=$DUR REPS=$REPS MTU=$MTU OFFLOAD=$OFFLOAD), median of $REPS runs"
 echo
 echo "| case (MTU $MTU) | ztap (ztctl run) | kernel veth | ztap / veth |"
 echo "|---|---|---|---|"

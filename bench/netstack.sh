@@ -11,7 +11,7 @@
 #
 # Everything runs in namespaces this script creates (zb-*) and deletes on exit; processes are
 # stopped by the PIDs it started. Env: DUR=5 seconds per run, REPS=5 runs (median reported),
-# MTUS="1500 2800".
+# MTUS="1500 2800", OFFLOAD=yes (the network's Offload=: virtio header, TSO/checksum offloads).
 # Output: one line per case on stdout, then a Markdown table (paste into BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 DUR=${DUR:-5}
 REPS=${REPS:-5}
 MTUS=${MTUS:-"1500 2800"}
+OFFLOAD=${OFFLOAD:-yes}
 [ "$(id -u)" -eq 0 ] || { echo "netstack.sh: needs root (namespaces, TAP)" >&2; exit 1; }
 
 bench_init zbench
@@ -50,6 +51,8 @@ MTU=$MTU
 Address=10.201.0.2/24
 KernelAddress=10.201.0.1/24
 Services=echo discard chargen
+[Stack]
+Offload=$OFFLOAD
 CONF
     ip netns exec $NS_ZT "$ZTAPD" --config-dir "$TMP/etc" --run-dir "$TMP/run" 2>"$TMP/ztapd.log" & ZPID=$!
     PIDS+=($ZPID)
@@ -68,7 +71,7 @@ done
 
 echo
 machine
-echo "Command: bench/netstack.sh (DUR=$DUR REPS=$REPS), median of $REPS runs"
+echo "Command: bench/netstack.sh (DUR=$DUR REPS=$REPS OFFLOAD=$OFFLOAD), median of $REPS runs"
 echo
 echo "| MTU | case | ztap | kernel veth | ztap / veth |"
 echo "|---|---|---|---|---|"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the NetStackFuzz seed corpus (Tests/Fuzz/corpus): valid frames towards the harness's
 stack (MAC 02:00:00:00:00:01, 10.0.0.1/24) in the harness's record format
-[advance ms: 1 byte][length: 2 bytes LE][frame]."""
+[advance ms: 1 byte][length: 2 bytes LE][frame]; `vrec` records (advance byte's high bit) are
+TAP frames with a 10-byte virtio header: partial checksums, TCP super-segments, UDP USO."""
 import os, struct, sys
 
 OUR_MAC = bytes([2, 0, 0, 0, 0, 1]); PEER_MAC = bytes([2, 0, 0, 0, 0, 2])
@@ -42,6 +43,19 @@ def arp(op, tpa=OUR_IP):
 
 def rec(frame, adv=0): return bytes([adv]) + struct.pack('<H', len(frame)) + frame
 
+def vnet(flags=0, gso=0, hdr_len=0, gso_size=0, start=0, off=0):
+    return struct.pack('<BBHHHH', flags, gso, hdr_len, gso_size, start, off)
+
+def vrec(frame, hdr=None, adv=0):
+    return rec((hdr if hdr is not None else vnet()) + frame, adv | 0x80)
+
+def pseudo_only(seg, proto):
+    """The segment with its checksum field holding only the pseudo-header sum (NEEDS_CSUM)."""
+    s = sum(struct.unpack('!4H', PEER_IP + OUR_IP)) + proto + len(seg)
+    while s >> 16: s = (s & 0xFFFF) + (s >> 16)
+    at = 16 if proto == 6 else 6
+    return seg[:at] + struct.pack('!H', s) + seg[at + 2:]
+
 out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), '..', 'Tests', 'Fuzz', 'corpus')
 os.makedirs(out, exist_ok=True)
 arp_req = rec(eth(arp(1), 0x0806, dst=b'\xff' * 6))
@@ -64,6 +78,15 @@ seeds = {
     'tcp-chargen': arp_req + rec(eth(ipv4(6, tcp(40002, 19, 77, 0, 0x02, opts=syn_opts)), 0x0800)),
     'tcp-rst-closed': arp_req + rec(eth(ipv4(6, tcp(40003, 4444, 9, 0, 0x02)), 0x0800)),
     'ip-options': arp_req + rec(eth(bytes([0x46]) + ipv4(17, udp(4000, 5000, b'o'))[1:], 0x0800)),
+    # TAP frames with a virtio header (the offload path).
+    'virtio-tcp-super': vrec(eth(arp(1), 0x0806, dst=b'\xff' * 6))
+        + vrec(eth(ipv4(6, tcp(40004, 9, 500, 0, 0x02, opts=syn_opts)), 0x0800))
+        + vrec(eth(ipv4(6, pseudo_only(tcp(40004, 9, 501, 1, 0x10, big * 2), 6), flags_off=0x4000), 0x0800),
+               vnet(1, 1, 54, 1448, 34, 16), 1),
+    'virtio-udp-uso': vrec(eth(arp(1), 0x0806, dst=b'\xff' * 6))
+        + vrec(eth(ipv4(17, pseudo_only(udp(4000, 5000, big), 17)), 0x0800), vnet(1, 5, 42, 1000, 34, 6)),
+    'virtio-csum-valid': vrec(eth(arp(1), 0x0806, dst=b'\xff' * 6))
+        + vrec(eth(ipv4(17, udp(4000, 7, b'verified')[:6] + b'\x12\x34' + b'verified'), 0x0800), vnet(2)),
 }
 for name, data in seeds.items():
     with open(os.path.join(out, name), 'wb') as f: f.write(data)

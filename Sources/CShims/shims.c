@@ -190,6 +190,12 @@ int cshim_tap_open(const char *name, int extra_flags, char *name_out) {
     return fd;
 }
 
+int cshim_iff_vnet_hdr(void) { return IFF_VNET_HDR; }
+
+int cshim_tap_set_vnet_hdr_size(int fd, int size) { return ioctl(fd, TUNSETVNETHDRSZ, &size); }
+
+int cshim_tap_set_offload(int fd, unsigned int flags) { return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags); }
+
 int cshim_if_nametoindex(const char *name) { return (int)if_nametoindex(name); }
 
 int cshim_set_keepcaps(int on) { return prctl(PR_SET_KEEPCAPS, on ? 1 : 0, 0, 0, 0); }

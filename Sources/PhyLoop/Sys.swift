@@ -27,6 +27,8 @@ public enum IOResult<T>: Sendable where T: Sendable {
 public protocol SyscallBackend: Sendable {
     func read(_ fd: Int32, _ buf: UnsafeMutableRawPointer?, _ count: Int) -> Int
     func write(_ fd: Int32, _ buf: UnsafeRawPointer?, _ count: Int) -> Int
+    /// writev(2) of a non-socket fd (TAP): one frame from several pieces.
+    func writev(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int32) -> Int
     func recvmsg(_ fd: Int32, _ msg: UnsafeMutablePointer<msghdr>, _ flags: Int32) -> Int
     func sendmsg(_ fd: Int32, _ msg: UnsafePointer<msghdr>, _ flags: Int32) -> Int
     func shutdown(_ fd: Int32, _ how: Int32) -> Int
@@ -36,6 +38,14 @@ public protocol SyscallBackend: Sendable {
     func socketpair(_ type: Int32, _ fds: UnsafeMutablePointer<Int32>) -> Int
     /// accept4(fd, NULL, NULL, SOCK_NONBLOCK|SOCK_CLOEXEC).
     func accept(_ fd: Int32) -> Int
+}
+
+extension SyscallBackend {
+    /// The real writev, for backends that wrap the real calls without overriding it.
+    public func writev(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int32) -> Int {
+        let v = Glibc.writev(fd, iov, count)
+        return v >= 0 ? v : -Int(errno)
+    }
 }
 
 /// The real calls.
@@ -106,6 +116,26 @@ public struct Sys: Sendable {
     /// write(2) of a non-socket fd (TAP).
     public func write(_ fd: Int32, _ buf: UnsafeRawBufferPointer) throws(Errno) -> IOResult<Int> {
         try retrying { backend.write(fd, buf.baseAddress, buf.count) }
+    }
+
+    /// writev(2) of a non-socket fd (TAP) from up to four pieces; empty ones are left out.
+    public func writev(_ fd: Int32, _ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer,
+                       _ c: UnsafeRawBufferPointer, _ d: UnsafeRawBufferPointer) throws(Errno) -> IOResult<Int> {
+        var iov = (iovec(), iovec(), iovec(), iovec())
+        var n: Int32 = 0
+        withUnsafeMutableBytes(of: &iov) { raw in
+            let v = raw.bindMemory(to: iovec.self)
+            @inline(__always) func add(_ piece: UnsafeRawBufferPointer) {
+                guard piece.count > 0 else { return }
+                v[Int(n)] = iovec(iov_base: UnsafeMutableRawPointer(mutating: piece.baseAddress), iov_len: piece.count)
+                n &+= 1
+            }
+            add(a); add(b); add(c); add(d)
+        }
+        return try withUnsafeBytes(of: &iov) { raw throws(Errno) in
+            let v = raw.bindMemory(to: iovec.self).baseAddress!
+            return try retrying { backend.writev(fd, v, n) }
+        }
     }
 
     /// recv(2) into one buffer. `flags` adds to MSG_DONTWAIT (e.g. MSG_TRUNC, MSG_PEEK).

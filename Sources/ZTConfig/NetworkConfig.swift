@@ -8,7 +8,7 @@ public struct NetworkConfig: Equatable, Sendable {
     public var interface: String?
     /// `MACAddress=`: unicast, normalised to lowercase `xx:xx:xx:xx:xx:xx`; unset means `effectiveMAC`.
     public var macAddress: String?
-    /// `MTU=`: default 2800, allowed 1280...10000.
+    /// `MTU=`: default 2800, allowed 1280...65521 (a TAP's largest: 65535 minus its Ethernet header).
     public var mtu: Int
     /// `Address=`: the stack's own addresses (repeatable). IPv6 is accepted here; the daemon may
     /// still refuse it while the stack is IPv4-only.
@@ -45,6 +45,8 @@ public struct NetworkConfig: Equatable, Sendable {
     public var tcpSendBuffer: Int
     /// `MaxConnections=`: default 4096, 1...65536.
     public var maxConnections: Int
+    /// `Offload=`: virtio header with checksum and segmentation offloads on the TAP (default yes).
+    public var offload: Bool
 
     // [Access]
     /// `AllowUsers=`: users (names or uids) allowed to use this network besides root.
@@ -53,7 +55,7 @@ public struct NetworkConfig: Equatable, Sendable {
     public var allowGroups: [String]
 
     public static let defaultMTU = 2800
-    public static let mtuRange = 1280...10000
+    public static let mtuRange = 1280...65521
     public static let defaultTCPBuffer = 4 << 20
     public static let tcpBufferRange = (64 << 10)...(64 << 20)
     public static let defaultMaxConnections = 4096
@@ -80,6 +82,7 @@ public struct NetworkConfig: Equatable, Sendable {
         tcpReceiveBuffer = NetworkConfig.defaultTCPBuffer
         tcpSendBuffer = NetworkConfig.defaultTCPBuffer
         maxConnections = NetworkConfig.defaultMaxConnections
+        offload = true
         allowUsers = []
         allowGroups = []
     }
@@ -249,7 +252,7 @@ public struct NetworkConfig: Equatable, Sendable {
                 reset: { $0.macAddress = nil }, render: { $0.macAddress.map { [$0] } ?? [] },
                 isDefault: { $0.macAddress == nil }),
         KeySpec(section: "Network", key: "MTU", arity: .single,
-                help: "interface MTU, 1280...10000 (default 2800)",
+                help: "interface MTU, 1280...65521 (default 2800)",
                 apply: { (c, v) throws(Reason) in c.mtu = try Value.integer("MTU", v, NetworkConfig.mtuRange) },
                 reset: { $0.mtu = NetworkConfig.defaultMTU }, render: { ["\($0.mtu)"] },
                 isDefault: { $0.mtu == NetworkConfig.defaultMTU }),
@@ -356,6 +359,11 @@ public struct NetworkConfig: Equatable, Sendable {
                 },
                 reset: { $0.maxConnections = NetworkConfig.defaultMaxConnections }, render: { ["\($0.maxConnections)"] },
                 isDefault: { $0.maxConnections == NetworkConfig.defaultMaxConnections }),
+        KeySpec(section: "Stack", key: "Offload", arity: .single,
+                help: "no: plain TAP frames, without checksum and segmentation offloads (default yes)",
+                apply: { (c, v) throws(Reason) in c.offload = try Value.bool("Offload", v) },
+                reset: { $0.offload = true }, render: { [$0.offload ? "yes" : "no"] },
+                isDefault: { $0.offload }),
         KeySpec(section: "Access", key: "AllowUsers", arity: .list,
                 help: "users (names or uids) allowed to use this network; root always is",
                 apply: { (c, v) throws(Reason) in

@@ -55,7 +55,10 @@ final class FrameCaptures {
         header = .allocate(byteCount: CaptureWire.headerSize, alignment: 8)
     }
 
-    deinit { header.deallocate() }
+    deinit {
+        header.deallocate()
+        gather?.deallocate()
+    }
 
     var isEmpty: Bool { sessions.isEmpty }
 
@@ -83,6 +86,28 @@ final class FrameCaptures {
         if sessions.isEmpty { return }
         deliver(frame, outbound: outbound)
     }
+
+    /// `record` for a frame in pieces (headers, then payload regions of a send ring): gathered
+    /// into one buffer, only while someone captures.
+    @inline(__always)
+    func record(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, _ c: UnsafeRawBufferPointer,
+                outbound: Bool) {
+        if sessions.isEmpty { return }
+        let n = min(a.count + b.count + c.count, Self.gatherSize)
+        if gather == nil { gather = .allocate(byteCount: Self.gatherSize, alignment: 16) }
+        let g = gather!
+        var off = 0
+        for part in [a, b, c] where part.count > 0 && off < n {
+            let k = min(part.count, n - off)
+            (g.baseAddress! + off).copyMemory(from: part.baseAddress!, byteCount: k)
+            off += k
+        }
+        deliver(UnsafeRawBufferPointer(rebasing: g[0..<n]), outbound: outbound)
+    }
+
+    /// Largest frame a capture copies (a 64 KiB TSO segment plus headers).
+    static let gatherSize = 70_000
+    private var gather: UnsafeMutableRawBufferPointer?
 
     private func deliver(_ frame: UnsafeRawBufferPointer, outbound: Bool) {
         var ts = timespec()

@@ -264,9 +264,15 @@ public final class Daemon: PhySocketHandler {
         }
         let tap: TapDevice
         do {
-            tap = try TapDevice.open(name: ifname)
+            tap = try TapDevice.open(name: ifname, offloads: config.offload)
         } catch {
             throw ServiceError("open TAP \(ifname): \(error)", errno: error.errno)
+        }
+        for refusal in tap.offloadRefusals {
+            logger.warning("offload fallback: \(refusal)", metadata: ["network": "\(config.name)", "interface": "\(tap.name)"])
+        }
+        if config.offload {
+            logger.info("TAP offloads", metadata: ["network": "\(config.name)", "offloads": "\(tap.offloads)"])
         }
         var fabric: VXLANFabric.Created?
         if config.vxlan != nil {
@@ -319,7 +325,7 @@ public final class Daemon: PhySocketHandler {
             return
         }
         if old.effectiveInterface != new.effectiveInterface || old.effectiveMAC != new.effectiveMAC || old.bridge != new.bridge
-            || !Self.sameSegment(old, new) {
+            || old.offload != new.offload || !Self.sameSegment(old, new) {
             takeDown(new.name)
             try bringUp(new)
             return

@@ -58,6 +58,7 @@ final class NetworkLoop: PhySocketHandler {
     private(set) var hub: InterceptHub?
     /// Frames taken from the TAP per readiness event before the loop looks at other fds.
     private let batch = 256
+    static let frameBufferSize = 65536 &+ 1024
 
     /// `rpcPath`: where to listen for the intercept library (nil: no intercept, e.g. tests).
     init(name: String, device: any FrameDevice, inbox: Inbox<NetworkCommand>, driver: StackDriver, logger: Logger,
@@ -67,8 +68,8 @@ final class NetworkLoop: PhySocketHandler {
         self.inbox = inbox
         self.driver = driver
         self.logger = logger
-        // Largest frame: MTU 10000 + Ethernet header, rounded up.
-        frameBuffer = .allocate(byteCount: 16384, alignment: 16)
+        // Largest frame: a 64 KiB super-frame or MTU 65521, Ethernet header, virtio header.
+        frameBuffer = .allocate(byteCount: Self.frameBufferSize, alignment: 16)
         loop = try PhyLoop<NetworkLoop>(sys: sys)
         loop.handler = self
         tapSocket = try loop.add(fd: device.fd, kind: .raw, context: .tap, ownsFD: false)
@@ -141,11 +142,15 @@ final class NetworkLoop: PhySocketHandler {
         }
         let now = Self.now()
         let captures = driver.captures
+        // With IFF_VNET_HDR every frame starts with the virtio header; captures get the frame.
+        let skip = device.offloads.contains(.vnetHeader) ? VirtioNetHeader.length : 0
         for _ in 0..<batch {
             do {
                 guard let n = try device.read(into: frameBuffer), n > 0 else { return }
                 let frame = UnsafeRawBufferPointer(rebasing: frameBuffer[0..<n])
-                captures.record(frame, outbound: false)
+                if !captures.isEmpty, n > skip {
+                    captures.record(UnsafeRawBufferPointer(rebasing: frameBuffer[skip..<n]), outbound: false)
+                }
                 driver.receive(frame: frame, now: now)
             } catch {
                 // The interface is gone (deleted behind our back: EBADFD) or broken: stop

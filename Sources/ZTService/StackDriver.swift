@@ -27,19 +27,58 @@ struct NetworkStats: Sendable {
 }
 
 /// Writes frames to the TAP. A full TAP queue drops the frame, as a NIC would; TCP recovers.
-/// Every frame the stack sends is also offered to the network's captures.
+///
+///
+/// Frames from the stack's offload path come as headers plus payload regions of a send ring
+/// and leave in one writev, uncopied. On a TAP with a virtio header every frame gets one: all
+/// zero for plain frames, else the frame's checksum and segmentation state, which the kernel
+/// takes from any TAP with IFF_VNET_HDR (TUNSETOFFLOAD governs only the other direction).
 final class TapSink: FrameSink {
     let device: any FrameDevice
+    /// Every frame the stack sends is also offered to the network's captures.
     let captures: FrameCaptures
+    let vnet: Bool
+    let transmitOffloads: TransmitOffloads
     var framesOut: UInt64 = 0
     var dropped: UInt64 = 0
+    private let header: UnsafeMutableRawPointer
+
     init(device: any FrameDevice, captures: FrameCaptures = FrameCaptures()) {
         self.device = device
         self.captures = captures
+        vnet = device.offloads.contains(.vnetHeader)
+        transmitOffloads = vnet ? .all : .gather
+        header = .allocate(byteCount: 16, alignment: 16)
+        header.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
     }
+    deinit { header.deallocate() }
+
+    private var noHeader: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: nil, count: 0) }
+    private var virtioHeader: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: header, count: VirtioNetHeader.length) }
+
     func sendFrame(_ frame: UnsafeRawBufferPointer) {
         captures.record(frame, outbound: true)
-        if (try? device.write(frame)) == true { framesOut &+= 1 } else { dropped &+= 1 }
+        let ok: Bool?
+        if vnet {
+            VirtioNetHeader().store(to: header)
+            ok = try? device.write(virtioHeader, frame, noHeader, noHeader)
+        } else {
+            ok = try? device.write(frame)
+        }
+        if ok == true { framesOut &+= 1 } else { dropped &+= 1 }
+    }
+
+    func sendFrame(head: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, _ more: UnsafeRawBufferPointer,
+                   offload: FrameOffload) {
+        captures.record(head, payload, more, outbound: true)
+        let ok: Bool?
+        if vnet {
+            offload.virtioHeader(headerLength: head.count).store(to: header)
+            ok = try? device.write(virtioHeader, head, payload, more)
+        } else {
+            ok = try? device.write(head, payload, more, noHeader)
+        }
+        if ok == true { framesOut &+= 1 } else { dropped &+= 1 }
     }
 }
 
@@ -47,6 +86,7 @@ final class TapSink: FrameSink {
 /// the frames. The loop owns the I/O; the driver owns protocol state.
 protocol StackDriver: AnyObject {
     func start(now: Instant)
+    /// One frame as the device read it (with its virtio header when it has one).
     func receive(frame: UnsafeRawBufferPointer, now: Instant)
     /// Runs due timers; returns the next deadline.
     func poll(now: Instant) -> Instant?
@@ -106,7 +146,10 @@ final class NetStackDriver: StackDriver {
 
     func start(now: Instant) { stack.up(now: now) }
 
-    func receive(frame: UnsafeRawBufferPointer, now: Instant) { stack.receive(frame: frame, now: now) }
+    /// `frame` as read from the TAP: with its virtio header when the TAP has one.
+    func receive(frame: UnsafeRawBufferPointer, now: Instant) {
+        if sink.vnet { stack.receive(virtioFrame: frame, now: now) } else { stack.receive(frame: frame, now: now) }
+    }
 
     func poll(now: Instant) -> Instant? {
         stack.poll(now: now) { [eventSink] e in eventSink?(e) }

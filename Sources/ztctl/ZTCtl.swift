@@ -136,7 +136,7 @@ struct Join: ParsableCommand {
     @Option(name: .customLong("address"), help: "The stack's own address (CIDR), repeatable.") var addresses: [String] = []
     @Option(name: .customLong("kernel-address"), help: "Address of the kernel side of the TAP (CIDR, IPv4 or IPv6), repeatable.")
     var kernelAddresses: [String] = []
-    @Option(help: "MTU, 1280-10000 (default 2800).") var mtu: Int?
+    @Option(help: "MTU, 1280-65521 (default 2800).") var mtu: Int?
     @Option(help: "MAC address of the TAP interface.") var mac: String?
     @Option(help: "Interface name (at most 15 characters).") var interface: String?
     @Option(help: "Existing Linux bridge to enslave the TAP into.") var bridge: String?

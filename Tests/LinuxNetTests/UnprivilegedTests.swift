@@ -224,3 +224,37 @@ import CNetlink
         #expect(UserDB.groups(ofUID: 4_000_000_123) == [])
     }
 }
+
+/// TUNSETOFFLOAD's fallback ladder against a fake kernel: a kernel refuses a whole set when it
+/// knows one flag not, so each refusal drops the newest offloads and says so.
+@Suite struct OffloadNegotiationTests {
+    @Test func everythingGrantedAtOnce() {
+        var asked: [UInt32] = []
+        let r = TapOffloads.negotiate { asked.append($0); return 0 }
+        #expect(r.offloads == [.checksum, .tso4, .tso6, .tsoECN, .uso])
+        #expect(r.refusals.isEmpty)
+        // CSUM|TSO4|TSO6|TSO_ECN|USO4|USO6: USO only as the pair the kernel requires.
+        let all: UInt32 = 0x6F   // 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40
+        #expect(asked == [all])
+    }
+
+    @Test func kernelWithoutUSOFallsBackToTSO() {
+        let r = TapOffloads.negotiate { $0 & 0x60 != 0 ? EINVAL : 0 }
+        #expect(r.offloads == [.checksum, .tso4, .tso6, .tsoECN])
+        #expect(r.refusals == ["TUNSETOFFLOAD csum tso4 tso6 tso_ecn uso refused (Invalid argument, errno 22)"])
+    }
+
+    @Test func everyOffloadRefused() {
+        var asked: [UInt32] = []
+        let r = TapOffloads.negotiate { asked.append($0); return EINVAL }
+        #expect(r.offloads == [])
+        #expect(asked == [0x6F, 0x0F, 0x07, 0x01, 0x00])
+        #expect(r.refusals.count == 5)
+        #expect(r.refusals.last == "TUNSETOFFLOAD none refused (Invalid argument, errno 22)")
+    }
+
+    @Test func namesAsInTheLog() {
+        #expect(TapOffloads([.vnetHeader, .checksum, .tso4, .uso]).description == "vnet_hdr csum tso4 uso")
+        #expect(TapOffloads().description == "none")
+    }
+}

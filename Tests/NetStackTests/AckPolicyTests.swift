@@ -17,6 +17,20 @@ import Testing
         #expect(!a.immediate && a.pending)
     }
 
+    /// A super-segment (64 KiB of 1448-byte pieces) teaches the piece size, not its own, and
+    /// is acknowledged at the poll like the 45 segments it stands for.
+    @Test func superSegmentsCountAsTheirPieces() {
+        var a = AckPolicy(quickAcks: 0)
+        #expect(a.dataArrived(45 * 1448, receiveBuffer: buffer, segmentSize: 1448) == .atPoll)
+        #expect(a.mssEstimate == 1448)
+        // A window update is due after one piece's worth, not a super-segment's.
+        #expect(a.windowUpdateNeeded(advertised: 2000, space: 4000, receiveBuffer: buffer))
+        // Without the hint the estimate would be the whole super-segment.
+        var b = AckPolicy(quickAcks: 0)
+        _ = b.dataArrived(45 * 1448, receiveBuffer: buffer)
+        #expect(b.mssEstimate == 45 * 1448)
+    }
+
     @Test func twoFullSegmentsAreAcknowledgedAtThePoll() {
         var a = AckPolicy(quickAcks: 0)
         #expect(a.dataArrived(1448, receiveBuffer: buffer) == .delayed)

@@ -14,7 +14,7 @@ import Testing
             let (networks, errors) = NetworkDirectory.load(directory: dir)
             #expect(networks.map(\.name) == ["alpha", "gamma"])
             #expect(networks[1].services == [.echo])
-            #expect(errors.map(\.description) == ["\(dir)/broken.conf:2: invalid MTU=70000: expected an integer in 1280...10000"])
+            #expect(errors.map(\.description) == ["\(dir)/broken.conf:2: invalid MTU=70000: expected an integer in 1280...65521"])
         }
     }
 

@@ -56,6 +56,11 @@ import Testing
     @Test func booleansAndSizes() throws {
         for v in ["yes", "1", "true", "on", "Y", "TRUE"] { #expect(try parseNet("[Network]\nDefaultRoute=\(v)").defaultRoute) }
         for v in ["no", "0", "false", "off", "n"] { #expect(try !parseNet("[Network]\nDefaultRoute=\(v)").defaultRoute) }
+        // Offloads are on unless turned off; the largest MTU a TAP takes is accepted.
+        #expect(try parseNet("[Network]\nMTU=65521").offload)
+        #expect(try parseNet("[Network]\nMTU=65521").mtu == 65521)
+        #expect(try !parseNet("[Stack]\nOffload=no").offload)
+        #expect(try parseNet("[Stack]\nOffload=yes").offload)
         #expect(try parseNet("[Stack]\nTCPSendBuffer=4m").tcpSendBuffer == 4 << 20)
         #expect(try parseNet("[Stack]\nTCPSendBuffer=65536").tcpSendBuffer == 65536)
         #expect(try parseNet("[Stack]\nTCPSendBuffer=64M").tcpSendBuffer == 64 << 20)
@@ -81,10 +86,10 @@ import Testing
 
     @Test func badValuesNameKeyValueAndAllowed() {
         let cases: [(String, String)] = [
-            ("[Network]\nMTU=1279", "net.conf:2: invalid MTU=1279: expected an integer in 1280...10000"),
-            ("[Network]\nMTU=10001", "net.conf:2: invalid MTU=10001: expected an integer in 1280...10000"),
-            ("[Network]\nMTU=15OO", "net.conf:2: invalid MTU=15OO: expected an integer in 1280...10000"),
-            ("[Network]\nMTU=-1500", "net.conf:2: invalid MTU=-1500: expected an integer in 1280...10000"),
+            ("[Network]\nMTU=1279", "net.conf:2: invalid MTU=1279: expected an integer in 1280...65521"),
+            ("[Network]\nMTU=65522", "net.conf:2: invalid MTU=65522: expected an integer in 1280...65521"),
+            ("[Network]\nMTU=15OO", "net.conf:2: invalid MTU=15OO: expected an integer in 1280...65521"),
+            ("[Network]\nMTU=-1500", "net.conf:2: invalid MTU=-1500: expected an integer in 1280...65521"),
             ("[Network]\nInterface=much-too-long-name", "net.conf:2: invalid Interface=much-too-long-name: expected 1 to 15 characters [A-Za-z0-9_.-], not . or .."),
             ("[Network]\nInterface=..", "net.conf:2: invalid Interface=..: expected 1 to 15 characters [A-Za-z0-9_.-], not . or .."),
             ("[Network]\nInterface=a/b", "net.conf:2: invalid Interface=a/b: expected 1 to 15 characters [A-Za-z0-9_.-], not . or .."),
@@ -103,6 +108,7 @@ import Testing
             ("[Network]\nGateway=10.0.0.1/24", "net.conf:2: invalid Gateway=10.0.0.1/24: expected an IPv4 address like 10.200.0.1 (no /prefix)"),
             ("[Network]\nGateway=fd00::1", "net.conf:2: invalid Gateway=fd00::1: expected an IPv4 address like 10.200.0.1 (no /prefix)"),
             ("[Network]\nDefaultRoute=maybe", "net.conf:2: invalid DefaultRoute=maybe: expected yes or no (also 1/0, true/false, on/off)"),
+            ("[Stack]\nOffload=tso", "net.conf:2: invalid Offload=tso: expected yes or no (also 1/0, true/false, on/off)"),
             ("[Network]\nRoute=10.1.2.3/16", "net.conf:2: invalid Route=10.1.2.3/16: host bits are set; did you mean 10.1.0.0/16?"),
             ("[Network]\nRoute=10.1.0.0/", "net.conf:2: invalid Route=10.1.0.0/: expected NETWORK/PREFIX like 10.20.0.0/16 or fd00:1::/64, or one address"),
             ("[Network]\nBridge=my bridge", "net.conf:2: invalid Bridge=my bridge: expected an interface name, 1 to 15 characters [A-Za-z0-9_.-]"),
@@ -136,7 +142,7 @@ import Testing
     }
 
     @Test func firstErrorInFileOrderIsReported() {
-        #expect(netError("[Network]\nMTU=1\n[Bogus]\n") == "net.conf:2: invalid MTU=1: expected an integer in 1280...10000")
+        #expect(netError("[Network]\nMTU=1\n[Bogus]\n") == "net.conf:2: invalid MTU=1: expected an integer in 1280...65521")
         #expect(netError("[Bogus]\n[Network]\nMTU=1\n") == "net.conf:1: unknown section [Bogus]; allowed: [Network], [Stack], [Access], [VXLAN]")
     }
 

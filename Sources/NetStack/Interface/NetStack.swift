@@ -21,6 +21,8 @@ public final class NetStack {
     /// reservations share it with the stack's listeners, sockets and services.
     public let ports: PortTable
     let sink: FrameSink
+    /// What of `sink.transmitOffloads` the stack uses (see `refreshOffloads`).
+    public internal(set) var transmitOffloads: TransmitOffloads = []
     public private(set) var mtu: Int
     public private(set) var addresses: [IPv4CIDR]
 
@@ -69,6 +71,7 @@ public final class NetStack {
         events.reserveCapacity(256)
         eventsOut.reserveCapacity(256)
         tcpEventScratch.reserveCapacity(256)
+        transmitOffloads = Self.usableOffloads(sink.transmitOffloads)
         // `tcp.connect` from a wildcard address asks us which source address routing picks.
         tcp.sourceAddressResolver = { [unowned self] dst in
             self.hasRoute(to: dst) ? self.sourceAddress(for: dst) : nil
@@ -91,7 +94,12 @@ public final class NetStack {
     }
 
     /// Handles one received Ethernet frame. Never traps, whatever the bytes.
-    public func receive(frame: UnsafeRawBufferPointer, now: Instant) {
+    public func receive(frame: UnsafeRawBufferPointer, now: Instant) { receive(frame: frame, offload: .none, now: now) }
+
+    /// `receive`, for a frame with offload state from the link (a TAP's virtio header): a
+    /// partial or kernel-verified L4 checksum is not verified again, and a super-frame is taken
+    /// whole (TCP) or as the datagrams it holds (UDP). Never traps, whatever the bytes.
+    public func receive(frame: UnsafeRawBufferPointer, offload: FrameOffload, now: Instant) {
         self.now = now
         counters.framesIn &+= 1
         counters.bytesIn &+= UInt64(frame.count)
@@ -107,7 +115,7 @@ public final class NetStack {
             return
         }
         switch eth.etherType {
-        case EtherType.ipv4: ipv4Input(eth.payload, linkBroadcast: linkBroadcast)
+        case EtherType.ipv4: ipv4Input(eth.payload, linkBroadcast: linkBroadcast, offload: offload)
         case EtherType.arp: arpInput(eth.payload)
         default: counters.droppedNotForUs &+= 1
         }
@@ -166,7 +174,7 @@ public final class NetStack {
         eventsOut.removeAll(keepingCapacity: true)
     }
 
-    /// Changes the IP MTU (clamped to 1280...10000). Frames waiting for ARP are dropped.
+    /// Changes the IP MTU (clamped to `StackConfig.mtuRange`). Frames waiting for ARP are dropped.
     public func setMTU(_ mtu: Int) {
         let m = min(max(mtu, StackConfig.mtuRange.lowerBound), StackConfig.mtuRange.upperBound)
         guard m != self.mtu else { return }
@@ -284,7 +292,13 @@ public final class NetStack {
         let length = EthernetHeaderView.headerLength &+ ipLength
         EthernetHeaderView.emit(into: txBuffer, destination: .broadcast, source: config.mac, etherType: EtherType.ipv4)
         if broadcast { return emit(length: length) }
-        switch neighbors.lookup(hop, now: now) {
+        return sendResolved(length: length, hop: hop, neighbors.lookup(hop, now: now))
+    }
+
+    /// Sends the frame of `length` bytes in `txBuffer` to `hop` as `lookup` found it: with its
+    /// MAC, or parked until ARP resolves.
+    func sendResolved(length: Int, hop: IPv4Address, _ lookup: NeighborCache.Lookup) -> Bool {
+        switch lookup {
         case let .resolved(mac):
             mac.store(to: txBuffer)
             return emit(length: length)
@@ -401,7 +415,7 @@ public final class NetStack {
 
     // MARK: - IPv4 input
 
-    func ipv4Input(_ payload: UnsafeRawBufferPointer, linkBroadcast: Bool) {
+    func ipv4Input(_ payload: UnsafeRawBufferPointer, linkBroadcast: Bool, offload: FrameOffload) {
         let ip: IPv4HeaderView
         do { ip = try IPv4HeaderView(payload) } catch {
             if case .badChecksum = error { counters.droppedChecksum &+= 1 } else { counters.droppedMalformed &+= 1 }
@@ -415,6 +429,14 @@ public final class NetStack {
             return
         }
         let broadcast = linkBroadcast || !local
+        var verified = false
+        var pieces = 0
+        if !offload.isNone {
+            let l4 = linkOffloadOfL4(ip, offload)
+            guard l4.usable else { counters.droppedMalformed &+= 1; return }
+            verified = l4.verified
+            pieces = l4.segmentSize
+        }
         if ip.isFragment {
             counters.fragmentsIn &+= 1
             switch reassembler.add(ip, now: now) {
@@ -428,21 +450,24 @@ public final class NetStack {
             }
             return
         }
-        deliver(proto: ip.protocolNumber, src: src, dst: dst, payload: ip.payload, quote: ip.bytes, broadcast: broadcast)
+        deliver(proto: ip.protocolNumber, src: src, dst: dst, payload: ip.payload, quote: ip.bytes, broadcast: broadcast,
+                checksumVerified: verified, segmentSize: pieces)
     }
 
     /// `quote` is the whole datagram starting at its IPv4 header (for ICMP errors).
     @inline(__always)
     func deliver(proto: UInt8, src: IPv4Address, dst: IPv4Address, payload: UnsafeRawBufferPointer,
-                 quote: UnsafeRawBufferPointer, broadcast: Bool) {
+                 quote: UnsafeRawBufferPointer, broadcast: Bool, checksumVerified: Bool = false, segmentSize: Int = 0) {
         switch proto {
         case IPProtocol.tcp:
             guard !broadcast else { counters.droppedNotForUs &+= 1; return }
             counters.tcpSegmentsIn &+= 1
-            tcp.receive(src: IPAddress(src), dst: IPAddress(dst), segment: payload, now: now, tx: self)
+            tcp.receive(src: IPAddress(src), dst: IPAddress(dst), segment: payload, checksumVerified: checksumVerified,
+                        segmentSize: segmentSize, now: now, tx: self)
             tcpMayHaveEvents = true
         case IPProtocol.udp:
-            udpInput(src: IPAddress(src), dst: IPAddress(dst), payload: payload, quote: quote, broadcast: broadcast)
+            udpInput(src: IPAddress(src), dst: IPAddress(dst), payload: payload, quote: quote, broadcast: broadcast,
+                     checksumVerified: checksumVerified, segmentSize: segmentSize)
         case IPProtocol.icmp:
             icmpInput(src: src, dst: dst, payload: payload, broadcast: broadcast)
         default:
@@ -552,16 +577,40 @@ public final class NetStack {
 
     /// One UDP datagram of either family; `quote` is the whole packet from its IP header (for the
     /// port unreachable), `broadcast` that it came to a broadcast or multicast address.
+    /// `segmentSize` > 0: a USO super-datagram, whose payload is that many bytes per datagram.
     func udpInput(src: IPAddress, dst: IPAddress, payload: UnsafeRawBufferPointer,
-                  quote: UnsafeRawBufferPointer, broadcast: Bool) {
+                  quote: UnsafeRawBufferPointer, broadcast: Bool, checksumVerified: Bool = false, segmentSize: Int = 0) {
         let u: UDPHeaderView
         do { u = try UDPHeaderView(payload) } catch { counters.droppedMalformed &+= 1; return }
-        guard u.checksumValid(source: src, destination: dst) else { counters.droppedChecksum &+= 1; return }
+        guard checksumVerified || u.checksumValid(source: src, destination: dst) else {
+            counters.droppedChecksum &+= 1
+            return
+        }
+        guard segmentSize > 0 else {
+            udpDeliver(src: src, dst: dst, sourcePort: u.sourcePort, destinationPort: u.destinationPort, u.payload,
+                       quote: quote, broadcast: broadcast)
+            return
+        }
+        let all = u.payload
+        var off = 0
+        repeat {
+            let n = min(segmentSize, all.count &- off)
+            udpDeliver(src: src, dst: dst, sourcePort: u.sourcePort, destinationPort: u.destinationPort,
+                       UnsafeRawBufferPointer(rebasing: all[off..<(off &+ n)]), quote: off == 0 ? quote : nil,
+                       broadcast: broadcast)
+            off &+= n
+        } while off < all.count
+    }
+
+    /// One UDP datagram's payload to its socket (or the echo service). `quote`: what an ICMP
+    /// port unreachable quotes (nil: send none).
+    func udpDeliver(src: IPAddress, dst: IPAddress, sourcePort: UInt16, destinationPort: UInt16,
+                    _ payload: UnsafeRawBufferPointer, quote: UnsafeRawBufferPointer?, broadcast: Bool) {
         counters.udpDatagramsIn &+= 1
-        let from = IPEndpoint(src, u.sourcePort)
-        guard let (sock, h) = udp.lookup(dst: IPEndpoint(dst, u.destinationPort), src: from) else {
+        let from = IPEndpoint(src, sourcePort)
+        guard let (sock, h) = udp.lookup(dst: IPEndpoint(dst, destinationPort), src: from) else {
             counters.droppedNoSocket &+= 1
-            if !broadcast {
+            if !broadcast, let quote {
                 if src.isV4 {
                     sendICMPError(type: ICMPv4Type.destinationUnreachable, code: ICMPv4UnreachableCode.port, quote: quote)
                 } else {
@@ -572,11 +621,11 @@ public final class NetStack {
         }
         if sock.isService {
             // UDP echo (RFC 862): answer inline, never to broadcasts or port 0.
-            if !broadcast && u.sourcePort != 0 { udpEchoReply(local: IPEndpoint(dst, u.destinationPort), to: from, u.payload) }
+            if !broadcast && sourcePort != 0 { udpEchoReply(local: IPEndpoint(dst, destinationPort), to: from, payload) }
             return
         }
         let wasEmpty = sock.metaCount == 0
-        if sock.push(u.payload, from: from) {
+        if sock.push(payload, from: from) {
             if wasEmpty { events.append(.readable(h)) }
         } else {
             counters.droppedUDPQueueFull &+= 1
@@ -593,6 +642,20 @@ extension NetStack: IPTransmitter {
     @inline(__always)
     public func maxPayload(to dst: IPAddress) -> Int {
         dst.isV4 ? mtu &- IPv4HeaderView.minHeaderLength : maxPayload6(to: dst)
+    }
+
+    public func segmentationLimit(to dst: IPAddress) -> Int {
+        dst.isV4 ? segmentationLimit4(to: dst.v4) : segmentationLimit6(to: dst)
+    }
+
+    /// The segment goes out over the destination's family.
+    @discardableResult @inline(__always)
+    public func transmitTCP(src: IPAddress, dst: IPAddress, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
+                            _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
+        if dst.isV4 {
+            return transmitTCP4(src: src.v4, dst: dst.v4, header: header, payload: payload, more, segmentSize: segmentSize)
+        }
+        return transmitTCP6(src: src, dst: dst, header: header, payload: payload, more, segmentSize: segmentSize)
     }
 
     /// The datagram goes out over the destination's family.

@@ -3,6 +3,13 @@
 /// valid during the call.
 public protocol FrameSink: AnyObject {
     func sendFrame(_ frame: UnsafeRawBufferPointer)
+    /// What the sink takes besides plain frames (default: nothing). Read when the stack is made
+    /// and by `NetStack.refreshOffloads()`.
+    var transmitOffloads: TransmitOffloads { get }
+    /// One frame as its headers (`head`: Ethernet through L4) and its payload in up to two
+    /// pieces, with its offload state. The stack calls it only as `transmitOffloads` allows.
+    func sendFrame(head: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, _ more: UnsafeRawBufferPointer,
+                   offload: FrameOffload)
 }
 
 /// The RFC 862/863/864 diagnostic services the stack can answer by itself (benchmark targets).
@@ -14,7 +21,7 @@ public enum DiagnosticService: String, Sendable, CaseIterable {
 
 /// Static configuration of one NetStack interface.
 public struct StackConfig: Sendable {
-    public static let mtuRange = 1280...10000
+    public static let mtuRange = 1280...65535
 
     public var mac: MACAddress
     /// IP MTU of the link (bytes of IPv4 datagram per frame), clamped to `mtuRange`.
@@ -99,6 +106,11 @@ public struct StackCounters: Sendable, Hashable {
     public var udpDatagramsIn: UInt64 = 0
     public var udpDatagramsOut: UInt64 = 0
     public var tcpSegmentsIn: UInt64 = 0
+    // Offloads (see `FrameOffload`)
+    /// Super-frames taken whole (TCP) or split into datagrams (UDP) on input.
+    public var superFramesIn: UInt64 = 0
+    /// TCP super-segments handed to the sink for the kernel to cut up.
+    public var superFramesOut: UInt64 = 0
 
     public init() {}
 

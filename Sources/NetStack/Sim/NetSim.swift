@@ -1,6 +1,11 @@
 /// A frame-level network simulator for tests: nodes (NetStacks or scripted peers) on one
 /// Ethernet segment (a hub: every frame goes to every other port), a virtual clock, and seeded
 /// faults per delivery — drop, duplicate, reorder (extra random delay), corrupt, fixed delay.
+/// Ports can have offloads, like TAPs with IFF_VNET_HDR: a port's `transmitOffloads` is what
+/// its node may send, and a port that `receivesOffloads` gets frames with their offload state
+/// (super-frames whole, partial checksums); a port that does not gets what the kernel would
+/// put on a wire (`SoftwareSegmentation`). Frames delivered with offload state are never
+/// corrupted: that state only ever describes bytes that did not cross a wire.
 /// `run` advances the clock straight to the earliest of the nodes' deadlines and the next
 /// delivery, so minutes of protocol time cost only the work done. Modelled on smoltcp's
 /// loopback + FaultInjector; test infrastructure, not for the data path (it copies frames).
@@ -29,7 +34,15 @@ public struct LinkFaults: Sendable {
 /// Something attached to the simulated segment.
 public protocol SimNode: AnyObject {
     func receive(frame: UnsafeRawBufferPointer, now: Instant)
+    /// A frame with offload state (only for ports that `receivesOffloads`).
+    func receive(frame: UnsafeRawBufferPointer, offload: FrameOffload, now: Instant)
     func poll(now: Instant) -> Instant?
+}
+
+extension SimNode {
+    public func receive(frame: UnsafeRawBufferPointer, offload: FrameOffload, now: Instant) {
+        receive(frame: frame, now: now)
+    }
 }
 
 extension NetStack: SimNode {}
@@ -57,8 +70,20 @@ public final class SimPort: FrameSink {
     unowned let sim: NetSim
     /// Faults applied to frames this port sends.
     public var faults: LinkFaults
+    /// What the node behind this port may send (set before the node is made: a NetStack reads
+    /// it at init, or calls `refreshOffloads`).
+    public var transmitOffloads: TransmitOffloads = []
+    /// Whether frames arrive here with their offload state instead of as plain frames.
+    public var receivesOffloads = false
     init(id: Int, sim: NetSim, faults: LinkFaults) { self.id = id; self.sim = sim; self.faults = faults }
-    public func sendFrame(_ frame: UnsafeRawBufferPointer) { sim.transmit(from: self, frame) }
+    public func sendFrame(_ frame: UnsafeRawBufferPointer) { sim.transmit(from: self, frame, offload: .none) }
+    public func sendFrame(head: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, _ more: UnsafeRawBufferPointer,
+                          offload: FrameOffload) {
+        var bytes = [UInt8](head)
+        bytes.append(contentsOf: payload)
+        bytes.append(contentsOf: more)
+        bytes.withUnsafeBytes { sim.transmit(from: self, $0, offload: offload) }
+    }
     /// Sends bytes as if this port's node had (scripted peers).
     public func send(_ frame: [UInt8]) { frame.withUnsafeBytes { sendFrame($0) } }
 }
@@ -68,12 +93,14 @@ public final class NetSim {
     var rng: XorShiftRandom
     private var ports: [SimPort] = []
     private var nodes: [SimNode?] = []
-    private struct InFlight { var at: Instant; var seq: UInt64; var to: Int; var bytes: [UInt8] }
+    private struct InFlight { var at: Instant; var seq: UInt64; var to: Int; var bytes: [UInt8]; var offload = FrameOffload.none }
     private var inFlight: [InFlight] = []   // sorted by (at, seq); live part starts at `head`
     private var head = 0
     private var seq: UInt64 = 0
     /// Statistics, for tests that want to see the faults happen.
     public private(set) var delivered = 0, dropped = 0, duplicated = 0, corrupted = 0, reordered = 0
+    /// Frames sent with offload state (super-frames, partial checksums).
+    public private(set) var superFrames = 0
     /// When true, every transmitted frame is recorded (sender port id, bytes).
     public var recordTrace = false
     public private(set) var trace: [(from: Int, bytes: [UInt8])] = []
@@ -97,29 +124,41 @@ public final class NetSim {
         return Double(rng.next() >> 11) / Double(1 << 53) < p
     }
 
-    func transmit(from port: SimPort, _ frame: UnsafeRawBufferPointer) {
+    func transmit(from port: SimPort, _ frame: UnsafeRawBufferPointer, offload: FrameOffload) {
+        if !offload.isNone {
+            superFrames += 1
+            // Receivers with offloads get the frame as it is; the others what a wire carries.
+            for p in ports where p.id != port.id && p.receivesOffloads { deliver(from: port, to: p, frame, offload: offload) }
+            SoftwareSegmentation.segment(frame, offload: offload) { piece in
+                for p in ports where p.id != port.id && !p.receivesOffloads { deliver(from: port, to: p, piece, offload: .none) }
+            }
+            if recordTrace { SoftwareSegmentation.segment(frame, offload: offload) { trace.append((port.id, Array($0))) } }
+            return
+        }
         if recordTrace { trace.append((port.id, Array(frame))) }
+        for p in ports where p.id != port.id { deliver(from: port, to: p, frame, offload: .none) }
+    }
+
+    private func deliver(from port: SimPort, to p: SimPort, _ frame: UnsafeRawBufferPointer, offload: FrameOffload) {
         let f = port.faults
-        for p in ports where p.id != port.id {
-            if chance(f.dropRate) { dropped += 1; continue }
-            var bytes = Array(frame)
-            // Only IPv4 frames are corrupted: ARP has no checksum of its own (a real link's FCS
-            // drops such frames), and a poisoned cache would only test the cache lifetime.
-            if chance(f.corruptRate), bytes.count > 14, bytes[12] == 0x08, bytes[13] == 0x00 {
-                let i = 14 + Int(rng.next() % UInt64(bytes.count - 14))
-                bytes[i] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
-                corrupted += 1
-            }
-            var at = now + f.delay
-            if chance(f.reorderRate) {
-                at = at + Duration(nanoseconds: rng.next() % max(1, f.reorderDelay.nanoseconds))
-                reordered += 1
-            }
-            enqueue(InFlight(at: at, seq: 0, to: p.id, bytes: bytes))
-            if chance(f.duplicateRate) {
-                duplicated += 1
-                enqueue(InFlight(at: at + .microseconds(10), seq: 0, to: p.id, bytes: bytes))
-            }
+        if chance(f.dropRate) { dropped += 1; return }
+        var bytes = Array(frame)
+        // Only IPv4 frames are corrupted: ARP has no checksum of its own (a real link's FCS
+        // drops such frames), and a poisoned cache would only test the cache lifetime.
+        if chance(f.corruptRate), offload.isNone, bytes.count > 14, bytes[12] == 0x08, bytes[13] == 0x00 {
+            let i = 14 + Int(rng.next() % UInt64(bytes.count - 14))
+            bytes[i] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
+            corrupted += 1
+        }
+        var at = now + f.delay
+        if chance(f.reorderRate) {
+            at = at + Duration(nanoseconds: rng.next() % max(1, f.reorderDelay.nanoseconds))
+            reordered += 1
+        }
+        enqueue(InFlight(at: at, seq: 0, to: p.id, bytes: bytes, offload: offload))
+        if chance(f.duplicateRate) {
+            duplicated += 1
+            enqueue(InFlight(at: at + .microseconds(10), seq: 0, to: p.id, bytes: bytes, offload: offload))
         }
     }
 
@@ -177,7 +216,13 @@ public final class NetSim {
                 }
                 delivered += 1
                 batch += 1
-                if let node = nodes[f.to] { f.bytes.withUnsafeBytes { node.receive(frame: $0, now: now) } }
+                if let node = nodes[f.to] {
+                    if f.offload.isNone {
+                        f.bytes.withUnsafeBytes { node.receive(frame: $0, now: now) }
+                    } else {
+                        f.bytes.withUnsafeBytes { node.receive(frame: $0, offload: f.offload, now: now) }
+                    }
+                }
                 if batch >= 64 { break }    // poll between bursts, like a driver's batch
             }
         }

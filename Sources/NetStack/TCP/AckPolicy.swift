@@ -37,11 +37,13 @@ struct AckPolicy {
     /// Unacknowledged bytes after which an ACK goes at once, batch or not.
     func stretchLimit(receiveBuffer: Int) -> Int { max(2 &* mssEstimate, min(64 << 10, receiveBuffer / 8)) }
 
-    /// `n` bytes of in-order data arrived.
-    mutating func dataArrived(_ n: Int, receiveBuffer: Int) -> Decision {
+    /// `n` bytes of in-order data arrived; `segmentSize` > 0: in a super-segment of pieces that
+    /// size (the peer's MSS, not `n`, is what the estimate learns).
+    mutating func dataArrived(_ n: Int, receiveBuffer: Int, segmentSize: Int = 0) -> Decision {
         pending = true
         unackedBytes &+= n
-        if n > mssEstimate { mssEstimate = n }
+        let piece = segmentSize > 0 ? min(segmentSize, n) : n
+        if piece > mssEstimate { mssEstimate = piece }
         if quickAcks > 0 {
             quickAcks &-= 1
             immediate = true

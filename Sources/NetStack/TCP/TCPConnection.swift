@@ -53,6 +53,8 @@ final class TCPConnection {
     // Per-socket options.
     var noDelay: Bool
     var keepAlive: Bool
+    /// In-order data may skip the receive ring (`TCPLayer.directReceiver`).
+    var directReceive = false
 
     // Send sequence variables.
     var iss = SeqNumber(0)
@@ -184,9 +186,10 @@ final class TCPConnection {
     enum ArrivalResult { case done, reopen }
 
     /// Processes one segment for this connection (RFC 9293 §3.10.7.3/4). Output (ACKs, data
-    /// that the ACK allowed) is sent before returning.
-    func segmentArrived(_ seg: TCPHeaderView, options: TCPSegmentOptions, now: Instant,
-                        tx out: some IPTransmitter) -> ArrivalResult {
+    /// that the ACK allowed) is sent before returning. `segmentSize` > 0: a super-segment of
+    /// pieces that size (see `TCPLayer.receive`).
+    func segmentArrived(_ seg: TCPHeaderView, options: TCPSegmentOptions, segmentSize: Int = 0, precopied: Bool = false,
+                        now: Instant, tx out: some IPTransmitter) -> ArrivalResult {
         lastReceive = now
         keepAliveProbes = 0
         let flags = seg.flags
@@ -304,7 +307,7 @@ final class TCPConnection {
                     terminate(error: nil, now: now)
                     return .done
                 }
-                receiveData(seg, seq: seq, flags: flags, now: now)
+                receiveData(seg, seq: seq, flags: flags, segmentSize: segmentSize, precopied: precopied, now: now)
             case .closeWait, .closing, .lastAck, .timeWait:
                 // Peer already sent FIN: anything new is a retransmission; re-ACK it.
                 if flags.contains(.fin) || payloadCount > 0 {
@@ -526,7 +529,9 @@ final class TCPConnection {
 
     // MARK: - Receiving data
 
-    private func receiveData(_ seg: TCPHeaderView, seq segSeq: SeqNumber, flags: TCPFlags, now: Instant) {
+    /// `precopied`: `copyToRing` already put the payload at the ring's tail.
+    private func receiveData(_ seg: TCPHeaderView, seq segSeq: SeqNumber, flags: TCPFlags, segmentSize: Int,
+                             precopied: Bool, now: Instant) {
         guard let rx else { return }
         var payload = seg.payload
         var seq = segSeq
@@ -553,9 +558,24 @@ final class TCPConnection {
         }
         let n = payload.count
         if offset == 0 {
+            var queued = 0   // bytes this segment made readable in the ring
             if n > 0 {
-                rx.write(at: rx.count, from: payload.baseAddress!, count: n)
-                rx.commit(n)
+                if precopied && pre <= 0 && n == seg.payload.count {
+                    // `copyToRing` already put it at the tail, summing it on the way.
+                    rx.commit(n)
+                    queued = n
+                } else {
+                    // Nothing queued before it: the driver may take it straight from the frame.
+                    var taken = 0
+                    if directReceive, rx.isEmpty, reassembly.isEmpty, userVisible, let take = layer.directReceiver {
+                        taken = min(max(take(handle, payload), 0), n)
+                    }
+                    if taken < n {
+                        rx.write(at: rx.count, from: payload.baseAddress! + taken, count: n &- taken)
+                        rx.commit(n &- taken)
+                    }
+                    queued = n &- taken
+                }
                 rcvNxt += n
                 bytesReceived &+= UInt64(n)
             }
@@ -567,6 +587,7 @@ final class TCPConnection {
                     rx.commit(more)
                     rcvNxt = end
                     bytesReceived &+= UInt64(more)
+                    queued &+= more
                 }
             }
             if fin { pendingFin = seq + n }
@@ -574,9 +595,9 @@ final class TCPConnection {
                 pendingFin = nil
                 finArrived(now: now)
             } else if n > 0 {
-                scheduleAck(bytes: n, now: now)
+                scheduleAck(bytes: n, segmentSize: segmentSize, now: now)
             }
-            if n > 0 || finReceived { signalReadable() }
+            if queued > 0 || finReceived { signalReadable() }
         } else {
             // Out of order: park it in the ring at its offset, remember the range, ACK at once
             // (duplicate ACK with SACK blocks).
@@ -594,8 +615,8 @@ final class TCPConnection {
         if layer.allowChallengeAck(now: now) { acks.immediate = true }
     }
 
-    private func scheduleAck(bytes n: Int, now: Instant) {
-        switch acks.dataArrived(n, receiveBuffer: rxBufferSize) {
+    private func scheduleAck(bytes n: Int, segmentSize: Int, now: Instant) {
+        switch acks.dataArrived(n, receiveBuffer: rxBufferSize, segmentSize: segmentSize) {
         case .now, .scheduled: break
         case .atPoll: layer.markDirty(self)
         case .delayed: timers.startIfStopped(.delayedAck, at: now + config.delayedAckTimeout)

@@ -48,6 +48,11 @@ public final class TCPLayer {
     /// SYN-ACKs answered with a SYN cookie because a listener's SYN queue was full.
     public internal(set) var synCookiesSent: UInt64 = 0
 
+    /// Direct receive: takes in-order bytes of a connection with `setDirectReceive` on while
+    /// its receive ring is empty (the frame's payload, valid only during the call) and returns
+    /// how many it took; the rest goes to the ring as usual. Must not call back into the stack.
+    public var directReceiver: ((SocketHandle, UnsafeRawBufferPointer) -> Int)?
+
     /// Picks our source address towards a destination, for `connect` with an unspecified local
     /// address (the interface knows its addresses and routes, the TCP layer does not). Capture
     /// the owner `unowned` to avoid a reference cycle.
@@ -228,31 +233,52 @@ public final class TCPLayer {
     /// One TCP segment (header+payload, exactly the IP payload) that arrived for a local address.
     public func receive(src: IPAddress, dst: IPAddress, segment: UnsafeRawBufferPointer, now: Instant,
                         tx: some IPTransmitter) {
+        receive(src: src, dst: dst, segment: segment, checksumVerified: false, segmentSize: 0, now: now, tx: tx)
+    }
+
+    /// `receive`, for a segment whose checksum the link vouched for (`checksumVerified`: the
+    /// kernel checked it, or the segment never left the host) and which may be a super-segment
+    /// the kernel coalesced from (or will cut into) `segmentSize`-byte pieces: it is taken
+    /// whole, and acknowledged as that many MSS-sized segments would be.
+    public func receive(src: IPAddress, dst: IPAddress, segment: UnsafeRawBufferPointer, checksumVerified: Bool,
+                        segmentSize: Int, now: Instant, tx: some IPTransmitter) {
         epoch &+= 1
         guard let seg = try? TCPHeaderView(segment) else { return }
         let key = TCPConnKey(localAddress: dst, remoteAddress: src,
                              localPort: seg.destinationPort, remotePort: seg.sourcePort)
-        // A connection holds its addresses' checksum share: look it up before verifying (a
-        // connection's key is exactly those addresses, so the result is the same).
-        if let c = connections[key] {
-            guard seg.checksumValid(addressSum: c.addressSum) else { return }
-            let options = seg.headerLength > TCPHeaderView.minimumHeaderLength
-                ? TCPSegmentOptions(parsing: seg.optionsArea) : TCPSegmentOptions()
-            let r = c.segmentArrived(seg, options: options, now: now, tx: tx)
+        let conn = connections[key]
+        var precopied = false
+        if !checksumVerified {
+            // In-order data bound for the receive ring is summed as it is copied there. A
+            // connection holds its addresses' share of the pseudo-header (its key is exactly
+            // these addresses).
+            var s = Checksum.pseudoHeader(addressSum: conn?.addressSum ?? Checksum.addressSum(src, dst),
+                                          proto: IPProtocol.tcp, length: segment.count)
+            s = Checksum.partial(seg.base, count: seg.headerLength, initial: s)
+            let payload = seg.payload
+            if let conn, let p = conn.copyToRing(payload, seq: seg.sequenceNumber) {
+                s &+= p
+                precopied = true
+            } else if let b = payload.baseAddress {
+                s = Checksum.partial(b, count: payload.count, initial: s)
+            }
+            guard Checksum.finish(s) == 0 else { return }
+        }
+        let options = seg.headerLength > TCPHeaderView.minimumHeaderLength
+            ? TCPSegmentOptions(parsing: seg.optionsArea) : TCPSegmentOptions()
+        if let c = conn {
+            let r = c.segmentArrived(seg, options: options, segmentSize: segmentSize, precopied: precopied, now: now,
+                                     tx: tx)
             guard case .reopen = r else {
                 schedule(c)
                 return
             }
             c.terminate(error: nil, now: now)
-        } else {
-            guard seg.checksumValid(addressSum: Checksum.addressSum(src, dst)) else { return }
         }
         // TCP is unicast only (RFC 1122 §4.2.3.10); no connection has such an address.
         guard src.isUnicast, dst.isUnicast else { return }
         let flags = seg.flags
         if let l = listener(for: dst, port: seg.destinationPort), !l.closed {
-            let options = seg.headerLength > TCPHeaderView.minimumHeaderLength
-                ? TCPSegmentOptions(parsing: seg.optionsArea) : TCPSegmentOptions()
             listenerInput(l, seg: seg, flags: flags, options: options, key: key, src: src, dst: dst, now: now, tx: tx)
             return
         }

@@ -170,6 +170,10 @@ extension TCPConnection {
         // blocks included, so a full segment never exceeds the path MTU.
         let mss = max(sndMss &- optionLength(ack: true), 1)
         let dataEnd = txBase + tx.count
+        // With segmentation offload (TSO), new data leaves as super-segments of whole MSS-sized
+        // pieces that the link cuts up; everything else about them (windows, scoreboard, ACK
+        // clock) stays per MSS.
+        let maxLen = superSegmentLength(mss: mss, limit: out.segmentationLimit(to: remote.address))
 
         // 1. Loss recovery: resend segments marked lost first (RFC 6675 §5 NextSeg rule 1).
         var i = 0
@@ -210,11 +214,16 @@ extension TCPConnection {
                 break
             }
             let cwndRoom = cwnd &- pipe
-            var len = min(avail, mss, usable)
+            var len = min(avail, maxLen, usable)
             if cwndRoom < len {
                 // Do not split segments for the congestion window unless nothing is in flight.
                 if recovery.probeQuota > 0 {
                     // A loss probe may exceed cwnd by one segment.
+                    len = min(len, mss)
+                } else if len > mss && cwndRoom >= mss {
+                    // A super-segment: as many whole segments as the window holds.
+                    len = cwndRoom / mss &* mss
+                    cwndLimited = true
                 } else if pipe > 0 {
                     cwndLimited = true
                     break
@@ -240,10 +249,10 @@ extension TCPConnection {
             if fin { f.insert(.fin) }
             if len == avail { f.insert(.psh) }
             if len < mss { lastSmallEnd = sndNxt + len }
-            sendSegment(seq: sndNxt, flags: f, dataOffset: offset, dataCount: len, now: now, tx: out)
+            sendSegment(seq: sndNxt, flags: f, dataOffset: offset, dataCount: len, segmentSize: len > mss ? mss : 0,
+                        now: now, tx: out)
             recovery.probeQuota = 0
-            recovery.recordSent(sndNxt, sndNxt + (len &+ (fin ? 1 : 0)), retransmission: retrans, sndUna: sndUna,
-                                now: now)
+            recordSegments(from: sndNxt, length: len, fin: fin, mss: mss, retransmission: retrans, now: now)
             if retrans { retransmissions &+= 1 } else if !tsOK { rtt.startTiming(end: sndNxt + len, at: now) }
             sndNxt += len &+ (fin ? 1 : 0)
             if sndMax < sndNxt { sndMax = sndNxt }
@@ -271,6 +280,27 @@ extension TCPConnection {
             sent = true
         }
         if sent || timers.tlp == nil { timers.tlp = probeTimeout(now: now) }
+    }
+
+    /// Longest segment `output` builds: one MSS, or with a `limit` (the transmitter's
+    /// segmentation limit, header included) as many whole MSS-sized pieces as fit it.
+    func superSegmentLength(mss: Int, limit: Int) -> Int {
+        let room = limit &- TCPHeaderView.minimumHeaderLength &- optionLength(ack: true)
+        return room >= 2 &* mss ? room / mss &* mss : mss
+    }
+
+    /// Records a segment just sent at SND.NXT in the scoreboard: a super-segment as one record
+    /// per MSS-sized piece, the pieces the peer receives, acknowledges and SACKs.
+    private func recordSegments(from start: SeqNumber, length len: Int, fin: Bool, mss: Int, retransmission: Bool,
+                                now: Instant) {
+        var s = start
+        var left = len
+        while left > mss {
+            recovery.recordSent(s, s + mss, retransmission: retransmission, sndUna: sndUna, now: now)
+            s = s + mss
+            left &-= mss
+        }
+        recovery.recordSent(s, s + (left &+ (fin ? 1 : 0)), retransmission: retransmission, sndUna: sndUna, now: now)
     }
 
     /// Sends the bytes (and FIN) of one record again, in MSS-sized pieces.
@@ -322,11 +352,12 @@ extension TCPConnection {
         return UInt16(field)
     }
 
-    /// Builds one segment straight into the outgoing frame: header, options, payload from `tx`
-    /// at `dataOffset`, checksum in place. Every segment with ACK set acknowledges everything
-    /// received, so it settles the ACK owed and stops the delayed-ACK timer.
-    func sendSegment(seq: SeqNumber, flags: TCPFlags, dataOffset: Int, dataCount: Int, now: Instant,
-                     tx out: some IPTransmitter) {
+    /// Sends one segment: header and options, and the payload from `tx` at `dataOffset`, which
+    /// the transmitter gathers from the ring (`segmentSize` > 0: a super-segment it cuts into
+    /// pieces of that many bytes). Every segment with ACK set acknowledges everything received,
+    /// so it settles the ACK owed and stops the delayed-ACK timer.
+    func sendSegment(seq: SeqNumber, flags: TCPFlags, dataOffset: Int, dataCount: Int, segmentSize: Int = 0,
+                     now: Instant, tx out: some IPTransmitter) {
         let syn = flags.contains(.syn)
         var hdr = TCPHeaderRepr(sourcePort: local.port, destinationPort: remote.port, sequenceNumber: seq,
                                 ackNumber: flags.contains(.ack) ? rcvNxt : SeqNumber(0), flags: flags,
@@ -346,21 +377,10 @@ extension TCPConnection {
                 hdr.options.sackBlocks = reassembly.sackBlocks(max: tsOK ? 3 : 4)
             }
         }
-        let hl = hdr.headerLength
-        let total = hl &+ dataCount
-        let src = local.address
-        let dst = remote.address
-        let txbuf = self.tx
-        let sum = addressSum
-        out.transmit(src: src, dst: dst, proto: IPProtocol.tcp, capacity: total) { buf in
-            guard buf.count >= total, let p = buf.baseAddress else { return 0 }
-            hdr.emit(into: p)
-            if dataCount > 0, let txbuf {
-                txbuf.peek(at: dataOffset, into: p + hl, count: dataCount)
-            }
-            TCPHeaderRepr.fillChecksum(p, length: total, addressSum: sum)
-            return total
-        }
+        var data = (UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0))
+        if dataCount > 0, let txbuf = self.tx { data = txbuf.readableRegions(from: dataOffset, max: dataCount) }
+        out.transmitTCP(src: local.address, dst: remote.address, header: hdr, payload: data.0, data.1,
+                        segmentSize: segmentSize)
         if flags.contains(.ack) {
             lastAckSent = rcvNxt
             acks.ackSent()

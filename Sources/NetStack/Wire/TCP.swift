@@ -260,6 +260,10 @@ public struct TCPHeaderView {
         checksumValid(addressSum: Checksum.addressSum(source, destination))
     }
 
+    @inlinable public func checksumValid(source: IPv4Address, destination: IPv4Address) -> Bool {
+        checksumValid(addressSum: Checksum.addressSum(source, destination))
+    }
+
     /// `checksumValid` with the addresses' share of the pseudo-header already summed.
     @inlinable public func checksumValid(addressSum: UInt64) -> Bool {
         let s = Checksum.pseudoHeader(addressSum: addressSum, proto: IPProtocol.tcp, length: bytes.count)
@@ -309,6 +313,45 @@ public struct TCPHeaderRepr: Hashable, Sendable {
         wireStore16(p, 16, 0)
         wireStore16(p, 18, urgentPointer)
         _ = options.emit(into: p + TCPHeaderView.minimumHeaderLength)
+    }
+
+    /// Stores the checksum of the segment whose `headerLength`-byte header is at `p` and whose
+    /// payload is `payload` then `more`; with `copy`, the payload is copied to follow the header
+    /// in the same pass. `addressSum`: the addresses' share of the pseudo-header
+    /// (`Checksum.addressSum`).
+    @inlinable public static func fillChecksum(_ p: UnsafeMutableRawPointer, headerLength hl: Int,
+                                               payload: UnsafeRawBufferPointer, _ more: UnsafeRawBufferPointer,
+                                               copy: Bool, addressSum: UInt64) {
+        let length = hl &+ payload.count &+ more.count
+        wireStore16(p, 16, 0)
+        var s = Checksum.pseudoHeader(addressSum: addressSum, proto: IPProtocol.tcp, length: length)
+        s = Checksum.partial(p, count: hl, initial: s)
+        s = Checksum.partial(payload, more, initial: s, copyTo: copy ? p + hl : nil)
+        wireStore16(p, 16, Checksum.finish(s))
+    }
+
+    @inlinable public static func fillChecksum(_ p: UnsafeMutableRawPointer, headerLength hl: Int,
+                                               payload: UnsafeRawBufferPointer, _ more: UnsafeRawBufferPointer,
+                                               copy: Bool, source: IPv4Address, destination: IPv4Address) {
+        fillChecksum(p, headerLength: hl, payload: payload, more, copy: copy,
+                     addressSum: Checksum.addressSum(source, destination))
+    }
+
+    @inlinable public static func fillChecksum(_ p: UnsafeMutableRawPointer, headerLength hl: Int,
+                                               payload: UnsafeRawBufferPointer, _ more: UnsafeRawBufferPointer,
+                                               copy: Bool, source: IPAddress, destination: IPAddress) {
+        fillChecksum(p, headerLength: hl, payload: payload, more, copy: copy,
+                     addressSum: Checksum.addressSum(source, destination))
+    }
+
+    /// The pseudo-header sum a segment of `length` bytes carries in its checksum field when the
+    /// rest is left to the kernel (CHECKSUM_PARTIAL: folded, not complemented).
+    @inlinable public static func partialChecksum(length: Int, addressSum: UInt64) -> UInt16 {
+        ~Checksum.finish(Checksum.pseudoHeader(addressSum: addressSum, proto: IPProtocol.tcp, length: length))
+    }
+
+    @inlinable public static func partialChecksum(length: Int, source: IPv4Address, destination: IPv4Address) -> UInt16 {
+        partialChecksum(length: length, addressSum: Checksum.addressSum(source, destination))
     }
 
     /// Computes and stores the checksum of the `length`-byte segment at `p`.

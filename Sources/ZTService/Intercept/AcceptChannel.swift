@@ -56,6 +56,7 @@ extension TCPBridge {
             }
             register(nc)
             byHandle[nh] = nc
+            stack.tcp.setDirectReceive(nh, true)
             if !sendAccept(ch, nc, appEnd) {
                 c.undelivered.append((nc, appEnd))
                 loop.setNotifyWritable(ch, true)

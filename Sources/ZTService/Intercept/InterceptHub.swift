@@ -58,6 +58,7 @@ final class InterceptHub {
             requestBuffer.deallocate()
             throw error
         }
+        tcp.attachDirectReceive()
     }
 
     deinit { requestBuffer.deallocate() }
@@ -104,6 +105,7 @@ final class InterceptHub {
     func stackReplaced() {
         tcp.stackReplaced()
         udp.stackReplaced()
+        tcp.attachDirectReceive()
     }
 
     var socketCount: Int { tcp.count + udp.count }

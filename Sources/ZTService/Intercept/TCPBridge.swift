@@ -173,6 +173,7 @@ final class TCPBridge {
         for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o, now: Self.now()) }
         c.handle = h
         byHandle[h] = c
+        stack.tcp.setDirectReceive(h, true)
         c.local = stack.tcp.localEndpoint(h)
         c.remote = dst
         c.phase = .connecting

@@ -8,8 +8,25 @@ import Glibc
 
 // The TCP data path: bytes between the daemon end of an app's socketpair and the stack's rings,
 // with back-pressure both ways (no second copy: recvmsg/sendmsg scatter into and gather from the
-// ring regions).
+// ring regions). Stack -> app skips the ring altogether while it is empty (`deliverDirect`).
 extension TCPBridge {
+    /// Lets the stack hand in-order bytes of intercepted connections to `deliverDirect`.
+    func attachDirectReceive() {
+        stack?.tcp.directReceiver = { [unowned self] h, bytes in deliverDirect(h, bytes) }
+    }
+
+    /// Stack -> app without the receive ring (`TCPLayer.directReceiver`): in-order bytes that
+    /// arrive while the ring is empty go from the frame straight into the app's socket. Returns
+    /// the bytes taken; the stack queues the rest in the ring, whose `.readable` then runs
+    /// `pumpOut` (which also meets any error, e.g. EPIPE, and handles it).
+    func deliverDirect(_ h: SocketHandle, _ bytes: UnsafeRawBufferPointer) -> Int {
+        guard let c = byHandle[h], c.phase == .connected(reported: true), c.inbound == .open, c.plug == nil,
+              let d = c.data, !d.isClosed, !d.wantsWritable else { return 0 }
+        guard case .processed(let n)? = try? sys.send(d.fd, bytes) else { return 0 }
+        c.bytesIn &+= UInt64(n)
+        return n
+    }
+
     /// App -> stack: recvmsg from the daemon end straight into the send buffer's free regions.
     func pumpIn(_ c: Connection) {
         guard let d = c.data, !d.isClosed else { return }
