@@ -105,8 +105,9 @@ func transfer(_ sim: NetSim, server: NetStack, client: NetStack, _ data: [UInt8]
         #expect(uso.segmentation == .udp4 && uso.segmentSize == 1200)
         #expect(FrameOffload(virtio: VirtioNetHeader(flags: VirtioNetHeader.flagDataValid))?.checksum == .valid)
         #expect(FrameOffload(virtio: VirtioNetHeader()) == FrameOffload.none)
-        // What an IPv4-only stack cannot take: dropped, not misread.
-        #expect(FrameOffload(virtio: VirtioNetHeader(gsoType: VirtioNetHeader.gsoTCPv6, gsoSize: 1428)) == nil)
+        #expect(FrameOffload(virtio: VirtioNetHeader(gsoType: VirtioNetHeader.gsoTCPv6, gsoSize: 1428))
+                == FrameOffload(segmentation: .tcp6, segmentSize: 1428))
+        // What the stack cannot take: dropped, not misread.
         #expect(FrameOffload(virtio: VirtioNetHeader(gsoType: VirtioNetHeader.gsoUDP, gsoSize: 1400)) == nil)
         #expect(FrameOffload(virtio: VirtioNetHeader(gsoType: VirtioNetHeader.gsoTCPv4, gsoSize: 0)) == nil)
         #expect(FrameOffload(virtio: VirtioNetHeader(gsoType: 9, gsoSize: 100)) == nil)
@@ -209,14 +210,20 @@ func transfer(_ sim: NetSim, server: NetStack, client: NetStack, _ data: [UInt8]
         }
         frame.withUnsafeBytes { stack.receive(virtioFrame: $0, now: t0) }
         #expect(stack.counters.udpDatagramsIn == 1)
-        // Too short for a header, and a segmentation type we do not take: dropped and counted.
+        // Too short for a header, a segmentation type we do not take, and one that does not fit
+        // the packet (TCP/IPv6 on UDP/IPv4): dropped and counted.
         [UInt8](repeating: 0, count: 9).withUnsafeBytes { stack.receive(virtioFrame: $0, now: t0) }
         #expect(stack.counters.droppedMalformed == 1)
+        frame.withUnsafeMutableBytes {
+            VirtioNetHeader(gsoType: VirtioNetHeader.gsoUDP, gsoSize: 1400).store(to: $0.baseAddress!)
+        }
+        frame.withUnsafeBytes { stack.receive(virtioFrame: $0, now: t0) }
+        #expect(stack.counters.droppedUnsupported == 1)
         frame.withUnsafeMutableBytes {
             VirtioNetHeader(gsoType: VirtioNetHeader.gsoTCPv6, gsoSize: 1400).store(to: $0.baseAddress!)
         }
         frame.withUnsafeBytes { stack.receive(virtioFrame: $0, now: t0) }
-        #expect(stack.counters.droppedUnsupported == 1)
+        #expect(stack.counters.droppedMalformed == 2)
         var buf = [UInt8](repeating: 0, count: 64)
         #expect(buf.withUnsafeMutableBytes { (try? stack.udpReceive(h, into: $0))?.count } == 7)
     }

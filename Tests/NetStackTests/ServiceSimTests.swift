@@ -45,9 +45,10 @@ final class ClientConn {
     var closed = false
     var buf = [UInt8](repeating: 0, count: 64 << 10)
 
-    init(stack: NetStack, port: UInt16, now: Instant, send: [UInt8], shutAfterSend: Bool = true) throws {
+    init(stack: NetStack, port: UInt16, now: Instant, send: [UInt8], shutAfterSend: Bool = true,
+         server: IPAddress = IPAddress(serverIP)) throws {
         self.stack = stack
-        h = try stack.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(serverIP, port), now: now)
+        h = try stack.tcpConnect(local: IPEndpoint(.v6Any, 0), remote: IPEndpoint(server, port), now: now)
         toSend = send
         self.shutAfterSend = shutAfterSend
     }

@@ -38,6 +38,16 @@ extension SocketError {
         default: self = .hostUnreachable
         }
     }
+
+    /// The error an ICMPv6 destination unreachable (RFC 4443 §3.1 codes) means, as Linux's
+    /// icmpv6_err_convert maps it (its EACCES for "prohibited" shows as host unreachable here).
+    init(icmpv6UnreachableCode code: UInt8) {
+        switch code {
+        case 0: self = .networkUnreachable        // no route
+        case 4: self = .connectionRefused         // port unreachable
+        default: self = .hostUnreachable          // prohibited, beyond scope, address, policy, reject
+        }
+    }
 }
 
 /// What the stack tells its driver about a socket. Drained by the driver after `receive`/`poll`.

@@ -19,8 +19,9 @@ extension NetStack {
     public func refreshOffloads() { transmitOffloads = Self.usableOffloads(sink.transmitOffloads) }
 
     /// A frame as a TAP with IFF_VNET_HDR hands it over: `VirtioNetHeader.length` bytes of
-    /// virtio header, then the Ethernet frame. A header this stack cannot honour (TCP/IPv6 or
-    /// UFO segmentation) drops the frame. Never traps, whatever the bytes.
+    /// virtio header, then the Ethernet frame. A header this stack cannot honour (UFO
+    /// segmentation, or a type that does not match the packet) drops the frame. Never traps,
+    /// whatever the bytes.
     public func receive(virtioFrame: UnsafeRawBufferPointer, now: Instant) {
         guard virtioFrame.count >= VirtioNetHeader.length, let p = virtioFrame.baseAddress else {
             self.now = now
@@ -64,6 +65,8 @@ extension NetStack {
             guard proto == IPProtocol.tcp, !ip.isFragment else { return (false, false, 0) }
         case .udp4:
             guard proto == IPProtocol.udp, !ip.isFragment else { return (false, false, 0) }
+        case .tcp6:
+            return (false, false, 0)
         }
         counters.superFramesIn &+= 1
         return (true, verified, o.segmentSize)
@@ -109,7 +112,7 @@ extension NetStack {
         IPv4HeaderView.emit(into: ipStart, source: source, destination: dst, protocolNumber: IPProtocol.tcp,
                             payloadLength: total, identification: nextIPID(), dontFragment: true)
         EthernetHeaderView.emit(into: txBuffer, destination: .broadcast, source: config.mac, etherType: EtherType.ipv4)
-        let lookup = bcast ? NeighborCache.Lookup.resolved(.broadcast) : neighbors.lookup(hop, now: now)
+        let lookup = bcast ? NeighborLookup.resolved(.broadcast) : neighbors.lookup(hop, now: now)
         var mac: MACAddress?
         switch lookup {
         case let .resolved(m), let .resolvedNeedsProbe(m): mac = m

@@ -1,5 +1,6 @@
-/// One network interface of the stack: Ethernet in and out, ARP, IPv4 (no forwarding, with
-/// reassembly and fragmentation), ICMP, UDP sockets, the TCP layer and the diagnostic services.
+/// One network interface of the stack: Ethernet in and out, ARP, IPv4 and IPv6 (no forwarding,
+/// with reassembly and fragmentation), ICMP and ICMPv6, Neighbor Discovery, UDP sockets, the TCP
+/// layer and the diagnostic services. IPv6 lives in the NetStack+IPv6*.swift files.
 ///
 /// Sans-I/O contract: the driver feeds frames with `receive(frame:now:)`, then calls
 /// `poll(now:)` (after every batch of input and whenever the returned deadline passes), drains
@@ -11,10 +12,12 @@
 /// segments fails a connect still in SYN-SENT, and one quoting a UDP datagram is reported on
 /// the connected UDP socket it came from (both like Linux, see `destinationUnreachable`).
 ///
-/// Not supported (by design): IP forwarding, multicast/IGMP, IP options on output, PMTU
-/// discovery, other ICMP-driven socket errors (source quench, time exceeded, redirects).
+/// Not supported (by design): IP forwarding, multicast sockets/IGMP (MLD only for our own
+/// solicited-node groups), IP options on output, IPv4 PMTU discovery (IPv6 follows packet too
+/// big), router advertisements/SLAAC, other ICMP-driven socket errors (source quench, time
+/// exceeded, redirects).
 public final class NetStack {
-    public private(set) var config: StackConfig
+    public internal(set) var config: StackConfig
     public internal(set) var counters = StackCounters()
     public let tcp: TCPLayer
     /// Every bound port of this interface, TCP and UDP; public so the intercept hub's bind()
@@ -26,8 +29,17 @@ public final class NetStack {
     public private(set) var mtu: Int
     public private(set) var addresses: [IPv4CIDR]
 
-    let neighbors: NeighborCache
+    let neighbors: NeighborCache<IPv4Address>
     let reassembler: Reassembler
+    /// Frames waiting for ARP or Neighbor Discovery (one pool for both caches).
+    let neighborPool: FrameQueuePool
+    /// IPv6: addresses and their DAD state, path MTUs, ICMPv6 rate limit (NetStack+IPv6.swift).
+    @exclusivity(unchecked) var v6: IPv6State
+    let neighbors6: NeighborCache<IPAddress>
+    let reassembler6: Reassembler
+    /// Neighbor Discovery and MLD messages are built here, never clobbering `txBuffer`.
+    let ndBuffer: UnsafeMutableRawPointer
+    static let ndBufferSize = 1280
     let udp = UDPSocketTable()
     var icmpBucket: TokenBucket
     var ipID: UInt16
@@ -60,9 +72,15 @@ public final class NetStack {
         tcp = TCPLayer(config: cfg.tcp, random: XorShiftRandom(seed: tcpSeed), ports: ports)
         mtu = cfg.mtu
         addresses = cfg.addresses
-        neighbors = NeighborCache(config: cfg)
+        neighborPool = FrameQueuePool(mtu: cfg.mtu, slots: cfg.arpQueueTotal)
+        neighbors = NeighborCache(config: cfg, pool: neighborPool)
+        neighbors6 = NeighborCache(config: cfg, pool: neighborPool, delayFirstProbe: .seconds(5))
         reassembler = Reassembler(maxDatagrams: cfg.reassemblyMaxDatagrams,
                                   maxFragments: cfg.reassemblyMaxFragments, timeout: cfg.reassemblyTimeout)
+        reassembler6 = Reassembler(maxDatagrams: cfg.reassemblyMaxDatagrams,
+                                   maxFragments: cfg.reassemblyMaxFragments, timeout: cfg.reassemblyTimeout6)
+        v6 = IPv6State(config: cfg, fragmentID: UInt32(truncatingIfNeeded: rng.next()))
+        ndBuffer = .allocate(byteCount: Self.ndBufferSize, alignment: 16)
         icmpBucket = TokenBucket(ratePerSecond: cfg.icmpErrorsPerSecond, burst: cfg.icmpErrorBurst)
         txBuffer = .allocate(byteCount: Self.txBufferSize, alignment: 16)
         arpBuffer = .allocate(byteCount: Self.arpFrameLength, alignment: 16)
@@ -82,15 +100,18 @@ public final class NetStack {
     deinit {
         txBuffer.deallocate()
         arpBuffer.deallocate()
+        ndBuffer.deallocate()
     }
 
     // MARK: - Driver entry points
 
-    /// Announces every address with a gratuitous ARP request (RFC 5227 §3).
+    /// Announces every IPv4 address with a gratuitous ARP request (RFC 5227 §3) and starts
+    /// duplicate address detection for the IPv6 ones (usable once it passed).
     public func up(now: Instant) {
         self.now = now
         for a in addresses { sendARP(operation: ARPOperation.request, to: .broadcast, targetMAC: .zero,
                                      senderIP: a.address, targetIP: a.address) }
+        startIPv6(now: now)
     }
 
     /// Handles one received Ethernet frame. Never traps, whatever the bytes.
@@ -108,7 +129,7 @@ public final class NetStack {
         let linkBroadcast: Bool
         if dmac == config.mac {
             linkBroadcast = false
-        } else if dmac.isBroadcast {
+        } else if dmac.isBroadcast || dmac.isIPv6Multicast {
             linkBroadcast = true
         } else {
             counters.droppedNotForUs &+= 1
@@ -116,6 +137,7 @@ public final class NetStack {
         }
         switch eth.etherType {
         case EtherType.ipv4: ipv4Input(eth.payload, linkBroadcast: linkBroadcast, offload: offload)
+        case EtherType.ipv6: ipv6Input(eth.payload, source: eth.source, linkMulticast: linkBroadcast, offload: offload)
         case EtherType.arp: arpInput(eth.payload)
         default: counters.droppedNotForUs &+= 1
         }
@@ -137,7 +159,7 @@ public final class NetStack {
     /// polled again and window updates and new data leave in this same pass.
     public func poll(now: Instant, events deliver: ((SocketEvent) -> Void)?) -> Instant? {
         self.now = now
-        let next = earliest(neighbors.poll(now: now) { action in
+        let next4 = earliest(neighbors.poll(now: now) { action in
             switch action {
             case let .sendRequest(ip, unicast):
                 sendARPRequest(for: ip, unicast: unicast)
@@ -150,6 +172,7 @@ public final class NetStack {
             counters.reassemblyTimeouts &+= 1
             if let q = quote { sendICMPError(type: ICMPv4Type.timeExceeded, code: 1, quote: q) }
         })
+        let next = earliest(next4, pollIPv6(now: now))
         pumpTCPEvents()
         services.dirty = false   // this poll sends what the services queued so far
         var tcpNext = tcp.poll(now: now, tx: self)
@@ -174,13 +197,17 @@ public final class NetStack {
         eventsOut.removeAll(keepingCapacity: true)
     }
 
-    /// Changes the IP MTU (clamped to `StackConfig.mtuRange`). Frames waiting for ARP are dropped.
+    /// Changes the IP MTU (clamped to `StackConfig.mtuRange`). Frames waiting for ARP or
+    /// Neighbor Discovery are dropped; path MTUs above the new MTU are forgotten.
     public func setMTU(_ mtu: Int) {
         let m = min(max(mtu, StackConfig.mtuRange.lowerBound), StackConfig.mtuRange.upperBound)
         guard m != self.mtu else { return }
         self.mtu = m
         config.mtu = m
-        counters.arpQueueDrops &+= UInt64(neighbors.resize(mtu: m))
+        counters.arpQueueDrops &+= UInt64(neighbors.dropQueues())
+        counters.ndQueueDrops &+= UInt64(neighbors6.dropQueues())
+        neighborPool.resize(mtu: m)
+        v6.pathMTU = v6.pathMTU.filter { $0.value.mtu < m }
     }
 
     /// Replaces the interface addresses; new ones are announced by gratuitous ARP. Sockets bound
@@ -297,7 +324,7 @@ public final class NetStack {
 
     /// Sends the frame of `length` bytes in `txBuffer` to `hop` as `lookup` found it: with its
     /// MAC, or parked until ARP resolves.
-    func sendResolved(length: Int, hop: IPv4Address, _ lookup: NeighborCache.Lookup) -> Bool {
+    func sendResolved(length: Int, hop: IPv4Address, _ lookup: NeighborLookup) -> Bool {
         switch lookup {
         case let .resolved(mac):
             mac.store(to: txBuffer)
@@ -355,7 +382,7 @@ public final class NetStack {
 
     /// Copies bytes [from, from+count) of the concatenation header(8) ++ body to `to`.
     @inline(__always)
-    private func copyVirtual(header: UnsafeRawPointer, body: UnsafeRawBufferPointer, from: Int, count: Int,
+    func copyVirtual(header: UnsafeRawPointer, body: UnsafeRawBufferPointer, from: Int, count: Int,
                              to: UnsafeMutableRawPointer) {
         var o = from, d = to, n = count
         if o < 8 {

@@ -9,8 +9,11 @@ public struct FrameOffload: Hashable, Sendable {
         case none
         /// A TCP/IPv4 super-segment: payload cut into `segmentSize`-byte segments on the wire.
         case tcp4
-        /// A UDP/IPv4 super-datagram (USO): payload cut into `segmentSize`-byte datagrams.
+        /// A UDP super-datagram (USO, either family: the kernel's UDP_L4): payload cut into
+        /// `segmentSize`-byte datagrams.
         case udp4
+        /// A TCP/IPv6 super-segment.
+        case tcp6
     }
     public enum Checksum: UInt8, Sendable {
         /// Nothing is known: verify the L4 checksum (a frame without a virtio header).
@@ -46,14 +49,15 @@ public struct FrameOffload: Hashable, Sendable {
 
     @inlinable public var isNone: Bool { segmentation == .none && checksum == .unverified }
 
-    /// The state a virtio header describes, or nil for one this stack cannot take (TCP/IPv6
-    /// segmentation, UFO, a GSO type without a segment size): such frames are dropped. The ECN
+    /// The state a virtio header describes, or nil for one this stack cannot take (UFO, a GSO
+    /// type without a segment size): such frames are dropped. The ECN
     /// bit only says the first segment carries CWR, which changes nothing for a receiver.
     @inlinable public init?(virtio h: VirtioNetHeader) {
         var o = FrameOffload()
         switch h.gsoType & ~VirtioNetHeader.gsoECN {
         case VirtioNetHeader.gsoNone: break
         case VirtioNetHeader.gsoTCPv4: o.segmentation = .tcp4
+        case VirtioNetHeader.gsoTCPv6: o.segmentation = .tcp6
         case VirtioNetHeader.gsoUDPL4: o.segmentation = .udp4
         default: return nil
         }
@@ -78,6 +82,7 @@ public struct FrameOffload: Hashable, Sendable {
         switch segmentation {
         case .none: break
         case .tcp4: h.gsoType = VirtioNetHeader.gsoTCPv4
+        case .tcp6: h.gsoType = VirtioNetHeader.gsoTCPv6
         case .udp4: h.gsoType = VirtioNetHeader.gsoUDPL4
         }
         if segmentation != .none {

@@ -1,18 +1,21 @@
-/// IPv4 fragment reassembly (RFC 791 §3.2, RFC 815 spirit) with bounded memory.
+/// Fragment reassembly with bounded memory, for IPv4 (RFC 791 §3.2, RFC 815 spirit) and IPv6
+/// (RFC 8200 §4.5); each family has its own instance.
 ///
 /// At most `maxDatagrams` datagrams are in progress; each owns a lazily allocated buffer of
 /// 60 + 65535 bytes (kept for reuse), so the worst case is fixed. The first fragment's header is
-/// stored right in front of the payload, so a finished datagram is one contiguous IPv4 packet
-/// (useful for quoting in ICMP errors). Any fragment that overlaps another one without being an
-/// exact duplicate kills the whole datagram (RFC 5722 spirit: overlaps are only ever attacks).
+/// stored right in front of the payload, so a finished datagram is one contiguous packet (useful
+/// for quoting in ICMP errors; IPv6 stores a fixed header that names the fragment's next
+/// header). Any fragment that overlaps another one without being an exact duplicate kills the
+/// whole datagram (RFC 5722: overlaps are only ever attacks).
 final class Reassembler {
     static let headerRoom = 60
     static let maxPayload = 65535
 
-    struct Key: Hashable { var src: IPv4Address; var dst: IPv4Address; var proto: UInt8; var id: UInt16 }
+    /// IPv4: addresses, protocol and the 16-bit id; IPv6: addresses and the 32-bit id (proto 0).
+    struct Key: Hashable { var src: IPAddress; var dst: IPAddress; var proto: UInt8; var id: UInt32 }
 
     final class Slot {
-        var key = Key(src: .any, dst: .any, proto: 0, id: 0)
+        var key = Key(src: .v4Any, dst: .v4Any, proto: 0, id: 0)
         var inUse = false
         var buffer: UnsafeMutableRawPointer?
         var ranges: [Range<Int>] = []
@@ -47,13 +50,23 @@ final class Reassembler {
 
     /// Adds one fragment (a validated header view with `isFragment`).
     func add(_ ip: IPv4HeaderView, now: Instant) -> Outcome {
-        let key = Key(src: ip.source, dst: ip.destination, proto: ip.protocolNumber, id: ip.identification)
-        let data = ip.payload
-        let start = ip.fragmentOffset
+        let key = Key(src: IPAddress(ip.source), dst: IPAddress(ip.destination), proto: ip.protocolNumber,
+                      id: UInt32(ip.identification))
+        let first = UnsafeRawBufferPointer(start: ip.bytes.baseAddress, count: ip.headerLength)
+        return add(key: key, offset: ip.fragmentOffset, more: ip.moreFragments, data: ip.payload, header: first,
+                   limit: Self.maxPayload &- ip.headerLength, now: now)
+    }
+
+    /// Adds one fragment: `data` at byte `offset` of the datagram, `more` unless it is the last;
+    /// `header` is what goes in front of the whole (kept from the offset-0 fragment, at most
+    /// `headerRoom` bytes); no byte may lie at or past `limit`.
+    func add(key: Key, offset start: Int, more: Bool, data: UnsafeRawBufferPointer, header: UnsafeRawBufferPointer,
+             limit: Int, now: Instant) -> Outcome {
         let end = start &+ data.count
-        let more = ip.moreFragments
-        // Non-final fragments must carry multiples of 8 bytes; nothing may pass 65535 - IHL.
-        let invalid = (more && (data.count == 0 || data.count & 7 != 0)) || end &+ ip.headerLength > Self.maxPayload
+        // Non-final fragments must carry multiples of 8 bytes; nothing may pass the limit
+        // (IPv4: 65535 - IHL).
+        let invalid = (more && (data.count == 0 || data.count & 7 != 0)) || end > min(limit, Self.maxPayload)
+            || header.count > Self.headerRoom
 
         var slot = slots.first { $0.inUse && $0.key == key }
         if invalid {
@@ -86,9 +99,9 @@ final class Reassembler {
         }
         s.ranges.append(start..<end)
         s.received &+= data.count
-        if start == 0 {
-            let hl = ip.headerLength
-            (buf + Self.headerRoom - hl).copyMemory(from: ip.bytes.baseAddress.unsafelyUnwrapped, byteCount: hl)
+        if start == 0, let h = header.baseAddress {
+            let hl = header.count
+            (buf + Self.headerRoom - hl).copyMemory(from: h, byteCount: hl)
             s.headerLength = hl
         }
         guard s.totalLength >= 0, s.received == s.totalLength, s.headerLength > 0 else { return .incomplete }

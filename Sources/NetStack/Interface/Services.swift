@@ -69,13 +69,13 @@ extension NetStack {
     func startServices() {
         for s in config.services.sorted(by: { $0.rawValue < $1.rawValue }) {
             do throws(SocketError) {
-                let l = try tcp.listen(local: IPEndpoint(.any, Self.port(of: s)), backlog: 128, now: now)
+                let l = try tcp.listen(local: IPEndpoint(IPAddress.v6Any, Self.port(of: s)), backlog: 128, now: now)
                 services.listeners[l] = s
             } catch { services.startErrors.append(error) }
         }
         if config.services.contains(.echo) {
             do throws(SocketError) {
-                services.udpEcho = try openUDP(local: IPEndpoint(.any, 7), isService: true)
+                services.udpEcho = try openUDP(local: IPEndpoint(IPAddress.v6Any, 7), isService: true)
             } catch { services.startErrors.append(error) }
         }
     }

@@ -24,11 +24,26 @@ public struct StackConfig: Sendable {
     public static let mtuRange = 1280...65535
 
     public var mac: MACAddress
-    /// IP MTU of the link (bytes of IPv4 datagram per frame), clamped to `mtuRange`.
+    /// IP MTU of the link (bytes of IP datagram per frame), clamped to `mtuRange`.
     public var mtu: Int
     public var addresses: [IPv4CIDR]
     /// Next hop for destinations outside every address's subnet (must be on-link).
     public var gateway: IPv4Address?
+    /// IPv6 addresses with their on-link prefixes (the link-local address is added by itself).
+    public var addresses6: [IPv6CIDR] = []
+    /// IPv6 next hop for destinations off every prefix: link-local or inside a prefix.
+    public var gateway6: IPAddress?
+    /// Whether the interface has its EUI-64 link-local address (fe80::/64, RFC 4862 §5.3).
+    public var linkLocal = true
+    /// Duplicate Address Detection (RFC 4862 §5.4): solicitations per address, and the wait
+    /// after each; 0 transmissions makes addresses usable at once (Linux's accept_dad=0).
+    public var dadTransmits = 1
+    public var dadRetransTimer = Duration.seconds(1)
+    /// IPv6 fragment reassembly timeout (RFC 8200 §4.5: 60 s).
+    public var reassemblyTimeout6 = Duration.seconds(60)
+    /// How long a path MTU learned from a packet too big holds (RFC 8201 §4: at least 5 min).
+    public var pathMTUTimeout = Duration.seconds(600)
+    public var pathMTUMaxEntries = 256
     public var tcp: TCPConfig
     public var services: Set<DiagnosticService>
     /// Ports `bind` and `connect` pick from when asked for port 0 (see `PortTable`).
@@ -36,12 +51,14 @@ public struct StackConfig: Sendable {
     /// Per-UDP-socket receive queue bounds.
     public var udpQueueDatagrams = 256
     public var udpQueueBytes = 1 << 20
-    /// ARP: how long a confirmed neighbor stays reachable, retry interval, tries before giving up.
+    /// ARP and Neighbor Discovery alike: how long a confirmed neighbor stays reachable, retry
+    /// interval, tries before giving up, cache size.
     public var arpReachableTime = Duration.seconds(60)
     public var arpRetryInterval = Duration.seconds(1)
     public var arpMaxTries = 3
     public var arpMaxEntries = 1024
-    /// Frames held while a neighbor resolves: per destination and in total (preallocated).
+    /// Frames held while a neighbor resolves: per destination, and in total for both families
+    /// (preallocated).
     public var arpQueuePerNeighbor = 64
     public var arpQueueTotal = 64
     /// Fragment reassembly bounds.
@@ -106,6 +123,22 @@ public struct StackCounters: Sendable, Hashable {
     public var udpDatagramsIn: UInt64 = 0
     public var udpDatagramsOut: UInt64 = 0
     public var tcpSegmentsIn: UInt64 = 0
+    // IPv6 (fragments, reassembly, ICMP errors and echo share the counters above)
+    public var ipv6PacketsIn: UInt64 = 0
+    /// Parameter problems sent: bad extension headers, unknown next headers and options.
+    public var ipv6ParameterProblems: UInt64 = 0
+    public var ndSolicitationsSent: UInt64 = 0
+    public var ndSolicitationsReceived: UInt64 = 0
+    public var ndAdvertisementsSent: UInt64 = 0
+    public var ndAdvertisementsReceived: UInt64 = 0
+    public var ndQueued: UInt64 = 0
+    public var ndQueueDrops: UInt64 = 0
+    public var ndUnresolvedDrops: UInt64 = 0
+    public var ndFailures: UInt64 = 0
+    /// Our addresses found in use by another node (duplicate address detection).
+    public var dadConflicts: UInt64 = 0
+    public var mldReportsSent: UInt64 = 0
+    public var packetTooBigReceived: UInt64 = 0
     // Offloads (see `FrameOffload`)
     /// Super-frames taken whole (TCP) or split into datagrams (UDP) on input.
     public var superFramesIn: UInt64 = 0

@@ -13,8 +13,12 @@ extension NetStack {
     /// only a socket connected to that destination learns it (ECONNREFUSED for port
     /// unreachable), once, on its next receive.
     func udpUnreachable(code: UInt8, local: IPEndpoint, remote: IPEndpoint) {
-        guard let e = SocketError(unreachableCode: code), let (s, h) = udp.lookup(dst: local, src: remote),
-              !s.isService, s.remote == remote else { return }
+        guard let e = SocketError(unreachableCode: code) else { return }
+        udpUnreachable(error: e, local: local, remote: remote)
+    }
+
+    func udpUnreachable(error e: SocketError, local: IPEndpoint, remote: IPEndpoint) {
+        guard let (s, h) = udp.lookup(dst: local, src: remote), !s.isService, s.remote == remote else { return }
         s.pendingError = e
         events.append(.readable(h))
     }

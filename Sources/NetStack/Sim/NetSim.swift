@@ -143,9 +143,10 @@ public final class NetSim {
         let f = port.faults
         if chance(f.dropRate) { dropped += 1; return }
         var bytes = Array(frame)
-        // Only IPv4 frames are corrupted: ARP has no checksum of its own (a real link's FCS
-        // drops such frames), and a poisoned cache would only test the cache lifetime.
-        if chance(f.corruptRate), offload.isNone, bytes.count > 14, bytes[12] == 0x08, bytes[13] == 0x00 {
+        // Only IP frames are corrupted: ARP has no checksum of its own (a real link's FCS drops
+        // such frames), and a poisoned cache would only test the cache lifetime.
+        if chance(f.corruptRate), offload.isNone, bytes.count > 14,
+           (bytes[12] == 0x08 && bytes[13] == 0x00) || (bytes[12] == 0x86 && bytes[13] == 0xDD) {
             let i = 14 + Int(rng.next() % UInt64(bytes.count - 14))
             bytes[i] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
             corrupted += 1

@@ -150,10 +150,30 @@ public final class TCPLayer {
     /// SYN's. Other states treat it as a soft error (ignored; the RTO keeps going).
     public func destinationUnreachable(code: UInt8, local: IPEndpoint, remote: IPEndpoint, quotedSeq: UInt32,
                                        now: Instant) {
+        guard let e = SocketError(unreachableCode: code) else { return }
+        destinationUnreachable(error: e, local: local, remote: remote, quotedSeq: quotedSeq, now: now)
+    }
+
+    /// `destinationUnreachable` with the error already mapped (ICMPv6's codes differ).
+    public func destinationUnreachable(error e: SocketError, local: IPEndpoint, remote: IPEndpoint, quotedSeq: UInt32,
+                                       now: Instant) {
         let key = TCPConnKey(local: local, remote: remote)
-        guard let e = SocketError(unreachableCode: code), let c = connections[key], c.state == .synSent,
-              quotedSeq == c.iss.rawValue else { return }
+        guard let c = connections[key], c.state == .synSent, quotedSeq == c.iss.rawValue else { return }
         c.terminate(error: e, now: now)
+    }
+
+    /// A packet too big lowered the path MTU towards `dst` to `maxPayload` bytes after the IP
+    /// header (RFC 8201 §5.4, what Linux's tcp_v6_mtu_reduced does): connections to it send
+    /// segments that fit from now on, and what is in flight goes again at the new size, since
+    /// the oversized segments were dropped on the way. Not a congestion signal: cwnd stays.
+    public func pathMTUDecreased(to dst: IPAddress, maxPayload: Int, now: Instant) {
+        let limit = max(maxPayload &- TCPHeaderView.minimumHeaderLength, 64)
+        for c in connections.values where c.remote.address == dst && c.sndMss > limit {
+            c.sndMss = limit
+            if c.advertisedMss > limit { c.advertisedMss = limit }
+            if c.isSynchronized && c.sndUna < c.sndNxt { c.goBackN() }
+            markDirty(c)
+        }
     }
 
     /// Called by a connection entering TIME-WAIT.

@@ -4,6 +4,7 @@
 public enum EtherType {
     public static let ipv4: UInt16 = 0x0800
     public static let arp: UInt16 = 0x0806
+    public static let ipv6: UInt16 = 0x86DD
 }
 
 /// Non-owning view of an Ethernet II frame. After the checked init no getter can trap.

@@ -19,7 +19,8 @@ public enum WireError: Error, Hashable, Sendable {
 
 /// Names the field behind `WireError.unsupported` without allocating a String.
 public enum WireField: String, Hashable, Sendable {
-    case hardwareType, protocolType, hardwareLength, protocolLength, operation, etherType, ipProtocol
+    case hardwareType, protocolType, hardwareLength, protocolLength, operation, etherType, ipProtocol, icmpCode,
+         ndpTarget
 }
 
 @inlinable func wireLoad16(_ p: UnsafeRawPointer, _ offset: Int) -> UInt16 {
