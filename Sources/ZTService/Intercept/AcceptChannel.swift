@@ -94,6 +94,7 @@ extension TCPBridge {
     private func noteDelivered(_ nc: Connection, by listener: Connection) {
         if listener.recentlyDelivered.count >= Self.recentlyDeliveredLimit { listener.recentlyDelivered.removeFirst(256) }
         listener.recentlyDelivered.append(nc)
+        nc.deliveredBy = listener
     }
 
     /// The listener closed: connections still queued in its accept channel are closed by the

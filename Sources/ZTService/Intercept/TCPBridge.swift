@@ -539,14 +539,7 @@ final class TCPBridge {
             remove(c)
             return
         }
-        if unreadInput || c.data.map({ sys.pendingError($0.fd) == ECONNRESET }) == true {
-            // The app closed with bytes we delivered still unread: Linux answers that with a
-            // reset, not a FIN (RFC 2525 §2.17), and so do we.
-            reset(c)
-            return
-        }
-        if let t = c.orphanedUntil, Self.now() < t, c.bytesOut == 0 {
-            // Never accepted: it went down with its listener's accept channel.
+        if closeResets(c, unreadInput: unreadInput) {
             reset(c)
             return
         }
@@ -570,6 +563,17 @@ final class TCPBridge {
         if let d = c.data { loop.setNotifyReadable(d, true) }
         // Reads the rest; EOF with HUP ends in finish(c). A full send buffer waits for .writable.
         pumpIn(c)
+    }
+
+    /// Whether the app's close of `c` is one Linux answers with a reset rather than a FIN: it
+    /// closed with bytes we delivered still unread (RFC 2525 §2.17; our end then reports
+    /// ECONNRESET), or the connection was never accepted and went down with its listener's
+    /// accept channel.
+    func closeResets(_ c: Connection, unreadInput: Bool) -> Bool {
+        if unreadInput || c.data.map({ sys.pendingError($0.fd) == ECONNRESET }) == true { return true }
+        guard c.bytesOut == 0 else { return false }
+        let listenerGoing = c.deliveredBy.map { l in l.data.map { sys.peerHungUp($0.fd) } ?? true } ?? false
+        return listenerGoing || (c.orphanedUntil.map { Self.now() < $0 } ?? false)
     }
 
     /// Ends the connection with a reset and forgets it.

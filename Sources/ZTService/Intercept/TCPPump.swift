@@ -78,7 +78,7 @@ extension TCPBridge {
     /// EOF on the daemon end: a half-close (shutdown SHUT_WR: FIN) or a full close (hangup).
     private func appEOF(_ c: Connection, _ d: LoopSocket) {
         if sys.peerHungUp(d.fd) {
-            finish(c)
+            if closeResets(c, unreadInput: false) { reset(c) } else { finish(c) }
             return
         }
         if c.outbound == .open, let h = c.handle {
