@@ -10,14 +10,18 @@ public struct NetworkConfig: Equatable, Sendable {
     public var macAddress: String?
     /// `MTU=`: default 2800, allowed 1280...65521 (a TAP's largest: 65535 minus its Ethernet header).
     public var mtu: Int
-    /// `Address=`: the stack's own addresses (repeatable). IPv6 is accepted here; the daemon may
-    /// still refuse it while the stack is IPv4-only.
+    /// `Address=`: the stack's own addresses (repeatable, IPv4 and IPv6, each with its on-link
+    /// prefix; the stack adds its IPv6 link-local address by itself).
     public var addresses: [IPPrefix]
     /// `KernelAddress=`: addresses for the kernel side of the TAP (repeatable, v4 and v6).
     public var kernelAddresses: [IPPrefix]
-    /// `Gateway=`: IPv4 address inside an `Address=` subnet that the stack routes other traffic to.
+    /// `Gateway=` (IPv4): an address inside an `Address=` subnet that the stack routes other
+    /// IPv4 traffic to.
     public var gateway: String?
-    /// `DefaultRoute=`: intercept all non-loopback IPv4 (default no).
+    /// `Gateway=` (IPv6): a link-local address or one inside an IPv6 `Address=` prefix, for other
+    /// IPv6 traffic. `Gateway=` takes one address of each family.
+    public var gateway6: String?
+    /// `DefaultRoute=`: intercept all non-loopback IPv4 and IPv6 (default no).
     public var defaultRoute: Bool
     /// `Route=`: extra destinations reached through this network (repeatable).
     public var routes: [IPPrefix]
@@ -70,6 +74,7 @@ public struct NetworkConfig: Equatable, Sendable {
         addresses = []
         kernelAddresses = []
         gateway = nil
+        gateway6 = nil
         defaultRoute = false
         routes = []
         bridge = nil
@@ -203,6 +208,20 @@ public struct NetworkConfig: Equatable, Sendable {
                                       + "; the kernel side and the stack are two different hosts")
             }
         }
+        if let gateway6, let (_, gw) = IPPrefix.parseAddress(gateway6) {
+            let line = lines.item("Gateway", gateway == nil ? 0 : 1) ?? lines.first("Gateway")
+            let v6 = addresses.filter { $0.family == .v6 }
+            if let own = v6.first(where: { $0.bytes == gw }) {
+                throw ConfigError(file: file, line: line,
+                                  message: "invalid Gateway=\(gateway6): it is the stack's own Address=\(own)")
+            }
+            let linkLocal = gw[0] == 0xFE && gw[1] & 0xC0 == 0x80
+            if !linkLocal && !v6.contains(where: { $0.contains(addressBytes: gw) }) {
+                let have = v6.isEmpty ? "there is no IPv6 Address=" : "Address= has " + v6.map(\.description).joined(separator: " ")
+                throw ConfigError(file: file, line: line,
+                                  message: "invalid Gateway=\(gateway6): must be link-local (fe80::/10) or inside an IPv6 Address= prefix (\(have))")
+            }
+        }
         if let gateway, let (_, gw) = IPPrefix.parseAddress(gateway) {
             let line = lines.first("Gateway")
             let v4 = addresses.filter { $0.family == .v4 }
@@ -278,22 +297,30 @@ public struct NetworkConfig: Equatable, Sendable {
                 },
                 reset: { $0.kernelAddresses = [] }, render: { $0.kernelAddresses.map(\.description) },
                 isDefault: { $0.kernelAddresses.isEmpty }),
-        KeySpec(section: "Network", key: "Gateway", arity: .single,
-                help: "IPv4 router inside an Address= subnet for traffic to other destinations",
+        KeySpec(section: "Network", key: "Gateway", arity: .list,
+                help: "routers for traffic to other destinations: one IPv4 address inside an Address= subnet, one IPv6 "
+                    + "address (link-local or inside an IPv6 Address= prefix)",
                 apply: { (c, v) throws(Reason) in
-                    guard let (family, bytes) = IPPrefix.parseAddress(v), family == .v4 else {
-                        throw Value.invalid("Gateway", v, "expected an IPv4 address like 10.200.0.1 (no /prefix)")
+                    guard let (family, bytes) = IPPrefix.parseAddress(v) else {
+                        throw Value.invalid("Gateway", v, "expected an address like 10.200.0.1 or fe80::1 (no /prefix)")
                     }
-                    let p = IPPrefix(family: .v4, bytes: bytes, prefixLength: 32)
+                    let p = IPPrefix(family: family, bytes: bytes, prefixLength: family.maxPrefixLength)
                     guard !p.isUnspecified, !p.isMulticast, !p.isLimitedBroadcast, !p.isLoopback else {
-                        throw Value.invalid("Gateway", v, "expected a unicast, non-loopback IPv4 address")
+                        throw Value.invalid("Gateway", v, "expected a unicast, non-loopback address")
                     }
-                    c.gateway = p.address
+                    if family == .v4 {
+                        if let g = c.gateway { throw Reason("duplicate Gateway=\(v): the IPv4 gateway is already \(g)") }
+                        c.gateway = p.address
+                    } else {
+                        if let g = c.gateway6 { throw Reason("duplicate Gateway=\(v): the IPv6 gateway is already \(g)") }
+                        c.gateway6 = p.address
+                    }
                 },
-                reset: { $0.gateway = nil }, render: { $0.gateway.map { [$0] } ?? [] },
-                isDefault: { $0.gateway == nil }),
+                reset: { $0.gateway = nil; $0.gateway6 = nil },
+                render: { [$0.gateway, $0.gateway6].compactMap { $0 } },
+                isDefault: { $0.gateway == nil && $0.gateway6 == nil }),
         KeySpec(section: "Network", key: "DefaultRoute", arity: .single,
-                help: "yes: intercept all non-loopback IPv4 through this network (default no)",
+                help: "yes: intercept all non-loopback IPv4 and IPv6 through this network (default no)",
                 apply: { (c, v) throws(Reason) in c.defaultRoute = try Value.bool("DefaultRoute", v) },
                 reset: { $0.defaultRoute = false }, render: { [$0.defaultRoute ? "yes" : "no"] },
                 isDefault: { !$0.defaultRoute }),

@@ -87,6 +87,10 @@ public struct NetworkStatus: Codable, Sendable, Equatable {
     public var framesIn: UInt64 = 0
     public var framesOut: UInt64 = 0
     public var connections: Int = 0
+    /// The stack's addresses as they stand (the IPv6 link-local one included; an IPv6 address
+    /// still in duplicate address detection, or found duplicate, with that state after a space);
+    /// nil from a network that is not up or an older ztapd.
+    public var stackAddresses: [String]?
     public init(name: String, state: State, interface: String, mac: String, mtu: Int, addresses: [String],
                 kernelAddresses: [String], bridge: String?, services: [String], error: String?) {
         self.name = name; self.state = state; self.interface = interface; self.mac = mac; self.mtu = mtu

@@ -60,6 +60,7 @@ extension Daemon {
                 s.framesIn = st.framesIn
                 s.framesOut = st.framesOut
                 s.connections = st.connections
+                if !st.addresses.isEmpty { s.stackAddresses = st.addresses }
                 if let e = st.error {
                     s.state = .failed
                     s.error = e

@@ -39,8 +39,13 @@ final class Network {
             guard let v = p.ipv4Value else { return nil }
             return IPv4CIDR(address: IPv4Address(v), prefixLength: p.prefixLength)
         }
-        return StackSettings(stackMAC: mac, mtu: config.mtu, addresses: v4,
+        let v6 = config.addresses.compactMap { p -> IPv6CIDR? in
+            guard p.family == .v6 else { return nil }
+            return IPv6CIDR(address: IPAddress(bytes: p.bytes), prefixLength: p.prefixLength)
+        }
+        return StackSettings(stackMAC: mac, mtu: config.mtu, addresses: v4, addresses6: v6,
                              gateway: config.gateway.flatMap { IPv4Address($0) },
+                             gateway6: config.gateway6.flatMap { IPAddress($0) },
                              services: config.services.map(\.rawValue),
                              tcpReceiveBuffer: config.tcpReceiveBuffer, tcpSendBuffer: config.tcpSendBuffer,
                              maxConnections: config.maxConnections)

@@ -10,7 +10,9 @@ struct StackSettings: Sendable, Equatable {
     var stackMAC: MACAddress
     var mtu: Int
     var addresses: [IPv4CIDR]
+    var addresses6: [IPv6CIDR] = []
     var gateway: IPv4Address?
+    var gateway6: IPAddress?
     var services: [String]
     var tcpReceiveBuffer: Int
     var tcpSendBuffer: Int
@@ -24,6 +26,9 @@ struct NetworkStats: Sendable {
     var connections: Int = 0
     /// Set when the network's TAP failed (e.g. the interface was deleted from outside).
     var error: String?
+    /// The stack's addresses as they stand: IPv4, then IPv6 with a state other than preferred
+    /// after a space ("fd00::2/64 tentative"), the link-local one included.
+    var addresses: [String] = []
 }
 
 /// Writes frames to the TAP. A full TAP queue drops the frame, as a NIC would; TCP recovers.
@@ -139,8 +144,10 @@ final class NetStackDriver: StackDriver {
         tcp.sendBufferSize = s.tcpSendBuffer
         tcp.maxConnections = s.maxConnections
         let services = Set(s.services.compactMap(DiagnosticService.init(rawValue:)))
-        let config = StackConfig(mac: s.stackMAC, mtu: s.mtu, addresses: s.addresses, gateway: s.gateway,
+        var config = StackConfig(mac: s.stackMAC, mtu: s.mtu, addresses: s.addresses, gateway: s.gateway,
                                  tcp: tcp, services: services)
+        config.addresses6 = s.addresses6
+        config.gateway6 = s.gateway6
         return NetStack(config: config, sink: sink, random: XorShiftRandom(seed: random.next()))
     }
 
@@ -170,12 +177,18 @@ final class NetStackDriver: StackDriver {
         }
         if old.mtu != new.mtu { stack.setMTU(new.mtu) }
         if old.addresses != new.addresses { stack.setAddresses(new.addresses, now: now) }
+        if old.addresses6 != new.addresses6 || old.gateway6 != new.gateway6 {
+            stack.setAddresses6(new.addresses6, gateway: new.gateway6, now: now)
+        }
     }
 
     var stats: NetworkStats {
         let c = stack.counters
-        return NetworkStats(framesIn: c.framesIn, framesOut: sink.framesOut, framesDropped: sink.dropped,
-                            connections: stack.tcp.connectionCount)
+        var st = NetworkStats(framesIn: c.framesIn, framesOut: sink.framesOut, framesDropped: sink.dropped,
+                              connections: stack.tcp.connectionCount)
+        st.addresses = stack.addresses.map(\.description)
+            + stack.addresses6.map { $0.state == .preferred ? "\($0.cidr)" : "\($0.cidr) \($0.state.rawValue)" }
+        return st
     }
 
     func connections(network: String) -> [ConnectionInfo] {

@@ -117,7 +117,7 @@ struct List: ParsableCommand {
         try perform(ControlRequest(command: .list), g) { r in
             let rows = (r.networks ?? []).map { n in
                 [n.name, n.state.rawValue, n.interface, "\(n.mtu)", n.mac,
-                 n.addresses.joined(separator: ","), n.kernelAddresses.joined(separator: ","),
+                 (n.stackAddresses ?? n.addresses).joined(separator: ","), n.kernelAddresses.joined(separator: ","),
                  n.error ?? (n.services.isEmpty ? "" : "services: " + n.services.joined(separator: " "))]
             }
             return table(["NAME", "STATE", "INTERFACE", "MTU", "MAC", "ADDRESSES", "KERNEL", "NOTE"], rows)

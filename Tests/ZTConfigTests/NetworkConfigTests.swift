@@ -105,8 +105,9 @@ import Testing
             ("[Network]\nAddress=127.0.0.2/8", "net.conf:2: invalid Address=127.0.0.2/8: expected a unicast, non-loopback address"),
             ("[Network]\nAddress=10.0.0.2/24 10.0.0.2/16", "net.conf:2: duplicate Address=10.0.0.2/16: 10.0.0.2/24 is already listed"),
             ("[Network]\nKernelAddress=::/64", "net.conf:2: invalid KernelAddress=::/64: expected a unicast, non-loopback address"),
-            ("[Network]\nGateway=10.0.0.1/24", "net.conf:2: invalid Gateway=10.0.0.1/24: expected an IPv4 address like 10.200.0.1 (no /prefix)"),
-            ("[Network]\nGateway=fd00::1", "net.conf:2: invalid Gateway=fd00::1: expected an IPv4 address like 10.200.0.1 (no /prefix)"),
+            ("[Network]\nGateway=10.0.0.1/24", "net.conf:2: invalid Gateway=10.0.0.1/24: expected an address like 10.200.0.1 or fe80::1 (no /prefix)"),
+            ("[Network]\nGateway=fd00::1", "net.conf:2: invalid Gateway=fd00::1: must be link-local (fe80::/10) or inside an IPv6 Address= prefix (there is no IPv6 Address=)"),
+            ("[Network]\nGateway=ff02::1", "net.conf:2: invalid Gateway=ff02::1: expected a unicast, non-loopback address"),
             ("[Network]\nDefaultRoute=maybe", "net.conf:2: invalid DefaultRoute=maybe: expected yes or no (also 1/0, true/false, on/off)"),
             ("[Stack]\nOffload=tso", "net.conf:2: invalid Offload=tso: expected yes or no (also 1/0, true/false, on/off)"),
             ("[Network]\nRoute=10.1.2.3/16", "net.conf:2: invalid Route=10.1.2.3/16: host bits are set; did you mean 10.1.0.0/16?"),
@@ -158,6 +159,17 @@ import Testing
         #expect(netError("[Network]\nInterface=br0\nBridge=br0")
                 == "net.conf:3: invalid Bridge=br0: that is this network's own interface name")
         #expect(netError("[Network]\nAddress=10.0.0.2/24\nGateway=10.0.0.1") == nil)
+        // IPv6: one gateway per family, link-local or inside an IPv6 prefix.
+        #expect(netError("[Network]\nAddress=10.0.0.2/24 fd00::2/64\nGateway=10.0.0.1 fe80::1") == nil)
+        #expect(netError("[Network]\nAddress=fd00::2/64\nGateway=fd00::1") == nil)
+        #expect(netError("[Network]\nAddress=fd00::2/64\nGateway=fd00:1::1")
+                == "net.conf:3: invalid Gateway=fd00:1::1: must be link-local (fe80::/10) or inside an IPv6 Address= prefix (Address= has fd00::2/64)")
+        #expect(netError("[Network]\nAddress=fd00::2/64\nGateway=fd00::2")
+                == "net.conf:3: invalid Gateway=fd00::2: it is the stack's own Address=fd00::2/64")
+        #expect(netError("[Network]\nGateway=fe80::1 fe80::2")
+                == "net.conf:2: duplicate Gateway=fe80::2: the IPv6 gateway is already fe80::1")
+        let c = try? NetworkConfig.parse(text: "[Network]\nAddress=10.0.0.2/24\nGateway=fe80::1\nGateway=10.0.0.1\n", name: "net", file: "net.conf")
+        #expect(c?.gateway == "10.0.0.1" && c?.gateway6 == "fe80::1")
     }
 
     @Test func networkNames() {
