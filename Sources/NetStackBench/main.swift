@@ -9,6 +9,7 @@
 //                          checksums (tcp-offload: the arena hands segments over uncopied and
 //                          checksums nothing; sim-offload: NetSim ports with every offload, so
 //                          only NetSim's own copies of each frame remain)
+//   sim6, sim6-offload     `sim` and `sim-offload` over IPv6 (Neighbor Discovery, no DAD wait)
 //
 // Meant for `valgrind --tool=callgrind` (instruction counts do not depend on the machine's
 // load; wall-clock figures do): the virtual clock, the seeds and the link are fixed, so every
@@ -171,7 +172,7 @@ final class Counter: FrameSink {
     }
 }
 
-func runSim(total: Int, offload: Bool) throws(SocketError) {
+func runSim(total: Int, offload: Bool, ipv6: Bool = false) throws(SocketError) {
     let sim = NetSim(seed: 7)
     let pa = sim.makePort(), pb = sim.makePort()
     if offload {
@@ -182,18 +183,24 @@ func runSim(total: Int, offload: Bool) throws(SocketError) {
     }
     let sa = Counter(pa), sb = Counter(pb)
     let ipA = IPv4Address(10, 3, 0, 1), ipB = IPv4Address(10, 3, 0, 2)
-    let a = NetStack(config: StackConfig(mac: MACAddress(2, 0, 0, 0, 0, 1), mtu: 1500,
-                                         addresses: [IPv4CIDR(address: ipA, prefixLength: 24)]),
-                     sink: sa, random: XorShiftRandom(seed: 1))
-    let b = NetStack(config: StackConfig(mac: MACAddress(2, 0, 0, 0, 0, 2), mtu: 1500,
-                                         addresses: [IPv4CIDR(address: ipB, prefixLength: 24)],
-                                         services: [.discard]),
-                     sink: sb, random: XorShiftRandom(seed: 2))
+    var ca = StackConfig(mac: MACAddress(2, 0, 0, 0, 0, 1), mtu: 1500, addresses: [IPv4CIDR(address: ipA, prefixLength: 24)])
+    var cb = StackConfig(mac: MACAddress(2, 0, 0, 0, 0, 2), mtu: 1500, addresses: [IPv4CIDR(address: ipB, prefixLength: 24)],
+                         services: [.discard])
+    let ipB6 = IPAddress(hi: 0xFD03_0000_0000_0000, lo: 2)
+    if ipv6 {
+        ca.addresses6 = [IPv6CIDR(address: IPAddress(hi: 0xFD03_0000_0000_0000, lo: 1), prefixLength: 64)]
+        cb.addresses6 = [IPv6CIDR(address: ipB6, prefixLength: 64)]
+        ca.dadTransmits = 0
+        cb.dadTransmits = 0
+    }
+    let a = NetStack(config: ca, sink: sa, random: XorShiftRandom(seed: 1))
+    let b = NetStack(config: cb, sink: sb, random: XorShiftRandom(seed: 2))
     sim.attach(a, to: pa)
     sim.attach(b, to: pb)
     a.up(now: sim.now)
     b.up(now: sim.now)
-    let h = try a.tcpConnect(local: IPEndpoint(.any, 0), remote: IPEndpoint(ipB, 9), now: sim.now)
+    let h = try a.tcpConnect(local: IPEndpoint(IPAddress.v6Any, 0),
+                             remote: ipv6 ? IPEndpoint(ipB6, 9) : IPEndpoint(ipB, 9), now: sim.now)
     var sent = 0
     var closed = false
     var failure: SocketError?
@@ -217,7 +224,7 @@ func runSim(total: Int, offload: Bool) throws(SocketError) {
     }
     if let failure { fail("sim: connection failed: \(failure)") }
     guard done else { fail("sim: did not finish (sent \(sent) of \(total))") }
-    print("sim: \(total >> 20) MiB, frames A->B \(sa.frames), B->A \(sb.frames), delivered \(sim.delivered), "
+    print("sim\(ipv6 ? "6" : ""): \(total >> 20) MiB, frames A->B \(sa.frames), B->A \(sb.frames), delivered \(sim.delivered), "
           + "super-frames \(sim.superFrames)")
 }
 
@@ -230,7 +237,9 @@ do throws(SocketError) {
     case "sim": try runSim(total: mb << 20, offload: false)
     case "tcp-offload": try runTCP(total: mb << 20, offload: true)
     case "sim-offload": try runSim(total: mb << 20, offload: true)
-    default: fail("usage: NetStackBench tcp|sim|tcp-offload|sim-offload [MiB]")
+    case "sim6": try runSim(total: mb << 20, offload: false, ipv6: true)
+    case "sim6-offload": try runSim(total: mb << 20, offload: true, ipv6: true)
+    default: fail("usage: NetStackBench tcp|sim|tcp-offload|sim-offload|sim6|sim6-offload [MiB]")
     }
 } catch {
     fail("\(error)")

@@ -173,6 +173,44 @@ struct IPv6SimTests {
     }
 }
 
+/// The offload twins over IPv6: TSO6 super-segments and partial checksums both ways, the link
+/// cutting them for a receiver without offloads, and loss recovery per piece.
+@Suite struct IPv6OffloadTests {
+    @Test func bulkWithOffloadsBothSides6() throws {
+        let (sim, server, client, rs, rc) = makeOffloadPair(seed: 4, serverOffload: true, clientOffload: true, ipv6: true)
+        let data = pattern(4 << 20, seed: 6)
+        let r = try transfer(sim, server: server, client: client, data, to: serverIP6)
+        #expect(r.ok && r.failed == nil)
+        let same = r.got == data; #expect(same)
+        #expect(client.counters.superFramesOut > 25 && server.counters.superFramesIn == client.counters.superFramesOut)
+        #expect(rc.frames < 600 && rs.frames <= rc.frames + 10)
+        #expect(client.counters.oversizeTransmits + server.counters.oversizeTransmits == 0)
+    }
+
+    @Test(arguments: [(true, false), (false, true)])
+    func mixedOffloads6(clientOffload: Bool, serverOffload: Bool) throws {
+        let (sim, server, client, _, _) = makeOffloadPair(seed: 5, serverOffload: serverOffload, clientOffload: clientOffload,
+                                                          ipv6: true)
+        let data = pattern(1 << 20, seed: 8)
+        let r = try transfer(sim, server: server, client: client, data, to: serverIP6)
+        #expect(r.ok && r.failed == nil)
+        let same = r.got == data; #expect(same)
+        #expect(server.counters.superFramesIn == 0)
+        if clientOffload { #expect(client.counters.superFramesOut > 0) }
+    }
+
+    @Test func bulkWithOffloadsOverLossyLink6() throws {
+        let faults = LinkFaults(dropRate: 0.02, duplicateRate: 0.01, reorderRate: 0.02)
+        let (sim, server, client, _, _) = makeOffloadPair(seed: 6, faults: faults, serverOffload: true, clientOffload: true,
+                                                          ipv6: true)
+        let data = pattern(1 << 20, seed: 9)
+        let r = try transfer(sim, server: server, client: client, data, limit: .seconds(1800), to: serverIP6)
+        #expect(r.ok && r.failed == nil && r.got.count == data.count)
+        let same = r.got == data; #expect(same)
+        #expect(sim.dropped > 0 && client.counters.oversizeTransmits == 0)
+    }
+}
+
 /// Stands between a stack and its port: IPv6 frames to the port longer than `limit` bytes of
 /// IPv6 packet are dropped and answered with an ICMPv6 packet too big from `router`.
 final class PTBFilter: FrameSink {

@@ -33,7 +33,7 @@ final class RecordingPort: FrameSink {
 /// Two stacks on a NetSim segment, each with or without offloads (a TAP with a virtio header:
 /// super-frames and partial checksums both ways).
 func makeOffloadPair(seed: UInt64, faults: LinkFaults = .perfect, mtu: Int = 1500, serverOffload: Bool,
-                     clientOffload: Bool) -> (NetSim, NetStack, NetStack, RecordingPort, RecordingPort) {
+                     clientOffload: Bool, ipv6: Bool = false) -> (NetSim, NetStack, NetStack, RecordingPort, RecordingPort) {
     let sim = NetSim(seed: seed)
     let ps = sim.makePort(faults: faults), pc = sim.makePort(faults: faults)
     if serverOffload { ps.transmitOffloads = .all; ps.receivesOffloads = true }
@@ -44,9 +44,15 @@ func makeOffloadPair(seed: UInt64, faults: LinkFaults = .perfect, mtu: Int = 150
     tcp.sendBufferSize = 1 << 20
     var sc = StackConfig(mac: ourMAC, mtu: mtu, addresses: [IPv4CIDR(address: serverIP, prefixLength: 24)], tcp: tcp)
     sc.arpMaxTries = 12
-    let server = NetStack(config: sc, sink: rs, random: XorShiftRandom(seed: seed &+ 1))
     var cc = StackConfig(mac: peerMAC, mtu: mtu, addresses: [IPv4CIDR(address: clientIP, prefixLength: 24)], tcp: tcp)
     cc.arpMaxTries = 12
+    if ipv6 {
+        sc.addresses6 = [IPv6CIDR(address: serverIP6, prefixLength: 64)]
+        cc.addresses6 = [IPv6CIDR(address: clientIP6, prefixLength: 64)]
+        sc.dadTransmits = 0
+        cc.dadTransmits = 0
+    }
+    let server = NetStack(config: sc, sink: rs, random: XorShiftRandom(seed: seed &+ 1))
     let client = NetStack(config: cc, sink: rc, random: XorShiftRandom(seed: seed &+ 2))
     sim.attach(server, to: ps); sim.attach(client, to: pc)
     server.up(now: sim.now); client.up(now: sim.now)
@@ -56,9 +62,10 @@ func makeOffloadPair(seed: UInt64, faults: LinkFaults = .perfect, mtu: Int = 150
 /// Client sends `data` to a server socket on port 5001; returns what the server read, and
 /// whether both sides finished.
 func transfer(_ sim: NetSim, server: NetStack, client: NetStack, _ data: [UInt8],
-              limit: Duration = .seconds(600)) throws -> (got: [UInt8], ok: Bool, failed: SocketError?) {
-    let listener = try server.tcp.listen(local: IPEndpoint(.any, 5001), backlog: 4, now: sim.now)
-    let c = try ClientConn(stack: client, port: 5001, now: sim.now, send: data)
+              limit: Duration = .seconds(600), to serverAddress: IPAddress = IPAddress(serverIP)) throws
+    -> (got: [UInt8], ok: Bool, failed: SocketError?) {
+    let listener = try server.tcp.listen(local: IPEndpoint(.v6Any, 5001), backlog: 4, now: sim.now)
+    let c = try ClientConn(stack: client, port: 5001, now: sim.now, send: data, server: serverAddress)
     var conn: SocketHandle?
     var got: [UInt8] = []
     var buf = [UInt8](repeating: 0, count: 64 << 10)

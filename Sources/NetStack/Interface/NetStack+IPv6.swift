@@ -218,23 +218,6 @@ extension NetStack {
         return sendIPv6Frame(ipLength: IPv6HeaderView.headerLength &+ n, hop: hop)
     }
 
-    /// One TCP segment over IPv6: header and payload copied behind the IPv6 header, summed in
-    /// the same pass.
-    func transmitTCP6(src: IPAddress, dst: IPAddress, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
-                      _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
-        let hl = header.headerLength
-        let total = hl &+ payload.count &+ more.count
-        return transmit6(src: src, dst: dst, proto: IPProtocol.tcp, capacity: total) { buf in
-            guard buf.count >= total, let p = buf.baseAddress else { return 0 }
-            header.emit(into: p)
-            TCPHeaderRepr.fillChecksum(p, headerLength: hl, payload: payload, more, copy: true, source: src,
-                                       destination: dst)
-            return total
-        }
-    }
-
-    func segmentationLimit6(to dst: IPAddress) -> Int { 0 }
-
     /// Sends the IPv6 packet of `ipLength` bytes at `txBuffer + 14` to `hop`: multicast to its
     /// Ethernet group, unicast to the MAC Neighbor Discovery knows, or parked until it does.
     @discardableResult
@@ -245,7 +228,13 @@ extension NetStack {
             MACAddress(ipv6Multicast: hop).store(to: txBuffer)
             return emit(length: length)
         }
-        switch neighbors6.lookup(hop, now: now) {
+        return sendResolved6(length: length, hop: hop, neighbors6.lookup(hop, now: now))
+    }
+
+    /// Sends the frame of `length` bytes in `txBuffer` to `hop` as `lookup` found it: with its
+    /// MAC, or parked until Neighbor Discovery resolves it.
+    func sendResolved6(length: Int, hop: IPAddress, _ lookup: NeighborLookup) -> Bool {
+        switch lookup {
         case let .resolved(mac):
             mac.store(to: txBuffer)
             return emit(length: length)

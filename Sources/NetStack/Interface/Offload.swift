@@ -112,7 +112,7 @@ public struct TransmitOffloads: OptionSet, Hashable, Sendable {
     public static let gather = TransmitOffloads(rawValue: 1)
     /// Frames with `.partial` checksums (the kernel's CHECKSUM_PARTIAL). Needs `gather`.
     public static let checksum = TransmitOffloads(rawValue: 2)
-    /// TCP/IPv4 super-segments up to 64 KiB (the kernel's TSO/GSO). Needs `checksum`.
+    /// TCP super-segments up to 64 KiB, IPv4 and IPv6 (the kernel's TSO/GSO). Needs `checksum`.
     public static let tcpSegmentation = TransmitOffloads(rawValue: 4)
 
     public static let all: TransmitOffloads = [.gather, .checksum, .tcpSegmentation]
@@ -133,5 +133,6 @@ extension FrameSink {
 }
 
 /// The largest TCP super-segment (TCP header + payload) the stack builds: what fits an IPv4
-/// total length with a 20-byte IP header.
+/// total length with a 20-byte IP header (used for IPv6 too, whose payload length would allow 20
+/// bytes more).
 public let maxSegmentationL4 = 65535 &- IPv4HeaderView.minHeaderLength

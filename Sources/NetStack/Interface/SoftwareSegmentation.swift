@@ -1,8 +1,8 @@
 /// What the kernel does with an offloaded frame before it goes on a wire (its software GSO and
 /// checksum help): completes a partial checksum and cuts a super-frame into the plain frames it
 /// stands for — TCP segments with their sequence numbers, FIN/PSH on the last piece and CWR on
-/// the first only; UDP datagrams with their own lengths; IPv4 identifications counting up,
-/// every checksum complete. For NetSim links to nodes without offloads and for tests that
+/// the first only; UDP datagrams with their own lengths; IPv4 identifications counting up (IPv6
+/// payload lengths fixed), every checksum complete. For NetSim links to nodes without offloads and for tests that
 /// check a super-segment's shape; it allocates, so it is not for the data path.
 public enum SoftwareSegmentation {
     /// Calls `body` with each plain frame `frame` with `offload` stands for (`frame` itself
@@ -23,24 +23,40 @@ public enum SoftwareSegmentation {
             return
         }
         let eth = EthernetHeaderView.headerLength
-        guard frame.count > eth &+ IPv4HeaderView.minHeaderLength, let f = frame.baseAddress,
-              let ip = try? IPv4HeaderView(UnsafeRawBufferPointer(start: f + eth, count: frame.count &- eth),
-                                           verifyChecksum: false) else { return }
-        let l4 = eth &+ ip.headerLength
-        let isTCP = offload.segmentation == .tcp4
+        guard frame.count > eth &+ IPv4HeaderView.minHeaderLength, let f = frame.baseAddress else { return }
+        // The IP header: IPv4 (options allowed), or IPv6 without extension headers (what the
+        // stack builds).
+        let isV6 = wireLoad16(f, 12) == EtherType.ipv6
+        let ipHeaderLength: Int, ipTotal: Int, id: UInt16
+        let src: IPAddress, dst: IPAddress
+        if isV6 {
+            guard let ip = try? IPv6HeaderView(UnsafeRawBufferPointer(start: f + eth, count: frame.count &- eth)),
+                  ip.nextHeader == IPProtocol.tcp || ip.nextHeader == IPProtocol.udp else { return }
+            ipHeaderLength = IPv6HeaderView.headerLength
+            ipTotal = ip.bytes.count
+            src = ip.source; dst = ip.destination
+            id = 0
+        } else {
+            guard let ip = try? IPv4HeaderView(UnsafeRawBufferPointer(start: f + eth, count: frame.count &- eth),
+                                               verifyChecksum: false) else { return }
+            ipHeaderLength = ip.headerLength
+            ipTotal = ip.totalLength
+            src = IPAddress(ip.source); dst = IPAddress(ip.destination)
+            id = ip.identification
+        }
+        let l4 = eth &+ ipHeaderLength
+        let isTCP = offload.segmentation == .tcp4 || offload.segmentation == .tcp6
         let l4Header: Int
         if isTCP {
-            guard let t = try? TCPHeaderView(UnsafeRawBufferPointer(rebasing: ip.bytes[ip.headerLength...])) else { return }
+            guard let t = try? TCPHeaderView(UnsafeRawBufferPointer(start: f + l4, count: ipTotal &- ipHeaderLength)) else { return }
             l4Header = t.headerLength
         } else {
             l4Header = UDPHeaderView.headerLength
-            guard ip.totalLength >= ip.headerLength &+ l4Header else { return }
+            guard ipTotal >= ipHeaderLength &+ l4Header else { return }
         }
         let headers = l4 &+ l4Header
-        let payload = eth &+ ip.totalLength &- headers
+        let payload = eth &+ ipTotal &- headers
         let size = max(offload.segmentSize, 1)
-        let src = ip.source, dst = ip.destination
-        let id = ip.identification
         var piece = [UInt8](repeating: 0, count: headers &+ min(size, max(payload, 0)))
         var off = 0
         var index: UInt16 = 0
@@ -52,10 +68,14 @@ public enum SoftwareSegmentation {
                 p.copyMemory(from: f, byteCount: headers)
                 if n > 0 { (p + headers).copyMemory(from: f + (headers &+ off), byteCount: n) }
                 let ipp = p + eth
-                wireStore16(ipp, 2, UInt16(truncatingIfNeeded: ip.headerLength &+ l4Header &+ n))
-                wireStore16(ipp, 4, id &+ index)
-                wireStore16(ipp, 10, 0)
-                wireStore16(ipp, 10, Checksum.compute(UnsafeRawPointer(ipp), count: ip.headerLength))
+                if isV6 {
+                    wireStore16(ipp, 4, UInt16(truncatingIfNeeded: l4Header &+ n))
+                } else {
+                    wireStore16(ipp, 2, UInt16(truncatingIfNeeded: ipHeaderLength &+ l4Header &+ n))
+                    wireStore16(ipp, 4, id &+ index)
+                    wireStore16(ipp, 10, 0)
+                    wireStore16(ipp, 10, Checksum.compute(UnsafeRawPointer(ipp), count: ipHeaderLength))
+                }
                 let t = p + l4
                 let length = l4Header &+ n
                 var s: UInt64
