@@ -10,8 +10,9 @@
 // a short tail is fed as one last frame. The advance byte's low 7 bits are milliseconds; its
 // high bit makes the record a TAP frame with a virtio header (`receive(virtioFrame:)`: header
 // parse, partial/verified checksums, TCP super-segments, UDP super-datagrams). Each input gets a
-// fresh stack (reproducible runs) with TCP listeners, a UDP socket, all diagnostic services, and
-// an ARP entry for the peer; when the first record is a virtio one the stack's sink has every
+// fresh stack (reproducible runs), dual stack (10.0.0.1/24 and fd00::1/64, addresses usable at
+// once, no DAD), with TCP listeners, a UDP socket, all diagnostic services (all on `::`, so both
+// families reach them), and an ARP entry for the peer; when the first record is a virtio one the stack's sink has every
 // offload too (TSO super-segments and partial checksums out, payload gathered from the rings).
 import NetStack
 
@@ -38,13 +39,16 @@ final class CountingSink: FrameSink {
 
 func runFuzzInput(_ input: UnsafeRawBufferPointer) {
     let sink = CountingSink(offloads: input.count > 0 && input[0] & 0x80 != 0 ? .all : [])
-    let cfg = StackConfig(mac: MACAddress(0x02, 0, 0, 0, 0, 0x01), mtu: 1500,
+    var cfg = StackConfig(mac: MACAddress(0x02, 0, 0, 0, 0, 0x01), mtu: 1500,
                           addresses: [IPv4CIDR(address: IPv4Address(10, 0, 0, 1), prefixLength: 24)],
                           gateway: IPv4Address(10, 0, 0, 254), services: [.echo, .discard, .chargen])
+    cfg.addresses6 = [IPv6CIDR(address: IPAddress(hi: 0xFD00_0000_0000_0000, lo: 1), prefixLength: 64)]
+    cfg.gateway6 = IPAddress(hi: 0xFE80_0000_0000_0000, lo: 0xFE)
+    cfg.dadTransmits = 0
     let stack = NetStack(config: cfg, sink: sink, random: XorShiftRandom(seed: 1))
     var now = Instant.milliseconds(1000)
-    _ = try? stack.tcp.listen(local: IPEndpoint(.any, 80), backlog: 8, now: now)
-    let udp = try? stack.udpOpen(local: IPEndpoint(.any, 5000))
+    _ = try? stack.tcp.listen(local: IPEndpoint(.v6Any, 80), backlog: 8, now: now)
+    let udp = try? stack.udpOpen(local: IPEndpoint(.v6Any, 5000))
     stack.up(now: now)
     var scratch = [UInt8](repeating: 0, count: 2048)
     var i = 0

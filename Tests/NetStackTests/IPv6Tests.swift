@@ -296,3 +296,72 @@ struct IPv6Tests {
         #expect(r2.take().isEmpty)
     }
 }
+
+/// IPv6 garbage and mutated IPv6 frames never trap (the twin of RobustnessTests; the fuzz
+/// corpus has IPv6 seeds too).
+@Suite struct IPv6RobustnessTests {
+    func seeds() -> [[UInt8]] {
+        let echo = Build6.icmp(type: ICMPv6Type.echoRequest, rest: 1, pattern(64))
+        var syn = [UInt8](repeating: 0, count: 24)
+        syn[0] = 0x30; syn[1] = 0x39; syn[3] = 7; syn[12] = 0x60; syn[13] = 0x02; syn[14] = 0xFF; syn[15] = 0xFF
+        syn[20] = 2; syn[21] = 4; syn[22] = 0x05; syn[23] = 0xA0
+        Build6.checksum(&syn, at: 16, src: peerIP6, dst: ourIP6, proto: IPProtocol.tcp)
+        let upper = Build6.icmp(type: ICMPv6Type.echoRequest, rest: 2, pattern(300))
+        return [
+            Build6.frame(Build6.nd(type: ICMPv6Type.neighborSolicitation, target: ourIP6, mac: peerMAC, src: peerIP6,
+                                   dst: ourIP6.solicitedNode)),
+            Build6.frame(Build6.nd(type: ICMPv6Type.neighborAdvertisement, flags: NDPFlag.override | NDPFlag.solicited,
+                                   target: peerIP6, mac: peerMAC, src: peerIP6, dst: ourIP6)),
+            Build6.frame(Build6.echoRequest(pattern(40))),
+            Build6.frame(Build6.ipv6(next: IPProtocol.udp, Build6.udp(src: IPEndpoint(peerIP6, 1), dst: IPEndpoint(ourIP6, 7), pattern(50)))),
+            Build6.frame(Build6.ipv6(next: IPProtocol.tcp, syn)),
+            Build6.frame(Build6.ipv6(next: IPProtocol.hopByHop, [IPProtocol.destinationOptions, 0, 5, 2, 0, 0, 1, 0]
+                                     + [IPProtocol.icmpv6, 0, 0xC2, 4, 0, 0, 0, 0] + echo)),
+            Build6.frame(Build6.ipv6(next: IPProtocol.routing, [IPProtocol.icmpv6, 2, 0, 1, 0, 0, 0, 0] + peerIP6.bytes + echo)),
+        ] + Build6.fragments(next: IPProtocol.icmpv6, upper, size: 160).map { Build6.frame($0) }
+    }
+
+    @Test func randomIPv6BytesNeverTrap() {
+        let (s, _) = makeStack6(services: [.echo, .discard, .chargen])
+        _ = try? s.udpOpen(local: IPEndpoint(.v6Any, 5000))
+        var rng = XorShiftRandom(seed: 77)
+        var now = t0
+        for i in 0..<20_000 {
+            var f = (0..<Int(rng.next() % 200)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            if f.count >= 60 {
+                f.replaceSubrange(0..<6, with: i % 3 == 0 ? [0x33, 0x33, 0, 0, 0, 1] : [0x02, 0, 0, 0, 0, 0x01])
+                f[12] = 0x86; f[13] = 0xDD; f[14] = 0x60 | f[14] & 0x0F
+                if i % 2 == 0 { f.replaceSubrange(38..<54, with: ourIP6.bytes) }   // to us
+                let plen = f.count - 54
+                f[18] = UInt8(plen >> 8); f[19] = UInt8(plen & 0xFF)
+            }
+            s.receive(f, now: now)
+            if i % 100 == 0 { now = now + .milliseconds(50); _ = s.poll(now: now) }
+        }
+        #expect(s.counters.framesIn == 20_000 && s.counters.ipv6PacketsIn > 5_000)
+    }
+
+    @Test func mutatedIPv6FramesNeverTrap() {
+        let (s, _) = makeStack6(services: [.echo, .discard, .chargen])
+        _ = try? s.udpOpen(local: IPEndpoint(.v6Any, 5000))
+        var rng = XorShiftRandom(seed: 6)
+        var now = t0
+        let seeds = seeds()
+        for i in 0..<30_000 {
+            var f = seeds[i % seeds.count]
+            for _ in 0..<1 + Int(rng.next() % 4) {
+                let at = 14 + Int(rng.next() % UInt64(f.count - 14))
+                switch rng.next() % 4 {
+                case 0: f[at] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
+                case 1: f[at] = 0xFF
+                case 2: f[at] = 0
+                default: f.removeLast(Int(rng.next() % UInt64((f.count - 14) / 2 + 1)))
+                }
+                if f.count <= 14 { break }
+            }
+            s.receive(f, now: now)
+            if i % 50 == 0 { now = now + .milliseconds(200); _ = s.poll(now: now) }
+        }
+        #expect(s.counters.framesIn == 30_000 && s.counters.ipv6PacketsIn > 10_000)
+    }
+}
