@@ -6,6 +6,7 @@
 #   discard  kernel client -> NetStack discard service (TCP 9)       "kernel->stack"
 #   chargen  NetStack chargen service (TCP 19) -> kernel client        "stack->kernel"
 #   rr       64-byte request/response with the echo service (TCP 7), median round trip
+#   *6       the same over IPv6 (fd01::2 / fd02::2), next to the IPv4 figures
 # Baseline: the same client against bench/tcpblast's kernel server across a veth pair
 # (namespace to namespace), same MTU.
 #
@@ -40,7 +41,9 @@ runcase() { # name ns cmd...  -> median of first output field over REPS
 
 netns_new $NS_ZT
 veth_pair $NS_VA $NS_VB zbva zbvb 10.202.0.1/24 10.202.0.2/24 1500
+ip -n $NS_VA addr add fd02::1/64 dev zbva nodad; ip -n $NS_VB addr add fd02::2/64 dev zbvb nodad
 ip netns exec $NS_VB "$BLAST" serve 10.202.0.2 & PIDS+=($!)
+ip netns exec $NS_VB "$BLAST" serve fd02::2 & PIDS+=($!)
 
 mkdir -p "$TMP/etc/networks.d" "$TMP/run"
 for MTU in $MTUS; do
@@ -48,8 +51,8 @@ for MTU in $MTUS; do
 [Network]
 Interface=zbtap
 MTU=$MTU
-Address=10.201.0.2/24
-KernelAddress=10.201.0.1/24
+Address=10.201.0.2/24 fd01::2/64
+KernelAddress=10.201.0.1/24 fd01::1/64
 Services=echo discard chargen
 [Stack]
 Offload=$OFFLOAD
@@ -58,6 +61,10 @@ CONF
     PIDS+=($ZPID)
     for _ in $(seq 100); do [ -S "$TMP/run/control.sock" ] && break; sleep 0.1; done
     sleep 0.5
+    # IPv6: both sides' duplicate address detection (a second or two).
+    for _ in $(seq 50); do
+        ip netns exec $NS_ZT ping -6 -c 1 -W 1 fd01::2 >/dev/null 2>&1 && break; sleep 0.2
+    done
     ip -n $NS_VA link set zbva mtu "$MTU"; ip -n $NS_VB link set zbvb mtu "$MTU"
     log "MTU $MTU"
     runcase "ztap_discard_$MTU" $NS_ZT "$BLAST" send 10.201.0.2 9 "$DUR"
@@ -66,6 +73,12 @@ CONF
     runcase "veth_recv_$MTU"    $NS_VA "$BLAST" recv 10.202.0.2 19 "$DUR"
     runcase "ztap_rr_$MTU"      $NS_ZT "$BLAST" rr 10.201.0.2 7 "$DUR" 64
     runcase "veth_rr_$MTU"      $NS_VA "$BLAST" rr 10.202.0.2 7 "$DUR" 64
+    runcase "ztap_discard6_$MTU" $NS_ZT "$BLAST" send fd01::2 9 "$DUR"
+    runcase "veth_send6_$MTU"    $NS_VA "$BLAST" send fd02::2 9 "$DUR"
+    runcase "ztap_chargen6_$MTU" $NS_ZT "$BLAST" recv fd01::2 19 "$DUR"
+    runcase "veth_recv6_$MTU"    $NS_VA "$BLAST" recv fd02::2 19 "$DUR"
+    runcase "ztap_rr6_$MTU"      $NS_ZT "$BLAST" rr fd01::2 7 "$DUR" 64
+    runcase "veth_rr6_$MTU"      $NS_VA "$BLAST" rr fd02::2 7 "$DUR" 64
     kill -TERM $ZPID; wait $ZPID 2>/dev/null || true
 done
 
@@ -79,4 +92,12 @@ for MTU in $MTUS; do
     echo "| $MTU | kernel -> stack (discard), Gbit/s | ${RESULT[ztap_discard_$MTU]} | ${RESULT[veth_send_$MTU]} | $(ratio "${RESULT[ztap_discard_$MTU]}" "${RESULT[veth_send_$MTU]}") |"
     echo "| $MTU | stack -> kernel (chargen), Gbit/s | ${RESULT[ztap_chargen_$MTU]} | ${RESULT[veth_recv_$MTU]} | $(ratio "${RESULT[ztap_chargen_$MTU]}" "${RESULT[veth_recv_$MTU]}") |"
     echo "| $MTU | echo 64 B round trip, median µs | ${RESULT[ztap_rr_$MTU]} | ${RESULT[veth_rr_$MTU]} | $(ratio "${RESULT[ztap_rr_$MTU]}" "${RESULT[veth_rr_$MTU]}") |"
+    echo "| $MTU | IPv6 kernel -> stack (discard), Gbit/s | ${RESULT[ztap_discard6_$MTU]} | ${RESULT[veth_send6_$MTU]} | $(ratio "${RESULT[ztap_discard6_$MTU]}" "${RESULT[veth_send6_$MTU]}") |"
+    echo "| $MTU | IPv6 stack -> kernel (chargen), Gbit/s | ${RESULT[ztap_chargen6_$MTU]} | ${RESULT[veth_recv6_$MTU]} | $(ratio "${RESULT[ztap_chargen6_$MTU]}" "${RESULT[veth_recv6_$MTU]}") |"
+    echo "| $MTU | IPv6 echo 64 B round trip, median µs | ${RESULT[ztap_rr6_$MTU]} | ${RESULT[veth_rr6_$MTU]} | $(ratio "${RESULT[ztap_rr6_$MTU]}" "${RESULT[veth_rr6_$MTU]}") |"
+done
+echo
+echo "IPv6 / IPv4 through ztap (bulk within 10% is the goal):"
+for MTU in $MTUS; do
+    echo "  MTU $MTU: discard $(ratio "${RESULT[ztap_discard6_$MTU]}" "${RESULT[ztap_discard_$MTU]}"), chargen $(ratio "${RESULT[ztap_chargen6_$MTU]}" "${RESULT[ztap_chargen_$MTU]}")"
 done

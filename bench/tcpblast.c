@@ -8,7 +8,7 @@
 //                                       median and mean round trip in microseconds
 // Server mode (kernel peers for the veth baseline):
 //   tcpblast serve ADDR                 discard on 9, chargen on 19, echo on 7 (threads)
-// Only the addresses given on the command line are contacted.
+// Only the addresses given on the command line are contacted. HOST/ADDR may be IPv4 or IPv6.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,11 +30,27 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/* host:port as a socket address of its own family; its length. */
+static socklen_t address(const char *host, int port, struct sockaddr_storage *out) {
+    memset(out, 0, sizeof *out);
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)out;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)out;
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(port);
+        return sizeof *a6;
+    }
+    if (inet_pton(AF_INET, host, &a4->sin_addr) != 1) { fprintf(stderr, "bad address %s\n", host); exit(2); }
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(port);
+    return sizeof *a4;
+}
+
 static int dial(const char *host, int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-    inet_pton(AF_INET, host, &a.sin_addr);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) { perror("connect"); exit(1); }
+    struct sockaddr_storage a;
+    socklen_t len = address(host, port, &a);
+    int fd = socket(a.ss_family, SOCK_STREAM, 0);
+    if (connect(fd, (struct sockaddr *)&a, len) != 0) { perror("connect"); exit(1); }
     // A stalled peer must fail the run, not hang the benchmark.
     struct timeval tv = { .tv_sec = 10, .tv_usec = 0 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -51,10 +67,10 @@ static int cmp(const void *a, const void *b) {
 
 static void *serve_conn(void *arg) {
     int fd = (int)(intptr_t)arg, port;
-    struct sockaddr_in a;
+    struct sockaddr_storage a;
     socklen_t l = sizeof a;
     getsockname(fd, (struct sockaddr *)&a, &l);
-    port = ntohs(a.sin_port);
+    port = ntohs(a.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&a)->sin6_port : ((struct sockaddr_in *)&a)->sin_port);
     char *b = malloc(1 << 20);
     if (port == 19) {
         for (int i = 0; i < (1 << 20); i++) b[i] = 32 + i % 95;
@@ -77,11 +93,11 @@ out:
 static void *serve_port(void *arg) {
     intptr_t port = ((intptr_t *)arg)[0];
     const char *addr = (const char *)((intptr_t *)arg)[1];
-    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    struct sockaddr_storage a;
+    socklen_t len = address(addr, (int)port, &a);
+    int l = socket(a.ss_family, SOCK_STREAM, 0), one = 1;
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-    inet_pton(AF_INET, addr, &a.sin_addr);
-    if (bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 128)) { perror("bind/listen"); exit(1); }
+    if (bind(l, (struct sockaddr *)&a, len) || listen(l, 128)) { perror("bind/listen"); exit(1); }
     for (;;) {
         int c = accept(l, NULL, NULL);
         if (c < 0) continue;
