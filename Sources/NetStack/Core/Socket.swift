@@ -69,6 +69,31 @@ public protocol IPv4Transmitter {
     @discardableResult
     func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
                   _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool
+    /// `transmit` with the IPv4 header fields a socket chose (IP_TTL, IP_TOS). Transmitters that
+    /// do not build the IPv4 header (test fakes) get the default, which ignores them.
+    @discardableResult
+    func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int, options: IPv4SendOptions,
+                  _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool
+}
+
+extension IPv4Transmitter {
+    @discardableResult
+    public func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int, options: IPv4SendOptions,
+                         _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        transmit(src: src, dst: dst, proto: proto, capacity: capacity, fill)
+    }
+}
+
+/// Per-socket IPv4 header fields of outgoing datagrams.
+public struct IPv4SendOptions: Sendable, Hashable {
+    public var timeToLive: UInt8
+    /// The whole TOS byte (DSCP and ECN bits).
+    public var typeOfService: UInt8
+    public init(timeToLive: UInt8 = 64, typeOfService: UInt8 = 0) {
+        self.timeToLive = timeToLive
+        self.typeOfService = typeOfService
+    }
+    public static let standard = IPv4SendOptions()
 }
 
 /// Deterministic randomness source (initial sequence numbers, ephemeral ports, SYN cookie

@@ -19,8 +19,9 @@ struct RTTEstimator {
     private(set) var minRTT: UInt64 = .max
     /// The segment being timed: its end and send time (only without timestamps).
     private(set) var timed: (end: SeqNumber, at: Instant)?
-    let minRTO: Duration
-    let maxRTO: Duration
+    /// The bounds (per socket: TCP_RTO_MIN_US, TCP_RTO_MAX_MS); the next sample applies them.
+    var minRTO: Duration
+    var maxRTO: Duration
 
     /// Clock granularity G: timestamps tick in milliseconds.
     static let granularity: UInt64 = 1_000_000

@@ -51,6 +51,12 @@ final class TCPConnection {
     // Per-socket options.
     var noDelay: Bool
     var keepAlive: Bool
+    var sockopts: TCPSocketOptions
+    /// TCP_CORK's limit passed (or TCP_NODELAY was set while corked): the next output sends the
+    /// held partial segment.
+    var corkFlush = false
+    /// A passive open whose bare ACK a deferring listener (TCP_DEFER_ACCEPT) ignored.
+    var deferAcked = false
 
     // Send sequence variables.
     var iss = SeqNumber(0)
@@ -110,6 +116,9 @@ final class TCPConnection {
     var keepAliveProbes = 0
     /// When the last segment arrived: keepalive measures idleness from it.
     var lastReceive: Instant
+    /// Last forward progress of the send side: the oldest unacknowledged data was sent (or
+    /// acknowledged data made room) then. TCP_USER_TIMEOUT measures from it.
+    var lastProgress: Instant
     /// Deadline of this connection's live entry in the layer's timer heap.
     var heapDeadline: UInt64?
     var inDirtyList = false
@@ -122,10 +131,11 @@ final class TCPConnection {
     var bytesReceived: UInt64 = 0
     var bytesSent: UInt64 = 0
     var retransmissions: UInt64 = 0
+    var stats = TCPConnectionStats()
 
     init(layer: TCPLayer, slot: UInt32, generation: UInt32, state: TCPState, local: IPv4Endpoint,
          remote: IPv4Endpoint, rxBufferSize: Int, txBufferSize: Int, noDelay: Bool, congestion: CongestionControl,
-         now: Instant) {
+         options: TCPSocketOptions? = nil, now: Instant) {
         self.layer = layer
         self.slot = slot
         self.generation = generation
@@ -137,14 +147,23 @@ final class TCPConnection {
         self.txBufferSize = txBufferSize
         self.noDelay = noDelay
         lastReceive = now
+        lastProgress = now
         let cfg = layer.config
         keepAlive = cfg.keepAlive
-        rtt = RTTEstimator(initialRTO: cfg.initialRTO, minRTO: cfg.minRTO, maxRTO: cfg.maxRTO)
+        let o = options ?? TCPSocketOptions(cfg)
+        sockopts = o
+        rtt = RTTEstimator(initialRTO: cfg.initialRTO, minRTO: o.minRTO, maxRTO: o.maxRTO)
         acks = AckPolicy(quickAcks: cfg.quickAckSegments)
         cc = CongestionController(algorithm: congestion, mss: 536, initialSegments: cfg.initialWindowSegments)
         reassembly = ReceiveAssembler(capacity: cfg.maxOutOfOrderRanges)
-        rcvShift = cfg.windowScaling ? Self.shift(for: rxBufferSize) : 0
+        rcvShift = cfg.windowScaling ? Self.shift(for: windowLimit(rxBufferSize)) : 0
     }
+
+    /// The largest window `size` bytes of buffer allow, under TCP_WINDOW_CLAMP.
+    func windowLimit(_ size: Int) -> Int { sockopts.windowClamp > 0 ? min(size, sockopts.windowClamp) : size }
+
+    /// The MSS to advertise given the path's, under TCP_MAXSEG.
+    func limitedMss(_ pathMss: Int) -> Int { sockopts.maxSegment > 0 ? min(pathMss, sockopts.maxSegment) : pathMss }
 
     /// Smallest shift that lets a 16-bit window field cover `size` (RFC 7323 §2.3, max 14).
     static func shift(for size: Int) -> Int {
@@ -187,6 +206,8 @@ final class TCPConnection {
         lastReceive = now
         keepAliveProbes = 0
         let flags = seg.flags
+        stats.segmentsIn &+= 1
+        if flags.contains(.ack) { stats.lastAckReceived = now }
         if state == .synSent {
             synSentArrived(seg, flags: flags, options: options, now: now, tx: out)
             output(now: now, tx: out)
@@ -282,6 +303,13 @@ final class TCPConnection {
                 layer.sendReset(to: remote, from: local, seq: ack, ack: nil, tx: out)
                 return .done
             }
+            if let l = listener, l.options.deferAccept > 0, payloadCount == 0, !flags.contains(.fin),
+               retries < l.options.deferAccept {
+                // TCP_DEFER_ACCEPT, like Linux: a bare ACK does not complete the handshake; data
+                // will, or the ACK answering the SYN-ACK resent at the end of the deferral.
+                deferAcked = true
+                return .done
+            }
             guard becomeEstablishedPassive(now: now) else { return .done }
         }
 
@@ -355,6 +383,8 @@ final class TCPConnection {
             }
             if !sampled { rtt.timedSegmentAcked(ack, now: now) }
             rtt.cancelTiming()
+            stats.bytesAcked = 1   // our SYN, as Linux counts it
+            lastProgress = now
             state = finQueued ? .finWait1 : .established
             startKeepAlive(now: now)
             acks.immediate = true
@@ -457,7 +487,7 @@ final class TCPConnection {
         case .finWait1:
             if finAcked {
                 state = .finWait2
-                if released || appClosed { timers.close = now + config.finTimeout }
+                if released || appClosed { armFinWait2Timeout(now: now) }
             }
         case .closing:
             if finAcked { enterTimeWait(now: now) }
@@ -479,7 +509,13 @@ final class TCPConnection {
             tx.discard(data)
             txBase = txBase + data
             bytesSent &+= UInt64(data)
-            if wantWritable, tx.free >= lowWater { wantWritable = false; if userVisible { layer.post(.writable(handle)) } }
+            if wantWritable, isWritable { wantWritable = false; if userVisible { layer.post(.writable(handle)) } }
+        }
+        lastProgress = now
+        stats.acked(bytes: UInt64(acked), now: now, srtt: rtt.srtt)
+        if retries > 0, let start = stats.timeoutEpoch {
+            stats.timeoutRecoveryTime = stats.timeoutRecoveryTime + (now - start)
+            stats.timeoutEpoch = nil
         }
         sndUna = ack
         if sndNxt < sndUna { sndNxt = sndUna }
@@ -549,6 +585,10 @@ final class TCPConnection {
             fin = false
         }
         let n = payload.count
+        if n > 0 {
+            stats.dataSegmentsIn &+= 1
+            stats.lastDataReceived = now
+        }
         if offset == 0 {
             if n > 0 {
                 rx.write(at: rx.count, from: payload.baseAddress!, count: n)
@@ -578,6 +618,7 @@ final class TCPConnection {
             // Out of order: park it in the ring at its offset, remember the range, ACK at once
             // (duplicate ACK with SACK blocks).
             acks.immediate = true
+            stats.outOfOrderSegmentsIn &+= 1
             if n > 0, reassembly.add(seq, seq + n) {
                 rx.write(at: rx.count &+ offset, from: payload.baseAddress!, count: n)
             }
@@ -595,7 +636,7 @@ final class TCPConnection {
         switch acks.dataArrived(n, receiveBuffer: rxBufferSize) {
         case .now, .scheduled: break
         case .atPoll: layer.markDirty(self)
-        case .delayed: timers.startIfStopped(.delayedAck, at: now + config.delayedAckTimeout)
+        case .delayed: timers.startIfStopped(.delayedAck, at: now + min(config.delayedAckTimeout, sockopts.delayedAckMax))
         }
     }
 
@@ -640,9 +681,14 @@ final class TCPConnection {
         if !keepUnreadInput || (rx?.isEmpty ?? true) { rx = nil }
     }
 
+    /// An orphaned connection in FIN-WAIT-2 ends after TCP_LINGER2 (nil: at once, with an RST).
+    func armFinWait2Timeout(now: Instant) {
+        timers.close = now + (sockopts.finWait2Timeout ?? .zero)
+    }
+
     /// Keepalive idles from now (connection established, or SO_KEEPALIVE turned on).
     func startKeepAlive(now: Instant) {
-        timers.keepAlive = keepAlive ? now + config.keepAliveIdle : nil
+        timers.keepAlive = keepAlive ? now + sockopts.keepAliveIdle : nil
     }
 
     // MARK: - Teardown
