@@ -512,7 +512,10 @@ final class TCPConnection {
             if wantWritable, isWritable { wantWritable = false; if userVisible { layer.post(.writable(handle)) } }
         }
         lastProgress = now
-        stats.acked(bytes: UInt64(acked), now: now, srtt: rtt.srtt)
+        // Linux counts our SYN in bytes_acked only on active opens (a passive open's SYN-ACK
+        // belongs to the request socket).
+        let synAck = sndUna == iss && listener != nil ? 1 : 0
+        stats.acked(bytes: UInt64(acked &- synAck), now: now, srtt: rtt.srtt)
         if retries > 0, let start = stats.timeoutEpoch {
             stats.timeoutRecoveryTime = stats.timeoutRecoveryTime + (now - start)
             stats.timeoutEpoch = nil

@@ -111,6 +111,7 @@ extension TCPLayer {
             return
         }
         let c = makeConnection(l: l, local: local, remote: remote, key: key, now: now, tx: tx)
+        c.stats.segmentsIn = 1   // the SYN
         c.irs = seg.sequenceNumber
         c.rcvNxt = c.irs + 1
         c.negotiate(options, synOptionsSent: false)

@@ -402,7 +402,7 @@ extension TCPConnection {
         let src = local.address
         let dst = remote.address
         let txbuf = self.tx
-        stats.segmentsOut &+= 1
+        if !(syn && flags.contains(.ack)) { stats.segmentsOut &+= 1 }   // Linux: SYN-ACKs are the request's
         if dataCount > 0 {
             stats.dataSegmentsOut &+= 1
             stats.bytesSentTotal &+= UInt64(dataCount)

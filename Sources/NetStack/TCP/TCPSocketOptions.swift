@@ -283,7 +283,7 @@ extension TCPLayer {
         i.outOfOrderSegmentsIn = c.stats.outOfOrderSegmentsIn
         // Linux counts delivered packets; whole segments of the send MSS are our nearest.
         let mss = UInt64(max(c.payloadMss, 1))
-        i.deliveredSegments = (c.bytesSent &+ mss &- 1) / mss &+ (c.stats.bytesAcked > 0 ? 1 : 0)
+        i.deliveredSegments = (c.bytesSent &+ mss &- 1) / mss &+ (c.isSynchronized || c.state == .closed ? 1 : 0)
         i.deliveryRate = c.stats.deliveryRate
         i.reorderingSeen = c.recovery.reorderingSeen
         i.totalTimeouts = c.stats.totalTimeouts

@@ -148,7 +148,7 @@ public struct TCPSocketOptions: Sendable, Hashable {
         keepAliveCount = c.keepAliveCount
         synRetries = c.synRetries
         finWait2Timeout = c.finTimeout
-        delayedAckMax = c.delayedAckTimeout
+        delayedAckMax = .milliseconds(200)   // Linux's TCP_DELACK_MAX: a cap; the delay itself is the config's
         minRTO = c.minRTO
         maxRTO = c.maxRTO
     }
@@ -232,4 +232,22 @@ public struct TCPSocketInfo: Sendable, Hashable {
     public var totalTimeouts: UInt64 = 0
     public var timeoutRecoveries: UInt64 = 0
     public var timeoutRecoveryTime: Duration = .zero
+
+    public init(state: TCPState, local: IPv4Endpoint, remote: IPv4Endpoint?, bytesReceived: UInt64, bytesSent: UInt64,
+                srtt: Duration?, rto: Duration, cwnd: Int, ssthresh: Int, retransmissions: UInt64, sendQueue: Int,
+                receiveQueue: Int, peerWindow: Int) {
+        self.state = state
+        self.local = local
+        self.remote = remote
+        self.bytesReceived = bytesReceived
+        self.bytesSent = bytesSent
+        self.srtt = srtt
+        self.rto = rto
+        self.cwnd = cwnd
+        self.ssthresh = ssthresh
+        self.retransmissions = retransmissions
+        self.sendQueue = sendQueue
+        self.receiveQueue = receiveQueue
+        self.peerWindow = peerWindow
+    }
 }

@@ -38,8 +38,7 @@ extension TCPBridge {
                 continue
             }
             let nc = Connection(key: key, pid: c.pid, uid: c.uid)
-            nc.options = c.options
-            nc.options.reuseAddr = false
+            nc.options = c.options.inheritedByAccepted
             nc.handle = nh
             nc.phase = .connected(reported: true)
             nc.local = stack.tcp.localEndpoint(nh)
