@@ -47,6 +47,7 @@ static const struct {
     { SOL_SOCKET, 37 },  /* SO_TIMESTAMPING_OLD */
     { SOL_SOCKET, 40 },  /* SO_RXQ_OVFL */
     { SOL_SOCKET, 41 },  /* SO_WIFI_STATUS */
+    { SOL_SOCKET, 42 },  /* SO_PEEK_OFF (TCP: also carried to the app's end by zti_install) */
     { SOL_SOCKET, 43 },  /* SO_NOFCS */
     { SOL_SOCKET, 44 },  /* SO_LOCK_FILTER */
     { SOL_SOCKET, 45 },  /* SO_SELECT_ERR_QUEUE */
@@ -55,6 +56,7 @@ static const struct {
     { SOL_SOCKET, 49 },  /* SO_INCOMING_CPU */
     { SOL_SOCKET, 60 },  /* SO_ZEROCOPY */
     { SOL_SOCKET, 61 },  /* SO_TXTIME */
+    { SOL_SOCKET, 62 },  /* SO_BINDTOIFINDEX */
     { SOL_SOCKET, 63 },  /* SO_TIMESTAMP_NEW */
     { SOL_SOCKET, 64 },  /* SO_TIMESTAMPNS_NEW */
     { SOL_SOCKET, 65 },  /* SO_TIMESTAMPING_NEW */

@@ -447,3 +447,31 @@ import Testing
         #expect(ipHeader(f[0]) == (3, 0x10, IPProtocol.udp))
     }
 }
+
+@Suite struct HandshakeRTTTests {
+    @Test func handshakesAreTimedAtFullResolution() throws {
+        for ts in [false, true] {
+            let h = Harness()
+            let l = try h.layer.listen(local: h.local, backlog: 8, now: h.now)
+            h.inject(seq: h.peerSeq, ack: 0, flags: .syn, options: Harness.peerOptions(ts: ts ? (100, 0) : nil))
+            let synack = h.sent()
+            h.peerSeq &+= 1
+            h.peerAck = synack[0].seq &+ 1
+            h.now = h.now + .microseconds(300)
+            var o = TCPSegmentOptions()
+            if ts { o.timestamp = (101, synack[0].options.timestamp!.0) }
+            h.inject(flags: .ack, options: o)
+            let c = try #require(try h.layer.accept(l, now: h.now))
+            #expect(h.layer.info(c)?.srtt == .microseconds(300), "timestamps \(ts)")
+            // The active side too.
+            let a = Harness()
+            let ac = try a.layer.connect(local: IPv4Endpoint(a.local.address, 0), remote: a.remote, now: a.now)
+            a.poll()
+            let syn = a.sent()
+            a.now = a.now + .microseconds(250)
+            a.injectTo(syn[0].src, seq: a.peerSeq, ack: syn[0].seq &+ 1, flags: [.syn, .ack],
+                       options: Harness.peerOptions(ts: ts ? (7, syn[0].options.timestamp!.0) : nil))
+            #expect(a.layer.info(ac)?.srtt == .microseconds(250), "timestamps \(ts)")
+        }
+    }
+}

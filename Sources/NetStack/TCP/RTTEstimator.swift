@@ -86,7 +86,9 @@ struct RTTEstimator {
     @discardableResult
     mutating func timedSegmentAcked(_ ack: SeqNumber, now: Instant) -> Bool {
         guard let t = timed, !(ack < t.end) else { return false }
-        sample((now - t.at).nanoseconds)
+        let r = (now - t.at).nanoseconds
+        sample(r)
+        delivered(rtt: r)   // a segment sent once: also a minimum RTT sample (as Linux's handshake)
         timed = nil
         return true
     }

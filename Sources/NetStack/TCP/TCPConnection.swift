@@ -375,13 +375,12 @@ final class TCPConnection {
             timers.rto = nil
             retries = 0
             rtt.backoff = 0
-            // The echoed timestamp times the SYN; one that is implausibly old (bogus, or from
-            // an earlier incarnation) is ignored and the SYN's own timing used instead.
-            var sampled = false
-            if tsOK, let ts = options.timestamp, ts.echoReply != 0 {
-                sampled = rtt.timestampSample(nowTicks: tsNow(now), echo: ts.echoReply)
+            // The SYN's own timing (full clock resolution: a LAN's RTT is well below the 1 ms
+            // timestamp tick) unless it was resent (Karn); else the echoed timestamp, unless
+            // implausibly old (bogus, or from an earlier incarnation).
+            if !rtt.timedSegmentAcked(ack, now: now), tsOK, let ts = options.timestamp, ts.echoReply != 0 {
+                rtt.timestampSample(nowTicks: tsNow(now), echo: ts.echoReply)
             }
-            if !sampled { rtt.timedSegmentAcked(ack, now: now) }
             rtt.cancelTiming()
             stats.bytesAcked = 1   // our SYN, as Linux counts it
             lastProgress = now
@@ -535,6 +534,8 @@ final class TCPConnection {
         if newest > 0 {
             rtt.sample(now.nanoseconds &- newest)
             rtt.cancelTiming()
+        } else if rtt.timedSegmentAcked(ack, now: now) {
+            // A timed SYN-ACK (with timestamps only the handshake is timed): full resolution.
         } else if tsOK, let ts = options.timestamp, ts.echoReply != 0 {
             rtt.timestampSample(nowTicks: tsNow(now), echo: ts.echoReply)
         } else {

@@ -33,6 +33,9 @@ extension TCPBridge {
         ctx.cookie = c.options.cookie
         ctx.clockMs = OptionEnvironment.clockMs()
         ctx.capable = OptionEnvironment.capabilities(ofProcess: call.peer.pid)
+        ctx.callerHasFD = OptionEnvironment.hasFD(ofProcess: call.peer.pid)
+        ctx.tcpRmemMax = OptionEnvironment.tcpRmemMax
+        ctx.somaxconn = OptionEnvironment.somaxconn
         return ctx
     }
 

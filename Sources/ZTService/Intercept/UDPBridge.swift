@@ -164,6 +164,7 @@ final class UDPBridge {
         ctx.interface = optionEnv.interface
         ctx.cookie = u.options.cookie
         ctx.capable = OptionEnvironment.capabilities(ofProcess: call.peer.pid)
+        ctx.callerHasFD = OptionEnvironment.hasFD(ofProcess: call.peer.pid)
         return ctx
     }
 
