@@ -39,6 +39,12 @@ final class ArenaLink: IPv4Transmitter {
     deinit { storage.deallocate() }
 
     func maxPayload(to dst: IPv4Address) -> Int { slotSize }
+    /// The IPv4 header is not built here: the socket's TTL/TOS have nowhere to go.
+    func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int, options: IPv4SendOptions,
+                  _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        transmit(src: src, dst: dst, proto: proto, capacity: capacity, fill)
+    }
+
     func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
                   _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard count < slots, capacity <= slotSize else { return false }

@@ -351,3 +351,74 @@ def test_reuseport_listeners_share_connections(world):
     """)
     a, b = map(int, srv.stdout.readline().split())
     assert a + b == 40 and a >= 5 and b >= 5, (a, b)
+
+
+def test_nginx_reuseport_deferred_nopush(world):
+    """nginx as Debian runs it with `listen ... reuseport deferred` and tcp_nopush: one listener
+    per worker in an SO_REUSEPORT group, TCP_DEFER_ACCEPT, TCP_CORK around sendfile."""
+    import hashlib
+    import shutil
+    if not shutil.which("nginx"):
+        pytest.fail("nginx is not installed (scripts/install-deps.sh installs it)")
+    tmp = world["tmp"]
+    www = os.path.join(tmp, "www")
+    os.makedirs(www)
+    body = os.urandom(200 * 1024 + 123)
+    with open(os.path.join(www, "f.bin"), "wb") as f:
+        f.write(body)
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(textwrap.dedent(f"""\
+            daemon off;
+            master_process on;
+            worker_processes 2;
+            user root;
+            pid {tmp}/nginx.pid;
+            error_log {tmp}/nginx-error.log warn;
+            events {{ worker_connections 1024; }}
+            http {{
+                log_format w "$pid";
+                access_log {tmp}/access.log w;
+                sendfile on;
+                tcp_nopush on;
+                client_body_temp_path {tmp}/nginx-tmp;
+                proxy_temp_path {tmp}/nginx-tmp;
+                fastcgi_temp_path {tmp}/nginx-tmp;
+                uwsgi_temp_path {tmp}/nginx-tmp;
+                scgi_temp_path {tmp}/nginx-tmp;
+                server {{
+                    listen {STACK}:8088 reuseport deferred backlog=512;
+                    root {www};
+                }}
+            }}
+            """))
+    p = world["n"].popen(*ztrun(world, "nginx", "-c", conf, "-e", f"{tmp}/nginx-error.log"),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    world["procs"].append(p)
+    probe = f"import socket; socket.create_connection(('{STACK}', 8088), timeout=1).close()"
+    assert wait_until(lambda: world["n"].exec(sys.executable, "-c", probe, check=False).returncode == 0,
+                      timeout=15, interval=0.2), world["d"].logs()[-2000:]
+    r = in_ns(world, f"""
+        import hashlib, socket
+        digests = set()
+        for _ in range(60):
+            c = socket.create_connection(("{STACK}", 8088), timeout=30)
+            c.sendall(b"GET /f.bin HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n")
+            data = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            c.close()
+            head, _, payload = data.partition(b"\\r\\n\\r\\n")
+            assert head.startswith(b"HTTP/1.1 200"), head[:100]
+            digests.add(hashlib.sha256(payload).hexdigest())
+        print(" ".join(digests))
+    """, timeout=120)
+    assert r.stdout.split() == [hashlib.sha256(body).hexdigest()]
+    # Each worker has its own listener in the group, and both took connections.
+    assert wait_until(lambda: os.path.exists(f"{tmp}/access.log") and
+                      len(open(f"{tmp}/access.log").read().split()) >= 60, timeout=10)
+    pids = open(f"{tmp}/access.log").read().split()
+    assert len(set(pids)) == 2, pids
