@@ -77,7 +77,7 @@ struct Replay {
         // own default (cubic) is always allowed, as Linux allows its default (documented).
         if id == "TCP:13" && (step.contains("bbr") || step.contains("cubic")) { return nil }
         // TCP_MAXSEG read after connect is the connection's MSS (the integration test's).
-        if id == "TCP:2" && kind == "tcp-pre" && p.count == 5 { return nil }
+        if id == "TCP:2" && (kind == "tcp-pre" || kind == "inherit") && p.count == 5 { return nil }
         // Multicast joins with a real group need a device; junk structs are compared.
 
         var o = kind == "accepted" ? SocketOptions().inheritedByAccepted : SocketOptions()
@@ -87,15 +87,15 @@ struct Replay {
             return show(SocketOptionMap.get(level: level, name: name, len: len, options: o, context: ctx))
         }
         guard step.hasPrefix("set:"), let value = value(String(step.dropFirst(4))) else { return nil }
-        if kind.hasSuffix("-pre") {
-            // Set on the unconnected socket, read after connect (or bind); a refused option is
-            // forgotten.
+        if kind.hasSuffix("-pre") || kind == "inherit" {
+            // Set on the unconnected socket, read after connect (or bind), or on a connection
+            // the listener accepted; a refused option is forgotten.
             ctx = context(kind: kind, connected: false)
             let r = SocketOptionMap.set(level: level, name: name, value: value, optlen: value.count, options: &o, context: ctx)
             if p.count == 4 { return show(r) }
-            o.connected()
+            if kind == "inherit" { o = o.inheritedByAccepted } else { o.connected() }
             return show(SocketOptionMap.get(level: level, name: name, len: 512, options: o,
-                                            context: context(kind: kind, connected: true)))
+                                            context: context(kind: kind == "inherit" ? "accepted" : kind, connected: true)))
         }
         let r = SocketOptionMap.set(level: level, name: name, value: value, optlen: value.count, options: &o, context: ctx)
         if p.count == 4 { return show(r) }

@@ -11,6 +11,7 @@ IPPROTO_UDP on real sockets and print what the kernel (or ztapd, under `ztctl ru
           tcp       connected TCP client            tcp-pre   set before connect, read after
           listen    TCP listener                    accepted  a connection accept() returned
           udp       bound, connected UDP socket      udp-pre   set before bind, read after
+          inherit   set on a listener, read on a connection it accepted
         Answers: "ok", "E:ERRNO", or the hex bytes getsockopt returned ("" for none).
 
 The same run on a kernel socket and under the intercept must give the same answers except
@@ -99,22 +100,22 @@ class Prober:
             return None, r, ename(e.errno)
         return s, r, None
 
-    def accepted(self):
-        l, _, err = self.listener()
+    def accepted(self, pre=None):
+        l, r, err = self.listener(pre)
         if err:
             return None, None, err
         ctl = socket.create_connection(self.peer, timeout=5)
         ctl.sendall(f"CONNECT {self.bind} {l.getsockname()[1]}\n".encode())
-        l.settimeout(5)
+        l.settimeout(3)   # TCP_DEFER_ACCEPT of 7 s or more times out here, on both sides
         try:
             a, _ = l.accept()
         except OSError as e:
-            return None, None, ename(e.errno or errno.ETIMEDOUT)
+            return None, r, ename(e.errno or errno.ETIMEDOUT)
         finally:
             l.close()
             ctl.close()
         a.settimeout(None)
-        return a, None, None
+        return a, r, None
 
     def udp(self, pre=None):
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -133,7 +134,7 @@ class Prober:
         if kind == "listen":
             return self.listener(pre)
         if kind == "accepted":
-            return self.accepted()
+            return self.accepted(pre)
         return self.udp(pre)
 
     # --- cases ---------------------------------------------------------------------------------
@@ -177,7 +178,7 @@ class Prober:
 
     def pre_cases(self, kind, lv, name):
         level = LEVELS[lv]
-        base = kind[:-4]
+        base = "accepted" if kind == "inherit" else kind[:-4]
         vals = [("i%d" % v, v) for v in PRE_INTS] + [(t, v) for t, v in self.values(lv, name) if t.startswith("s")]
         if (lv, name) == ("SOL", 13):
             vals += [("p1,0", struct.pack("<ii", 1, 0)), ("p1,5", struct.pack("<ii", 1, 5))]
@@ -203,7 +204,9 @@ class Prober:
                 for kind in kinds:
                     self.post_cases(kind, lv, name)
                 if (lv, name) not in NOT_BEFORE:
-                    for kind in ("tcp-pre", "udp-pre"):
+                    for kind in ("tcp-pre", "udp-pre", "inherit"):
+                        if kind == "inherit" and lv == "UDP":
+                            continue
                         self.pre_cases(kind, lv, name)
         return self.out
 

@@ -101,12 +101,18 @@ extension TCPBridge {
 
 extension SocketOptions {
     /// What an accepted connection starts with: the listener's options (Linux clones the
-    /// socket), without its accept-queue settings and with a cookie of its own.
+    /// socket; the probe's "inherit" cases check which), without its accept-queue settings and
+    /// with a cookie of its own.
     var inheritedByAccepted: SocketOptions {
         var o = self
         o.cookie = 0
         o.deferAcceptRetransmits = 0
         o.fastOpen = 0
+        // Not cloned either: IP options (a passive socket gets the SYN's), the priority, and
+        // delayed-ACK mode.
+        o.ipOptions = []
+        o.priority = 0
+        o[.pingpong] = false
         // Linux sets a passive socket's multicast TTL from the SYN's TTL; 64 is what peers send.
         o.multicastTTL = 64
         return o
