@@ -51,9 +51,8 @@ final class TCPConnection {
     // Per-socket options.
     var noDelay: Bool
     var keepAlive: Bool
-    /// Read per segment (TTL/TOS) but checked dynamically by the optimizer (+8% instructions
-    /// per MiB in `NetStackBench tcp`); only `setOption` writes it, never during a call that
-    /// could reach it (see "The parts" below).
+    /// Read per segment, checked at run time unless marked (+8% instructions per MiB in
+    /// `NetStackBench tcp`); only `setOption` writes it (see "The parts" below).
     @exclusivity(unchecked) var sockopts: TCPSocketOptions
     /// TCP_CORK's limit passed (or TCP_NODELAY was set while corked): the next output sends the
     /// held partial segment.
@@ -161,12 +160,6 @@ final class TCPConnection {
         reassembly = ReceiveAssembler(capacity: cfg.maxOutOfOrderRanges)
         rcvShift = cfg.windowScaling ? Self.shift(for: windowLimit(rxBufferSize)) : 0
     }
-
-    /// The largest window `size` bytes of buffer allow, under TCP_WINDOW_CLAMP.
-    func windowLimit(_ size: Int) -> Int { sockopts.windowClamp > 0 ? min(size, sockopts.windowClamp) : size }
-
-    /// The MSS to advertise given the path's, under TCP_MAXSEG.
-    func limitedMss(_ pathMss: Int) -> Int { sockopts.maxSegment > 0 ? min(pathMss, sockopts.maxSegment) : pathMss }
 
     /// Smallest shift that lets a 16-bit window field cover `size` (RFC 7323 §2.3, max 14).
     static func shift(for size: Int) -> Int {
@@ -306,13 +299,7 @@ final class TCPConnection {
                 layer.sendReset(to: remote, from: local, seq: ack, ack: nil, tx: out)
                 return .done
             }
-            if let l = listener, l.options.deferAccept > 0, payloadCount == 0, !flags.contains(.fin),
-               retries < l.options.deferAccept {
-                // TCP_DEFER_ACCEPT, like Linux: a bare ACK does not complete the handshake; data
-                // will, or the ACK answering the SYN-ACK resent at the end of the deferral.
-                deferAcked = true
-                return .done
-            }
+            if defersBareAck(payloadCount: payloadCount, flags: flags) { return .done }
             guard becomeEstablishedPassive(now: now) else { return .done }
         }
 
@@ -686,11 +673,6 @@ final class TCPConnection {
         recovery.releaseStorage()
         reassembly.releaseStorage()
         if !keepUnreadInput || (rx?.isEmpty ?? true) { rx = nil }
-    }
-
-    /// An orphaned connection in FIN-WAIT-2 ends after TCP_LINGER2 (nil: at once, with an RST).
-    func armFinWait2Timeout(now: Instant) {
-        timers.close = now + (sockopts.finWait2Timeout ?? .zero)
     }
 
     /// Keepalive idles from now (connection established, or SO_KEEPALIVE turned on).

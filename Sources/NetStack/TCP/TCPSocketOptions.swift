@@ -50,6 +50,27 @@ struct TCPConnectionStats {
 }
 
 extension TCPConnection {
+    /// The largest window `size` bytes of buffer allow, under TCP_WINDOW_CLAMP.
+    func windowLimit(_ size: Int) -> Int { sockopts.windowClamp > 0 ? min(size, sockopts.windowClamp) : size }
+
+    /// The MSS to advertise given the path's, under TCP_MAXSEG.
+    func limitedMss(_ pathMss: Int) -> Int { sockopts.maxSegment > 0 ? min(pathMss, sockopts.maxSegment) : pathMss }
+
+    /// An orphaned connection in FIN-WAIT-2 ends after TCP_LINGER2 (nil: at once, with an RST).
+    func armFinWait2Timeout(now: Instant) {
+        timers.close = now + (sockopts.finWait2Timeout ?? .zero)
+    }
+
+    /// TCP_DEFER_ACCEPT, like Linux (tcp_check_req): a bare ACK does not complete a passive
+    /// handshake while the listener defers; data will, or the ACK answering the SYN-ACK resent
+    /// at the end of the deferral. True when this segment is to be ignored.
+    func defersBareAck(payloadCount: Int, flags: TCPFlags) -> Bool {
+        guard let l = listener, l.options.deferAccept > 0, payloadCount == 0, !flags.contains(.fin),
+              retries < l.options.deferAccept else { return false }
+        deferAcked = true
+        return true
+    }
+
     /// Bytes queued by the app and not sent yet (Linux: write_seq - snd_nxt).
     var notSentBytes: Int {
         guard let tx else { return 0 }
