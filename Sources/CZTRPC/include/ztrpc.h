@@ -142,7 +142,9 @@ extern "C" {
  *   (the library copies what fits, like the kernel) and the value runs past the struct's 16 bytes
  *   when it is longer: the reply body is 16 + max(16, optlen) bytes.
  *   SOL_SOCKET/SO_ERROR returns the pending error in value (as int) and clears it, like Linux;
- *   while a connect is pending that is 0 (it never waits). Unknown options: ENOPROTOOPT. */
+ *   while a connect is pending that is 0 (it never waits). Every other option answers as Linux
+ *   does, the optlen it would report included (a short buffer gets what the kernel copies);
+ *   unknown names ENOPROTOOPT. */
 #define ZTRPC_OP_GETSOCKOPT ((uint16_t)4)
 /* SETSOCKOPT ztrpc_sockopt -> no body. optlen is the app's optlen; when it is longer than 16 the
  *   value runs past the struct like a GETSOCKOPT reply's (at most ZTRPC_MAX_OPTLEN bytes of it
