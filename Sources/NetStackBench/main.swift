@@ -57,7 +57,7 @@ final class ArenaLink: IPTransmitter {
     /// With offloads the header is written and the payload gathered (one copy: the arena stands
     /// for the kernel's skb); no checksum, as the kernel computes none for a local socket.
     func transmitTCP(src: IPAddress, dst: IPAddress, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
-                     _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
+                     _ more: UnsafeRawBufferPointer, segmentSize: Int, options: IPSendOptions) -> Bool {
         guard offload else {
             let hl = header.headerLength
             let total = hl + payload.count + more.count
@@ -83,6 +83,12 @@ final class ArenaLink: IPTransmitter {
         count += 1
         segments += 1
         return true
+    }
+
+    /// The IPv4 header is not built here: the socket's TTL/TOS have nowhere to go.
+    func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int, options: IPSendOptions,
+                  _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        transmit(src: src, dst: dst, proto: proto, capacity: capacity, fill)
     }
     func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int,
                   _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {

@@ -89,7 +89,13 @@ public protocol IPTransmitter {
     /// segment) and a `segmentationLimit` that holds it. Returns like `transmit`.
     @discardableResult
     func transmitTCP(src: IPAddress, dst: IPAddress, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
-                     _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool
+                     _ more: UnsafeRawBufferPointer, segmentSize: Int, options: IPSendOptions) -> Bool
+    /// `transmit` with the IP header fields a socket chose (IP_TTL/IP_TOS, IPV6_UNICAST_HOPS/
+    /// IPV6_TCLASS). Transmitters that do not build the IP header (test fakes) get the default,
+    /// which ignores them.
+    @discardableResult
+    func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int, options: IPSendOptions,
+                  _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool
 }
 
 extension IPTransmitter {
@@ -98,10 +104,10 @@ extension IPTransmitter {
     /// Copies header and payload into the frame `transmit` offers, summing as it copies.
     @discardableResult
     public func transmitTCP(src: IPAddress, dst: IPAddress, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
-                            _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
+                            _ more: UnsafeRawBufferPointer, segmentSize: Int, options: IPSendOptions) -> Bool {
         let hl = header.headerLength
         let total = hl &+ payload.count &+ more.count
-        return transmit(src: src, dst: dst, proto: IPProtocol.tcp, capacity: total) { buf in
+        return transmit(src: src, dst: dst, proto: IPProtocol.tcp, capacity: total, options: options) { buf in
             guard buf.count >= total, let p = buf.baseAddress else { return 0 }
             header.emit(into: p)
             TCPHeaderRepr.fillChecksum(p, headerLength: hl, payload: payload, more, copy: true,
@@ -109,6 +115,31 @@ extension IPTransmitter {
             return total
         }
     }
+
+    @discardableResult
+    public func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int, options: IPSendOptions,
+                         _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        transmit(src: src, dst: dst, proto: proto, capacity: capacity, fill)
+    }
+}
+
+/// Per-socket IP header fields of outgoing datagrams, for each family: an AF_INET6 socket
+/// keeps both (IP_TTL/IP_TOS for its IPv4 traffic, IPV6_UNICAST_HOPS/IPV6_TCLASS for its IPv6
+/// traffic, as on Linux), and the transmitter takes the pair of the destination's family.
+public struct IPSendOptions: Sendable, Hashable {
+    public var timeToLive: UInt8
+    /// The whole TOS byte (DSCP and ECN bits).
+    public var typeOfService: UInt8
+    /// IPv6 hop limit (Linux's default: 64) and traffic class (DSCP and ECN bits).
+    public var hopLimit: UInt8
+    public var trafficClass: UInt8
+    public init(timeToLive: UInt8 = 64, typeOfService: UInt8 = 0, hopLimit: UInt8 = 64, trafficClass: UInt8 = 0) {
+        self.timeToLive = timeToLive
+        self.typeOfService = typeOfService
+        self.hopLimit = hopLimit
+        self.trafficClass = trafficClass
+    }
+    public static let standard = IPSendOptions()
 }
 
 /// Deterministic randomness source (initial sequence numbers, ephemeral ports, SYN cookie

@@ -201,7 +201,7 @@ extension NetStack {
 
     /// `transmit` for IPv6: the L4 packet goes straight into the frame behind a 40-byte header
     /// (hop limit 64); a neighbor not yet resolved gets the frame parked.
-    func transmit6(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int,
+    func transmit6(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int, options: IPSendOptions = .standard,
                    _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard let hop = route6(dst) else { counters.noRoute &+= 1; return false }
         let cap = min(max(capacity, 0), pathMTU(dst) &- IPv6HeaderView.headerLength)
@@ -214,7 +214,8 @@ extension NetStack {
         var source = src
         if source.isUnspecified { guard let s = sourceAddress6(for: dst) else { return false }; source = s }
         IPv6HeaderView.emit(into: txBuffer + EthernetHeaderView.headerLength, source: source, destination: dst,
-                            nextHeader: proto, payloadLength: n)
+                            nextHeader: proto, payloadLength: n, hopLimit: options.hopLimit,
+                            trafficClass: options.trafficClass)
         return sendIPv6Frame(ipLength: IPv6HeaderView.headerLength &+ n, hop: hop)
     }
 
@@ -254,7 +255,7 @@ extension NetStack {
     /// `header` (8 bytes: UDP or ICMPv6) + `body` as one datagram, with a Fragment header per
     /// piece when it exceeds the path MTU (RFC 8200 §4.5: the source fragments, routers never).
     func outputDatagram6(src: IPAddress, dst: IPAddress, proto: UInt8, header: UnsafeRawPointer,
-                         body: UnsafeRawBufferPointer) throws(SocketError) {
+                         body: UnsafeRawBufferPointer, ip: IPSendOptions = .standard) throws(SocketError) {
         guard let hop = route6(dst) else { counters.noRoute &+= 1; throw .networkUnreachable }
         let total = 8 &+ body.count
         let pmtu = pathMTU(dst)
@@ -262,7 +263,8 @@ extension NetStack {
         let hl = IPv6HeaderView.headerLength
         if total <= pmtu &- hl {
             copyVirtual(header: header, body: body, from: 0, count: total, to: ipStart + hl)
-            IPv6HeaderView.emit(into: ipStart, source: src, destination: dst, nextHeader: proto, payloadLength: total)
+            IPv6HeaderView.emit(into: ipStart, source: src, destination: dst, nextHeader: proto, payloadLength: total,
+                                hopLimit: ip.hopLimit, trafficClass: ip.trafficClass)
             sendIPv6Frame(ipLength: hl &+ total, hop: hop)
             return
         }
@@ -273,7 +275,8 @@ extension NetStack {
             let len = min(chunk, total &- off)
             copyVirtual(header: header, body: body, from: off, count: len, to: ipStart + (hl &+ IPv6FragmentView.length))
             IPv6HeaderView.emit(into: ipStart, source: src, destination: dst, nextHeader: IPProtocol.fragment,
-                                payloadLength: IPv6FragmentView.length &+ len)
+                                payloadLength: IPv6FragmentView.length &+ len, hopLimit: ip.hopLimit,
+                                trafficClass: ip.trafficClass)
             IPv6FragmentView.emit(into: ipStart + hl, nextHeader: proto, offset: off, more: off &+ len < total,
                                   identification: id)
             counters.fragmentsOut &+= 1

@@ -9,10 +9,10 @@ extension NetStack {
         return maxSegmentationL4
     }
 
-    /// One TCP segment over IPv6 (hop limit 64); see `transmitTCP4` for the shape of the offload
+    /// One TCP segment over IPv6 (the socket's hop limit and traffic class); see `transmitTCP4` for the shape of the offload
     /// path. Segments (or super-segment pieces) never exceed the path MTU.
     func transmitTCP6(src: IPAddress, dst: IPAddress, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
-                      _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
+                      _ more: UnsafeRawBufferPointer, segmentSize: Int, options: IPSendOptions) -> Bool {
         guard let hop = route6(dst) else { counters.noRoute &+= 1; return false }
         let hl = header.headerLength
         let total = hl &+ payload.count &+ more.count
@@ -30,7 +30,8 @@ extension NetStack {
         let l4 = txBuffer + l4Start
         header.emit(into: l4)
         IPv6HeaderView.emit(into: txBuffer + EthernetHeaderView.headerLength, source: src, destination: dst,
-                            nextHeader: IPProtocol.tcp, payloadLength: total)
+                            nextHeader: IPProtocol.tcp, payloadLength: total, hopLimit: options.hopLimit,
+                            trafficClass: options.trafficClass)
         EthernetHeaderView.emit(into: txBuffer, destination: .broadcast, source: config.mac, etherType: EtherType.ipv6)
         let sum = Checksum.addressSum(src, dst)
         let lookup = neighbors6.lookup(hop, now: now)

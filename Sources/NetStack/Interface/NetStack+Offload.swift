@@ -90,7 +90,7 @@ extension NetStack {
     /// them; otherwise the payload is copied behind the headers and summed in the same pass.
     @discardableResult
     func transmitTCP4(src: IPv4Address, dst: IPv4Address, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
-                      _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
+                      _ more: UnsafeRawBufferPointer, segmentSize: Int, options: IPSendOptions) -> Bool {
         guard let (hop, bcast) = route(dst) else { counters.noRoute &+= 1; return false }
         var source = src
         if source.isUnspecified { guard let s = sourceAddress(for: dst) else { return false }; source = s }
@@ -110,7 +110,8 @@ extension NetStack {
         let l4 = txBuffer + l4Start
         header.emit(into: l4)
         IPv4HeaderView.emit(into: ipStart, source: source, destination: dst, protocolNumber: IPProtocol.tcp,
-                            payloadLength: total, identification: nextIPID(), dontFragment: true)
+                            payloadLength: total, identification: nextIPID(), dontFragment: true,
+                            ttl: options.timeToLive, dscpECN: options.typeOfService)
         EthernetHeaderView.emit(into: txBuffer, destination: .broadcast, source: config.mac, etherType: EtherType.ipv4)
         let lookup = bcast ? NeighborLookup.resolved(.broadcast) : neighbors.lookup(hop, now: now)
         var mac: MACAddress?

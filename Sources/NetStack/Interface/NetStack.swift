@@ -297,11 +297,11 @@ public final class NetStack {
     /// `header` (8 bytes) + `body` as one datagram of the destination's family (fragmented above
     /// the path MTU).
     func outputDatagram(src: IPAddress, dst: IPAddress, proto: UInt8, header: UnsafeRawPointer,
-                        body: UnsafeRawBufferPointer) throws(SocketError) {
+                        body: UnsafeRawBufferPointer, ip: IPSendOptions = .standard) throws(SocketError) {
         if dst.isV4 {
-            try outputDatagram4(src: src.v4, dst: dst.v4, proto: proto, header: header, body: body)
+            try outputDatagram4(src: src.v4, dst: dst.v4, proto: proto, header: header, body: body, ip: ip)
         } else {
-            try outputDatagram6(src: src, dst: dst, proto: proto, header: header, body: body)
+            try outputDatagram6(src: src, dst: dst, proto: proto, header: header, body: body, ip: ip)
         }
     }
 
@@ -352,7 +352,7 @@ public final class NetStack {
     /// Sends `header` (8 bytes: UDP or ICMP) + `body` as one datagram, fragmenting it when it
     /// exceeds the MTU (UDP and ICMP only; TCP never needs it).
     func outputDatagram4(src: IPv4Address, dst: IPv4Address, proto: UInt8, header: UnsafeRawPointer,
-                         body: UnsafeRawBufferPointer) throws(SocketError) {
+                         body: UnsafeRawBufferPointer, ip: IPSendOptions = .standard) throws(SocketError) {
         guard let (hop, bcast) = route(dst) else { counters.noRoute &+= 1; throw .networkUnreachable }
         let total = 8 &+ body.count
         let maxL4 = mtu &- IPv4HeaderView.minHeaderLength
@@ -361,7 +361,8 @@ public final class NetStack {
         if total <= maxL4 {
             copyVirtual(header: header, body: body, from: 0, count: total, to: l4)
             IPv4HeaderView.emit(into: ipStart, source: src, destination: dst, protocolNumber: proto,
-                                payloadLength: total, identification: nextIPID())
+                                payloadLength: total, identification: nextIPID(), ttl: ip.timeToLive,
+                                dscpECN: ip.typeOfService)
             sendIPv4Frame(ipLength: IPv4HeaderView.minHeaderLength &+ total, hop: hop, broadcast: bcast)
             return
         }
@@ -373,7 +374,8 @@ public final class NetStack {
             let more = off &+ len < total
             copyVirtual(header: header, body: body, from: off, count: len, to: l4)
             IPv4HeaderView.emit(into: ipStart, source: src, destination: dst, protocolNumber: proto,
-                                payloadLength: len, identification: id, moreFragments: more, fragmentOffset: off)
+                                payloadLength: len, identification: id, moreFragments: more, fragmentOffset: off,
+                                ttl: ip.timeToLive, dscpECN: ip.typeOfService)
             counters.fragmentsOut &+= 1
             sendIPv4Frame(ipLength: IPv4HeaderView.minHeaderLength &+ len, hop: hop, broadcast: bcast)
             off &+= len
@@ -678,25 +680,34 @@ extension NetStack: IPTransmitter {
     /// The segment goes out over the destination's family.
     @discardableResult @inline(__always)
     public func transmitTCP(src: IPAddress, dst: IPAddress, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
-                            _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
+                            _ more: UnsafeRawBufferPointer, segmentSize: Int, options: IPSendOptions) -> Bool {
         if dst.isV4 {
-            return transmitTCP4(src: src.v4, dst: dst.v4, header: header, payload: payload, more, segmentSize: segmentSize)
+            return transmitTCP4(src: src.v4, dst: dst.v4, header: header, payload: payload, more, segmentSize: segmentSize,
+                                options: options)
         }
-        return transmitTCP6(src: src, dst: dst, header: header, payload: payload, more, segmentSize: segmentSize)
+        return transmitTCP6(src: src, dst: dst, header: header, payload: payload, more, segmentSize: segmentSize,
+                            options: options)
     }
 
     /// The datagram goes out over the destination's family.
     @discardableResult @inline(__always)
     public func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int,
                          _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
-        if dst.isV4 { return transmit4(src: src.v4, dst: dst.v4, proto: proto, capacity: capacity, fill) }
-        return transmit6(src: src, dst: dst, proto: proto, capacity: capacity, fill)
+        transmit(src: src, dst: dst, proto: proto, capacity: capacity, options: .standard, fill)
     }
 
-    /// TCP writes its segment straight into the outgoing frame; we prepend IPv4 (DF set, TTL 64)
-    /// and Ethernet headers. Unresolved neighbors get the frame parked in the ARP queue.
+    /// `transmit` with the socket's header fields (TTL and TOS, or hop limit and traffic class).
+    @discardableResult @inline(__always)
+    public func transmit(src: IPAddress, dst: IPAddress, proto: UInt8, capacity: Int, options: IPSendOptions,
+                         _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        if dst.isV4 { return transmit4(src: src.v4, dst: dst.v4, proto: proto, capacity: capacity, options: options, fill) }
+        return transmit6(src: src, dst: dst, proto: proto, capacity: capacity, options: options, fill)
+    }
+
+    /// TCP writes its segment straight into the outgoing frame; we prepend IPv4 (DF set, TTL 64
+    /// unless the socket chose otherwise) and Ethernet headers. Unresolved neighbors get the frame parked in the ARP queue.
     @discardableResult
-    func transmit4(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
+    func transmit4(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int, options: IPSendOptions,
                    _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard let (hop, bcast) = route(dst) else { counters.noRoute &+= 1; return false }
         let cap = min(max(capacity, 0), mtu &- IPv4HeaderView.minHeaderLength)
@@ -712,7 +723,8 @@ extension NetStack: IPTransmitter {
         if source.isUnspecified { guard let s = sourceAddress(for: dst) else { return false }; source = s }
         IPv4HeaderView.emit(into: txBuffer + EthernetHeaderView.headerLength, source: source, destination: dst,
                             protocolNumber: proto, payloadLength: n, identification: nextIPID(),
-                            dontFragment: proto == IPProtocol.tcp)
+                            dontFragment: proto == IPProtocol.tcp, ttl: options.timeToLive,
+                            dscpECN: options.typeOfService)
         return sendIPv4Frame(ipLength: IPv4HeaderView.minHeaderLength &+ n, hop: hop, broadcast: bcast)
     }
 }

@@ -80,10 +80,17 @@ extension NetStack {
         } else {
             src = s.local.address
         }
-        try sendUDP(src: IPEndpoint(src, s.local.port), dst: dst, payload)
+        try sendUDP(src: IPEndpoint(src, s.local.port), dst: dst, payload, ip: s.ipOptions)
     }
 
-    func sendUDP(src: IPEndpoint, dst: IPEndpoint, _ payload: UnsafeRawBufferPointer) throws(SocketError) {
+    /// IP_TTL / IP_TOS for the datagrams `h` sends.
+    public func udpSetIPOptions(_ h: SocketHandle, _ o: IPSendOptions) throws(SocketError) {
+        guard let s = udp.socket(h) else { throw .invalidHandle }
+        s.ipOptions = o
+    }
+
+    func sendUDP(src: IPEndpoint, dst: IPEndpoint, _ payload: UnsafeRawBufferPointer,
+                 ip: IPSendOptions = .standard) throws(SocketError) {
         var hdr: UInt64 = 0
         var result: SocketError?
         withUnsafeMutableBytes(of: &hdr) { h in
@@ -92,7 +99,8 @@ extension NetStack {
             let c = UDPHeaderView.checksum(source: src.address, destination: dst.address, header: UnsafeRawPointer(p), payload: payload)
             wireStore16(p, 6, c)
             do throws(SocketError) {
-                try outputDatagram(src: src.address, dst: dst.address, proto: IPProtocol.udp, header: UnsafeRawPointer(p), body: payload)
+                try outputDatagram(src: src.address, dst: dst.address, proto: IPProtocol.udp, header: UnsafeRawPointer(p),
+                                   body: payload, ip: ip)
                 counters.udpDatagramsOut &+= 1
             } catch { result = error }
         }

@@ -33,7 +33,9 @@ public final class TCPLayer {
     var freeSlots: [UInt32] = []
 
     @exclusivity(unchecked) var connections: [TCPConnKey: TCPConnection] = [:]
-    var listeners: [IPEndpoint: TCPListener] = [:]
+    /// Listeners by address and port: one, or an SO_REUSEPORT group (`PortTable.listen` decides
+    /// who may join), among which `listener(for:in:)` spreads new connections.
+    var listeners: [IPEndpoint: [TCPListener]] = [:]
     var timers = TimerHeap()
     var dirty: [TCPConnection] = []
     @exclusivity(unchecked) var events: [SocketEvent] = []
@@ -45,6 +47,8 @@ public final class TCPLayer {
     var pendingResets: [(IPEndpoint, IPEndpoint, SeqNumber)] = []
     /// Incremented per `receive`/`poll` call; used to coalesce `.readable` events.
     var epoch: UInt64 = 0
+    /// `now` of the last `receive`/`poll` (introspection's clock: `info` takes none).
+    var lastNow = Instant.zero
     /// SYN-ACKs answered with a SYN cookie because a listener's SYN queue was full.
     public internal(set) var synCookiesSent: UInt64 = 0
 
@@ -263,6 +267,7 @@ public final class TCPLayer {
     public func receive(src: IPAddress, dst: IPAddress, segment: UnsafeRawBufferPointer, checksumVerified: Bool,
                         segmentSize: Int, now: Instant, tx: some IPTransmitter) {
         epoch &+= 1
+        lastNow = now
         guard let seg = try? TCPHeaderView(segment) else { return }
         let key = TCPConnKey(localAddress: dst, remoteAddress: src,
                              localPort: seg.destinationPort, remotePort: seg.sourcePort)
@@ -298,7 +303,7 @@ public final class TCPLayer {
         // TCP is unicast only (RFC 1122 §4.2.3.10); no connection has such an address.
         guard src.isUnicast, dst.isUnicast else { return }
         let flags = seg.flags
-        if let l = listener(for: dst, port: seg.destinationPort), !l.closed {
+        if let l = listener(for: dst, port: seg.destinationPort, key: key), !l.closed {
             listenerInput(l, seg: seg, flags: flags, options: options, key: key, src: src, dst: dst, now: now, tx: tx)
             return
         }
@@ -307,16 +312,29 @@ public final class TCPLayer {
     }
 
     /// The listener a segment to `dst`:`port` goes to: one on that address, else the wildcard of
-    /// its family, and for IPv4 last a dual-stack `::` (not IPV6_V6ONLY), as Linux looks them up.
+    /// its family, and for IPv4 last a dual-stack `::` (not IPV6_V6ONLY), as Linux looks them up;
+    /// within an SO_REUSEPORT group, the member `key` hashes to.
     @inline(__always)
-    func listener(for dst: IPAddress, port: UInt16) -> TCPListener? {
-        if let l = listeners[IPEndpoint(dst, port)] { return l }
+    func listener(for dst: IPAddress, port: UInt16, key: TCPConnKey) -> TCPListener? {
+        if let l = listener(for: key, in: listeners[IPEndpoint(dst, port)]) { return l }
         if dst.isV4 {
-            if let l = listeners[IPEndpoint(IPAddress.v4Any, port)] { return l }
-            if let l = listeners[IPEndpoint(IPAddress.v6Any, port)], !l.binding.v6Only { return l }
-            return nil
+            if let l = listener(for: key, in: listeners[IPEndpoint(IPAddress.v4Any, port)]) { return l }
+            guard let group = listeners[IPEndpoint(IPAddress.v6Any, port)] else { return nil }
+            if group.allSatisfy({ !$0.binding.v6Only }) { return listener(for: key, in: group) }
+            return listener(for: key, in: group.filter { !$0.binding.v6Only })
         }
-        return listeners[IPEndpoint(IPAddress.v6Any, port)]
+        return listener(for: key, in: listeners[IPEndpoint(IPAddress.v6Any, port)])
+    }
+
+    /// The listener of `group` a new connection `key` goes to: like Linux's SO_REUSEPORT groups,
+    /// a keyed hash of the 4-tuple picks one, so every segment of a handshake (SYN-cookie ACKs
+    /// included) finds the same member.
+    @inline(__always)
+    func listener(for key: TCPConnKey, in group: [TCPListener]?) -> TCPListener? {
+        guard let group, let first = group.first else { return nil }
+        if group.count == 1 { return first }
+        let h = tupleHash(key, salt: 2)
+        return group[Int(truncatingIfNeeded: ((h >> 32) &* UInt64(group.count)) >> 32)]
     }
 
     func resetFor(_ seg: TCPHeaderView, src: IPAddress, dst: IPAddress, tx: some IPTransmitter) {
@@ -347,6 +365,7 @@ public final class TCPLayer {
     /// Sends everything that is due and returns when poll must run again (nil = nothing pending).
     public func poll(now: Instant, tx: some IPTransmitter) -> Instant? {
         epoch &+= 1
+        lastNow = now
         if !pendingResets.isEmpty {
             for (remote, local, seq) in pendingResets { sendReset(to: remote, from: local, seq: seq, ack: nil, tx: tx) }
             pendingResets.removeAll(keepingCapacity: true)

@@ -41,7 +41,18 @@ extension TCPBridge {
         }
         guard let tx = stack.tcp.sendBuffer(h) else { drainDiscard(c, d); return }
         while true {
-            let (a, b) = tx.freeRegions()
+            var (a, b) = tx.freeRegions()
+            // TCP_NOTSENT_LOWAT: take no more than the mark allows unsent, so the app's end
+            // fills up and the app sees the back-pressure.
+            let space = stack.tcp.sendSpace(h)
+            if space < a.count + b.count {
+                if space <= a.count {
+                    a = UnsafeMutableRawBufferPointer(rebasing: a[0..<space])
+                    b = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+                } else {
+                    b = UnsafeMutableRawBufferPointer(rebasing: b[0..<(space - a.count)])
+                }
+            }
             if a.count == 0 {
                 // Send buffer full: stop reading; the stack's .writable resumes us.
                 loop.setNotifyReadable(d, false)
