@@ -133,19 +133,20 @@ struct Run: ParsableCommand {
         return kind.autoMode(programName: program)
     }
 
-    /// The network's IPv4 subnets and Route=s, and DefaultRoute=: from ztapd, else from the file.
+    /// The network's subnets and Route=s (IPv4 and IPv6), and DefaultRoute=: from ztapd, else from
+    /// the file.
     func networkRoutes() throws -> ([String], Bool) {
         let client = ControlClient(runDir: g.resolvedRunDir)
         if let listed = try? client.send(ControlRequest(command: .list, name: name)), listed.ok,
            let n = listed.networks?.first {
-            var routes = n.addresses.compactMap { IPPrefix($0) }.filter { $0.ipv4Value != nil }.map { $0.network.description }
+            var routes = n.addresses.compactMap { IPPrefix($0) }.map { $0.network.description }
             var defaultRoute = false
             var req = ControlRequest(command: .get, name: name)
             req.key = "Route"
             if let r = try? client.send(req), r.ok {
                 for v in r.values ?? [] {
                     for part in v.value.split(whereSeparator: { $0 == " " || $0 == "," }) {
-                        if let p = IPPrefix(String(part), defaultsToHost: true), p.ipv4Value != nil { routes.append(p.description) }
+                        if let p = IPPrefix(String(part), defaultsToHost: true) { routes.append(p.description) }
                     }
                 }
             }
@@ -159,8 +160,8 @@ struct Run: ParsableCommand {
         let path = dir + "/networks.d/" + name + ".conf"
         do {
             let c = try NetworkConfig.load(path: path)
-            var routes = c.addresses.filter { $0.ipv4Value != nil }.map { $0.network.description }
-            routes += c.routes.filter { $0.ipv4Value != nil }.map(\.description)
+            var routes = c.addresses.map { $0.network.description }
+            routes += c.routes.map(\.description)
             return (routes, c.defaultRoute)
         } catch {
             FileHandle.standardError.write(Data("ztctl: network \(name): ztapd did not answer and \(path) is unreadable: \(error)\n".utf8))

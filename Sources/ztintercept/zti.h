@@ -34,7 +34,7 @@
 /* Kinds of fd table entries. */
 enum zti_kind {
     ZTI_NONE = 0,      /* nothing known: a kernel fd */
-    ZTI_INET = 1,      /* kernel AF_INET socket, not intercepted (yet); opts records setsockopt */
+    ZTI_INET = 1,      /* kernel AF_INET/AF_INET6 socket, not intercepted (yet); opts records setsockopt */
     ZTI_TCP = 2,       /* intercepted TCP socket, app end of a SOCK_STREAM pair */
     ZTI_LISTEN = 3,    /* intercepted TCP listener, app end of the SOCK_SEQPACKET accept channel */
     ZTI_UDP = 4,       /* intercepted UDP socket, app end of a SOCK_SEQPACKET pair */
@@ -50,10 +50,13 @@ enum zti_kind {
 
 /* One fd's cached state; valid only while (dev, ino) match fstat(fd). */
 struct zti_ent {
-    uint8_t kind;  /* enum zti_kind */
-    uint8_t state; /* ZTRPC_STATE_* */
-    uint8_t proto; /* IPPROTO_TCP / IPPROTO_UDP */
-    uint8_t shut;  /* UDP: ZTI_SHUT_RD / ZTI_SHUT_WR done by the app */
+    uint8_t kind;   /* enum zti_kind */
+    uint8_t state;  /* ZTRPC_STATE_* */
+    uint8_t proto;  /* IPPROTO_TCP / IPPROTO_UDP */
+    uint8_t shut;   /* UDP: ZTI_SHUT_RD / ZTI_SHUT_WR done by the app */
+    uint8_t family; /* the app's socket: AF_INET or AF_INET6 (how its addresses are shown) */
+    uint8_t v6only; /* AF_INET6 with IPV6_V6ONLY */
+    uint16_t pad;
     int32_t backlog;
     uint64_t dev, ino;
     struct ztrpc_addr local, peer;
@@ -133,8 +136,9 @@ struct zti_config {
     int default_route;  /* ZTAP_DEFAULT_ROUTE=1 */
     int bind_any;       /* ZTAP_BIND_ANY=1 or default_route: bind(0.0.0.0) goes to the network */
     int nroutes;
-    uint32_t route_net[ZTI_MAX_ROUTES];  /* host order */
-    uint32_t route_mask[ZTI_MAX_ROUTES]; /* host order */
+    /* IPv6 prefixes; an IPv4 route as its v4-mapped prefix (10.0.0.0/8 is ::ffff:10.0.0.0/104). */
+    uint8_t route_net[ZTI_MAX_ROUTES][16];
+    uint8_t route_len[ZTI_MAX_ROUTES];
     struct sockaddr_un_storage {
         sa_family_t family;
         char path[108];
@@ -155,9 +159,11 @@ void zti_log(const char *a, const char *b, const char *c, long num, const char *
 /* Reports, once per process, that ztapd cannot be reached. */
 void zti_log_unreachable(int err);
 
-/* Address selection. */
-int zti_dest_selected(uint32_t addr_be);
-int zti_bind_selected(uint32_t addr_be);
+/* Address selection (addresses in ztrpc_addr form: IPv4 v4-mapped). */
+int zti_dest_selected(const struct ztrpc_addr *a);
+int zti_bind_selected(const struct ztrpc_addr *a);
+/* Whether a is an IPv4 address (::ffff:a.b.c.d). */
+int zti_addr_is_v4(const struct ztrpc_addr *a);
 
 /* fd table. zti_hot mirrors each entry's kind for a one-byte check on the data path. */
 extern _Atomic uint8_t zti_hot[ZTI_STATIC_FDS];
@@ -213,8 +219,17 @@ int zti_install(int fd, int newfd);
 /* Builds a table entry for an fd from a ztrpc_sockinfo. */
 void zti_ent_from_info(struct zti_ent *e, int kind, const struct ztrpc_sockinfo *si, int fd);
 
+/* Socket addresses. zti_addr_from_sockaddr: the wire address of a sockaddr the app passed to a
+ * socket of `domain` (AF_UNSPEC gives all zero; an AF_INET sockaddr on an AF_INET6 socket, which
+ * Linux's UDP takes, only with `v4_on_v6`); 0, or the errno the kernel gives (EINVAL for a short
+ * address, EAFNOSUPPORT for another family). zti_make_sockaddr: the sockaddr a socket of `domain`
+ * shows for `a` (sockaddr_in, or sockaddr_in6 with flowinfo 0 and IPv4 as ::ffff:a.b.c.d); its
+ * length. zti_fill_sockaddr: that, copied to the app's buffer truncated like the kernel. */
+int zti_addr_from_sockaddr(int domain, const struct sockaddr *sa, socklen_t len, int v4_on_v6,
+                           struct ztrpc_addr *out);
+socklen_t zti_make_sockaddr(int domain, const struct ztrpc_addr *a, struct sockaddr_storage *out);
+void zti_fill_sockaddr(int domain, const struct ztrpc_addr *a, struct sockaddr *out, socklen_t *len);
 /* Helpers. */
-void zti_fill_sockaddr(const struct ztrpc_addr *a, struct sockaddr *out, socklen_t *len);
 int zti_socket_type(int fd, int *domain, int *type, int *protocol);
 int zti_close(int fd);
 
@@ -226,7 +241,7 @@ ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int
 int zti_udp_open(int fd, struct zti_ent *e);
 
 /* Socket options (zti_opts.c). */
-#define ZTI_MAX_PREOPTS 96
+#define ZTI_MAX_PREOPTS 112
 struct zti_preopt {
     int level, name;
     socklen_t len;

@@ -115,6 +115,17 @@ static const struct {
     { IPPROTO_UDP, 102 }, /* UDP_NO_CHECK6_RX */
     { IPPROTO_UDP, 103 }, /* UDP_SEGMENT */
     { IPPROTO_UDP, 104 }, /* UDP_GRO */
+    { IPPROTO_IPV6, 16 }, /* IPV6_UNICAST_HOPS */
+    { IPPROTO_IPV6, 18 }, /* IPV6_MULTICAST_HOPS */
+    { IPPROTO_IPV6, 23 }, /* IPV6_MTU_DISCOVER */
+    { IPPROTO_IPV6, 25 }, /* IPV6_RECVERR */
+    { IPPROTO_IPV6, 49 }, /* IPV6_RECVPKTINFO */
+    { IPPROTO_IPV6, 51 }, /* IPV6_RECVHOPLIMIT */
+    { IPPROTO_IPV6, 62 }, /* IPV6_DONTFRAG */
+    { IPPROTO_IPV6, 66 }, /* IPV6_RECVTCLASS */
+    { IPPROTO_IPV6, 67 }, /* IPV6_TCLASS */
+    { IPPROTO_IPV6, 75 }, /* IPV6_TRANSPARENT */
+    { IPPROTO_IPV6, 78 }, /* IPV6_FREEBIND */
 };
 #define ZTI_NXOPTS ((int)(sizeof zti_xopts / sizeof zti_xopts[0]))
 _Static_assert(sizeof zti_xopts / sizeof zti_xopts[0] <= 64 * ZTI_XOPT_WORDS, "zti_ent.xopts too small");
@@ -154,7 +165,7 @@ static int zti_xopt_index(int level, int name)
 }
 
 /**
- * zti_record_opt() - remember an option set on a kernel AF_INET socket, to pass it along if the
+ * zti_record_opt() - remember an option set on a kernel AF_INET/AF_INET6 socket, to pass it along if the
  * socket becomes a ztap socket
  * @fd: the kernel socket (the kernel accepted the option)
  * @level: option level
@@ -202,7 +213,9 @@ void zti_record_opt(int fd, int level, int name, const void *optval, socklen_t o
     }
     int dom, type, prot;
     struct stat st;
-    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || dom != AF_INET || fstat(fd, &st) < 0)
+    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || (dom != AF_INET && dom != AF_INET6) || fstat(fd, &st) < 0)
+        return;
+    if (level == IPPROTO_IPV6 && dom != AF_INET6)
         return;
     struct zti_ent e;
     if (zti_table_get(fd, &e) != ZTI_INET || e.dev != (uint64_t)st.st_dev || e.ino != (uint64_t)st.st_ino) {

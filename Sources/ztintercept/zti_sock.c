@@ -2,8 +2,9 @@
 /*
  * zti_sock.c - connect, bind, listen, accept, names, socket options, dup: the control calls.
  *
- * A kernel AF_INET socket becomes a ztap socket at the first connect/bind/sendto whose address
- * belongs to the network: the library creates a socketpair, hands ztapd its end (and the app end,
+ * A kernel AF_INET or AF_INET6 socket becomes a ztap socket at the first connect/bind/sendto
+ * whose address belongs to the network (an IPv4 one given to an AF_INET6 socket as
+ * ::ffff:a.b.c.d too): the library creates a socketpair, hands ztapd its end (and the app end,
  * for identity) in the request, and on success dup3()s the app end onto the app's fd number. On
  * failure the app's fd is untouched. Options the app set on the kernel socket beforehand were
  * recorded by setsockopt() and travel with the creating request (zti_opts.c).
@@ -47,12 +48,13 @@ static int zti_down_errno(int err, int fallback)
     }
 }
 
-/* Kernel socket kind usable for interception: 1 TCP, 2 UDP, 0 other. */
-static int zti_inet_kind(int fd, int *proto)
+/* Kernel socket kind usable for interception: 1 TCP, 2 UDP, 0 other; its family in *domain. */
+static int zti_inet_kind(int fd, int *proto, int *domain)
 {
     int dom, type, prot;
-    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || dom != AF_INET)
+    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || (dom != AF_INET && dom != AF_INET6))
         return 0;
+    *domain = dom;
     if (type == SOCK_STREAM && prot == IPPROTO_TCP) {
         *proto = IPPROTO_TCP;
         return 1;
@@ -64,10 +66,22 @@ static int zti_inet_kind(int fd, int *proto)
     return 0;
 }
 
-static struct ztrpc_addr zti_addr_of(const struct sockaddr_in *sin)
+/* IPV6_V6ONLY of a kernel AF_INET6 socket (0 for any other). */
+static int zti_kernel_v6only(int fd, int domain)
 {
-    struct ztrpc_addr a = { .addr = sin->sin_addr.s_addr, .port = sin->sin_port, .reserved = 0 };
-    return a;
+    int v = 0, saved = errno;
+    socklen_t l = sizeof v;
+    if (domain != AF_INET6 || zti_real.getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, &l) < 0)
+        v = 0;
+    errno = saved;
+    return v != 0;
+}
+
+/* connect(AF_UNSPEC) / "no address": all zero. */
+static int zti_addr_is_none(const struct ztrpc_addr *a)
+{
+    static const uint8_t zero[16];
+    return a->port == 0 && memcmp(a->addr, zero, sizeof zero) == 0;
 }
 
 /* How long a blocking TCP connect waits: SO_SNDTIMEO if set (then EINPROGRESS), like the
@@ -138,11 +152,14 @@ static int zti_plug(int fd, struct ztrpc_sock_req *rq)
  * an empty one): the cache must never claim less than the app was told. */
 static void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr, int installed_err)
 {
-    int dissolve = addr.addr == 0 && addr.port == 0;
+    int dissolve = zti_addr_is_none(&addr);
     if (op == ZTRPC_OP_CONNECT) {
         if (e->kind == ZTI_UDP) {
             e->state = dissolve ? ZTRPC_STATE_BOUND : ZTRPC_STATE_CONNECTED;
-            e->peer = dissolve ? (struct ztrpc_addr){ 0, 0, 0 } : addr;
+            if (dissolve)
+                memset(&e->peer, 0, sizeof e->peer);
+            else
+                e->peer = addr;
         } else {
             e->state = installed_err ? ZTRPC_STATE_CONNECTING : ZTRPC_STATE_CONNECTED;
             if (!e->peer.port)
@@ -158,6 +175,7 @@ static void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr
  * @fd: the app's kernel socket
  * @op: ZTRPC_OP_CONNECT, ZTRPC_OP_BIND or ZTRPC_OP_UDP_OPEN
  * @proto: IPPROTO_TCP or IPPROTO_UDP
+ * @domain: the socket's family, AF_INET or AF_INET6
  * @addr: destination or local address
  * @rec: the kernel socket's fd table entry with the options recorded on it (may be NULL)
  * @e: filled with the new entry on success (also with EINPROGRESS/EINTR for CONNECT)
@@ -165,7 +183,7 @@ static void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr
  *
  * Return: 0 on success; -1 with errno (EINPROGRESS and EINTR leave the socket installed).
  */
-static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
+static int zti_create(int fd, uint16_t op, int proto, int domain, struct ztrpc_addr addr,
                       const struct zti_ent *rec, struct zti_ent *e, int down)
 {
     int fl = zti_real.fcntl(fd, F_GETFL);
@@ -181,7 +199,10 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
     memset(&rq, 0, sizeof rq);
     rq.addr = addr;
     rq.proto = (uint8_t)proto;
-    rq.flags = ZTRPC_F_NEW | (op == ZTRPC_OP_CONNECT && nonblock ? ZTRPC_F_NONBLOCK : 0);
+    rq.family = (uint8_t)domain;
+    int v6only = zti_kernel_v6only(fd, domain);
+    rq.flags = ZTRPC_F_NEW | (op == ZTRPC_OP_CONNECT && nonblock ? ZTRPC_F_NONBLOCK : 0) |
+               (v6only ? ZTRPC_F_V6ONLY : 0);
     if (rec)
         rq.opts = rec->opts;
     /* The request is followed by the other options set before interception (ztrpc_optlist). */
@@ -227,6 +248,7 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
             si.proto = (uint8_t)proto;
             si.state = ZTRPC_STATE_CONNECTING;
             si.peer = addr;
+            si.family = (uint8_t)domain;
             installed_err = err == EINTR ? EINTR : EINPROGRESS;
         } else {
             zti_close(sv[0]);
@@ -248,6 +270,8 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
     }
     zti_ent_from_info(e, proto == IPPROTO_UDP ? ZTI_UDP : ZTI_TCP, &si, fd);
     e->proto = (uint8_t)proto;
+    e->family = (uint8_t)domain; /* what the app created, whatever a terse reply said */
+    e->v6only = (uint8_t)v6only;
     zti_fix_state(e, op, addr, installed_err);
     zti_table_put(fd, e);
     if (packed < pre.n)
@@ -275,8 +299,12 @@ int zti_udp_open(int fd, struct zti_ent *e)
     int k = zti_table_get(fd, &old);
     int valid = k == ZTI_INET && fstat(fd, &st) == 0 && old.dev == (uint64_t)st.st_dev &&
                 old.ino == (uint64_t)st.st_ino;
-    struct ztrpc_addr any = { 0, 0, 0 };
-    return zti_create(fd, ZTRPC_OP_UDP_OPEN, IPPROTO_UDP, any, valid ? &old : NULL, e,
+    int proto, domain;
+    if (!zti_inet_kind(fd, &proto, &domain) || proto != IPPROTO_UDP)
+        return zti_fail(EBADF);
+    struct ztrpc_addr any;
+    memset(&any, 0, sizeof any);
+    return zti_create(fd, ZTRPC_OP_UDP_OPEN, IPPROTO_UDP, domain, any, valid ? &old : NULL, e,
                       ENETUNREACH);
 }
 
@@ -291,7 +319,12 @@ static int zti_refresh(int fd, struct zti_ent *e)
     if (rep.result < 0)
         return zti_fail(rep.err ? rep.err : EIO);
     int kind = e->kind;
+    uint8_t family = e->family, v6only = e->v6only;
     zti_ent_from_info(e, kind, &si, fd);
+    if (!si.family) {
+        e->family = family; /* a reply without the family: keep what we knew */
+        e->v6only = v6only;
+    }
     zti_table_put(fd, e);
     return 0;
 }
@@ -316,33 +349,36 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
     int saved = errno;
     struct zti_ent e;
     sa_family_t fam = addr->sa_family;
-    if (fam != AF_INET && fam != AF_UNSPEC) {
-        /* A ztap socket is AF_INET to the app: other families are refused like the kernel. */
+    if (fam != AF_INET && fam != AF_INET6 && fam != AF_UNSPEC) {
+        /* Other families are refused like the kernel refuses them on an inet socket. */
         if (zti_hot_kind(fd) != ZTI_NONE && zti_is_ztap(zti_classify(fd, &e, 0)))
             return zti_fail(EAFNOSUPPORT);
         return zti_real.connect(fd, addr, len);
-    }
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    if (fam == AF_INET) {
-        if (len < sizeof sin)
-            return zti_real.connect(fd, addr, len);
-        memcpy(&sin, addr, sizeof sin);
     }
 
     int k = zti_classify(fd, &e, 1);
     if (zti_is_ztap(k)) {
         if (k == ZTI_LISTEN)
             return zti_fail(EISCONN);
-        int fl = zti_real.fcntl(fd, F_GETFL);
-        int nonblock = fl >= 0 && (fl & O_NONBLOCK);
         struct ztrpc_sock_req rq;
         memset(&rq, 0, sizeof rq);
-        rq.addr = zti_addr_of(&sin);
+        /* An AF_INET6 UDP socket also takes a sockaddr_in (Linux sends it over IPv4). */
+        int aerr = zti_addr_from_sockaddr(e.family, addr, len, k == ZTI_UDP, &rq.addr);
+        if (aerr && k == ZTI_TCP && e.state == ZTRPC_STATE_CONNECTED)
+            return zti_fail(EISCONN); /* Linux looks at the state before the address */
+        if (aerr && k == ZTI_TCP && e.state == ZTRPC_STATE_CONNECTING)
+            return zti_fail(EALREADY);
+        if (aerr)
+            return zti_fail(aerr);
+        if (k == ZTI_UDP && e.v6only && fam == AF_INET)
+            return zti_fail(EAFNOSUPPORT);
+        int fl = zti_real.fcntl(fd, F_GETFL);
+        int nonblock = fl >= 0 && (fl & O_NONBLOCK);
         rq.proto = e.proto;
-        rq.flags = nonblock ? ZTRPC_F_NONBLOCK : 0;
+        rq.family = e.family;
+        rq.flags = (nonblock ? ZTRPC_F_NONBLOCK : 0) | (e.v6only ? ZTRPC_F_V6ONLY : 0);
         /* Only a connect that will start a handshake is plugged; ztapd unplugs on any answer. */
-        if (k == ZTI_TCP && fam == AF_INET &&
+        if (k == ZTI_TCP && fam != AF_UNSPEC &&
             (e.state == ZTRPC_STATE_UNBOUND || e.state == ZTRPC_STATE_BOUND) && zti_plug(fd, &rq) < 0)
             return -1;
         struct ztrpc_rep_hdr rep;
@@ -363,9 +399,11 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
             return zti_fail(zti_down_errno(err, k == ZTI_UDP ? ENETUNREACH : ECONNREFUSED));
         }
         if (rep.result == 0 || rep.err == EINPROGRESS) {
-            uint8_t proto = e.proto;
+            uint8_t proto = e.proto, family = e.family, v6only = e.v6only;
             zti_ent_from_info(&e, k, &si, fd);
             e.proto = proto;
+            e.family = family;
+            e.v6only = v6only;
             zti_fix_state(&e, ZTRPC_OP_CONNECT, rq.addr, rep.result == 0 ? 0 : EINPROGRESS);
             zti_table_put(fd, &e);
         }
@@ -374,12 +412,18 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
         errno = saved;
         return 0;
     }
-    if (fam != AF_INET || !zti_dest_selected(sin.sin_addr.s_addr))
+    /* A kernel socket: the address (read as its own family says, cheap) decides first; the
+     * socket's kind and family are asked only for a destination on the network. */
+    struct ztrpc_addr dst;
+    if (fam == AF_UNSPEC || zti_addr_from_sockaddr(fam, addr, len, 0, &dst) != 0 || !zti_dest_selected(&dst))
         return zti_real.connect(fd, addr, len);
-    int proto;
-    if (!zti_inet_kind(fd, &proto))
+    int proto, domain;
+    if (!zti_inet_kind(fd, &proto, &domain) || domain != fam)
         return zti_real.connect(fd, addr, len);
-    if (zti_create(fd, ZTRPC_OP_CONNECT, proto, zti_addr_of(&sin), k == ZTI_INET ? &e : NULL,
+    /* An IPV6_V6ONLY socket cannot reach IPv4: the kernel says so (ENETUNREACH). */
+    if (zti_addr_is_v4(&dst) && zti_kernel_v6only(fd, domain))
+        return zti_real.connect(fd, addr, len);
+    if (zti_create(fd, ZTRPC_OP_CONNECT, proto, domain, dst, k == ZTI_INET ? &e : NULL,
                    &e, proto == IPPROTO_TCP ? ECONNREFUSED : ENETUNREACH) < 0)
         return -1;
     errno = saved;
@@ -397,19 +441,25 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 ZTI_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
     zti_init_real();
-    if (!zti_cfg.enabled || !addr || len < sizeof(struct sockaddr_in) || addr->sa_family != AF_INET)
+    if (!zti_cfg.enabled || !addr || len < sizeof(sa_family_t) ||
+        (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
         return zti_real.bind(fd, addr, len);
     int saved = errno;
-    struct sockaddr_in sin;
-    memcpy(&sin, addr, sizeof sin);
+    int fam = addr->sa_family;
+    struct ztrpc_addr local;
+    if (zti_addr_from_sockaddr(fam, addr, len, 0, &local) != 0)
+        return zti_real.bind(fd, addr, len);
     struct zti_ent e;
     int k = zti_classify(fd, &e, 1);
     if (zti_is_ztap(k))
         return zti_fail(EINVAL); /* already bound, as the kernel says */
-    int proto;
-    if (!zti_bind_selected(sin.sin_addr.s_addr) || !zti_inet_kind(fd, &proto))
+    int proto, domain;
+    if (!zti_bind_selected(&local) || !zti_inet_kind(fd, &proto, &domain) || domain != fam)
         return zti_real.bind(fd, addr, len);
-    if (zti_create(fd, ZTRPC_OP_BIND, proto, zti_addr_of(&sin), k == ZTI_INET ? &e : NULL, &e,
+    /* A v4-mapped address on an IPV6_V6ONLY socket: the kernel's EINVAL. */
+    if (zti_addr_is_v4(&local) && domain == AF_INET6 && zti_kernel_v6only(fd, domain))
+        return zti_real.bind(fd, addr, len);
+    if (zti_create(fd, ZTRPC_OP_BIND, proto, domain, local, k == ZTI_INET ? &e : NULL, &e,
                    EADDRNOTAVAIL) < 0)
         return -1;
     errno = saved;
@@ -498,7 +548,7 @@ ZTI_EXPORT int listen(int fd, int backlog)
  * zti_accept4() - accept one connection from a ztap listener's accept channel
  * @fd: listening socket
  * @addr: peer address out (may be NULL)
- * @len: in: size of @addr; out: sizeof(struct sockaddr_in)
+ * @len: in: size of @addr; out: the size of the listener family's sockaddr
  * @flags: SOCK_NONBLOCK, SOCK_CLOEXEC
  *
  * Return: new fd, or -1 with errno (EAGAIN for a non-blocking listener with nothing pending,
@@ -561,13 +611,15 @@ int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     memset(&si, 0, sizeof si);
     si.proto = IPPROTO_TCP;
     si.state = ZTRPC_STATE_CONNECTED;
+    si.family = e.family; /* an accepted socket has its listener's family */
+    si.flags = e.v6only ? ZTRPC_SI_V6ONLY : 0;
     si.local = m.local;
     si.peer = m.peer;
     struct zti_ent ne;
     zti_ent_from_info(&ne, ZTI_TCP, &si, nfd);
     zti_table_put(nfd, &ne);
     if (addr)
-        zti_fill_sockaddr(&m.peer, addr, len);
+        zti_fill_sockaddr(e.family, &m.peer, addr, len);
     errno = saved;
     return nfd;
 }
@@ -648,7 +700,7 @@ ZTI_EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
     int saved = errno;
     if (e.local.port == 0 && e.kind != ZTI_LISTEN && zti_refresh(fd, &e) < 0)
         return -1;
-    zti_fill_sockaddr(&e.local, addr, len);
+    zti_fill_sockaddr(e.family, &e.local, addr, len);
     errno = saved;
     return 0;
 }
@@ -679,7 +731,7 @@ ZTI_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
         return -1;
     if (e.state != ZTRPC_STATE_CONNECTED)
         return zti_fail(ENOTCONN); /* also once the connection is over, as Linux (TCP_CLOSE) */
-    zti_fill_sockaddr(&e.peer, addr, len);
+    zti_fill_sockaddr(e.family, &e.peer, addr, len);
     errno = saved;
     return 0;
 }
@@ -706,7 +758,7 @@ static int zti_put_int(void *optval, socklen_t *optlen, int v)
 
 /**
  * getsockopt() - socket options; for ztap sockets answered locally (SO_TYPE, SO_DOMAIN,
- * SO_PROTOCOL, SO_ACCEPTCONN), natively (timeouts) or by ztapd (everything else, SO_ERROR
+ * SO_PROTOCOL, SO_ACCEPTCONN, IPV6_V6ONLY), natively (timeouts) or by ztapd (everything else, SO_ERROR
  * included)
  * Return: 0 or -1 with errno, as getsockopt(2).
  */
@@ -724,7 +776,7 @@ ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *
             v = e.kind == ZTI_UDP ? SOCK_DGRAM : SOCK_STREAM;
             break;
         case SO_DOMAIN:
-            v = AF_INET;
+            v = e.family;
             break;
         case SO_PROTOCOL:
             v = e.kind == ZTI_UDP ? IPPROTO_UDP : IPPROTO_TCP;
@@ -739,6 +791,13 @@ ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *
             errno = saved;
             return 0;
         }
+    }
+    if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && e.family == AF_INET6) {
+        /* Fixed for the socket's life once it is ours (set from the kernel socket). */
+        if (zti_put_int(optval, optlen, e.v6only) < 0)
+            return -1;
+        errno = saved;
+        return 0;
     }
     if (!optlen)
         return zti_fail(EFAULT);

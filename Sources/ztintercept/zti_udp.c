@@ -3,11 +3,12 @@
  * zti_udp.c - the data path of intercepted datagram sockets.
  *
  * An intercepted UDP socket is the app end of a SOCK_SEQPACKET socketpair; every message on it
- * is a struct ztrpc_dgram (8 bytes: IPv4 address + port) followed by the payload: the destination
- * when the app sends, the source when it receives. The send and receive calls below add or strip
- * that prefix with an extra iovec (no copy) and report only the payload length. For every other
- * fd they cost one byte load (zti_maybe_udp) before the real call, except sendto/sendmsg to an
- * AF_INET destination, which must check whether the destination belongs to the network.
+ * is a struct ztrpc_dgram (24 bytes: address + port, IPv4 v4-mapped) followed by the payload: the
+ * destination when the app sends, the source when it receives (shown as the socket's family
+ * shows it: an AF_INET6 socket sees an IPv4 source as ::ffff:a.b.c.d). The send and receive
+ * calls below add or strip that prefix with an extra iovec (no copy) and report only the payload
+ * length. For every other fd they cost one byte load (zti_maybe_udp) before the real call, except
+ * sendto/sendmsg to an inet destination, which must check whether it belongs to the network.
  */
 #include "zti.h"
 
@@ -17,8 +18,9 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Largest UDP payload over IPv4. */
+/* Largest UDP payload over IPv4 and over IPv6 (whose payload length excludes its header). */
 #define ZTI_UDP_MAX 65507
+#define ZTI_UDP6_MAX 65527
 /* Flags that mean something on the AF_UNIX message socket. */
 #define ZTI_SEND_FLAGS (MSG_DONTWAIT)
 #define ZTI_RECV_FLAGS (MSG_DONTWAIT | MSG_PEEK | MSG_TRUNC | MSG_CMSG_CLOEXEC)
@@ -48,17 +50,19 @@ ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *ms
         const struct sockaddr *sa = msg->msg_name;
         if (msg->msg_namelen < sizeof(sa_family_t))
             return zti_fail_ss(EINVAL);
-        if (sa->sa_family == AF_INET) {
-            struct sockaddr_in sin;
-            if (msg->msg_namelen < sizeof sin)
+        sa_family_t f = sa->sa_family;
+        if (f != AF_UNSPEC) {
+            /* An AF_INET6 socket also sends to a sockaddr_in, over IPv4, unless IPV6_V6ONLY
+             * (Linux: ENETUNREACH); another family: EAFNOSUPPORT (an AF_INET6 socket: EINVAL). */
+            if (e->family == AF_INET6 && f != AF_INET6 && f != AF_INET)
                 return zti_fail_ss(EINVAL);
-            memcpy(&sin, sa, sizeof sin);
-            if (sin.sin_port == 0)
+            int err = zti_addr_from_sockaddr(e->family, sa, msg->msg_namelen, 1, &h.addr);
+            if (err)
+                return zti_fail_ss(err);
+            if (h.addr.port == 0)
                 return zti_fail_ss(EINVAL);
-            h.addr.addr = sin.sin_addr.s_addr;
-            h.addr.port = sin.sin_port;
-        } else if (sa->sa_family != AF_UNSPEC) {
-            return zti_fail_ss(EAFNOSUPPORT);
+            if (e->family == AF_INET6 && e->v6only && zti_addr_is_v4(&h.addr))
+                return zti_fail_ss(ENETUNREACH);
         }
     }
     if (e->shut & ZTI_SHUT_WR)
@@ -78,7 +82,8 @@ ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *ms
         iov[i + 1] = msg->msg_iov[i];
         total += msg->msg_iov[i].iov_len;
     }
-    if (total > ZTI_UDP_MAX)
+    int to_v4 = h.addr.port ? zti_addr_is_v4(&h.addr) : zti_addr_is_v4(&e->peer);
+    if (total > (to_v4 ? ZTI_UDP_MAX : ZTI_UDP6_MAX))
         return zti_fail_ss(EMSGSIZE);
     struct msghdr m;
     memset(&m, 0, sizeof m);
@@ -98,7 +103,8 @@ ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *ms
 /**
  * zti_udp_recvmsg() - receive one datagram from an intercepted UDP socket
  * @fd: the socket
- * @msg: as recvmsg(2); msg_name gets the source as sockaddr_in (truncated like the kernel);
+ * @msg: as recvmsg(2); msg_name gets the source as the socket's family shows it (sockaddr_in or
+ *       sockaddr_in6, truncated like the kernel);
  *       msg_controllen is set to 0 (no ancillary data)
  * @flags: MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC honoured
  *
@@ -145,7 +151,7 @@ ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int
     }
     if (msg->msg_name) {
         socklen_t l = msg->msg_namelen;
-        zti_fill_sockaddr(&h.addr, msg->msg_name, &l);
+        zti_fill_sockaddr(e->family, &h.addr, msg->msg_name, &l);
         msg->msg_namelen = l;
     } else {
         msg->msg_namelen = 0;
@@ -176,14 +182,14 @@ static ssize_t zti_send_common(int fd, const struct msghdr *msg, int flags)
         if (k == ZTI_LISTEN)
             return zti_fail_ss(ENOTCONN);
     }
-    if (!dest || msg->msg_namelen < sizeof(struct sockaddr_in) || dest->sa_family != AF_INET)
+    if (!dest || msg->msg_namelen < sizeof(sa_family_t) ||
+        (dest->sa_family != AF_INET && dest->sa_family != AF_INET6))
         return ZTI_PASS;
-    struct sockaddr_in sin;
-    memcpy(&sin, dest, sizeof sin);
-    if (!zti_dest_selected(sin.sin_addr.s_addr))
+    struct ztrpc_addr dst;
+    if (zti_addr_from_sockaddr(dest->sa_family, dest, msg->msg_namelen, 0, &dst) != 0 || !zti_dest_selected(&dst))
         return ZTI_PASS;
     int dom, type, prot;
-    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || dom != AF_INET || type != SOCK_DGRAM ||
+    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || dom != dest->sa_family || type != SOCK_DGRAM ||
         prot != IPPROTO_UDP)
         return ZTI_PASS;
     int saved = errno;

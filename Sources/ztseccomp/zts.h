@@ -37,6 +37,7 @@
 
 /* Largest datagram payload (IPv4 UDP). */
 #define ZTS_UDP_MAX 65507
+#define ZTS_UDP6_MAX 65527
 
 /* Modes: pure seccomp, or seccomp next to the library ("both"): then processes that have the
  * library loaded are left to it entirely (every notification from them is continued). */
@@ -70,6 +71,7 @@ struct zts_call {
     int ino_valid;
     uint64_t dev, ino;      /* fstat of fd */
     int kind;               /* ZTS_K_* of fd */
+    int domain;             /* ZTS_K_INET_*: the kernel socket's family (AF_INET, AF_INET6) */
     /* Waiting. */
     int wait_fd;            /* fd to wait on (owned by the call: closed with it), -1 none */
     uint32_t wait_events;
@@ -94,8 +96,8 @@ struct zts_call {
 enum zts_kind {
     ZTS_K_BADF = 0,   /* not an fd (or not ours to look at) */
     ZTS_K_OTHER,      /* not a socket, or a socket we do not handle */
-    ZTS_K_INET_TCP,   /* kernel AF_INET stream socket (not intercepted yet) */
-    ZTS_K_INET_UDP,   /* kernel AF_INET datagram socket (not intercepted yet) */
+    ZTS_K_INET_TCP,   /* kernel AF_INET/AF_INET6 stream socket (not intercepted yet) */
+    ZTS_K_INET_UDP,   /* kernel AF_INET/AF_INET6 datagram socket (not intercepted yet) */
     ZTS_K_TCP,        /* ztap TCP socket */
     ZTS_K_LISTEN,     /* ztap TCP listener (accept channel) */
     ZTS_K_UDP,        /* ztap UDP socket */
@@ -130,6 +132,9 @@ struct zts_ent {
     uint8_t state; /* ZTRPC_STATE_* */
     uint8_t proto;
     uint8_t shut;  /* UDP: ZTRPC_SHUT_* */
+    uint8_t family; /* the program's socket: AF_INET or AF_INET6 (how addresses are shown) */
+    uint8_t v6only;
+    uint16_t pad;
     int32_t backlog;
     struct ztrpc_addr local, peer;
 };
@@ -170,7 +175,11 @@ int zts_is_ztap(int kind);
 int zts_file_nonblock(int fd);
 long zts_timeo_ms(int fd, int opt); /* SO_RCVTIMEO/SO_SNDTIMEO of fd in ms, 0 = none */
 int zts_install(struct zts_call *c, int targetfd, int newfd, int *cloexec_out);
-int zts_put_sockaddr(struct zts_call *c, uint64_t addr, uint64_t lenp, const struct ztrpc_addr *a);
+int zts_put_sockaddr(struct zts_call *c, uint64_t addr, uint64_t lenp, int family, const struct ztrpc_addr *a);
+/* Reads the program's sockaddr (at most a sockaddr_in6) for a socket of `domain` into *a, as the
+ * library does (zti_addr_from_sockaddr); 0 or the errno; -EFAULT if unreadable. */
+int zts_read_sockaddr(struct zts_call *c, uint64_t ua, uint32_t len, int domain, int v4_on_v6, struct ztrpc_addr *a,
+                      sa_family_t *fam);
 int zts_udp_open(struct zts_call *c, struct zts_ent **ent);
 int zts_down_errno(int err, int fallback);
 

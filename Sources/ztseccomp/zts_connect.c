@@ -2,7 +2,7 @@
 /*
  * zts_connect.c - connect, bind and listen of traced programs: where ztap sockets are made.
  *
- * A kernel AF_INET socket becomes a ztap socket at the first connect/bind whose address belongs
+ * A kernel AF_INET or AF_INET6 socket becomes a ztap socket at the first connect/bind whose address belongs
  * to the network (zti_dest_selected/zti_bind_selected, the library's code on the same
  * environment): the supervisor makes the socketpair, sends ztapd its end (and the app end, the
  * socket's identity), and on success puts the app end in place of the target's fd with
@@ -58,11 +58,12 @@ static int zts_plug(int fd, struct ztrpc_sock_req *rq)
 /* The state an answered request implies (as zti_fix_state). */
 static void zts_fix_state(struct zts_ent *e, uint16_t op, struct ztrpc_addr addr, int pending)
 {
-    int dissolve = addr.addr == 0 && addr.port == 0;
+    static const struct ztrpc_addr none;
+    int dissolve = memcmp(&addr, &none, sizeof none) == 0;
     if (op == ZTRPC_OP_CONNECT) {
         if (e->kind == ZTS_K_UDP) {
             e->state = dissolve ? ZTRPC_STATE_BOUND : ZTRPC_STATE_CONNECTED;
-            e->peer = dissolve ? (struct ztrpc_addr){ 0, 0, 0 } : addr;
+            e->peer = dissolve ? none : addr;
         } else {
             e->state = pending ? ZTRPC_STATE_CONNECTING : ZTRPC_STATE_CONNECTED;
             if (!e->peer.port)
@@ -74,12 +75,14 @@ static void zts_fix_state(struct zts_ent *e, uint16_t op, struct ztrpc_addr addr
 }
 
 /* Registers sv0 as a ztap socket after an answered CONNECT/BIND/UDP_OPEN. */
-static struct zts_ent *zts_record(int sv0, int proto, uint16_t op, struct ztrpc_addr addr,
+static struct zts_ent *zts_record(int sv0, int proto, int family, int v6only, uint16_t op, struct ztrpc_addr addr,
                                   const struct ztrpc_sockinfo *si, int pending)
 {
     struct zts_ent *e = zts_table_put_fd(sv0, proto == IPPROTO_UDP ? ZTS_K_UDP : ZTS_K_TCP, si);
     if (e) {
         e->proto = (uint8_t)proto;
+        e->family = (uint8_t)family; /* what the program created, whatever a terse reply said */
+        e->v6only = (uint8_t)v6only;
         zts_fix_state(e, op, addr, pending);
     }
     return e;
@@ -120,9 +123,21 @@ static int zts_connect_wait(struct zts_call *c, struct ztrpc_sock_req *rq, const
  * installed when ztapd answers: zts_connect_outcome); -EINPROGRESS installed and connecting;
  * other -errno: failed, the target's fd is untouched.
  */
+/* IPV6_V6ONLY of the supervisor's copy of a kernel AF_INET6 socket. */
+static int zts_v6only(int fd, int domain)
+{
+    int v = 0;
+    socklen_t l = sizeof v;
+    if (domain != AF_INET6 || getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, &l) < 0)
+        return 0;
+    return v != 0;
+}
+
 static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_addr addr,
                       struct zts_ent **ent, int down)
 {
+    int domain = c->domain == AF_INET6 ? AF_INET6 : AF_INET;
+    int v6only = zts_v6only(c->fd, domain);
     int targetfd = (int)c->n.data.args[0];
     if (proto == IPPROTO_UDP && !zts_in_udp_range(targetfd)) {
         /* Its data calls are not trapped: the program would see the framing (zts_udp.c). */
@@ -143,7 +158,9 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
     memset(&rq, 0, sizeof rq);
     rq.addr = addr;
     rq.proto = (uint8_t)proto;
-    rq.flags = ZTRPC_F_NEW | ZTRPC_F_SECCOMP | (op == ZTRPC_OP_CONNECT && nonblock ? ZTRPC_F_NONBLOCK : 0);
+    rq.family = (uint8_t)domain;
+    rq.flags = ZTRPC_F_NEW | ZTRPC_F_SECCOMP | (op == ZTRPC_OP_CONNECT && nonblock ? ZTRPC_F_NONBLOCK : 0) |
+               (v6only ? ZTRPC_F_V6ONLY : 0);
     rq.pid = zts_tgid(c); /* for `ztctl connections` */
     zts_read_opts(c->fd, proto, &rq.opts);
     int r;
@@ -183,7 +200,7 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
         close(sv[0]);
         return -(rep.err ? rep.err : EIO);
     }
-    *ent = zts_record(sv[0], proto, op, addr, &si, pending);
+    *ent = zts_record(sv[0], proto, domain, v6only, op, addr, &si, pending);
     r = zts_install(c, targetfd, sv[0], NULL);
     close(sv[0]);
     if (r < 0)
@@ -196,7 +213,8 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
 
 int zts_udp_open(struct zts_call *c, struct zts_ent **ent)
 {
-    struct ztrpc_addr any = { 0, 0, 0 };
+    struct ztrpc_addr any;
+    memset(&any, 0, sizeof any);
     return zts_create(c, ZTRPC_OP_UDP_OPEN, IPPROTO_UDP, any, ent, ENETUNREACH);
 }
 
@@ -266,22 +284,21 @@ int zts_h_connect(struct zts_call *c)
     uint32_t len = (uint32_t)c->n.data.args[2];
     if (!ua || len < sizeof(sa_family_t))
         return zts_pass(c);
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    size_t want = len < sizeof sin ? len : sizeof sin;
-    if (zts_mem_read(c, ua, &sin, want) < 0)
-        return zts_pass(c); /* the kernel reports EFAULT */
-    sa_family_t fam = sin.sin_family;
+    sa_family_t fam;
+    struct ztrpc_addr a;
     struct zts_ent *e;
     int k = zts_classify(c, &e);
     if (!zts_is_ztap(k)) {
-        if (fam != AF_INET || len < sizeof sin || !zti_dest_selected(sin.sin_addr.s_addr) ||
-            (k != ZTS_K_INET_TCP && k != ZTS_K_INET_UDP))
+        /* A kernel socket: an address of its own family on the network (like the library). */
+        if (k != ZTS_K_INET_TCP && k != ZTS_K_INET_UDP)
             return zts_pass(c);
+        int aerr = zts_read_sockaddr(c, ua, len, c->domain, 0, &a, &fam);
+        if (aerr || fam != c->domain || !zti_dest_selected(&a) ||
+            (zti_addr_is_v4(&a) && zts_v6only(c->fd, c->domain)))
+            return zts_pass(c); /* the kernel answers (EFAULT, EAFNOSUPPORT, ENETUNREACH, ...) */
         if (!zts_id_valid(c))
             return ZTS_DONE;
         int proto = k == ZTS_K_INET_TCP ? IPPROTO_TCP : IPPROTO_UDP;
-        struct ztrpc_addr a = { sin.sin_addr.s_addr, sin.sin_port, 0 };
         int r = zts_create(c, ZTRPC_OP_CONNECT, proto, a, &e, proto == IPPROTO_TCP ? ECONNREFUSED : ENETUNREACH);
         if (r == -ENOENT)
             return ZTS_DONE;
@@ -289,22 +306,30 @@ int zts_h_connect(struct zts_call *c)
             return ZTS_WAIT;
         return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
     }
-    /* An existing ztap socket. */
-    if (fam != AF_INET && fam != AF_UNSPEC)
+    /* An existing ztap socket (an AF_INET6 UDP one also takes a sockaddr_in, as on Linux). */
+    int aerr = zts_read_sockaddr(c, ua, len, e->family, k == ZTS_K_UDP, &a, &fam);
+    if (aerr == -EFAULT)
+        return zts_finish(c, -1, EFAULT);
+    if (fam != AF_INET && fam != AF_INET6 && fam != AF_UNSPEC)
         return zts_finish(c, -1, EAFNOSUPPORT);
-    if (fam == AF_INET && len < sizeof sin)
-        return zts_finish(c, -1, EINVAL);
+    if (aerr && k == ZTS_K_TCP && e->state == ZTRPC_STATE_CONNECTED)
+        return zts_finish(c, -1, EISCONN); /* Linux looks at the state before the address */
+    if (aerr && k == ZTS_K_TCP && e->state == ZTRPC_STATE_CONNECTING)
+        return zts_finish(c, -1, EALREADY);
+    if (aerr)
+        return zts_finish(c, -1, aerr);
+    if (k == ZTS_K_UDP && e->v6only && fam == AF_INET)
+        return zts_finish(c, -1, EAFNOSUPPORT);
     if (k == ZTS_K_LISTEN)
         return zts_finish(c, -1, EISCONN);
-    if (fam == AF_UNSPEC)
-        sin.sin_addr.s_addr = 0, sin.sin_port = 0;
     int nonblock = zts_file_nonblock(c->fd);
     struct ztrpc_sock_req rq;
     memset(&rq, 0, sizeof rq);
-    rq.addr = (struct ztrpc_addr){ sin.sin_addr.s_addr, sin.sin_port, 0 };
+    rq.addr = a;
     rq.proto = e->proto ? e->proto : (k == ZTS_K_UDP ? IPPROTO_UDP : IPPROTO_TCP);
+    rq.family = e->family;
     int r;
-    int starts = k == ZTS_K_TCP && fam == AF_INET &&
+    int starts = k == ZTS_K_TCP && fam != AF_UNSPEC &&
                  (e->state == ZTRPC_STATE_UNBOUND || e->state == ZTRPC_STATE_BOUND);
     if (starts && (r = zts_plug(c->fd, &rq)) < 0)
         return zts_finish(c, -1, -r);
@@ -317,7 +342,7 @@ int zts_h_connect(struct zts_call *c)
             return zts_finish(c, -1, zts_down_errno(-r, ECONNREFUSED));
         return ZTS_WAIT;
     }
-    rq.flags = nonblock || k != ZTS_K_TCP ? ZTRPC_F_NONBLOCK : 0;
+    rq.flags = (nonblock || k != ZTS_K_TCP ? ZTRPC_F_NONBLOCK : 0) | (e->v6only ? ZTRPC_F_V6ONLY : 0);
     struct ztrpc_rep_hdr rep;
     struct ztrpc_sockinfo si;
     int err;
@@ -326,10 +351,12 @@ int zts_h_connect(struct zts_call *c)
     int pending = rep.result < 0 && rep.err == EINPROGRESS;
     if (rep.result == 0 || pending) {
         int kind = e->kind;
-        uint8_t proto = rq.proto;
+        uint8_t proto = rq.proto, family = e->family, v6only = e->v6only;
         e = zts_table_put_fd(c->fd, kind, &si);
         if (e) {
             e->proto = proto;
+            e->family = family;
+            e->v6only = v6only;
             zts_fix_state(e, ZTRPC_OP_CONNECT, rq.addr, pending);
         }
     }
@@ -346,18 +373,19 @@ int zts_h_bind(struct zts_call *c)
 {
     uint64_t ua = c->n.data.args[1];
     uint32_t len = (uint32_t)c->n.data.args[2];
-    struct sockaddr_in sin;
-    if (!ua || len < sizeof sin || zts_mem_read(c, ua, &sin, sizeof sin) < 0 || sin.sin_family != AF_INET)
-        return zts_pass(c);
     struct zts_ent *e;
     int k = zts_classify(c, &e);
     if (zts_is_ztap(k))
         return zts_finish(c, -1, EINVAL); /* already bound, as the kernel says */
-    if (!zti_bind_selected(sin.sin_addr.s_addr) || (k != ZTS_K_INET_TCP && k != ZTS_K_INET_UDP))
+    if (k != ZTS_K_INET_TCP && k != ZTS_K_INET_UDP)
+        return zts_pass(c);
+    sa_family_t fam;
+    struct ztrpc_addr a;
+    if (zts_read_sockaddr(c, ua, len, c->domain, 0, &a, &fam) != 0 || fam != c->domain || !zti_bind_selected(&a) ||
+        (zti_addr_is_v4(&a) && zts_v6only(c->fd, c->domain)))
         return zts_pass(c);
     if (!zts_id_valid(c))
         return ZTS_DONE;
-    struct ztrpc_addr a = { sin.sin_addr.s_addr, sin.sin_port, 0 };
     int r = zts_create(c, ZTRPC_OP_BIND, k == ZTS_K_INET_TCP ? IPPROTO_TCP : IPPROTO_UDP, a, &e, EADDRNOTAVAIL);
     if (r == -ENOENT)
         return ZTS_DONE;
@@ -395,9 +423,12 @@ int zts_h_listen(struct zts_call *c)
         return zts_finish(c, -1, r < 0 ? zts_down_errno(err, ENETDOWN) : (rep.err ? rep.err : EIO));
     }
     struct ztrpc_addr local = e->local;
+    uint8_t family = e->family, v6only = e->v6only;
     struct zts_ent *ne = zts_table_put_fd(sv[0], ZTS_K_LISTEN, NULL);
     if (ne) {
         ne->proto = IPPROTO_TCP;
+        ne->family = family;
+        ne->v6only = v6only;
         ne->state = ZTRPC_STATE_LISTENING;
         ne->backlog = rq.backlog;
         ne->local = local;

@@ -10,7 +10,7 @@
  *
  *  - always: connect, bind, listen, accept, accept4, getsockname, getpeername, getsockopt,
  *    setsockopt (control calls: one or two per connection, next to a TCP handshake);
- *  - socket() only for AF_INET + SOCK_DGRAM: the supervisor creates the socket itself and
+ *  - socket() only for AF_INET/AF_INET6 + SOCK_DGRAM: the supervisor creates the socket itself and
  *    installs it in the datagram fd range [ZTS_UDP_FD_LO, ZTS_UDP_FD_HI);
  *  - sendto() when it names a destination (args[4] != NULL); send(), which libcs implement as
  *    sendto(..., NULL, 0), stays native;
@@ -50,7 +50,7 @@
 #define ARG_HI(i) (offsetof(struct seccomp_data, args) + 8 * (i) + 4)
 
 /* A small assembler: instructions with symbolic forward jump targets, resolved at the end. */
-enum { L_NONE = -1, L_ALLOW = 0, L_NOTIFY, L_ENOSYS, L_RANGE, L_SENDTO, L_SOCKET, L_FCNTL, L_NLABELS };
+enum { L_NONE = -1, L_ALLOW = 0, L_NOTIFY, L_ENOSYS, L_RANGE, L_SENDTO, L_SOCKET, L_SOCKTYPE, L_FCNTL, L_NLABELS };
 
 struct asm_ins {
     struct sock_filter f;
@@ -125,10 +125,12 @@ int zts_filter_build(struct sock_fprog *prog, int both)
         on_nr(&p, ranged[i], L_RANGE);
     emit(&p, BPF_RET | BPF_K, SECCOMP_RET_ALLOW, L_NONE, L_NONE);
 
-    /* socket(AF_INET, SOCK_DGRAM | flags, proto) */
+    /* socket(AF_INET or AF_INET6, SOCK_DGRAM | flags, proto) */
     label(&p, L_SOCKET);
     emit(&p, BPF_LD | BPF_W | BPF_ABS, ARG_LO(0), L_NONE, L_NONE);
-    emit(&p, BPF_JMP | BPF_JEQ | BPF_K, AF_INET, L_NONE, L_ALLOW);
+    emit(&p, BPF_JMP | BPF_JEQ | BPF_K, AF_INET, L_SOCKTYPE, L_NONE);
+    emit(&p, BPF_JMP | BPF_JEQ | BPF_K, AF_INET6, L_NONE, L_ALLOW);
+    label(&p, L_SOCKTYPE);
     emit(&p, BPF_LD | BPF_W | BPF_ABS, ARG_LO(1), L_NONE, L_NONE);
     emit(&p, BPF_ALU | BPF_AND | BPF_K, 0xf, L_NONE, L_NONE); /* SOCK_TYPE_MASK */
     emit(&p, BPF_JMP | BPF_JEQ | BPF_K, SOCK_DGRAM, L_NOTIFY, L_ALLOW);

@@ -102,24 +102,38 @@ int zts_install(struct zts_call *c, int targetfd, int newfd, int *cloexec_out)
     return r < 0 ? r : 0;
 }
 
-/* Writes an AF_INET address to the target's (addr, *lenp), truncated like the kernel. */
-int zts_put_sockaddr(struct zts_call *c, uint64_t addr, uint64_t lenp, const struct ztrpc_addr *a)
+/* Writes an address to the target's (addr, *lenp) as a socket of `family` shows it (sockaddr_in
+ * or sockaddr_in6), truncated like the kernel. */
+int zts_put_sockaddr(struct zts_call *c, uint64_t addr, uint64_t lenp, int family, const struct ztrpc_addr *a)
 {
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = a->addr;
-    sin.sin_port = a->port;
+    struct sockaddr_storage ss;
+    socklen_t full = zti_make_sockaddr(family, a, &ss);
     uint32_t len;
     if (zts_mem_read(c, lenp, &len, sizeof len) < 0)
         return -EFAULT;
     if ((int32_t)len < 0)
         return -EINVAL;
-    size_t n = len < sizeof sin ? len : sizeof sin;
-    if (n && zts_mem_write(c, addr, &sin, n) < 0)
+    size_t n = len < full ? len : full;
+    if (n && zts_mem_write(c, addr, &ss, n) < 0)
         return -EFAULT;
-    len = sizeof sin;
+    len = full;
     return zts_mem_write(c, lenp, &len, sizeof len) < 0 ? -EFAULT : 0;
+}
+
+int zts_read_sockaddr(struct zts_call *c, uint64_t ua, uint32_t len, int domain, int v4_on_v6, struct ztrpc_addr *a,
+                      sa_family_t *fam)
+{
+    struct sockaddr_in6 sa;
+    memset(&sa, 0, sizeof sa);
+    memset(a, 0, sizeof *a);
+    *fam = AF_UNSPEC;
+    if (!ua || len < sizeof(sa_family_t))
+        return EINVAL;
+    size_t want = len < sizeof sa ? len : sizeof sa;
+    if (zts_mem_read(c, ua, &sa, want) < 0)
+        return -EFAULT;
+    *fam = sa.sin6_family;
+    return zti_addr_from_sockaddr(domain, (const struct sockaddr *)&sa, len, v4_on_v6, a);
 }
 
 static int zts_put_int(struct zts_call *c, uint64_t optval, uint64_t optlenp, int v)
@@ -215,8 +229,11 @@ int zts_h_accept(struct zts_call *c)
             return zts_finish(c, -1, err);
         }
     }
+    /* The new socket has its listener's family. */
+    struct zts_ent *le = c->ino_valid ? zts_table_get(c->dev, c->ino) : NULL;
+    int family = le && le->family ? le->family : AF_INET;
     if (ua) {
-        int r = zts_put_sockaddr(c, ua, ulen, &m.peer);
+        int r = zts_put_sockaddr(c, ua, ulen, family, &m.peer);
         if (r < 0) {
             close(nfd);
             return zts_finish(c, -1, -r);
@@ -226,6 +243,8 @@ int zts_h_accept(struct zts_call *c)
     memset(&si, 0, sizeof si);
     si.proto = IPPROTO_TCP;
     si.state = ZTRPC_STATE_CONNECTED;
+    si.family = (uint8_t)family;
+    si.flags = le && le->v6only ? ZTRPC_SI_V6ONLY : 0;
     si.local = m.local;
     si.peer = m.peer;
     struct stat st;
@@ -260,7 +279,7 @@ int zts_h_name(struct zts_call *c)
     if (c->n.data.nr == SYS_getsockname) {
         if (e->local.port == 0 && k != ZTS_K_LISTEN && (r = zts_refresh(c, e)) < 0)
             return zts_finish(c, -1, -r);
-        r = zts_put_sockaddr(c, ua, ulen, &e->local);
+        r = zts_put_sockaddr(c, ua, ulen, e->family, &e->local);
         return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
     }
     if (k == ZTS_K_LISTEN)
@@ -270,7 +289,7 @@ int zts_h_name(struct zts_call *c)
     if (e->state != ZTRPC_STATE_CONNECTED &&
         !(k == ZTS_K_TCP && e->state == ZTRPC_STATE_CLOSED && e->peer.port))
         return zts_finish(c, -1, ENOTCONN);
-    r = zts_put_sockaddr(c, ua, ulen, &e->peer);
+    r = zts_put_sockaddr(c, ua, ulen, e->family, &e->peer);
     return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
 }
 
@@ -294,7 +313,7 @@ int zts_h_getsockopt(struct zts_call *c)
         int v = -1;
         switch (name) {
         case SO_TYPE: v = k == ZTS_K_UDP ? SOCK_DGRAM : SOCK_STREAM; break;
-        case SO_DOMAIN: v = AF_INET; break;
+        case SO_DOMAIN: v = e->family; break;
         case SO_PROTOCOL: v = k == ZTS_K_UDP ? IPPROTO_UDP : IPPROTO_TCP; break;
         case SO_ACCEPTCONN: v = k == ZTS_K_LISTEN; break;
         }
@@ -302,6 +321,10 @@ int zts_h_getsockopt(struct zts_call *c)
             r = zts_put_int(c, uval, ulen, v);
             return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
         }
+    }
+    if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && e->family == AF_INET6) {
+        r = zts_put_int(c, uval, ulen, e->v6only); /* fixed once the socket is ours */
+        return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
     }
     uint32_t len;
     if (!ulen || zts_mem_read(c, ulen, &len, sizeof len) < 0)

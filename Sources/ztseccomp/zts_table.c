@@ -13,7 +13,7 @@
  * before it wraps, so an entry never describes another socket. Negative answers are cached too,
  * so a program's own socketpairs cost one query.
  *
- * Kernel AF_INET sockets are recognised by SO_DOMAIN/SO_TYPE on the supervisor's copy; options
+ * Kernel AF_INET/AF_INET6 sockets are recognised by SO_DOMAIN/SO_TYPE on the supervisor's copy; options
  * set on them before they become ztap sockets are read back from the kernel socket when the
  * socket is created in ztapd (the library records them as they are set; here the kernel holds
  * them), and sent where they differ from a fresh socket's defaults.
@@ -107,7 +107,13 @@ struct zts_ent *zts_table_put_fd(int fd, int kind, const struct ztrpc_sockinfo *
         e->backlog = si->backlog;
         e->local = si->local;
         e->peer = si->peer;
+        if (si->family) {
+            e->family = si->family;
+            e->v6only = (si->flags & ZTRPC_SI_V6ONLY) != 0;
+        }
     }
+    if (!e->family)
+        e->family = AF_INET;
     return e;
 }
 
@@ -174,8 +180,9 @@ int zts_classify(struct zts_call *c, struct zts_ent **ent)
     (void)getsockopt(c->fd, SOL_SOCKET, SO_TYPE, &type, &l);
     l = sizeof prot;
     (void)getsockopt(c->fd, SOL_SOCKET, SO_PROTOCOL, &prot, &l);
-    if (dom == AF_INET) {
+    if (dom == AF_INET || dom == AF_INET6) {
         int k = ZTS_K_OTHER;
+        c->domain = dom;
         if (type == SOCK_STREAM && prot == IPPROTO_TCP)
             k = ZTS_K_INET_TCP;
         else if (type == SOCK_DGRAM && prot == IPPROTO_UDP)
@@ -214,13 +221,18 @@ int zts_refresh(struct zts_call *c, struct zts_ent *e)
         return -zts_down_errno(err, ENOTCONN);
     if (rep.result < 0)
         return -(rep.err ? rep.err : EIO);
+    static const struct ztrpc_addr none;
     e->state = si.state;
     e->shut = (uint8_t)(si.shut & (ZTRPC_SHUT_RD | ZTRPC_SHUT_WR));
     e->backlog = si.backlog;
-    if (si.local.port || si.local.addr)
+    if (memcmp(&si.local, &none, sizeof none) != 0)
         e->local = si.local;
-    if (si.peer.port || si.peer.addr)
+    if (memcmp(&si.peer, &none, sizeof none) != 0)
         e->peer = si.peer;
+    if (si.family) {
+        e->family = si.family;
+        e->v6only = (si.flags & ZTRPC_SI_V6ONLY) != 0;
+    }
     return 0;
 }
 

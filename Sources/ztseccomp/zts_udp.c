@@ -121,7 +121,8 @@ int zts_h_socket(struct zts_call *c)
                     "it stays on the kernel", ZTS_UDP_FD_LO, ZTS_UDP_FD_HI - 1, (int)c->n.pid);
         return zts_pass(c);
     }
-    int s = socket(AF_INET, (type & ~SOCK_CLOEXEC) | SOCK_CLOEXEC, proto);
+    int domain = (int)c->n.data.args[0] == AF_INET6 ? AF_INET6 : AF_INET;
+    int s = socket(domain, (type & ~SOCK_CLOEXEC) | SOCK_CLOEXEC, proto);
     if (s < 0)
         return zts_finish(c, -1, errno);
     int r = zts_addfd(c, s, at, (type & SOCK_CLOEXEC) != 0, 1);
@@ -180,26 +181,30 @@ static ssize_t send_one(struct zts_call *c, struct zts_ent *e, uint64_t uname, u
     struct ztrpc_dgram h;
     memset(&h, 0, sizeof h);
     if (uname && namelen) {
-        struct sockaddr_in sin;
-        if (namelen < sizeof(sa_family_t))
-            return -EINVAL;
-        memset(&sin, 0, sizeof sin);
-        if (zts_mem_read(c, uname, &sin, namelen < sizeof sin ? namelen : sizeof sin) < 0)
+        /* As the library (zti_udp_sendmsg): an AF_INET6 socket also sends to a sockaddr_in. */
+        sa_family_t fam;
+        int err = zts_read_sockaddr(c, uname, namelen, e->family, 1, &h.addr, &fam);
+        if (err == -EFAULT)
             return -EFAULT;
-        if (sin.sin_family == AF_INET) {
-            if (namelen < sizeof sin || sin.sin_port == 0)
+        if (fam != AF_UNSPEC) {
+            if (e->family == AF_INET6 && fam != AF_INET6 && fam != AF_INET)
                 return -EINVAL;
-            h.addr.addr = sin.sin_addr.s_addr;
-            h.addr.port = sin.sin_port;
-        } else if (sin.sin_family != AF_UNSPEC) {
-            return -EAFNOSUPPORT;
+            if (err)
+                return -err;
+            if (h.addr.port == 0)
+                return -EINVAL;
+            if (e->family == AF_INET6 && e->v6only && zti_addr_is_v4(&h.addr))
+                return -ENETUNREACH;
+        } else {
+            memset(&h.addr, 0, sizeof h.addr);
         }
     }
     if (e->shut & ZTRPC_SHUT_WR)
         return -EPIPE;
     if (h.addr.port == 0 && e->state != ZTRPC_STATE_CONNECTED)
         return -EDESTADDRREQ;
-    if (total > ZTS_UDP_MAX)
+    int to_v4 = h.addr.port ? zti_addr_is_v4(&h.addr) : zti_addr_is_v4(&e->peer);
+    if (total > (to_v4 ? ZTS_UDP_MAX : ZTS_UDP6_MAX))
         return -EMSGSIZE;
     memcpy(zts_dgram, &h, sizeof h);
     if (gather(c, riov, niov, zts_dgram + sizeof h, total) < 0)
@@ -282,11 +287,12 @@ int zts_h_send(struct zts_call *c)
         return send_stream(c, flags);
     if (k == ZTS_K_LISTEN && uname)
         return zts_finish(c, -1, ENOTCONN);
-    if (k == ZTS_K_INET_UDP && uname && namelen >= sizeof(struct sockaddr_in)) {
+    if (k == ZTS_K_INET_UDP && uname && namelen >= sizeof(sa_family_t)) {
         /* A kernel datagram socket sending to the network becomes a ztap socket (UDP_OPEN). */
-        struct sockaddr_in sin;
-        if (zts_mem_read(c, uname, &sin, sizeof sin) < 0 || sin.sin_family != AF_INET ||
-            !zti_dest_selected(sin.sin_addr.s_addr))
+        sa_family_t fam;
+        struct ztrpc_addr dst;
+        if (zts_read_sockaddr(c, uname, namelen, c->domain, 0, &dst, &fam) != 0 || fam != c->domain ||
+            !zti_dest_selected(&dst))
             return zts_pass(c);
         if (!zts_id_valid(c))
             return ZTS_DONE;
@@ -391,15 +397,12 @@ static ssize_t recv_one(struct zts_call *c, struct zts_ent *e, const struct iove
     if (scatter(c, riov, niov, zts_dgram, copied) < 0)
         return -EFAULT;
     if (uname) {
-        struct sockaddr_in sin;
-        memset(&sin, 0, sizeof sin);
-        sin.sin_family = AF_INET;
-        sin.sin_addr.s_addr = h.addr.addr;
-        sin.sin_port = h.addr.port;
-        uint32_t want = *unamelen_io < sizeof sin ? *unamelen_io : (uint32_t)sizeof sin;
-        if (want && zts_mem_write(c, uname, &sin, want) < 0)
+        struct sockaddr_storage ss;
+        uint32_t full = zti_make_sockaddr(e->family, &h.addr, &ss);
+        uint32_t want = *unamelen_io < full ? *unamelen_io : full;
+        if (want && zts_mem_write(c, uname, &ss, want) < 0)
             return -EFAULT;
-        *unamelen_io = sizeof sin;
+        *unamelen_io = full;
     }
     *mflags = m.msg_flags;
     return (ssize_t)payload;

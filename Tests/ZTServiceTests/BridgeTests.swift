@@ -332,10 +332,10 @@ import Testing
         _ = msg.withUnsafeBytes { Glibc.send(app, $0.baseAddress, $0.count, 0) }
         var back: [UInt8] = []
         rig.run { back = Rig.drain(app); return !back.isEmpty }
-        #expect(back.count == 8 + 4)
+        #expect(back.count == MemoryLayout<ztrpc_dgram>.size + 4)
         let from = back.withUnsafeBytes { RPCCodec.datagramDestination($0) }
         #expect(from == .some(IPEndpoint(rig.peerIP, 7)))
-        #expect(Array(back[8...]) == Array("udp!".utf8))
+        #expect(Array(back[MemoryLayout<ztrpc_dgram>.size...]) == Array("udp!".utf8))
         // The app closes its end: the socket is gone.
         Glibc.close(app)
         #expect(rig.run { rig.hub.udp.count == 0 })

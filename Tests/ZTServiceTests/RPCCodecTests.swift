@@ -61,7 +61,7 @@ import Testing
         m[0] ^= 0xFF
         #expect(decode(m).failure == RPCDecodeFailure(header: RPCHeader(op: ZTRPC_OP_GETNAME, id: 5), errno: EPROTO))
         var v = encode(op: ZTRPC_OP_GETNAME, id: 6, body: [])
-        v[4] = 2   // version 2
+        v[4] = UInt8(ZTRPC_VERSION + 1)   // a version this daemon does not speak
         #expect(decode(v).failure == RPCDecodeFailure(header: RPCHeader(op: ZTRPC_OP_GETNAME, id: 6), errno: EPROTO))
     }
 
@@ -117,13 +117,18 @@ import Testing
     @Test func datagramFraming() {
         let h = RPCCodec.datagramHeader(from: IPEndpoint(IPv4Address(1, 2, 3, 4), 53))
         let bytes = withUnsafeBytes(of: h) { Array($0) }
-        #expect(bytes[0...3] == [1, 2, 3, 4])   // network order
-        #expect(bytes[4...5] == [0, 53])
+        #expect(bytes.count == 24)
+        #expect(bytes[0...11] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF])   // ::ffff:1.2.3.4
+        #expect(bytes[12...15] == [1, 2, 3, 4])   // network order
+        #expect(bytes[16...17] == [0, 53])
         let dst = bytes.withUnsafeBytes { RPCCodec.datagramDestination($0) }
         #expect(dst == .some(IPEndpoint(IPv4Address(1, 2, 3, 4), 53)))
-        let connected = [UInt8](repeating: 0, count: 8).withUnsafeBytes { RPCCodec.datagramDestination($0) }
+        let connected = [UInt8](repeating: 0, count: 24).withUnsafeBytes { RPCCodec.datagramDestination($0) }
         #expect(connected == .some(nil))
-        let short = [UInt8](repeating: 0, count: 7).withUnsafeBytes { RPCCodec.datagramDestination($0) }
+        let v6 = IPEndpoint(IPAddress("fd00::7")!, 53)
+        let h6 = RPCCodec.datagramHeader(from: v6)
+        #expect(withUnsafeBytes(of: h6) { RPCCodec.datagramDestination($0) } == .some(v6))
+        let short = [UInt8](repeating: 0, count: 23).withUnsafeBytes { RPCCodec.datagramDestination($0) }
         #expect(short == nil)
         let err = RPCCodec.datagramError(peer: nil, errno: ECONNREFUSED)
         #expect(err.addr.reserved == ZTRPC_DGRAM_ERROR | UInt16(ECONNREFUSED))

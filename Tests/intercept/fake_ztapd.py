@@ -32,7 +32,7 @@ import time
 import errno as E
 
 MAGIC = 0x5052545A
-VERSION = 1
+VERSION = 2
 OP_CONNECT, OP_BIND, OP_LISTEN, OP_GETSOCKOPT, OP_SETSOCKOPT, OP_GETNAME, OP_UDP_OPEN = range(1, 8)
 OP_NAMES = {1: "CONNECT", 2: "BIND", 3: "LISTEN", 4: "GETSOCKOPT", 5: "SETSOCKOPT", 6: "GETNAME",
             7: "UDP_OPEN"}
@@ -44,24 +44,44 @@ SOL_SOCKET, SO_ERROR = 1, 4
 REQ_HDR = struct.Struct("<IHHII")         # 16
 REP_HDR = struct.Struct("<IHHIiiI")       # 24
 SOCKOPTS = struct.Struct("<IIiiiiiiiI")   # 40
-SOCK_REQ = struct.Struct("<8sHBBI40siI")  # 64
+SOCK_REQ = struct.Struct("<24sHBBI40siI")  # 80
 LISTEN_REQ = struct.Struct("<iI")         # 8
 SOCKOPT = struct.Struct("<iiII16s")       # 32
-SOCKINFO = struct.Struct("<BBHi8s8s")     # 24
-ACCEPT_MSG = struct.Struct("<II8s8s")     # 24
+SOCKINFO = struct.Struct("<BBBBi24s24sI")  # 60
+ACCEPT_MSG = struct.Struct("<II24s24s")    # 56
+ADDR = struct.Struct("<16sHHI")            # 24: IPv6 bytes (IPv4 as ::ffff:a.b.c.d), port, ...
 assert (REQ_HDR.size, REP_HDR.size, SOCKOPTS.size, SOCK_REQ.size, LISTEN_REQ.size, SOCKOPT.size,
-        SOCKINFO.size, ACCEPT_MSG.size) == (16, 24, 40, 64, 8, 32, 24, 24)
+        SOCKINFO.size, ACCEPT_MSG.size, ADDR.size) == (16, 24, 40, 80, 8, 32, 60, 56, 24)
+AF_INET, AF_INET6 = 2, 10
+F_V6ONLY, SI_V6ONLY = 8, 1
+MAX_MSG = 640
 
 STACK_IP = "10.200.0.2"
 PEER_IP = "10.200.0.1"
+STACK_IP6 = "fd00:200::2"   # the fake network's IPv6 prefix is fd00:200::/64
+PEER_IP6 = "fd00:200::1"
 
 
 def pack_addr(ip, port):
-    return socket.inet_aton(ip) + struct.pack(">H", port) + b"\0\0"
+    """A ztrpc_addr: an IPv4 address travels v4-mapped, "::" (or "") is all zero."""
+    if ":" in ip or not ip:
+        raw = socket.inet_pton(socket.AF_INET6, ip or "::")
+    else:
+        raw = b"\0" * 10 + b"\xff\xff" + socket.inet_aton(ip)
+    return ADDR.pack(raw, socket.htons(port), 0, 0)
 
 
 def unpack_addr(b):
-    return socket.inet_ntoa(b[0:4]), struct.unpack(">H", b[4:6])[0]
+    """(ip, port): a v4-mapped address as dotted IPv4, all zero as "::", else IPv6 text."""
+    raw, port, _, _ = ADDR.unpack(b[:24])
+    port = socket.ntohs(port)
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":
+        return socket.inet_ntoa(raw[12:]), port
+    return socket.inet_ntop(socket.AF_INET6, raw), port
+
+
+def is_none(addr):
+    return addr[0] in ("::", "0.0.0.0") and addr[1] == 0
 
 
 def inode(fd):
@@ -72,11 +92,13 @@ def inode(fd):
 class Sock:
     """One socket of the fake stack, keyed by the inode of the app's end."""
 
-    def __init__(self, proto):
+    def __init__(self, proto, family=AF_INET, v6only=False):
         self.proto = proto
+        self.family = family
+        self.v6only = v6only
         self.state = ST_UNBOUND
-        self.local = ("0.0.0.0", 0)
-        self.peer = ("0.0.0.0", 0)
+        self.local = ("::", 0)   # all zero: none
+        self.peer = ("::", 0)
         self.error = 0
         self.data = None          # daemon end of the data socketpair
         self.accept_chan = None   # daemon end of the accept channel (listeners)
@@ -87,8 +109,9 @@ class Sock:
 
     def info(self):
         shut = self.opts.get((0x7A74, 1), b"\0\0\0\0")   # ZTRPC_SOL_ZTAP / ZTRPC_ZT_SHUTDOWN
-        return SOCKINFO.pack(self.proto, self.state, struct.unpack("<i", shut[:4])[0] & 3, self.backlog,
-                             pack_addr(*self.local), pack_addr(*self.peer))
+        return SOCKINFO.pack(self.proto, self.state, struct.unpack("<i", shut[:4])[0] & 3,
+                             self.family, self.backlog, pack_addr(*self.local),
+                             pack_addr(*self.peer), SI_V6ONLY if self.v6only else 0)
 
 
 class Fake:
@@ -172,14 +195,14 @@ class Fake:
                 b = sock.recv(70000)
                 if not b:
                     break
-                if len(b) < 8:
+                if len(b) < 24:
                     self.record({"protocol_error": "short datagram"})
                     continue
-                dst = unpack_addr(b[:8])
-                if dst == ("0.0.0.0", 0):
+                dst = unpack_addr(b[:24])
+                if is_none(dst):
                     dst = so.peer
-                self.record({"event": "udp", "dst": list(dst), "len": len(b) - 8})
-                sock.send(pack_addr(*dst) + b[8:])
+                self.record({"event": "udp", "dst": list(dst), "len": len(b) - 24})
+                sock.send(pack_addr(*dst) + b[24:])
         except OSError:
             pass
         finally:
@@ -204,9 +227,9 @@ class Fake:
         ip, port = dst
         so.peer = dst
         if so.local[1] == 0:
-            so.local = (STACK_IP, self.ephemeral())
+            so.local = (STACK_IP6 if ":" in ip else STACK_IP, self.ephemeral())
         outcome, delay = 0, 0.0
-        if not ip.startswith("10.200.0."):
+        if not ip.startswith("10.200.0.") and not ip.startswith("fd00:200::"):
             outcome = E.ENETUNREACH
         elif ip == "10.200.0.99":
             outcome = E.EHOSTUNREACH
@@ -261,7 +284,9 @@ class Fake:
         http = so.local[1] == 8081
         for i in ((1,) if http else (1, 2)):
             a, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            peer = (PEER_IP, 40000 + i)
+            # A dual-stack listener on :: gets one IPv4 and one IPv6 client.
+            v6 = so.family == AF_INET6 and (i == 2 or so.v6only or so.local[0] != "::")
+            peer = (PEER_IP6 if v6 else PEER_IP, 40000 + i)
             msg = ACCEPT_MSG.pack(MAGIC, 0, pack_addr(*so.local), pack_addr(*peer))
             try:
                 so.accept_chan.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
@@ -279,7 +304,7 @@ class Fake:
     # ---- RPC ----------------------------------------------------------------------------------
     def handle(self, conn):
         try:
-            data, anc, flags, _ = conn.recvmsg(512, socket.CMSG_SPACE(4 * 8))
+            data, anc, flags, _ = conn.recvmsg(MAX_MSG, socket.CMSG_SPACE(4 * 8))
         except OSError:
             conn.close()
             return
@@ -331,16 +356,17 @@ class Fake:
             return -1, E.EBADF, b""
         key = inode(fds[0])
         if op in (OP_CONNECT, OP_BIND, OP_UDP_OPEN):
-            addr, flags, proto, _, filler, opts, sndbuf, _ = SOCK_REQ.unpack(body[:64].ljust(64, b"\0"))
+            addr, flags, proto, family, filler, opts, sndbuf, _ = SOCK_REQ.unpack(
+                body[:80].ljust(80, b"\0"))
             dst = unpack_addr(addr)
-            entry.update(addr=list(dst), flags=flags, proto=proto,
+            entry.update(addr=list(dst), flags=flags, proto=proto, family=family,
                          opts=list(SOCKOPTS.unpack(opts)))
             # Options set before interception beyond ztrpc_sockopts: ztrpc_optlist + records.
-            if len(body) >= 72:
-                count, _ = struct.unpack("<II", body[64:72])
+            if len(body) >= 88:
+                count, _ = struct.unpack("<II", body[80:88])
                 recs = []
                 for i in range(count):
-                    r = body[72 + 32 * i:104 + 32 * i]
+                    r = body[88 + 32 * i:120 + 32 * i]
                     if len(r) < 32:
                         break
                     lv, nm, ol, _, val = SOCKOPT.unpack(r)
@@ -350,7 +376,7 @@ class Fake:
                 if len(fds) != 2:
                     entry["protocol_error"] = "NEW without 2 fds"
                     return -1, E.EBADF, b""
-                so = Sock(proto)
+                so = Sock(proto, family or AF_INET, bool(flags & F_V6ONLY))
                 so.data = fds[1]
                 entry["_keep"] = (fds[1],)
                 m = SOCKOPTS.unpack(opts)
@@ -363,7 +389,7 @@ class Fake:
                     return -1, E.EBADF, b""
             if op == OP_BIND:
                 ip, port = dst
-                if ip not in ("0.0.0.0", STACK_IP):
+                if ip not in ("0.0.0.0", "::", STACK_IP, STACK_IP6):
                     self.socks.pop(key, None)
                     entry.pop("_keep", None)
                     return -1, E.EADDRNOTAVAIL, b""
@@ -375,11 +401,11 @@ class Fake:
             if op == OP_UDP_OPEN or so.proto == UDP:
                 fresh = so.local[1] == 0
                 if fresh:
-                    so.local = (STACK_IP, self.ephemeral())
+                    so.local = ("::" if so.family == AF_INET6 else STACK_IP, self.ephemeral())
                     threading.Thread(target=self.udp_echo, args=(so,), daemon=True).start()
                 if op == OP_CONNECT:
                     so.peer = dst
-                    so.state = ST_UNBOUND if dst == ("0.0.0.0", 0) else ST_CONNECTED
+                    so.state = ST_UNBOUND if is_none(dst) else ST_CONNECTED
                     if so.state == ST_UNBOUND:
                         so.state = ST_BOUND
                 else:

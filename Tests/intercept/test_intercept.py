@@ -85,7 +85,7 @@ def run_probe(case, sock, extra_env=None, timeout=30):
     for k in ("ZTAP_DEBUG", "ZTAP_DEFAULT_ROUTE", "ZTAP_BIND_ANY"):
         env.pop(k, None)
     env.update({"LD_PRELOAD": LIB, "ZTAP_NETWORK": "lab", "ZTAP_RPC": sock,
-                "ZTAP_ROUTES": "10.200.0.0/24"})
+                "ZTAP_ROUTES": "10.200.0.0/24,fd00:200::/64"})
     env.update(extra_env or {})
     t0 = time.monotonic()
     p = subprocess.run(isolated([PROBE, case]), env=env, capture_output=True, text=True,
@@ -104,12 +104,14 @@ def assert_clean_protocol(log):
 
 
 CASES = ["udp_copies", "fork_race", "bound_sndtimeo", "connect_blocking", "connect_nonblock", "connect_errors", "sockopts", "preopts", "listen_accept",
-         "udp", "fork", "dup", "exec", "errno", "threads", "interrupted", "accept_blocking"]
+         "udp", "fork", "dup", "exec", "errno", "threads", "interrupted", "accept_blocking",
+         "ipv6_tcp", "ipv6_listen", "ipv6_udp"]
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_probe_case(fake, case):
-    p, _ = run_probe(case, fake["sock"])
+    # node's listen(port) binds [::]: only ours with --bind-any (ZTAP_BIND_ANY).
+    p, _ = run_probe(case, fake["sock"], {"ZTAP_BIND_ANY": "1"} if case == "ipv6_listen" else None)
     assert_ok(p, case)
     # Nothing on stderr when ztapd is reachable and ZTAP_DEBUG is off.
     assert p.stderr == ""
@@ -310,7 +312,7 @@ def test_wire_sizes_match_header(built, tmp_path):
     subprocess.run(["cc", "-std=c11", "-Wall", "-I", os.path.join(REPO, "Sources", "CZTRPC",
                     "include"), "-o", str(exe), str(src)], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["16", "24", "64", "32", "24", "24"]
+    assert out == ["16", "24", "80", "32", "60", "56"]
 
 
 def test_header_imports_into_swift_with_field_types(tmp_path):
@@ -336,7 +338,7 @@ def test_header_imports_into_swift_with_field_types(tmp_path):
     subprocess.run([swiftc, "-I", str(tmp_path), str(tmp_path / "t.swift"), "-o", str(exe)],
                    check=True, capture_output=True, timeout=300)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["16", "24", "64", "32", "24", "24", "8"]
+    assert out == ["16", "24", "80", "32", "60", "56", "24"]
 
 
 # ---- unmodified real programs against the fake (skipped when the program is not installed) ----
@@ -345,7 +347,7 @@ def app_env(sock):
     env = dict(os.environ)
     env.pop("ZTAP_DEBUG", None)
     env.update({"LD_PRELOAD": LIB, "ZTAP_NETWORK": "lab", "ZTAP_RPC": sock,
-                "ZTAP_ROUTES": "10.200.0.0/24"})
+                "ZTAP_ROUTES": "10.200.0.0/24,fd00:200::/64"})
     return env
 
 

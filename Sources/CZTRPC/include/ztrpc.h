@@ -13,9 +13,18 @@
  * explicit (no compiler padding, no packed attribute), checked by _Static_assert below, so a
  * Swift mirror or a Python struct.pack("<...") format is exact. Integers are little-endian
  * (both sides run on the same Linux host). The two exceptions are ztrpc_addr.addr and
- * ztrpc_addr.port: they hold the bytes of sockaddr_in.sin_addr / sin_port, i.e. network byte
- * order, so 10.0.0.1:80 is addr bytes 0a 00 00 01, port bytes 00 50. Errno values are Linux
- * errno numbers. Reserved/pad fields are sent as zero and ignored on receipt.
+ * ztrpc_addr.port: they hold the bytes of sin6_addr / sin6_port, i.e. network byte order. Errno
+ * values are Linux errno numbers. Reserved/pad fields are sent as zero and ignored on receipt.
+ *
+ * Addresses (version 2). A ztrpc_addr holds an IPv6 address; an IPv4 address travels in its
+ * v4-mapped form ::ffff:a.b.c.d (RFC 4291 §2.5.5.2), so 10.0.0.1:80 is addr bytes
+ * 00 .. 00 ff ff 0a 00 00 01, port bytes 00 50. One field thus serves AF_INET and AF_INET6
+ * sockets alike, and the IPv4 peers of a dual-stack AF_INET6 socket keep their IPv4 identity
+ * (the stack runs them over IPv4). All zero means "none" (unbound, not connected) and, as a bind
+ * address, ::; an AF_INET socket's 0.0.0.0 is ::ffff:0.0.0.0. Which sockaddr the app sees
+ * (sockaddr_in, or sockaddr_in6 with flowinfo 0) follows its socket's family
+ * (ztrpc_sock_req.family, echoed in ztrpc_sockinfo.family), never the address: an AF_INET6
+ * socket sees an IPv4 peer as ::ffff:a.b.c.d, like on Linux.
  *
  * Channels. There are three kinds of AF_UNIX sockets:
  *
@@ -95,10 +104,10 @@ extern "C" {
 /* Constants carry the type of the field they go in (Swift imports them as UInt16/UInt8/UInt32).
  * "ZTRP" as the first four bytes on the wire (little-endian u32). */
 #define ZTRPC_MAGIC 0x5052545Au
-#define ZTRPC_VERSION ((uint16_t)1)
+#define ZTRPC_VERSION ((uint16_t)2)
 
 /* Upper bound for any message on any channel (request, reply, accept, UDP header excluded). */
-#define ZTRPC_MAX_MSG 512
+#define ZTRPC_MAX_MSG 640
 /* Most option bytes a GETSOCKOPT reply carries (struct tcp_info is 280 bytes on Linux 6.18). */
 #define ZTRPC_MAX_OPTLEN 384
 /* Most fds any request carries (LISTEN). */
@@ -124,17 +133,21 @@ extern "C" {
  *   for a failed connect (the error itself comes from GETSOCKOPT(SO_ERROR), which never waits).
  *   On an existing socket, like Linux: EALREADY while a connect is pending; once it succeeded, 0
  *   for the first repeated CONNECT and EISCONN afterwards; once it failed, the error (cleared, as
- *   SO_ERROR would). addr 0.0.0.0 port 0 (the app's connect(AF_UNSPEC)) on a TCP socket: abort
+ *   SO_ERROR would). An all-zero addr and port 0 (the app's connect(AF_UNSPEC)) on a TCP socket: abort
  *   the connection (RST).
  *   The library may stop waiting for a blocking CONNECT's reply (signal: EINTR; SO_SNDTIMEO:
  *   EINPROGRESS) and close the RPC connection; the connect then goes on, and its outcome stays
  *   pending for GETSOCKOPT(SO_ERROR).
- *   UDP: set (or with addr 0.0.0.0 port 0, dissolve) the default peer; implicit bind if unbound.
+ *   UDP: set (or with an all-zero addr and port 0, dissolve) the default peer; implicit bind if
+ *   unbound. An AF_INET6 socket reaches IPv4 destinations given as ::ffff:a.b.c.d (over the
+ *   stack's IPv4) unless it is IPV6_V6ONLY (then ENETUNREACH, like Linux).
  *   Data written before the handshake completes waits in the socketpair; ztapd reads it after. */
 #define ZTRPC_OP_CONNECT ((uint16_t)1)
 /* BIND     ztrpc_sock_req  -> ztrpc_sockinfo (local address with the assigned port if port 0).
  *   EADDRINUSE unless reusable (SO_REUSEADDR/SO_REUSEPORT as in Linux), EADDRNOTAVAIL for an
- *   address not on this network. addr 0.0.0.0 = every address of the network. */
+ *   address not on this network. ::ffff:0.0.0.0 = every IPv4 address of the network; all zero
+ *   (::, an AF_INET6 socket's wildcard) = every address of both families, or with
+ *   ZTRPC_F_V6ONLY only the IPv6 ones (Linux's dual stack). */
 #define ZTRPC_OP_BIND ((uint16_t)2)
 /* LISTEN   ztrpc_listen_req -> no body. Socket must be bound TCP (else EINVAL / EOPNOTSUPP).
  *   Calling it again on a listener only updates the backlog (fds[1], fds[2] absent then). */
@@ -163,8 +176,8 @@ extern "C" {
  *   is not a ztapd socket: -1 / ENOTSOCK. */
 #define ZTRPC_OP_GETNAME ((uint16_t)6)
 /* UDP_OPEN ztrpc_sock_req (addr ignored, proto must be UDP) -> ztrpc_sockinfo.
- *   Implicit bind to 0.0.0.0:ephemeral, for sendto()/sendmsg() on an unbound UDP socket.
- *   (ztapd may implement it as BIND 0.0.0.0:0.) */
+ *   Implicit bind to the wildcard of the socket's family (0.0.0.0, or :: with the rules of
+ *   BIND) on an ephemeral port, for sendto()/sendmsg() on an unbound UDP socket. */
 #define ZTRPC_OP_UDP_OPEN ((uint16_t)7)
 
 /* ztapd's own option level for SETSOCKOPT. ZTRPC_ZT_SHUTDOWN (value: int, ZTRPC_SHUT_* bits,
@@ -183,6 +196,9 @@ extern "C" {
  * is in ztrpc_sock_req.pid: shown by `ztctl connections`, never used to authorize (the RPC
  * peer's credentials are the target's: see Sources/ztseccomp/zts_target.c). */
 #define ZTRPC_F_SECCOMP ((uint16_t)0x0004)
+/* An AF_INET6 socket with IPV6_V6ONLY set (the library reads it from the kernel socket it
+ * replaces; after bind Linux refuses to change it, so it is fixed for the socket's life). */
+#define ZTRPC_F_V6ONLY ((uint16_t)0x0008)
 
 /* ztrpc_sockinfo.state */
 #define ZTRPC_STATE_UNBOUND ((uint8_t)0)
@@ -204,11 +220,12 @@ extern "C" {
 #define ZTRPC_OPT_KEEPINTVL 0x0100u
 #define ZTRPC_OPT_KEEPCNT 0x0200u
 
-/* An IPv4 socket address; both fields in network byte order (see above). 8 bytes. */
+/* A socket address of either family (see "Addresses" above). 24 bytes. */
 struct ztrpc_addr {
-    uint32_t addr; /* sin_addr.s_addr, network order */
-    uint16_t port; /* sin_port, network order */
-    uint16_t reserved;
+    uint8_t addr[16];  /* sin6_addr; IPv4 as ::ffff:a.b.c.d */
+    uint16_t port;     /* sin6_port, network order */
+    uint16_t reserved; /* 0 (ztrpc_dgram: error marker) */
+    uint32_t scope_id; /* sin6_scope_id of a link-local address, else 0 */
 };
 
 /* Every request starts with this. 16 bytes. */
@@ -247,7 +264,7 @@ struct ztrpc_sockopts {
     uint32_t reserved;
 };
 
-/* CONNECT, BIND, UDP_OPEN. 64 bytes. With ZTRPC_F_NEW it may be followed by a ztrpc_optlist and
+/* CONNECT, BIND, UDP_OPEN. 80 bytes. With ZTRPC_F_NEW it may be followed by a ztrpc_optlist and
  * `count` ztrpc_sockopt records (value at most 16 bytes each): options the app set on its kernel
  * socket beyond the fields of ztrpc_sockopts, applied in order as if by SETSOCKOPT before the
  * socket is created (so the SYN already carries IP_TTL, TCP_MAXSEG, ...). A library with more
@@ -256,7 +273,7 @@ struct ztrpc_sock_req {
     struct ztrpc_addr addr; /* CONNECT: destination; BIND: local address; UDP_OPEN: ignored */
     uint16_t flags;         /* ZTRPC_F_* */
     uint8_t proto;          /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
-    uint8_t reserved0;
+    uint8_t family;         /* the app's socket: AF_INET (2) or AF_INET6 (10); 0 reads as AF_INET */
     uint32_t filler;        /* TCP CONNECT: filler bytes plugging the app end (0: not plugged) */
     struct ztrpc_sockopts opts; /* meaningful with ZTRPC_F_NEW */
     int32_t sndbuf;         /* TCP CONNECT with filler: SO_SNDBUF to restore (setsockopt value) */
@@ -268,7 +285,8 @@ struct ztrpc_optlist {
     uint32_t count; /* ztrpc_sockopt records that follow */
     uint32_t reserved;
 };
-/* As many records as fit ZTRPC_MAX_MSG after the request header, ztrpc_sock_req and optlist. */
+/* Records a request carries at most (header, ztrpc_sock_req, optlist and 13 records: 520 bytes,
+ * within ZTRPC_MAX_MSG). */
 #define ZTRPC_MAX_PREOPTS 13
 
 /* LISTEN. 8 bytes. */
@@ -289,18 +307,22 @@ struct ztrpc_sockopt {
     uint8_t value[16];
 };
 
-/* Reply body of CONNECT, BIND, UDP_OPEN, GETNAME. 24 bytes. */
+/* Reply body of CONNECT, BIND, UDP_OPEN, GETNAME. 60 bytes. */
 struct ztrpc_sockinfo {
-    uint8_t proto; /* 6 TCP, 17 UDP */
-    uint8_t state; /* ZTRPC_STATE_* */
-    uint16_t shut; /* UDP: ZTRPC_SHUT_* the app did (TCP: always 0, its shutdown is native) */
+    uint8_t proto;  /* 6 TCP, 17 UDP */
+    uint8_t state;  /* ZTRPC_STATE_* */
+    uint8_t shut;   /* UDP: ZTRPC_SHUT_* the app did (TCP: always 0, its shutdown is native) */
+    uint8_t family; /* the socket's family as the app created it: AF_INET or AF_INET6 */
     int32_t backlog;         /* listeners; else 0 */
-    struct ztrpc_addr local; /* 0.0.0.0:0 when unbound */
-    struct ztrpc_addr peer;  /* 0.0.0.0:0 when not connected */
+    struct ztrpc_addr local; /* all zero when unbound */
+    struct ztrpc_addr peer;  /* all zero when not connected */
+    uint32_t flags;          /* ZTRPC_SI_* */
 };
+/* ztrpc_sockinfo.flags: an AF_INET6 socket with IPV6_V6ONLY. */
+#define ZTRPC_SI_V6ONLY 0x0001u
 
 /* One message on a listener's accept channel, with SCM_RIGHTS(new connection's app end).
- * 24 bytes. */
+ * The connection has the listener's family. 56 bytes. */
 struct ztrpc_accept_msg {
     uint32_t magic; /* ZTRPC_MAGIC */
     uint32_t reserved;
@@ -308,9 +330,9 @@ struct ztrpc_accept_msg {
     struct ztrpc_addr peer;  /* the remote peer */
 };
 
-/* Prefix of every message on a UDP data socket, both directions. 8 bytes. */
+/* Prefix of every message on a UDP data socket, both directions. 24 bytes. */
 struct ztrpc_dgram {
-    struct ztrpc_addr addr; /* app->daemon: destination (0/0: connected peer); daemon->app: source */
+    struct ztrpc_addr addr; /* app->daemon: destination (all zero: connected peer); daemon->app: source */
 };
 /* daemon->app only: addr.reserved = ZTRPC_DGRAM_ERROR | errno marks a message without payload
  * that reports an ICMP error for a connected socket (Linux's sk_err: ECONNREFUSED after a port
@@ -325,19 +347,19 @@ struct ztrpc_dgram {
 #define ZTRPC_STATIC_ASSERT _Static_assert
 #endif
 #define ZTRPC_CHECK_SIZE(t, n) ZTRPC_STATIC_ASSERT(sizeof(t) == (n), #t " must be " #n " bytes")
-ZTRPC_CHECK_SIZE(struct ztrpc_addr, 8);
+ZTRPC_CHECK_SIZE(struct ztrpc_addr, 24);
 ZTRPC_CHECK_SIZE(struct ztrpc_req_hdr, 16);
 ZTRPC_CHECK_SIZE(struct ztrpc_rep_hdr, 24);
 ZTRPC_CHECK_SIZE(struct ztrpc_sockopts, 40);
-ZTRPC_CHECK_SIZE(struct ztrpc_sock_req, 64);
+ZTRPC_CHECK_SIZE(struct ztrpc_sock_req, 80);
 ZTRPC_CHECK_SIZE(struct ztrpc_listen_req, 8);
 ZTRPC_CHECK_SIZE(struct ztrpc_optlist, 8);
-ZTRPC_STATIC_ASSERT(16 + 64 + 8 + ZTRPC_MAX_PREOPTS * 32 <= ZTRPC_MAX_MSG, "pre-options fit a message");
+ZTRPC_STATIC_ASSERT(16 + 80 + 8 + ZTRPC_MAX_PREOPTS * 32 <= ZTRPC_MAX_MSG, "pre-options fit a message");
 ZTRPC_CHECK_SIZE(struct ztrpc_sockopt, 32);
-ZTRPC_CHECK_SIZE(struct ztrpc_sockinfo, 24);
-ZTRPC_CHECK_SIZE(struct ztrpc_accept_msg, 24);
-ZTRPC_CHECK_SIZE(struct ztrpc_dgram, 8);
-ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_sock_req, opts) == 16, "sock_req layout");
+ZTRPC_CHECK_SIZE(struct ztrpc_sockinfo, 60);
+ZTRPC_CHECK_SIZE(struct ztrpc_accept_msg, 56);
+ZTRPC_CHECK_SIZE(struct ztrpc_dgram, 24);
+ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_sock_req, opts) == 32, "sock_req layout");
 ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_sockinfo, local) == 8, "sockinfo layout");
 ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_rep_hdr, len) == 20, "rep_hdr layout");
 #undef ZTRPC_CHECK_SIZE

@@ -283,6 +283,9 @@ public final class NetStack {
 
     @inline(__always) func isLocal(_ a: IPAddress) -> Bool { a.isV4 ? isLocal(a.v4) : isLocal6(a) }
 
+    /// Whether `a` is a usable address of this interface (an IPv6 one has passed DAD).
+    public func isLocalAddress(_ a: IPAddress) -> Bool { isLocal(a) }
+
     /// Whether `dst` has a route (on-link or through a gateway of its family).
     @inline(__always) func hasRoute(to dst: IPAddress) -> Bool {
         dst.isV4 ? route(dst.v4) != nil : route6(dst) != nil

@@ -436,7 +436,8 @@ extension TCPConnection {
             stats.lastDataSent = now
         }
         if sndUna == sndMax && (dataCount > 0 || flags.contains(.fin) || syn) { lastProgress = now }
-        let ip = IPSendOptions(timeToLive: sockopts.timeToLive, typeOfService: sockopts.typeOfService)
+        let ip = IPSendOptions(timeToLive: sockopts.timeToLive, typeOfService: sockopts.typeOfService,
+                               hopLimit: sockopts.hopLimit, trafficClass: sockopts.trafficClass)
         var data = (UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0))
         if dataCount > 0, let txbuf = self.tx { data = txbuf.readableRegions(from: dataOffset, max: dataCount) }
         out.transmitTCP(src: local.address, dst: remote.address, header: hdr, payload: data.0, data.1,

@@ -216,6 +216,8 @@ extension TCPLayer {
         case .maxSegment(let n): s.maxSegment = max(n, 0)
         case .timeToLive(let t): s.timeToLive = t
         case .typeOfService(let t): s.typeOfService = t
+        case .hopLimit(let h): s.hopLimit = h
+        case .trafficClass(let t): s.trafficClass = t
         case .synRetries(let n): guard n > 0 else { throw .invalidState }; s.synRetries = n
         case .finWait2Timeout(let d): s.finWait2Timeout = d
         case .minRTO(let d): s.minRTO = d

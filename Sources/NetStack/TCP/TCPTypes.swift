@@ -110,6 +110,9 @@ public enum TCPOption: Sendable, Hashable {
     /// IP_TTL and IP_TOS of the segments sent (TOS: DSCP bits; ECN is the stack's).
     case timeToLive(UInt8)
     case typeOfService(UInt8)
+    /// IPV6_UNICAST_HOPS and IPV6_TCLASS of the segments sent over IPv6.
+    case hopLimit(UInt8)
+    case trafficClass(UInt8)
     /// TCP_SYNCNT: SYN (or SYN-ACK) retransmissions before giving up.
     case synRetries(Int)
     /// TCP_LINGER2: how long an orphaned connection stays in FIN-WAIT-2; nil = reset at once.
@@ -134,6 +137,8 @@ public struct TCPSocketOptions: Sendable, Hashable {
     public var maxSegment = 0
     public var timeToLive: UInt8 = 64
     public var typeOfService: UInt8 = 0
+    public var hopLimit: UInt8 = 64
+    public var trafficClass: UInt8 = 0
     public var synRetries: Int
     public var finWait2Timeout: Duration?
     public var delayedAckMax: Duration

@@ -39,6 +39,8 @@ extension TCPBridge {
                 continue
             }
             let nc = Connection(key: key, pid: c.pid, uid: c.uid)
+            nc.family = c.family   // an accepted socket has its listener's family
+            nc.v6Only = c.v6Only
             nc.seccomp = c.seccomp
             nc.options = c.options.inheritedByAccepted
             if nc.options.peekOffset >= 0 {

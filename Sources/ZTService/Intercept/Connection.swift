@@ -3,6 +3,9 @@ import CZTRPC
 import NetStack
 import PhyLoop
 import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
 
 typealias LoopSocket = PhySocket<LoopContext>
 
@@ -62,6 +65,10 @@ final class Connection {
     var key: FDKey
     let pid: Int32
     let uid: UInt32
+    /// The app's socket family (AF_INET or AF_INET6) and its IPV6_V6ONLY: what the addresses it
+    /// may use are, and how the library shows them.
+    var family: Int32 = AF_INET
+    var v6Only = false
     var phase: Phase = .unbound
     var outbound: Outbound = .open
     var inbound: Inbound = .open
@@ -104,7 +111,7 @@ final class Connection {
 
     /// What the port table needs to know about sharing this socket's port.
     var portOptions: PortTable.Options {
-        PortTable.Options(reuseAddress: options.reuseAddr, reusePort: options.reusePort, uid: uid)
+        PortTable.Options(reuseAddress: options.reuseAddr, reusePort: options.reusePort, uid: uid, v6Only: v6Only)
     }
 
     /// Shown while the stack has no socket for it (or none yet).
@@ -136,9 +143,9 @@ final class Connection {
         case .connected, .draining, .closing, .closed: showsPeer = true
         default: showsPeer = false
         }
-        return ztrpc_sockinfo(proto: IPProtocol.tcp, state: wireState, shut: 0,
+        return ztrpc_sockinfo(proto: IPProtocol.tcp, state: wireState, shut: 0, family: UInt8(family),
                               backlog: phase == .listening ? backlog : 0, local: Wire.addr(local),
-                              peer: showsPeer ? Wire.addr(remote) : ztrpc_addr())
+                              peer: showsPeer ? Wire.addr(remote) : ztrpc_addr(), flags: v6Only ? ZTRPC_SI_V6ONLY : 0)
     }
 }
 
@@ -157,12 +164,14 @@ final class UDPConnection {
     let pid: Int32
     let uid: UInt32
     let handle: SocketHandle
+    var family: Int32 = AF_INET
+    var v6Only = false
     var data: LoopSocket?
     var options = SocketOptions()
     /// The app's end stopped reading (EPIPE): datagrams for it are dropped, the socket stays.
     var appReadClosed = false
     /// ZTRPC_SHUT_* bits of the app's shutdown() calls (the library enforces them).
-    var shut: UInt16 = 0
+    var shut: UInt8 = 0
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
     var dropped: UInt64 = 0
@@ -180,6 +189,18 @@ final class UDPConnection {
 extension ztrpc_sock_req {
     /// Made by the seccomp supervisor on behalf of a traced process (ZTRPC_F_SECCOMP).
     var fromSeccomp: Bool { flags & ZTRPC_F_SECCOMP != 0 }
+    /// An AF_INET6 socket with IPV6_V6ONLY (ZTRPC_F_V6ONLY).
+    var v6Only: Bool { flags & ZTRPC_F_V6ONLY != 0 && Wire.family(self) == AF_INET6 }
+    /// The wildcard of the socket's family: 0.0.0.0, or :: (both families unless `v6Only`).
+    var wildcard: IPEndpoint { IPEndpoint(Wire.family(self) == AF_INET6 ? IPAddress.v6Any : IPAddress.v4Any, 0) }
+
+    /// Why a socket of this family cannot use `a` (the errno Linux gives), or nil: an AF_INET
+    /// socket takes only IPv4 (EAFNOSUPPORT); an IPV6_V6ONLY one no IPv4 (`mapped`: the errno
+    /// for a v4-mapped address in that call).
+    func familyError(_ a: IPAddress, mapped: Int32) -> Int32? {
+        if Wire.family(self) == AF_INET { return a.isV4 ? nil : EAFNOSUPPORT }
+        return v6Only && a.isV4 ? mapped : nil
+    }
     /// The pid to show for a new socket: the traced process's (informational) or the RPC peer's.
     func ownerPID(peer: Int32) -> Int32 { fromSeccomp && pid > 0 ? pid : peer }
 }

@@ -254,8 +254,10 @@ final class InterceptHub {
             if case .udpOpen = request { udpOpen = true }
             let isNew = sr.flags & ZTRPC_F_NEW != 0
             guard let stack else { return .fail(ENETDOWN, .none) }
-            let ep = udpOpen ? IPEndpoint(.any, 0) : Wire.endpoint(sr.addr)
-            guard ep.address.isUnspecified || stack.addresses.contains(where: { IPAddress($0.address) == ep.address }) else {
+            let ep = udpOpen ? sr.wildcard : Wire.local(sr.addr, family: Wire.family(sr))
+            // An AF_INET socket binds IPv4 only; an IPV6_V6ONLY one no v4-mapped address (EINVAL).
+            if let e = sr.familyError(ep.address, mapped: EINVAL) { return .fail(e, .none) }
+            guard ep.address.isUnspecified || stack.isLocalAddress(ep.address) else {
                 return .fail(EADDRNOTAVAIL, .none)
             }
             if sr.proto == IPProtocol.udp {

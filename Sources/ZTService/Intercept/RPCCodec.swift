@@ -206,12 +206,12 @@ enum RPCCodec {
 
     /// A payload-less datagram header reporting `err` (an ICMP error on a connected socket).
     static func datagramError(peer: IPEndpoint?, errno err: Int32) -> ztrpc_dgram {
-        var a = Wire.addr(peer ?? IPEndpoint(.any, 0))
+        var a = Wire.addr(peer)
         a.reserved = ZTRPC_DGRAM_ERROR | (UInt16(truncatingIfNeeded: err) & ZTRPC_DGRAM_ERRNO_MASK)
         return ztrpc_dgram(addr: a)
     }
 
-    /// The destination an app's datagram names: nil for "the connected peer" (0.0.0.0:0).
+    /// The destination an app's datagram names: nil for "the connected peer" (all zero).
     static func datagramDestination(_ msg: UnsafeRawBufferPointer) -> IPEndpoint?? {
         guard msg.count >= MemoryLayout<ztrpc_dgram>.size else { return nil }
         let dst = Wire.endpoint(msg.loadUnaligned(as: ztrpc_dgram.self).addr)
@@ -219,16 +219,33 @@ enum RPCCodec {
     }
 }
 
-/// Conversions between the wire structs and NetStack types.
+/// Conversions between the wire structs and NetStack types. A wire address is the 16 bytes of
+/// an IPv6 address with IPv4 v4-mapped (ztrpc.h, "Addresses"): exactly `IPAddress`'s form.
 enum Wire {
+    /// The endpoint a wire address names: all zero is ::, the IPv6 wildcard (see `local`).
     static func endpoint(_ a: ztrpc_addr) -> IPEndpoint {
-        IPEndpoint(IPv4Address(UInt32(bigEndian: a.addr)), UInt16(bigEndian: a.port))
+        let address = withUnsafeBytes(of: a.addr) { IPAddress(loadingFrom: $0.baseAddress!) }
+        return IPEndpoint(address, UInt16(bigEndian: a.port))
+    }
+
+    /// A local address as a socket of `family` means it: all zero from an AF_INET socket (an
+    /// older library, or an unbound socket's "none") is 0.0.0.0.
+    static func local(_ a: ztrpc_addr, family: Int32) -> IPEndpoint {
+        var e = endpoint(a)
+        if family == AF_INET && e.address == .v6Any { e.address = .v4Any }
+        return e
     }
 
     static func addr(_ e: IPEndpoint?) -> ztrpc_addr {
-        guard let e else { return ztrpc_addr() }
-        return ztrpc_addr(addr: e.address.v4.value.bigEndian, port: e.port.bigEndian, reserved: 0)
+        var a = ztrpc_addr()
+        guard let e else { return a }
+        withUnsafeMutableBytes(of: &a.addr) { e.address.store(to: $0.baseAddress!) }
+        a.port = e.port.bigEndian
+        return a
     }
+
+    /// The family a request names (0 from a library that predates it: AF_INET).
+    static func family(_ sr: ztrpc_sock_req) -> Int32 { sr.family == UInt8(AF_INET6) ? AF_INET6 : AF_INET }
 
     /// Copies a body into a zeroed struct: a shorter body reads as zero-filled, a longer one
     /// (a newer library's additions) is cut (ztrpc.h: changes are additive).

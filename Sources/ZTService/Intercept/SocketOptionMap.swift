@@ -68,6 +68,9 @@ struct OptionContext {
     var somaxconn: Int32 = 4096
     /// Whether the calling process has a capability (asked only for privileged requests).
     var capable: (Capability) -> Bool = { _ in true }
+    /// The app's socket family (AF_INET or AF_INET6) and its IPV6_V6ONLY.
+    var family: Int32 = AF_INET
+    var v6Only = false
 
     init(isTCP: Bool) { self.isTCP = isTCP }
 }
@@ -128,6 +131,7 @@ enum SocketOptionMap {
         case Int32(IPPROTO_TCP) where c.isTCP: return tcpGet(name, len: len, o, c)
         case Int32(IPPROTO_UDP) where !c.isTCP: return udpGet(name, len: len, o, c)
         case Int32(IPPROTO_IP): return ipGet(name, len: len, o, c)
+        case Int32(IPPROTO_IPV6) where c.family == AF_INET6: return ipv6Get(name, len: len, o, c)
         default:
             // Another protocol's level falls through to IPv4's getsockopt, which refuses it.
             return .failure(Errno(rawValue: EOPNOTSUPP))
@@ -146,6 +150,7 @@ enum SocketOptionMap {
         case Int32(IPPROTO_TCP) where c.isTCP: r = tcpSet(name, Value(value, optlen), &n, c)
         case Int32(IPPROTO_UDP) where !c.isTCP: r = udpSet(name, Value(value, optlen), &n, c)
         case Int32(IPPROTO_IP): r = ipSet(name, Value(value, optlen), &n, c)
+        case Int32(IPPROTO_IPV6) where c.family == AF_INET6: r = ipv6Set(name, Value(value, optlen), &n, c)
         default: r = .failure(Errno(rawValue: ENOPROTOOPT))
         }
         if case .success = r { o = n }
@@ -232,7 +237,7 @@ enum SocketOptionMap {
         case SO_RCVPRIORITY: return ok(o[.rcvPriority], len)
         case SO_TYPE: return ok(c.isTCP ? Int32(SOCK_STREAM.rawValue) : Int32(SOCK_DGRAM.rawValue), len)
         case SO_PROTOCOL: return ok(c.isTCP ? Int32(IPPROTO_TCP) : Int32(IPPROTO_UDP), len)
-        case SO_DOMAIN: return ok(AF_INET, len)
+        case SO_DOMAIN: return ok(c.family, len)
         case SO_ACCEPTCONN: return ok(c.state == .listen, len)
         case SO_ERROR: return ok(Int32(0), len)
         case SO_SNDBUF: return ok(o.sndbuf ?? Int32(clamping: c.defaultSendBuffer), len)
@@ -271,8 +276,9 @@ enum SocketOptionMap {
             return .success([])   // SO_GET_FILTER: no filter
         case SO_PEERNAME:
             guard let p = c.peer else { return fail(ENOTCONN) }
-            guard len <= 16 else { return fail(EINVAL) }
-            return bytes(sockaddr(p))
+            let sa = c.family == AF_INET6 ? sockaddr6(p) : sockaddr(p)
+            guard len <= sa.count else { return fail(EINVAL) }
+            return bytes(sa)
         case SO_TIMESTAMP_OLD:
             return ok(o[.rcvTimestamp] && !o[.timestampNew] && !o[.rcvTimestampNS], len)
         case SO_TIMESTAMPNS_OLD:
@@ -537,6 +543,11 @@ enum SocketOptionMap {
             0, UInt32(clamping: i?.sendQueue ?? 0), 0, 0, 0,
         ]
         return v.flatMap { le($0) }
+    }
+
+    /// struct sockaddr_in6 for `e` (28 bytes; an IPv4 address as ::ffff:a.b.c.d).
+    static func sockaddr6(_ e: IPEndpoint) -> [UInt8] {
+        le(UInt16(AF_INET6)) + le(e.port.bigEndian) + le(UInt32(0)) + e.address.bytes + le(UInt32(0))
     }
 
     /// struct sockaddr_in for `e` (16 bytes).

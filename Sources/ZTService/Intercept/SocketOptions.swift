@@ -94,6 +94,9 @@ struct SocketOptions: Equatable {
     var udpEncap: Int32 = 0
     var udpSegment: Int32 = 0
 
+    // IPPROTO_IPV6 (AF_INET6 sockets; SocketOptionMapIPv6.swift)
+    var ipv6 = IPv6Options()
+
     /// SO_COOKIE, given on first use (not an option: left out of ==).
     var cookie: UInt64 = 0
 
@@ -117,7 +120,7 @@ struct SocketOptions: Equatable {
             && a.fastOpenConnect == b.fastOpenConnect && a.fastOpenNoCookie == b.fastOpenNoCookie
             && a.fastOpenKey == b.fastOpenKey && a.txDelay == b.txDelay && a.rtoMaxJiffies == b.rtoMaxJiffies
             && a.rtoMinJiffies == b.rtoMinJiffies && a.delackMaxJiffies == b.delackMaxJiffies
-            && a.udpEncap == b.udpEncap && a.udpSegment == b.udpSegment
+            && a.udpEncap == b.udpEncap && a.udpSegment == b.udpSegment && a.ipv6 == b.ipv6
     }
 
     // The fields older code reads by name.
@@ -160,8 +163,12 @@ struct SocketOptions: Equatable {
     /// The stack's ring size for a Linux buffer value (which is twice what the app asked for).
     static func ringSize(_ skbuf: Int32) -> Int { min(max(Int(skbuf) / 2, 4096), 16 << 20) }
 
-    /// IP_TTL / IP_TOS as the IPv4 header carries them.
-    var ipSendOptions: IPSendOptions { IPSendOptions(timeToLive: ttl < 0 ? 64 : UInt8(ttl), typeOfService: tos) }
+    /// IP_TTL / IP_TOS as the IPv4 header carries them, IPV6_UNICAST_HOPS / IPV6_TCLASS as the
+    /// IPv6 header does (an AF_INET6 socket uses each pair for its own family's traffic).
+    var ipSendOptions: IPSendOptions {
+        IPSendOptions(timeToLive: ttl < 0 ? 64 : UInt8(ttl), typeOfService: tos,
+                      hopLimit: ipv6.hopLimit < 0 ? 64 : UInt8(ipv6.hopLimit), trafficClass: ipv6.trafficClass)
+    }
 
     /// Every stack setting these options make, for a new stack socket (connect, listen).
     var tcpOptions: [TCPOption] {
@@ -182,6 +189,8 @@ struct SocketOptions: Equatable {
         if userMss > 0 { out.append(.maxSegment(Int(userMss))) }
         if ttl >= 0 { out.append(.timeToLive(UInt8(ttl))) }
         if tos != 0 { out.append(.typeOfService(tos)) }
+        if ipv6.hopLimit >= 0 { out.append(.hopLimit(UInt8(ipv6.hopLimit))) }
+        if ipv6.trafficClass != 0 { out.append(.trafficClass(ipv6.trafficClass)) }
         if synCount > 0 { out.append(.synRetries(Int(synCount))) }
         if linger2 != 0 { out.append(.finWait2Timeout(linger2 < 0 ? nil : .seconds(UInt64(linger2)))) }
         if let j = rtoMinJiffies { out.append(.minRTO(SocketOptionMap.duration(jiffies: j))) }

@@ -130,6 +130,8 @@ final class TCPBridge {
         let c: Connection
         if let n = newSocket {
             c = Connection(key: n.key, pid: sr.ownerPID(peer: call.peer.pid), uid: call.peer.uid)
+            c.family = Wire.family(sr)
+            c.v6Only = sr.v6Only
             c.seccomp = sr.fromSeccomp
             c.options = SocketOptions(sr.opts)
             applyPreOptions(call, c, preOptions)
@@ -169,10 +171,15 @@ final class TCPBridge {
             break
         }
         if let e = boundElsewhere(c) { return .fail(e, .none) }
+        // An AF_INET6 socket reaches IPv4 given as ::ffff:a.b.c.d unless IPV6_V6ONLY (Linux:
+        // ENETUNREACH); an AF_INET one only IPv4.
+        if c.family == AF_INET && !dst.address.isV4 { return .fail(EAFNOSUPPORT, .none) }
+        if c.v6Only && dst.address.isV4 { return .fail(ENETUNREACH, .none) }
         c.options.connected()
         let h: SocketHandle
         do {
-            h = try stack.tcpConnect(local: c.local ?? IPEndpoint(.any, 0), remote: dst, now: Self.now())
+            let wildcard = IPEndpoint(c.family == AF_INET6 ? IPAddress.v6Any : IPAddress.v4Any, 0)
+            h = try stack.tcpConnect(local: c.local ?? wildcard, remote: dst, now: Self.now())
         } catch {
             return .fail(Wire.errno(error), .none)
         }
@@ -221,7 +228,7 @@ final class TCPBridge {
 
     func bind(_ call: inout RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?,
               preOptions: [SocketOptionRecord] = []) -> RPCOutcome {
-        let ep = Wire.endpoint(sr.addr)
+        let ep = Wire.local(sr.addr, family: Wire.family(sr))
         guard let n = newSocket else {
             guard let fd = call.fds.first, let key = FDKey.of(fd), let c = lookup(key) else {
                 return .fail(ENOTSOCK, .none)
@@ -232,6 +239,8 @@ final class TCPBridge {
             return .ok(.info(c.info))
         }
         let c = Connection(key: n.key, pid: sr.ownerPID(peer: call.peer.pid), uid: call.peer.uid)
+        c.family = Wire.family(sr)
+        c.v6Only = sr.v6Only
         c.seccomp = sr.fromSeccomp
         c.options = SocketOptions(sr.opts)
         applyPreOptions(call, c, preOptions)
@@ -264,7 +273,8 @@ final class TCPBridge {
               Self.isUnixSocket(call.fds[2], type: Int32(SOCK_SEQPACKET.rawValue)),
               let newKey = FDKey.of(call.fds[2]) else { return .fail(EBADF, .none) }
         let implicitBind = c.phase == .unbound
-        if implicitBind, let e = reserve(IPEndpoint(.any, 0), for: c) { return .fail(e, .none) }
+        let wildcard = IPEndpoint(c.family == AF_INET6 ? IPAddress.v6Any : IPAddress.v4Any, 0)
+        if implicitBind, let e = reserve(wildcard, for: c) { return .fail(e, .none) }
         // A failure below must not leave the implicit bind's port reserved.
         func undoImplicitBind() {
             guard implicitBind else { return }

@@ -28,7 +28,9 @@ extension TCPBridge {
         }
         ctx.local = c.local
         ctx.peer = c.phase == .listening ? nil : c.remote
-        ctx.mtu = stack?.mtu
+        ctx.mtu = stack.map { s in c.remote.map { $0.address.isV4 ? s.mtu : s.pathMTU6(to: $0.address) } ?? s.mtu }
+        ctx.family = c.family
+        ctx.v6Only = c.v6Only
         ctx.interface = optionEnv.interface
         ctx.cookie = c.options.cookie
         ctx.clockMs = OptionEnvironment.clockMs()

@@ -87,6 +87,8 @@ final class UDPBridge {
         var o = SocketOptions(sr.opts)
         for r in preOptions {
             var ctx = OptionContext(isTCP: false)
+            ctx.family = Wire.family(sr)
+            ctx.v6Only = sr.v6Only
             ctx.interface = optionEnv.interface
             ctx.capable = OptionEnvironment.capabilities(ofProcess: call.peer.pid)
             _ = SocketOptionMap.set(level: r.level, name: r.name, value: r.value, optlen: r.optlen, options: &o, context: ctx)
@@ -94,12 +96,15 @@ final class UDPBridge {
         let h: SocketHandle
         do {
             h = try stack.udpOpen(local: local, options: PortTable.Options(reuseAddress: o.reuseAddr,
-                                                                           reusePort: o.reusePort, uid: call.peer.uid))
+                                                                           reusePort: o.reusePort, uid: call.peer.uid,
+                                                                           v6Only: sr.v6Only))
         } catch {
             sys.close(fd)
             return .failure(Errno(rawValue: Wire.errno(error)))
         }
         let u = UDPConnection(key: key, pid: sr.ownerPID(peer: call.peer.pid), uid: call.peer.uid, handle: h)
+        u.family = Wire.family(sr)
+        u.v6Only = sr.v6Only
         u.seccomp = sr.fromSeccomp
         u.options = o
         try? stack.udpSetIPOptions(h, o.ipSendOptions)
@@ -135,7 +140,12 @@ final class UDPBridge {
         }
         let u: UDPConnection
         if let n = newSocket {
-            switch create(call, sr, key: n.key, fd: n.fd, local: IPEndpoint(.any, 0), preOptions: preOptions) {
+            let dst = Wire.endpoint(sr.addr)
+            if !(dst.address.isUnspecified && dst.port == 0), let e = sr.familyError(dst.address, mapped: ENETUNREACH) {
+                sys.close(n.fd)
+                return .fail(e, .none)
+            }
+            switch create(call, sr, key: n.key, fd: n.fd, local: sr.wildcard, preOptions: preOptions) {
             case .success(let x): u = x
             case .failure(let e): return .fail(e.rawValue, .none)
             }
@@ -144,8 +154,13 @@ final class UDPBridge {
             u = x
         }
         let dst = Wire.endpoint(sr.addr)
+        let dissolve = dst.address.isUnspecified && dst.port == 0
+        if !dissolve {
+            if u.family == AF_INET && !dst.address.isV4 { return .fail(EAFNOSUPPORT, .none) }
+            if u.v6Only && dst.address.isV4 { return .fail(ENETUNREACH, .none) }
+        }
         do {
-            try stack.udpConnect(u.handle, remote: dst.address.isUnspecified && dst.port == 0 ? nil : dst)
+            try stack.udpConnect(u.handle, remote: dissolve ? nil : dst)
         } catch {
             if newSocket != nil { remove(u) }
             return .fail(Wire.errno(error), .none)
@@ -159,9 +174,11 @@ final class UDPBridge {
         ctx.defaultReceiveBuffer = Int(SocketOptionMap.rmemDefault)
         ctx.defaultSendBuffer = Int(SocketOptionMap.wmemDefault)
         let i = info(u)
-        ctx.local = Wire.endpoint(i.local)
+        ctx.local = Wire.local(i.local, family: u.family)
         ctx.peer = i.state == ZTRPC_STATE_CONNECTED ? Wire.endpoint(i.peer) : nil
-        ctx.mtu = stack?.mtu
+        ctx.mtu = stack.map { s in ctx.peer.map { $0.address.isV4 ? s.mtu : s.pathMTU6(to: $0.address) } ?? s.mtu }
+        ctx.family = u.family
+        ctx.v6Only = u.v6Only
         ctx.interface = optionEnv.interface
         ctx.cookie = u.options.cookie
         ctx.capable = OptionEnvironment.capabilities(ofProcess: call.peer.pid)
@@ -189,7 +206,7 @@ final class UDPBridge {
         if r.level == ZTRPC_SOL_ZTAP && r.name == ZTRPC_ZT_SHUTDOWN {
             guard r.optlen >= 4 else { return .fail(EINVAL, .none) }
             let bits = SocketOptionMap.Value(r.value, r.optlen).int
-            u.shut |= UInt16(truncatingIfNeeded: bits) & (ZTRPC_SHUT_RD | ZTRPC_SHUT_WR)
+            u.shut |= UInt8(truncatingIfNeeded: bits) & UInt8(ZTRPC_SHUT_RD | ZTRPC_SHUT_WR)
             return .ok(.none)
         }
         switch SocketOptionMap.set(level: r.level, name: r.name, value: r.value, optlen: r.optlen,
@@ -210,7 +227,8 @@ final class UDPBridge {
             local = IPEndpoint(a, l.port)
         }
         return ztrpc_sockinfo(proto: IPProtocol.udp, state: remote != nil ? ZTRPC_STATE_CONNECTED : ZTRPC_STATE_BOUND,
-                              shut: u.shut, backlog: 0, local: Wire.addr(local), peer: Wire.addr(remote))
+                              shut: u.shut, family: UInt8(u.family), backlog: 0, local: Wire.addr(local),
+                              peer: Wire.addr(remote), flags: u.v6Only ? ZTRPC_SI_V6ONLY : 0)
     }
 
     // MARK: - Data
