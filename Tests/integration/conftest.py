@@ -204,3 +204,20 @@ def wait_until(pred, timeout=10, interval=0.05):
             return v
         time.sleep(interval)
     return pred()
+
+
+def stack_addresses(d, index=0):
+    """The stack's live addresses of the daemon's network `index` ("fd70::2/64", the link-local
+    one, "ADDR tentative"/"ADDR duplicate" while DAD runs or after it failed)."""
+    r, _ = d.ctl_json("list")
+    return r["networks"][index].get("stackAddresses", [])
+
+
+def wait_ipv6_ready(d, ns, ifname):
+    """Both sides' IPv6 addresses passed duplicate address detection (the kernel's and ztapd's
+    own, about a second each)."""
+    def ready():
+        tentative = ns.ip_json("-6", "addr", "show", "dev", ifname, "tentative")
+        kernel_ok = not tentative or not tentative[0].get("addr_info")
+        return kernel_ok and not any(" " in a for a in stack_addresses(d))
+    assert wait_until(ready, timeout=15), (ns.ip("-6", "addr", "show", "dev", ifname).stdout, stack_addresses(d))

@@ -46,13 +46,13 @@ class Env:
         self.d, self.ns, self.tmp = daemon, ns, tmp
         self.procs = []
 
-    def ztrun(self, *cmd, user=None):
-        """argv for `ztctl run n -- cmd` (as `user` if given)."""
-        argv = [os.path.join(BIN, "ztctl"), "run", "n", "--run-dir", self.d.run_dir, "--", *cmd]
+    def ztrun(self, *cmd, user=None, opts=()):
+        """argv for `ztctl run n [opts] -- cmd` (as `user` if given)."""
+        argv = [os.path.join(BIN, "ztctl"), "run", "n", "--run-dir", self.d.run_dir, *opts, "--", *cmd]
         return ["runuser", "-u", user, "--", *argv] if user else argv
 
-    def run(self, *cmd, user=None, timeout=300, check=True):
-        r = self.ns.exec(*self.ztrun(*cmd, user=user), timeout=timeout, check=False)
+    def run(self, *cmd, user=None, timeout=300, check=True, opts=()):
+        r = self.ns.exec(*self.ztrun(*cmd, user=user, opts=opts), timeout=timeout, check=False)
         if check and r.returncode != 0:
             raise AssertionError(f"{cmd[:3]!r} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}\n"
                                  f"--- ztapd log (tail) ---\n{self.d.logs()[-3000:]}")

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import py, wait_until
+from conftest import py, stack_addresses, wait_ipv6_ready, wait_until
 
 STACK6 = "fd70::2"
 KERNEL6 = "fd70::1"
@@ -23,25 +23,10 @@ Services=echo discard chargen
 """
 
 
-def stack_addresses(d):
-    r, _ = d.ctl_json("list")
-    return r["networks"][0].get("stackAddresses", [])
-
-
-def wait_ipv6_ready(d, ns, ifname="ztnet6"):
-    """Both sides' IPv6 addresses passed duplicate address detection (the kernel's and ztapd's
-    own, about a second each)."""
-    def ready():
-        tentative = ns.ip_json("-6", "addr", "show", "dev", ifname, "tentative")
-        kernel_ok = not tentative or not tentative[0].get("addr_info")
-        return kernel_ok and not any(" " in a for a in stack_addresses(d))
-    assert wait_until(ready, timeout=15), (ns.ip("-6", "addr", "show", "dev", ifname).stdout, stack_addresses(d))
-
-
 @pytest.fixture
 def net(daemon_factory, netns):
     d = daemon_factory(networks={"n": NET}).start()
-    wait_ipv6_ready(d, netns)
+    wait_ipv6_ready(d, netns, "ztnet6")
     return d, netns
 
 

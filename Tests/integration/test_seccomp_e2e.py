@@ -43,6 +43,10 @@ def seccomp_tools():
     (standard library only, no module downloads; the build cache stays in .build/gocache)."""
     if not os.path.exists(BUSYBOX) or "statically linked" not in run(["file", "-L", BUSYBOX]).stdout:
         pytest.fail("busybox-static is not installed (scripts/install-deps.sh installs it)")
+    build_goprobe()
+
+
+def build_goprobe():
     go = shutil.which("go")
     if not go:
         pytest.fail("go is not installed (scripts/install-deps.sh installs golang-go)")
