@@ -229,6 +229,12 @@ int zti_addr_from_sockaddr(int domain, const struct sockaddr *sa, socklen_t len,
                            struct ztrpc_addr *out);
 socklen_t zti_make_sockaddr(int domain, const struct ztrpc_addr *a, struct sockaddr_storage *out);
 void zti_fill_sockaddr(int domain, const struct ztrpc_addr *a, struct sockaddr *out, socklen_t *len);
+/* Linux's AF_INET6 UDP socket takes a sockaddr_in in connect/sendto (the datagrams go over IPv4,
+ * as for ::ffff:a.b.c.d); an AF_INET6 TCP socket refuses it. */
+static inline int zti_v4_on_v6(int domain, int fam, int proto)
+{
+    return domain == AF_INET6 && fam == AF_INET && proto == IPPROTO_UDP;
+}
 /* Helpers. */
 int zti_socket_type(int fd, int *domain, int *type, int *protocol);
 int zti_close(int fd);

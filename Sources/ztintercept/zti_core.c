@@ -401,7 +401,8 @@ static int zti_is_hostonly(const uint8_t b[16])
         return b[12] == 127 || b[12] == 0;
     if (b[0] == 0xff)
         return 1;
-    return memcmp(b, zti_v4_prefix, 15) == 0 && (b[15] == 0 || b[15] == 1); /* :: and ::1 */
+    static const uint8_t zero[15];
+    return memcmp(b, zero, sizeof zero) == 0 && (b[15] == 0 || b[15] == 1); /* :: and ::1 */
 }
 
 /**

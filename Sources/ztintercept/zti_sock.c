@@ -418,7 +418,7 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
     if (fam == AF_UNSPEC || zti_addr_from_sockaddr(fam, addr, len, 0, &dst) != 0 || !zti_dest_selected(&dst))
         return zti_real.connect(fd, addr, len);
     int proto, domain;
-    if (!zti_inet_kind(fd, &proto, &domain) || domain != fam)
+    if (!zti_inet_kind(fd, &proto, &domain) || (domain != fam && !zti_v4_on_v6(domain, fam, proto)))
         return zti_real.connect(fd, addr, len);
     /* An IPV6_V6ONLY socket cannot reach IPv4: the kernel says so (ENETUNREACH). */
     if (zti_addr_is_v4(&dst) && zti_kernel_v6only(fd, domain))

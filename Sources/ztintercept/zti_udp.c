@@ -189,8 +189,8 @@ static ssize_t zti_send_common(int fd, const struct msghdr *msg, int flags)
     if (zti_addr_from_sockaddr(dest->sa_family, dest, msg->msg_namelen, 0, &dst) != 0 || !zti_dest_selected(&dst))
         return ZTI_PASS;
     int dom, type, prot;
-    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || dom != dest->sa_family || type != SOCK_DGRAM ||
-        prot != IPPROTO_UDP)
+    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || type != SOCK_DGRAM || prot != IPPROTO_UDP ||
+        (dom != dest->sa_family && !zti_v4_on_v6(dom, dest->sa_family, prot)))
         return ZTI_PASS;
     int saved = errno;
     if (zti_udp_open(fd, &e) < 0)

@@ -289,11 +289,14 @@ int zts_h_connect(struct zts_call *c)
     struct zts_ent *e;
     int k = zts_classify(c, &e);
     if (!zts_is_ztap(k)) {
-        /* A kernel socket: an address of its own family on the network (like the library). */
+        /* A kernel socket: an address of its own family on the network (like the library; an
+         * AF_INET6 UDP socket also takes a sockaddr_in). */
         if (k != ZTS_K_INET_TCP && k != ZTS_K_INET_UDP)
             return zts_pass(c);
-        int aerr = zts_read_sockaddr(c, ua, len, c->domain, 0, &a, &fam);
-        if (aerr || fam != c->domain || !zti_dest_selected(&a) ||
+        int udp = k == ZTS_K_INET_UDP;
+        int aerr = zts_read_sockaddr(c, ua, len, c->domain, udp, &a, &fam);
+        if (aerr || (fam != c->domain && !zti_v4_on_v6(c->domain, fam, udp ? IPPROTO_UDP : IPPROTO_TCP)) ||
+            !zti_dest_selected(&a) ||
             (zti_addr_is_v4(&a) && zts_v6only(c->fd, c->domain)))
             return zts_pass(c); /* the kernel answers (EFAULT, EAFNOSUPPORT, ENETUNREACH, ...) */
         if (!zts_id_valid(c))

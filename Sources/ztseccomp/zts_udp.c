@@ -291,8 +291,8 @@ int zts_h_send(struct zts_call *c)
         /* A kernel datagram socket sending to the network becomes a ztap socket (UDP_OPEN). */
         sa_family_t fam;
         struct ztrpc_addr dst;
-        if (zts_read_sockaddr(c, uname, namelen, c->domain, 0, &dst, &fam) != 0 || fam != c->domain ||
-            !zti_dest_selected(&dst))
+        if (zts_read_sockaddr(c, uname, namelen, c->domain, 1, &dst, &fam) != 0 ||
+            (fam != c->domain && !zti_v4_on_v6(c->domain, fam, IPPROTO_UDP)) || !zti_dest_selected(&dst))
             return zts_pass(c);
         if (!zts_id_valid(c))
             return ZTS_DONE;

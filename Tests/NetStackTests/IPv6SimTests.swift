@@ -168,6 +168,8 @@ struct IPv6SimTests {
         }
         #expect(ok && c.failed == nil && tooBig > 0)
         #expect(client2.pathMTU6(to: serverIP6) == 1400)
+        // TCP_INFO's tcpi_pmtu (and IPV6_MTU) count the 40-byte IPv6 header.
+        #expect(client2.tcp.info(c.h)?.pathMTU == 1400)
         #expect((client2.tcp.info(c.h)?.mss ?? 0) <= 1400 - 40 - 20)
         #expect(mid.largestPassed <= 1400)
     }

@@ -1041,6 +1041,51 @@ static int case_ipv6_listen(void)
     return 0;
 }
 
+/* IPv6 loopback and the unspecified address stay on the kernel (also with the default route:
+ * ::1 and :: name no host of the network). */
+static int case_untouched6(void)
+{
+    int l = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 la = sin6_of("::1", 0);
+    CHECK(bind(l, (struct sockaddr *)&la, sizeof la) == 0);
+    CHECK(listen(l, 4) == 0);
+    socklen_t len = sizeof la;
+    CHECK(getsockname(l, (struct sockaddr *)&la, &len) == 0);
+    int c = socket(AF_INET6, SOCK_STREAM, 0);
+    CHECK(connect(c, (struct sockaddr *)&la, sizeof la) == 0);
+    int s = accept(l, NULL, NULL);
+    CHECK(s >= 0);
+    name6_is(c, 1, "::1", ntohs(la.sin6_port));
+    char ch;
+    CHECK(write(c, "6", 1) == 1 && read(s, &ch, 1) == 1 && ch == '6');
+    close(s);
+    close(c);
+    /* A connect to [::]:port means the local host to Linux (::1). */
+    struct sockaddr_in6 any = sin6_of("::", ntohs(la.sin6_port));
+    c = socket(AF_INET6, SOCK_STREAM, 0);
+    CHECK(connect(c, (struct sockaddr *)&any, sizeof any) == 0);
+    s = accept(l, NULL, NULL);
+    CHECK(s >= 0);
+    name6_is(c, 1, "::1", ntohs(la.sin6_port));
+    close(s);
+    close(c);
+    close(l);
+
+    int u1 = socket(AF_INET6, SOCK_DGRAM, 0), u2 = socket(AF_INET6, SOCK_DGRAM, 0);
+    struct sockaddr_in6 ua = sin6_of("::1", 0);
+    CHECK(bind(u1, (struct sockaddr *)&ua, sizeof ua) == 0);
+    len = sizeof ua;
+    CHECK(getsockname(u1, (struct sockaddr *)&ua, &len) == 0);
+    CHECK(sendto(u2, "u", 1, 0, (struct sockaddr *)&ua, sizeof ua) == 1);
+    struct sockaddr_in6 from;
+    socklen_t fl = sizeof from;
+    CHECK(recvfrom(u1, &ch, 1, 0, (struct sockaddr *)&from, &fl) == 1 && ch == 'u');
+    CHECK(fl == sizeof from && is_addr6(&from, "::1", -1));
+    close(u1);
+    close(u2);
+    return 0;
+}
+
 static int case_ipv6_udp(void)
 {
     int fd = socket(AF_INET6, SOCK_DGRAM, 0);
@@ -1109,6 +1154,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "dup")) r = case_dup();
     else if (!strcmp(c, "exec")) r = case_exec(argc, argv);
     else if (!strcmp(c, "untouched")) r = case_untouched();
+    else if (!strcmp(c, "untouched6")) r = case_untouched6();
     else if (!strcmp(c, "absent")) r = case_absent();
     else if (!strcmp(c, "errno")) r = case_errno();
     else if (!strcmp(c, "threads")) r = case_threads();

@@ -233,6 +233,8 @@ def test_probes_run_without_any_route(fake):
 def test_loopback_and_unix_untouched(fake):
     p, _ = run_probe("untouched", fake["sock"])
     assert_ok(p, "untouched")
+    p, _ = run_probe("untouched6", fake["sock"])
+    assert_ok(p, "untouched6")
     # Not a single RPC: loopback and AF_UNIX never reach ztapd (the app's own socketpair is not
     # mistaken for a ztap socket either: getsockname on it did not ask).
     assert read_log(fake["log"]) == []
@@ -244,6 +246,11 @@ def test_default_route_intercepts_without_routes(fake):
     assert_ok(p, "connect_blocking")
     p, _ = run_probe("untouched", fake["sock"], {"ZTAP_ROUTES": "", "ZTAP_DEFAULT_ROUTE": "1"})
     assert_ok(p, "untouched")
+    # ::1 and :: are the host's own: no RPC even with the default route.
+    before = len(read_log(fake["log"]))
+    p, _ = run_probe("untouched6", fake["sock"], {"ZTAP_ROUTES": "", "ZTAP_DEFAULT_ROUTE": "1"})
+    assert_ok(p, "untouched6")
+    assert read_log(fake["log"])[before:] == []
 
 
 def test_no_routes_means_no_interception(fake):

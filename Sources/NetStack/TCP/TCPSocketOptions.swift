@@ -277,7 +277,8 @@ extension TCPLayer {
         i.receiveWindowShift = c.wsOK ? c.rcvShift : 0
         i.advertisedMss = c.advertisedMss &- (c.tsOK ? 12 : 0)
         i.receiveMss = c.acks.mssEstimate
-        i.pathMTU = c.advertisedMss &+ TCPHeaderView.minimumHeaderLength &+ 20
+        let ipHeader = c.remote.address.isV4 ? 20 : IPv6HeaderView.headerLength
+        i.pathMTU = c.advertisedMss &+ TCPHeaderView.minimumHeaderLength &+ ipHeader
         i.delayedAckTimeout = min(config.delayedAckTimeout, c.sockopts.delayedAckMax)
         var lost = 0, retrans = 0
         let q = c.recovery.queue
