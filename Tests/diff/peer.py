@@ -1,6 +1,6 @@
 """The far side of the differential harness: services for probe.c, run in the peer namespace.
 
-    peer.py PEER_IP SELF_IP CONTROL_PATH
+    peer.py PEER_IP SELF_IP CONTROL_PATH [PEER6_IP SELF6_IP]
 
 Both environments run this same program on a kernel stack (the veth peer for the Linux
 reference, the TAP's kernel side under ztap), so anything that differs between the two probe
@@ -23,15 +23,19 @@ transcripts comes from the probe's side. Services on PEER_IP (ports shared with 
   UDP 7001 echo        each datagram back to its sender (zero-length ones too)
   UDP 7015 ttl         replies "ttl=N tos=N" from the datagram's IP header
   UDP 7016 sender      source port of the control command "udpsend"
+On PEER6_IP (IPv6, when given): TCP 7001 echo, 7003 close, 7013 whoami (7010 refused); UDP 7001
+echo, UDP 7015 hoplimit (replies "hlim=N tclass=N" from the datagram's IPv6 header), UDP 7016
+sender of "udpsend6".
 
 Control (AF_UNIX stream at CONTROL_PATH, never through the stack under test), one line each:
-  connect PORT N MODE TIMEOUT_MS -> "connected K": N sequential connections from PEER to
-        SELF:PORT, each given TIMEOUT_MS; MODE hold (kept until the control connection closes),
+  connect PORT N MODE TIMEOUT_MS [6] -> "connected K": N sequential connections from PEER to
+        SELF:PORT (with 6: from PEER6 to SELF6), each given TIMEOUT_MS; MODE hold (kept until the control connection closes),
         data (send "hi", keep), close (FIN), rst (SO_LINGER {1,0} close), datclose ("hi", FIN),
         rec (read until EOF/error, recorded under PORT for "report PORT").
   report PORT   -> the recorded outcome of the connection from SELF:PORT ("EOF after N bytes",
         "ECONNRESET after N bytes", ...), waiting up to 3 s; "none" if there is none.
   udpsend PORT TEXT -> "sent": one datagram TEXT from PEER:7016 to SELF:PORT.
+  udpsend6 PORT TEXT -> "sent": the same from [PEER6]:7016 to [SELF6]:PORT.
 
 Prints "READY" once every service listens; runs until killed (the harness stops it by PID).
 """
@@ -44,6 +48,7 @@ import threading
 import time
 
 PEER, SELF, CONTROL = sys.argv[1], sys.argv[2], sys.argv[3]
+PEER6, SELF6 = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else (None, None)
 LINGER0 = struct.pack("ii", 1, 0)
 records = {}            # client port -> outcome text
 records_cv = threading.Condition()
@@ -53,16 +58,20 @@ def spawn(fn, *args):
     threading.Thread(target=fn, args=args, daemon=True).start()
 
 
-def listener(port, backlog=128):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def family(addr):
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def listener(port, backlog=128, addr=PEER):
+    s = socket.socket(family(addr), socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((PEER, port))
+    s.bind((addr, port))
     s.listen(backlog)
     return s
 
 
-def serve(port, handler):
-    s = listener(port)
+def serve(port, handler, addr=PEER):
+    s = listener(port, addr=addr)
 
     def loop():
         while True:
@@ -192,9 +201,9 @@ def blackhole(port):
     held.extend([s, filler])
 
 
-def udp_echo(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((PEER, port))
+def udp_echo(port, addr=PEER):
+    s = socket.socket(family(addr), socket.SOCK_DGRAM)
+    s.bind((addr, port))
 
     def loop():
         while True:
@@ -222,14 +231,36 @@ def udp_ttl(port):
     spawn(loop)
 
 
+def udp_hoplimit6(port):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+    s.bind((PEER6, port))
+
+    def loop():
+        while True:
+            _, anc, _, addr = s.recvmsg(70000, 256)
+            hlim = tclass = -1
+            for level, typ, val in anc:
+                if level == socket.IPPROTO_IPV6 and typ == socket.IPV6_HOPLIMIT:
+                    hlim = struct.unpack("i", val[:4])[0]
+                elif level == socket.IPPROTO_IPV6 and typ == socket.IPV6_TCLASS:
+                    tclass = struct.unpack("i", val[:4])[0]
+            s.sendto(f"hlim={hlim} tclass={tclass}".encode(), addr)
+    spawn(loop)
+
+
 udp_sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp_sender6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) if PEER6 else None
 
 
-def peer_connect(port, mode, timeout_ms, keep):
-    c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def peer_connect(port, mode, timeout_ms, keep, six=False):
+    c = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_STREAM)
     c.settimeout(timeout_ms / 1000.0)
     try:
-        c.connect((SELF, port))
+        if six:
+            c.bind((PEER6, 0))
+        c.connect((SELF6 if six else SELF, port))
     except OSError:
         c.close()
         return False
@@ -261,7 +292,8 @@ def control_client(c):
                 continue
             if words[0] == "connect":
                 port, n, mode, tmo = int(words[1]), int(words[2]), words[3], int(words[4])
-                k = sum(peer_connect(port, mode, tmo, keep) for _ in range(n))
+                six = words[5:6] == ["6"]
+                k = sum(peer_connect(port, mode, tmo, keep, six) for _ in range(n))
                 f.write(f"connected {k}\n".encode())
             elif words[0] == "report":
                 port = int(words[1])
@@ -271,6 +303,9 @@ def control_client(c):
                 f.write((text + "\n").encode())
             elif words[0] == "udpsend":
                 udp_sender.sendto(" ".join(words[2:]).encode(), (SELF, int(words[1])))
+                f.write(b"sent\n")
+            elif words[0] == "udpsend6":
+                udp_sender6.sendto(" ".join(words[2:]).encode(), (SELF6, int(words[1])))
                 f.write(b"sent\n")
             else:
                 f.write(b"error unknown command\n")
@@ -292,6 +327,12 @@ def main():
     blackhole(7008)
     udp_echo(7001)
     udp_ttl(7015)
+    if PEER6:
+        udp_sender6.bind((PEER6, 7016))
+        for port, h in ((7001, h_echo), (7003, h_close), (7013, h_whoami)):
+            serve(port, h, addr=PEER6)
+        udp_echo(7001, addr=PEER6)
+        udp_hoplimit6(7015)
     if os.path.exists(CONTROL):
         os.unlink(CONTROL)
     ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -23,6 +23,9 @@
 #define PEER_IP "10.71.0.1"
 #define UNREACH_IP "10.71.0.77" /* inside the subnet, nobody answers ARP */
 #define BCAST_IP "10.71.0.255"
+/* IPv6 (the same two hosts; printed as SELF6/PEER6, ::ffff:SELF for a v4-mapped SELF). */
+#define SELF6_IP "fd71::2"
+#define PEER6_IP "fd71::1"
 
 /* Peer services (peer.py). */
 enum {
@@ -63,6 +66,7 @@ long res(const char *label, long rv);
 int fdres(const char *label, int rv);
 
 struct sockaddr_in sin_of(const char *ip, int port);
+struct sockaddr_in6 sin6_of(const char *ip, int port); /* "::ffff:a.b.c.d" too */
 /* Token for an address: SELF:7001, PEER:eph, ANY:0, ... (static rotating buffer). */
 const char *astr(const void *sa, socklen_t len);
 void show_name(const char *label, int fd, int peer);
@@ -84,6 +88,9 @@ int udp_socket(void);
 int tcp_listen_self(int port, int backlog);
 long do_connect(int fd, const char *ip, int port);
 long do_bind(int fd, const char *ip, int port);
+/* The same for an AF_INET6 socket (sockaddr_in6 of `ip`, flowinfo and scope 0). */
+long do_connect6(int fd, const char *ip, int port);
+long do_bind6(int fd, const char *ip, int port);
 void set_nonblock(int fd, int on);
 void show_flags(int fd);
 

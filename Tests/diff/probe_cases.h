@@ -118,6 +118,13 @@ X(udp_listen_accept, "listen/accept on UDP: EOPNOTSUPP")
 X(udp_poll_epoll, "poll/epoll masks on UDP")
 X(udp_unreachable, "connected UDP to an address nobody answers ARP for: during and after resolution fails")
 X(udp_options, "options on a connected UDP socket: buffers, TTL/TOS, multicast TTL, IP_RECVERR, TCP-level")
+/* probe_ipv6.c */
+X(ipv6_tcp_connect, "AF_INET6 TCP to PEER6: names, echo, V6ONLY/MAXSEG/MTU, the address the peer sees, FIN, refused")
+X(ipv6_v6only, "IPV6_V6ONLY get/set, v4-mapped destinations refused with it, fixed after connect, IPv4 sockaddrs")
+X(ipv6_listen_dual, "listeners on [::] (dual stack and V6ONLY), SELF6, ::ffff:SELF: accepted addresses")
+X(ipv6_bind_rules, "port sharing between [::], 0.0.0.0 and V6ONLY; bind errors of AF_INET6 sockets")
+X(ipv6_udp, "AF_INET6 UDP: PEER6 and v4-mapped peers, fragments, connected, bound, [::] both families, ICMPv6 error")
+X(ipv6_options, "IPV6_UNICAST_HOPS/TCLASS/MTU/MULTICAST_HOPS get/set/bounds and the hop limit and class on the wire")
 /* probe_proc.c */
 X(fork_child_uses, "a forked child uses the connection, then the parent")
 X(fork_child_closes, "a child's close leaves the parent's socket; its shutdown does not")

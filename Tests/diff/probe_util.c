@@ -189,6 +189,31 @@ static const char *ipstr(uint32_t a)
     return b;
 }
 
+/* SELF6, PEER6, ANY6, LOOPBACK6; a v4-mapped address as ::ffff: and its IPv4 token. */
+static const char *ip6str(const struct in6_addr *a)
+{
+    static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+    if (memcmp(a->s6_addr, mapped, sizeof mapped) == 0) {
+        uint32_t v4;
+        memcpy(&v4, a->s6_addr + 12, 4);
+        char *b = scratch();
+        snprintf(b, 512, "::ffff:%s", ipstr(v4));
+        return b;
+    }
+    struct { const char *ip, *tok; } toks[] = {
+        { SELF6_IP, "SELF6" }, { PEER6_IP, "PEER6" }, { "::", "ANY6" }, { "::1", "LOOPBACK6" },
+    };
+    for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
+        struct in6_addr x;
+        inet_pton(AF_INET6, toks[i].ip, &x);
+        if (memcmp(&x, a, sizeof x) == 0)
+            return toks[i].tok;
+    }
+    char *b = scratch();
+    inet_ntop(AF_INET6, a, b, 64);
+    return b;
+}
+
 const char *astr(const void *sa, socklen_t len)
 {
     char *b = scratch();
@@ -202,6 +227,25 @@ const char *astr(const void *sa, socklen_t len)
         snprintf(b, 512, "%s:%s", ipstr(in->sin_addr.s_addr), portstr(ntohs(in->sin_port)));
         if (len != sizeof(struct sockaddr_in)) {
             char t[32];
+            snprintf(t, sizeof t, " (len %u)", (unsigned)len);
+            strcat(b, t);
+        }
+    } else if (s->sa_family == AF_INET6 && len >= 24) {
+        /* Up to sin6_scope_id (24 bytes: RFC 2133's struct), printed when not 0. */
+        struct sockaddr_in6 in6;
+        memset(&in6, 0, sizeof in6);
+        memcpy(&in6, sa, len < sizeof in6 ? len : sizeof in6);
+        snprintf(b, 512, "[%s]:%s", ip6str(&in6.sin6_addr), portstr(ntohs(in6.sin6_port)));
+        char t[64];
+        if (in6.sin6_flowinfo) {
+            snprintf(t, sizeof t, " flowinfo %u", (unsigned)ntohl(in6.sin6_flowinfo));
+            strcat(b, t);
+        }
+        if (in6.sin6_scope_id) {
+            snprintf(t, sizeof t, " scope %u", (unsigned)in6.sin6_scope_id);
+            strcat(b, t);
+        }
+        if (len != sizeof(struct sockaddr_in6)) {
             snprintf(t, sizeof t, " (len %u)", (unsigned)len);
             strcat(b, t);
         }
@@ -327,6 +371,32 @@ long do_bind(int fd, const char *ip, int port)
     struct sockaddr_in a = sin_of(ip, port);
     char label[128];
     snprintf(label, sizeof label, "bind %s", ipport(ip, port));
+    return res(label, bind(fd, (struct sockaddr *)&a, sizeof a));
+}
+
+struct sockaddr_in6 sin6_of(const char *ip, int port)
+{
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_port = htons((uint16_t)port);
+    inet_pton(AF_INET6, ip, &a.sin6_addr);
+    return a;
+}
+
+long do_connect6(int fd, const char *ip, int port)
+{
+    struct sockaddr_in6 a = sin6_of(ip, port);
+    char label[160];
+    snprintf(label, sizeof label, "connect %s", astr(&a, sizeof a));
+    return res(label, connect(fd, (struct sockaddr *)&a, sizeof a));
+}
+
+long do_bind6(int fd, const char *ip, int port)
+{
+    struct sockaddr_in6 a = sin6_of(ip, port);
+    char label[160];
+    snprintf(label, sizeof label, "bind %s", astr(&a, sizeof a));
     return res(label, bind(fd, (struct sockaddr *)&a, sizeof a));
 }
 

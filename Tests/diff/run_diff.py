@@ -3,9 +3,9 @@
 The probe (probe_*.c) runs every case twice, and the two transcripts must be identical:
 
   (a) reference: two network namespaces joined by a veth; the probe uses Linux's own sockets
-      in one (SELF 10.71.0.2), peer.py serves in the other (PEER 10.71.0.1);
-  (b) ztap: ztapd in a namespace with network "n" (stack SELF 10.71.0.2, TAP kernel side
-      PEER 10.71.0.1), peer.py there on the kernel side; the probe runs under `ztctl run` in a
+      in one (SELF 10.71.0.2 and fd71::2), peer.py serves in the other (PEER 10.71.0.1, fd71::1);
+  (b) ztap: ztapd in a namespace with network "n" (stack SELF 10.71.0.2 and fd71::2, TAP kernel
+      side PEER 10.71.0.1 and fd71::1), peer.py there on the kernel side; the probe runs under `ztctl run` in a
       third namespace that has only loopback, so a socket that slipped past the intercept could
       reach nothing (it would show as ENETUNREACH in the transcript).
 
@@ -26,6 +26,7 @@ Another intercept mode (e.g. seccomp): ZTAP_DIFF_RUNNER='{ztctl} run n --run-dir
 """
 import difflib
 import itertools
+import json
 import os
 import re
 import shlex
@@ -44,6 +45,7 @@ LIB = os.path.join(REPO, ".build", "intercept", "libztintercept.so")
 PROBE = os.path.join(REPO, ".build", "diff", "probe")
 PEER_PY = os.path.join(HERE, "peer.py")
 SELF, PEER = "10.71.0.2", "10.71.0.1"
+SELF6, PEER6 = "fd71::2", "fd71::1"
 CASE_TIMEOUT = 15           # seconds per case before the probe kills it
 DEFAULT_RUNNER = "{ztctl} run n --run-dir {run_dir} --bind-any --"
 MODE = os.environ.get("ZTAP_DIFF_MODE", "preload")
@@ -111,6 +113,7 @@ SYSCTLS = {
     "net.ipv4.tcp_ecn": "2",
     "net.ipv4.tcp_syn_retries": "6",
     "net.ipv4.icmp_ratelimit": "0",      # every ICMP port unreachable is sent
+    "net.ipv6.icmp.ratelimit": "0",
 }
 
 _counter = itertools.count()
@@ -164,7 +167,11 @@ class Netns:
         return ["ip", "netns", "exec", self.name, *cmd]
 
     def has_addr(self, addr):
-        return f"inet {addr}/" in self.ip("-4", "addr", "show", check=False).stdout
+        """The address is there and usable (an IPv6 one has passed duplicate address detection)."""
+        six = ":" in addr
+        out = self.ip("-6" if six else "-4", "addr", "show", check=False).stdout
+        lines = [l for l in out.splitlines() if f"inet{'6' if six else ''} {addr}/" in l]
+        return bool(lines) and "tentative" not in lines[0]
 
     def close(self):
         run(["ip", "netns", "del", self.name], check=False)
@@ -203,12 +210,13 @@ class Env:
 
     def start_peer(self):
         deadline = time.time() + 20
-        while not self.peer_ns.has_addr(PEER):
-            if time.time() > deadline:
-                raise RuntimeError(f"{self.kind}: {PEER} never appeared in the peer namespace")
-            time.sleep(0.05)
+        for addr in (PEER, PEER6):
+            while not self.peer_ns.has_addr(addr):
+                if time.time() > deadline:
+                    raise RuntimeError(f"{self.kind}: {addr} never appeared in the peer namespace")
+                time.sleep(0.05)
         self.peer_log = open(os.path.join(self.tmp, "peer.log"), "w")
-        p = subprocess.Popen(self.peer_ns.argv(sys.executable, PEER_PY, PEER, SELF, self.ctl_path),
+        p = subprocess.Popen(self.peer_ns.argv(sys.executable, PEER_PY, PEER, SELF, self.ctl_path, PEER6, SELF6),
                              stdout=subprocess.PIPE, stderr=self.peer_log, text=True)
         self.procs.append(p)
         line = p.stdout.readline()
@@ -259,6 +267,9 @@ class KernelEnv(Env):
         self.peer_ns.ip("link", "add", "dpeer", "type", "veth", "peer", "name", "dprobe", "netns", self.probe_ns.name)
         self.peer_ns.ip("addr", "add", f"{PEER}/24", "dev", "dpeer")
         self.probe_ns.ip("addr", "add", f"{SELF}/24", "dev", "dprobe")
+        # No DAD on the veth: the ends cannot collide, and the addresses are usable at once.
+        self.peer_ns.ip("addr", "add", f"{PEER6}/64", "dev", "dpeer", "nodad")
+        self.probe_ns.ip("addr", "add", f"{SELF6}/64", "dev", "dprobe", "nodad")
         self.peer_ns.ip("link", "set", "dpeer", "up")
         self.probe_ns.ip("link", "set", "dprobe", "up")
         self.start_peer()
@@ -286,7 +297,8 @@ class ZtapEnv(Env):
         self.run_dir = os.path.join(self.tmp, "run")
         os.makedirs(os.path.join(self.config_dir, "networks.d"))
         with open(os.path.join(self.config_dir, "networks.d", "n.conf"), "w") as f:
-            f.write(f"[Network]\nInterface=ztdiff0\nMTU=1500\nAddress={SELF}/24\nKernelAddress={PEER}/24\n")
+            f.write(f"[Network]\nInterface=ztdiff0\nMTU=1500\nAddress={SELF}/24 {SELF6}/64\n"
+                    f"KernelAddress={PEER}/24 {PEER6}/64\n")
         self.daemon_log = os.path.join(self.tmp, "ztapd.log")
         log = open(self.daemon_log, "ab")
         self.daemon = subprocess.Popen(self.peer_ns.argv(os.path.join(BIN, "ztapd"), "--config-dir", self.config_dir,
@@ -301,10 +313,19 @@ class ZtapEnv(Env):
         while time.time() < deadline:
             if self.daemon.poll() is not None:
                 raise RuntimeError(f"ztapd exited with {self.daemon.returncode}:\n{self.logs()}")
-            if os.path.exists(sock):
+            if os.path.exists(sock) and self.stack_ipv6_ready():
                 return
             time.sleep(0.05)
-        raise RuntimeError(f"ztapd's {sock} never appeared:\n{self.logs()}")
+        raise RuntimeError(f"ztapd's {sock} never appeared or its IPv6 address never passed DAD:\n{self.logs()}")
+
+    def stack_ipv6_ready(self):
+        """The stack's IPv6 address has passed duplicate address detection (~1 s)."""
+        r = run([os.path.join(BIN, "ztctl"), "list", "--run-dir", self.run_dir, "--json"], check=False)
+        try:
+            addrs = json.loads(r.stdout)["networks"][0].get("stackAddresses", [])
+        except (ValueError, KeyError, IndexError):
+            return False
+        return f"{SELF6}/64" in addrs
 
     def prefix(self):
         return shlex.split(self.runner.format(ztctl=os.path.join(BIN, "ztctl"), run_dir=self.run_dir))
