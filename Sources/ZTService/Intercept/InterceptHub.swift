@@ -40,6 +40,16 @@ final class InterceptHub {
 
     private let requestBuffer: UnsafeMutableRawBufferPointer
 
+    /// Each process's one-way channel (ztrpc.h ZTRPC_OP_NOREPLY), by pid: read before that
+    /// process's other requests, so its options apply in the order it set them. Channels count
+    /// as peers; a user gets at most `maxChannelsPerUID` (the library falls back to requests).
+    private var channels: [Int32: LoopSocket] = [:]
+    private var channelsByUID: [UInt32: Int] = [:]
+    private var channelCount = 0
+    let maxChannelsPerUID = 128
+    /// One-way messages taken from a channel per wake-up: one busy process cannot hold the loop.
+    let channelBatch = 64
+
     /// `interfaceName`: the network's TAP (the device SO_BINDTODEVICE accepts).
     init(network: String, path: String, access: AccessList, loop: any SocketLoop, driver: StackDriver,
          logger: Logger, interfaceName: String? = nil) throws(Errno) {
@@ -149,6 +159,11 @@ final class InterceptHub {
     }
 
     func peerClosed(_ peer: RPCPeer) {
+        if peer.channel {
+            channelCount -= 1
+            if let n = channelsByUID[peer.uid], n > 1 { channelsByUID[peer.uid] = n - 1 } else { channelsByUID[peer.uid] = nil }
+            if let s = channels[peer.pid], case .rpc(let p) = s.context, p === peer { channels[peer.pid] = nil }
+        }
         peerCount -= 1
         if let n = peersByUID[peer.uid], n > 1 { peersByUID[peer.uid] = n - 1 } else { peersByUID[peer.uid] = nil }
         if let w = peer.waiter { tcp.cancel(w) }
@@ -157,6 +172,10 @@ final class InterceptHub {
 
     /// One request: receive, decode, authorize, route, reply (now or when a waiter settles).
     func readRPC(_ socket: LoopSocket, _ peer: RPCPeer) {
+        if peer.channel {
+            readChannel(socket, peer)
+            return
+        }
         var fdStore = [Int32](repeating: -1, count: Int(ZTRPC_MAX_FDS))
         let received: ReceivedMessage
         do {
@@ -183,12 +202,32 @@ final class InterceptHub {
         let request: RPCRequest
         switch decoded {
         case .failure(let f):
-            replier.fail(socket, f.header, f.errno)
+            if f.header.noReply { loop.close(socket) } else { replier.fail(socket, f.header, f.errno) }
             return
         case .success(let (h, r)):
             call = RPCCall(socket: socket, peer: peer, header: h, fds: call.fds)
             request = r
         }
+        if call.header.noReply {
+            // Nobody waits. The first such message makes the connection its process's channel.
+            guard request.mayGoUnanswered else {
+                logger.debug("unanswerable request dropped", metadata: ["network": "\(network)", "op": "\(call.header.op)"])
+                loop.close(socket)
+                return
+            }
+            applyUnanswered(request, call)
+            guard channelsByUID[peer.uid, default: 0] < maxChannelsPerUID else {
+                loop.close(socket)
+                return
+            }
+            peer.channel = true
+            channelCount += 1
+            channelsByUID[peer.uid, default: 0] += 1
+            channels[peer.pid] = socket
+            return
+        }
+        // What this process sent one-way before this request comes first.
+        if let ch = channels[peer.pid], !ch.isClosed, case .rpc(let cp) = ch.context { readChannel(ch, cp) }
         guard peer.allowed || !request.createsPresence else {
             logNotInAccess(peer)
             replier.fail(socket, call.header, EACCES)
@@ -199,6 +238,51 @@ final class InterceptHub {
         case .fail(let e, let b): replier.fail(socket, call.header, e, b)
         case .pending: break
         }
+    }
+
+    /// Messages on a process's one-way channel, at most `channelBatch` per call (level-triggered
+    /// readiness brings the loop back for the rest). Anything but a one-way option is dropped.
+    private func readChannel(_ socket: LoopSocket, _ peer: RPCPeer) {
+        var fdStore = [Int32](repeating: -1, count: Int(ZTRPC_MAX_FDS))
+        for _ in 0..<channelBatch {
+            let received: ReceivedMessage
+            do {
+                let r = try fdStore.withUnsafeMutableBufferPointer { p throws(Errno) in
+                    try sys.recvWithFDs(socket.fd, into: requestBuffer, fds: p)
+                }
+                guard case .processed(let m) = r else { return }
+                received = m
+            } catch {
+                loop.close(socket)
+                return
+            }
+            let call = RPCCall(socket: socket, peer: peer, header: RPCHeader(op: 0, id: 0),
+                               fds: Array(fdStore[0..<received.fdCount]))
+            defer { for fd in call.fds where fd >= 0 { sys.closeUntrusted(fd) } }
+            if received.count == 0 {
+                loop.close(socket)
+                return
+            }
+            let decoded = RPCCodec.decode(UnsafeRawBufferPointer(rebasing: requestBuffer[0..<received.count]),
+                                          truncated: received.truncated)
+            guard case .success(let (h, request)) = decoded, h.noReply, request.mayGoUnanswered else {
+                logger.debug("one-way channel: message dropped", metadata: ["network": "\(network)", "pid": "\(peer.pid)"])
+                continue
+            }
+            applyUnanswered(request, RPCCall(socket: socket, peer: peer, header: h, fds: call.fds))
+        }
+    }
+
+    /// A one-way option (RPCRequest.mayGoUnanswered): applied to the TCP socket fds[0] names,
+    /// counted like a reply.
+    private func applyUnanswered(_ request: RPCRequest, _ call: RPCCall) {
+        guard case .setsockopt(let r) = request, case .tcp(let c) = target(call) else { return }
+        let failed: Bool
+        switch tcp.setsockopt(call, c, r) {
+        case .fail: failed = true
+        default: failed = false
+        }
+        replier.counters.replied(op: call.header.op, failed: failed)
     }
 
     /// The socket fds[0] names: TCP, UDP or neither.
@@ -314,10 +398,12 @@ final class InterceptHub {
             nextIdleScan = nil
             var idle: [LoopSocket] = []
             loop.forEach { s in
-                if case .rpc(let p) = s.context, p.waiter == nil, now - p.opened >= peerIdle { idle.append(s) }
+                // A channel lives as long as its process (one per process, bounded per user).
+                if case .rpc(let p) = s.context, p.waiter == nil, !p.channel, now - p.opened >= peerIdle { idle.append(s) }
             }
             for s in idle { loop.close(s) }
-            if peerCount - idle.count > 0 { nextIdleScan = now + .seconds(1) }
+            // Channels are never idle-closed: no rescans for them alone.
+            if peerCount - channelCount - idle.count > 0 { nextIdleScan = now + .seconds(1) }
         }
     }
 

@@ -59,6 +59,13 @@ extension TCPBridge {
     }
 
     func setsockopt(_ call: RPCCall, _ c: Connection, _ r: SocketOptionRecord) -> RPCOutcome {
+        if r.level == Int32(IPPROTO_TCP) && (r.name == TCP_NODELAY || r.name == TCP_CORK),
+           case .connected = c.phase {
+            // What the app wrote before this call is already in its socket: take it first, so
+            // those bytes go out under the old setting, as on Linux (where write() had queued
+            // them before setsockopt ran).
+            pumpIn(c)
+        }
         switch SocketOptionMap.set(level: r.level, name: r.name, value: r.value, optlen: r.optlen,
                                    options: &c.options, context: optionContext(call, c)) {
         case .failure(let e):
