@@ -13,8 +13,8 @@ import Testing
         #expect(e?.description == "unknown key \"Stack.MTU\"; valid keys: Network.Interface, Network.MACAddress, "
                 + "Network.MTU, Network.Address, Network.KernelAddress, Network.Gateway, Network.DefaultRoute, "
                 + "Network.Route, Network.Bridge, Network.Services, Stack.TCPReceiveBuffer, Stack.TCPSendBuffer, "
-                + "Stack.MaxConnections, Access.AllowUsers, Access.AllowGroups")
-        #expect(NetworkKeys.all.count == 15)
+                + "Stack.MaxConnections, Access.AllowUsers, Access.AllowGroups, Access.AllowPrivilegedPorts")
+        #expect(NetworkKeys.all.count == 16)
         #expect(NetworkKeys.all.allSatisfy { !$0.help.isEmpty })
     }
 }
