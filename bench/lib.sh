@@ -22,7 +22,8 @@ bench_cleanup() {
 }
 
 bench_init() {
-    swift build -c release --product ztapd >/dev/null
+    local out
+    out=$(swift build -c release --product ztapd 2>&1) || { echo "$out" | tail -20 >&2; echo "bench: build failed" >&2; exit 1; }
     mkdir -p .build/bench
     gcc -O2 -pthread -o .build/bench/tcpblast bench/tcpblast.c
     BLAST=$PWD/.build/bench/tcpblast

@@ -1,3 +1,4 @@
+import CShims
 import Logging
 import PhyLoop
 #if canImport(Glibc)

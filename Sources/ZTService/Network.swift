@@ -1,3 +1,4 @@
+import CShims
 import Foundation
 import LinuxNet
 import Logging

@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import CShims
 import Glibc
 #endif
 

@@ -1,3 +1,4 @@
+import CShims
 import LinuxNet
 import Logging
 import NetStack

@@ -1,3 +1,4 @@
+import CShims
 import CZTRPC
 import NetStack
 import SystemPackage

@@ -1,3 +1,4 @@
+import CShims
 import CZTRPC
 import Logging
 import NetStack
