@@ -37,8 +37,16 @@ public final class Daemon: PhySocketHandler {
         var buffer: [UInt8] = []
         var output: [UInt8] = []
         var closeAfterWrite = false
-        init(pid: pid_t, uid: uid_t, gid: gid_t, allowed: Bool) {
-            self.pid = pid; self.uid = uid; self.gid = gid; self.allowed = allowed
+        /// Monotonic ns of the last progress (accepted, request read, answer bytes taken).
+        var lastActive: UInt64
+        /// Requests are not read while the client leaves more than ControlOutputBuffer= unread.
+        var readPaused = false
+        /// The client shut its sending side down: answer what is complete, then hang up.
+        var inputClosed = false
+        /// Its slot was given back already (displaced: the close is only reaped later).
+        var slotReleased = false
+        init(pid: pid_t, uid: uid_t, gid: gid_t, allowed: Bool, now: UInt64 = Sys.monotonicNanoseconds()) {
+            self.pid = pid; self.uid = uid; self.gid = gid; self.allowed = allowed; lastActive = now
         }
     }
 
@@ -55,7 +63,11 @@ public final class Daemon: PhySocketHandler {
     var controlPath: String { options.runDir + "/control.sock" }
     var networksDir: String { options.configDir + "/networks.d" }
     var controlPeers = 0
-    let maxControlPeers = 64
+    /// Control connections per uid ([Limits] ControlClientsPerUser=).
+    var controlByUID: [uid_t: Int] = [:]
+    /// When the next idle control connection may be due (monotonic ns).
+    var controlIdleCheck: UInt64?
+    var controlThrottle = LogThrottle()
     var netlink: Netlink?
     /// ztapd.conf's ControlUsers=/ControlGroups= (root and ztapd's own user always).
     let controlAccess = AccessPolicy(AccessList())
@@ -80,7 +92,7 @@ public final class Daemon: PhySocketHandler {
         }
         while running {
             do {
-                try loop.poll(deadline: nil)
+                try loop.poll(deadline: controlIdleCheck)
             } catch {
                 logger.critical("control loop failed: \(error)")
                 exitCode = 1
