@@ -288,6 +288,12 @@ extension Daemon {
         if controlPeers == 0 { controlIdleCheck = nil }
     }
 
+    public func phyOnAcceptFailed(listener: PhySocket<Context>, errno: Int32, dropped: Bool) {
+        guard let suppressed = controlThrottle.admit("control-accept") else { return }
+        logger.warning("control: out of file descriptors: \(dropped ? "dropped a pending connection" : "listener paused until fds are freed")",
+                       metadata: ["errno": "\(errno)", "suppressed": "\(suppressed)"])
+    }
+
     public func phyOnWake() {}
     public func phyOnTimer() { closeIdleControlPeers() }
 }

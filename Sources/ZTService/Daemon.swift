@@ -71,6 +71,8 @@ public final class Daemon: PhySocketHandler {
     var netlink: Netlink?
     /// ztapd.conf's ControlUsers=/ControlGroups= (root and ztapd's own user always).
     let controlAccess = AccessPolicy(AccessList())
+    /// The intercept's per-uid budgets ([Limits]), shared by every network.
+    let budgets = UserBudgets()
 
     public init(options: DaemonOptions, logger: Logger) {
         self.options = options
@@ -151,7 +153,7 @@ public final class Daemon: PhySocketHandler {
 
         for n in prepared {
             do {
-                try n.start(logger: logger, runDir: options.runDir)
+                try n.start(logger: logger, runDir: options.runDir, budgets: budgets)
                 networks[n.config.name] = n
                 logger.info("network \(n.config.name) up", metadata: ["interface": "\(n.interfaceName)"])
             } catch {
@@ -167,6 +169,7 @@ public final class Daemon: PhySocketHandler {
     func applyLogLevel() {
         logger.logLevel = Self.level(daemonConfig.logLevel)
         controlAccess.reset(AccessList(users: daemonConfig.controlUsers, groups: daemonConfig.controlGroups))
+        budgets.setLimits(UserBudgets.Limits(daemonConfig.limits))
     }
 
     static func level(_ l: LogLevel) -> Logger.Level {
@@ -285,7 +288,7 @@ public final class Daemon: PhySocketHandler {
     func bringUp(_ config: NetworkConfig) throws(ServiceError) {
         let n = try prepare(config)
         do {
-            try n.start(logger: logger, runDir: options.runDir)
+            try n.start(logger: logger, runDir: options.runDir, budgets: budgets)
         } catch {
             n.stop()
             throw error
@@ -323,7 +326,7 @@ public final class Daemon: PhySocketHandler {
             throw ServiceError("\(error)", errno: error.errno)
         }
         n.config = new
-        if old.allowUsers != new.allowUsers || old.allowGroups != new.allowGroups { n.post(.access(Network.access(for: new))) }
+        if Network.access(for: old) != Network.access(for: new) { n.post(.access(Network.access(for: new))) }
         let s = Network.settings(for: new, mac: n.stackMAC)
         if s != Network.settings(for: old, mac: n.stackMAC) { n.post(.reconfigure(s)) }
     }

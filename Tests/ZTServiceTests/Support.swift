@@ -177,7 +177,12 @@ final class Rig {
     let peerIP = IPv4Address(10, 77, 0, 1)
     private let frame = UnsafeMutableRawBufferPointer.allocate(byteCount: 16384, alignment: 16)
 
-    init(services: Set<DiagnosticService> = [.echo, .discard, .chargen], access: AccessList = AccessList()) throws {
+    let budgets: UserBudgets
+
+    /// `services`: the peer's; `stackServices`: the daemon stack's own; `budgets`: [Limits].
+    init(services: Set<DiagnosticService> = [.echo, .discard, .chargen], access: AccessList = AccessList(),
+         stackServices: [String] = [], budgets: UserBudgets = UserBudgets()) throws {
+        self.budgets = budgets
         dir = NSTemporaryDirectory() + "ztsvc-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         rpcPath = dir + "/net.sock"
@@ -188,13 +193,14 @@ final class Rig {
         try Sys.setNonBlocking(b)
         let settings = StackSettings(stackMAC: MACAddress(0x02, 0, 0, 0, 0, 2), mtu: 1500,
                                      addresses: [IPv4CIDR(address: stackIP, prefixLength: 24)], gateway: nil,
-                                     services: [], tcpReceiveBuffer: 256 << 10, tcpSendBuffer: 256 << 10,
+                                     services: stackServices, tcpReceiveBuffer: 256 << 10, tcpSendBuffer: 256 << 10,
                                      maxConnections: 1024)
         let device = PairDevice(fd: a)
         let driver = NetStackDriver(settings: settings, sink: TapSink(device: device), logger: Logger(label: "test"))
         let sys = Sys(backend: faults)
         loop = try NetworkLoop(name: "t", device: device, inbox: Inbox<NetworkCommand>(), driver: driver,
-                               logger: Logger(label: "test"), rpcPath: rpcPath, access: access, sys: sys)
+                               logger: Logger(label: "test"), rpcPath: rpcPath, access: access, sys: sys,
+                               budgets: budgets)
         peer = NetStack(config: StackConfig(mac: MACAddress(0x02, 0, 0, 0, 0, 1), mtu: 1500,
                                             addresses: [IPv4CIDR(address: peerIP, prefixLength: 24)],
                                             services: services),

@@ -40,6 +40,11 @@ extension TCPBridge {
             let nc = Connection(key: key, pid: c.pid, uid: c.uid)
             nc.options = c.options
             nc.options.reuseAddr = false
+            // Charged to the listener's owner; over its budget the connection is reset.
+            if chargeNew(nc, bytes: ringBytes(nc.options)) != nil {
+                sys.close(appEnd); sys.close(ours); stack.tcp.abort(nh)
+                continue
+            }
             nc.handle = nh
             nc.phase = .connected(reported: true)
             nc.local = stack.tcp.localEndpoint(nh)
@@ -50,6 +55,7 @@ extension TCPBridge {
             } catch {
                 sys.close(appEnd); sys.close(ours)
                 stack.tcp.abort(nh)
+                refund(nc)
                 continue
             }
             register(nc)

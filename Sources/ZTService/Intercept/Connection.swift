@@ -81,6 +81,8 @@ final class Connection {
     var undelivered: [(conn: Connection, appEnd: Int32)] = []
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
+    /// What it holds of its owner's budgets (UserBudgets); given back by `TCPBridge.remove`.
+    var charge: BudgetCharge?
 
     init(key: FDKey, pid: Int32, uid: UInt32) {
         self.key = key
@@ -139,6 +141,10 @@ final class UDPConnection {
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
     var dropped: UInt64 = 0
+    /// Oversized datagrams from the app (longer than a UDP datagram can be), dropped whole.
+    var oversized: UInt64 = 0
+    /// What it holds of its owner's budgets; given back by `UDPBridge.remove`.
+    var charge: BudgetCharge?
 
     init(key: FDKey, pid: Int32, uid: UInt32, handle: SocketHandle) {
         self.key = key

@@ -30,7 +30,8 @@ final class InterceptHub {
     /// connect holds one until its outcome, so the bounds are generous; the per-user one keeps a
     /// flood from one user from locking the others out.
     let maxPeers = 4096
-    let maxPeersPerUID = 512
+    var maxPeersPerUID: Int { gate.budgets.limits.pendingRequests }
+    let gate: BudgetGate
     private var peerCount = 0
     private var peersByUID: [UInt32: Int] = [:]
     private var refusedPeers: UInt64 = 0
@@ -41,7 +42,8 @@ final class InterceptHub {
     private let requestBuffer: UnsafeMutableRawBufferPointer
 
     init(network: String, path: String, access: AccessList, loop: any SocketLoop, driver: StackDriver,
-         logger: Logger) throws(Errno) {
+         logger: Logger, budgets: UserBudgets = UserBudgets()) throws(Errno) {
+        gate = BudgetGate(budgets: budgets, logger: logger, network: network)
         self.network = network
         self.path = path
         self.access = AccessPolicy(access)
@@ -49,8 +51,8 @@ final class InterceptHub {
         self.driver = driver
         self.logger = logger
         replier = RPCReplier(loop: loop)
-        tcp = TCPBridge(loop: loop, driver: driver, replier: replier, logger: logger, network: network)
-        udp = UDPBridge(loop: loop, driver: driver)
+        tcp = TCPBridge(loop: loop, driver: driver, replier: replier, logger: logger, network: network, gate: gate)
+        udp = UDPBridge(loop: loop, driver: driver, gate: gate)
         requestBuffer = .allocate(byteCount: Int(ZTRPC_MAX_MSG) + 64, alignment: 16)
         do {
             try openListener()
@@ -204,6 +206,10 @@ final class InterceptHub {
         guard call.fds.count >= 2, call.fds[0] >= 0, call.fds[1] >= 0,
               TCPBridge.isUnixSocket(call.fds[0], type: type), TCPBridge.isUnixSocket(call.fds[1], type: type),
               let key = FDKey.of(call.fds[0]) else { return nil }
+        guard Trust.ownsSocketpairEnd(call.fds[1], peer: call.peer) else {
+            foreignSocket(call.peer)
+            return nil
+        }
         do { try Sys.setNonBlocking(call.fds[1]) } catch { return nil }
         // A leftover entry with this inode belongs to a socket that is gone: finish it first.
         tcp.forget(key)
@@ -242,6 +248,7 @@ final class InterceptHub {
             guard ep.address.isUnspecified || stack.addresses.contains(where: { $0.address == ep.address }) else {
                 return .fail(EADDRNOTAVAIL, .none)
             }
+            if let e = checkPrivilegedPort(ep.port, call) { return .fail(e, .none) }
             if sr.proto == IPProtocol.udp {
                 var n: (key: FDKey, fd: Int32)?
                 if isNew {
@@ -285,6 +292,31 @@ final class InterceptHub {
         case .unknown:
             return .fail(EOPNOTSUPP, .none)
         }
+    }
+
+    // MARK: - Trust
+
+    private var trustThrottle = LogThrottle()
+
+    /// A ZTRPC_F_NEW or LISTEN request handed over a socket that is not the caller's own
+    /// socketpair end (see `Trust.ownsSocketpairEnd`): refused with EBADF like any bad fd.
+    func foreignSocket(_ peer: RPCPeer) {
+        guard let suppressed = trustThrottle.admit("foreign-\(peer.uid)") else { return }
+        logger.warning("rpc: refusing a socket that is not the caller's own socketpair end",
+                       metadata: ["network": "\(network)", "pid": "\(peer.pid)", "uid": "\(peer.uid)",
+                                  "suppressed": "\(suppressed)"])
+    }
+
+    /// Ports 1-1023 need CAP_NET_BIND_SERVICE (or the network's AllowPrivilegedPorts=): EACCES,
+    /// as bind(2) gives.
+    private func checkPrivilegedPort(_ port: UInt16, _ call: RPCCall) -> Int32? {
+        guard port != 0, port < 1024, !access.list.privilegedPorts,
+              !Trust.mayBindPrivileged(rpcFD: call.socket.fd, peer: call.peer) else { return nil }
+        if let suppressed = trustThrottle.admit("privileged-\(call.peer.uid)") {
+            logger.notice("rpc: uid \(call.peer.uid) may not bind port \(port) (below 1024: CAP_NET_BIND_SERVICE or AllowPrivilegedPorts=)",
+                          metadata: ["network": "\(network)", "pid": "\(call.peer.pid)", "suppressed": "\(suppressed)"])
+        }
+        return EACCES
     }
 
     // MARK: - Timers

@@ -21,6 +21,7 @@ final class TCPBridge {
     let replier: RPCReplier
     let logger: Logger
     let network: String
+    let gate: BudgetGate
     var sys: Sys { loop.sys }
     var stack: NetStack? { driver.netStack }
 
@@ -34,7 +35,9 @@ final class TCPBridge {
     /// Scratch space for bytes read and dropped.
     let scratch: UnsafeMutableRawBufferPointer
 
-    init(loop: any SocketLoop, driver: StackDriver, replier: RPCReplier, logger: Logger, network: String) {
+    init(loop: any SocketLoop, driver: StackDriver, replier: RPCReplier, logger: Logger, network: String,
+         gate: BudgetGate) {
+        self.gate = gate
         self.loop = loop
         self.driver = driver
         self.replier = replier
@@ -82,6 +85,8 @@ final class TCPBridge {
         if let stack {
             for (h, _) in byHandle { stack.tcp.abort(h) }
         }
+        for c in byHandle.values { refund(c) }
+        for c in byKey.values { refund(c) }
         byHandle.removeAll()
         byKey.removeAll()
     }
@@ -115,6 +120,7 @@ final class TCPBridge {
         if let n = newSocket {
             c = Connection(key: n.key, pid: call.peer.pid, uid: call.peer.uid)
             c.options = SocketOptions(sr.opts)
+            if let e = chargeNew(c, bytes: ringBytes(c.options)) { return .fail(e, .none) }
         } else {
             guard let fd = call.fds.first, let key = FDKey.of(fd), let found = lookup(key) else {
                 return .fail(call.notFoundErrno, .none)
@@ -149,10 +155,12 @@ final class TCPBridge {
         case .unbound, .bound:
             break
         }
+        if newSocket == nil, let e = chargeRings(c) { return .fail(e, .none) }
         let h: SocketHandle
         do {
             h = try stack.tcpConnect(local: c.local ?? IPv4Endpoint(.any, 0), remote: dst, now: Self.now())
         } catch {
+            if newSocket != nil { refund(c) }
             return .fail(Wire.errno(error), .none)
         }
         for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o) }
@@ -168,6 +176,7 @@ final class TCPBridge {
             } catch {
                 byHandle[h] = nil
                 stack.tcp.abort(h)
+                refund(c)
                 return .fail(error.rawValue, .none)
             }
             newFD = -1
@@ -193,13 +202,16 @@ final class TCPBridge {
         }
         let c = Connection(key: n.key, pid: call.peer.pid, uid: call.peer.uid)
         c.options = SocketOptions(sr.opts)
-        if let e = reserve(ep, for: c) { sys.close(n.fd); return .fail(e, .none) }
+        // A bound socket has no rings yet: they are charged when it connects.
+        if let e = chargeNew(c, bytes: 0) { sys.close(n.fd); return .fail(e, .none) }
+        if let e = reserve(ep, for: c) { sys.close(n.fd); refund(c); return .fail(e, .none) }
         do {
             // Not read until connected: only a hangup (the app closed it) matters here.
             c.data = try loop.add(fd: n.fd, kind: .connected, context: .tcp(c), readable: false)
         } catch {
             sys.close(n.fd)
             unreserve(c)
+            refund(c)
             return .fail(error.rawValue, .none)
         }
         c.phase = .bound
@@ -221,6 +233,7 @@ final class TCPBridge {
               Self.isUnixSocket(call.fds[1], type: Int32(SOCK_SEQPACKET.rawValue)),
               Self.isUnixSocket(call.fds[2], type: Int32(SOCK_SEQPACKET.rawValue)),
               let newKey = FDKey.of(call.fds[2]) else { return .fail(EBADF, .none) }
+        guard Trust.ownsSocketpairEnd(call.fds[1], peer: call.peer) else { return .fail(EBADF, .none) }
         let implicitBind = c.phase == .unbound
         if implicitBind, let e = reserve(IPv4Endpoint(.any, 0), for: c) { return .fail(e, .none) }
         // A failure below must not leave the implicit bind's port reserved.
@@ -293,10 +306,16 @@ final class TCPBridge {
     }
 
     func setsockopt(_ c: Connection, _ so: ztrpc_sockopt) -> RPCOutcome {
+        let before = c.options
         switch SocketOptionMap.set(level: so.level, name: so.name, value: so, options: &c.options, isTCP: true) {
         case .failure(let e):
             return .fail(e.rawValue, .none)
         case .success(let apply):
+            // Bigger rings on a live connection must fit its owner's memory budget.
+            if c.handle != nil, let e = chargeRings(c) {
+                c.options = before
+                return .fail(e, .none)
+            }
             if let r = c.reservation {
                 ports.update(ObjectIdentifier(c), port: r.port, reuseAddr: c.options.reuseAddr,
                              reusePort: c.options.reusePort)
@@ -312,9 +331,12 @@ final class TCPBridge {
 
     /// Takes `ep` (port 0: an ephemeral port) for `c`; returns an errno on conflict.
     func reserve(_ ep: IPv4Endpoint, for c: Connection) -> Int32? {
+        // The stack's services listen on the wildcard address: no app may shadow them, not even
+        // with an exact address (Linux: EADDRINUSE for a port another socket listens on).
+        if ep.port != 0 && isServicePort(ep.port) { return EADDRINUSE }
         let result = ports.reserve(ep, owner: ObjectIdentifier(c), reuseAddr: c.options.reuseAddr,
                                    reusePort: c.options.reusePort, uid: c.uid, random: &random) { p in
-            stackListens(port: p)
+            isServicePort(p)
         }
         switch result {
         case .success(let local):
@@ -326,12 +348,19 @@ final class TCPBridge {
         }
     }
 
-    private func stackListens(port: UInt16) -> Bool {
-        var found = false
-        stack?.tcp.forEachConnection { _, info in
-            if info.state == .listen && info.local.port == port { found = true }
+    /// Whether the stack itself listens on TCP `port` (its diagnostic services). Every other
+    /// stack listener belongs to an app and holds its port in `ports`, so this O(1) check is all
+    /// an ephemeral candidate needs (a scan of the stack's sockets per candidate would let a
+    /// connect storm starve the loop).
+    func isServicePort(_ port: UInt16) -> Bool {
+        guard let services = stack?.config.services, !services.isEmpty else { return false }
+        return services.contains { s in
+            switch s {
+            case .echo: port == 7
+            case .discard: port == 9
+            case .chargen: port == 19
+            }
         }
-        return found
     }
 
     func unreserve(_ c: Connection) {
@@ -513,6 +542,7 @@ final class TCPBridge {
 
     /// Forgets `c` entirely: its daemon end is closed, its port released, its waiters answered.
     func remove(_ c: Connection) {
+        refund(c)
         if byKey[c.key] === c { byKey[c.key] = nil }
         if let h = c.handle {
             byHandle[h] = nil
