@@ -7,6 +7,7 @@ import PackageDescription
 //              scripts/build-intercept.sh from Sources/ztintercept, which has no SwiftPM target)
 //   CNetlink   system library: libnl-route-3 (link/address configuration)
 //   CCap       system library: libcap (capability reduction)
+//   CSeccomp   system library: libseccomp; CSandbox: ztapd's own syscall allow-list on top of it
 //   PhyLoop    epoll PhySocket event loop, eventfd wake-up, timers; Sys: the one syscall layer (with a test seam)
 //   LinuxNet   TAP device, netlink interface plumbing, capabilities, credentials
 //   NetStack   our sans-I/O TCP/IP stack (pure Swift, no I/O, injected clock)
@@ -34,6 +35,8 @@ let package = Package(
         .systemLibrary(name: "CNetlink", pkgConfig: "libnl-route-3.0",
                        providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
         .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+        .target(name: "CSandbox", dependencies: ["CSeccomp"]),
         .target(name: "PhyLoop",
                 dependencies: ["CShims", .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: swiftSettings),
@@ -48,12 +51,12 @@ let package = Package(
                 dependencies: ["CShims", "ZTConfig", .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: swiftSettings),
         .target(name: "ZTService",
-                dependencies: ["PhyLoop", "LinuxNet", "NetStack", "ZTConfig", "ZTControl", "CShims", "CZTRPC",
+                dependencies: ["PhyLoop", "LinuxNet", "NetStack", "ZTConfig", "ZTControl", "CShims", "CZTRPC", "CSandbox",
                                .product(name: "Logging", package: "swift-log"),
                                .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: swiftSettings),
         .executableTarget(name: "ztapd",
-                          dependencies: ["ZTService", .product(name: "Logging", package: "swift-log"),
+                          dependencies: ["ZTService", "CSandbox", .product(name: "Logging", package: "swift-log"),
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: swiftSettings),
         .executableTarget(name: "ztctl",
@@ -64,7 +67,7 @@ let package = Package(
         .testTarget(name: "ZTConfigTests", dependencies: ["ZTConfig"], swiftSettings: swiftSettings),
         .testTarget(name: "PhyLoopTests", dependencies: ["PhyLoop", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet"], swiftSettings: swiftSettings),
-        .testTarget(name: "ZTServiceTests", dependencies: ["ZTService", "NetStack", "PhyLoop", "LinuxNet", "CZTRPC", "CShims"],
+        .testTarget(name: "ZTServiceTests", dependencies: ["ZTService", "NetStack", "PhyLoop", "LinuxNet", "CZTRPC", "CShims", "CSandbox"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ZTControlTests", dependencies: ["ZTControl", "ZTConfig"], swiftSettings: swiftSettings),
     ]

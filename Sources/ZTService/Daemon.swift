@@ -73,6 +73,8 @@ public final class Daemon: PhySocketHandler {
     let controlAccess = AccessPolicy(AccessList())
     /// The intercept's per-uid budgets ([Limits]), shared by every network.
     let budgets = UserBudgets()
+    /// The system-call allow-list is in force (Sandbox.swift).
+    var sandboxed = false
 
     public init(options: DaemonOptions, logger: Logger) {
         self.options = options
@@ -150,6 +152,7 @@ public final class Daemon: PhySocketHandler {
         }
 
         try dropPrivileges()
+        try enterSandbox()
 
         for n in prepared {
             do {
@@ -192,6 +195,7 @@ public final class Daemon: PhySocketHandler {
 
     func dropPrivileges() throws(ServiceError) {
         guard geteuid() == 0 || Capabilities.current()["CapEff", default: 0] != 0 else { return }
+        if alreadyMinimal() { return }
         do {
             if let user = daemonConfig.user, !user.isEmpty {
                 // The run directory must stay usable after the switch.

@@ -1,4 +1,5 @@
 import Glibc
+import CSandbox
 import CShims
 import CZTRPC
 import Foundation
@@ -297,5 +298,20 @@ private func namedConnection() throws -> (client: Int32, server: Int32, listener
         #expect(fcntl(fd2, F_GETFD) != -1)
         #expect(usual.release())
         #expect(fcntl(fd2, F_GETFD) == -1)
+    }
+}
+
+@Suite struct SandboxListTests {
+    @Test func theAllowListHoldsWhatZtapdNeedsAndNothingThatEscapes() {
+        for needed in ["read", "recvmsg", "sendmsg", "epoll_wait", "accept4", "socket", "socketpair", "clone",
+                       "ioctl", "openat", "rename", "futex", "pidfd_send_signal", "exit_group"] {
+            #expect(zt_sandbox_allowed(needed) == 1, "\(needed)")
+        }
+        for escape in ["execve", "execveat", "fork", "vfork", "ptrace", "mount", "setuid", "capset", "kill",
+                       "process_vm_writev", "bpf", "init_module", "unshare", "setns", "keyctl", "io_uring_setup",
+                       "clone3", "memfd_create", "userfaultfd", "chroot", "open_by_handle_at"] {
+            #expect(zt_sandbox_allowed(escape) == 0, "\(escape)")
+        }
+        #expect(zt_sandbox_allowed("no_such_call") == -1)
     }
 }
