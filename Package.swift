@@ -12,6 +12,7 @@ import PackageDescription
 //   LinuxNet   TAP device, netlink interface plumbing, capabilities, credentials
 //   NetStack   our sans-I/O TCP/IP stack (pure Swift, no I/O, injected clock)
 //   NetStackFuzz  libFuzzer harness for NetStack.receive (scripts/fuzz.sh); plain builds get a replayer
+//   ZTapFuzz   libFuzzer harnesses for the RPC decoder + hub, the control protocol and the INI parser
 //   ZTConfig   systemd-style INI parsing, in-place editing, daemon/network config model
 //   ZTControl  ztctl <-> ztapd control protocol (JSON over AF_UNIX) and client
 //   ZTService  the daemon: network loops, stack driver, control server; Intercept/: the RPC side of
@@ -46,6 +47,7 @@ let package = Package(
                 swiftSettings: swiftSettings),
         .target(name: "NetStack", swiftSettings: swiftSettings),
         .executableTarget(name: "NetStackFuzz", dependencies: ["NetStack"], swiftSettings: swiftSettings),
+        .executableTarget(name: "ZTapFuzz", dependencies: ["ZTService", "ZTConfig"], swiftSettings: swiftSettings),
         .target(name: "ZTConfig", swiftSettings: swiftSettings),
         .target(name: "ZTControl",
                 dependencies: ["CShims", "ZTConfig", .product(name: "SystemPackage", package: "swift-system")],

@@ -175,22 +175,24 @@ extension Daemon {
     }
 
     private func respond(_ socket: PhySocket<Context>, _ peer: ControlPeer, to line: [UInt8]) {
+        let (response, close) = answer(line, peer: peer)
+        enqueue(socket, peer, response, close: close)
+    }
+
+    /// The answer to one request line, and whether the connection ends after it (a refused
+    /// user). No I/O: the control fuzz target drives this directly.
+    func answer(_ line: [UInt8], peer: ControlPeer) -> (ControlResponse, close: Bool) {
         let request: ControlRequest
         do {
             request = try ControlCodec.decode(ControlRequest.self, from: line)
         } catch {
             let denied = !peer.allowed
-            enqueue(socket, peer, denied ? permissionDenied(peer) : .failure("malformed request: \(Self.describe(error))", errno: EBADMSG),
-                    close: denied)
-            return
+            return (denied ? permissionDenied(peer) : .failure("malformed request: \(Self.describe(error))", errno: EBADMSG),
+                    denied)
         }
-        if peer.allowed {
-            enqueue(socket, peer, handle(request, peer: peer), close: false)
-        } else if let r = handleNetworkUser(request, peer: peer) {
-            enqueue(socket, peer, r, close: false)
-        } else {
-            enqueue(socket, peer, permissionDenied(peer), close: true)
-        }
+        if peer.allowed { return (handle(request, peer: peer), false) }
+        if let r = handleNetworkUser(request, peer: peer) { return (r, false) }
+        return (permissionDenied(peer), true)
     }
 
     private func permissionDenied(_ peer: ControlPeer) -> ControlResponse {

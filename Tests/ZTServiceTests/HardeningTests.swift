@@ -6,7 +6,7 @@ import Foundation
 import NetStack
 import PhyLoop
 import Testing
-@testable import ZTService
+@testable @_spi(Fuzzing) import ZTService
 
 // Issue 12: the daemon's trust boundaries on a real loop, real sockets and a peer stack —
 // per-user budgets, the confused-deputy check, privileged ports, the stack's own services,
@@ -313,5 +313,27 @@ private func namedConnection() throws -> (client: Int32, server: Int32, listener
             #expect(zt_sandbox_allowed(escape) == 0, "\(escape)")
         }
         #expect(zt_sandbox_allowed("no_such_call") == -1)
+    }
+}
+
+@Suite struct FuzzSeedTests {
+    /// The committed seeds of the rpc and control fuzz targets run through the same entry points
+    /// in every `swift test` (the fuzzing itself is scripts/fuzz.sh).
+    @Test func rpcAndControlSeedsRunClean() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fuzz")
+        for (target, run) in [("rpc", ServiceFuzz.rpc), ("control", ServiceFuzz.control)] as [(String, (UnsafeRawBufferPointer) -> Void)] {
+            let dir = root.appendingPathComponent(target)
+            let files = try FileManager.default.contentsOfDirectory(atPath: dir.path)
+            #expect(files.count >= 20, "\(target) seeds")
+            for f in files {
+                let d = try Data(contentsOf: dir.appendingPathComponent(f))
+                d.withUnsafeBytes { run($0) }
+            }
+        }
+        // The rigs' scratch directories (named by pid); nothing uses them after this test.
+        for name in ["ztap-fuzz-\(getpid())", "ztap-fuzz-control-\(getpid())"] {
+            try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + name)
+        }
     }
 }
