@@ -180,6 +180,10 @@ final class BudgetGate {
         budgets.give(uid: c.uid, kind: c.kind, bytes: c.bytes)
     }
 
+    /// nil: stay quiet; else log now (the value: lines suppressed since the last one). For other
+    /// lines a client can provoke at will, too (fd exhaustion while accepting).
+    func admitLog(_ key: String) -> UInt64? { throttle.admit(key) }
+
     func refused(_ r: UserBudgets.Refusal, uid: UInt32, pid: Int32) {
         guard let suppressed = throttle.admit("\(r.key)-\(uid)") else { return }
         logger.warning("uid \(uid) is over its budget \(r.key)=\(r.limit): refusing with errno \(r.errno)",

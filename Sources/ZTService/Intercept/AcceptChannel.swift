@@ -28,7 +28,10 @@ extension TCPBridge {
             do throws(Errno) {
                 pair = try sys.socketpair(type: Int32(SOCK_STREAM.rawValue))
             } catch {
-                logger.warning("accept: socketpair failed", metadata: ["network": "\(network)", "errno": "\(error.rawValue)"])
+                if let suppressed = gate.admitLog("accept-socketpair") {
+                    logger.warning("accept: socketpair failed; connection reset",
+                                   metadata: ["network": "\(network)", "errno": "\(error.rawValue)", "suppressed": "\(suppressed)"])
+                }
                 stack.tcp.abort(nh)
                 return
             }
