@@ -3,6 +3,8 @@ import CSandbox
 import CShims
 import CZTRPC
 import Foundation
+import Logging
+import ZTControl
 import NetStack
 import PhyLoop
 import Testing
@@ -335,5 +337,30 @@ private func namedConnection() throws -> (client: Int32, server: Int32, listener
         for name in ["ztap-fuzz-\(getpid())", "ztap-fuzz-control-\(getpid())"] {
             try? FileManager.default.removeItem(atPath: NSTemporaryDirectory() + name)
         }
+    }
+}
+
+@Suite struct ControlInputTests {
+    /// Found by the control fuzz target: a join option with a line break reached
+    /// INIDocument.set's precondition and ended ztapd. Now it is an EINVAL answer.
+    @Test func joinOptionsWithControlCharactersAreRefusedNotACrash() throws {
+        let dir = NSTemporaryDirectory() + "ztsvc-join-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: dir + "/etc/networks.d", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let d = Daemon(options: DaemonOptions(configDir: dir + "/etc", runDir: dir + "/run"), logger: Logger(label: "test"))
+        let peer = Daemon.ControlPeer(pid: getpid(), uid: 0, gid: 0, allowed: true)
+        for bad in ["zt\r0", "zt\n[Access]", "a\u{7}b"] {
+            var o = JoinOptions()
+            o.interface = bad
+            var r = ControlRequest(command: .join, name: "fz")
+            r.join = o
+            let answer = d.handle(r, peer: peer)
+            #expect(!answer.ok && answer.errno == EINVAL && answer.error?.contains("Interface=") == true)
+            var o2 = JoinOptions()
+            o2.addresses = ["10.1.0.2/24\nAllowUsers=evil"]
+            r.join = o2
+            #expect(d.handle(r, peer: peer).errno == EINVAL)
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/etc/networks.d").isEmpty)
     }
 }
