@@ -196,6 +196,34 @@ private func namedConnection() throws -> (client: Int32, server: Int32, listener
         #expect(Rig.drain(n.server).count == 0, "ztapd never wrote into the foreign connection")
     }
 
+    /// Found by the rpc fuzz target: handing back an end ztapd already holds (the app end of a
+    /// bound socket as the daemon end of a new one, or a kept copy of a daemon end) made ztapd
+    /// hold both ends of one pair; neither hung up and the entries piled up for good.
+    @Test func endsZtapdAlreadyHoldsAreNotANewPair() throws {
+        let rig = try Rig()
+        let (s0, s1) = makePair(streamType)
+        var sr = ztrpc_sock_req()
+        sr.addr = Wire.addr(IPv4Endpoint(rig.stackIP, 6100))
+        sr.proto = IPProtocol.tcp
+        sr.flags = ZTRPC_F_NEW
+        let b = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_BIND, body: $0, fds: [s0, s1]) }
+        #expect(b?.hdr.result == 0)
+        var cr = ztrpc_sock_req()
+        cr.addr = Wire.addr(IPv4Endpoint(rig.peerIP, 7))
+        cr.proto = IPProtocol.tcp
+        cr.flags = ZTRPC_F_NEW
+        // The pair the other way round: s0 is the bound socket's app end, s1 ztapd's end of it.
+        let swapped = withUnsafeBytes(of: &cr) { rig.call(op: ZTRPC_OP_CONNECT, body: $0, fds: [s1, s0]) }
+        #expect(swapped?.hdr.err == EBADF)
+        // A fresh app end with the kept copy of ztapd's end as the "daemon end".
+        let (x, y) = makePair(streamType)
+        let kept = withUnsafeBytes(of: &cr) { rig.call(op: ZTRPC_OP_CONNECT, body: $0, fds: [x, s1]) }
+        #expect(kept?.hdr.err == EBADF)
+        #expect(rig.hub.tcp.count == 1)
+        for fd in [s0, s1, x, y] { Glibc.close(fd) }
+        #expect(rig.run { rig.hub.tcp.count == 0 && rig.hub.socketCount == 0 })
+    }
+
     @Test func capabilityIsReadFromProcAndFallsBackToUIDZero() {
         let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t0000000000000400\n"
         #expect(Trust.hasNetBindService(status: status) == true)

@@ -21,6 +21,8 @@ final class InterceptHub {
     let access: AccessPolicy
     let tcp: TCPBridge
     let udp: UDPBridge
+    /// Every socket end ztapd holds, by identity (HeldEnds.swift).
+    let held: HeldEnds
     private let replier: RPCReplier
     private var listener: LoopSocket?
     private var sys: Sys { loop.sys }
@@ -47,9 +49,12 @@ final class InterceptHub {
         self.network = network
         self.path = path
         self.access = AccessPolicy(access)
-        self.loop = loop
+        let held = HeldEnds(loop)
+        self.held = held
+        self.loop = held
         self.driver = driver
         self.logger = logger
+        let loop: any SocketLoop = held
         replier = RPCReplier(loop: loop)
         tcp = TCPBridge(loop: loop, driver: driver, replier: replier, logger: logger, network: network, gate: gate)
         udp = UDPBridge(loop: loop, driver: driver, gate: gate)
@@ -206,7 +211,7 @@ final class InterceptHub {
         guard call.fds.count >= 2, call.fds[0] >= 0, call.fds[1] >= 0,
               TCPBridge.isUnixSocket(call.fds[0], type: type), TCPBridge.isUnixSocket(call.fds[1], type: type),
               let key = FDKey.of(call.fds[0]) else { return nil }
-        guard Trust.ownsSocketpairEnd(call.fds[1], peer: call.peer) else {
+        guard Trust.ownsSocketpairEnd(call.fds[1], peer: call.peer), isFreshPair(call.fds[0], call.fds[1]) else {
             foreignSocket(call.peer)
             return nil
         }
@@ -266,6 +271,10 @@ final class InterceptHub {
             return tcp.bind(&call, sr, newSocket: n)
         case .listen(let lr):
             guard stack != nil else { return .fail(ENETDOWN, .none) }
+            if call.fds.count >= 3, call.fds[1] >= 0, call.fds[2] >= 0, !isFreshPair(call.fds[2], call.fds[1]) {
+                foreignSocket(call.peer)
+                return .fail(EBADF, .none)
+            }
             switch target(call) {
             case .tcp(let c): return tcp.listen(&call, lr, c, udpForget: { [udp] in udp.forget($0) })
             case .udp: return .fail(EOPNOTSUPP, .none)
@@ -305,6 +314,15 @@ final class InterceptHub {
         logger.warning("rpc: refusing a socket that is not the caller's own socketpair end",
                        metadata: ["network": "\(network)", "pid": "\(peer.pid)", "uid": "\(peer.uid)",
                                   "suppressed": "\(suppressed)"])
+    }
+
+    /// A new pair's ends (app end `app`, daemon end `daemon`) must be new to ztapd: neither an end
+    /// it holds already nor the app end of a socket it serves. Else ztapd could end up holding
+    /// both ends of one pair, which never hang up.
+    func isFreshPair(_ app: Int32, _ daemon: Int32) -> Bool {
+        guard let a = FDKey.of(app), let d = FDKey.of(daemon), a != d else { return false }
+        if held.holds(a) || held.holds(d) { return false }
+        return tcp.byKey[d] == nil && udp.byKey[d] == nil
     }
 
     /// Ports 1-1023 need CAP_NET_BIND_SERVICE (or the network's AllowPrivilegedPorts=): EACCES,
