@@ -73,8 +73,6 @@ public final class Daemon: PhySocketHandler {
     let controlAccess = AccessPolicy(AccessList())
     /// The intercept's per-uid budgets ([Limits]), shared by every network.
     let budgets = UserBudgets()
-    /// The system-call allow-list is in force (Sandbox.swift).
-    var sandboxed = false
 
     public init(options: DaemonOptions, logger: Logger) {
         self.options = options

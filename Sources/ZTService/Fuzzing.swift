@@ -141,11 +141,34 @@ private final class RPCFuzzRig: @unchecked Sendable {
             // Bounded: whatever inputs do, nothing accumulates.
             precondition(loop.hub!.socketCount <= 8, "intercepted sockets pile up: \(loop.hub!.socketCount)")
             precondition(cshim_count_open_fds() < 256, "fds pile up: \(cshim_count_open_fds())")
+            checkCharges()
         }
         let port = message.count >= 2 ? UInt16(message[message.count - 2]) << 8 | UInt16(message[message.count - 1]) : 0
         if flags & 0x40 != 0 { newSocket(ZTRPC_OP_BIND, proto: IPProtocol.tcp, port: port, app: sp[0], daemon: sp[1]) }
         if flags & 0x20 != 0 { newSocket(ZTRPC_OP_UDP_OPEN, proto: IPProtocol.udp, port: 0, app: qp[0], daemon: qp[1]) }
         call(message, fds: pickFDs(flags & 0x1F, stream: sp, seqpacket: qp, pipe: pp))
+    }
+
+    /// Every budget charge belongs to a socket ztapd can still reach (its tables or the loop):
+    /// a charge that outlives its socket would shrink the user's budget for good.
+    func checkCharges() {
+        guard let hub = loop.hub else { return }
+        var tcp = Set<ObjectIdentifier>(), udp = Set<ObjectIdentifier>()
+        for c in hub.tcp.byKey.values { tcp.insert(ObjectIdentifier(c)) }
+        for c in hub.tcp.byHandle.values { tcp.insert(ObjectIdentifier(c)) }
+        for c in hub.udp.byKey.values { udp.insert(ObjectIdentifier(c)) }
+        hub.loop.forEach { s in
+            switch s.context {
+            case .tcp(let c), .acceptChannel(let c):
+                tcp.insert(ObjectIdentifier(c))
+                for u in c.undelivered { tcp.insert(ObjectIdentifier(u.conn)) }
+            case .udp(let u): udp.insert(ObjectIdentifier(u))
+            default: break
+            }
+        }
+        let usage = hub.gate.budgets.usage(of: getuid())
+        precondition(usage.tcpSockets <= tcp.count, "TCP charges without a socket: \(usage.tcpSockets) > \(tcp.count)")
+        precondition(usage.udpSockets <= udp.count, "UDP charges without a socket: \(usage.udpSockets) > \(udp.count)")
     }
 
     /// Bits 0-1: how many fds (0-3); bits 2-4: which set: the stream pair, the seqpacket pair,

@@ -16,7 +16,6 @@ extension Daemon {
             throw ServiceError("cannot install the system-call filter: \(String(cString: strerror(-r))) "
                                + "(SyscallFilter=no in ztapd.conf runs without it)", errno: -r)
         }
-        sandboxed = true
         logger.info("system-call filter installed")
     }
 }

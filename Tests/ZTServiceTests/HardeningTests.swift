@@ -95,6 +95,23 @@ private func namedConnection() throws -> (client: Int32, server: Int32, listener
         Glibc.close(e.app)
     }
 
+    /// Found by the rpc fuzz target's charge invariant: CONNECT of a new socket to 0.0.0.0:0
+    /// (connect(AF_UNSPEC)) answered without keeping the socket, but kept its charge.
+    @Test func aNewSocketDroppedAtOnceGivesItsChargeBack() throws {
+        let uid = getuid()
+        let rig = try Rig(budgets: UserBudgets(.init(tcpSockets: 2, udpSockets: 8, bufferBytes: 1 << 30)))
+        for _ in 0..<3 {
+            let (app, daemon) = makePair(streamType)
+            var sr = ztrpc_sock_req()
+            sr.proto = IPProtocol.tcp
+            sr.flags = ZTRPC_F_NEW
+            let r = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_CONNECT, body: $0, fds: [app, daemon]) }
+            Glibc.close(app); Glibc.close(daemon)
+            #expect(r?.hdr.result == 0)
+            #expect(rig.budgets.usage(of: uid) == UserBudgets.Usage())
+        }
+    }
+
     @Test func bufferMemoryBudgetGivesENOBUFS() throws {
         let uid = getuid()
         // One connection's rings (256K + 256K) fit, a second's do not.

@@ -138,6 +138,7 @@ final class TCPBridge {
                 c.inbound = .open
                 if let d = c.data { loop.setNotifyWritable(d, false) }
             }
+            if newSocket != nil { refund(c) }   // a new socket that is dropped again holds nothing
             return .ok(.info(c.info))
         }
         switch c.phase {
