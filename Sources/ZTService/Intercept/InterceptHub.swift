@@ -21,6 +21,8 @@ final class InterceptHub {
     let access: AccessPolicy
     let tcp: TCPBridge
     let udp: UDPBridge
+    /// Every socket end ztapd holds, by identity (HeldEnds.swift).
+    let held: HeldEnds
     let replier: RPCReplier
     private var listener: LoopSocket?
     private var sys: Sys { loop.sys }
@@ -30,7 +32,8 @@ final class InterceptHub {
     /// connect holds one until its outcome, so the bounds are generous; the per-user one keeps a
     /// flood from one user from locking the others out.
     let maxPeers = 4096
-    let maxPeersPerUID = 512
+    var maxPeersPerUID: Int { gate.budgets.limits.pendingRequests }
+    let gate: BudgetGate
     private(set) var peerCount = 0
     private var peersByUID: [UInt32: Int] = [:]
     private(set) var refusedPeers: UInt64 = 0
@@ -52,16 +55,20 @@ final class InterceptHub {
 
     /// `interfaceName`: the network's TAP (the device SO_BINDTODEVICE accepts).
     init(network: String, path: String, access: AccessList, loop: any SocketLoop, driver: StackDriver,
-         logger: Logger, interfaceName: String? = nil) throws(Errno) {
+         logger: Logger, interfaceName: String? = nil, budgets: UserBudgets = UserBudgets()) throws(Errno) {
+        gate = BudgetGate(budgets: budgets, logger: logger, network: network)
         self.network = network
         self.path = path
         self.access = AccessPolicy(access)
-        self.loop = loop
+        let held = HeldEnds(loop)
+        self.held = held
+        self.loop = held
         self.driver = driver
         self.logger = logger
+        let loop: any SocketLoop = held
         replier = RPCReplier(loop: loop)
-        tcp = TCPBridge(loop: loop, driver: driver, replier: replier, logger: logger, network: network)
-        udp = UDPBridge(loop: loop, driver: driver)
+        tcp = TCPBridge(loop: loop, driver: driver, replier: replier, logger: logger, network: network, gate: gate)
+        udp = UDPBridge(loop: loop, driver: driver, gate: gate)
         let env = OptionEnvironment(interfaceName: interfaceName)
         tcp.optionEnv = env
         udp.optionEnv = env
@@ -304,6 +311,10 @@ final class InterceptHub {
         guard call.fds.count >= 2, call.fds[0] >= 0, call.fds[1] >= 0,
               TCPBridge.isUnixSocket(call.fds[0], type: type), TCPBridge.isUnixSocket(call.fds[1], type: type),
               let key = FDKey.of(call.fds[0]) else { return nil }
+        guard Trust.ownsSocketpairEnd(call.fds[1], peer: call.peer), isFreshPair(call.fds[0], call.fds[1]) else {
+            foreignSocket(call.peer)
+            return nil
+        }
         do { try Sys.setNonBlocking(call.fds[1]) } catch { return nil }
         // A leftover entry with this inode belongs to a socket that is gone: finish it first.
         tcp.forget(key)
@@ -342,6 +353,7 @@ final class InterceptHub {
             guard ep.address.isUnspecified || stack.addresses.contains(where: { $0.address == ep.address }) else {
                 return .fail(EADDRNOTAVAIL, .none)
             }
+            if let e = checkPrivilegedPort(ep.port, call) { return .fail(e, .none) }
             if sr.proto == IPProtocol.udp {
                 var n: (key: FDKey, fd: Int32)?
                 if isNew {
@@ -359,6 +371,10 @@ final class InterceptHub {
             return tcp.bind(&call, sr, newSocket: n, preOptions: pre)
         case .listen(let lr):
             guard stack != nil else { return .fail(ENETDOWN, .none) }
+            if call.fds.count >= 3, call.fds[1] >= 0, call.fds[2] >= 0, !isFreshPair(call.fds[2], call.fds[1]) {
+                foreignSocket(call.peer)
+                return .fail(EBADF, .none)
+            }
             switch target(call) {
             case .tcp(let c): return tcp.listen(&call, lr, c, udpForget: { [udp] in udp.forget($0) })
             case .udp: return .fail(EOPNOTSUPP, .none)
@@ -385,6 +401,40 @@ final class InterceptHub {
         case .unknown:
             return .fail(EOPNOTSUPP, .none)
         }
+    }
+
+    // MARK: - Trust
+
+    private var trustThrottle = LogThrottle()
+
+    /// A ZTRPC_F_NEW or LISTEN request handed over a socket that is not the caller's own
+    /// socketpair end (see `Trust.ownsSocketpairEnd`): refused with EBADF like any bad fd.
+    func foreignSocket(_ peer: RPCPeer) {
+        guard let suppressed = trustThrottle.admit("foreign-\(peer.uid)") else { return }
+        logger.warning("rpc: refusing a socket that is not the caller's own socketpair end",
+                       metadata: ["network": "\(network)", "pid": "\(peer.pid)", "uid": "\(peer.uid)",
+                                  "suppressed": "\(suppressed)"])
+    }
+
+    /// A new pair's ends (app end `app`, daemon end `daemon`) must be new to ztapd: neither an end
+    /// it holds already nor the app end of a socket it serves. Else ztapd could end up holding
+    /// both ends of one pair, which never hang up.
+    func isFreshPair(_ app: Int32, _ daemon: Int32) -> Bool {
+        guard let a = FDKey.of(app), let d = FDKey.of(daemon), a != d else { return false }
+        if held.holds(a) || held.holds(d) { return false }
+        return tcp.byKey[d] == nil && udp.byKey[d] == nil
+    }
+
+    /// Ports 1-1023 need CAP_NET_BIND_SERVICE (or the network's AllowPrivilegedPorts=): EACCES,
+    /// as bind(2) gives.
+    private func checkPrivilegedPort(_ port: UInt16, _ call: RPCCall) -> Int32? {
+        guard port != 0, port < 1024, !access.list.privilegedPorts,
+              !Trust.mayBindPrivileged(rpcFD: call.socket.fd, peer: call.peer) else { return nil }
+        if let suppressed = trustThrottle.admit("privileged-\(call.peer.uid)") {
+            logger.notice("rpc: uid \(call.peer.uid) may not bind port \(port) (below 1024: CAP_NET_BIND_SERVICE or AllowPrivilegedPorts=)",
+                          metadata: ["network": "\(network)", "pid": "\(call.peer.pid)", "suppressed": "\(suppressed)"])
+        }
+        return EACCES
     }
 
     // MARK: - Timers
