@@ -10,8 +10,9 @@
  * started later (networks joined later) inherit it. The list is what ztapd itself needs and
  * nothing more: file and socket I/O, epoll, threads, memory, time; socket() only for AF_UNIX
  * and AF_NETLINK (ztapd opens no IP sockets); new threads, never new processes (clone only
- * with CLONE_THREAD, no execve); ioctl only TUNSETIFF (joining a network), SIOCGIFINDEX
- * (if_nametoindex) and TCGETS (isatty); no W+X memory.
+ * with CLONE_THREAD, no execve); ioctl only TUNSETIFF, TUNSETVNETHDRSZ and TUNSETOFFLOAD
+ * (joining a network), SIOCGIFINDEX/SIOCGIFNAME (if_nametoindex/if_indextoname, for
+ * SO_BINDTODEVICE) and TCGETS (isatty); no W+X memory.
  *
  * A call outside the list traps (SECCOMP_RET_TRAP): the kernel sends SIGSYS before the call
  * runs, and the handler below writes one line naming the call to stderr (the journal) and
@@ -150,8 +151,9 @@ static int zt_add_conditional(scmp_filter_ctx ctx) {
     r |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
                           SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
     r |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-    /* ioctl: TAP creation, interface index, isatty. */
-    static const unsigned long ioctls[] = { TUNSETIFF, SIOCGIFINDEX, TCGETS };
+    /* ioctl: TAP creation and its offloads, interface index <-> name, isatty. */
+    static const unsigned long ioctls[] = { TUNSETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD, SIOCGIFINDEX, SIOCGIFNAME,
+                                            TCGETS };
     for (size_t i = 0; i < sizeof ioctls / sizeof *ioctls; i++)
         r |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
                               SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, ioctls[i]));
