@@ -109,6 +109,11 @@ def test_filter_is_on_by_default_and_off_only_by_config(daemon_factory):
     d.ctl("join", "late", "--address", "10.79.0.2/24", "--interface", "ztlate")
     assert len(os.listdir(f"/proc/{d.pid}/task")) >= 2
     assert all("Seccomp:\t2" in open(f"/proc/{d.pid}/task/{t}/status").read() for t in os.listdir(f"/proc/{d.pid}/task"))
+    # ... with every TAP offload (TUNSETVNETHDRSZ/TUNSETOFFLOAD are on the list), and an
+    # SO_BINDTODEVICE-style name lookup (SIOCGIFNAME) does not trip the filter either.
+    logs = d.logs()
+    assert "offload fallback" not in logs and "blocked system call" not in logs, logs[-2000:]
+    assert re.search(r"TAP offloads network=late offloads=vnet_hdr csum tso4", logs), logs[-2000:]
     d.ctl("leave", "late")
     d.stop()
     off = daemon_factory(daemon_conf="[Daemon]\nSyscallFilter=no\n").start()
