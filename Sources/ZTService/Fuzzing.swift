@@ -62,11 +62,12 @@ private final class FuzzDevice: FrameDevice {
     let name = "fuzz"
     init(fd: Int32) { self.fd = fd }
     func read(into buffer: UnsafeMutableRawBufferPointer) throws(LinuxError) -> Int? {
-        let n = Glibc.recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
-        return n > 0 ? n : nil
+        guard case .processed(let n)? = try? Sys.live.recv(fd, into: buffer), n > 0 else { return nil }
+        return n
     }
     func write(_ frame: UnsafeRawBufferPointer) throws(LinuxError) -> Bool {
-        Glibc.send(fd, frame.baseAddress, frame.count, Int32(MSG_DONTWAIT | MSG_NOSIGNAL)) == frame.count
+        guard case .processed(let n)? = try? Sys.live.send(fd, frame) else { return false }
+        return n == frame.count
     }
 }
 
@@ -112,7 +113,7 @@ private final class RPCFuzzRig: @unchecked Sendable {
     func turn(_ n: Int) {
         for _ in 0..<n {
             try? loop.turn(maxWait: 0)
-            while Glibc.recv(peerFD, scratch.baseAddress, scratch.count, Int32(MSG_DONTWAIT)) > 0 {}
+            while case .processed(let n)? = try? Sys.live.recv(peerFD, into: scratch), n > 0 {}
         }
     }
 
@@ -120,13 +121,13 @@ private final class RPCFuzzRig: @unchecked Sendable {
     func call(_ body: UnsafeRawBufferPointer, fds: [Int32]) {
         let s = cshim_socket_cloexec(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue), 0)
         guard s >= 0 else { return }
-        defer { Glibc.close(s) }
+        defer { Sys.live.close(s) }
         guard cshim_connect_unix(s, rpcPath) == 0 else { return }
         let sent = fds.withUnsafeBufferPointer { try? Sys.live.sendWithFDs(s, body, fds: $0) }
         guard sent != nil else { return }
         for _ in 0..<4 {
             turn(1)
-            if Glibc.recv(s, scratch.baseAddress, scratch.count, Int32(MSG_DONTWAIT)) >= 0 { break }
+            if case .processed? = try? Sys.live.recv(s, into: scratch) { break }
         }
     }
 
@@ -136,7 +137,7 @@ private final class RPCFuzzRig: @unchecked Sendable {
         _ = qp.withUnsafeMutableBufferPointer { cshim_socketpair_cloexec(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue), $0.baseAddress) }
         _ = pp.withUnsafeMutableBufferPointer { Glibc.pipe($0.baseAddress) }
         defer {
-            for fd in sp + qp + pp where fd >= 0 { Glibc.close(fd) }
+            for fd in sp + qp + pp where fd >= 0 { Sys.live.close(fd) }
             turn(3)   // the hub sees the hangups and forgets what the input created
             // Bounded: whatever inputs do, nothing accumulates.
             precondition(loop.hub!.socketCount <= 8, "intercepted sockets pile up: \(loop.hub!.socketCount)")

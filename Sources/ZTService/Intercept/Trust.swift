@@ -1,4 +1,5 @@
 import CShims
+import PhyLoop
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -38,7 +39,7 @@ enum Trust {
                                   read: (String) -> String? = Trust.readSmallFile) -> Bool {
         let pidfd = cshim_peer_pidfd(rpcFD)
         guard pidfd >= 0 else { return peer.uid == 0 }
-        defer { Glibc.close(pidfd) }
+        defer { Sys.live.close(pidfd) }
         guard let status = read("/proc/\(peer.pid)/status"), let cap = hasNetBindService(status: status),
               let theirs = read("/proc/\(peer.pid)/uid_map"), let ours = read("/proc/self/uid_map"),
               cshim_pidfd_alive(pidfd) == 1 else {
@@ -51,10 +52,11 @@ enum Trust {
     static func readSmallFile(_ path: String) -> String? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
-        defer { Glibc.close(fd) }
+        defer { Sys.live.close(fd) }
         var buf = [UInt8](repeating: 0, count: 4096)
-        let n = buf.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return nil }
+        guard case .processed(let n)? = buf.withUnsafeMutableBytes({ try? Sys.live.read(fd, into: $0) }), n > 0 else {
+            return nil
+        }
         return String(decoding: buf[0..<n], as: UTF8.self)
     }
 }
