@@ -18,7 +18,7 @@ from conftest import fd_count, wait_until
 from test_intercept_e2e import KERNEL, env  # noqa: F401 - env is the shared fixture
 
 MAGIC = 0x5052545A
-VERSION = 1
+VERSION = 2
 OP_CONNECT, OP_GETNAME = 1, 6
 F_NEW = 2
 REP = struct.Struct("<IHHIiiI")     # ztrpc_rep_hdr
@@ -28,9 +28,14 @@ def header(op, body_len, magic=MAGIC, version=VERSION, rid=7):
     return struct.pack("<IHHII", magic, version, op, rid, body_len)
 
 
+SOCK_REQ_LEN = 80                   # struct ztrpc_sock_req (ztrpc version 2)
+
+
 def sock_req(addr="10.70.0.1", port=9000, flags=0, proto=6):
-    a = socket.inet_aton(addr) + struct.pack(">H", port) + b"\0\0"
-    return a + struct.pack("<HBBI", flags, proto, 0, 0) + b"\0" * 40
+    """ztrpc_sock_req: a 24-byte ztrpc_addr (IPv4 as ::ffff:a.b.c.d, port, reserved, scope id),
+    flags, proto, family (AF_INET), filler, 40 bytes of options, sndbuf, pid."""
+    a = b"\0" * 10 + b"\xff\xff" + socket.inet_aton(addr) + struct.pack(">H", port) + b"\0\0" + b"\0" * 4
+    return a + struct.pack("<HBBI", flags, proto, socket.AF_INET, 0) + b"\0" * 40 + b"\0" * 8
 
 
 def exchange(path, payload, fds=()):
@@ -70,11 +75,11 @@ def test_malformed_requests_get_errors_and_no_fd_leaks(env):
         ("no fds", header(OP_GETNAME, 0), (), {errno.EBADF}),
         ("pipe instead of socket", header(OP_GETNAME, 0), (r,), {errno.ENOTSOCK, errno.EBADF}),
         ("foreign unix socket", header(OP_GETNAME, 0), (a.fileno(),), {errno.ENOTSOCK}),
-        ("connect, new, pipes", header(OP_CONNECT, 56) + sock_req(flags=F_NEW), (r, w),
+        ("connect, new, pipes", header(OP_CONNECT, SOCK_REQ_LEN) + sock_req(flags=F_NEW), (r, w),
          {errno.EBADF, errno.EINVAL, errno.ENOTSOCK}),
-        ("connect, new, one fd", header(OP_CONNECT, 56) + sock_req(flags=F_NEW), (a.fileno(),),
+        ("connect, new, one fd", header(OP_CONNECT, SOCK_REQ_LEN) + sock_req(flags=F_NEW), (a.fileno(),),
          {errno.EBADF, errno.EINVAL, errno.ENOTSOCK}),
-        ("connect, bad proto", header(OP_CONNECT, 56) + sock_req(flags=F_NEW, proto=99), (a.fileno(), b.fileno()),
+        ("connect, bad proto", header(OP_CONNECT, SOCK_REQ_LEN) + sock_req(flags=F_NEW, proto=99), (a.fileno(), b.fileno()),
          {errno.EINVAL, errno.EPROTONOSUPPORT, errno.EBADF, errno.ENOTSOCK}),
         ("length beyond body", header(OP_CONNECT, 5000) + sock_req(), (a.fileno(),),
          {None, errno.EPROTO, errno.EINVAL, errno.EMSGSIZE, errno.EBADMSG, errno.ENOTSOCK}),
@@ -82,7 +87,7 @@ def test_malformed_requests_get_errors_and_no_fd_leaks(env):
          {None, errno.EPROTO, errno.EMSGSIZE, errno.EINVAL, errno.EBADMSG}),
         ("too many fds", header(OP_GETNAME, 0), tuple([a.fileno()] * 8) + (r, w),
          {None, errno.EPROTO, errno.EMSGSIZE, errno.EINVAL, errno.EBADF, errno.ENOTSOCK, errno.E2BIG}),
-        ("short body", header(OP_CONNECT, 56) + b"\x0a", (a.fileno(),), {None, errno.EPROTO, errno.EINVAL, errno.EBADMSG, errno.ENOTSOCK}),
+        ("short body", header(OP_CONNECT, SOCK_REQ_LEN) + b"\x0a", (a.fileno(),), {None, errno.EPROTO, errno.EINVAL, errno.EBADMSG, errno.ENOTSOCK}),
     ]
     for name, payload, fds, allowed in cases:
         rep = exchange(path, payload, fds)
@@ -172,7 +177,7 @@ def test_lingering_socket_sent_to_ztapd_does_not_block_it(env):
         t.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 30))
         r = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         r.connect({path!r})
-        hdr = struct.pack("<IHHII", 0x5052545A, 1, 6, 1, 0)
+        hdr = struct.pack("<IHHII", 0x5052545A, {VERSION}, 6, 1, 0)
         r.sendmsg([hdr], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [t.fileno()]))])
         t.close()                      # ztapd now holds the last reference
         t0 = time.monotonic()
