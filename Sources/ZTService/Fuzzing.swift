@@ -141,8 +141,18 @@ private final class RPCFuzzRig: @unchecked Sendable {
         defer {
             for fd in sp + qp + pp where fd >= 0 { Sys.live.close(fd) }
             turn(3)   // the hub sees the hangups and forgets what the input created
-            // Bounded: whatever inputs do, nothing accumulates.
-            precondition(loop.hub!.socketCount <= 8, "intercepted sockets pile up: \(loop.hub!.socketCount)")
+            // Bounded: whatever inputs do, nothing accumulates per input. Two kinds of entry
+            // outlive their input by design, bounded elsewhere (TCPBridge.lingerTime and
+            // lingerLimit, the stack's timeouts, the uid's socket budget): a failed connect
+            // lingers for SO_ERROR; a plugged connect (filler > 0) keeps the app end until its
+            // outcome (here an ARP failure, seconds later).
+            let hub = loop.hub!
+            let lingering = hub.tcp.lingering.filter { hub.tcp.byKey[$0.conn.key] === $0.conn }.count
+            let plugged = hub.tcp.byKey.values.filter { c in
+                if case .connecting = c.phase { return c.plug != nil } else { return false }
+            }.count
+            precondition(hub.socketCount - lingering - plugged <= 8,
+                         "intercepted sockets pile up: \(hub.socketCount) (\(lingering) lingering, \(plugged) plugged)")
             precondition(cshim_count_open_fds() < 256, "fds pile up: \(cshim_count_open_fds())")
             checkCharges()
         }

@@ -112,6 +112,30 @@ private func namedConnection() throws -> (client: Int32, server: Int32, listener
         }
     }
 
+    /// Found by the rpc fuzz target after IPv6 met the budgets: a new socket refused for its
+    /// family (an AF_INET one to an IPv6 address, an IPV6_V6ONLY one to ::ffff:a.b.c.d) kept
+    /// its charge.
+    @Test func aNewSocketRefusedForItsFamilyGivesItsChargeBack() throws {
+        let uid = getuid()
+        let rig = try Rig(budgets: UserBudgets(.init(tcpSockets: 2, udpSockets: 8, bufferBytes: 1 << 30)))
+        let cases: [(IPEndpoint, UInt8, UInt16, Int32)] = [
+            (IPEndpoint(IPAddress("fd77::1")!, 7), UInt8(AF_INET), 0, EAFNOSUPPORT),
+            (IPEndpoint(rig.peerIP, 7), UInt8(AF_INET6), ZTRPC_F_V6ONLY, ENETUNREACH),
+        ]
+        for (dst, family, flags, err) in cases + cases {
+            let (app, daemon) = makePair(streamType)
+            var sr = ztrpc_sock_req()
+            sr.addr = Wire.addr(dst)
+            sr.proto = IPProtocol.tcp
+            sr.family = family
+            sr.flags = ZTRPC_F_NEW | ZTRPC_F_NONBLOCK | flags
+            let r = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_CONNECT, body: $0, fds: [app, daemon]) }
+            Glibc.close(app); Glibc.close(daemon)
+            #expect(r?.hdr.result == -1 && r?.hdr.err == err)
+            #expect(rig.budgets.usage(of: uid) == UserBudgets.Usage())
+        }
+    }
+
     @Test func bufferMemoryBudgetGivesENOBUFS() throws {
         let uid = getuid()
         // One connection's rings (256K + 256K) fit, a second's do not.

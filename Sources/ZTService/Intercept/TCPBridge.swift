@@ -30,7 +30,7 @@ final class TCPBridge {
     /// Sockets whose app's close cannot be seen any more — a failed connect (our end is closed:
     /// that is how the app sees POLLERR), or both halves shut down (our end shows POLLHUP while
     /// the app may still hold its fd) — stay this long for names and SO_ERROR, then go.
-    private var lingering: [(conn: Connection, until: Instant)] = []
+    private(set) var lingering: [(conn: Connection, until: Instant)] = []
     static let lingerTime = Duration.seconds(60)
     /// Scratch space for bytes read and dropped.
     let scratch: UnsafeMutableRawBufferPointer
@@ -177,11 +177,14 @@ final class TCPBridge {
         case .unbound, .bound:
             break
         }
-        if let e = boundElsewhere(c) { return .fail(e, .none) }
         // An AF_INET6 socket reaches IPv4 given as ::ffff:a.b.c.d unless IPV6_V6ONLY (Linux:
-        // ENETUNREACH); an AF_INET one only IPv4.
-        if c.family == AF_INET && !dst.address.isV4 { return .fail(EAFNOSUPPORT, .none) }
-        if c.v6Only && dst.address.isV4 { return .fail(ENETUNREACH, .none) }
+        // ENETUNREACH); an AF_INET one only IPv4. A new socket refused here holds nothing.
+        let familyError: Int32? = c.family == AF_INET && !dst.address.isV4 ? EAFNOSUPPORT
+            : c.v6Only && dst.address.isV4 ? ENETUNREACH : nil
+        if let e = boundElsewhere(c) ?? familyError {
+            if newSocket != nil { refund(c) }
+            return .fail(e, .none)
+        }
         c.options.connected()
         if newSocket == nil, let e = chargeRings(c) { return .fail(e, .none) }
         let h: SocketHandle
