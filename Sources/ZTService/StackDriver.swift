@@ -139,9 +139,17 @@ final class NetStackDriver: StackDriver {
         tcp.sendBufferSize = s.tcpSendBuffer
         tcp.maxConnections = s.maxConnections
         let services = Set(s.services.compactMap(DiagnosticService.init(rawValue:)))
-        let config = StackConfig(mac: s.stackMAC, mtu: s.mtu, addresses: s.addresses, gateway: s.gateway,
+        var config = StackConfig(mac: s.stackMAC, mtu: s.mtu, addresses: s.addresses, gateway: s.gateway,
                                  tcp: tcp, services: services)
+        if let r = systemEphemeralPorts() { config.ephemeralPorts = r }
         return NetStack(config: config, sink: sink, random: XorShiftRandom(seed: random.next()))
+    }
+
+    /// The ephemeral port range of ztapd's network namespace (ip_local_port_range), like the
+    /// kernel's own sockets there use; nil (the stack's default, Linux's) if it is unreadable.
+    static func systemEphemeralPorts(path: String = "/proc/sys/net/ipv4/ip_local_port_range") -> ClosedRange<UInt16>? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        return PortTable.parseRange(text)
     }
 
     func start(now: Instant) { stack.up(now: now) }

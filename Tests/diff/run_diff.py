@@ -66,7 +66,6 @@ KNOWN_DIFFERENCES = {
     "connect_af_unspec": "connect(AF_UNSPEC) on a connected socket: Linux dissolves it (getsockname ANY:eph, getpeername ENOTCONN, POLLOUT|POLLERR|POLLHUP, SO_ERROR ECONNRESET, recv ENOTCONN, send EPIPE); ztap returns 0 but nothing changes except getpeername = ANY:0 (SELF:eph, POLLOUT, SO_ERROR 0, recv EAGAIN, send 1)",
     "select_masks": "[pending-POLLOUT] select write-ready while the connect is pending (Linux none); urgent data: no except set (Linux read write except); [listener-POLLOUT] a listener is write-ready",
     "ipv6_mapped_connect": "AF_INET6 sockets to ::ffff:10.71.0.1 stay on the kernel (a known limit of the intercept): TCP connect and UDP sendto -1 ENETUNREACH in the probe's namespace; Linux reaches the peer",
-    "ephemeral_ports": "ztap's ephemeral ports (TCP connect, UDP sendto, bind port 0) are not all inside net.ipv4.ip_local_port_range (32768-60999): ztap draws from 49152-65535",
     "listen_backlog": "listen(1): Linux lets the peer complete 2 connections (further SYNs dropped) and the app accepts 2; ztap completes all 4 and the app accepts 3 or 4 (varies)",
     "listen_reuseport": "two SO_REUSEPORT listeners on one port: Linux listen 0 for both, ztap second listen -1 EADDRINUSE",
     "accept_peer_rst_queued": "[listener-POLLOUT]; a connection reset while queued: Linux accepts it with POLLERR|POLLHUP, getpeername ENOTCONN, send EPIPE; ztap either accepts it as POLLIN|POLLOUT|POLLRDHUP, getpeername PEER, send 1, or drops it (accept EAGAIN; varies)",

@@ -19,6 +19,8 @@ struct ReceiveAssembler {
     }
 
     var isEmpty: Bool { ranges.isEmpty }
+    /// End of the highest range (how far parked bytes reach).
+    var highestEnd: SeqNumber? { ranges.last?.end }
     var count: Int { ranges.count }
 
     /// Records that [start, end) arrived. Returns false, recording nothing, when it would need

@@ -50,22 +50,32 @@ extension TCPLayer {
         guard roomForConnection(now: now) else { throw .noBufferSpace }
         var port = local.port
         if port == 0 {
-            // An ephemeral port: only the 4-tuple must be unique (one O(1) lookup per candidate).
+            // An ephemeral port: only the 4-tuple must be unique (one O(1) lookup per candidate),
+            // and a TIME-WAIT that timestamps make safe to take over does not count.
             let a = local.address.value
-            port = try ports.claimForConnect(address: local.address) { p in
-                connections[TCPConnKey(localAddress: a, remoteAddress: remote.address.value, localPort: p,
-                                       remotePort: remote.port)] == nil
+            port = try ports.claimForConnect(address: local.address, remote: remote) { p in
+                guard let old = connections[TCPConnKey(localAddress: a, remoteAddress: remote.address.value,
+                                                        localPort: p, remotePort: remote.port)] else { return true }
+                return canReuseTimeWait(old, now: now)
             }
         }
         let l = IPv4Endpoint(local.address, port)
         let key = TCPConnKey(local: l, remote: remote)
-        guard connections[key] == nil else { throw .addressInUse }
+        // The TIME-WAIT this connection takes over: it goes, and the new ISS starts above
+        // everything it sent (Linux: tw_snd_nxt + 65535 + 2).
+        var issFloor: SeqNumber?
+        if let old = connections[key] {
+            guard canReuseTimeWait(old, now: now) else { throw .addressInUse }
+            issFloor = old.sndMax + 65537
+            old.terminate(error: nil, now: now)
+            timeWaitReused &+= 1
+        }
         let s = allocateSlot()
         let c = TCPConnection(layer: self, slot: s, generation: generations[Int(s)], state: .synSent, local: l,
                               remote: remote, rxBufferSize: config.receiveBufferSize,
                               txBufferSize: config.sendBufferSize, noDelay: config.noDelay,
                               congestion: config.congestionControl, now: now)
-        c.iss = makeISN(key, now: now)
+        c.iss = issFloor ?? makeISN(key, now: now)
         c.sndUna = c.iss
         c.sndNxt = c.iss
         c.sndMax = c.iss
@@ -108,7 +118,8 @@ extension TCPLayer {
         }
         guard !c.finQueued, let tx = c.tx else { throw .invalidState }
         guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
-        let n = tx.enqueue(base, count: bytes.count)
+        var n = tx.enqueue(base, count: bytes.count)
+        if n < bytes.count && c.growSendBuffer(now: now) { n &+= tx.enqueue(base + n, count: bytes.count &- n) }
         if n < bytes.count || tx.free < c.lowWater { c.wantWritable = true }
         if n > 0 { markDirty(c) }
         return n
@@ -118,6 +129,7 @@ extension TCPLayer {
         guard let c = connection(h) else { throw .invalidHandle }
         guard let rx = c.rx, let base = into.baseAddress else { return 0 }
         let n = rx.dequeue(into: base, count: into.count)
+        if rx.isEmpty { c.receiveRingDrained(now: now) }
         if n > 0 && c.windowUpdateNeeded() { c.acks.immediate = true; markDirty(c) }
         return n
     }
@@ -127,6 +139,8 @@ extension TCPLayer {
     public func commitSend(_ h: SocketHandle, _ n: Int, now: Instant) {
         guard let c = connection(h), let tx = c.tx, !c.finQueued, n > 0 else { return }
         tx.commit(n)
+        // Full: grow if the connection can use more, and then the writer may go on at once.
+        if tx.free == 0 && c.growSendBuffer(now: now) && c.userVisible { post(.writable(h)) }
         if tx.free < c.lowWater { c.wantWritable = true }
         markDirty(c)
     }
@@ -136,6 +150,7 @@ extension TCPLayer {
     public func consume(_ h: SocketHandle, _ n: Int, now: Instant) {
         guard let c = connection(h), let rx = c.rx, n > 0 else { return }
         rx.discard(n)
+        if rx.isEmpty { c.receiveRingDrained(now: now) }
         if c.windowUpdateNeeded() { c.acks.immediate = true; markDirty(c) }
     }
 
@@ -258,8 +273,14 @@ extension TCPLayer {
             case .noDelay(let v): l.noDelay = v
             case .keepAlive(let v): l.keepAlive = v
             case .linger(let d): l.lingerAbort = d == .zero
-            case .receiveBufferSize(let n): guard n > 0 else { throw .invalidState }; l.rxBufferSize = n
-            case .sendBufferSize(let n): guard n > 0 else { throw .invalidState }; l.txBufferSize = n
+            case .receiveBufferSize(let n):
+                guard n > 0 else { throw .invalidState }
+                l.rxBufferSize = n
+                l.rxLocked = true
+            case .sendBufferSize(let n):
+                guard n > 0 else { throw .invalidState }
+                l.txBufferSize = n
+                l.txLocked = true
             case .congestionControl(let a): l.congestion = a
             }
             return
@@ -275,11 +296,14 @@ extension TCPLayer {
         case .linger(let d):
             c.lingerAbort = d == .zero
         case .receiveBufferSize(let n):
-            // The ring is allocated once; it can only be swapped while it holds nothing.
+            // The size is fixed from now on (no autotuning, as on Linux); the ring can only be
+            // resized while it holds nothing.
             guard n > 0 else { throw .invalidState }
             guard c.rx == nil || (c.rx!.isEmpty && c.reassembly.isEmpty) else { throw .invalidState }
             c.rxBufferSize = n
-            if c.rx != nil { c.rx = RingBuffer(capacity: n) }
+            c.rxLocked = true
+            c.rxTarget = n
+            if let rx = c.rx { rx.resize(to: n, keeping: 0) }
             // The shift is fixed once our SYN is out (RFC 7323 §2.2).
             if config.windowScaling && c.state == .synSent && c.sndNxt == c.iss {
                 c.rcvShift = TCPConnection.shift(for: n)
@@ -288,7 +312,8 @@ extension TCPLayer {
             guard n > 0 else { throw .invalidState }
             guard c.tx == nil || c.tx!.isEmpty else { throw .invalidState }
             c.txBufferSize = n
-            if c.tx != nil { c.tx = RingBuffer(capacity: n) }
+            c.txLocked = true
+            if let tx = c.tx { tx.resize(to: n, keeping: 0) }
         case .congestionControl(let a):
             guard !c.isSynchronized else { throw .invalidState }
             c.cc.algorithm = a
