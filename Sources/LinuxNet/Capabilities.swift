@@ -113,6 +113,14 @@ public enum Capabilities {
         return parseStatus(text)
     }
 
+    /// The effective capabilities of process `pid` (its main thread), nil if it is gone or its
+    /// status cannot be read. For questions about a peer, like the kernel's checks of the
+    /// calling task in setsockopt.
+    public static func effective(ofProcess pid: Int32) -> UInt64? {
+        guard pid > 0, let text = readSmallFile("/proc/\(pid)/status") else { return nil }
+        return parseStatus(text)["CapEff"]
+    }
+
     /// The Cap* lines of a /proc/.../status text.
     public static func parseStatus(_ text: String) -> [String: UInt64] {
         var result: [String: UInt64] = [:]

@@ -56,7 +56,7 @@ final class ArenaLink: IPv4Transmitter {
     /// With offloads the header is written and the payload gathered (one copy: the arena stands
     /// for the kernel's skb); no checksum, as the kernel computes none for a local socket.
     func transmitTCP(src: IPv4Address, dst: IPv4Address, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
-                     _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
+                     _ more: UnsafeRawBufferPointer, segmentSize: Int, options: IPv4SendOptions) -> Bool {
         guard offload else {
             let hl = header.headerLength
             let total = hl + payload.count + more.count
@@ -82,6 +82,12 @@ final class ArenaLink: IPv4Transmitter {
         count += 1
         segments += 1
         return true
+    }
+
+    /// The IPv4 header is not built here: the socket's TTL/TOS have nowhere to go.
+    func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int, options: IPv4SendOptions,
+                  _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        transmit(src: src, dst: dst, proto: proto, capacity: capacity, fill)
     }
     func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
                   _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {

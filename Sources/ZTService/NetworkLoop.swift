@@ -75,7 +75,7 @@ final class NetworkLoop: PhySocketHandler {
         tapSocket = try loop.add(fd: device.fd, kind: .raw, context: .tap, ownsFD: false)
         if let rpcPath {
             let hub = try InterceptHub(network: name, path: rpcPath, access: access, loop: loop, driver: driver,
-                                       logger: logger)
+                                       logger: logger, interfaceName: device.name)
             self.hub = hub
             driver.eventSink = { [unowned hub] e in hub.stackEvent(e) }
             driver.onStackReplaced = { [unowned hub] in hub.stackReplaced() }

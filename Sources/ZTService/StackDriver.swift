@@ -203,14 +203,14 @@ final class NetStackDriver: StackDriver {
 
 extension ConnectionInfo {
     /// The TCP internals `ztctl connections` shows (like `ss -ti`), from the stack's view.
-    // TODO(lead, after the TCP restructure merges): rttvarMicros and bytesInFlight once
-    // TCPSocketInfo exposes rttvar and snd.nxt - snd.una; until then they stay nil.
     mutating func addInternals(_ i: TCPSocketInfo) {
         if i.state == .listen {
             receiveQueue = i.receiveQueue   // connections waiting in accept()
             return
         }
         rttMicros = i.srtt.map { Self.micros($0.nanoseconds) }
+        rttvarMicros = i.rttVariance.map { Self.micros($0.nanoseconds) }
+        bytesInFlight = i.bytesInFlight
         rtoMicros = Self.micros(i.rto.nanoseconds)
         cwnd = i.cwnd
         ssthresh = i.ssthresh >= Int(Int32.max) ? nil : i.ssthresh

@@ -45,6 +45,9 @@ enum zti_kind {
 #define ZTI_SHUT_RD ZTRPC_SHUT_RD
 #define ZTI_SHUT_WR ZTRPC_SHUT_WR
 
+/* Words of zti_ent.xopts: one bit per option of zti_opts.c's table. */
+#define ZTI_XOPT_WORDS 2
+
 /* One fd's cached state; valid only while (dev, ino) match fstat(fd). */
 struct zti_ent {
     uint8_t kind;  /* enum zti_kind */
@@ -55,6 +58,7 @@ struct zti_ent {
     uint64_t dev, ino;
     struct ztrpc_addr local, peer;
     struct ztrpc_sockopts opts;
+    uint64_t xopts[ZTI_XOPT_WORDS]; /* ZTI_INET: other options set (zti_opts.c), read back later */
 };
 
 /* Real libc functions, resolved once with dlsym(RTLD_NEXT). */
@@ -220,6 +224,24 @@ ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int
 /* Creates the ztap UDP socket for a kernel UDP fd sending to the network (UDP_OPEN).
  * Returns 0 and fills *e, or -1 with errno. */
 int zti_udp_open(int fd, struct zti_ent *e);
+
+/* Socket options (zti_opts.c). */
+#define ZTI_MAX_PREOPTS 96
+struct zti_preopt {
+    int level, name;
+    socklen_t len;
+    unsigned char value[40]; /* IP_OPTIONS is the longest */
+};
+struct zti_preopts {
+    int n;
+    struct zti_preopt o[ZTI_MAX_PREOPTS];
+};
+int zti_native_opt(int level, int name, int kind);
+void zti_record_opt(int fd, int level, int name, const void *optval, socklen_t optlen);
+void zti_preopts_collect(int fd, const struct zti_ent *rec, struct zti_preopts *out);
+int zti_preopts_pack(const struct zti_preopts *p, struct ztrpc_optlist *list, struct ztrpc_sockopt *recs);
+void zti_preopts_replay(int fd, const struct zti_preopts *p, int from);
+int zti_sockopt_rpc(int fd, int level, int name, const void *optval, socklen_t optlen, int *err);
 
 /* Accept (zti_sock.c), also used by syscall(SYS_accept4). */
 int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);

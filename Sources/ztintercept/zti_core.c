@@ -717,9 +717,15 @@ int zti_install(int fd, int newfd)
         return -errno;
     /* Options that act on the fd's own reads and writes (SO_RCVTIMEO and friends) were set on the
      * kernel socket; the app expects them to keep working on the replacement. Best effort. */
-    static const int carried[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT };
+    static const int carried[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT, SO_PEEK_OFF };
     int saved = errno;
+    int type = 0;
+    socklen_t tl = sizeof type;
+    (void)zti_real.getsockopt(newfd, SOL_SOCKET, SO_TYPE, &type, &tl);
     for (size_t i = 0; i < sizeof carried / sizeof carried[0]; i++) {
+        /* MSG_PEEK is native only on a TCP socket's stream (UDP's framing would shift it). */
+        if (carried[i] == SO_PEEK_OFF && type != SOCK_STREAM)
+            continue;
         union { struct timeval tv; int v; } val;
         socklen_t len = sizeof val;
         if (zti_real.getsockopt(fd, SOL_SOCKET, carried[i], &val, &len) == 0)

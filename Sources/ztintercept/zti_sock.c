@@ -6,7 +6,7 @@
  * belongs to the network: the library creates a socketpair, hands ztapd its end (and the app end,
  * for identity) in the request, and on success dup3()s the app end onto the app's fd number. On
  * failure the app's fd is untouched. Options the app set on the kernel socket beforehand were
- * recorded by setsockopt() and travel with the creating request.
+ * recorded by setsockopt() and travel with the creating request (zti_opts.c).
  */
 #include "zti.h"
 
@@ -159,14 +159,14 @@ static void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr
  * @op: ZTRPC_OP_CONNECT, ZTRPC_OP_BIND or ZTRPC_OP_UDP_OPEN
  * @proto: IPPROTO_TCP or IPPROTO_UDP
  * @addr: destination or local address
- * @opts: options recorded on the kernel socket (may be NULL)
+ * @rec: the kernel socket's fd table entry with the options recorded on it (may be NULL)
  * @e: filled with the new entry on success (also with EINPROGRESS/EINTR for CONNECT)
  * @down: errno to report when ztapd is unreachable
  *
  * Return: 0 on success; -1 with errno (EINPROGRESS and EINTR leave the socket installed).
  */
 static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
-                      const struct ztrpc_sockopts *opts, struct zti_ent *e, int down)
+                      const struct zti_ent *rec, struct zti_ent *e, int down)
 {
     int fl = zti_real.fcntl(fd, F_GETFL);
     if (fl < 0)
@@ -182,8 +182,20 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
     rq.addr = addr;
     rq.proto = (uint8_t)proto;
     rq.flags = ZTRPC_F_NEW | (op == ZTRPC_OP_CONNECT && nonblock ? ZTRPC_F_NONBLOCK : 0);
-    if (opts)
-        rq.opts = *opts;
+    if (rec)
+        rq.opts = rec->opts;
+    /* The request is followed by the other options set before interception (ztrpc_optlist). */
+    struct {
+        struct ztrpc_sock_req rq;
+        struct ztrpc_optlist list;
+        struct ztrpc_sockopt recs[ZTRPC_MAX_PREOPTS];
+    } body;
+    struct zti_preopts pre;
+    zti_preopts_collect(fd, rec, &pre);
+    int packed = zti_preopts_pack(&pre, &body.list, body.recs);
+    uint32_t blen = (uint32_t)sizeof body.rq;
+    if (packed)
+        blen += (uint32_t)(sizeof body.list + (size_t)packed * sizeof body.recs[0]);
 
     int timeout = ZTI_SHORT_WAIT_MS;
     int sndtimeo_set = 0;
@@ -201,7 +213,8 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
     struct ztrpc_sockinfo si;
     int err = 0;
     /* Only a blocking TCP connect is interruptible: everything else answers at once. */
-    int r = zti_rpc(op, &rq, sizeof rq, sv, 2, &rep, &si, sizeof si, timeout,
+    body.rq = rq;
+    int r = zti_rpc(op, &body, blen, sv, 2, &rep, &si, sizeof si, timeout,
                     op == ZTRPC_OP_CONNECT && !nonblock && proto == IPPROTO_TCP ? ZTI_RPC_INTERRUPTIBLE : 0,
                     &err);
     zti_close(sv[1]); /* ztapd holds its own copy now (or never will) */
@@ -237,6 +250,8 @@ static int zti_create(int fd, uint16_t op, int proto, struct ztrpc_addr addr,
     e->proto = (uint8_t)proto;
     zti_fix_state(e, op, addr, installed_err);
     zti_table_put(fd, e);
+    if (packed < pre.n)
+        zti_preopts_replay(fd, &pre, packed);
     zti_dbg(op == ZTRPC_OP_CONNECT ? "connect intercepted, fd "
             : op == ZTRPC_OP_BIND  ? "bind intercepted, fd "
                                    : "sendto intercepted (implicit bind), fd ",
@@ -261,7 +276,7 @@ int zti_udp_open(int fd, struct zti_ent *e)
     int valid = k == ZTI_INET && fstat(fd, &st) == 0 && old.dev == (uint64_t)st.st_dev &&
                 old.ino == (uint64_t)st.st_ino;
     struct ztrpc_addr any = { 0, 0, 0 };
-    return zti_create(fd, ZTRPC_OP_UDP_OPEN, IPPROTO_UDP, any, valid ? &old.opts : NULL, e,
+    return zti_create(fd, ZTRPC_OP_UDP_OPEN, IPPROTO_UDP, any, valid ? &old : NULL, e,
                       ENETUNREACH);
 }
 
@@ -364,7 +379,7 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
     int proto;
     if (!zti_inet_kind(fd, &proto))
         return zti_real.connect(fd, addr, len);
-    if (zti_create(fd, ZTRPC_OP_CONNECT, proto, zti_addr_of(&sin), k == ZTI_INET ? &e.opts : NULL,
+    if (zti_create(fd, ZTRPC_OP_CONNECT, proto, zti_addr_of(&sin), k == ZTI_INET ? &e : NULL,
                    &e, proto == IPPROTO_TCP ? ECONNREFUSED : ENETUNREACH) < 0)
         return -1;
     errno = saved;
@@ -394,7 +409,7 @@ ZTI_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
     int proto;
     if (!zti_bind_selected(sin.sin_addr.s_addr) || !zti_inet_kind(fd, &proto))
         return zti_real.bind(fd, addr, len);
-    if (zti_create(fd, ZTRPC_OP_BIND, proto, zti_addr_of(&sin), k == ZTI_INET ? &e.opts : NULL, &e,
+    if (zti_create(fd, ZTRPC_OP_BIND, proto, zti_addr_of(&sin), k == ZTI_INET ? &e : NULL, &e,
                    EADDRNOTAVAIL) < 0)
         return -1;
     errno = saved;
@@ -674,12 +689,6 @@ ZTI_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
  */
 
 /* Options that act on the app's AF_UNIX fd itself (timeouts and low-water marks of read/write). */
-static int zti_native_opt(int level, int name)
-{
-    return level == SOL_SOCKET && (name == SO_RCVTIMEO || name == SO_SNDTIMEO ||
-                                   name == SO_RCVLOWAT || name == SO_SNDLOWAT);
-}
-
 static int zti_put_int(void *optval, socklen_t *optlen, int v)
 {
     if (!optlen)
@@ -705,7 +714,7 @@ ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *
 {
     zti_init_real();
     struct zti_ent e;
-    if (!zti_cfg.enabled || !zti_is_ztap(zti_classify(fd, &e, 1)) || zti_native_opt(level, name))
+    if (!zti_cfg.enabled || !zti_is_ztap(zti_classify(fd, &e, 1)) || zti_native_opt(level, name, e.kind))
         return zti_real.getsockopt(fd, level, name, optval, optlen);
     int saved = errno;
     if (level == SOL_SOCKET) {
@@ -785,72 +794,6 @@ ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *
     return 0;
 }
 
-/* Record an option set on a kernel AF_INET socket, to pass it along if it becomes a ztap socket. */
-static void zti_record_opt(int fd, int level, int name, const void *optval, socklen_t optlen)
-{
-    uint32_t bit = 0;
-    if (level == SOL_SOCKET) {
-        switch (name) {
-        case SO_REUSEADDR: bit = ZTRPC_OPT_REUSEADDR; break;
-        case SO_REUSEPORT: bit = ZTRPC_OPT_REUSEPORT; break;
-        case SO_KEEPALIVE: bit = ZTRPC_OPT_KEEPALIVE; break;
-        case SO_LINGER: bit = ZTRPC_OPT_LINGER; break;
-        case SO_RCVBUF: bit = ZTRPC_OPT_RCVBUF; break;
-        case SO_SNDBUF: bit = ZTRPC_OPT_SNDBUF; break;
-        }
-    } else if (level == IPPROTO_TCP) {
-        switch (name) {
-        case TCP_NODELAY: bit = ZTRPC_OPT_NODELAY; break;
-        case TCP_KEEPIDLE: bit = ZTRPC_OPT_KEEPIDLE; break;
-        case TCP_KEEPINTVL: bit = ZTRPC_OPT_KEEPINTVL; break;
-        case TCP_KEEPCNT: bit = ZTRPC_OPT_KEEPCNT; break;
-        }
-    }
-    if (!bit || !optval)
-        return;
-    int v = 0;
-    struct linger lg = { 0, 0 };
-    if (bit == ZTRPC_OPT_LINGER) {
-        if (optlen < sizeof lg)
-            return;
-        memcpy(&lg, optval, sizeof lg);
-    } else {
-        if (optlen < sizeof v)
-            return; /* the kernel also accepts shorter values; those are rare, not recorded */
-        memcpy(&v, optval, sizeof v);
-    }
-    int dom, type, prot;
-    struct stat st;
-    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || dom != AF_INET || fstat(fd, &st) < 0)
-        return;
-    struct zti_ent e;
-    if (zti_table_get(fd, &e) != ZTI_INET || e.dev != (uint64_t)st.st_dev || e.ino != (uint64_t)st.st_ino) {
-        memset(&e, 0, sizeof e);
-        e.kind = ZTI_INET;
-        e.dev = st.st_dev;
-        e.ino = st.st_ino;
-    }
-    e.opts.mask |= bit;
-    switch (bit) {
-    case ZTRPC_OPT_REUSEADDR:
-    case ZTRPC_OPT_REUSEPORT:
-    case ZTRPC_OPT_KEEPALIVE:
-    case ZTRPC_OPT_NODELAY:
-        e.opts.bools = v ? (e.opts.bools | bit) : (e.opts.bools & ~bit);
-        break;
-    case ZTRPC_OPT_LINGER:
-        e.opts.linger_onoff = lg.l_onoff;
-        e.opts.linger_secs = lg.l_linger;
-        break;
-    case ZTRPC_OPT_RCVBUF: e.opts.rcvbuf = v; break;
-    case ZTRPC_OPT_SNDBUF: e.opts.sndbuf = v; break;
-    case ZTRPC_OPT_KEEPIDLE: e.opts.keepidle = v; break;
-    case ZTRPC_OPT_KEEPINTVL: e.opts.keepintvl = v; break;
-    case ZTRPC_OPT_KEEPCNT: e.opts.keepcnt = v; break;
-    }
-    zti_table_put(fd, &e);
-}
-
 /**
  * setsockopt() - socket options; for ztap sockets forwarded to ztapd (timeouts stay native)
  * Return: 0 or -1 with errno, as setsockopt(2).
@@ -863,7 +806,7 @@ ZTI_EXPORT int setsockopt(int fd, int level, int name, const void *optval, sockl
         return zti_real.setsockopt(fd, level, name, optval, optlen);
     int saved = errno;
     int k = zti_classify(fd, &e, 1);
-    if (!zti_is_ztap(k) || zti_native_opt(level, name)) {
+    if (!zti_is_ztap(k) || zti_native_opt(level, name, k)) {
         int r = zti_real.setsockopt(fd, level, name, optval, optlen);
         if (r == 0 && !zti_is_ztap(k)) {
             zti_record_opt(fd, level, name, optval, optlen);
@@ -871,25 +814,19 @@ ZTI_EXPORT int setsockopt(int fd, int level, int name, const void *optval, sockl
         }
         return r;
     }
-    if (optlen > 16 || (int)optlen < 0)
+    if ((int)optlen < 0)
         return zti_fail(EINVAL);
     if (optlen && !optval)
         return zti_fail(EFAULT);
-    struct ztrpc_sockopt rq;
-    memset(&rq, 0, sizeof rq);
-    rq.level = level;
-    rq.name = name;
-    rq.optlen = optlen;
-    if (optlen)
-        memcpy(rq.value, optval, optlen);
-    struct ztrpc_rep_hdr rep;
     int err;
-    if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, NULL, 0, ZTI_SHORT_WAIT_MS, 0, &err) < 0)
-        return zti_fail(zti_down_errno(err, ENETDOWN));
-    if (rep.result < 0)
-        return zti_fail(rep.err ? rep.err : EIO);
-    if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF))
-        (void)zti_real.setsockopt(fd, level, name, optval, optlen); /* also bound the unix buffer */
+    if (zti_sockopt_rpc(fd, level, name, optval, optlen, &err) < 0)
+        return zti_fail(err == EINTR || err == ETIMEDOUT || err == EMFILE || err == ENFILE || err == ENOBUFS ||
+                                err == ENOMEM || err == ENETDOWN
+                            ? zti_down_errno(err, ENETDOWN)
+                            : err);
+    /* Also bound the unix buffers, and make SO_RCVLOWAT act on the fd's own reads. */
+    if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF || name == SO_RCVLOWAT))
+        (void)zti_real.setsockopt(fd, level, name, optval, optlen);
     errno = saved;
     return 0;
 }

@@ -21,6 +21,7 @@
 #include "zts.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
@@ -307,11 +308,16 @@ int zts_h_getsockopt(struct zts_call *c)
         return zts_finish(c, -1, EFAULT);
     if ((int32_t)len < 0)
         return zts_finish(c, -1, EINVAL);
-    struct ztrpc_sockopt rq, rs;
+    struct ztrpc_sockopt rq;
+    /* The reply's value may run past the struct's 16 bytes (ztrpc.h GETSOCKOPT: TCP_INFO). */
+    struct {
+        struct ztrpc_sockopt o;
+        unsigned char more[ZTRPC_MAX_OPTLEN - sizeof rq.value];
+    } rs;
     memset(&rq, 0, sizeof rq);
     rq.level = level;
     rq.name = name;
-    rq.optlen = len < sizeof rq.value ? len : (uint32_t)sizeof rq.value;
+    rq.optlen = len < ZTRPC_MAX_OPTLEN ? len : (uint32_t)ZTRPC_MAX_OPTLEN;
     struct ztrpc_rep_hdr rep;
     int err;
     int is_error = level == SOL_SOCKET && name == SO_ERROR;
@@ -326,10 +332,11 @@ int zts_h_getsockopt(struct zts_call *c)
     }
     if (rep.result < 0)
         return zts_finish(c, -1, rep.err ? rep.err : EIO);
-    uint32_t n = rs.optlen < sizeof rs.value ? rs.optlen : (uint32_t)sizeof rs.value;
+    uint32_t n = rs.o.optlen < ZTRPC_MAX_OPTLEN ? rs.o.optlen : (uint32_t)ZTRPC_MAX_OPTLEN;
     if (n > len)
         n = len;
-    if ((n && zts_mem_write(c, uval, rs.value, n) < 0) || zts_mem_write(c, ulen, &n, sizeof n) < 0)
+    if ((n && zts_mem_write(c, uval, (unsigned char *)&rs + offsetof(struct ztrpc_sockopt, value), n) < 0) ||
+        zts_mem_write(c, ulen, &n, sizeof n) < 0)
         return zts_finish(c, -1, EFAULT);
     if (is_error && k == ZTS_K_TCP) {
         /* As the library: a failed connect left ECONNRESET on the app end itself; reading
@@ -352,22 +359,29 @@ int zts_h_setsockopt(struct zts_call *c)
     int k = zts_classify(c, &e);
     if (!zts_is_ztap(k) || zts_native_opt(level, name))
         return zts_pass(c); /* kernel sockets: their options are read back at interception */
-    if (len > 16 || (int32_t)len < 0)
+    if ((int32_t)len < 0)
         return zts_finish(c, -1, EINVAL);
-    struct ztrpc_sockopt rq;
+    /* The value runs past the struct when longer than its 16 bytes (ztrpc.h SETSOCKOPT); ztapd
+     * judges the length, as the kernel would. */
+    struct {
+        struct ztrpc_sockopt o;
+        unsigned char more[ZTRPC_MAX_OPTLEN - sizeof(((struct ztrpc_sockopt *)0)->value)];
+    } rq;
+    uint32_t n = len < ZTRPC_MAX_OPTLEN ? len : (uint32_t)ZTRPC_MAX_OPTLEN;
     memset(&rq, 0, sizeof rq);
-    rq.level = level;
-    rq.name = name;
-    rq.optlen = len;
-    if (len && (!uval || zts_mem_read(c, uval, rq.value, len) < 0))
+    rq.o.level = level;
+    rq.o.name = name;
+    rq.o.optlen = len;
+    if (n && (!uval || zts_mem_read(c, uval, rq.o.value, n) < 0))
         return zts_finish(c, -1, EFAULT);
+    uint32_t blen = (uint32_t)sizeof rq.o + (n > sizeof rq.o.value ? n - (uint32_t)sizeof rq.o.value : 0);
     struct ztrpc_rep_hdr rep;
     int err;
-    if (zts_rpc(c, ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &c->fd, 1, &rep, NULL, 0, ZTS_SHORT_WAIT_MS, &err) < 0)
+    if (zts_rpc(c, ZTRPC_OP_SETSOCKOPT, &rq, blen, &c->fd, 1, &rep, NULL, 0, ZTS_SHORT_WAIT_MS, &err) < 0)
         return zts_finish(c, -1, zts_down_errno(err, ENETDOWN));
     if (rep.result < 0)
         return zts_finish(c, -1, rep.err ? rep.err : EIO);
-    if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF))
-        (void)setsockopt(c->fd, level, name, rq.value, len); /* also bound the unix buffer */
+    if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF) && n >= sizeof(int))
+        (void)setsockopt(c->fd, level, name, rq.o.value, n); /* also bound the unix buffer */
     return zts_finish(c, 0, 0);
 }

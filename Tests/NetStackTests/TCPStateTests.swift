@@ -834,7 +834,7 @@ import Testing
         h.run(untilMs: 2000)
         #expect(h.layer.connectionCount == 0)
         #expect(h.takeEvents().isEmpty)
-        #expect(h.layer.listeners[h.local]?.synQueue == 0)
+        #expect(h.layer.listeners[h.local]?.first?.synQueue == 0)
         #expect(try h.layer.accept(l, now: h.now) == nil)
     }
 }

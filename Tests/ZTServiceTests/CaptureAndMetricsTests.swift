@@ -131,15 +131,18 @@ import ZTControl
                               retransmissions: 3, sendQueue: 10, receiveQueue: 20, peerWindow: 65535)
         i.mss = 1460
         i.sack = true
+        i.rttVariance = .microseconds(700)
+        i.bytesInFlight = 2920
         var c = ConnectionInfo(network: "n", proto: "tcp", local: "", remote: "", state: "", pid: nil, uid: nil,
                                bytesIn: 0, bytesOut: 0)
         c.addInternals(i)
         #expect(c.rttMicros == 1500 && c.rtoMicros == 200_000 && c.cwnd == 14600 && c.ssthresh == nil)
         #expect(c.retransmits == 3 && c.sendQueue == 10 && c.receiveQueue == 20 && c.mss == 1460)
-        #expect(c.options == ["sack"] && c.rttvarMicros == nil && c.bytesInFlight == nil)
+        #expect(c.options == ["sack"] && c.rttvarMicros == 700 && c.bytesInFlight == 2920)
         i.srtt = nil
+        i.rttVariance = nil
         i.ssthresh = 30000
         c.addInternals(i)
-        #expect(c.rttMicros == nil && c.ssthresh == 30000)
+        #expect(c.rttMicros == nil && c.rttvarMicros == nil && c.ssthresh == 30000)
     }
 }

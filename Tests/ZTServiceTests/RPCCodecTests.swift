@@ -28,7 +28,7 @@ import Testing
         sr.opts.bools = ZTRPC_OPT_NODELAY
         let (h, r) = try decode(encode(op: ZTRPC_OP_CONNECT, id: 77, body: bytes(sr))).get()
         #expect(h == RPCHeader(op: ZTRPC_OP_CONNECT, id: 77))
-        guard case .connect(let got) = r else { Issue.record("not a connect: \(r)"); return }
+        guard case .connect(let got, _) = r else { Issue.record("not a connect: \(r)"); return }
         #expect(Wire.endpoint(got.addr) == IPv4Endpoint(IPv4Address(10, 1, 2, 3), 8080))
         #expect(got.flags == ZTRPC_F_NEW | ZTRPC_F_NONBLOCK)
         #expect(SocketOptions(got.opts).noDelay)

@@ -118,3 +118,52 @@ def test_postgres_as_its_user_under_pgbench(net):
     who = ns.exec("psql", *env_args, "-Atc", "select client_addr from pg_stat_activity where client_addr is not null",
                   "postgres", timeout=30).stdout.split()
     assert who and all(a == KERNEL for a in who), who
+
+
+def test_nginx_with_debian_habits_under_wrk(net):
+    need("nginx", "wrk")
+    d, ns, tmp, procs = net
+    root = os.path.join(tmp, "nginx")
+    os.makedirs(os.path.join(root, "html"))
+    os.makedirs(os.path.join(root, "tmp"))
+    with open(os.path.join(root, "html", "index.html"), "w") as f:
+        f.write("x" * 612)
+    os.chmod(tmp, 0o755)
+    run(["chmod", "-R", "a+rX", root])
+    run(["chown", "-R", "www-data", os.path.join(root, "tmp")])
+    log = os.path.join(root, "error.log")
+    conf = os.path.join(root, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(textwrap.dedent(f"""\
+            user www-data;
+            worker_processes 2;
+            pid {root}/nginx.pid;
+            error_log {log} warn;
+            events {{ worker_connections 768; }}
+            http {{
+                sendfile on;
+                tcp_nopush on;
+                tcp_nodelay on;
+                keepalive_timeout 65;
+                access_log off;
+                client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp;
+                fastcgi_temp_path {root}/tmp; uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
+                server {{
+                    listen {STACK}:8080 deferred;
+                    root {root}/html;
+                }}
+            }}
+            """))
+    procs.append(ns.popen(*ztrun(d, "nginx", "-g", "daemon off;", "-c", conf, "-e", log),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_connectable(ns, 8080)
+    # Workers really run as www-data.
+    workers = ns.exec("pgrep", "-u", "www-data", "-f", "nginx: worker", check=False).stdout.split()
+    assert len(workers) == 2, workers
+    keepalive = wrk(ns)
+    close = wrk(ns, "-H", "Connection: close")
+    alerts = [l for l in open(log) if re.search(r"\[(alert|crit|emerg)\]", l)]
+    assert not alerts, "".join(alerts[:10])
+    print(f"nginx under ztap: {keepalive} keep-alive and {close} Connection: close requests in 2 s")
+
+

@@ -335,6 +335,17 @@ class Fake:
             dst = unpack_addr(addr)
             entry.update(addr=list(dst), flags=flags, proto=proto,
                          opts=list(SOCKOPTS.unpack(opts)))
+            # Options set before interception beyond ztrpc_sockopts: ztrpc_optlist + records.
+            if len(body) >= 72:
+                count, _ = struct.unpack("<II", body[64:72])
+                recs = []
+                for i in range(count):
+                    r = body[72 + 32 * i:104 + 32 * i]
+                    if len(r) < 32:
+                        break
+                    lv, nm, ol, _, val = SOCKOPT.unpack(r)
+                    recs.append([lv, nm, val[:ol].hex()])
+                entry["preopts"] = recs
             if flags & F_NEW:
                 if len(fds) != 2:
                     entry["protocol_error"] = "NEW without 2 fds"
@@ -422,6 +433,8 @@ class Fake:
         if op in (OP_GETSOCKOPT, OP_SETSOCKOPT):
             level, name, optlen, _, value = SOCKOPT.unpack(body[:32])
             entry.update(level=level, name=name, optlen=optlen)
+            if op == OP_SETSOCKOPT and optlen > 16:
+                value = body[16:16 + min(optlen, 384)]   # the value runs past the struct
             if op == OP_SETSOCKOPT:
                 if (level, name) == (0x7A74, 1):   # shutdown bits accumulate, as in ztapd
                     old = struct.unpack("<i", so.opts.get((level, name), b"\0\0\0\0")[:4])[0]

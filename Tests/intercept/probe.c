@@ -242,6 +242,25 @@ static int case_sockopts(void)
     return 0;
 }
 
+/* Options beyond ztrpc_sockopts set before connect travel as records; long values go whole. */
+static int case_preopts(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1, ttl = 9, prio = 4, clamp = 20000;
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof one) == 0);
+    CHECK(setsockopt(fd, IPPROTO_IP, IP_TTL, &ttl, sizeof ttl) == 0);
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_PRIORITY, &prio, sizeof prio) == 0);
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_WINDOW_CLAMP, &clamp, sizeof clamp) == 0);
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, "reno", 4) == 0);
+    struct sockaddr_in a = sin_of("10.200.0.1", 7);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    /* After interception: a value longer than 16 bytes travels whole (IP_OPTIONS: 4 NOPs + RA). */
+    unsigned char ipopt[24] = { 1, 1, 1, 1, 148, 4, 0, 0 };
+    CHECK(setsockopt(fd, IPPROTO_IP, IP_OPTIONS, ipopt, sizeof ipopt) == 0);
+    close(fd);
+    return 0;
+}
+
 static int case_listen_accept(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -903,6 +922,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "connect_nonblock")) r = case_connect_nonblock();
     else if (!strcmp(c, "connect_errors")) r = case_connect_errors();
     else if (!strcmp(c, "sockopts")) r = case_sockopts();
+    else if (!strcmp(c, "preopts")) r = case_preopts();
     else if (!strcmp(c, "listen_accept")) r = case_listen_accept();
     else if (!strcmp(c, "udp")) r = case_udp();
     else if (!strcmp(c, "fork")) r = case_fork();

@@ -103,7 +103,7 @@ def assert_clean_protocol(log):
     assert bad == [], bad
 
 
-CASES = ["udp_copies", "fork_race", "bound_sndtimeo", "connect_blocking", "connect_nonblock", "connect_errors", "sockopts", "listen_accept",
+CASES = ["udp_copies", "fork_race", "bound_sndtimeo", "connect_blocking", "connect_nonblock", "connect_errors", "sockopts", "preopts", "listen_accept",
          "udp", "fork", "dup", "exec", "errno", "threads", "interrupted", "accept_blocking"]
 
 
@@ -149,6 +149,24 @@ def test_options_set_before_connect_travel_with_it(fake):
     assert {(e["level"], e["name"]) for e in sets} == {(6, 4), (1, 7)}  # TCP_KEEPIDLE, SO_SNDBUF
     # SO_RCVTIMEO stayed native: never sent to ztapd.
     assert not any(e.get("name") == 20 and e.get("level") == 1 for e in log if "name" in e)
+
+
+def test_other_options_set_before_connect_travel_as_records(fake):
+    p, _ = run_probe("preopts", fake["sock"])
+    assert_ok(p, "preopts")
+    log = read_log(fake["log"])
+    first = next(e for e in log if e.get("op") == "CONNECT")
+    # Values as the kernel socket reads them back, in the library's table order.
+    assert first["preopts"] == [
+        [1, 12, "04000000"],               # SO_PRIORITY 4
+        [0, 2, "09000000"],                # IP_TTL 9
+        [6, 3, "01000000"],                # TCP_CORK on
+        [6, 10, "204e0000"],               # TCP_WINDOW_CLAMP 20000
+        [6, 13, "72656e6f" + "00" * 12],   # TCP_CONGESTION "reno", as the kernel's 16 bytes
+    ], first["preopts"]
+    sets = [e for e in log if e.get("op") == "SETSOCKOPT"]
+    assert [(e["level"], e["name"], e["optlen"]) for e in sets] == [(0, 4, 24)]
+    assert sets[0]["value"] == "0101010194040000" + "00" * 16   # IP_OPTIONS, all 24 bytes
 
 
 def test_listen_passes_accept_channel(fake):

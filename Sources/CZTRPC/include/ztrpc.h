@@ -144,12 +144,19 @@ extern "C" {
  *   (the library copies what fits, like the kernel) and the value runs past the struct's 16 bytes
  *   when it is longer: the reply body is 16 + max(16, optlen) bytes.
  *   SOL_SOCKET/SO_ERROR returns the pending error in value (as int) and clears it, like Linux;
- *   while a connect is pending that is 0 (it never waits). Unknown options: ENOPROTOOPT. */
+ *   while a connect is pending that is 0 (it never waits). Every other option answers as Linux
+ *   does, the optlen it would report included (a short buffer gets what the kernel copies);
+ *   unknown names ENOPROTOOPT. */
 #define ZTRPC_OP_GETSOCKOPT ((uint16_t)4)
-/* SETSOCKOPT ztrpc_sockopt -> no body. Unknown options: ENOPROTOOPT (the app gets it).
+/* SETSOCKOPT ztrpc_sockopt -> no body. optlen is the app's optlen; when it is longer than 16 the
+ *   value runs past the struct like a GETSOCKOPT reply's (at most ZTRPC_MAX_OPTLEN bytes of it
+ *   travel: the body is 16 + max(16, min(optlen, ZTRPC_MAX_OPTLEN)) bytes). ztapd answers as
+ *   Linux does (ENOPROTOOPT for unknown names, EINVAL for a short optlen, EPERM/EACCES without
+ *   the capability, judged by the requesting process's CapEff).
  *   Never sent (answered or applied in the library): SO_TYPE, SO_DOMAIN, SO_PROTOCOL,
- *   SO_ACCEPTCONN, and SO_RCVTIMEO/SO_SNDTIMEO/SO_RCVLOWAT/SO_SNDLOWAT, which act on the app's
- *   fd natively. Options set before interception arrive in ztrpc_sock_req.opts instead. */
+ *   SO_ACCEPTCONN, and SO_RCVTIMEO/SO_SNDTIMEO/SO_RCVLOWAT/SO_SNDLOWAT (and SO_PEEK_OFF on TCP),
+ *   which act on the app's fd natively. Options set before interception arrive with the
+ *   creating request instead (ztrpc_sock_req.opts and the ztrpc_optlist that may follow it). */
 #define ZTRPC_OP_SETSOCKOPT ((uint16_t)5)
 /* GETNAME  no body -> ztrpc_sockinfo. Also serves as "query": the library sends it for an
  *   AF_UNIX fd it does not know (after exec, or an fd received over SCM_RIGHTS). A socket that
@@ -240,7 +247,11 @@ struct ztrpc_sockopts {
     uint32_t reserved;
 };
 
-/* CONNECT, BIND, UDP_OPEN. 64 bytes. */
+/* CONNECT, BIND, UDP_OPEN. 64 bytes. With ZTRPC_F_NEW it may be followed by a ztrpc_optlist and
+ * `count` ztrpc_sockopt records (value at most 16 bytes each): options the app set on its kernel
+ * socket beyond the fields of ztrpc_sockopts, applied in order as if by SETSOCKOPT before the
+ * socket is created (so the SYN already carries IP_TTL, TCP_MAXSEG, ...). A library with more
+ * than ZTRPC_MAX_PREOPTS of them sends the rest as SETSOCKOPT requests once the socket exists. */
 struct ztrpc_sock_req {
     struct ztrpc_addr addr; /* CONNECT: destination; BIND: local address; UDP_OPEN: ignored */
     uint16_t flags;         /* ZTRPC_F_* */
@@ -251,6 +262,14 @@ struct ztrpc_sock_req {
     int32_t sndbuf;         /* TCP CONNECT with filler: SO_SNDBUF to restore (setsockopt value) */
     int32_t pid;            /* with ZTRPC_F_SECCOMP: the traced process (informational); else 0 */
 };
+
+/* Header of the option records that may follow a ztrpc_sock_req. 8 bytes. */
+struct ztrpc_optlist {
+    uint32_t count; /* ztrpc_sockopt records that follow */
+    uint32_t reserved;
+};
+/* As many records as fit ZTRPC_MAX_MSG after the request header, ztrpc_sock_req and optlist. */
+#define ZTRPC_MAX_PREOPTS 13
 
 /* LISTEN. 8 bytes. */
 struct ztrpc_listen_req {
@@ -312,6 +331,8 @@ ZTRPC_CHECK_SIZE(struct ztrpc_rep_hdr, 24);
 ZTRPC_CHECK_SIZE(struct ztrpc_sockopts, 40);
 ZTRPC_CHECK_SIZE(struct ztrpc_sock_req, 64);
 ZTRPC_CHECK_SIZE(struct ztrpc_listen_req, 8);
+ZTRPC_CHECK_SIZE(struct ztrpc_optlist, 8);
+ZTRPC_STATIC_ASSERT(16 + 64 + 8 + ZTRPC_MAX_PREOPTS * 32 <= ZTRPC_MAX_MSG, "pre-options fit a message");
 ZTRPC_CHECK_SIZE(struct ztrpc_sockopt, 32);
 ZTRPC_CHECK_SIZE(struct ztrpc_sockinfo, 24);
 ZTRPC_CHECK_SIZE(struct ztrpc_accept_msg, 24);

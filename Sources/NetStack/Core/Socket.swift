@@ -79,7 +79,12 @@ public protocol IPv4Transmitter {
     /// segment) and a `segmentationLimit` that holds it. Returns like `transmit`.
     @discardableResult
     func transmitTCP(src: IPv4Address, dst: IPv4Address, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
-                     _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool
+                     _ more: UnsafeRawBufferPointer, segmentSize: Int, options: IPv4SendOptions) -> Bool
+    /// `transmit` with the IPv4 header fields a socket chose (IP_TTL, IP_TOS). Transmitters that
+    /// do not build the IPv4 header (test fakes) get the default, which ignores them.
+    @discardableResult
+    func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int, options: IPv4SendOptions,
+                  _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool
 }
 
 extension IPv4Transmitter {
@@ -88,10 +93,10 @@ extension IPv4Transmitter {
     /// Copies header and payload into the frame `transmit` offers, summing as it copies.
     @discardableResult
     public func transmitTCP(src: IPv4Address, dst: IPv4Address, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
-                            _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
+                            _ more: UnsafeRawBufferPointer, segmentSize: Int, options: IPv4SendOptions) -> Bool {
         let hl = header.headerLength
         let total = hl &+ payload.count &+ more.count
-        return transmit(src: src, dst: dst, proto: IPProtocol.tcp, capacity: total) { buf in
+        return transmit(src: src, dst: dst, proto: IPProtocol.tcp, capacity: total, options: options) { buf in
             guard buf.count >= total, let p = buf.baseAddress else { return 0 }
             header.emit(into: p)
             TCPHeaderRepr.fillChecksum(p, headerLength: hl, payload: payload, more, copy: true,
@@ -99,6 +104,24 @@ extension IPv4Transmitter {
             return total
         }
     }
+
+    @discardableResult
+    public func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int, options: IPv4SendOptions,
+                         _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        transmit(src: src, dst: dst, proto: proto, capacity: capacity, fill)
+    }
+}
+
+/// Per-socket IPv4 header fields of outgoing datagrams.
+public struct IPv4SendOptions: Sendable, Hashable {
+    public var timeToLive: UInt8
+    /// The whole TOS byte (DSCP and ECN bits).
+    public var typeOfService: UInt8
+    public init(timeToLive: UInt8 = 64, typeOfService: UInt8 = 0) {
+        self.timeToLive = timeToLive
+        self.typeOfService = typeOfService
+    }
+    public static let standard = IPv4SendOptions()
 }
 
 /// Deterministic randomness source (initial sequence numbers, ephemeral ports, SYN cookie

@@ -87,7 +87,7 @@ extension NetStack {
     /// them; otherwise the payload is copied behind the headers and summed in the same pass.
     @discardableResult
     public func transmitTCP(src: IPv4Address, dst: IPv4Address, header: TCPHeaderRepr, payload: UnsafeRawBufferPointer,
-                            _ more: UnsafeRawBufferPointer, segmentSize: Int) -> Bool {
+                            _ more: UnsafeRawBufferPointer, segmentSize: Int, options: IPv4SendOptions) -> Bool {
         guard let (hop, bcast) = route(dst) else { counters.noRoute &+= 1; return false }
         var source = src
         if source.isUnspecified { guard let s = sourceAddress(for: dst) else { return false }; source = s }
@@ -107,7 +107,8 @@ extension NetStack {
         let l4 = txBuffer + l4Start
         header.emit(into: l4)
         IPv4HeaderView.emit(into: ipStart, source: source, destination: dst, protocolNumber: IPProtocol.tcp,
-                            payloadLength: total, identification: nextIPID(), dontFragment: true)
+                            payloadLength: total, identification: nextIPID(), dontFragment: true,
+                            ttl: options.timeToLive, dscpECN: options.typeOfService)
         EthernetHeaderView.emit(into: txBuffer, destination: .broadcast, source: config.mac, etherType: EtherType.ipv4)
         let lookup = bcast ? NeighborCache.Lookup.resolved(.broadcast) : neighbors.lookup(hop, now: now)
         var mac: MACAddress?

@@ -299,7 +299,7 @@ public final class NetStack {
     /// Sends `header` (8 bytes: UDP or ICMP) + `body` as one datagram, fragmenting it when it
     /// exceeds the MTU (UDP and ICMP only; TCP never needs it).
     func outputDatagram(src: IPv4Address, dst: IPv4Address, proto: UInt8, header: UnsafeRawPointer,
-                        body: UnsafeRawBufferPointer) throws(SocketError) {
+                        body: UnsafeRawBufferPointer, ip: IPv4SendOptions = .standard) throws(SocketError) {
         guard let (hop, bcast) = route(dst) else { counters.noRoute &+= 1; throw .networkUnreachable }
         let total = 8 &+ body.count
         let maxL4 = mtu &- IPv4HeaderView.minHeaderLength
@@ -308,7 +308,8 @@ public final class NetStack {
         if total <= maxL4 {
             copyVirtual(header: header, body: body, from: 0, count: total, to: l4)
             IPv4HeaderView.emit(into: ipStart, source: src, destination: dst, protocolNumber: proto,
-                                payloadLength: total, identification: nextIPID())
+                                payloadLength: total, identification: nextIPID(), ttl: ip.timeToLive,
+                                dscpECN: ip.typeOfService)
             sendIPv4Frame(ipLength: IPv4HeaderView.minHeaderLength &+ total, hop: hop, broadcast: bcast)
             return
         }
@@ -320,7 +321,8 @@ public final class NetStack {
             let more = off &+ len < total
             copyVirtual(header: header, body: body, from: off, count: len, to: l4)
             IPv4HeaderView.emit(into: ipStart, source: src, destination: dst, protocolNumber: proto,
-                                payloadLength: len, identification: id, moreFragments: more, fragmentOffset: off)
+                                payloadLength: len, identification: id, moreFragments: more, fragmentOffset: off,
+                                ttl: ip.timeToLive, dscpECN: ip.typeOfService)
             counters.fragmentsOut &+= 1
             sendIPv4Frame(ipLength: IPv4HeaderView.minHeaderLength &+ len, hop: hop, broadcast: bcast)
             off &+= len
@@ -609,10 +611,17 @@ public final class NetStack {
 extension NetStack: IPv4Transmitter {
     public func maxPayload(to dst: IPv4Address) -> Int { mtu &- IPv4HeaderView.minHeaderLength }
 
-    /// TCP writes its segment straight into the outgoing frame; we prepend IPv4 (DF set, TTL 64)
-    /// and Ethernet headers. Unresolved neighbors get the frame parked in the ARP queue.
+    /// TCP writes its segment straight into the outgoing frame; we prepend IPv4 (DF set, TTL 64
+    /// unless the socket chose otherwise) and Ethernet headers. Unresolved neighbors get the frame parked in the ARP queue.
     @discardableResult
     public func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int,
+                         _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
+        transmit(src: src, dst: dst, proto: proto, capacity: capacity, options: .standard, fill)
+    }
+
+    /// `transmit` with the socket's TTL and TOS in the IPv4 header.
+    @discardableResult
+    public func transmit(src: IPv4Address, dst: IPv4Address, proto: UInt8, capacity: Int, options: IPv4SendOptions,
                          _ fill: (UnsafeMutableRawBufferPointer) -> Int) -> Bool {
         guard let (hop, bcast) = route(dst) else { counters.noRoute &+= 1; return false }
         let cap = min(max(capacity, 0), mtu &- IPv4HeaderView.minHeaderLength)
@@ -628,7 +637,8 @@ extension NetStack: IPv4Transmitter {
         if source.isUnspecified { guard let s = sourceAddress(for: dst) else { return false }; source = s }
         IPv4HeaderView.emit(into: txBuffer + EthernetHeaderView.headerLength, source: source, destination: dst,
                             protocolNumber: proto, payloadLength: n, identification: nextIPID(),
-                            dontFragment: proto == IPProtocol.tcp)
+                            dontFragment: proto == IPProtocol.tcp, ttl: options.timeToLive,
+                            dscpECN: options.typeOfService)
         return sendIPv4Frame(ipLength: IPv4HeaderView.minHeaderLength &+ n, hop: hop, broadcast: bcast)
     }
 }

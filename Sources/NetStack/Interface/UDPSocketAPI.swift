@@ -70,10 +70,17 @@ extension NetStack {
         } else {
             src = s.local.address
         }
-        try sendUDP(src: IPv4Endpoint(src, s.local.port), dst: dst, payload)
+        try sendUDP(src: IPv4Endpoint(src, s.local.port), dst: dst, payload, ip: s.ipOptions)
     }
 
-    func sendUDP(src: IPv4Endpoint, dst: IPv4Endpoint, _ payload: UnsafeRawBufferPointer) throws(SocketError) {
+    /// IP_TTL / IP_TOS for the datagrams `h` sends.
+    public func udpSetIPOptions(_ h: SocketHandle, _ o: IPv4SendOptions) throws(SocketError) {
+        guard let s = udp.socket(h) else { throw .invalidHandle }
+        s.ipOptions = o
+    }
+
+    func sendUDP(src: IPv4Endpoint, dst: IPv4Endpoint, _ payload: UnsafeRawBufferPointer,
+                 ip: IPv4SendOptions = .standard) throws(SocketError) {
         var hdr: UInt64 = 0
         var result: SocketError?
         withUnsafeMutableBytes(of: &hdr) { h in
@@ -82,7 +89,8 @@ extension NetStack {
             let c = UDPHeaderView.checksum(source: src.address, destination: dst.address, header: UnsafeRawPointer(p), payload: payload)
             wireStore16(p, 6, c)
             do throws(SocketError) {
-                try outputDatagram(src: src.address, dst: dst.address, proto: IPProtocol.udp, header: UnsafeRawPointer(p), body: payload)
+                try outputDatagram(src: src.address, dst: dst.address, proto: IPProtocol.udp, header: UnsafeRawPointer(p),
+                                   body: payload, ip: ip)
                 counters.udpDatagramsOut &+= 1
             } catch { result = error }
         }

@@ -20,6 +20,8 @@ final class UDPSocket {
     var metaCount = 0
     /// An ICMP error for a connected socket (Linux's sk_err), reported once by the next receive.
     var pendingError: SocketError?
+    /// IP_TTL / IP_TOS of the datagrams it sends.
+    var ipOptions = IPv4SendOptions.standard
 
     init(generation: UInt32, binding: PortTable.Binding, isService: Bool, queueDatagrams: Int, queueBytes: Int) {
         self.generation = generation

@@ -20,6 +20,8 @@ struct AckPolicy {
     private(set) var quickAcks: Int
     /// The largest segment payload seen: the peer's effective MSS (Linux's rcv_mss).
     private(set) var mssEstimate = 536
+    /// Delayed-ACK ("pingpong") mode that TCP_QUICKACK 0 asks for: no quick ACKs.
+    var pingpong = false
 
     init(quickAcks: Int) { self.quickAcks = quickAcks }
 
@@ -44,7 +46,7 @@ struct AckPolicy {
         unackedBytes &+= n
         let piece = segmentSize > 0 ? min(segmentSize, n) : n
         if piece > mssEstimate { mssEstimate = piece }
-        if quickAcks > 0 {
+        if quickAcks > 0 && !pingpong {
             quickAcks &-= 1
             immediate = true
             return .now
@@ -67,6 +69,13 @@ struct AckPolicy {
         pending = false
         atPoll = false
         unackedBytes = 0
+    }
+
+    /// TCP_QUICKACK 1: whatever is owed goes with the next output. Returns whether an ACK is owed.
+    mutating func quickAckRequested() -> Bool {
+        pingpong = false
+        if pending { immediate = true }
+        return pending
     }
 
     /// The delayed-ACK timer fired.

@@ -19,8 +19,9 @@ struct RTTEstimator {
     private(set) var minRTT: UInt64 = .max
     /// The segment being timed: its end and send time (only without timestamps).
     private(set) var timed: (end: SeqNumber, at: Instant)?
-    let minRTO: Duration
-    let maxRTO: Duration
+    /// The bounds (per socket: TCP_RTO_MIN_US, TCP_RTO_MAX_MS); the next sample applies them.
+    var minRTO: Duration
+    var maxRTO: Duration
 
     /// Clock granularity G: timestamps tick in milliseconds.
     static let granularity: UInt64 = 1_000_000
@@ -85,7 +86,9 @@ struct RTTEstimator {
     @discardableResult
     mutating func timedSegmentAcked(_ ack: SeqNumber, now: Instant) -> Bool {
         guard let t = timed, !(ack < t.end) else { return false }
-        sample((now - t.at).nanoseconds)
+        let r = (now - t.at).nanoseconds
+        sample(r)
+        delivered(rtt: r)   // a segment sent once: also a minimum RTT sample (as Linux's handshake)
         timed = nil
         return true
     }

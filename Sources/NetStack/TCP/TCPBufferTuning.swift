@@ -55,7 +55,12 @@ extension TCPConnection {
         guard let rx, rx.isEmpty, reassembly.isEmpty else { return }
         shrinkReceiveRingIfAllowed()
         guard rx.storageBytes > 0 else { return }
-        if rx.storageBytes <= RingMemory.smallLimit { rx.releaseStorage() } else { armRingIdle(now: now) }
+        // Closed (the app read what was left after the end): nothing more will arrive.
+        if rx.storageBytes <= RingMemory.smallLimit || state == .closed {
+            rx.releaseStorage()
+        } else {
+            armRingIdle(now: now)
+        }
     }
 
     /// The ring takes `rxTarget` once it is empty and no advertised byte lies beyond it.
@@ -99,6 +104,8 @@ extension TCPConnection {
     // MARK: - Idle
 
     func armRingIdle(now: Instant) {
+        // A closed connection keeps no timer (its heap entry would fire again and again).
+        guard state != .closed else { return }
         if timers.rings == nil {
             timers.rings = now + config.ringIdleRelease
             layer.schedule(self)

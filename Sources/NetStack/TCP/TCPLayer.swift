@@ -34,7 +34,9 @@ public final class TCPLayer {
     var freeSlots: [UInt32] = []
 
     @exclusivity(unchecked) var connections: [TCPConnKey: TCPConnection] = [:]
-    var listeners: [IPv4Endpoint: TCPListener] = [:]
+    /// Listeners by address and port: one, or an SO_REUSEPORT group (`PortTable.listen` decides
+    /// who may join), among which `listener(for:in:)` spreads new connections.
+    var listeners: [IPv4Endpoint: [TCPListener]] = [:]
     var timers = TimerHeap()
     var dirty: [TCPConnection] = []
     @exclusivity(unchecked) var events: [SocketEvent] = []
@@ -46,6 +48,8 @@ public final class TCPLayer {
     var pendingResets: [(IPv4Endpoint, IPv4Endpoint, SeqNumber)] = []
     /// Incremented per `receive`/`poll` call; used to coalesce `.readable` events.
     var epoch: UInt64 = 0
+    /// `now` of the last `receive`/`poll` (introspection's clock: `info` takes none).
+    var lastNow = Instant.zero
     /// SYN-ACKs answered with a SYN cookie because a listener's SYN queue was full.
     public internal(set) var synCookiesSent: UInt64 = 0
 
@@ -251,6 +255,7 @@ public final class TCPLayer {
     public func receive(src: IPv4Address, dst: IPv4Address, segment: UnsafeRawBufferPointer, checksumVerified: Bool,
                         segmentSize: Int, now: Instant, tx: some IPv4Transmitter) {
         epoch &+= 1
+        lastNow = now
         guard let seg = try? TCPHeaderView(segment) else { return }
         let key = TCPConnKey(localAddress: dst.value, remoteAddress: src.value,
                              localPort: seg.destinationPort, remotePort: seg.sourcePort)
@@ -284,13 +289,25 @@ public final class TCPLayer {
             }
         }
         let flags = seg.flags
-        let l = listeners[IPv4Endpoint(dst, seg.destinationPort)] ?? listeners[IPv4Endpoint(.any, seg.destinationPort)]
+        let l = listener(for: key, in: listeners[IPv4Endpoint(dst, seg.destinationPort)])
+            ?? listener(for: key, in: listeners[IPv4Endpoint(.any, seg.destinationPort)])
         if let l, !l.closed {
             listenerInput(l, seg: seg, flags: flags, options: options, key: key, src: src, dst: dst, now: now, tx: tx)
             return
         }
         // No socket: RST (RFC 9293 §3.10.7.1), never in answer to an RST.
         if !flags.contains(.rst) { resetFor(seg, src: src, dst: dst, tx: tx) }
+    }
+
+    /// The listener of `group` a new connection `key` goes to: like Linux's SO_REUSEPORT groups,
+    /// a keyed hash of the 4-tuple picks one, so every segment of a handshake (SYN-cookie ACKs
+    /// included) finds the same member.
+    @inline(__always)
+    func listener(for key: TCPConnKey, in group: [TCPListener]?) -> TCPListener? {
+        guard let group, let first = group.first else { return nil }
+        if group.count == 1 { return first }
+        let h = tupleHash(key, salt: 2)
+        return group[Int(truncatingIfNeeded: ((h >> 32) &* UInt64(group.count)) >> 32)]
     }
 
     func resetFor(_ seg: TCPHeaderView, src: IPv4Address, dst: IPv4Address, tx: some IPv4Transmitter) {
@@ -321,6 +338,7 @@ public final class TCPLayer {
     /// Sends everything that is due and returns when poll must run again (nil = nothing pending).
     public func poll(now: Instant, tx: some IPv4Transmitter) -> Instant? {
         epoch &+= 1
+        lastNow = now
         if !pendingResets.isEmpty {
             for (remote, local, seq) in pendingResets { sendReset(to: remote, from: local, seq: seq, ack: nil, tx: tx) }
             pendingResets.removeAll(keepingCapacity: true)

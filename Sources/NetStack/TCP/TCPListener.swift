@@ -25,6 +25,8 @@ final class TCPListener {
     var keepAlive: Bool
     var lingerAbort = false
     var congestion: CongestionControl
+    /// Inherited by accepted connections; `deferAccept` is the listener's own.
+    var options: TCPSocketOptions
 
     init(binding: PortTable.Binding, ownsBinding: Bool, slot: UInt32, generation: UInt32, backlog: Int,
          config: TCPConfig) {
@@ -38,6 +40,7 @@ final class TCPListener {
         noDelay = config.noDelay
         keepAlive = config.keepAlive
         congestion = config.congestionControl
+        options = TCPSocketOptions(config)
         acceptQueue.reserveCapacity(min(backlog, 1024))
     }
 }
@@ -106,10 +109,11 @@ extension TCPLayer {
         guard roomForConnection(now: now) else { return }
         if l.synQueue >= config.maxSynQueue {
             guard config.synCookies else { return }
-            sendCookieSynAck(seg, options: options, key: key, local: local, remote: remote, now: now, tx: tx)
+            sendCookieSynAck(l, seg, options: options, key: key, local: local, remote: remote, now: now, tx: tx)
             return
         }
         let c = makeConnection(l: l, local: local, remote: remote, key: key, now: now, tx: tx)
+        c.stats.segmentsIn = 1   // the SYN
         c.irs = seg.sequenceNumber
         c.rcvNxt = c.irs + 1
         c.negotiate(options, synOptionsSent: false)
@@ -137,24 +141,26 @@ extension TCPLayer {
         let s = allocateSlot()
         let c = TCPConnection(layer: self, slot: s, generation: generations[Int(s)], state: .synReceived,
                               local: local, remote: remote, rxBufferSize: l.rxBufferSize,
-                              txBufferSize: l.txBufferSize, noDelay: l.noDelay, congestion: l.congestion, now: now)
+                              txBufferSize: l.txBufferSize, noDelay: l.noDelay, congestion: l.congestion,
+                              options: l.options, now: now)
         c.listener = l
         c.accepted = false
         c.rxLocked = l.rxLocked
         c.txLocked = l.txLocked
         c.keepAlive = l.keepAlive
         c.lingerAbort = l.lingerAbort
-        c.advertisedMss = max(tx.maxPayload(to: remote.address) &- TCPHeaderView.minimumHeaderLength, 64)
+        c.advertisedMss = c.limitedMss(max(tx.maxPayload(to: remote.address) &- TCPHeaderView.minimumHeaderLength, 64))
         c.tsOffset = UInt32(truncatingIfNeeded: tupleHash(key, salt: 1))
         slots[Int(s)] = .connection(c)
         connections[key] = c
         return c
     }
 
-    private func sendCookieSynAck(_ seg: TCPHeaderView, options: TCPSegmentOptions, key: TCPConnKey,
+    private func sendCookieSynAck(_ l: TCPListener, _ seg: TCPHeaderView, options: TCPSegmentOptions, key: TCPConnKey,
                                   local: IPv4Endpoint, remote: IPv4Endpoint, now: Instant, tx: some IPv4Transmitter) {
         let peerMss = Int(options.maxSegmentSize ?? UInt16(config.mssDefault))
-        let ourMss = max(tx.maxPayload(to: remote.address) &- TCPHeaderView.minimumHeaderLength, 64)
+        var ourMss = max(tx.maxPayload(to: remote.address) &- TCPHeaderView.minimumHeaderLength, 64)
+        if l.options.maxSegment > 0 { ourMss = min(ourMss, l.options.maxSegment) }
         let want = min(peerMss, ourMss)
         var idx = 0
         for (i, m) in Self.cookieMSS.enumerated() where m <= want { idx = i }

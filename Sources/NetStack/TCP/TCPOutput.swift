@@ -8,6 +8,9 @@ extension TCPConnection {
 
     func timersFired(now: Instant, tx out: some IPv4Transmitter) {
         if timers.fire(.close, now: now) {
+            if state == .finWait2 && sockopts.finWait2Timeout == nil {
+                layer.sendReset(to: remote, from: local, seq: sndNxt, ack: rcvNxt, tx: out)   // TCP_LINGER2 < 0
+            }
             terminate(error: nil, now: now)
             return
         }
@@ -23,6 +26,7 @@ extension TCPConnection {
             keepAliveTimer(now: now, tx: out)
             if state == .closed { return }
         }
+        if timers.fire(.cork, now: now) { corkFlush = true }
         if timers.fire(.rings, now: now) { ringIdleFired(now: now) }
         output(now: now, tx: out)
     }
@@ -31,14 +35,23 @@ extension TCPConnection {
         retries &+= 1
         switch state {
         case .synSent, .synReceived:
-            if retries > config.synRetries {
+            // Linux's syn_ack_recalc for a deferring listener (TCP_DEFER_ACCEPT): once the peer
+            // ACKed, no SYN-ACK is resent until the last timeout of the deferral, and the
+            // embryo lives until the deferral is over.
+            let timeouts = retries &- 1
+            let deferring = deferAcked ? (listener?.options.deferAccept ?? 0) : 0
+            if timeouts >= sockopts.synRetries && (deferring == 0 || timeouts >= deferring) {
                 terminate(error: listener != nil && state == .synReceived ? nil : .timedOut, now: now)
                 return
             }
             rtt.backoff &+= 1
+            rtt.cancelTiming()
+            if deferring > 0 && timeouts < deferring &- 1 {
+                timers.rto = now + rtt.effectiveRTO
+                return
+            }
             needSyn = true
             retransmissions &+= 1
-            rtt.cancelTiming()
             return
         case .closed, .listen, .timeWait:
             return
@@ -53,9 +66,20 @@ extension TCPConnection {
             timers.persist = now
             return
         }
-        if retries > config.maxRetransmissions {
+        if sockopts.userTimeout > .zero {
+            // TCP_USER_TIMEOUT replaces the retransmission count (retransmits_timed_out).
+            if now - lastProgress >= sockopts.userTimeout {
+                terminate(error: .timedOut, now: now)
+                return
+            }
+        } else if retries > config.maxRetransmissions {
             terminate(error: .timedOut, now: now)
             return
+        }
+        stats.totalTimeouts &+= 1
+        if retries == 1 {
+            stats.timeoutRecoveries &+= 1
+            stats.timeoutEpoch = now
         }
         cc.onTimeout(flight: sndMax - sndUna, mss: payloadMss)
         let tracked = recovery.covers(sndUna, sndMax) && sndNxt == sndMax
@@ -64,6 +88,10 @@ extension TCPConnection {
         rtt.cancelTiming()
         if tracked { timers.rack = nil } else { goBackN() }
         rtt.backoff &+= 1
+        if sockopts.userTimeout > .zero {
+            // The next timeout comes no later than the user timeout (tcp_clamp_rto_to_user_timeout).
+            timers.rto = min(now + rtt.effectiveRTO, lastProgress + sockopts.userTimeout)
+        }
     }
 
     /// The probe timer fired: see `LossRecovery.probeFired`; the output that follows sends it.
@@ -75,24 +103,32 @@ extension TCPConnection {
     private func keepAliveTimer(now: Instant, tx out: some IPv4Transmitter) {
         guard keepAlive, state == .established || state == .closeWait else { return }
         let idle = now - lastReceive
-        if keepAliveProbes == 0 && idle < config.keepAliveIdle {
-            timers.keepAlive = lastReceive + config.keepAliveIdle
+        if keepAliveProbes == 0 && idle < sockopts.keepAliveIdle {
+            timers.keepAlive = lastReceive + sockopts.keepAliveIdle
             return
         }
-        if keepAliveProbes >= config.keepAliveCount {
+        // With TCP_USER_TIMEOUT the silence since the last segment decides, not the count.
+        let expired = sockopts.userTimeout > .zero
+            ? keepAliveProbes > 0 && idle >= sockopts.userTimeout
+            : keepAliveProbes >= sockopts.keepAliveCount
+        if expired {
             terminate(error: .timedOut, now: now)
             return
         }
         keepAliveProbes &+= 1
         // A probe is an ACK one byte left of SND.UNA: the peer must answer with an ACK.
         sendSegment(seq: sndUna - 1, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out)
-        timers.keepAlive = now + config.keepAliveInterval
+        timers.keepAlive = now + sockopts.keepAliveInterval
     }
 
     private func sendWindowProbe(now: Instant, tx out: some IPv4Transmitter) {
         guard isSynchronized, let tx else { return }
         let unsent = tx.count &- (sndUna - txBase)
         if sndWnd == 0 && unsent > 0 {
+            if sockopts.userTimeout > .zero && now - lastProgress >= sockopts.userTimeout {
+                terminate(error: .timedOut, now: now)
+                return
+            }
             // Zero-window probe carrying one byte (RFC 9293 §3.8.6.1).
             let off = sndUna - txBase
             sendSegment(seq: sndUna, flags: .ack, dataOffset: off, dataCount: 1, now: now, tx: out)
@@ -143,7 +179,7 @@ extension TCPConnection {
         case .synSent, .synReceived:
             if needsMssFromPath {
                 needsMssFromPath = false
-                advertisedMss = max(out.maxPayload(to: remote.address) &- TCPHeaderView.minimumHeaderLength, 64)
+                advertisedMss = limitedMss(max(out.maxPayload(to: remote.address) &- TCPHeaderView.minimumHeaderLength, 64))
             }
             if needSyn {
                 needSyn = false
@@ -165,6 +201,7 @@ extension TCPConnection {
         }
         guard let tx else { return }
         var sent = false
+        var corked = false
         var pipe = recovery.pipe(flight: sndNxt - sndUna, sackOK: sackOK, mss: payloadMss)
         let cwnd = cc.cwnd
         // Data per segment: the MSS minus the options this segment carries (RFC 6691), SACK
@@ -238,6 +275,12 @@ extension TCPConnection {
                 if len < avail {
                     // Window-limited fragment (sender SWS avoidance, RFC 9293 §3.8.6.2.1).
                     if sndUna < sndMax && len < maxSndWnd / 2 { break }
+                } else if sockopts.cork && !corkFlush {
+                    // TCP_CORK: the partial segment waits for more data, uncorking, or the limit.
+                    corked = true
+                    break
+                } else if corkFlush {
+                    // The cork's time limit (or TCP_NODELAY) pushes the partial segment now.
                 } else if !noDelay && sndUna < lastSmallEnd && !(sndMax < lastSmallEnd) {
                     // Nagle (RFC 896) in Minshall's form, like Linux: hold a small segment only
                     // while an earlier small segment is unacknowledged. The end must lie in
@@ -262,6 +305,14 @@ extension TCPConnection {
             if timers.rto == nil { timers.rto = now + rtt.effectiveRTO }
             if fin { break }
         }
+
+        if corked {
+            timers.startIfStopped(.cork, at: now + config.corkLimit)
+        } else {
+            timers.cork = nil
+            corkFlush = false
+        }
+        if wantWritable, isWritable { wantWritable = false; if userVisible { layer.post(.writable(handle)) } }
 
         // 3. A bare ACK if one is owed and nothing carried it. It carries SND.MAX, not SND.NXT:
         // after a go-back-N rewind SND.NXT can lie below what the peer already has, and the peer
@@ -331,7 +382,7 @@ extension TCPConnection {
     // MARK: - Receive window
 
     /// Bytes of receive space to advertise right now (window before scaling).
-    var receiveSpace: Int { advertisableSpace }
+    var receiveSpace: Int { windowLimit(advertisableSpace) }
 
     /// After the app consumed data: is a window update worth a segment?
     func windowUpdateNeeded() -> Bool {
@@ -379,10 +430,19 @@ extension TCPConnection {
                 hdr.options.sackBlocks = reassembly.sackBlocks(max: tsOK ? 3 : 4)
             }
         }
+        if !(syn && flags.contains(.ack)) { stats.segmentsOut &+= 1 }   // Linux: SYN-ACKs are the request's
+        if dataCount > 0 {
+            stats.dataSegmentsOut &+= 1
+            stats.bytesSentTotal &+= UInt64(dataCount)
+            if seq < sndMax { stats.bytesRetransmitted &+= UInt64(dataCount) }
+            stats.lastDataSent = now
+        }
+        if sndUna == sndMax && (dataCount > 0 || flags.contains(.fin) || syn) { lastProgress = now }
+        let ip = IPv4SendOptions(timeToLive: sockopts.timeToLive, typeOfService: sockopts.typeOfService)
         var data = (UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0))
         if dataCount > 0, let txbuf = self.tx { data = txbuf.readableRegions(from: dataOffset, max: dataCount) }
         out.transmitTCP(src: local.address, dst: remote.address, header: hdr, payload: data.0, data.1,
-                        segmentSize: segmentSize)
+                        segmentSize: segmentSize, options: ip)
         if flags.contains(.ack) {
             lastAckSent = rcvNxt
             acks.ackSent()

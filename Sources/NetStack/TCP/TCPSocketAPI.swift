@@ -19,21 +19,21 @@ extension TCPLayer {
 
     /// Listens on a port the caller bound in `ports` (the intercept hub's bind()). The binding
     /// is marked listening (which may fail with `.addressInUse`, see `PortTable.listen`) and
-    /// stays the caller's: closing the listener only stops it listening. Two listeners on one
-    /// address and port (SO_REUSEPORT groups) are not supported: the second gets `.addressInUse`.
+    /// stays the caller's: closing the listener only stops it listening. Listeners on one address
+    /// and port whose bindings the table lets share it (SO_REUSEPORT, same uid) form a group that
+    /// new connections are spread over by a hash of their 4-tuple, as on Linux.
     public func listen(binding b: PortTable.Binding, backlog: Int, now: Instant) throws(SocketError) -> SocketHandle {
         guard b.proto == .tcp, b.local.port != 0, ports.isBound(b) else { throw .invalidState }
         return try makeListener(b, ownsBinding: false, backlog: backlog)
     }
 
     private func makeListener(_ b: PortTable.Binding, ownsBinding: Bool, backlog: Int) throws(SocketError) -> SocketHandle {
-        if let existing = listeners[b.local], !existing.closed { throw .addressInUse }
         try ports.listen(b)
         let s = allocateSlot()
         let l = TCPListener(binding: b, ownsBinding: ownsBinding, slot: s, generation: generations[Int(s)],
                             backlog: max(backlog, 1), config: config)
         slots[Int(s)] = .listener(l)
-        listeners[b.local] = l
+        listeners[b.local, default: []].append(l)
         return l.handle
     }
 
@@ -118,9 +118,11 @@ extension TCPLayer {
         }
         guard !c.finQueued, let tx = c.tx else { throw .invalidState }
         guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
-        var n = tx.enqueue(base, count: bytes.count)
-        if n < bytes.count && c.growSendBuffer(now: now) { n &+= tx.enqueue(base + n, count: bytes.count &- n) }
-        if n < bytes.count || tx.free < c.lowWater { c.wantWritable = true }
+        var n = tx.enqueue(base, count: min(bytes.count, c.sendSpace))
+        if n < bytes.count && c.growSendBuffer(now: now) {
+            n &+= tx.enqueue(base + n, count: min(bytes.count &- n, c.sendSpace))
+        }
+        if n < bytes.count || !c.isWritable { c.wantWritable = true }
         if n > 0 { markDirty(c) }
         return n
     }
@@ -134,6 +136,8 @@ extension TCPLayer {
         return n
     }
 
+    /// The send ring, for drivers that fill it in place and `commitSend`; with TCP_NOTSENT_LOWAT
+    /// they should commit at most `sendSpace` bytes.
     public func sendBuffer(_ h: SocketHandle) -> RingBuffer? { connection(h)?.tx }
 
     public func commitSend(_ h: SocketHandle, _ n: Int, now: Instant) {
@@ -141,7 +145,7 @@ extension TCPLayer {
         tx.commit(n)
         // Full: grow if the connection can use more, and then the writer may go on at once.
         if tx.free == 0 && c.growSendBuffer(now: now) && c.userVisible { post(.writable(h)) }
-        if tx.free < c.lowWater { c.wantWritable = true }
+        if !c.isWritable { c.wantWritable = true }
         markDirty(c)
     }
 
@@ -197,7 +201,7 @@ extension TCPLayer {
             return
         }
         try? shutdownWrite(h, now: now)
-        if c.state == .finWait2 { c.timers.close = now + config.finTimeout; schedule(c) }
+        if c.state == .finWait2 { c.armFinWait2Timeout(now: now); schedule(c) }
     }
 
     public func abort(_ h: SocketHandle, now: Instant) {
@@ -246,7 +250,7 @@ extension TCPLayer {
             }
             c.released = true
             if c.state == .timeWait { c.releaseBuffers(keepUnreadInput: false) }
-            if c.state == .finWait2 { c.timers.close = now + config.finTimeout; schedule(c) }
+            if c.state == .finWait2 { c.armFinWait2Timeout(now: now); schedule(c) }
         case .free:
             return
         }
@@ -255,7 +259,10 @@ extension TCPLayer {
     func closeListener(_ l: TCPListener, now: Instant) {
         guard !l.closed else { return }
         l.closed = true
-        if listeners[l.local] === l { listeners.removeValue(forKey: l.local) }
+        if var group = listeners[l.local], let i = group.firstIndex(where: { $0 === l }) {
+            group.remove(at: i)
+            listeners[l.local] = group.isEmpty ? nil : group
+        }
         if l.ownsBinding { ports.release(l.binding) } else { ports.stopListening(l.binding) }
         // Connections never accepted are reset (Linux does the same on close of a listener).
         let queued = l.acceptQueue
@@ -267,82 +274,6 @@ extension TCPLayer {
         }
     }
 
-    public func setOption(_ h: SocketHandle, _ o: TCPOption, now: Instant) throws(SocketError) {
-        if let l = listener(h) {
-            switch o {
-            case .noDelay(let v): l.noDelay = v
-            case .keepAlive(let v): l.keepAlive = v
-            case .linger(let d): l.lingerAbort = d == .zero
-            case .receiveBufferSize(let n):
-                guard n > 0 else { throw .invalidState }
-                l.rxBufferSize = n
-                l.rxLocked = true
-            case .sendBufferSize(let n):
-                guard n > 0 else { throw .invalidState }
-                l.txBufferSize = n
-                l.txLocked = true
-            case .congestionControl(let a): l.congestion = a
-            }
-            return
-        }
-        guard let c = connection(h) else { throw .invalidHandle }
-        switch o {
-        case .noDelay(let v):
-            c.noDelay = v
-            if v { markDirty(c) }
-        case .keepAlive(let v):
-            c.keepAlive = v
-            if c.state == .established || c.state == .closeWait { c.startKeepAlive(now: now); schedule(c) }
-        case .linger(let d):
-            c.lingerAbort = d == .zero
-        case .receiveBufferSize(let n):
-            // The size is fixed from now on (no autotuning, as on Linux); the ring can only be
-            // resized while it holds nothing.
-            guard n > 0 else { throw .invalidState }
-            guard c.rx == nil || (c.rx!.isEmpty && c.reassembly.isEmpty) else { throw .invalidState }
-            c.rxBufferSize = n
-            c.rxLocked = true
-            c.rxTarget = n
-            if let rx = c.rx { rx.resize(to: n, keeping: 0) }
-            // The shift is fixed once our SYN is out (RFC 7323 §2.2).
-            if config.windowScaling && c.state == .synSent && c.sndNxt == c.iss {
-                c.rcvShift = TCPConnection.shift(for: n)
-            }
-        case .sendBufferSize(let n):
-            guard n > 0 else { throw .invalidState }
-            guard c.tx == nil || c.tx!.isEmpty else { throw .invalidState }
-            c.txBufferSize = n
-            c.txLocked = true
-            if let tx = c.tx { tx.resize(to: n, keeping: 0) }
-        case .congestionControl(let a):
-            guard !c.isSynchronized else { throw .invalidState }
-            c.cc.algorithm = a
-        }
-    }
-
-    public func info(_ h: SocketHandle) -> TCPSocketInfo? {
-        if let l = listener(h) {
-            return TCPSocketInfo(state: l.closed ? .closed : .listen, local: l.local, remote: nil, bytesReceived: 0,
-                                 bytesSent: 0, srtt: nil, rto: config.initialRTO, cwnd: 0, ssthresh: 0,
-                                 retransmissions: 0, sendQueue: 0, receiveQueue: l.acceptQueue.count, peerWindow: 0)
-        }
-        return connection(h).map(info(of:))
-    }
-
-    func info(of c: TCPConnection) -> TCPSocketInfo {
-        var i = TCPSocketInfo(state: c.state, local: c.local, remote: c.remote, bytesReceived: c.bytesReceived,
-                              bytesSent: c.bytesSent, srtt: c.rtt.smoothed,
-                              rto: c.rtt.effectiveRTO, cwnd: c.cc.cwnd, ssthresh: min(c.cc.ssthresh, Int(Int32.max)),
-                              retransmissions: c.retransmissions, sendQueue: c.tx?.count ?? 0,
-                              receiveQueue: c.rx?.count ?? 0, peerWindow: c.sndWnd)
-        i.mss = c.sndMss
-        i.windowScaling = c.wsOK
-        i.timestamps = c.tsOK
-        i.sack = c.sackOK
-        i.congestionControl = c.cc.algorithm
-        return i
-    }
-
     public func localEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { connection(h)?.local ?? listener(h)?.local }
     public func remoteEndpoint(_ h: SocketHandle) -> IPv4Endpoint? { connection(h)?.remote }
 
@@ -350,8 +281,8 @@ extension TCPLayer {
     public var connectionCount: Int { connections.count }
 
     public func forEachConnection(_ body: (SocketHandle?, TCPSocketInfo) -> Void) {
-        for (_, l) in listeners where !l.released {
-            body(l.handle, info(l.handle)!)
+        for (_, group) in listeners {
+            for l in group where !l.released { body(l.handle, info(l.handle)!) }
         }
         for (_, c) in connections {
             body(c.userVisible ? c.handle : nil, info(of: c))

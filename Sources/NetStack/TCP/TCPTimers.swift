@@ -1,4 +1,4 @@
-/// A connection's eight timers as deadlines (nil = stopped), so `next` is the one instant the
+/// A connection's timers as deadlines (nil = stopped), so `next` is the one instant the
 /// layer's timer heap needs and a stopped timer costs nothing. What each one does when it
 /// fires is the connection's business (`TCPConnection.timersFired`); this only keeps time.
 struct TCPTimers {
@@ -18,6 +18,8 @@ struct TCPTimers {
         case delayedAck
         /// Keepalive probe (RFC 1122 §4.2.3.6).
         case keepAlive
+        /// TCP_CORK's limit: a held partial segment goes out.
+        case cork
         /// Big rings idle: give their memory back (TCPBufferTuning.swift).
         case rings
     }
@@ -29,6 +31,7 @@ struct TCPTimers {
     var persist: Instant?
     var delayedAck: Instant?
     var keepAlive: Instant?
+    var cork: Instant?
     var rings: Instant?
 
     subscript(_ k: Kind) -> Instant? {
@@ -41,6 +44,7 @@ struct TCPTimers {
             case .persist: persist
             case .delayedAck: delayedAck
             case .keepAlive: keepAlive
+            case .cork: cork
             case .rings: rings
             }
         }
@@ -53,6 +57,7 @@ struct TCPTimers {
             case .persist: persist = newValue
             case .delayedAck: delayedAck = newValue
             case .keepAlive: keepAlive = newValue
+            case .cork: cork = newValue
             case .rings: rings = newValue
             }
         }
@@ -61,7 +66,7 @@ struct TCPTimers {
     /// The earliest running deadline.
     var next: Instant? {
         earliest(earliest(earliest(earliest(rto, delayedAck), earliest(persist, keepAlive)), close),
-                 earliest(earliest(rack, tlp), rings))
+                 earliest(earliest(rack, tlp), earliest(cork, rings)))
     }
 
     /// Stops `k` and returns true when it was due at `now`; a timer not yet due keeps running.

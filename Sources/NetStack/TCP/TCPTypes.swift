@@ -55,6 +55,8 @@ public struct TCPConfig: Sendable {
     public var quickAckSegments = 16
     /// Initial congestion window in segments (RFC 6928).
     public var initialWindowSegments = 10
+    /// Longest a corked socket (TCP_CORK) holds a partial segment (Linux: 200 ms).
+    public var corkLimit = Duration.milliseconds(200)
     public init() {}
 }
 
@@ -90,7 +92,81 @@ public enum TCPOption: Sendable, Hashable {
     /// Only before the buffers exist (listener or not yet connected) or while they are empty.
     case receiveBufferSize(Int)
     case sendBufferSize(Int)
+    /// Also on an established connection (Linux reinitialises the algorithm; cwnd stays).
     case congestionControl(CongestionControl)
+    /// TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT: this socket's keepalive timing (the layer's
+    /// `TCPConfig` values are only the defaults).
+    case keepAliveIdle(Duration)
+    case keepAliveInterval(Duration)
+    case keepAliveCount(Int)
+    /// TCP_CORK: hold partial segments until uncorked, at most `TCPConfig.corkLimit`.
+    case cork(Bool)
+    /// TCP_USER_TIMEOUT: fail with `.timedOut` once sent data stayed unacknowledged (or the
+    /// peer's window closed, or keepalives unanswered) this long; `.zero` = off.
+    case userTimeout(Duration)
+    /// TCP_NOTSENT_LOWAT: writable (and `send` accepting) only while fewer than this many bytes
+    /// wait unsent; nil = no limit.
+    case notSentLowWater(Int?)
+    /// TCP_DEFER_ACCEPT on a listener: a handshake's bare ACK is ignored until this many SYN-ACK
+    /// timeouts passed, so the connection is accepted once data arrives (0 = off).
+    case deferAccept(retransmissions: Int)
+    /// TCP_QUICKACK: true sends a pending ACK now and leaves delayed-ACK ("pingpong") mode,
+    /// false enters it (no quick ACKs).
+    case quickAck(Bool)
+    /// TCP_WINDOW_CLAMP: the largest receive window advertised (0 = none).
+    case windowClamp(Int)
+    /// TCP_MAXSEG: the MSS advertised and sent with at most (0 = the path's).
+    case maxSegment(Int)
+    /// IP_TTL and IP_TOS of the segments sent (TOS: DSCP bits; ECN is the stack's).
+    case timeToLive(UInt8)
+    case typeOfService(UInt8)
+    /// TCP_SYNCNT: SYN (or SYN-ACK) retransmissions before giving up.
+    case synRetries(Int)
+    /// TCP_LINGER2: how long an orphaned connection stays in FIN-WAIT-2; nil = reset at once.
+    case finWait2Timeout(Duration?)
+    /// TCP_RTO_MIN_US / TCP_RTO_MAX_MS: this socket's RTO bounds.
+    case minRTO(Duration)
+    case maxRTO(Duration)
+    /// TCP_DELACK_MAX_US: the longest an ACK is delayed.
+    case delayedAckMax(Duration)
+}
+
+/// The per-socket settings a listener hands to the connections it accepts (beyond the older
+/// fields of `TCPListener`/`TCPConnection`), defaults from `TCPConfig`.
+public struct TCPSocketOptions: Sendable, Hashable {
+    public var keepAliveIdle: Duration
+    public var keepAliveInterval: Duration
+    public var keepAliveCount: Int
+    public var cork = false
+    public var userTimeout = Duration.zero
+    public var notSentLowWater: Int?
+    public var windowClamp = 0
+    public var maxSegment = 0
+    public var timeToLive: UInt8 = 64
+    public var typeOfService: UInt8 = 0
+    public var synRetries: Int
+    public var finWait2Timeout: Duration?
+    public var delayedAckMax: Duration
+    public var minRTO: Duration
+    public var maxRTO: Duration
+    /// Listeners only.
+    public var deferAccept = 0
+
+    public init(_ c: TCPConfig) {
+        keepAliveIdle = c.keepAliveIdle
+        keepAliveInterval = c.keepAliveInterval
+        keepAliveCount = c.keepAliveCount
+        synRetries = c.synRetries
+        finWait2Timeout = c.finTimeout
+        delayedAckMax = .milliseconds(200)   // Linux's TCP_DELACK_MAX: a cap; the delay itself is the config's
+        minRTO = c.minRTO
+        maxRTO = c.maxRTO
+    }
+}
+
+/// Where the sender is in loss recovery (Linux's tcp_ca_state, as TCP_INFO reports it).
+public enum TCPRecoveryState: UInt8, Sendable, Hashable {
+    case open = 0, disorder = 1, cwr = 2, recovery = 3, loss = 4
 }
 
 /// A snapshot of one connection for `ztctl connections` and tests.
@@ -114,4 +190,74 @@ public struct TCPSocketInfo: Sendable, Hashable {
     public var timestamps: Bool = false
     public var sack: Bool = false
     public var congestionControl: CongestionControl = .cubic
+
+    // What TCP_INFO and `ztctl connections` show beyond the above. Durations are nil until
+    // known; counts of segments are Linux's "packets".
+    /// RTT variation (RFC 6298 RTTVAR) and the smallest RTT seen.
+    public var rttVariance: Duration?
+    public var minRTT: Duration?
+    /// Bytes sent and not yet acknowledged (SND.MAX - SND.UNA) and queued but not sent yet.
+    public var bytesInFlight: Int = 0
+    public var notSentBytes: Int = 0
+    public var recoveryState: TCPRecoveryState = .open
+    /// Retransmission timeouts in a row (tcpi_retransmits) and the RTO backoff (tcpi_backoff).
+    public var consecutiveTimeouts: Int = 0
+    public var backoff: Int = 0
+    /// Keepalive or zero-window probes sent without an answer.
+    public var probes: Int = 0
+    public var sendWindowShift: Int = 0
+    public var receiveWindowShift: Int = 0
+    /// MSS we advertised and the largest segment the peer sent.
+    public var advertisedMss: Int = 0
+    public var receiveMss: Int = 0
+    public var pathMTU: Int = 0
+    public var delayedAckTimeout: Duration = .zero
+    /// Segments in flight, SACKed, marked lost, and retransmitted still in flight.
+    public var unackedSegments: Int = 0
+    public var sackedSegments: Int = 0
+    public var lostSegments: Int = 0
+    public var retransmittedSegments: Int = 0
+    /// Time since the last data sent, data received and ACK received.
+    public var sinceDataSent: Duration?
+    public var sinceDataReceived: Duration?
+    public var sinceAckReceived: Duration?
+    /// The receive window last advertised and the space there is.
+    public var receiveWindow: Int = 0
+    public var receiveSpace: Int = 0
+    /// Bytes acknowledged by the peer, sent (retransmissions included) and retransmitted.
+    public var bytesAcked: UInt64 = 0
+    public var bytesSentTotal: UInt64 = 0
+    public var bytesRetransmitted: UInt64 = 0
+    public var segmentsOut: UInt64 = 0
+    public var segmentsIn: UInt64 = 0
+    public var dataSegmentsOut: UInt64 = 0
+    public var dataSegmentsIn: UInt64 = 0
+    public var outOfOrderSegmentsIn: UInt64 = 0
+    /// Segments delivered to the peer (acknowledged or SACKed).
+    public var deliveredSegments: UInt64 = 0
+    /// Bytes per second acknowledged over the last round trip (0 until measured).
+    public var deliveryRate: UInt64 = 0
+    public var reorderingSeen: Bool = false
+    /// Retransmission timeouts in total, recoveries they started, and the time spent in them.
+    public var totalTimeouts: UInt64 = 0
+    public var timeoutRecoveries: UInt64 = 0
+    public var timeoutRecoveryTime: Duration = .zero
+
+    public init(state: TCPState, local: IPv4Endpoint, remote: IPv4Endpoint?, bytesReceived: UInt64, bytesSent: UInt64,
+                srtt: Duration?, rto: Duration, cwnd: Int, ssthresh: Int, retransmissions: UInt64, sendQueue: Int,
+                receiveQueue: Int, peerWindow: Int) {
+        self.state = state
+        self.local = local
+        self.remote = remote
+        self.bytesReceived = bytesReceived
+        self.bytesSent = bytesSent
+        self.srtt = srtt
+        self.rto = rto
+        self.cwnd = cwnd
+        self.ssthresh = ssthresh
+        self.retransmissions = retransmissions
+        self.sendQueue = sendQueue
+        self.receiveQueue = receiveQueue
+        self.peerWindow = peerWindow
+    }
 }

@@ -40,8 +40,12 @@ extension TCPBridge {
             }
             let nc = Connection(key: key, pid: c.pid, uid: c.uid)
             nc.seccomp = c.seccomp
-            nc.options = c.options
-            nc.options.reuseAddr = false
+            nc.options = c.options.inheritedByAccepted
+            if nc.options.peekOffset >= 0 {
+                // SO_PEEK_OFF acts on the app's end itself (MSG_PEEK is native): inherited there.
+                var v = nc.options.peekOffset
+                _ = Glibc.setsockopt(appEnd, SOL_SOCKET, SocketOptionMap.SO_PEEK_OFF, &v, socklen_t(4))
+            }
             nc.handle = nh
             nc.phase = .connected(reported: true)
             nc.local = stack.tcp.localEndpoint(nh)
@@ -94,6 +98,7 @@ extension TCPBridge {
     private func noteDelivered(_ nc: Connection, by listener: Connection) {
         if listener.recentlyDelivered.count >= Self.recentlyDeliveredLimit { listener.recentlyDelivered.removeFirst(256) }
         listener.recentlyDelivered.append(nc)
+        nc.deliveredBy = listener
     }
 
     /// The listener closed: connections still queued in its accept channel are closed by the

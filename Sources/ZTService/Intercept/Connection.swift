@@ -87,6 +87,8 @@ final class Connection {
     /// Its listener closed while it may not have been accepted yet: a close of its app end before
     /// this instant, with nothing written, is that (Linux resets such connections).
     var orphanedUntil: Instant?
+    /// The listener whose accept channel carried it (a hang-up of both at once: never accepted).
+    weak var deliveredBy: Connection?
     var bytesIn: UInt64 = 0
     var bytesOut: UInt64 = 0
     /// Made by ztctl run's seccomp supervisor (ZTRPC_F_SECCOMP) rather than the LD_PRELOAD library.

@@ -40,8 +40,9 @@ final class InterceptHub {
 
     private let requestBuffer: UnsafeMutableRawBufferPointer
 
+    /// `interfaceName`: the network's TAP (the device SO_BINDTODEVICE accepts).
     init(network: String, path: String, access: AccessList, loop: any SocketLoop, driver: StackDriver,
-         logger: Logger) throws(Errno) {
+         logger: Logger, interfaceName: String? = nil) throws(Errno) {
         self.network = network
         self.path = path
         self.access = AccessPolicy(access)
@@ -51,6 +52,9 @@ final class InterceptHub {
         replier = RPCReplier(loop: loop)
         tcp = TCPBridge(loop: loop, driver: driver, replier: replier, logger: logger, network: network)
         udp = UDPBridge(loop: loop, driver: driver)
+        let env = OptionEnvironment(interfaceName: interfaceName)
+        tcp.optionEnv = env
+        udp.optionEnv = env
         requestBuffer = .allocate(byteCount: Int(ZTRPC_MAX_MSG) + 64, alignment: 16)
         do {
             try openListener()
@@ -226,7 +230,7 @@ final class InterceptHub {
     private func route(_ request: RPCRequest, _ call: inout RPCCall) -> RPCOutcome {
         let stream = Int32(SOCK_STREAM.rawValue), seqpacket = Int32(SOCK_SEQPACKET.rawValue)
         switch request {
-        case .connect(let sr):
+        case .connect(let sr, let pre):
             let isNew = sr.flags & ZTRPC_F_NEW != 0
             if sr.proto == IPProtocol.udp {
                 var n: (key: FDKey, fd: Int32)?
@@ -235,7 +239,7 @@ final class InterceptHub {
                     guard let x = takeNew(&call, type: seqpacket) else { return .fail(EBADF, .none) }
                     n = x
                 }
-                return udp.connect(call, sr, newSocket: n)
+                return udp.connect(call, sr, newSocket: n, preOptions: pre)
             }
             guard sr.proto == IPProtocol.tcp else { return .fail(EPROTONOSUPPORT, .none) }
             guard stack != nil else { return .fail(ENETDOWN, .none) }
@@ -244,8 +248,8 @@ final class InterceptHub {
                 guard let x = takeNew(&call, type: stream) else { return .fail(EBADF, .none) }
                 n = x
             }
-            return tcp.connect(&call, sr, newSocket: n)
-        case .bind(let sr), .udpOpen(let sr):
+            return tcp.connect(&call, sr, newSocket: n, preOptions: pre)
+        case .bind(let sr, let pre), .udpOpen(let sr, let pre):
             var udpOpen = false
             if case .udpOpen = request { udpOpen = true }
             let isNew = sr.flags & ZTRPC_F_NEW != 0
@@ -260,7 +264,7 @@ final class InterceptHub {
                     guard let x = takeNew(&call, type: seqpacket) else { return .fail(EBADF, .none) }
                     n = x
                 }
-                return udp.bind(call, sr, newSocket: n, local: ep)
+                return udp.bind(call, sr, newSocket: n, local: ep, preOptions: pre)
             }
             guard sr.proto == IPProtocol.tcp, !udpOpen else { return .fail(EPROTONOSUPPORT, .none) }
             var n: (key: FDKey, fd: Int32)?
@@ -268,7 +272,7 @@ final class InterceptHub {
                 guard let x = takeNew(&call, type: stream) else { return .fail(EBADF, .none) }
                 n = x
             }
-            return tcp.bind(&call, sr, newSocket: n)
+            return tcp.bind(&call, sr, newSocket: n, preOptions: pre)
         case .listen(let lr):
             guard stack != nil else { return .fail(ENETDOWN, .none) }
             switch target(call) {
@@ -279,13 +283,13 @@ final class InterceptHub {
         case .getsockopt(let so):
             switch target(call) {
             case .tcp(let c): return tcp.getsockopt(call, c, so)
-            case .udp(let u): return udp.getsockopt(u, so)
+            case .udp(let u): return udp.getsockopt(call, u, so)
             case .none: return .fail(call.notFoundErrno, .none)
             }
         case .setsockopt(let so):
             switch target(call) {
-            case .tcp(let c): return tcp.setsockopt(c, so)
-            case .udp(let u): return udp.setsockopt(u, so)
+            case .tcp(let c): return tcp.setsockopt(call, c, so)
+            case .udp(let u): return udp.setsockopt(call, u, so)
             case .none: return .fail(call.notFoundErrno, .none)
             }
         case .getname:

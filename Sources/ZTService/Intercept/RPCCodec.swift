@@ -17,12 +17,13 @@ struct RPCHeader: Equatable {
 
 /// A well-formed request body.
 enum RPCRequest {
-    case connect(ztrpc_sock_req)
-    case bind(ztrpc_sock_req)
-    case udpOpen(ztrpc_sock_req)
+    /// The creating requests carry the options set before interception beyond ztrpc_sockopts.
+    case connect(ztrpc_sock_req, [SocketOptionRecord])
+    case bind(ztrpc_sock_req, [SocketOptionRecord])
+    case udpOpen(ztrpc_sock_req, [SocketOptionRecord])
     case listen(ztrpc_listen_req)
     case getsockopt(ztrpc_sockopt)
-    case setsockopt(ztrpc_sockopt)
+    case setsockopt(SocketOptionRecord)
     case getname
     /// An op this daemon does not know (answered EOPNOTSUPP).
     case unknown(UInt16)
@@ -35,6 +36,34 @@ enum RPCRequest {
         case .connect, .bind, .udpOpen, .listen: true
         case .getsockopt, .setsockopt, .getname, .unknown: false
         }
+    }
+}
+
+/// One option as an app passed it to setsockopt: level, name, its optlen and the bytes of it
+/// that travelled (at most ZTRPC_MAX_OPTLEN).
+struct SocketOptionRecord: Equatable {
+    var level: Int32
+    var name: Int32
+    var optlen: Int
+    var value: [UInt8]
+
+    init(level: Int32, name: Int32, optlen: Int, value: [UInt8]) {
+        self.level = level
+        self.name = name
+        self.optlen = optlen
+        self.value = value
+    }
+
+    /// A ztrpc_sockopt whose value is inline (pre-interception records, short SETSOCKOPTs);
+    /// `extra` is what ran past the struct.
+    init(_ so: ztrpc_sockopt, extra: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) {
+        level = so.level
+        name = so.name
+        optlen = Int(so.optlen)
+        let inline = withUnsafeBytes(of: so.value) { Array($0) }
+        let n = min(optlen, Int(ZTRPC_MAX_OPTLEN))
+        value = Array(inline.prefix(min(n, 16)))
+        if n > 16 { value += extra.prefix(n - 16) }
     }
 }
 
@@ -79,16 +108,41 @@ enum RPCCodec {
         let body = UnsafeRawBufferPointer(rebasing: msg[requestHeaderSize...])
         let request: RPCRequest
         switch hdr.op {
-        case ZTRPC_OP_CONNECT: request = .connect(Wire.body(ztrpc_sock_req.self, from: body, zero: ztrpc_sock_req()))
-        case ZTRPC_OP_BIND: request = .bind(Wire.body(ztrpc_sock_req.self, from: body, zero: ztrpc_sock_req()))
-        case ZTRPC_OP_UDP_OPEN: request = .udpOpen(Wire.body(ztrpc_sock_req.self, from: body, zero: ztrpc_sock_req()))
+        case ZTRPC_OP_CONNECT:
+            request = .connect(Wire.body(ztrpc_sock_req.self, from: body, zero: ztrpc_sock_req()), preOptions(body))
+        case ZTRPC_OP_BIND:
+            request = .bind(Wire.body(ztrpc_sock_req.self, from: body, zero: ztrpc_sock_req()), preOptions(body))
+        case ZTRPC_OP_UDP_OPEN:
+            request = .udpOpen(Wire.body(ztrpc_sock_req.self, from: body, zero: ztrpc_sock_req()), preOptions(body))
         case ZTRPC_OP_LISTEN: request = .listen(Wire.body(ztrpc_listen_req.self, from: body, zero: ztrpc_listen_req()))
         case ZTRPC_OP_GETSOCKOPT: request = .getsockopt(Wire.body(ztrpc_sockopt.self, from: body, zero: ztrpc_sockopt()))
-        case ZTRPC_OP_SETSOCKOPT: request = .setsockopt(Wire.body(ztrpc_sockopt.self, from: body, zero: ztrpc_sockopt()))
+        case ZTRPC_OP_SETSOCKOPT:
+            let so = Wire.body(ztrpc_sockopt.self, from: body, zero: ztrpc_sockopt())
+            let extra = body.count > sockoptSize ? UnsafeRawBufferPointer(rebasing: body[sockoptSize...])
+                                                 : UnsafeRawBufferPointer(start: nil, count: 0)
+            request = .setsockopt(SocketOptionRecord(so, extra: extra))
         case ZTRPC_OP_GETNAME: request = .getname
         default: request = .unknown(hdr.op)
         }
         return .success((h, request))
+    }
+
+    static let sockReqSize = MemoryLayout<ztrpc_sock_req>.size
+    static let sockoptSize = MemoryLayout<ztrpc_sockopt>.size
+
+    /// The option records after a ztrpc_sock_req (ztrpc.h): as many whole ones as the body
+    /// holds, at most `count` and ZTRPC_MAX_PREOPTS.
+    static func preOptions(_ body: UnsafeRawBufferPointer) -> [SocketOptionRecord] {
+        let listAt = sockReqSize, first = listAt + MemoryLayout<ztrpc_optlist>.size
+        guard body.count >= first else { return [] }
+        let list = UnsafeRawBufferPointer(rebasing: body[listAt...]).loadUnaligned(as: ztrpc_optlist.self)
+        let n = min(Int(list.count), Int(ZTRPC_MAX_PREOPTS), (body.count - first) / sockoptSize)
+        return (0..<n).map { i in
+            let so = UnsafeRawBufferPointer(rebasing: body[(first + i * sockoptSize)...]).loadUnaligned(as: ztrpc_sockopt.self)
+            var r = SocketOptionRecord(so)
+            r.value = Array(r.value.prefix(16))   // records carry their value inline only
+            return r
+        }
     }
 
     /// Encodes a request (the library's side; tests and tools use it). Returns the byte count.

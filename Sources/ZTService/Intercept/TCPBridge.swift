@@ -33,6 +33,8 @@ final class TCPBridge {
     static let lingerTime = Duration.seconds(60)
     /// Scratch space for bytes read and dropped.
     let scratch: UnsafeMutableRawBufferPointer
+    /// Shared with the UDP bridge: interface, cookies (TCPBridgeOptions.swift).
+    var optionEnv = OptionEnvironment(interfaceName: nil)
 
     init(loop: any SocketLoop, driver: StackDriver, replier: RPCReplier, logger: Logger, network: String) {
         self.loop = loop
@@ -108,7 +110,8 @@ final class TCPBridge {
 
     // MARK: - Ops
 
-    func connect(_ call: inout RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?) -> RPCOutcome {
+    func connect(_ call: inout RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?,
+                 preOptions: [SocketOptionRecord] = []) -> RPCOutcome {
         var newFD = newSocket?.fd ?? -1
         let nonblocking = sr.flags & ZTRPC_F_NONBLOCK != 0
         // A plugged app end (ztrpc.h, CONNECT): ours until the outcome, unplugged on any answer
@@ -129,6 +132,7 @@ final class TCPBridge {
             c = Connection(key: n.key, pid: sr.ownerPID(peer: call.peer.pid), uid: call.peer.uid)
             c.seccomp = sr.fromSeccomp
             c.options = SocketOptions(sr.opts)
+            applyPreOptions(call, c, preOptions)
         } else {
             let key = plug.flatMap { FDKey.of($0.appEnd) } ?? call.fds.first.flatMap(FDKey.of)
             guard let key, let found = lookup(key) else { return .fail(call.notFoundErrno, .none) }
@@ -164,6 +168,8 @@ final class TCPBridge {
         case .unbound, .bound:
             break
         }
+        if let e = boundElsewhere(c) { return .fail(e, .none) }
+        c.options.connected()
         let h: SocketHandle
         do {
             h = try stack.tcpConnect(local: c.local ?? IPv4Endpoint(.any, 0), remote: dst, now: Self.now())
@@ -213,7 +219,8 @@ final class TCPBridge {
         sys.close(p.appEnd)
     }
 
-    func bind(_ call: inout RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?) -> RPCOutcome {
+    func bind(_ call: inout RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?,
+              preOptions: [SocketOptionRecord] = []) -> RPCOutcome {
         let ep = Wire.endpoint(sr.addr)
         guard let n = newSocket else {
             guard let fd = call.fds.first, let key = FDKey.of(fd), let c = lookup(key) else {
@@ -227,6 +234,7 @@ final class TCPBridge {
         let c = Connection(key: n.key, pid: sr.ownerPID(peer: call.peer.pid), uid: call.peer.uid)
         c.seccomp = sr.fromSeccomp
         c.options = SocketOptions(sr.opts)
+        applyPreOptions(call, c, preOptions)
         if let e = reserve(ep, for: c) { sys.close(n.fd); return .fail(e, .none) }
         do {
             // Not read until connected: only a hangup (the app closed it) matters here.
@@ -300,39 +308,6 @@ final class TCPBridge {
         c.backlog = backlog
         c.phase = .listening
         return .ok(.none)
-    }
-
-    func getsockopt(_ call: RPCCall, _ c: Connection, _ request: ztrpc_sockopt) -> RPCOutcome {
-        let so = request
-        if so.level == SOL_SOCKET && so.name == SO_ERROR {
-            // Never waits: 0 while a connect is pending, as on Linux.
-            let e = c.pendingError
-            c.pendingError = 0
-            return .ok(.opt(level: so.level, name: so.name, value: .int(e)))
-        }
-        let info = c.handle.flatMap { stack?.tcp.info($0) }
-        let ctx = OptionContext(isTCP: true, tcpInfo: info,
-                                defaultReceiveBuffer: stack?.tcp.config.receiveBufferSize ?? 0,
-                                defaultSendBuffer: stack?.tcp.config.sendBufferSize ?? 0)
-        switch SocketOptionMap.get(level: so.level, name: so.name, options: c.options, context: ctx) {
-        case .success(let v):
-            return .ok(.opt(level: so.level, name: so.name, value: v))
-        case .failure(let e):
-            return .fail(e.rawValue, .none)
-        }
-    }
-
-    func setsockopt(_ c: Connection, _ so: ztrpc_sockopt) -> RPCOutcome {
-        switch SocketOptionMap.set(level: so.level, name: so.name, value: so, options: &c.options, isTCP: true) {
-        case .failure(let e):
-            return .fail(e.rawValue, .none)
-        case .success(let apply):
-            if let b = c.binding { stack?.ports.setOptions(b, c.portOptions) }
-            // Buffer sizes can only change while the stack's rings are empty; like a late
-            // SO_RCVBUF on Linux that has no visible effect, a refusal is not an error.
-            if let h = c.handle, let a = apply { try? stack?.tcp.setOption(h, a, now: Self.now()) }
-            return .ok(.none)
-        }
     }
 
     // MARK: - Ports
@@ -539,14 +514,7 @@ final class TCPBridge {
             remove(c)
             return
         }
-        if unreadInput || c.data.map({ sys.pendingError($0.fd) == ECONNRESET }) == true {
-            // The app closed with bytes we delivered still unread: Linux answers that with a
-            // reset, not a FIN (RFC 2525 §2.17), and so do we.
-            reset(c)
-            return
-        }
-        if let t = c.orphanedUntil, Self.now() < t, c.bytesOut == 0 {
-            // Never accepted: it went down with its listener's accept channel.
+        if closeResets(c, unreadInput: unreadInput) {
             reset(c)
             return
         }
@@ -570,6 +538,17 @@ final class TCPBridge {
         if let d = c.data { loop.setNotifyReadable(d, true) }
         // Reads the rest; EOF with HUP ends in finish(c). A full send buffer waits for .writable.
         pumpIn(c)
+    }
+
+    /// Whether the app's close of `c` is one Linux answers with a reset rather than a FIN: it
+    /// closed with bytes we delivered still unread (RFC 2525 §2.17; our end then reports
+    /// ECONNRESET), or the connection was never accepted and went down with its listener's
+    /// accept channel.
+    func closeResets(_ c: Connection, unreadInput: Bool) -> Bool {
+        if unreadInput || c.data.map({ sys.pendingError($0.fd) == ECONNRESET }) == true { return true }
+        guard c.bytesOut == 0 else { return false }
+        let listenerGoing = c.deliveredBy.map { l in l.data.map { sys.peerHungUp($0.fd) } ?? true } ?? false
+        return listenerGoing || (c.orphanedUntil.map { Self.now() < $0 } ?? false)
     }
 
     /// Ends the connection with a reset and forgets it.

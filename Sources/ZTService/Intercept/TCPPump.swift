@@ -41,7 +41,18 @@ extension TCPBridge {
         }
         guard let tx = stack.tcp.sendBuffer(h) else { drainDiscard(c, d); return }
         while true {
-            let (a, b) = tx.freeRegions()
+            var (a, b) = tx.freeRegions()
+            // TCP_NOTSENT_LOWAT: take no more than the mark allows unsent, so the app's end
+            // fills up and the app sees the back-pressure.
+            let space = stack.tcp.sendSpace(h)
+            if space < a.count + b.count {
+                if space <= a.count {
+                    a = UnsafeMutableRawBufferPointer(rebasing: a[0..<space])
+                    b = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+                } else {
+                    b = UnsafeMutableRawBufferPointer(rebasing: b[0..<(space - a.count)])
+                }
+            }
             if a.count == 0 {
                 // Send buffer full: stop reading; the stack's .writable resumes us.
                 loop.setNotifyReadable(d, false)
@@ -78,7 +89,7 @@ extension TCPBridge {
     /// EOF on the daemon end: a half-close (shutdown SHUT_WR: FIN) or a full close (hangup).
     private func appEOF(_ c: Connection, _ d: LoopSocket) {
         if sys.peerHungUp(d.fd) {
-            finish(c)
+            if closeResets(c, unreadInput: false) { reset(c) } else { finish(c) }
             return
         }
         if c.outbound == .open, let h = c.handle {

@@ -25,6 +25,8 @@ final class UDPBridge {
     static let header = MemoryLayout<ztrpc_dgram>.size
     /// Datagrams read from one app socket per readiness event (fairness between sockets).
     static let readBatch = 64
+    /// Shared with the TCP bridge (interface, cookies).
+    var optionEnv = OptionEnvironment(interfaceName: nil)
 
     init(loop: any SocketLoop, driver: StackDriver) {
         self.loop = loop
@@ -77,11 +79,20 @@ final class UDPBridge {
     // MARK: - Ops
 
     /// A new socket bound to `local` (port 0: ephemeral), taking over the daemon end `fd`.
-    func create(_ call: RPCCall, _ sr: ztrpc_sock_req, key: FDKey, fd: Int32, local: IPv4Endpoint) -> Result<UDPConnection, Errno> {
+    func create(_ call: RPCCall, _ sr: ztrpc_sock_req, key: FDKey, fd: Int32, local: IPv4Endpoint,
+                preOptions: [SocketOptionRecord] = []) -> Result<UDPConnection, Errno> {
         guard let stack else { sys.close(fd); return .failure(.networkDown) }
+        // Options set before interception: applied to the recorded set first, so the port
+        // table sees SO_REUSEADDR/SO_REUSEPORT from any of them.
+        var o = SocketOptions(sr.opts)
+        for r in preOptions {
+            var ctx = OptionContext(isTCP: false)
+            ctx.interface = optionEnv.interface
+            ctx.capable = OptionEnvironment.capabilities(ofProcess: call.peer.pid)
+            _ = SocketOptionMap.set(level: r.level, name: r.name, value: r.value, optlen: r.optlen, options: &o, context: ctx)
+        }
         let h: SocketHandle
         do {
-            let o = SocketOptions(sr.opts)
             h = try stack.udpOpen(local: local, options: PortTable.Options(reuseAddress: o.reuseAddr,
                                                                            reusePort: o.reusePort, uid: call.peer.uid))
         } catch {
@@ -90,7 +101,8 @@ final class UDPBridge {
         }
         let u = UDPConnection(key: key, pid: sr.ownerPID(peer: call.peer.pid), uid: call.peer.uid, handle: h)
         u.seccomp = sr.fromSeccomp
-        u.options = SocketOptions(sr.opts)
+        u.options = o
+        try? stack.udpSetIPOptions(h, o.ipSendOptions)
         do {
             u.data = try loop.add(fd: fd, kind: .connected, context: .udp(u))
         } catch {
@@ -103,25 +115,27 @@ final class UDPBridge {
         return .success(u)
     }
 
-    func bind(_ call: RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?, local: IPv4Endpoint) -> RPCOutcome {
+    func bind(_ call: RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?, local: IPv4Endpoint,
+              preOptions: [SocketOptionRecord] = []) -> RPCOutcome {
         guard let n = newSocket else {
             let known = call.fds.first.flatMap(FDKey.of).flatMap(lookup) != nil
             return .fail(known ? EINVAL : ENOTSOCK, .none)
         }
-        switch create(call, sr, key: n.key, fd: n.fd, local: local) {
+        switch create(call, sr, key: n.key, fd: n.fd, local: local, preOptions: preOptions) {
         case .success(let u): return .ok(.info(info(u)))
         case .failure(let e): return .fail(e.rawValue, .none)
         }
     }
 
-    func connect(_ call: RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?) -> RPCOutcome {
+    func connect(_ call: RPCCall, _ sr: ztrpc_sock_req, newSocket: (key: FDKey, fd: Int32)?,
+                 preOptions: [SocketOptionRecord] = []) -> RPCOutcome {
         guard let stack else {
             if let n = newSocket { sys.close(n.fd) }
             return .fail(ENETDOWN, .none)
         }
         let u: UDPConnection
         if let n = newSocket {
-            switch create(call, sr, key: n.key, fd: n.fd, local: IPv4Endpoint(.any, 0)) {
+            switch create(call, sr, key: n.key, fd: n.fd, local: IPv4Endpoint(.any, 0), preOptions: preOptions) {
             case .success(let x): u = x
             case .failure(let e): return .fail(e.rawValue, .none)
             }
@@ -139,32 +153,52 @@ final class UDPBridge {
         return .ok(.info(info(u)))
     }
 
-    func getsockopt(_ u: UDPConnection, _ request: ztrpc_sockopt) -> RPCOutcome {
+    /// The socket's state as SocketOptionMap needs it.
+    func optionContext(_ call: RPCCall, _ u: UDPConnection) -> OptionContext {
+        var ctx = OptionContext(isTCP: false)
+        ctx.defaultReceiveBuffer = Int(SocketOptionMap.rmemDefault)
+        ctx.defaultSendBuffer = Int(SocketOptionMap.wmemDefault)
+        let i = info(u)
+        ctx.local = Wire.endpoint(i.local)
+        ctx.peer = i.state == ZTRPC_STATE_CONNECTED ? Wire.endpoint(i.peer) : nil
+        ctx.mtu = stack?.mtu
+        ctx.interface = optionEnv.interface
+        ctx.cookie = u.options.cookie
+        ctx.capable = OptionEnvironment.capabilities(ofProcess: call.peer.pid)
+        ctx.callerHasFD = OptionEnvironment.hasFD(ofProcess: call.peer.pid)
+        return ctx
+    }
+
+    func getsockopt(_ call: RPCCall, _ u: UDPConnection, _ request: ztrpc_sockopt) -> RPCOutcome {
         let so = request
         if so.level == SOL_SOCKET && so.name == SO_ERROR {
             return .ok(.opt(level: so.level, name: so.name, value: .int(0)))
         }
-        let ctx = OptionContext(isTCP: false, tcpInfo: nil,
-                                defaultReceiveBuffer: stack?.tcp.config.receiveBufferSize ?? 0,
-                                defaultSendBuffer: stack?.tcp.config.sendBufferSize ?? 0)
-        switch SocketOptionMap.get(level: so.level, name: so.name, options: u.options, context: ctx) {
-        case .success(let v):
-            return .ok(.opt(level: so.level, name: so.name, value: v))
-        case .failure(let e):
-            return .fail(e.rawValue, .none)
+        if u.options.cookie == 0 { u.options.cookie = optionEnv.nextCookie() }
+        var ctx = optionContext(call, u)
+        if so.level == SOL_SOCKET && so.name == SocketOptionMap.SO_NETNS_COOKIE, let d = u.data {
+            ctx.netnsCookie = OptionEnvironment.netnsCookie(of: d.fd)
+        }
+        switch SocketOptionMap.get(level: so.level, name: so.name, len: Int(so.optlen), options: u.options, context: ctx) {
+        case .success(let v): return .ok(.opt(level: so.level, name: so.name, value: .bytes(v)))
+        case .failure(let e): return .fail(e.rawValue, .none)
         }
     }
 
-    func setsockopt(_ u: UDPConnection, _ so: ztrpc_sockopt) -> RPCOutcome {
-        if so.level == ZTRPC_SOL_ZTAP && so.name == ZTRPC_ZT_SHUTDOWN {
-            guard so.optlen >= 4 else { return .fail(EINVAL, .none) }
-            let bits = withUnsafeBytes(of: so.value) { $0.load(as: Int32.self) }
+    func setsockopt(_ call: RPCCall, _ u: UDPConnection, _ r: SocketOptionRecord) -> RPCOutcome {
+        if r.level == ZTRPC_SOL_ZTAP && r.name == ZTRPC_ZT_SHUTDOWN {
+            guard r.optlen >= 4 else { return .fail(EINVAL, .none) }
+            let bits = SocketOptionMap.Value(r.value, r.optlen).int
             u.shut |= UInt16(truncatingIfNeeded: bits) & (ZTRPC_SHUT_RD | ZTRPC_SHUT_WR)
             return .ok(.none)
         }
-        switch SocketOptionMap.set(level: so.level, name: so.name, value: so, options: &u.options, isTCP: false) {
-        case .success: return .ok(.none)
-        case .failure(let e): return .fail(e.rawValue, .none)
+        switch SocketOptionMap.set(level: r.level, name: r.name, value: r.value, optlen: r.optlen,
+                                   options: &u.options, context: optionContext(call, u)) {
+        case .success:
+            try? stack?.udpSetIPOptions(u.handle, u.options.ipSendOptions)
+            return .ok(.none)
+        case .failure(let e):
+            return .fail(e.rawValue, .none)
         }
     }
 
@@ -199,12 +233,22 @@ final class UDPBridge {
             }
             let msg = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
             guard let dst = RPCCodec.datagramDestination(msg), let stack else { u.dropped &+= 1; continue }
-            do {
-                try stack.udpSend(u.handle, to: dst, UnsafeRawBufferPointer(rebasing: msg[Self.header...]), now: Self.now())
-                u.bytesOut &+= UInt64(n - Self.header)
-            } catch {
-                u.dropped &+= 1
-            }
+            let payload = UnsafeRawBufferPointer(rebasing: msg[Self.header...])
+            // UDP_SEGMENT (GSO): one send of several segments' worth leaves as datagrams of
+            // that size, the last one shorter, as Linux sends it.
+            let seg = Int(u.options.udpSegment)
+            var off = 0
+            repeat {
+                let len = seg > 0 ? min(seg, payload.count - off) : payload.count
+                do {
+                    try stack.udpSend(u.handle, to: dst, UnsafeRawBufferPointer(rebasing: payload[off..<(off + len)]),
+                                      now: Self.now())
+                    u.bytesOut &+= UInt64(len)
+                } catch {
+                    u.dropped &+= 1
+                }
+                off += len
+            } while off < payload.count
         }
     }
 

@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zti_opts.c - socket options of ztap sockets: which calls stay native, the SETSOCKOPT request,
+ * and the options an app set on its kernel socket before that socket became a ztap socket.
+ *
+ * DOC: Theory of Operation
+ *
+ * ztapd answers getsockopt/setsockopt of a ztap socket as Linux would (ztrpc.h GETSOCKOPT /
+ * SETSOCKOPT). A few options act on the fd's own reads and writes and stay native on the app's
+ * end of the socketpair: the timeouts, SO_SNDLOWAT, SO_PEEK_OFF of a TCP socket (MSG_PEEK is
+ * native too); SO_RCVLOWAT is applied natively *and* recorded by ztapd, which reads it back
+ * with TCP's cap.
+ *
+ * Options set before interception live on the kernel socket, which the interception replaces.
+ * The fixed ones (SO_REUSEADDR, buffers, keepalive, ...) are recorded by value in the fd table
+ * entry as they are set (ztrpc_sockopts). For the others the entry only keeps a bit per option
+ * of zti_xopts[] ("this was set"); when the socket is created the library reads their current
+ * values back from the kernel socket — the kernel has validated and normalised them — and sends
+ * them as ztrpc_sockopt records after the creating request, so the stack socket has them before
+ * its first segment. More than ZTRPC_MAX_PREOPTS of them (or one longer than 16 bytes) are sent
+ * as SETSOCKOPT requests right after the socket exists instead.
+ *
+ * Limits: the kernel's read-back is what travels, so an option whose read-back differs from what
+ * was set (TCP_MAXSEG 0 reads 536; it is sent as 0 again) arrives normalised.
+ */
+#include "zti.h"
+
+#include <errno.h>
+#include <string.h>
+#include <netinet/tcp.h>
+#include <sys/stat.h>
+
+/* Options recorded by "was set" bit and read back from the kernel socket at interception. */
+static const struct {
+    int level, name;
+} zti_xopts[] = {
+    { SOL_SOCKET, 1 },   /* SO_DEBUG */
+    { SOL_SOCKET, 5 },   /* SO_DONTROUTE */
+    { SOL_SOCKET, 6 },   /* SO_BROADCAST */
+    { SOL_SOCKET, 10 },  /* SO_OOBINLINE */
+    { SOL_SOCKET, 11 },  /* SO_NO_CHECK */
+    { SOL_SOCKET, 12 },  /* SO_PRIORITY */
+    { SOL_SOCKET, 25 },  /* SO_BINDTODEVICE */
+    { SOL_SOCKET, 29 },  /* SO_TIMESTAMP_OLD */
+    { SOL_SOCKET, 35 },  /* SO_TIMESTAMPNS_OLD */
+    { SOL_SOCKET, 36 },  /* SO_MARK */
+    { SOL_SOCKET, 37 },  /* SO_TIMESTAMPING_OLD */
+    { SOL_SOCKET, 40 },  /* SO_RXQ_OVFL */
+    { SOL_SOCKET, 41 },  /* SO_WIFI_STATUS */
+    { SOL_SOCKET, 42 },  /* SO_PEEK_OFF (TCP: also carried to the app's end by zti_install) */
+    { SOL_SOCKET, 43 },  /* SO_NOFCS */
+    { SOL_SOCKET, 44 },  /* SO_LOCK_FILTER */
+    { SOL_SOCKET, 45 },  /* SO_SELECT_ERR_QUEUE */
+    { SOL_SOCKET, 46 },  /* SO_BUSY_POLL */
+    { SOL_SOCKET, 47 },  /* SO_MAX_PACING_RATE */
+    { SOL_SOCKET, 49 },  /* SO_INCOMING_CPU */
+    { SOL_SOCKET, 60 },  /* SO_ZEROCOPY */
+    { SOL_SOCKET, 61 },  /* SO_TXTIME */
+    { SOL_SOCKET, 62 },  /* SO_BINDTOIFINDEX */
+    { SOL_SOCKET, 63 },  /* SO_TIMESTAMP_NEW */
+    { SOL_SOCKET, 64 },  /* SO_TIMESTAMPNS_NEW */
+    { SOL_SOCKET, 65 },  /* SO_TIMESTAMPING_NEW */
+    { SOL_SOCKET, 69 },  /* SO_PREFER_BUSY_POLL */
+    { SOL_SOCKET, 72 },  /* SO_BUF_LOCK */
+    { SOL_SOCKET, 74 },  /* SO_TXREHASH */
+    { SOL_SOCKET, 75 },  /* SO_RCVMARK */
+    { SOL_SOCKET, 82 },  /* SO_RCVPRIORITY */
+    { SOL_SOCKET, SO_RCVLOWAT },
+    { IPPROTO_IP, 1 },   /* IP_TOS */
+    { IPPROTO_IP, 2 },   /* IP_TTL */
+    { IPPROTO_IP, 4 },   /* IP_OPTIONS (up to 40 bytes: replayed) */
+    { IPPROTO_IP, 6 },   /* IP_RECVOPTS */
+    { IPPROTO_IP, 7 },   /* IP_RETOPTS */
+    { IPPROTO_IP, 8 },   /* IP_PKTINFO */
+    { IPPROTO_IP, 10 },  /* IP_MTU_DISCOVER */
+    { IPPROTO_IP, 11 },  /* IP_RECVERR */
+    { IPPROTO_IP, 12 },  /* IP_RECVTTL */
+    { IPPROTO_IP, 13 },  /* IP_RECVTOS */
+    { IPPROTO_IP, 15 },  /* IP_FREEBIND */
+    { IPPROTO_IP, 18 },  /* IP_PASSSEC */
+    { IPPROTO_IP, 19 },  /* IP_TRANSPARENT */
+    { IPPROTO_IP, 20 },  /* IP_RECVORIGDSTADDR */
+    { IPPROTO_IP, 21 },  /* IP_MINTTL */
+    { IPPROTO_IP, 23 },  /* IP_CHECKSUM */
+    { IPPROTO_IP, 24 },  /* IP_BIND_ADDRESS_NO_PORT */
+    { IPPROTO_IP, 25 },  /* IP_RECVFRAGSIZE */
+    { IPPROTO_IP, 26 },  /* IP_RECVERR_RFC4884 */
+    { IPPROTO_IP, 33 },  /* IP_MULTICAST_TTL */
+    { IPPROTO_IP, 34 },  /* IP_MULTICAST_LOOP */
+    { IPPROTO_IP, 49 },  /* IP_MULTICAST_ALL */
+    { IPPROTO_IP, 50 },  /* IP_UNICAST_IF */
+    { IPPROTO_IP, 51 },  /* IP_LOCAL_PORT_RANGE */
+    { IPPROTO_TCP, 2 },  /* TCP_MAXSEG */
+    { IPPROTO_TCP, 3 },  /* TCP_CORK */
+    { IPPROTO_TCP, 7 },  /* TCP_SYNCNT */
+    { IPPROTO_TCP, 8 },  /* TCP_LINGER2 */
+    { IPPROTO_TCP, 9 },  /* TCP_DEFER_ACCEPT */
+    { IPPROTO_TCP, 10 }, /* TCP_WINDOW_CLAMP */
+    { IPPROTO_TCP, 13 }, /* TCP_CONGESTION */
+    { IPPROTO_TCP, 16 }, /* TCP_THIN_LINEAR_TIMEOUTS */
+    { IPPROTO_TCP, 18 }, /* TCP_USER_TIMEOUT */
+    { IPPROTO_TCP, 23 }, /* TCP_FASTOPEN */
+    { IPPROTO_TCP, 25 }, /* TCP_NOTSENT_LOWAT */
+    { IPPROTO_TCP, 27 }, /* TCP_SAVE_SYN */
+    { IPPROTO_TCP, 30 }, /* TCP_FASTOPEN_CONNECT */
+    { IPPROTO_TCP, 34 }, /* TCP_FASTOPEN_NO_COOKIE */
+    { IPPROTO_TCP, 36 }, /* TCP_INQ */
+    { IPPROTO_TCP, 37 }, /* TCP_TX_DELAY */
+    { IPPROTO_TCP, 44 }, /* TCP_RTO_MAX_MS */
+    { IPPROTO_TCP, 45 }, /* TCP_RTO_MIN_US */
+    { IPPROTO_TCP, 46 }, /* TCP_DELACK_MAX_US */
+    { IPPROTO_UDP, 1 },  /* UDP_CORK */
+    { IPPROTO_UDP, 100 }, /* UDP_ENCAP */
+    { IPPROTO_UDP, 101 }, /* UDP_NO_CHECK6_TX */
+    { IPPROTO_UDP, 102 }, /* UDP_NO_CHECK6_RX */
+    { IPPROTO_UDP, 103 }, /* UDP_SEGMENT */
+    { IPPROTO_UDP, 104 }, /* UDP_GRO */
+};
+#define ZTI_NXOPTS ((int)(sizeof zti_xopts / sizeof zti_xopts[0]))
+_Static_assert(sizeof zti_xopts / sizeof zti_xopts[0] <= 64 * ZTI_XOPT_WORDS, "zti_ent.xopts too small");
+_Static_assert(sizeof zti_xopts / sizeof zti_xopts[0] <= ZTI_MAX_PREOPTS, "struct zti_preopts too small");
+
+/**
+ * zti_native_opt() - is this option handled on the app's fd itself?
+ * @level: option level
+ * @name: option name
+ * @kind: the socket's ZTI_* kind
+ *
+ * Return: 1 for the timeouts, SO_SNDLOWAT and a TCP socket's SO_PEEK_OFF, else 0.
+ */
+int zti_native_opt(int level, int name, int kind)
+{
+    if (level != SOL_SOCKET)
+        return 0;
+    switch (name) {
+    case 20: /* SO_RCVTIMEO_OLD */
+    case 21: /* SO_SNDTIMEO_OLD */
+    case 66: /* SO_RCVTIMEO_NEW */
+    case 67: /* SO_SNDTIMEO_NEW */
+    case SO_SNDLOWAT:
+        return 1;
+    case 42: /* SO_PEEK_OFF: MSG_PEEK is native on a TCP socket's stream */
+        return kind == ZTI_TCP;
+    }
+    return 0;
+}
+
+static int zti_xopt_index(int level, int name)
+{
+    for (int i = 0; i < ZTI_NXOPTS; i++)
+        if (zti_xopts[i].level == level && zti_xopts[i].name == name)
+            return i;
+    return -1;
+}
+
+/**
+ * zti_record_opt() - remember an option set on a kernel AF_INET socket, to pass it along if the
+ * socket becomes a ztap socket
+ * @fd: the kernel socket (the kernel accepted the option)
+ * @level: option level
+ * @name: option name
+ * @optval: value as the app passed it
+ * @optlen: its length
+ */
+void zti_record_opt(int fd, int level, int name, const void *optval, socklen_t optlen)
+{
+    uint32_t bit = 0;
+    if (level == SOL_SOCKET) {
+        switch (name) {
+        case SO_REUSEADDR: bit = ZTRPC_OPT_REUSEADDR; break;
+        case SO_REUSEPORT: bit = ZTRPC_OPT_REUSEPORT; break;
+        case SO_KEEPALIVE: bit = ZTRPC_OPT_KEEPALIVE; break;
+        case SO_LINGER: bit = ZTRPC_OPT_LINGER; break;
+        case SO_RCVBUF: bit = ZTRPC_OPT_RCVBUF; break;
+        case SO_SNDBUF: bit = ZTRPC_OPT_SNDBUF; break;
+        }
+    } else if (level == IPPROTO_TCP) {
+        switch (name) {
+        case TCP_NODELAY: bit = ZTRPC_OPT_NODELAY; break;
+        case TCP_KEEPIDLE: bit = ZTRPC_OPT_KEEPIDLE; break;
+        case TCP_KEEPINTVL: bit = ZTRPC_OPT_KEEPINTVL; break;
+        case TCP_KEEPCNT: bit = ZTRPC_OPT_KEEPCNT; break;
+        }
+    }
+    int x = bit ? -1 : zti_xopt_index(level, name);
+    if (!bit && x < 0)
+        return;
+    int v = 0;
+    struct linger lg = { 0, 0 };
+    if (bit) {
+        if (!optval)
+            return;
+        if (bit == ZTRPC_OPT_LINGER) {
+            if (optlen < sizeof lg)
+                return;
+            memcpy(&lg, optval, sizeof lg);
+        } else {
+            if (optlen < sizeof v)
+                return; /* the kernel also accepts shorter values; those are rare, not recorded */
+            memcpy(&v, optval, sizeof v);
+        }
+    }
+    int dom, type, prot;
+    struct stat st;
+    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || dom != AF_INET || fstat(fd, &st) < 0)
+        return;
+    struct zti_ent e;
+    if (zti_table_get(fd, &e) != ZTI_INET || e.dev != (uint64_t)st.st_dev || e.ino != (uint64_t)st.st_ino) {
+        memset(&e, 0, sizeof e);
+        e.kind = ZTI_INET;
+        e.dev = st.st_dev;
+        e.ino = st.st_ino;
+    }
+    if (x >= 0) {
+        e.xopts[x / 64] |= 1ull << (x % 64);
+        zti_table_put(fd, &e);
+        return;
+    }
+    e.opts.mask |= bit;
+    switch (bit) {
+    case ZTRPC_OPT_REUSEADDR:
+    case ZTRPC_OPT_REUSEPORT:
+    case ZTRPC_OPT_KEEPALIVE:
+    case ZTRPC_OPT_NODELAY:
+        e.opts.bools = v ? (e.opts.bools | bit) : (e.opts.bools & ~bit);
+        break;
+    case ZTRPC_OPT_LINGER:
+        e.opts.linger_onoff = lg.l_onoff;
+        e.opts.linger_secs = lg.l_linger;
+        break;
+    case ZTRPC_OPT_RCVBUF: e.opts.rcvbuf = v; break;
+    case ZTRPC_OPT_SNDBUF: e.opts.sndbuf = v; break;
+    case ZTRPC_OPT_KEEPIDLE: e.opts.keepidle = v; break;
+    case ZTRPC_OPT_KEEPINTVL: e.opts.keepintvl = v; break;
+    case ZTRPC_OPT_KEEPCNT: e.opts.keepcnt = v; break;
+    }
+    zti_table_put(fd, &e);
+}
+
+/**
+ * zti_preopts_collect() - read the options recorded as set from the kernel socket
+ * @fd: the kernel socket, before it is replaced
+ * @rec: its fd table entry (may be NULL: nothing recorded)
+ * @out: the options in zti_xopts[] order, values as the kernel reads them back
+ */
+void zti_preopts_collect(int fd, const struct zti_ent *rec, struct zti_preopts *out)
+{
+    out->n = 0;
+    if (!rec)
+        return;
+    int saved = errno;
+    for (int i = 0; i < ZTI_NXOPTS; i++) {
+        if (!(rec->xopts[i / 64] & (1ull << (i % 64))))
+            continue;
+        struct zti_preopt *p = &out->o[out->n];
+        socklen_t len = sizeof p->value;
+        memset(p, 0, sizeof *p);
+        if (zti_real.getsockopt(fd, zti_xopts[i].level, zti_xopts[i].name, p->value, &len) < 0)
+            continue;
+        p->level = zti_xopts[i].level;
+        p->name = zti_xopts[i].name;
+        p->len = len;
+        if (p->level == IPPROTO_TCP && p->name == TCP_MAXSEG && len == sizeof(int)) {
+            int v;
+            memcpy(&v, p->value, sizeof v);
+            if (v == 536) /* TCP_MSS_DEFAULT: what an unset (or reset) TCP_MAXSEG reads */
+                memset(p->value, 0, sizeof v);
+        }
+        out->n++;
+    }
+    errno = saved;
+}
+
+/**
+ * zti_preopts_pack() - the first collected options that fit a creating request
+ * @p: collected options
+ * @list: filled with the count
+ * @recs: room for ZTRPC_MAX_PREOPTS records
+ *
+ * Return: how many were packed (the rest go by zti_preopts_replay()).
+ */
+int zti_preopts_pack(const struct zti_preopts *p, struct ztrpc_optlist *list, struct ztrpc_sockopt *recs)
+{
+    int n = 0;
+    for (int i = 0; i < p->n && n < ZTRPC_MAX_PREOPTS; i++) {
+        if (p->o[i].len > sizeof recs[n].value)
+            break; /* a long one keeps its order by going with the replayed rest */
+        memset(&recs[n], 0, sizeof recs[n]);
+        recs[n].level = p->o[i].level;
+        recs[n].name = p->o[i].name;
+        recs[n].optlen = p->o[i].len;
+        memcpy(recs[n].value, p->o[i].value, p->o[i].len);
+        n++;
+    }
+    list->count = (uint32_t)n;
+    list->reserved = 0;
+    return n;
+}
+
+/**
+ * zti_sockopt_rpc() - SETSOCKOPT a ztap socket
+ * @fd: the ztap socket
+ * @level, @name, @optval, @optlen: as setsockopt(2) got them (optlen >= 0)
+ * @err: set to the errno when the result is -1
+ *
+ * Return: 0, or -1 with *err (ztapd's answer, or an ENETDOWN-class errno if it is unreachable).
+ */
+int zti_sockopt_rpc(int fd, int level, int name, const void *optval, socklen_t optlen, int *err)
+{
+    /* The value runs past the struct when longer than its 16 bytes (ztrpc.h SETSOCKOPT). */
+    struct {
+        struct ztrpc_sockopt o;
+        unsigned char more[ZTRPC_MAX_OPTLEN - sizeof(((struct ztrpc_sockopt *)0)->value)];
+    } rq;
+    uint32_t n = optlen < ZTRPC_MAX_OPTLEN ? (uint32_t)optlen : (uint32_t)ZTRPC_MAX_OPTLEN;
+    memset(&rq, 0, sizeof rq);
+    rq.o.level = level;
+    rq.o.name = name;
+    rq.o.optlen = (uint32_t)optlen;
+    if (n && optval)
+        memcpy(rq.o.value, optval, n);
+    uint32_t blen = (uint32_t)sizeof rq.o + (n > sizeof rq.o.value ? n - (uint32_t)sizeof rq.o.value : 0);
+    struct ztrpc_rep_hdr rep;
+    int rerr;
+    if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, blen, &fd, 1, &rep, NULL, 0, 10 * 1000, 0, &rerr) < 0) {
+        *err = rerr;
+        return -1;
+    }
+    if (rep.result < 0) {
+        *err = rep.err ? rep.err : EIO;
+        return -1;
+    }
+    return 0;
+}
+
+/**
+ * zti_preopts_replay() - send the collected options the creating request had no room for
+ * @fd: the new ztap socket
+ * @p: collected options
+ * @from: index of the first one not packed
+ */
+void zti_preopts_replay(int fd, const struct zti_preopts *p, int from)
+{
+    int saved = errno;
+    for (int i = from; i < p->n; i++) {
+        int err;
+        if (zti_sockopt_rpc(fd, p->o[i].level, p->o[i].name, p->o[i].value, p->o[i].len, &err) < 0)
+            zti_dbg("option set before interception not accepted by ztapd, errno ", NULL, NULL, err, NULL);
+    }
+    errno = saved;
+}
