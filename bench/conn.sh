@@ -6,7 +6,7 @@
 #   connect+close   `connrate cc`: connect and close in a loop, connections/s
 #   connect+echo    `connrate tcp`: connect, 1-byte echo, close, connections/s
 #   10k open        `connrate open`: N (10000) concurrent non-blocking connects, seconds until
-#                   all are established; then each echoes 4 KiB at once (the burst); then all
+#                   all are established; then each echoes 4 KiB, 256 at a time (the burst); then all
 #                   close
 #   ztapd RSS       idle before anything, with the N connections open and idle, at the peak of
 #                   the burst, 2 s after the burst, 3 s after they closed; and 3 s after 40 bulk

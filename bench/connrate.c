@@ -10,7 +10,8 @@
 //   connrate open HOST PORT N SIZE   phases, each started by a line on stdin and reported by one
 //                                    on stdout: open N connections at once (non-blocking
 //                                    connects, at most 512 in flight): "open SECONDS"; every
-//                                    connection echoes SIZE bytes: "burst SECONDS"; close all:
+//                                    connection echoes SIZE bytes (256 at a time): "burst
+//                                    SECONDS"; close all:
 //                                    "closed SECONDS". (A driver samples ztapd's RSS between.)
 //   connrate bulk HOST PORT N SECONDS  N connections read from a chargen at once for SECONDS,
 //                                    then exit without closing them first: Gbit/s
@@ -158,24 +159,28 @@ static int *open_many(struct sockaddr_in a, int n)
     return fds;
 }
 
-/* Every connection sends size bytes and reads them back, all at once. */
+/* Every connection sends size bytes and reads them back, at most 256 at a time (a TAP's queue,
+ * like a NIC's, drops what overflows it: thousands of echoes at once would measure retransmission
+ * timeouts). */
 static void echo_all(int *fds, int n, int size)
 {
-    int ep = epoll_create1(0), left = n;
+    int ep = epoll_create1(0), next = 0, left = n, inflight = 0;
     int *got = calloc((size_t)n, sizeof *got);
     char *b = malloc((size_t)size > 65536 ? (size_t)size : 65536);
     memset(b, 'x', (size_t)size);
-    for (int i = 0; i < n; i++) {
-        struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)i };
-        ssize_t w = write(fds[i], b, (size_t)size);
-        if (w != size) {
-            fprintf(stderr, "connrate: burst write: %s\n", w < 0 ? strerror(errno) : "short");
-            exit(1);
-        }
-        epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
-    }
     struct epoll_event evs[256];
     while (left > 0) {
+        while (next < n && inflight < 256) {
+            struct epoll_event ev = { .events = EPOLLIN, .data.u32 = (uint32_t)next };
+            ssize_t w = write(fds[next], b, (size_t)size);
+            if (w != size) {
+                fprintf(stderr, "connrate: burst write: %s\n", w < 0 ? strerror(errno) : "short");
+                exit(1);
+            }
+            epoll_ctl(ep, EPOLL_CTL_ADD, fds[next], &ev);
+            next++;
+            inflight++;
+        }
         int k = epoll_wait(ep, evs, 256, 10000);
         if (k <= 0) {
             fprintf(stderr, "connrate: echoes stalled, %d left\n", left);
@@ -191,6 +196,7 @@ static void echo_all(int *fds, int n, int size)
             if (r > 0 && (got[i] += (int)r) >= size) {
                 epoll_ctl(ep, EPOLL_CTL_DEL, fds[i], NULL);
                 left--;
+                inflight--;
             }
         }
     }
