@@ -7,11 +7,13 @@ import PackageDescription
 //              scripts/build-intercept.sh from Sources/ztintercept, which has no SwiftPM target)
 //   CNetlink   system library: libnl-route-3 (link/address configuration)
 //   CCap       system library: libcap (capability reduction)
+//   CSeccomp   system library: libseccomp; CSandbox: ztapd's own syscall allow-list on top of it
 //   PhyLoop    epoll PhySocket event loop, eventfd wake-up, timers; Sys: the one syscall layer (with a test seam)
 //   LinuxNet   TAP device, netlink interface plumbing, capabilities, credentials
 //   NetStack   our sans-I/O TCP/IP stack (pure Swift, no I/O, injected clock)
 //   NetStackFuzz  libFuzzer harness for NetStack.receive (scripts/fuzz.sh); plain builds get a replayer
 //   NetStackBench fixed in-process TCP workload for instruction counts (valgrind --tool=callgrind)
+//   ZTapFuzz   libFuzzer harnesses for the RPC decoder + hub, the control protocol and the INI parser
 //   ZTConfig   systemd-style INI parsing, in-place editing, daemon/network config model
 //   ZTControl  ztctl <-> ztapd control protocol (JSON over AF_UNIX) and client
 //   ZTService  the daemon: network loops, stack driver, control server; Intercept/: the RPC side of
@@ -35,6 +37,8 @@ let package = Package(
         .systemLibrary(name: "CNetlink", pkgConfig: "libnl-route-3.0",
                        providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
         .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
+        .target(name: "CSandbox", dependencies: ["CSeccomp"]),
         .target(name: "PhyLoop",
                 dependencies: ["CShims", .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: swiftSettings),
@@ -45,17 +49,18 @@ let package = Package(
         .target(name: "NetStack", swiftSettings: swiftSettings),
         .executableTarget(name: "NetStackFuzz", dependencies: ["NetStack"], swiftSettings: swiftSettings),
         .executableTarget(name: "NetStackBench", dependencies: ["NetStack"], swiftSettings: swiftSettings),
+        .executableTarget(name: "ZTapFuzz", dependencies: ["ZTService", "ZTConfig"], swiftSettings: swiftSettings),
         .target(name: "ZTConfig", swiftSettings: swiftSettings),
         .target(name: "ZTControl",
                 dependencies: ["CShims", "ZTConfig", .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: swiftSettings),
         .target(name: "ZTService",
-                dependencies: ["PhyLoop", "LinuxNet", "NetStack", "ZTConfig", "ZTControl", "CShims", "CZTRPC",
+                dependencies: ["PhyLoop", "LinuxNet", "NetStack", "ZTConfig", "ZTControl", "CShims", "CZTRPC", "CSandbox",
                                .product(name: "Logging", package: "swift-log"),
                                .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: swiftSettings),
         .executableTarget(name: "ztapd",
-                          dependencies: ["ZTService", .product(name: "Logging", package: "swift-log"),
+                          dependencies: ["ZTService", "CSandbox", .product(name: "Logging", package: "swift-log"),
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           swiftSettings: swiftSettings),
         .executableTarget(name: "ztctl",
@@ -66,7 +71,7 @@ let package = Package(
         .testTarget(name: "ZTConfigTests", dependencies: ["ZTConfig"], swiftSettings: swiftSettings),
         .testTarget(name: "PhyLoopTests", dependencies: ["PhyLoop", "CShims"], swiftSettings: swiftSettings),
         .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet"], swiftSettings: swiftSettings),
-        .testTarget(name: "ZTServiceTests", dependencies: ["ZTService", "NetStack", "PhyLoop", "LinuxNet", "CZTRPC", "CShims"],
+        .testTarget(name: "ZTServiceTests", dependencies: ["ZTService", "NetStack", "PhyLoop", "LinuxNet", "CZTRPC", "CShims", "CSandbox"],
                     swiftSettings: swiftSettings),
         .testTarget(name: "ZTControlTests", dependencies: ["ZTControl", "ZTConfig"], swiftSettings: swiftSettings),
     ]

@@ -3,7 +3,7 @@
 # Debian/Ubuntu (apt). Safe to run repeatedly.
 set -euo pipefail
 
-PKGS=(libnl-3-dev libnl-route-3-dev libcap-dev pkg-config iproute2 iputils-ping iputils-arping
+PKGS=(libnl-3-dev libnl-route-3-dev libcap-dev libseccomp-dev pkg-config iproute2 iputils-ping iputils-arping
       nftables iperf3 curl netcat-openbsd socat nginx python3 python3-pytest util-linux procps systemd gcc
       wrk postgresql postgresql-client                # real-server tests, bench/http.sh
       wireguard-tools golang-go busybox-static            # seccomp tests (static and Go programs)

@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <net/if.h>
 #include <linux/if_tun.h>
@@ -230,4 +231,29 @@ int cshim_count_open_fds(void) {
     while ((e = readdir(d)) != NULL) if (e->d_name[0] != '.') n++;
     closedir(d);
     return n - 1; // the DIR's own fd
+}
+
+int cshim_unix_unnamed(int fd) {
+    struct sockaddr_un a;
+    socklen_t len = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &len) != 0 || len != sizeof(sa_family_t)) return 0;
+    len = sizeof a;
+    if (getpeername(fd, (struct sockaddr *)&a, &len) != 0 || len != sizeof(sa_family_t)) return 0;
+    return 1;
+}
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+int cshim_peer_pidfd(int fd) {
+    int pidfd = -1;
+    socklen_t len = sizeof pidfd;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) != 0) return -1;
+    return pidfd;
+}
+
+int cshim_pidfd_alive(int pidfd) {
+    /* Signal 0: only the existence check. ESRCH once the process has exited. */
+    return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
 }

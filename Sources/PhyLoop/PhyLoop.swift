@@ -86,11 +86,16 @@ public protocol PhySocketHandler: AnyObject {
     /// `phyOnAccept` returned a context but the loop could not watch the fd (epoll refused it):
     /// the fd is closed and no `phyOnClose` will come, so undo what `phyOnAccept` counted.
     func phyOnAcceptAborted(_ context: Context)
+    /// accept failed for want of fds (EMFILE/ENFILE): the loop dropped the pending connection
+    /// with its reserve fd, or paused the listener (`dropped` false) until fds are freed. For
+    /// a (rate-limited) log line; the loop has already made sure it does not spin.
+    func phyOnAcceptFailed(listener: PhySocket<Context>, errno: Int32, dropped: Bool)
 }
 
 extension PhySocketHandler {
     public func phyOnHangup(_ socket: PhySocket<Context>) {}
     public func phyOnAcceptAborted(_ context: Context) {}
+    public func phyOnAcceptFailed(listener: PhySocket<Context>, errno: Int32, dropped: Bool) {}
 }
 
 public final class PhyLoop<Handler: PhySocketHandler> {
@@ -109,6 +114,15 @@ public final class PhyLoop<Handler: PhySocketHandler> {
     private var events: UnsafeMutablePointer<epoll_event>
     private var eventCapacity: Int
     public private(set) var socketCount = 0
+    /// One fd held back for EMFILE: a listener with a pending connection stays readable, so a
+    /// loop that cannot accept would spin. Closing the reserve frees one slot to accept the
+    /// connection and drop it; then the reserve is taken again.
+    private var reserveFD: Int32 = -1
+    /// Listeners paused because not even the reserve was available; resumed when a socket of
+    /// this loop closes, or after `pauseRetryNs` at the latest (fds may be freed elsewhere).
+    private var pausedListeners: [Socket] = []
+    private var pausedUntil: UInt64?
+    static var pauseRetryNs: UInt64 { 1_000_000_000 }
 
     private static var wakeToken: UInt64 { UInt64.max }
 
@@ -131,9 +145,14 @@ public final class PhyLoop<Handler: PhySocketHandler> {
             events.deallocate()
             throw Errno(rawValue: e)
         }
+        reserveFD = Self.takeReserve(like: wakeFD)
     }
 
+    /// A spare fd (a duplicate of the wake eventfd: no path lookup, nothing to configure).
+    private static func takeReserve(like fd: Int32) -> Int32 { fcntl(fd, F_DUPFD_CLOEXEC, 0) }
+
     deinit {
+        if reserveFD >= 0 { Glibc.close(reserveFD) }
         events.deallocate()
         Glibc.close(wakeFD)
         Glibc.close(epfd)
@@ -218,10 +237,23 @@ public final class PhyLoop<Handler: PhySocketHandler> {
     private var inPoll = false
 
     private func reap() {
+        let freed = !pendingClose.isEmpty
         while let s = pendingClose.popLast() {
             freeSlots.append(s.slot)
             handler.phyOnClose(s)
         }
+        if freed { resumeListeners() }
+    }
+
+    /// fds were freed (or the retry time came): take the reserve again and let paused listeners
+    /// accept; if fds are still short they pause again at the next EMFILE.
+    private func resumeListeners() {
+        if reserveFD < 0 { reserveFD = Self.takeReserve(like: wakeFD) }
+        guard !pausedListeners.isEmpty else { return }
+        let paused = pausedListeners
+        pausedListeners.removeAll()
+        pausedUntil = nil
+        for l in paused where !l.isClosed { setNotifyReadable(l, true) }
     }
 
     /// Waits for activity until `deadline` (monotonic ns; nil = no deadline) and dispatches it.
@@ -229,7 +261,9 @@ public final class PhyLoop<Handler: PhySocketHandler> {
     @discardableResult
     public func poll(deadline: UInt64?) throws(Errno) -> Int {
         var timeout: Int32 = -1
-        if let d = deadline {
+        var wake = deadline
+        if let p = pausedUntil, wake == nil || p < wake! { wake = p }
+        if let d = wake {
             let now = Sys.monotonicNanoseconds()
             if d <= now {
                 timeout = 0
@@ -268,6 +302,7 @@ public final class PhyLoop<Handler: PhySocketHandler> {
             eventCapacity *= 2
             events = .allocate(capacity: eventCapacity)
         }
+        if let p = pausedUntil, Sys.monotonicNanoseconds() >= p { resumeListeners() }
         if let d = deadline, Sys.monotonicNanoseconds() >= d {
             handler.phyOnTimer()
         }
@@ -306,7 +341,11 @@ public final class PhyLoop<Handler: PhySocketHandler> {
                 guard case .processed(let f) = try sys.accept(listener.fd) else { return }
                 fd = f
             } catch {
-                return // EMFILE/ENFILE: try again on the next readiness
+                if error == .tooManyOpenFiles || error.rawValue == ENFILE || error == .noBufferSpace
+                    || error == .noMemory {
+                    if outOfFDs(listener, error.rawValue) { continue }
+                }
+                return
             }
             guard let ctx = handler.phyOnAccept(listener: listener, fd: fd) else {
                 sys.close(fd)
@@ -320,6 +359,31 @@ public final class PhyLoop<Handler: PhySocketHandler> {
             }
             if listener.isClosed { return }
         }
+    }
+
+    /// accept failed for want of resources. With the reserve fd: free it, accept the pending
+    /// connection and drop it (returns true: the listener may be drained further). Without it:
+    /// stop watching the listener until fds come back (returns false). Either way no spin.
+    private func outOfFDs(_ listener: Socket, _ err: Int32) -> Bool {
+        if reserveFD >= 0 {
+            sys.close(reserveFD)
+            reserveFD = -1
+            var dropped = false
+            if case .processed(let fd)? = try? sys.accept(listener.fd) {
+                sys.close(fd)
+                dropped = true
+            }
+            reserveFD = Self.takeReserve(like: wakeFD)
+            if dropped {
+                handler.phyOnAcceptFailed(listener: listener, errno: err, dropped: true)
+                return true
+            }
+        }
+        setNotifyReadable(listener, false)
+        if !pausedListeners.contains(where: { $0 === listener }) { pausedListeners.append(listener) }
+        if pausedUntil == nil { pausedUntil = Sys.monotonicNanoseconds() &+ Self.pauseRetryNs }
+        handler.phyOnAcceptFailed(listener: listener, errno: err, dropped: false)
+        return false
     }
 
     /// Closes every socket (each gets its `phyOnClose`). Used on shutdown.

@@ -8,13 +8,20 @@ public struct DaemonConfig: Equatable, Sendable {
     public var controlUsers: [String]
     /// `ControlGroup=` (alias `ControlGroups=`): groups (names or gids) allowed on control.sock.
     public var controlGroups: [String]
+    /// `SyscallFilter=`: install ztapd's own seccomp allow-list after setup (default yes; `no`
+    /// only for debugging, e.g. under strace or a debugger).
+    public var syscallFilter: Bool
+    /// Section `[Limits]` (DaemonLimits.swift).
+    public var limits: DaemonLimits
 
     public init(user: String? = nil, logLevel: LogLevel = .info, controlUsers: [String] = [],
-                controlGroups: [String] = []) {
+                controlGroups: [String] = [], syscallFilter: Bool = true, limits: DaemonLimits = .default) {
         self.user = user
         self.logLevel = logLevel
         self.controlUsers = controlUsers
         self.controlGroups = controlGroups
+        self.syscallFilter = syscallFilter
+        self.limits = limits
     }
 
     public static let `default` = DaemonConfig()
@@ -72,6 +79,11 @@ public struct DaemonConfig: Equatable, Sendable {
                     reset: { $0.controlUsers = [] }, render: { $0.controlUsers }, isDefault: { $0.controlUsers.isEmpty }),
             groups("ControlGroup"),
             groups("ControlGroups"),
-        ]
+            KeySpec(section: "Daemon", key: "SyscallFilter", arity: .single,
+                    help: "confine ztapd to its own system-call allow-list after setup (default yes)",
+                    apply: { (c, v) throws(Reason) in c.syscallFilter = try Value.bool("SyscallFilter", v) },
+                    reset: { $0.syscallFilter = true }, render: { [$0.syscallFilter ? "yes" : "no"] },
+                    isDefault: { $0.syscallFilter }),
+        ] + DaemonLimits.specs
     }()
 }

@@ -53,6 +53,9 @@ public struct NetworkConfig: Equatable, Sendable {
     public var allowUsers: [String]
     /// `AllowGroups=`: groups (names or gids) whose members may use this network.
     public var allowGroups: [String]
+    /// `AllowPrivilegedPorts=`: admitted users may bind ports below 1024 on this network without
+    /// being root or holding CAP_NET_BIND_SERVICE (default no).
+    public var allowPrivilegedPorts: Bool
 
     public static let defaultMTU = 2800
     public static let mtuRange = 1280...65521
@@ -85,6 +88,7 @@ public struct NetworkConfig: Equatable, Sendable {
         offload = true
         allowUsers = []
         allowGroups = []
+        allowPrivilegedPorts = false
     }
 
     /// `[a-z0-9][a-z0-9-]{0,31}`: safe in file names, interface names and command lines.
@@ -380,6 +384,11 @@ public struct NetworkConfig: Equatable, Sendable {
                     c.allowGroups.append(g)
                 },
                 reset: { $0.allowGroups = [] }, render: { $0.allowGroups }, isDefault: { $0.allowGroups.isEmpty }),
+        KeySpec(section: "Access", key: "AllowPrivilegedPorts", arity: .single,
+                help: "admitted users may bind ports below 1024 without CAP_NET_BIND_SERVICE (default no)",
+                apply: { (c, v) throws(Reason) in c.allowPrivilegedPorts = try Value.bool("AllowPrivilegedPorts", v) },
+                reset: { $0.allowPrivilegedPorts = false }, render: { [$0.allowPrivilegedPorts ? "yes" : "no"] },
+                isDefault: { !$0.allowPrivilegedPorts }),
     ]
 
     /// An interface address: prefix required, unicast, not loopback.

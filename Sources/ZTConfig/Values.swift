@@ -171,6 +171,35 @@ enum Value {
         return bytes
     }
 
+    /// A time span in milliseconds: digits with a unit `ms`, `s`, `min` or `h` (systemd's
+    /// spellings); bare digits are seconds, as in systemd.
+    static func duration(_ key: String, _ v: String, _ rangeMs: ClosedRange<Int>) throws(Reason) -> Int {
+        let allowed = "expected a duration in \(renderDuration(rangeMs.lowerBound))...\(renderDuration(rangeMs.upperBound)) "
+            + "(digits with ms, s, min or h; bare digits are seconds, e.g. 30s)"
+        let digits = v.prefix { $0.isASCII && $0.isNumber }
+        let unit = v.dropFirst(digits.count)
+        let scale: Int
+        switch unit {
+        case "", "s": scale = 1000
+        case "ms": scale = 1
+        case "min": scale = 60_000
+        case "h": scale = 3_600_000
+        default: throw invalid(key, v, allowed)
+        }
+        guard !digits.isEmpty, digits.count <= 12, let n = Int(digits) else { throw invalid(key, v, allowed) }
+        let (ms, overflow) = n.multipliedReportingOverflow(by: scale)
+        guard !overflow, rangeMs.contains(ms) else { throw invalid(key, v, allowed) }
+        return ms
+    }
+
+    /// Largest exact unit: 30000 -> "30s", 120000 -> "2min", 250 -> "250ms".
+    static func renderDuration(_ ms: Int) -> String {
+        if ms != 0, ms % 3_600_000 == 0 { return "\(ms / 3_600_000)h" }
+        if ms != 0, ms % 60_000 == 0 { return "\(ms / 60_000)min" }
+        if ms % 1000 == 0 { return "\(ms / 1000)s" }
+        return "\(ms)ms"
+    }
+
     /// Shortest exact form: 4194304 -> "4M", 65536 -> "64K", 1000 -> "1000".
     static func renderSize(_ n: Int) -> String {
         if n != 0, n % (1 << 30) == 0 { return "\(n >> 30)G" }

@@ -37,8 +37,16 @@ public final class Daemon: PhySocketHandler {
         var buffer: [UInt8] = []
         var output: [UInt8] = []
         var closeAfterWrite = false
-        init(pid: pid_t, uid: uid_t, gid: gid_t, allowed: Bool) {
-            self.pid = pid; self.uid = uid; self.gid = gid; self.allowed = allowed
+        /// Monotonic ns of the last progress (accepted, request read, answer bytes taken).
+        var lastActive: UInt64
+        /// Requests are not read while the client leaves more than ControlOutputBuffer= unread.
+        var readPaused = false
+        /// The client shut its sending side down: answer what is complete, then hang up.
+        var inputClosed = false
+        /// Its slot was given back already (displaced: the close is only reaped later).
+        var slotReleased = false
+        init(pid: pid_t, uid: uid_t, gid: gid_t, allowed: Bool, now: UInt64 = Sys.monotonicNanoseconds()) {
+            self.pid = pid; self.uid = uid; self.gid = gid; self.allowed = allowed; lastActive = now
         }
     }
 
@@ -55,7 +63,11 @@ public final class Daemon: PhySocketHandler {
     var controlPath: String { options.runDir + "/control.sock" }
     var networksDir: String { options.configDir + "/networks.d" }
     var controlPeers = 0
-    let maxControlPeers = 64
+    /// Control connections per uid ([Limits] ControlClientsPerUser=).
+    var controlByUID: [uid_t: Int] = [:]
+    /// When the next idle control connection may be due (monotonic ns).
+    var controlIdleCheck: UInt64?
+    var controlThrottle = LogThrottle()
     var netlink: Netlink?
     /// ztapd.conf's ControlUsers=/ControlGroups= (root and ztapd's own user always).
     let controlAccess = AccessPolicy(AccessList())
@@ -63,6 +75,8 @@ public final class Daemon: PhySocketHandler {
     var fabrics: [String: VXLANFabric.Created] = [:]
     /// Control request counters for `metrics` (DaemonMetrics.swift).
     let controlStats = ControlStats()
+    /// The intercept's per-uid budgets ([Limits]), shared by every network.
+    let budgets = UserBudgets()
 
     public init(options: DaemonOptions, logger: Logger) {
         self.options = options
@@ -84,7 +98,7 @@ public final class Daemon: PhySocketHandler {
         }
         while running {
             do {
-                try loop.poll(deadline: nil)
+                try loop.poll(deadline: controlIdleCheck)
             } catch {
                 logger.critical("control loop failed: \(error)")
                 exitCode = 1
@@ -140,10 +154,11 @@ public final class Daemon: PhySocketHandler {
         }
 
         try dropPrivileges()
+        try enterSandbox()
 
         for n in prepared {
             do {
-                try n.start(logger: logger, runDir: options.runDir)
+                try n.start(logger: logger, runDir: options.runDir, budgets: budgets)
                 networks[n.config.name] = n
                 logger.info("network \(n.config.name) up", metadata: ["interface": "\(n.interfaceName)"])
             } catch {
@@ -160,6 +175,7 @@ public final class Daemon: PhySocketHandler {
     func applyLogLevel() {
         logger.logLevel = Self.level(daemonConfig.logLevel)
         controlAccess.reset(AccessList(users: daemonConfig.controlUsers, groups: daemonConfig.controlGroups))
+        budgets.setLimits(UserBudgets.Limits(daemonConfig.limits))
     }
 
     static func level(_ l: LogLevel) -> Logger.Level {
@@ -182,6 +198,7 @@ public final class Daemon: PhySocketHandler {
 
     func dropPrivileges() throws(ServiceError) {
         guard geteuid() == 0 || Capabilities.current()["CapEff", default: 0] != 0 else { return }
+        if alreadyMinimal() { return }
         do {
             if let user = daemonConfig.user, !user.isEmpty {
                 // The run directory must stay usable after the switch.
@@ -298,7 +315,7 @@ public final class Daemon: PhySocketHandler {
     func bringUp(_ config: NetworkConfig) throws(ServiceError) {
         let n = try prepare(config)
         do {
-            try n.start(logger: logger, runDir: options.runDir)
+            try n.start(logger: logger, runDir: options.runDir, budgets: budgets)
         } catch {
             n.stop()
             removeFabric(config.name)
@@ -342,7 +359,7 @@ public final class Daemon: PhySocketHandler {
             throw ServiceError("\(error)", errno: error.errno)
         }
         n.config = new
-        if old.allowUsers != new.allowUsers || old.allowGroups != new.allowGroups { n.post(.access(Network.access(for: new))) }
+        if Network.access(for: old) != Network.access(for: new) { n.post(.access(Network.access(for: new))) }
         let s = Network.settings(for: new, mac: n.stackMAC)
         if s != Network.settings(for: old, mac: n.stackMAC) { n.post(.reconfigure(s)) }
     }

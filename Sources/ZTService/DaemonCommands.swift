@@ -107,6 +107,7 @@ extension Daemon {
                 return .failure("\(error)", errno: EINVAL)
             }
             let o = request.join ?? JoinOptions()
+            if let bad = Self.invalidJoinOption(o) { return .failure(bad, errno: EINVAL) }
             var text = c.renderNewFile()
             var doc: INIDocument
             do { doc = try INIDocument(text: text, file: file) } catch { return .failure("\(error)", errno: EINVAL) }

@@ -14,6 +14,11 @@ final class Network {
     let inbox = Inbox<NetworkCommand>()
     var waker: PhyWaker?
     private var finished: DispatchSemaphore?
+    /// Set while a loop thread exists: it decides who closes the TAP (TapCloser.swift).
+    private var closer: TapCloser?
+    /// How long `stop` waits for the loop thread.
+    var stopTimeout: DispatchTimeInterval = .seconds(10)
+    private var logger: Logger?
     let stackMAC: MACAddress
 
     var interfaceName: String { tap.name }
@@ -48,12 +53,14 @@ final class Network {
 
     /// [Access] resolved to numeric ids (names that do not resolve are skipped).
     static func access(for config: NetworkConfig) -> AccessList {
-        AccessList(users: config.allowUsers, groups: config.allowGroups)
+        var a = AccessList(users: config.allowUsers, groups: config.allowGroups)
+        a.privilegedPorts = config.allowPrivilegedPorts
+        return a
     }
 
     /// Starts the network's loop thread, with the intercept's RPC socket at RUN_DIR/NAME.sock.
     /// Throws if the loop cannot be created.
-    func start(logger: Logger, runDir: String) throws(ServiceError) {
+    func start(logger: Logger, runDir: String, budgets: UserBudgets = UserBudgets()) throws(ServiceError) {
         let name = config.name
         let rpcPath = runDir + "/" + name + ".sock"
         let access = Network.access(for: config)
@@ -62,17 +69,23 @@ final class Network {
         let inbox = self.inbox
         let started = Reply<Result<PhyWaker, ServiceError>>()
         let done = DispatchSemaphore(value: 0)
+        let tap = self.tap
+        let closer = TapCloser { tap.close() }
+        self.closer = closer
+        self.logger = logger
         let thread = Thread {
             // Everything the loop owns is created on its own thread and never leaves it.
             do {
                 let driver = makeStackDriver(settings: settings, device: device, logger: logger)
                 let loop = try NetworkLoop(name: name, device: device, inbox: inbox, driver: driver, logger: logger,
-                                           rpcPath: rpcPath, access: access)
+                                           rpcPath: rpcPath, access: access, budgets: budgets)
                 started.fulfill(.success(loop.waker))
                 loop.run()
             } catch {
                 started.fulfill(.failure(ServiceError("network \(name): cannot create event loop: \(error)")))
             }
+            // Done with the TAP fd first, so a `stop` woken by `done` finds it finished.
+            closer.threadFinished()
             done.signal()
         }
         thread.name = "net-\(name)"
@@ -94,14 +107,22 @@ final class Network {
     }
 
     /// Stops the loop and waits for its thread; then closes the TAP (which removes the interface).
+    /// A thread that does not finish in time keeps the fd and closes it itself when it does.
     func stop() {
         if let done = finished {
             post(.stop)
-            _ = done.wait(timeout: .now() + 10)
+            _ = done.wait(timeout: .now() + stopTimeout)
             finished = nil
             waker = nil
         }
-        tap.close()
+        if let closer {
+            self.closer = nil
+            if !closer.release() {
+                logger?.error("network \(config.name): loop thread did not stop in time; its TAP \(tap.name) stays open until it does")
+            }
+        } else {
+            tap.close()
+        }
     }
 
     func ask<T: Sendable>(_ make: (Reply<T>) -> NetworkCommand) -> T? {

@@ -62,7 +62,8 @@ final class NetworkLoop: PhySocketHandler {
 
     /// `rpcPath`: where to listen for the intercept library (nil: no intercept, e.g. tests).
     init(name: String, device: any FrameDevice, inbox: Inbox<NetworkCommand>, driver: StackDriver, logger: Logger,
-         rpcPath: String? = nil, access: AccessList = AccessList(), sys: Sys = .live) throws(Errno) {
+         rpcPath: String? = nil, access: AccessList = AccessList(), sys: Sys = .live,
+         budgets: UserBudgets = UserBudgets()) throws(Errno) {
         self.name = name
         self.device = device
         self.inbox = inbox
@@ -75,7 +76,7 @@ final class NetworkLoop: PhySocketHandler {
         tapSocket = try loop.add(fd: device.fd, kind: .raw, context: .tap, ownsFD: false)
         if let rpcPath {
             let hub = try InterceptHub(network: name, path: rpcPath, access: access, loop: loop, driver: driver,
-                                       logger: logger, interfaceName: device.name)
+                                       logger: logger, interfaceName: device.name, budgets: budgets)
             self.hub = hub
             driver.eventSink = { [unowned hub] e in hub.stackEvent(e) }
             driver.onStackReplaced = { [unowned hub] in hub.stackReplaced() }
@@ -193,6 +194,14 @@ final class NetworkLoop: PhySocketHandler {
             loop.sys.close(fd)
             return false
         }
+    }
+
+    private var acceptThrottle = LogThrottle()
+
+    func phyOnAcceptFailed(listener: PhySocket<Context>, errno: Int32, dropped: Bool) {
+        guard let suppressed = acceptThrottle.admit("accept") else { return }
+        logger.warning("rpc: out of file descriptors: \(dropped ? "dropped a pending request" : "RPC listener paused until fds are freed")",
+                       metadata: ["network": "\(name)", "errno": "\(errno)", "suppressed": "\(suppressed)"])
     }
 
     func phyOnWake() {

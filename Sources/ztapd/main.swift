@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSandbox
 import Logging
 import ZTService
 
@@ -23,7 +24,14 @@ struct ZTapd: ParsableCommand {
     @Option(name: .long, help: "Directory for control.sock and the per-network RPC sockets.")
     var runDir = "/run/ztapd"
 
+    @Flag(name: .long, help: "Install the system-call filter, show that it works, then trip it on purpose: ztapd ends with status 159 and the line the journal would show.")
+    var checkSandbox = false
+
     mutating func run() throws {
+        if checkSandbox {
+            let r = zt_sandbox_selftest()
+            throw ExitCode(r == 0 ? 1 : -r)
+        }
         LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: .info) }
         let logger = Logger(label: "ztapd")
         let daemon = Daemon(options: DaemonOptions(configDir: configDir, runDir: runDir), logger: logger)

@@ -203,6 +203,7 @@ int zti_classify_udp(int fd, struct zti_ent *ent);
  * timeout_ms < 0: wait without limit. flags: ZTI_RPC_*. */
 #define ZTI_RPC_INTERRUPTIBLE 1 /* EINTR while waiting for the reply ends the wait */
 #define ZTI_RPC_QUIET 2         /* a speculative query: do not report an unreachable ztapd */
+#define ZTI_RPC_NOREPLY 4       /* send with ZTRPC_OP_NOREPLY and return once sent (*rep: result 0) */
 int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
             struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms, int flags,
             int *err);
@@ -241,7 +242,9 @@ void zti_record_opt(int fd, int level, int name, const void *optval, socklen_t o
 void zti_preopts_collect(int fd, const struct zti_ent *rec, struct zti_preopts *out);
 int zti_preopts_pack(const struct zti_preopts *p, struct ztrpc_optlist *list, struct ztrpc_sockopt *recs);
 void zti_preopts_replay(int fd, const struct zti_preopts *p, int from);
-int zti_sockopt_rpc(int fd, int level, int name, const void *optval, socklen_t optlen, int *err);
+/* Resets the one-way channel's lock in a forked child (zti_rpc.c). */
+void zti_chan_atfork_child(void);
+int zti_sockopt_rpc(int fd, int level, int name, const void *optval, socklen_t optlen, int flags, int *err);
 
 /* Accept (zti_sock.c), also used by syscall(SYS_accept4). */
 int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);

@@ -484,6 +484,7 @@ static void zti_reset_slot(struct zti_slot *s, _Atomic uint8_t *hot)
 
 static void zti_atfork_child(void)
 {
+    zti_chan_atfork_child();
     for (unsigned fd = 0; fd < ZTI_STATIC_FDS; fd++)
         zti_reset_slot(&zti_table[fd], &zti_hot[fd]);
     for (unsigned i = 0; i < ZTI_NCHUNKS; i++) {

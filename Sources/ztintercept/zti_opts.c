@@ -301,11 +301,12 @@ int zti_preopts_pack(const struct zti_preopts *p, struct ztrpc_optlist *list, st
  * zti_sockopt_rpc() - SETSOCKOPT a ztap socket
  * @fd: the ztap socket
  * @level, @name, @optval, @optlen: as setsockopt(2) got them (optlen >= 0)
+ * @flags: 0, or ZTI_RPC_NOREPLY for the options Linux always accepts (ztrpc.h)
  * @err: set to the errno when the result is -1
  *
  * Return: 0, or -1 with *err (ztapd's answer, or an ENETDOWN-class errno if it is unreachable).
  */
-int zti_sockopt_rpc(int fd, int level, int name, const void *optval, socklen_t optlen, int *err)
+int zti_sockopt_rpc(int fd, int level, int name, const void *optval, socklen_t optlen, int flags, int *err)
 {
     /* The value runs past the struct when longer than its 16 bytes (ztrpc.h SETSOCKOPT). */
     struct {
@@ -322,7 +323,7 @@ int zti_sockopt_rpc(int fd, int level, int name, const void *optval, socklen_t o
     uint32_t blen = (uint32_t)sizeof rq.o + (n > sizeof rq.o.value ? n - (uint32_t)sizeof rq.o.value : 0);
     struct ztrpc_rep_hdr rep;
     int rerr;
-    if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, blen, &fd, 1, &rep, NULL, 0, 10 * 1000, 0, &rerr) < 0) {
+    if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, blen, &fd, 1, &rep, NULL, 0, 10 * 1000, flags, &rerr) < 0) {
         *err = rerr;
         return -1;
     }
@@ -344,7 +345,7 @@ void zti_preopts_replay(int fd, const struct zti_preopts *p, int from)
     int saved = errno;
     for (int i = from; i < p->n; i++) {
         int err;
-        if (zti_sockopt_rpc(fd, p->o[i].level, p->o[i].name, p->o[i].value, p->o[i].len, &err) < 0)
+        if (zti_sockopt_rpc(fd, p->o[i].level, p->o[i].name, p->o[i].value, p->o[i].len, 0, &err) < 0)
             zti_dbg("option set before interception not accepted by ztapd, errno ", NULL, NULL, err, NULL);
     }
     errno = saved;

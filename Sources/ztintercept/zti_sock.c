@@ -818,8 +818,14 @@ ZTI_EXPORT int setsockopt(int fd, int level, int name, const void *optval, sockl
         return zti_fail(EINVAL);
     if (optlen && !optval)
         return zti_fail(EFAULT);
+    /* Options Linux accepts on any TCP socket whenever optlen holds an int, which apps toggle
+     * per response (nginx's tcp_nopush): the answer is known, so do not wait for it. */
+    int flags = 0;
+    if ((k == ZTI_TCP || k == ZTI_LISTEN) && level == IPPROTO_TCP && optlen >= (socklen_t)sizeof(int) &&
+        (name == TCP_NODELAY || name == TCP_CORK || name == TCP_QUICKACK))
+        flags = ZTI_RPC_NOREPLY;
     int err;
-    if (zti_sockopt_rpc(fd, level, name, optval, optlen, &err) < 0)
+    if (zti_sockopt_rpc(fd, level, name, optval, optlen, flags, &err) < 0)
         return zti_fail(err == EINTR || err == ETIMEDOUT || err == EMFILE || err == ENFILE || err == ENOBUFS ||
                                 err == ENOMEM || err == ENETDOWN
                             ? zti_down_errno(err, ENETDOWN)

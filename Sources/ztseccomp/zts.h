@@ -119,6 +119,8 @@ int zts_has_library(struct zts_call *c);
 pid_t zts_tgid(struct zts_call *c);
 void zts_exec_seen(struct zts_call *c);
 /* Runs an RPC with the target's credentials when the supervisor is root (zts_rpc.c). */
+/* socketpair(AF_UNIX, type) under the target's ids (ztapd checks a new pair's creator). */
+int zts_socketpair(struct zts_call *c, int type, int sv[2]);
 int zts_rpc(struct zts_call *c, uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
             struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms, int *err);
 extern int zts_listener;

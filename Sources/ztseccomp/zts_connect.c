@@ -137,7 +137,7 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
     int blocking_connect = op == ZTRPC_OP_CONNECT && proto == IPPROTO_TCP && !nonblock;
     int sv[2];
     int type = (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC;
-    if (socketpair(AF_UNIX, type, 0, sv) < 0)
+    if (zts_socketpair(c, type, sv) < 0)
         return -errno;
     struct ztrpc_sock_req rq;
     memset(&rq, 0, sizeof rq);
@@ -385,7 +385,7 @@ int zts_h_listen(struct zts_call *c)
         return zts_finish(c, 0, 0);
     }
     int sv[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+    if (zts_socketpair(c, SOCK_SEQPACKET | SOCK_CLOEXEC, sv) < 0)
         return zts_finish(c, -1, errno);
     int fds[3] = { c->fd, sv[1], sv[0] };
     int r = zts_rpc(c, ZTRPC_OP_LISTEN, &rq, sizeof rq, fds, 3, &rep, NULL, 0, ZTS_SHORT_WAIT_MS, &err);

@@ -78,6 +78,16 @@ static void zts_as_self(int switched)
     errno = saved;
 }
 
+/* A socketpair ztapd will take as the caller's own (SO_PEERCRED of a pair names its creator's
+ * pid and euid, which must match the RPC's): made under the target's ids like the request. */
+int zts_socketpair(struct zts_call *c, int type, int sv[2])
+{
+    int sw = zts_as_target(c);
+    int r = socketpair(AF_UNIX, type, 0, sv);
+    zts_as_self(sw);
+    return r;
+}
+
 int zts_rpc(struct zts_call *c, uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
             struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms, int *err)
 {

@@ -76,6 +76,22 @@ import Testing
         #expect(out.count == 1 && out[0].payload.count == 100)
     }
 
+    @Test func bytesCommittedBeforeTheCorkAreNotHeld() throws {
+        // The daemon reads what the app wrote before its setsockopt(TCP_CORK, 1) and only then
+        // applies it: those bytes were written uncorked and leave at the next output.
+        let h = Harness()
+        let c = h.activeEstablished()
+        #expect(h.write(c, bytes(100)) == 100)
+        try h.layer.setOption(c, .cork(true), now: h.now)
+        h.poll()
+        let out = h.sent()
+        #expect(out.count == 1 && out[0].payload.count == 100)
+        // Bytes after it are corked.
+        _ = h.write(c, bytes(50, seed: 7))
+        h.poll()
+        #expect(h.sent().isEmpty)
+    }
+
     @Test func corkThenShutdownSendsWithTheFin() throws {
         let h = Harness()
         let c = h.activeEstablished()

@@ -60,6 +60,32 @@ import Testing
         }
     }
 
+    /// Regression (issue 12 review): options never exceed the 40 bytes a header holds. Four SACK
+    /// blocks beside timestamps (48 bytes) are cut to the three that fit, the first kept.
+    @Test func optionsAreCappedAtFortyBytes() throws {
+        var o = TCPSegmentOptions()
+        o.timestamp = (1, 2)
+        for i in 0..<4 { o.sackBlocks.append(start: SeqNumber(UInt32(i * 100)), end: SeqNumber(UInt32(i * 100 + 50))) }
+        #expect(o.encodedLength == TCPSegmentOptions.maxLength)
+        var space = [UInt8](repeating: 0xEE, count: 64)
+        let written = space.withUnsafeMutableBytes { o.emit(into: $0.baseAddress!) }
+        #expect(written == 40)
+        #expect(space[40] == 0xEE)
+        let bytes = buildSegment(from: a, to: b, seq: 1, ack: 2, flags: .ack, options: o)
+        try bytes.withUnsafeBytes { raw in
+            let v = try TCPHeaderView(raw)
+            #expect(v.headerLength == 60)
+            let p = TCPSegmentOptions(parsing: v.optionsArea)
+            #expect(p.sackBlocks.count == 3)
+            #expect(p.sackBlocks[0].start == SeqNumber(0) && p.sackBlocks[2].start == SeqNumber(200))
+        }
+        // Without timestamps all four fit (36 bytes); with MSS + WS + TS + SACK-perm (a SYN)
+        // nothing is cut either.
+        var plain = TCPSegmentOptions()
+        for i in 0..<4 { plain.sackBlocks.append(start: SeqNumber(UInt32(i * 100)), end: SeqNumber(UInt32(i * 100 + 50))) }
+        #expect(plain.encodedLength == 36)
+    }
+
     @Test func truncatedHeaderIsRejected() {
         let bytes = buildSegment(from: a, to: b, seq: 1, flags: .syn)
         for n in 0..<20 {

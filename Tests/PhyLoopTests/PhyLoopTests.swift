@@ -1,5 +1,6 @@
 import CShims
 import Foundation
+import Synchronization
 import Testing
 @testable import PhyLoop
 
@@ -29,6 +30,9 @@ final class Recorder: PhySocketHandler {
     func phyOnWake() { log.append("wake") }
     func phyOnTimer() { log.append("timer") }
     func phyOnHangup(_ s: PhySocket<String>) { log.append("hangup:\(s.context)") }
+    func phyOnAcceptFailed(listener: PhySocket<String>, errno: Int32, dropped: Bool) {
+        log.append("acceptFailed:\(errno):\(dropped ? "dropped" : "paused")")
+    }
 }
 
 func makePair() -> (Int32, Int32) {
@@ -160,4 +164,94 @@ func makeLoop() throws -> (PhyLoop<Recorder>, Recorder) {
     }
     #expect(loop.socketCount == 0)
     #expect(rec.log.count == 200)
+}
+
+/// accept4 failing with EMFILE for the first `failures` calls (then the real call), counted.
+final class EMFILEAccept: SyscallBackend {
+    private let real = LinuxSyscalls()
+    private let state = Mutex<(failures: Int, calls: Int)>((0, 0))
+    init(failures: Int) { state.withLock { $0.failures = failures } }
+    var acceptCalls: Int { state.withLock { $0.calls } }
+    func setFailures(_ n: Int) { state.withLock { $0.failures = n } }
+    func read(_ fd: Int32, _ buf: UnsafeMutableRawPointer?, _ count: Int) -> Int { real.read(fd, buf, count) }
+    func write(_ fd: Int32, _ buf: UnsafeRawPointer?, _ count: Int) -> Int { real.write(fd, buf, count) }
+    func recvmsg(_ fd: Int32, _ msg: UnsafeMutablePointer<msghdr>, _ flags: Int32) -> Int { real.recvmsg(fd, msg, flags) }
+    func sendmsg(_ fd: Int32, _ msg: UnsafePointer<msghdr>, _ flags: Int32) -> Int { real.sendmsg(fd, msg, flags) }
+    func shutdown(_ fd: Int32, _ how: Int32) -> Int { real.shutdown(fd, how) }
+    func close(_ fd: Int32) -> Int { real.close(fd) }
+    func poll(_ fds: UnsafeMutablePointer<pollfd>, _ count: Int, _ timeoutMs: Int32) -> Int { real.poll(fds, count, timeoutMs) }
+    func socketpair(_ type: Int32, _ fds: UnsafeMutablePointer<Int32>) -> Int { real.socketpair(type, fds) }
+    func accept(_ fd: Int32) -> Int {
+        let fail = state.withLock { s -> Bool in
+            s.calls += 1
+            guard s.failures > 0 else { return false }
+            s.failures -= 1
+            return true
+        }
+        return fail ? -Int(EMFILE) : real.accept(fd)
+    }
+}
+
+/// A listener on a fresh path in a loop whose accept4 goes through `backend`; a connected client.
+func listenerLoop(_ backend: EMFILEAccept) throws -> (PhyLoop<Recorder>, Recorder, client: Int32, path: String) {
+    let rec = Recorder()
+    let loop = try PhyLoop<Recorder>(sys: Sys(backend: backend))
+    loop.handler = rec
+    rec.loop = loop
+    let path = NSTemporaryDirectory() + "phy-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).sock"
+    let l = cshim_socket_cloexec(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    #expect(cshim_bind_unix(l, path) == 0 && listen(l, 16) == 0)
+    try Sys.setNonBlocking(l)
+    try loop.add(fd: l, kind: .listener, context: "l")
+    let c = cshim_socket_cloexec(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+    #expect(cshim_connect_unix(c, path) == 0)
+    return (loop, rec, c, path)
+}
+
+@Test func emfileDropsThePendingConnectionWithTheReserveInsteadOfSpinning() throws {
+    let backend = EMFILEAccept(failures: 1)
+    let (loop, rec, c, path) = try listenerLoop(backend)
+    defer { close(c); unlink(path); loop.closeAll() }
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    // The failed accept, the one made with the reserve's slot, and the EAGAIN that ends the pass.
+    #expect(rec.log == ["acceptFailed:24:dropped"])
+    #expect(backend.acceptCalls == 3)
+    var byte: UInt8 = 0
+    #expect(read(c, &byte, 1) == 0)   // dropped: the client sees EOF, not a hang
+    // Nothing pending any more: the next pass only times out.
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 20_000_000)
+    #expect(rec.log == ["acceptFailed:24:dropped", "timer"] && backend.acceptCalls == 3)
+}
+
+@Test func withoutTheReserveTheListenerPausesUntilAnFDIsFreed() throws {
+    // Both the accept and the retry with the reserve's slot fail: the fd went elsewhere.
+    let backend = EMFILEAccept(failures: 2)
+    let (loop, rec, c, path) = try listenerLoop(backend)
+    defer { close(c); unlink(path); loop.closeAll() }
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(rec.log == ["acceptFailed:24:paused"] && backend.acceptCalls == 2)
+    // The connection still waits, yet the loop does not look at the listener: no spin.
+    for _ in 0..<3 { try loop.poll(deadline: Sys.monotonicNanoseconds() + 10_000_000) }
+    #expect(backend.acceptCalls == 2 && rec.log.filter { $0 == "timer" }.count == 3)
+    // A socket of the loop closes (an fd is free again): the listener resumes and accepts.
+    let (a, b) = makePair()
+    defer { close(b) }
+    loop.close(try loop.add(fd: a, kind: .connected, context: "x"))
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(rec.log.suffix(2) == ["close:x", "accept"])
+}
+
+@Test func aPausedListenerIsRetriedAfterASecondEvenIfNothingCloses() throws {
+    let backend = EMFILEAccept(failures: 2)
+    let (loop, rec, c, path) = try listenerLoop(backend)
+    defer { close(c); unlink(path); loop.closeAll() }
+    try loop.poll(deadline: nil)
+    #expect(rec.log == ["acceptFailed:24:paused"])
+    // No deadline of our own: the loop still wakes for the retry and then accepts.
+    var passes = 0
+    while !rec.log.contains("accept") && passes < 10 {
+        try loop.poll(deadline: nil)
+        passes += 1
+    }
+    #expect(rec.log.last == "accept" && passes <= 3)
 }

@@ -34,6 +34,7 @@ import Testing
             AllowUsers=alice 1001
             AllowGroups=ztap wheel
             AllowGroups=0
+            AllowPrivilegedPorts=yes
             """)
         #expect(c.interface == "tap.zt_0-a")
         #expect(c.macAddress == "02:ab:cd:00:00:01")
@@ -51,6 +52,8 @@ import Testing
         #expect(c.maxConnections == 65536)
         #expect(c.allowUsers == ["alice", "1001"])
         #expect(c.allowGroups == ["ztap", "wheel", "0"])
+        #expect(c.allowPrivilegedPorts)
+        #expect(try !parseNet("[Access]\nAllowUsers=alice").allowPrivilegedPorts)
     }
 
     @Test func booleansAndSizes() throws {
@@ -266,10 +269,11 @@ import Testing
         c.maxConnections = 10
         c.allowUsers = ["alice"]
         c.allowGroups = ["ztap", "100"]
+        c.allowPrivilegedPorts = true
         let text = c.renderNewFile()
         #expect(try NetworkConfig.parse(text: text, name: "full", file: "full.conf") == c)
         #expect(text.contains("TCPSendBuffer=8M\n") && text.contains("TCPReceiveBuffer=65537\n"))
         #expect(text.contains("Address=10.3.0.2/24\nAddress=fd00::2/64\n"))
-        #expect(text.contains("\n[Access]\nAllowUsers=alice\nAllowGroups=ztap\nAllowGroups=100\n"))
+        #expect(text.contains("\n[Access]\nAllowUsers=alice\nAllowGroups=ztap\nAllowGroups=100\nAllowPrivilegedPorts=yes\n"))
     }
 }

@@ -367,6 +367,130 @@ import Testing
         #expect(rig.request(ZTRPC_OP_GETSOCKOPT, so, socket: app)?.hdr.err == ENOPROTOOPT)
     }
 
+    /// A TCP option message with ZTRPC_OP_NOREPLY on `channel` (nil: a new connection, which
+    /// the first such message makes the process's channel). Returns the connection.
+    @discardableResult
+    func sendUnanswered(_ rig: Rig, _ app: Int32, name: Int32, value: Int32, on channel: Int32? = nil,
+                        op: UInt16 = ZTRPC_OP_SETSOCKOPT) -> Int32 {
+        var so = ztrpc_sockopt()
+        so.level = Int32(IPPROTO_TCP); so.name = name; so.optlen = 4
+        withUnsafeMutableBytes(of: &so.value) { $0.storeBytes(of: value, as: Int32.self) }
+        guard let channel else {
+            return withUnsafeBytes(of: &so) { rig.send(op: op | ZTRPC_OP_NOREPLY, body: $0, fds: [app]) }
+        }
+        var msg = [UInt8](repeating: 0, count: 256)
+        let n = msg.withUnsafeMutableBytes { m in
+            withUnsafeBytes(of: &so) { RPCCodec.encodeRequest(op: op | ZTRPC_OP_NOREPLY, id: 1, body: $0, into: m) }
+        }
+        let sent = msg.withUnsafeBytes { m in
+            [app].withUnsafeBufferPointer { f in try? Sys.live.sendWithFDs(channel, UnsafeRawBufferPointer(rebasing: m[0..<n]), fds: f) }
+        }
+        #expect(sent != nil)
+        return channel
+    }
+
+    /// Whether the daemon hung up `s` (EOF) within a few steps.
+    func hungUp(_ rig: Rig, _ s: Int32) -> Bool {
+        var got = -1
+        var buf = [UInt8](repeating: 0, count: 64)
+        rig.run(limit: 200) {
+            got = buf.withUnsafeMutableBytes { Glibc.recv(s, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            return got >= 0
+        }
+        return got == 0
+    }
+
+    func tcpOption(_ rig: Rig, _ app: Int32, _ name: Int32) -> Int32? {
+        var so = ztrpc_sockopt()
+        so.level = Int32(IPPROTO_TCP); so.name = name; so.optlen = 4
+        let r = rig.request(ZTRPC_OP_GETSOCKOPT, so, socket: app)
+        return r.map { b in b.body.withUnsafeBytes { $0.load(fromByteOffset: 16, as: Int32.self) } }
+    }
+
+    @Test func unansweredCorkTakesTheBytesWrittenBeforeItFirst() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 9)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        let key = try #require(FDKey.of(app))
+        let h = try #require(rig.hub.tcp.lookup(key)?.handle)
+        let notSent = { rig.hub.tcp.stack?.tcp.info(h)?.notSentBytes }
+        // Written, then corked, with nothing stepped in between: the daemon sees both at once.
+        Rig.writeAll(app, [UInt8](repeating: 0x41, count: 100))
+        let ch = sendUnanswered(rig, app, name: TCP_CORK, value: 1)
+        defer { Glibc.close(ch) }
+        let applied = { rig.hub.replier.counters.requests[RPCCounters.index(ZTRPC_OP_SETSOCKOPT)] }
+        #expect(rig.run(limit: 200) { applied() == 1 })
+        rig.step()
+        #expect(notSent() == 0, "the bytes before the cork left uncorked")
+        #expect(tcpOption(rig, app, TCP_CORK) == 1)
+        // Bytes after it wait for the uncork, which comes over the same connection.
+        Rig.writeAll(app, [UInt8](repeating: 0x42, count: 50))
+        rig.settle(5)
+        #expect(notSent() == 50)
+        sendUnanswered(rig, app, name: TCP_CORK, value: 0, on: ch)
+        #expect(rig.run(limit: 200) { applied() == 2 })
+        rig.step()
+        #expect(notSent() == 0)
+        #expect(!hungUp(rig, ch), "the channel stays open")
+    }
+
+    @Test func oneWayMessagesComeBeforeTheProcesssNextRequest() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 9)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        let ch = sendUnanswered(rig, app, name: TCP_QUICKACK, value: 1)
+        defer { Glibc.close(ch) }
+        rig.settle(3)
+        // Sent one-way, then asked at once on a request of its own: the answer sees it.
+        for v: Int32 in [1, 0, 1] {
+            sendUnanswered(rig, app, name: TCP_NODELAY, value: v, on: ch)
+            #expect(tcpOption(rig, app, TCP_NODELAY) == v)
+        }
+    }
+
+    @Test func otherRequestsMayNotGoUnanswered() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 9)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        // TCP_MAXSEG can fail (EINVAL), so the library must wait for it: dropped, not applied.
+        let before = tcpOption(rig, app, TCP_MAXSEG)
+        let s1 = sendUnanswered(rig, app, name: TCP_MAXSEG, value: 600)
+        #expect(hungUp(rig, s1))
+        Glibc.close(s1)
+        #expect(tcpOption(rig, app, TCP_MAXSEG) == before)
+        let s2 = sendUnanswered(rig, app, name: TCP_NODELAY, value: 1, op: ZTRPC_OP_GETSOCKOPT)
+        #expect(hungUp(rig, s2))
+        Glibc.close(s2)
+        // On a channel, a message it may not carry is dropped and the channel goes on.
+        let ch = sendUnanswered(rig, app, name: TCP_NODELAY, value: 0)
+        defer { Glibc.close(ch) }
+        sendUnanswered(rig, app, name: TCP_MAXSEG, value: 600, on: ch)
+        sendUnanswered(rig, app, name: TCP_NODELAY, value: 1, on: ch)
+        rig.settle(3)
+        #expect(tcpOption(rig, app, TCP_NODELAY) == 1)
+        #expect(tcpOption(rig, app, TCP_MAXSEG) == before)
+    }
+
+    @Test func aUserGetsBoundedChannels() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 9)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        var open: [Int32] = []
+        defer { for s in open { Glibc.close(s) } }
+        for _ in 0..<rig.hub.maxChannelsPerUID { open.append(sendUnanswered(rig, app, name: TCP_NODELAY, value: 1)) }
+        rig.settle(5)
+        #expect(!open.contains { Rig.events($0, Int16(POLLIN)) != 0 }, "all open, none answered")
+        // One more is applied but not kept: the library then uses requests of their own.
+        let extra = sendUnanswered(rig, app, name: TCP_NODELAY, value: 0)
+        defer { Glibc.close(extra) }
+        #expect(hungUp(rig, extra))
+        #expect(tcpOption(rig, app, TCP_NODELAY) == 0)
+    }
+
     @Test func failedReplyDeliveryKeepsTheOutcomeForSOError() throws {
         let rig = try Rig()
         // A blocking connect whose reply cannot be sent (ENOBUFS): the library (interrupted, say)

@@ -197,9 +197,13 @@ final class Rig {
     /// Frames both ways carry virtio headers, with every offload on both sides.
     let vnet: Bool
 
+    let budgets: UserBudgets
+
+    /// `services`: the peer's; `stackServices`: the daemon stack's own; `budgets`: [Limits].
     init(services: Set<DiagnosticService> = [.echo, .discard, .chargen], access: AccessList = AccessList(),
-         vnet: Bool = false) throws {
+         stackServices: [String] = [], budgets: UserBudgets = UserBudgets(), vnet: Bool = false) throws {
         self.vnet = vnet
+        self.budgets = budgets
         dir = NSTemporaryDirectory() + "ztsvc-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         rpcPath = dir + "/net.sock"
@@ -215,13 +219,14 @@ final class Rig {
         }
         let settings = StackSettings(stackMAC: MACAddress(0x02, 0, 0, 0, 0, 2), mtu: 1500,
                                      addresses: [IPv4CIDR(address: stackIP, prefixLength: 24)], gateway: nil,
-                                     services: [], tcpReceiveBuffer: 256 << 10, tcpSendBuffer: 256 << 10,
+                                     services: stackServices, tcpReceiveBuffer: 256 << 10, tcpSendBuffer: 256 << 10,
                                      maxConnections: 1024)
         let device = PairDevice(fd: a, offloads: vnet ? [.vnetHeader, .checksum, .tso4, .tso6, .tsoECN, .uso] : [])
         let driver = NetStackDriver(settings: settings, sink: TapSink(device: device), logger: Logger(label: "test"))
         let sys = Sys(backend: faults)
         loop = try NetworkLoop(name: "t", device: device, inbox: Inbox<NetworkCommand>(), driver: driver,
-                               logger: Logger(label: "test"), rpcPath: rpcPath, access: access, sys: sys)
+                               logger: Logger(label: "test"), rpcPath: rpcPath, access: access, sys: sys,
+                               budgets: budgets)
         peer = NetStack(config: StackConfig(mac: MACAddress(0x02, 0, 0, 0, 0, 1), mtu: 1500,
                                             addresses: [IPv4CIDR(address: peerIP, prefixLength: 24)],
                                             services: services),

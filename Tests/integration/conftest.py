@@ -73,8 +73,11 @@ class Netns:
 class Daemon:
     """ztapd started by the test inside `ns`, with its own config and run directories."""
 
-    def __init__(self, ns, tmp, networks=None, daemon_conf=None, env=None):
+    def __init__(self, ns, tmp, networks=None, daemon_conf=None, env=None, prefix=None):
         self.ns = ns
+        # argv put before ztapd's (e.g. prlimit, setpriv); each must exec ztapd, so the PID we
+        # get is ztapd's.
+        self.prefix = prefix or []
         self.tmp = tmp
         self.config_dir = os.path.join(tmp, "etc")
         self.run_dir = os.path.join(tmp, "run")
@@ -100,7 +103,7 @@ class Daemon:
         env = dict(os.environ)
         if self.env:
             env.update(self.env)
-        self.proc = self.ns.popen(os.path.join(BIN, "ztapd"), "--config-dir", self.config_dir,
+        self.proc = self.ns.popen(*self.prefix, os.path.join(BIN, "ztapd"), "--config-dir", self.config_dir,
                                   "--run-dir", self.run_dir, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         if wait:
             self.wait_ready()

@@ -196,14 +196,15 @@ def test_no_fd_leak_after_100_join_leave_cycles(daemon_factory, netns):
     d = daemon_factory().start()
     d.ctl("join", "warm", "--address", "10.57.0.2/24", "--interface", "ztwarm")
     d.ctl("leave", "warm")
-    before = fd_count(d.pid)
+    # ztctl's own connection may still be open in ztapd for a moment after ztctl exits.
+    before = min(fd_count(d.pid) for _ in range(5) if time.sleep(0.05) is None)
     threads_before = len(os.listdir(f"/proc/{d.pid}/task"))
     for i in range(100):
         d.ctl("join", "cyc", "--address", "10.58.0.2/24", "--interface", "ztcyc")
         d.ctl("leave", "cyc")
     # The reply to the last `leave` may be read before the control connection's own fd is
     # closed on the daemon's side; a leak stays, so wait briefly and then show what is open.
-    if not wait_until(lambda: fd_count(d.pid) == before, timeout=3):
+    if not wait_until(lambda: fd_count(d.pid) == before, timeout=10):
         fds = {f: os.readlink(f"/proc/{d.pid}/fd/{f}") for f in os.listdir(f"/proc/{d.pid}/fd")}
         pytest.fail(f"fds {len(fds)} != {before} after 100 join/leave cycles: {fds}")
     assert len(os.listdir(f"/proc/{d.pid}/task")) == threads_before

@@ -34,6 +34,8 @@ import errno as E
 MAGIC = 0x5052545A
 VERSION = 1
 OP_CONNECT, OP_BIND, OP_LISTEN, OP_GETSOCKOPT, OP_SETSOCKOPT, OP_GETNAME, OP_UDP_OPEN = range(1, 8)
+NOREPLY = 0x8000
+IPPROTO_TCP, TCP_NODELAY, TCP_CORK, TCP_QUICKACK = 6, 1, 3, 12
 OP_NAMES = {1: "CONNECT", 2: "BIND", 3: "LISTEN", 4: "GETSOCKOPT", 5: "SETSOCKOPT", 6: "GETNAME",
             7: "UDP_OPEN"}
 F_NONBLOCK, F_NEW = 1, 2
@@ -278,11 +280,21 @@ class Fake:
 
     # ---- RPC ----------------------------------------------------------------------------------
     def handle(self, conn):
+        # A connection whose first message has ZTRPC_OP_NOREPLY is its process's one-way channel:
+        # any number of such messages, never a reply (ztrpc.h); anything else: one request.
+        while self.handle_one(conn):
+            pass
+        conn.close()
+
+    def handle_one(self, conn):
+        """One message; True when the connection stays open for another (a one-way channel)."""
         try:
             data, anc, flags, _ = conn.recvmsg(512, socket.CMSG_SPACE(4 * 8))
         except OSError:
-            conn.close()
-            return
+            return False
+        if not data:
+            return False
+        oneway = len(data) >= 8 and struct.unpack_from("<H", data, 6)[0] & NOREPLY
         fds = []
         for level, typ, cdata in anc:
             if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
@@ -290,18 +302,30 @@ class Fake:
                 a.frombytes(cdata[: len(cdata) - len(cdata) % 4])
                 fds.extend(a)
         entry = {"nfds": len(fds)}
+        if oneway:
+            pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+            entry.update(oneway=True, channel=conn.fileno(), pid=pid)
         try:
             magic, ver, op, rid, blen = REQ_HDR.unpack_from(data)
+            op &= ~NOREPLY
             body = data[16:]
             entry.update(op=OP_NAMES.get(op, op), id=rid)
             if magic != MAGIC or ver != VERSION or blen != len(body):
                 entry["protocol_error"] = "bad header"
+                result, err, rbody = -1, E.EPROTO, b""
+            elif oneway and not (op == OP_SETSOCKOPT and len(body) >= 12 and
+                                 struct.unpack_from("<iiI", body) [0] == IPPROTO_TCP and
+                                 struct.unpack_from("<iiI", body)[1] in (TCP_NODELAY, TCP_CORK, TCP_QUICKACK) and
+                                 struct.unpack_from("<iiI", body)[2] >= 4):
+                entry["protocol_error"] = "one-way message that needs an answer"
                 result, err, rbody = -1, E.EPROTO, b""
             else:
                 result, err, rbody = self.dispatch(op, body, fds, entry)
             # Log before replying: once the reply is out, the test may read the log.
             self.record({k: v for k, v in entry.items() if k not in ("_keep", "_forget")})
             entry["_logged"] = True
+            if oneway:
+                return True
             try:
                 conn.send(REP_HDR.pack(MAGIC, VERSION, op, rid, result, err, len(rbody)) + rbody)
                 if "_forget" in entry:
@@ -323,7 +347,7 @@ class Fake:
             entry.pop("_forget", None)
             if not entry.pop("_logged", False):
                 self.record(entry)
-            conn.close()
+        return False
 
     def dispatch(self, op, body, fds, entry):
         if not fds:

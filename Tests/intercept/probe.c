@@ -23,6 +23,7 @@
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -238,6 +239,70 @@ static int case_sockopts(void)
     short s = 0;
     l = sizeof s;
     CHECK(getsockopt(fd, SOL_SOCKET, SO_TYPE, &s, &l) == 0 && l == 2);
+    close(fd);
+    return 0;
+}
+
+/* The unix sockets connected to the fake ztapd's RPC path other than @except: the one-way
+ * channel (the app may close such numbers behind the library's back, as closefrom does). */
+static int rpc_channels(int *out, int max)
+{
+    const char *path = getenv("ZTAP_RPC");
+    int n = 0;
+    for (int fd = 3; fd < 1024 && n < max; fd++) {
+        struct sockaddr_un u;
+        socklen_t l = sizeof u;
+        memset(&u, 0, sizeof u);
+        if (getpeername(fd, (struct sockaddr *)&u, &l) == 0 && u.sun_family == AF_UNIX && path &&
+            !strcmp(u.sun_path, path))
+            out[n++] = fd;
+    }
+    return n;
+}
+
+/* TCP_NODELAY/TCP_CORK/TCP_QUICKACK go one-way over one channel per process; a child opens its
+ * own; a channel number the app closed and reused is never written to. */
+static int case_oneway(void)
+{
+    int fd = tcp_connect("10.200.0.1", 7);
+    CHECK(fd >= 0);
+    int one = 1, zero = 0;
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof zero) == 0);
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof one) == 0);
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof zero) == 0);
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) == 0);
+    /* A NULL value is EFAULT before anything is sent (a short optlen goes to ztapd and waits
+     * for its EINVAL: the diff harness compares that with Linux). */
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_CORK, NULL, 4) == -1 && errno == EFAULT);
+    int ch[4];
+    CHECK(rpc_channels(ch, 4) == 1);
+    struct stat parent_st;
+    CHECK(fstat(ch[0], &parent_st) == 0);
+    /* A child has a channel of its own (the inherited copy of the parent's is closed). */
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int ok = setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof one) == 0;
+        int mine[4];
+        struct stat mine_st;
+        ok = ok && rpc_channels(mine, 4) == 1 && fstat(mine[0], &mine_st) == 0 && mine_st.st_ino != parent_st.st_ino;
+        _exit(ok ? 0 : 3);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* The app closes the channel's number and a socket of its own takes it. */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
+    CHECK(dup2(sv[0], ch[0]) == ch[0]);
+    CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof zero) == 0);
+    char buf[64];
+    CHECK(recv(sv[1], buf, sizeof buf, MSG_DONTWAIT) == -1 && errno == EAGAIN);
+    int now[4];
+    CHECK(rpc_channels(now, 4) == 1 && now[0] != ch[0]);
+    CHECK(opt_int(fd, IPPROTO_TCP, TCP_NODELAY) == 0);
+    close(sv[0]);
+    close(sv[1]);
+    close(ch[0]);
     close(fd);
     return 0;
 }
@@ -923,6 +988,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "connect_errors")) r = case_connect_errors();
     else if (!strcmp(c, "sockopts")) r = case_sockopts();
     else if (!strcmp(c, "preopts")) r = case_preopts();
+    else if (!strcmp(c, "oneway")) r = case_oneway();
     else if (!strcmp(c, "listen_accept")) r = case_listen_accept();
     else if (!strcmp(c, "udp")) r = case_udp();
     else if (!strcmp(c, "fork")) r = case_fork();

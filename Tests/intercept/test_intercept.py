@@ -103,7 +103,7 @@ def assert_clean_protocol(log):
     assert bad == [], bad
 
 
-CASES = ["udp_copies", "fork_race", "bound_sndtimeo", "connect_blocking", "connect_nonblock", "connect_errors", "sockopts", "preopts", "listen_accept",
+CASES = ["udp_copies", "fork_race", "bound_sndtimeo", "connect_blocking", "connect_nonblock", "connect_errors", "sockopts", "preopts", "oneway", "listen_accept",
          "udp", "fork", "dup", "exec", "errno", "threads", "interrupted", "accept_blocking"]
 
 
@@ -114,6 +114,29 @@ def test_probe_case(fake, case):
     # Nothing on stderr when ztapd is reachable and ZTAP_DEBUG is off.
     assert p.stderr == ""
     assert_clean_protocol(read_log(fake["log"]))
+
+
+def test_hint_options_go_one_way_over_one_channel_per_process(fake):
+    p, _ = run_probe("oneway", fake["sock"])
+    assert_ok(p, "oneway")
+    log = read_log(fake["log"])
+    # The fake serves each connection on a thread of its own: put the entries in request order.
+    sets = sorted((e for e in log if e.get("op") == "SETSOCKOPT" and e.get("level") == 6), key=lambda e: e["id"])
+    # NODELAY 0, CORK 1, CORK 0, NODELAY 1 in the parent: one-way, one channel, in order.
+    first = sets[:4]
+    assert [e.get("oneway") for e in first] == [True] * 4, first
+    assert len({e["channel"] for e in first}) == 1
+    assert [(e["name"], e["value"]) for e in first] == [(1, "00000000"), (3, "01000000"), (3, "00000000"),
+                                                        (1, "01000000")]
+    # The NULL value never left the library.
+    assert len(sets) == 6, sets
+    # The child's QUICKACK came from its own process on its own channel; the parent's last
+    # NODELAY on a new channel after the old number was taken over.
+    child = next(e for e in sets if e["name"] == 12)
+    assert child["oneway"] and child["pid"] != first[0]["pid"]
+    last = sets[-1]
+    assert last["name"] == 1 and last["value"] == "00000000" and last["oneway"]
+    assert last["pid"] == first[0]["pid"]
 
 
 def test_blocking_connect_sends_new_socket_with_two_fds(fake):

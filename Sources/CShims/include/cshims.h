@@ -80,4 +80,13 @@ int cshim_sd_notify(const char *state);
 /// Number of open fds of this process (counts /proc/self/fd entries).
 int cshim_count_open_fds(void);
 
+// Who is on the other end (trust checks on fds a client hands over).
+/// 1 if the AF_UNIX socket `fd` has no name on either side (a socketpair end), 0 otherwise.
+int cshim_unix_unnamed(int fd);
+/// A pidfd for the peer process of a connected AF_UNIX socket (SO_PEERPIDFD, Linux 6.5+),
+/// or -1 with errno (ENOPROTOOPT on older kernels).
+int cshim_peer_pidfd(int fd);
+/// 1 while the process `pidfd` names is alive (so its pid still means that process), else 0.
+int cshim_pidfd_alive(int pidfd);
+
 #endif

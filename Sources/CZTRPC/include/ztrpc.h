@@ -158,6 +158,14 @@ extern "C" {
  *   which act on the app's fd natively. Options set before interception arrive with the
  *   creating request instead (ztrpc_sock_req.opts and the ztrpc_optlist that may follow it). */
 #define ZTRPC_OP_SETSOCKOPT ((uint16_t)5)
+/* ZTRPC_OP_NOREPLY on a SETSOCKOPT's op: ztapd applies it and closes the connection without a
+ *   reply; the library does not wait. Only for IPPROTO_TCP TCP_NODELAY, TCP_CORK and
+ *   TCP_QUICKACK with optlen >= sizeof(int) on a TCP socket: Linux accepts every such call, so
+ *   the library already knows the answer (0), and apps toggle them per response (nginx's
+ *   tcp_nopush: two per request). ztapd reads what the app wrote before applying the option, so
+ *   the bytes the app wrote first go out under the old setting, as they would on Linux. Any other
+ *   request with the bit set is dropped unanswered. */
+#define ZTRPC_OP_NOREPLY ((uint16_t)0x8000)
 /* GETNAME  no body -> ztrpc_sockinfo. Also serves as "query": the library sends it for an
  *   AF_UNIX fd it does not know (after exec, or an fd received over SCM_RIGHTS). A socket that
  *   is not a ztapd socket: -1 / ENOTSOCK. */

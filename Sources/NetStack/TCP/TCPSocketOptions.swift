@@ -171,6 +171,12 @@ extension TCPLayer {
                 schedule(c)
             }
         case .cork(let v):
+            // Bytes already committed were written before the cork (the daemon reads the app's
+            // writes before applying it): they go out under the old rules, as on Linux.
+            if v && !c.sockopts.cork && c.notSentBytes > 0 {
+                c.corkFlush = true
+                markDirty(c)
+            }
             c.sockopts.cork = v
             if !v {
                 c.timers.cork = nil

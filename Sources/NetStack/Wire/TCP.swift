@@ -173,12 +173,28 @@ public struct TCPSegmentOptions: Hashable, Sendable {
 
     /// Bytes these options take on the wire, padded to a multiple of 4 (layout of `emit`).
     @inlinable public var encodedLength: Int {
+        let n = fixedLength
+        let k = sackBlocksFitting(after: n)
+        return k > 0 ? n &+ 4 &+ 8 &* k : n
+    }
+
+    /// The most option bytes a TCP header holds (data offset 15 words minus the 20-byte header).
+    public static let maxLength = 40
+
+    /// Bytes of every option but SACK blocks.
+    @inlinable var fixedLength: Int {
         var n = 0
         if maxSegmentSize != nil { n &+= 4 }
         if hasTimestamp || sackPermitted { n &+= hasTimestamp ? 12 : 4 }   // SACK-perm rides in TS padding
         if windowScale != nil { n &+= 4 }
-        if sackBlocks.count > 0 { n &+= 4 &+ 8 &* sackBlocks.count }
         return n
+    }
+
+    /// SACK blocks that fit in what `used` bytes leave of the 40 (RFC 2018: 3 beside timestamps):
+    /// the first ones, the most recent, are kept.
+    @inlinable func sackBlocksFitting(after used: Int) -> Int {
+        let room = Self.maxLength &- used &- 4
+        return room < 8 ? 0 : min(sackBlocks.count, room / 8)
     }
 
     /// Writes the options at `p` (exactly `encodedLength` bytes, NOP-padded, 4-byte aligned).
@@ -193,9 +209,10 @@ public struct TCPSegmentOptions: Hashable, Sendable {
             b(1); b(1); b(4); b(2)
         }
         if let s = windowScale { b(1); b(3); b(3); b(s) }
-        if sackBlocks.count > 0 {
-            b(1); b(1); b(5); b(UInt8(truncatingIfNeeded: 2 &+ 8 &* sackBlocks.count))
-            for i in 0..<sackBlocks.count {
+        let k = sackBlocksFitting(after: o)
+        if k > 0 {
+            b(1); b(1); b(5); b(UInt8(truncatingIfNeeded: 2 &+ 8 &* k))
+            for i in 0..<k {
                 let blk = sackBlocks[i]
                 wireStore32(p, o, blk.start.rawValue); wireStore32(p, o &+ 4, blk.end.rawValue); o &+= 8
             }

@@ -29,7 +29,10 @@ extension TCPBridge {
             do throws(Errno) {
                 pair = try sys.socketpair(type: Int32(SOCK_STREAM.rawValue))
             } catch {
-                logger.warning("accept: socketpair failed", metadata: ["network": "\(network)", "errno": "\(error.rawValue)"])
+                if let suppressed = gate.admitLog("accept-socketpair") {
+                    logger.warning("accept: socketpair failed; connection reset",
+                                   metadata: ["network": "\(network)", "errno": "\(error.rawValue)", "suppressed": "\(suppressed)"])
+                }
                 stack.tcp.abort(nh, now: Self.now())
                 return
             }
@@ -46,6 +49,11 @@ extension TCPBridge {
                 var v = nc.options.peekOffset
                 _ = Glibc.setsockopt(appEnd, SOL_SOCKET, SocketOptionMap.SO_PEEK_OFF, &v, socklen_t(4))
             }
+            // Charged to the listener's owner; over its budget the connection is reset.
+            if chargeNew(nc, bytes: ringBytes(nc.options)) != nil {
+                sys.close(appEnd); sys.close(ours); stack.tcp.abort(nh, now: Self.now())
+                continue
+            }
             nc.handle = nh
             nc.phase = .connected(reported: true)
             nc.local = stack.tcp.localEndpoint(nh)
@@ -56,6 +64,7 @@ extension TCPBridge {
             } catch {
                 sys.close(appEnd); sys.close(ours)
                 stack.tcp.abort(nh, now: Self.now())
+                refund(nc)
                 continue
             }
             register(nc)

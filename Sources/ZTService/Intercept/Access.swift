@@ -10,6 +10,8 @@ import Glibc
 struct AccessList: Sendable, Equatable {
     var uids: Set<UInt32> = []
     var gids: Set<UInt32> = []
+    /// A network's `AllowPrivilegedPorts=`: admitted users may bind ports below 1024.
+    var privilegedPorts = false
 
     init() {}
 

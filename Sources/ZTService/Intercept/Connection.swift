@@ -93,6 +93,8 @@ final class Connection {
     var bytesOut: UInt64 = 0
     /// Made by ztctl run's seccomp supervisor (ZTRPC_F_SECCOMP) rather than the LD_PRELOAD library.
     var seccomp = false
+    /// What it holds of its owner's budgets (UserBudgets); given back by `TCPBridge.remove`.
+    var charge: BudgetCharge?
 
     init(key: FDKey, pid: Int32, uid: UInt32) {
         self.key = key
@@ -168,6 +170,10 @@ final class UDPConnection {
     var dropped: UInt64 = 0
     /// Made by ztctl run's seccomp supervisor (ZTRPC_F_SECCOMP) rather than the LD_PRELOAD library.
     var seccomp = false
+    /// Oversized datagrams from the app (longer than a UDP datagram can be), dropped whole.
+    var oversized: UInt64 = 0
+    /// What it holds of its owner's budgets; given back by `UDPBridge.remove`.
+    var charge: BudgetCharge?
 
     init(key: FDKey, pid: Int32, uid: UInt32, handle: SocketHandle) {
         self.key = key

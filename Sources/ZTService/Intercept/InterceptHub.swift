@@ -21,6 +21,8 @@ final class InterceptHub {
     let access: AccessPolicy
     let tcp: TCPBridge
     let udp: UDPBridge
+    /// Every socket end ztapd holds, by identity (HeldEnds.swift).
+    let held: HeldEnds
     let replier: RPCReplier
     private var listener: LoopSocket?
     private var sys: Sys { loop.sys }
@@ -30,7 +32,8 @@ final class InterceptHub {
     /// connect holds one until its outcome, so the bounds are generous; the per-user one keeps a
     /// flood from one user from locking the others out.
     let maxPeers = 4096
-    let maxPeersPerUID = 512
+    var maxPeersPerUID: Int { gate.budgets.limits.pendingRequests }
+    let gate: BudgetGate
     private(set) var peerCount = 0
     private var peersByUID: [UInt32: Int] = [:]
     private(set) var refusedPeers: UInt64 = 0
@@ -40,18 +43,32 @@ final class InterceptHub {
 
     private let requestBuffer: UnsafeMutableRawBufferPointer
 
+    /// Each process's one-way channel (ztrpc.h ZTRPC_OP_NOREPLY), by pid: read before that
+    /// process's other requests, so its options apply in the order it set them. Channels count
+    /// as peers; a user gets at most `maxChannelsPerUID` (the library falls back to requests).
+    private var channels: [Int32: LoopSocket] = [:]
+    private var channelsByUID: [UInt32: Int] = [:]
+    private var channelCount = 0
+    let maxChannelsPerUID = 128
+    /// One-way messages taken from a channel per wake-up: one busy process cannot hold the loop.
+    let channelBatch = 64
+
     /// `interfaceName`: the network's TAP (the device SO_BINDTODEVICE accepts).
     init(network: String, path: String, access: AccessList, loop: any SocketLoop, driver: StackDriver,
-         logger: Logger, interfaceName: String? = nil) throws(Errno) {
+         logger: Logger, interfaceName: String? = nil, budgets: UserBudgets = UserBudgets()) throws(Errno) {
+        gate = BudgetGate(budgets: budgets, logger: logger, network: network)
         self.network = network
         self.path = path
         self.access = AccessPolicy(access)
-        self.loop = loop
+        let held = HeldEnds(loop)
+        self.held = held
+        self.loop = held
         self.driver = driver
         self.logger = logger
+        let loop: any SocketLoop = held
         replier = RPCReplier(loop: loop)
-        tcp = TCPBridge(loop: loop, driver: driver, replier: replier, logger: logger, network: network)
-        udp = UDPBridge(loop: loop, driver: driver)
+        tcp = TCPBridge(loop: loop, driver: driver, replier: replier, logger: logger, network: network, gate: gate)
+        udp = UDPBridge(loop: loop, driver: driver, gate: gate)
         let env = OptionEnvironment(interfaceName: interfaceName)
         tcp.optionEnv = env
         udp.optionEnv = env
@@ -149,6 +166,11 @@ final class InterceptHub {
     }
 
     func peerClosed(_ peer: RPCPeer) {
+        if peer.channel {
+            channelCount -= 1
+            if let n = channelsByUID[peer.uid], n > 1 { channelsByUID[peer.uid] = n - 1 } else { channelsByUID[peer.uid] = nil }
+            if let s = channels[peer.pid], case .rpc(let p) = s.context, p === peer { channels[peer.pid] = nil }
+        }
         peerCount -= 1
         if let n = peersByUID[peer.uid], n > 1 { peersByUID[peer.uid] = n - 1 } else { peersByUID[peer.uid] = nil }
         if let w = peer.waiter { tcp.cancel(w) }
@@ -157,6 +179,10 @@ final class InterceptHub {
 
     /// One request: receive, decode, authorize, route, reply (now or when a waiter settles).
     func readRPC(_ socket: LoopSocket, _ peer: RPCPeer) {
+        if peer.channel {
+            readChannel(socket, peer)
+            return
+        }
         var fdStore = [Int32](repeating: -1, count: Int(ZTRPC_MAX_FDS))
         let received: ReceivedMessage
         do {
@@ -183,12 +209,32 @@ final class InterceptHub {
         let request: RPCRequest
         switch decoded {
         case .failure(let f):
-            replier.fail(socket, f.header, f.errno)
+            if f.header.noReply { loop.close(socket) } else { replier.fail(socket, f.header, f.errno) }
             return
         case .success(let (h, r)):
             call = RPCCall(socket: socket, peer: peer, header: h, fds: call.fds)
             request = r
         }
+        if call.header.noReply {
+            // Nobody waits. The first such message makes the connection its process's channel.
+            guard request.mayGoUnanswered else {
+                logger.debug("unanswerable request dropped", metadata: ["network": "\(network)", "op": "\(call.header.op)"])
+                loop.close(socket)
+                return
+            }
+            applyUnanswered(request, call)
+            guard channelsByUID[peer.uid, default: 0] < maxChannelsPerUID else {
+                loop.close(socket)
+                return
+            }
+            peer.channel = true
+            channelCount += 1
+            channelsByUID[peer.uid, default: 0] += 1
+            channels[peer.pid] = socket
+            return
+        }
+        // What this process sent one-way before this request comes first.
+        if let ch = channels[peer.pid], !ch.isClosed, case .rpc(let cp) = ch.context { readChannel(ch, cp) }
         guard peer.allowed || !request.createsPresence else {
             logNotInAccess(peer)
             replier.fail(socket, call.header, EACCES)
@@ -199,6 +245,51 @@ final class InterceptHub {
         case .fail(let e, let b): replier.fail(socket, call.header, e, b)
         case .pending: break
         }
+    }
+
+    /// Messages on a process's one-way channel, at most `channelBatch` per call (level-triggered
+    /// readiness brings the loop back for the rest). Anything but a one-way option is dropped.
+    private func readChannel(_ socket: LoopSocket, _ peer: RPCPeer) {
+        var fdStore = [Int32](repeating: -1, count: Int(ZTRPC_MAX_FDS))
+        for _ in 0..<channelBatch {
+            let received: ReceivedMessage
+            do {
+                let r = try fdStore.withUnsafeMutableBufferPointer { p throws(Errno) in
+                    try sys.recvWithFDs(socket.fd, into: requestBuffer, fds: p)
+                }
+                guard case .processed(let m) = r else { return }
+                received = m
+            } catch {
+                loop.close(socket)
+                return
+            }
+            let call = RPCCall(socket: socket, peer: peer, header: RPCHeader(op: 0, id: 0),
+                               fds: Array(fdStore[0..<received.fdCount]))
+            defer { for fd in call.fds where fd >= 0 { sys.closeUntrusted(fd) } }
+            if received.count == 0 {
+                loop.close(socket)
+                return
+            }
+            let decoded = RPCCodec.decode(UnsafeRawBufferPointer(rebasing: requestBuffer[0..<received.count]),
+                                          truncated: received.truncated)
+            guard case .success(let (h, request)) = decoded, h.noReply, request.mayGoUnanswered else {
+                logger.debug("one-way channel: message dropped", metadata: ["network": "\(network)", "pid": "\(peer.pid)"])
+                continue
+            }
+            applyUnanswered(request, RPCCall(socket: socket, peer: peer, header: h, fds: call.fds))
+        }
+    }
+
+    /// A one-way option (RPCRequest.mayGoUnanswered): applied to the TCP socket fds[0] names,
+    /// counted like a reply.
+    private func applyUnanswered(_ request: RPCRequest, _ call: RPCCall) {
+        guard case .setsockopt(let r) = request, case .tcp(let c) = target(call) else { return }
+        let failed: Bool
+        switch tcp.setsockopt(call, c, r) {
+        case .fail: failed = true
+        default: failed = false
+        }
+        replier.counters.replied(op: call.header.op, failed: failed)
     }
 
     /// The socket fds[0] names: TCP, UDP or neither.
@@ -220,6 +311,10 @@ final class InterceptHub {
         guard call.fds.count >= 2, call.fds[0] >= 0, call.fds[1] >= 0,
               TCPBridge.isUnixSocket(call.fds[0], type: type), TCPBridge.isUnixSocket(call.fds[1], type: type),
               let key = FDKey.of(call.fds[0]) else { return nil }
+        guard Trust.ownsSocketpairEnd(call.fds[1], peer: call.peer), isFreshPair(call.fds[0], call.fds[1]) else {
+            foreignSocket(call.peer)
+            return nil
+        }
         do { try Sys.setNonBlocking(call.fds[1]) } catch { return nil }
         // A leftover entry with this inode belongs to a socket that is gone: finish it first.
         tcp.forget(key)
@@ -258,6 +353,7 @@ final class InterceptHub {
             guard ep.address.isUnspecified || stack.addresses.contains(where: { $0.address == ep.address }) else {
                 return .fail(EADDRNOTAVAIL, .none)
             }
+            if let e = checkPrivilegedPort(ep.port, call) { return .fail(e, .none) }
             if sr.proto == IPProtocol.udp {
                 var n: (key: FDKey, fd: Int32)?
                 if isNew {
@@ -275,6 +371,10 @@ final class InterceptHub {
             return tcp.bind(&call, sr, newSocket: n, preOptions: pre)
         case .listen(let lr):
             guard stack != nil else { return .fail(ENETDOWN, .none) }
+            if call.fds.count >= 3, call.fds[1] >= 0, call.fds[2] >= 0, !isFreshPair(call.fds[2], call.fds[1]) {
+                foreignSocket(call.peer)
+                return .fail(EBADF, .none)
+            }
             switch target(call) {
             case .tcp(let c): return tcp.listen(&call, lr, c, udpForget: { [udp] in udp.forget($0) })
             case .udp: return .fail(EOPNOTSUPP, .none)
@@ -303,6 +403,40 @@ final class InterceptHub {
         }
     }
 
+    // MARK: - Trust
+
+    private var trustThrottle = LogThrottle()
+
+    /// A ZTRPC_F_NEW or LISTEN request handed over a socket that is not the caller's own
+    /// socketpair end (see `Trust.ownsSocketpairEnd`): refused with EBADF like any bad fd.
+    func foreignSocket(_ peer: RPCPeer) {
+        guard let suppressed = trustThrottle.admit("foreign-\(peer.uid)") else { return }
+        logger.warning("rpc: refusing a socket that is not the caller's own socketpair end",
+                       metadata: ["network": "\(network)", "pid": "\(peer.pid)", "uid": "\(peer.uid)",
+                                  "suppressed": "\(suppressed)"])
+    }
+
+    /// A new pair's ends (app end `app`, daemon end `daemon`) must be new to ztapd: neither an end
+    /// it holds already nor the app end of a socket it serves. Else ztapd could end up holding
+    /// both ends of one pair, which never hang up.
+    func isFreshPair(_ app: Int32, _ daemon: Int32) -> Bool {
+        guard let a = FDKey.of(app), let d = FDKey.of(daemon), a != d else { return false }
+        if held.holds(a) || held.holds(d) { return false }
+        return tcp.byKey[d] == nil && udp.byKey[d] == nil
+    }
+
+    /// Ports 1-1023 need CAP_NET_BIND_SERVICE (or the network's AllowPrivilegedPorts=): EACCES,
+    /// as bind(2) gives.
+    private func checkPrivilegedPort(_ port: UInt16, _ call: RPCCall) -> Int32? {
+        guard port != 0, port < 1024, !access.list.privilegedPorts,
+              !Trust.mayBindPrivileged(rpcFD: call.socket.fd, peer: call.peer) else { return nil }
+        if let suppressed = trustThrottle.admit("privileged-\(call.peer.uid)") {
+            logger.notice("rpc: uid \(call.peer.uid) may not bind port \(port) (below 1024: CAP_NET_BIND_SERVICE or AllowPrivilegedPorts=)",
+                          metadata: ["network": "\(network)", "pid": "\(call.peer.pid)", "suppressed": "\(suppressed)"])
+        }
+        return EACCES
+    }
+
     // MARK: - Timers
 
     /// Earliest instant `runTimers` has work.
@@ -314,10 +448,12 @@ final class InterceptHub {
             nextIdleScan = nil
             var idle: [LoopSocket] = []
             loop.forEach { s in
-                if case .rpc(let p) = s.context, p.waiter == nil, now - p.opened >= peerIdle { idle.append(s) }
+                // A channel lives as long as its process (one per process, bounded per user).
+                if case .rpc(let p) = s.context, p.waiter == nil, !p.channel, now - p.opened >= peerIdle { idle.append(s) }
             }
             for s in idle { loop.close(s) }
-            if peerCount - idle.count > 0 { nextIdleScan = now + .seconds(1) }
+            // Channels are never idle-closed: no rescans for them alone.
+            if peerCount - channelCount - idle.count > 0 { nextIdleScan = now + .seconds(1) }
         }
     }
 

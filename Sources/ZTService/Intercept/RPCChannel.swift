@@ -28,7 +28,9 @@ extension SocketLoop {
 
 extension PhyLoop: SocketLoop where Handler.Context == LoopContext {}
 
-/// One connection on RUN_DIR/NAME.sock: exactly one request, exactly one reply.
+/// One connection on RUN_DIR/NAME.sock: exactly one request, exactly one reply; or, once its
+/// first message came with ZTRPC_OP_NOREPLY, a process's one-way channel (`channel`): any
+/// number of such messages, never a reply.
 final class RPCPeer {
     let pid: Int32
     let uid: UInt32
@@ -36,6 +38,7 @@ final class RPCPeer {
     let allowed: Bool
     let opened: Instant
     var requested = false
+    var channel = false
     /// Set while the answer waits for a connect outcome.
     var waiter: Waiter?
     init(pid: Int32, uid: UInt32, gid: UInt32, allowed: Bool, opened: Instant) {

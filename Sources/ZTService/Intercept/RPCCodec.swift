@@ -13,6 +13,8 @@ import Glibc
 struct RPCHeader: Equatable {
     var op: UInt16
     var id: UInt32
+    /// ZTRPC_OP_NOREPLY was set: the library is not waiting; apply and hang up.
+    var noReply = false
 }
 
 /// A well-formed request body.
@@ -31,6 +33,14 @@ enum RPCRequest {
     /// Whether the request creates presence on the network (a new socket, an address, a
     /// destination): what `[Access]` decides. Everything else acts on a socket the caller
     /// already holds, and holding the fd is the permission, as in the kernel.
+    /// The only requests ZTRPC_OP_NOREPLY may carry: options Linux accepts on any TCP socket
+    /// when optlen holds an int (ztrpc.h), so there is no answer to wait for.
+    var mayGoUnanswered: Bool {
+        guard case .setsockopt(let r) = self else { return false }
+        return r.level == Int32(IPPROTO_TCP) && r.optlen >= 4 &&
+            (r.name == TCP_NODELAY || r.name == TCP_CORK || r.name == TCP_QUICKACK)
+    }
+
     var createsPresence: Bool {
         switch self {
         case .connect, .bind, .udpOpen, .listen: true
@@ -97,8 +107,10 @@ enum RPCCodec {
         guard msg.count >= requestHeaderSize else {
             return .failure(RPCDecodeFailure(header: RPCHeader(op: 0, id: 0), errno: EPROTO))
         }
-        let hdr = msg.loadUnaligned(as: ztrpc_req_hdr.self)
-        let h = RPCHeader(op: hdr.op, id: hdr.id)
+        var hdr = msg.loadUnaligned(as: ztrpc_req_hdr.self)
+        let noReply = hdr.op & ZTRPC_OP_NOREPLY != 0
+        hdr.op &= ~ZTRPC_OP_NOREPLY
+        let h = RPCHeader(op: hdr.op, id: hdr.id, noReply: noReply)
         guard hdr.magic == ZTRPC_MAGIC, hdr.version == ZTRPC_VERSION else {
             return .failure(RPCDecodeFailure(header: h, errno: EPROTO))
         }

@@ -1,7 +1,8 @@
 import CZTRPC
 
 /// Intercept RPCs of one network, counted where every request ends: its one reply
-/// (RPCReplier). A request whose peer hangs up before the answer is not counted. Loop thread only.
+/// (RPCReplier), or its application for a request sent with ZTRPC_OP_NOREPLY. A request whose
+/// peer hangs up before the answer is not counted. Loop thread only.
 struct RPCCounters: Sendable, Equatable {
     /// Label values of `ztap_rpc_requests_total{op=...}`, indexed by ZTRPC_OP_* (0: anything else).
     static let opNames = ["other", "connect", "bind", "listen", "getsockopt", "setsockopt", "getname", "udp_open"]

@@ -21,6 +21,7 @@ final class TCPBridge {
     let replier: RPCReplier
     let logger: Logger
     let network: String
+    let gate: BudgetGate
     var sys: Sys { loop.sys }
     var stack: NetStack? { driver.netStack }
 
@@ -36,7 +37,9 @@ final class TCPBridge {
     /// Shared with the UDP bridge: interface, cookies (TCPBridgeOptions.swift).
     var optionEnv = OptionEnvironment(interfaceName: nil)
 
-    init(loop: any SocketLoop, driver: StackDriver, replier: RPCReplier, logger: Logger, network: String) {
+    init(loop: any SocketLoop, driver: StackDriver, replier: RPCReplier, logger: Logger, network: String,
+         gate: BudgetGate) {
+        self.gate = gate
         self.loop = loop
         self.driver = driver
         self.replier = replier
@@ -84,6 +87,8 @@ final class TCPBridge {
         if let stack {
             for (h, _) in byHandle { stack.tcp.abort(h, now: Self.now()) }
         }
+        for c in byHandle.values { refund(c) }
+        for c in byKey.values { refund(c) }
         byHandle.removeAll()
         byKey.removeAll()
     }
@@ -133,6 +138,7 @@ final class TCPBridge {
             c.seccomp = sr.fromSeccomp
             c.options = SocketOptions(sr.opts)
             applyPreOptions(call, c, preOptions)
+            if let e = chargeNew(c, bytes: ringBytes(c.options)) { return .fail(e, .none) }
         } else {
             let key = plug.flatMap { FDKey.of($0.appEnd) } ?? call.fds.first.flatMap(FDKey.of)
             guard let key, let found = lookup(key) else { return .fail(call.notFoundErrno, .none) }
@@ -151,6 +157,7 @@ final class TCPBridge {
                 if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: c.data) }
                 if let d = c.data { loop.setNotifyWritable(d, false) }
             }
+            if newSocket != nil { refund(c) }   // a new socket that is dropped again holds nothing
             return .ok(.info(c.info))
         }
         switch c.phase {
@@ -170,10 +177,12 @@ final class TCPBridge {
         }
         if let e = boundElsewhere(c) { return .fail(e, .none) }
         c.options.connected()
+        if newSocket == nil, let e = chargeRings(c) { return .fail(e, .none) }
         let h: SocketHandle
         do {
             h = try stack.tcpConnect(local: c.local ?? IPv4Endpoint(.any, 0), remote: dst, now: Self.now())
         } catch {
+            if newSocket != nil { refund(c) }
             return .fail(Wire.errno(error), .none)
         }
         for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o, now: Self.now()) }
@@ -190,6 +199,7 @@ final class TCPBridge {
             } catch {
                 byHandle[h] = nil
                 stack.tcp.abort(h, now: Self.now())
+                refund(c)
                 return .fail(error.rawValue, .none)
             }
             newFD = -1
@@ -235,13 +245,16 @@ final class TCPBridge {
         c.seccomp = sr.fromSeccomp
         c.options = SocketOptions(sr.opts)
         applyPreOptions(call, c, preOptions)
-        if let e = reserve(ep, for: c) { sys.close(n.fd); return .fail(e, .none) }
+        // A bound socket has no rings yet: they are charged when it connects.
+        if let e = chargeNew(c, bytes: 0) { sys.close(n.fd); return .fail(e, .none) }
+        if let e = reserve(ep, for: c) { sys.close(n.fd); refund(c); return .fail(e, .none) }
         do {
             // Not read until connected: only a hangup (the app closed it) matters here.
             c.data = try loop.add(fd: n.fd, kind: .connected, context: .tcp(c), readable: false)
         } catch {
             sys.close(n.fd)
             unreserve(c)
+            refund(c)
             return .fail(error.rawValue, .none)
         }
         c.phase = .bound
@@ -263,6 +276,7 @@ final class TCPBridge {
               Self.isUnixSocket(call.fds[1], type: Int32(SOCK_SEQPACKET.rawValue)),
               Self.isUnixSocket(call.fds[2], type: Int32(SOCK_SEQPACKET.rawValue)),
               let newKey = FDKey.of(call.fds[2]) else { return .fail(EBADF, .none) }
+        guard Trust.ownsSocketpairEnd(call.fds[1], peer: call.peer) else { return .fail(EBADF, .none) }
         let implicitBind = c.phase == .unbound
         if implicitBind, let e = reserve(IPv4Endpoint(.any, 0), for: c) { return .fail(e, .none) }
         // A failure below must not leave the implicit bind's port reserved.
@@ -316,6 +330,9 @@ final class TCPBridge {
     /// on conflict.
     func reserve(_ ep: IPv4Endpoint, for c: Connection) -> Int32? {
         guard let stack else { return ENETDOWN }
+        // The stack's services listen on the wildcard address: no app may shadow them, not even
+        // with an exact address (Linux: EADDRINUSE for a port another socket listens on).
+        if ep.port != 0 && isServicePort(ep.port) { return EADDRINUSE }
         do {
             let b = try stack.ports.bind(.tcp, ep, options: c.portOptions)
             c.binding = b
@@ -323,6 +340,19 @@ final class TCPBridge {
             return nil
         } catch {
             return Wire.errno(error)
+        }
+    }
+
+    /// Whether the stack itself listens on TCP `port` (its diagnostic services): O(1), so an
+    /// explicit bind never scans the stack's sockets.
+    func isServicePort(_ port: UInt16) -> Bool {
+        guard let services = stack?.config.services, !services.isEmpty else { return false }
+        return services.contains { s in
+            switch s {
+            case .echo: port == 7
+            case .discard: port == 9
+            case .chargen: port == 19
+            }
         }
     }
 
@@ -573,6 +603,7 @@ final class TCPBridge {
 
     /// Forgets `c` entirely: its daemon end is closed, its port released, its waiters answered.
     func remove(_ c: Connection) {
+        refund(c)
         if c.phase == .listening { listenerClosed(c) }
         if byKey[c.key] === c { byKey[c.key] = nil }
         if let h = c.handle {

@@ -59,11 +59,24 @@ extension TCPBridge {
     }
 
     func setsockopt(_ call: RPCCall, _ c: Connection, _ r: SocketOptionRecord) -> RPCOutcome {
+        if r.level == Int32(IPPROTO_TCP) && (r.name == TCP_NODELAY || r.name == TCP_CORK),
+           case .connected = c.phase {
+            // What the app wrote before this call is already in its socket: take it first, so
+            // those bytes go out under the old setting, as on Linux (where write() had queued
+            // them before setsockopt ran).
+            pumpIn(c)
+        }
+        let before = c.options
         switch SocketOptionMap.set(level: r.level, name: r.name, value: r.value, optlen: r.optlen,
                                    options: &c.options, context: optionContext(call, c)) {
         case .failure(let e):
             return .fail(e.rawValue, .none)
         case .success(let effects):
+            // Bigger rings on a live connection must fit its owner's memory budget.
+            if c.handle != nil, let e = chargeRings(c) {
+                c.options = before
+                return .fail(e, .none)
+            }
             if let b = c.binding { stack?.ports.setOptions(b, c.portOptions) }
             if let h = c.handle, let stack {
                 // A buffer that can no longer change (data in it) has no visible effect, as a

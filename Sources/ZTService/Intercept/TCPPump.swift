@@ -27,6 +27,9 @@ extension TCPBridge {
         return n
     }
 
+    /// Reads of up to 64 KiB per `drainDiscard` call (1 MiB).
+    static var discardBatch: Int { 16 }
+
     /// App -> stack: recvmsg from the daemon end straight into the send buffer's free regions.
     func pumpIn(_ c: Connection) {
         guard let d = c.data, !d.isClosed else { return }
@@ -100,11 +103,14 @@ extension TCPBridge {
         loop.setNotifyReadable(d, false)
     }
 
-    /// Reads and drops what the app writes to a connection that is over.
+    /// Reads and drops what the app writes to a connection that is over: at most
+    /// `discardBatch` reads per call (a fast writer must not hold the loop), the rest on the
+    /// next readiness.
     private func drainDiscard(_ c: Connection, _ d: LoopSocket) {
-        while true {
+        for i in 0..<Self.discardBatch {
             switch try? sys.recv(d.fd, into: scratch) {
             case .processed(let n)? where n > 0:
+                if i == Self.discardBatch - 1 { loop.setNotifyReadable(d, true) }
                 continue
             case .wouldBlock?:
                 return

@@ -15,6 +15,7 @@ import Glibc
 final class UDPBridge {
     let loop: any SocketLoop
     let driver: StackDriver
+    let gate: BudgetGate
     var sys: Sys { loop.sys }
     var stack: NetStack? { driver.netStack }
 
@@ -28,7 +29,8 @@ final class UDPBridge {
     /// Shared with the TCP bridge (interface, cookies).
     var optionEnv = OptionEnvironment(interfaceName: nil)
 
-    init(loop: any SocketLoop, driver: StackDriver) {
+    init(loop: any SocketLoop, driver: StackDriver, gate: BudgetGate) {
+        self.gate = gate
         self.loop = loop
         self.driver = driver
         buffer = .allocate(byteCount: 65536 + 64, alignment: 16)
@@ -57,6 +59,7 @@ final class UDPBridge {
 
     func shutdown() {
         if let stack { for (h, _) in byHandle { stack.udpClose(h) } }
+        for u in byKey.values { gate.give(u.charge); u.charge = nil }
         byHandle.removeAll()
         byKey.removeAll()
     }
@@ -68,6 +71,8 @@ final class UDPBridge {
     }
 
     func remove(_ u: UDPConnection) {
+        gate.give(u.charge)
+        u.charge = nil
         if byKey[u.key] === u { byKey[u.key] = nil }
         if byHandle[u.handle] === u {
             byHandle[u.handle] = nil
@@ -82,6 +87,11 @@ final class UDPBridge {
     func create(_ call: RPCCall, _ sr: ztrpc_sock_req, key: FDKey, fd: Int32, local: IPv4Endpoint,
                 preOptions: [SocketOptionRecord] = []) -> Result<UDPConnection, Errno> {
         guard let stack else { sys.close(fd); return .failure(.networkDown) }
+        let charge: BudgetCharge
+        switch gate.take(uid: call.peer.uid, pid: call.peer.pid, kind: .udp, bytes: stack.config.udpQueueBytes) {
+        case .success(let c): charge = c
+        case .failure(let e): sys.close(fd); return .failure(e)
+        }
         // Options set before interception: applied to the recorded set first, so the port
         // table sees SO_REUSEADDR/SO_REUSEPORT from any of them.
         var o = SocketOptions(sr.opts)
@@ -97,17 +107,20 @@ final class UDPBridge {
                                                                            reusePort: o.reusePort, uid: call.peer.uid))
         } catch {
             sys.close(fd)
+            gate.give(charge)
             return .failure(Errno(rawValue: Wire.errno(error)))
         }
         let u = UDPConnection(key: key, pid: sr.ownerPID(peer: call.peer.pid), uid: call.peer.uid, handle: h)
         u.seccomp = sr.fromSeccomp
         u.options = o
         try? stack.udpSetIPOptions(h, o.ipSendOptions)
+        u.charge = charge
         do {
             u.data = try loop.add(fd: fd, kind: .connected, context: .udp(u))
         } catch {
             sys.close(fd)
             stack.udpClose(h)
+            gate.give(charge)
             return .failure(error)
         }
         byKey[key] = u
@@ -220,7 +233,9 @@ final class UDPBridge {
         for _ in 0..<Self.readBatch {
             let n: Int
             do {
-                guard case .processed(let k) = try sys.recv(s.fd, into: buffer) else { return }
+                // MSG_TRUNC: the real length, so a message longer than any datagram is seen as
+                // such and dropped whole instead of sent cut short.
+                guard case .processed(let k) = try sys.recv(s.fd, into: buffer, flags: Int32(MSG_TRUNC)) else { return }
                 n = k
             } catch {
                 remove(u)
@@ -230,6 +245,11 @@ final class UDPBridge {
                 // SEQPACKET: zero bytes is the peer's close (a real message has at least the header).
                 remove(u)
                 return
+            }
+            if n > buffer.count {
+                u.oversized &+= 1
+                u.dropped &+= 1
+                continue
             }
             let msg = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
             guard let dst = RPCCodec.datagramDestination(msg), let stack else { u.dropped &+= 1; continue }

@@ -1,3 +1,4 @@
+import CShims
 import NetStack
 
 /// A blocking CONNECT whose answer waits for the connect's outcome.
