@@ -269,7 +269,15 @@ final class CountingPages: PageSource {
         let t = PortTable(ephemeral: 40000...40999, seed: 5)
         let a = IPv4Address(10, 0, 0, 1), dst = IPv4Endpoint(IPv4Address(10, 0, 0, 2), 80)
         var ports: [UInt16] = []
-        for _ in 0..<5 { ports.append(try t.claimForConnect(address: a, remote: dst) { _ in true }) }
+        var candidates = 0
+        for _ in 0..<5 {
+            // All earlier connections still hold their 4-tuples: one candidate each all the same.
+            ports.append(try t.claimForConnect(address: a, remote: dst) { p in
+                candidates += 1
+                return !ports.contains(p)
+            })
+        }
+        #expect(candidates == 5)
         for i in 1..<5 {
             #expect(ports[i] == (ports[i - 1] == 40999 ? 40000 : ports[i - 1] + 1))
         }
@@ -323,5 +331,128 @@ final class CountingPages: PageSource {
         #expect(throws: SocketError.addressNotAvailable) {
             try h.layer.connect(local: IPv4Endpoint(h.local.address, 0), remote: h.remote, now: h.now)
         }
+    }
+}
+
+/// Pays for rings like the intercept's per-user budget, with a fixed allowance.
+final class FakeRingBudget: RingBudget {
+    var allowance: Int
+    var granted = 0, refused = 0, given = 0
+    init(allowance: Int) { self.allowance = allowance }
+    func ringsMayGrow(_ handle: SocketHandle, by bytes: Int) -> Bool {
+        guard granted - given + bytes <= allowance else { refused += 1; return false }
+        granted += bytes
+        return true
+    }
+    func ringsShrank(_ handle: SocketHandle, by bytes: Int) { given += bytes }
+}
+
+/// Growth asks the owner's budget; what goes back is told; rings of closed connections go.
+@Suite struct TCPRingBudgetTests {
+    func grow(_ h: Harness, _ s: SocketHandle, rounds: Int) {
+        let c = h.layer.connection(s)!
+        for _ in 0..<rounds {
+            h.advance(ms: 5)
+            var left = c.rx!.free
+            while left > 0 {
+                let k = min(left, 32 << 10)
+                var o = TCPSegmentOptions()
+                o.timestamp = (2, 0)
+                h.inject(flags: [.ack], options: o, payload: bytes(k))
+                h.peerSeq &+= UInt32(k)
+                left -= k
+            }
+            while !h.read(s).isEmpty {}
+            h.poll()
+        }
+    }
+
+    func harness() -> (Harness, SocketHandle) {
+        let h = Harness { c in c.receiveBufferSize = 4 << 20; c.sendBufferSize = 4 << 20 }
+        let s = h.passiveEstablished(options: Harness.peerOptions(ws: 7, ts: (1, 0)))
+        return (h, s)
+    }
+
+    @Test func growthStopsAtTheBudgetAndShrinkingGivesItBack() {
+        let (h, s) = harness()
+        let budget = FakeRingBudget(allowance: 448 << 10)   // 64 KiB -> 512 KiB at most
+        h.layer.ringBudget = budget
+        let c = h.layer.connection(s)!
+        grow(h, s, rounds: 12)
+        #expect(c.rx!.capacity <= 512 << 10 && c.rx!.capacity > 64 << 10)
+        #expect(budget.granted == c.rx!.capacity - (64 << 10) && budget.refused > 0)
+        // Idle: the target drops and, once the window allows, the ring shrinks and says so.
+        h.run(untilMs: 1500)
+        var rounds = 0
+        while c.rx!.capacity > 64 << 10 && rounds < 200 {
+            let room = min(c.rcvAdvEdge - c.rcvNxt, 64 << 10)
+            var o = TCPSegmentOptions()
+            o.timestamp = (3, 0)
+            h.inject(flags: [.ack], options: o, payload: bytes(room))
+            h.peerSeq &+= UInt32(room)
+            while !h.read(s).isEmpty {}
+            h.poll()
+            rounds += 1
+        }
+        #expect(c.rx!.capacity == 64 << 10)
+        #expect(budget.given == budget.granted)
+    }
+
+    @Test func fixingTheSizeGivesTheGrowthBack() throws {
+        let (h, s) = harness()
+        let budget = FakeRingBudget(allowance: 64 << 20)
+        h.layer.ringBudget = budget
+        grow(h, s, rounds: 4)
+        #expect(budget.granted > 0)
+        try h.layer.setOption(s, .receiveBufferSize(256 << 10), now: h.now)
+        #expect(budget.given == budget.granted)
+        #expect(h.layer.connection(s)!.rx!.capacity == 256 << 10)
+    }
+
+    /// Regression: a closed connection's grown ring, read by the app after the end, armed the
+    /// idle timer on a closed connection, and poll() ran its due heap entry for ever.
+    @Test func readingAClosedConnectionsGrownRingArmsNoTimer() {
+        let (h, s) = harness()
+        let c = h.layer.connection(s)!
+        grow(h, s, rounds: 6)
+        #expect(c.rx!.capacity > RingMemory.smallLimit)
+        h.inject(flags: [.ack], payload: bytes(100 << 10))
+        h.peerSeq &+= 100 << 10
+        h.inject(flags: [.rst, .ack])
+        #expect(c.state == .closed)
+        #expect(c.tx == nil)   // nothing more to send: its memory went at once
+        #expect(h.read(s).count == 100 << 10)
+        #expect(c.timers.next == nil)
+        #expect(c.rx == nil || c.rx!.storageBytes == 0)
+        h.advance(ms: 5000)
+        #expect(h.poll() == nil)
+        h.layer.release(s, now: h.now)
+        #expect(h.layer.ringMemory.inUse == 0)
+    }
+
+    /// Memory follows the connections: none held by idle ones, all back when they end.
+    @Test func idleConnectionsHoldNoRingMemoryAndEndedOnesGiveItAllBack() throws {
+        let h = Harness { c in c.receiveBufferSize = 4 << 20; c.sendBufferSize = 4 << 20 }
+        let l = try h.layer.listen(local: h.local, backlog: 128, now: h.now)
+        var socks: [SocketHandle] = []
+        for i in 0..<100 {
+            let peer = IPv4Endpoint(h.remote.address, UInt16(20000 + i))
+            h.inject(seq: 5000, ack: 0, flags: .syn, options: Harness.peerOptions(), from: peer)
+            let synack = h.sent().last!
+            h.inject(seq: 5001, ack: synack.seq &+ 1, flags: .ack, from: peer)
+            socks.append(try #require(try h.layer.accept(l, now: h.now)))
+            // Some traffic each way, all read and acknowledged.
+            h.inject(seq: 5001, ack: synack.seq &+ 1, flags: [.ack, .psh], payload: bytes(3000), from: peer)
+            #expect(h.read(socks[i]).count == 3000)
+            #expect(h.write(socks[i], bytes(2000)) == 2000)
+            h.poll()
+            let out = h.sent().filter { !$0.payload.isEmpty }
+            h.inject(seq: 8001, ack: out.last!.seq &+ UInt32(out.last!.payload.count), flags: .ack, from: peer)
+        }
+        #expect(h.layer.ringMemory.inUse == 0)
+        for s in socks { h.layer.close(s, now: h.now); h.layer.release(s, now: h.now) }
+        h.poll()
+        #expect(h.layer.ringMemory.inUse == 0)
+        #expect(h.layer.ringMemory.warmBytes <= h.layer.ringMemory.warmLimit)
     }
 }

@@ -16,6 +16,11 @@
 ///   as soon as they drain; rings grown past `RingMemory.smallLimit` keep it while busy and give
 ///   it back after `ringIdleRelease` empty (the `.rings` timer), so a bulk transfer does not
 ///   unmap and fault in megabytes at every pause.
+/// - Budget: the owner pays for the initial (or SO_RCVBUF/SO_SNDBUF) sizes when it makes the
+///   socket; what autotuning adds to a ring's capacity (what it may come to hold) asks the
+///   layer's `RingBudget` first, and a refusal keeps the ring as it is, as Linux stops growing
+///   buffers under memory pressure. Shrinking, and fixing a size with SO_RCVBUF/SO_SNDBUF, give
+///   the growth back.
 extension TCPConnection {
     var initialReceiveCapacity: Int { rxLocked ? rxBufferSize : min(rxBufferSize, config.initialReceiveBuffer) }
     var initialSendCapacity: Int { txLocked ? txBufferSize : min(txBufferSize, config.initialSendBuffer) }
@@ -45,6 +50,7 @@ extension TCPConnection {
         var size = rx.capacity
         while size < want { size &<<= 1 }
         size = min(size, rxBufferSize)
+        guard mayGrowRings(by: size &- rx.capacity) else { return }
         rxTarget = size
         rx.resize(to: size, keeping: receiveExtent)
         if rx.storageBytes > RingMemory.smallLimit { armRingIdle(now: now) }
@@ -67,6 +73,7 @@ extension TCPConnection {
     func shrinkReceiveRingIfAllowed() {
         guard let rx, rx.capacity > rxTarget, rx.isEmpty, reassembly.isEmpty,
               !(rcvNxt + rxTarget < rcvAdvEdge) else { return }
+        ringsShrank(by: rx.capacity &- rxTarget)
         rx.resize(to: rxTarget, keeping: 0)
     }
 
@@ -90,7 +97,9 @@ extension TCPConnection {
         guard want > tx.capacity else { return false }
         var size = tx.capacity
         while size < want { size &<<= 1 }
-        tx.resize(to: min(size, txBufferSize), keeping: tx.count)
+        size = min(size, txBufferSize)
+        guard mayGrowRings(by: size &- tx.capacity) else { return false }
+        tx.resize(to: size, keeping: tx.count)
         if tx.storageBytes > RingMemory.smallLimit { armRingIdle(now: now) }
         return true
     }
@@ -121,7 +130,10 @@ extension TCPConnection {
         if let tx, tx.storageBytes > RingMemory.smallLimit {
             if tx.isEmpty {
                 tx.releaseStorage()
-                if !txLocked { tx.resize(to: initialSendCapacity, keeping: 0) }
+                if !txLocked && tx.capacity > initialSendCapacity {
+                    ringsShrank(by: tx.capacity &- initialSendCapacity)
+                    tx.resize(to: initialSendCapacity, keeping: 0)
+                }
             } else {
                 again = now + idle
             }
@@ -143,4 +155,36 @@ extension TCPConnection {
         }
         if let again { timers.rings = again }
     }
+
+    // MARK: - Budget
+
+    /// SO_RCVBUF/SO_SNDBUF is about to fix a ring's size: what autotuning added goes back to the
+    /// budget (the owner pays for the fixed size itself).
+    func givesUpTunedGrowth(receive: Bool) {
+        if receive {
+            if !rxLocked, let rx { ringsShrank(by: rx.capacity &- initialReceiveCapacity) }
+        } else {
+            if !txLocked, let tx { ringsShrank(by: tx.capacity &- initialSendCapacity) }
+        }
+    }
+
+    func mayGrowRings(by bytes: Int) -> Bool {
+        guard bytes > 0, let b = layer.ringBudget else { return true }
+        return b.ringsMayGrow(handle, by: bytes)
+    }
+
+    func ringsShrank(by bytes: Int) {
+        guard bytes > 0, let b = layer.ringBudget else { return }
+        b.ringsShrank(handle, by: bytes)
+    }
+}
+
+/// Whoever pays for a connection's rings: asked before they grow (their capacity, what they may
+/// come to hold), told when they shrink. Called on the layer's thread, at most once per ring
+/// doubling or idle shrink, never per packet.
+public protocol RingBudget: AnyObject {
+    /// May `handle`'s rings take `bytes` more capacity? False keeps them as they are.
+    func ringsMayGrow(_ handle: SocketHandle, by bytes: Int) -> Bool
+    /// `handle`'s rings gave up `bytes` of capacity.
+    func ringsShrank(_ handle: SocketHandle, by bytes: Int)
 }

@@ -15,6 +15,9 @@ public final class TCPLayer {
     public let ports: PortTable
     /// Memory of the connections' rings (given back to the kernel as connections drain and end).
     public let ringMemory: RingMemory
+    /// Asked before a connection's rings grow, told when they shrink (the owner's memory
+    /// budget); nil: rings grow up to their maximum unasked.
+    public weak var ringBudget: (any RingBudget)?
     /// Keyed-hash secret for ISNs (RFC 6528) and SYN cookies.
     let secret0: UInt64
     let secret1: UInt64

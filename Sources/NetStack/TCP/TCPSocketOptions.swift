@@ -139,6 +139,7 @@ extension TCPLayer {
             // resized while it holds nothing.
             guard n > 0 else { throw .invalidState }
             guard c.rx == nil || (c.rx!.isEmpty && c.reassembly.isEmpty) else { throw .invalidState }
+            c.givesUpTunedGrowth(receive: true)
             c.rxBufferSize = n
             c.rxLocked = true
             c.rxTarget = n
@@ -150,6 +151,7 @@ extension TCPLayer {
         case .sendBufferSize(let n):
             guard n > 0 else { throw .invalidState }
             guard c.tx == nil || c.tx!.isEmpty else { throw .invalidState }
+            c.givesUpTunedGrowth(receive: false)
             c.txBufferSize = n
             c.txLocked = true
             if let tx = c.tx { tx.resize(to: n, keeping: 0) }
