@@ -275,6 +275,7 @@ int main(int argc, char **argv)
     }
     if (argc == 6 && !strcmp(argv[1], "bulk")) {
         printf("%.3f\n", bulk(addr_of(argv[2], atoi(argv[3])), atoi(argv[4]), atof(argv[5])));
+        fflush(stdout);
         _exit(0); /* like a killed program: the kernel (or ztapd) tears the connections down */
     }
     if (argc == 5 && !strcmp(argv[1], "count")) {
