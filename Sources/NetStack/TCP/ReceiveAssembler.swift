@@ -13,9 +13,10 @@ struct ReceiveAssembler {
     private(set) var latest = SeqNumber(0)
     let capacity: Int
 
+    /// Holds no memory until the first hole (most connections never see one); then room for
+    /// all `capacity` ranges at once, so a loss episode allocates once.
     init(capacity: Int) {
         self.capacity = max(capacity, 1)
-        ranges.reserveCapacity(self.capacity)
     }
 
     var isEmpty: Bool { ranges.isEmpty }
@@ -33,6 +34,7 @@ struct ReceiveAssembler {
         // Now ranges[i].end >= start (or i == count).
         if i == ranges.count || end < ranges[i].start {
             guard ranges.count < capacity else { return false }
+            if ranges.capacity < capacity { ranges.reserveCapacity(capacity) }
             ranges.insert((start, end), at: i)
             latest = start
             return true
