@@ -246,6 +246,22 @@ final class CountingPages: PageSource {
         #expect(h.layer.ringMemory.inUse == 0)
     }
 
+    @Test func anAppThatClosedHasItsLastBytesTakenUpToTheMaximum() throws {
+        let (h, s) = bigHarness { c in c.sendBufferSize = 256 << 10 }
+        let c = conn(h, s)
+        #expect(h.write(s, bytes(128 << 10)) == 64 << 10)   // the peer's window holds the rest back
+        #expect(h.layer.growSendBufferForClose(s, pending: 64 << 10, now: h.now))
+        #expect(c.tx!.capacity == 128 << 10 && c.tx!.count == 64 << 10)
+        #expect(h.layer.growSendBufferForClose(s, pending: 1 << 20, now: h.now))
+        #expect(c.tx!.capacity == 256 << 10)   // the maximum
+        #expect(!h.layer.growSendBufferForClose(s, pending: 1 << 20, now: h.now))
+        // A size the app fixed stays.
+        let (h2, s2) = bigHarness()
+        try h2.layer.setOption(s2, .sendBufferSize(32 << 10), now: h2.now)
+        _ = h2.write(s2, bytes(32 << 10))
+        #expect(!h2.layer.growSendBufferForClose(s2, pending: 1 << 20, now: h2.now))
+    }
+
     @Test func lockedSendSizeIsNotTuned() throws {
         let (h, s) = bigHarness()
         try h.layer.setOption(s, .sendBufferSize(32 << 10), now: h.now)

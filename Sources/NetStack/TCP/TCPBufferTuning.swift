@@ -104,6 +104,22 @@ extension TCPConnection {
         return true
     }
 
+    /// The app closed with `pending` more bytes written (still in the driver's hands): the ring
+    /// grows to take them, up to its maximum and as the budget allows, as a kernel socket's send
+    /// queue holds what was written before close() and the FIN follows it. Returns true if it grew.
+    func growSendBuffer(toTake pending: Int, now: Instant) -> Bool {
+        guard !txLocked, let tx, tx.capacity < txBufferSize, pending > 0 else { return false }
+        let want = tx.count &+ pending
+        guard want > tx.capacity else { return false }
+        var size = tx.capacity
+        while size < want { size &<<= 1 }
+        size = min(size, txBufferSize)
+        guard mayGrowRings(by: size &- tx.capacity) else { return false }
+        tx.resize(to: size, keeping: tx.count)
+        if tx.storageBytes > RingMemory.smallLimit { armRingIdle(now: now) }
+        return true
+    }
+
     /// Acknowledged bytes left the send ring.
     func sendRingDrained(now: Instant) {
         guard let tx, tx.isEmpty, tx.storageBytes > 0 else { return }

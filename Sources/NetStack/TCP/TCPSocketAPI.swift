@@ -151,6 +151,14 @@ extension TCPLayer {
 
     public func receiveBuffer(_ h: SocketHandle) -> RingBuffer? { connection(h)?.rx }
 
+    /// The app is gone and its driver still holds `pending` bytes it wrote (or at least that
+    /// many: a driver that cannot tell asks again): the send ring grows to take them, up to
+    /// its maximum, so the FIN can follow them as it would on Linux. True if it grew.
+    public func growSendBufferForClose(_ h: SocketHandle, pending: Int, now: Instant) -> Bool {
+        guard let c = connection(h), !c.finQueued else { return false }
+        return c.growSendBuffer(toTake: pending, now: now)
+    }
+
     public func consume(_ h: SocketHandle, _ n: Int, now: Instant) {
         guard let c = connection(h), let rx = c.rx, n > 0 else { return }
         rx.discard(n)
