@@ -29,6 +29,10 @@ if [ -x bench/seccomp.sh ]; then
     echo "## Seccomp mode next to LD_PRELOAD (bench/seccomp.sh)"
     bench/seccomp.sh
 fi
+if [ -x bench/conn.sh ]; then
+    echo "## Connection setup and memory (bench/conn.sh)"
+    bench/conn.sh
+fi
 if [ -x bench/http.sh ]; then
     echo "## nginx with Debian's habits under wrk (bench/http.sh)"
     bench/http.sh

@@ -13,7 +13,6 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <malloc.h>
 #include <sys/un.h>
 #include <net/if.h>
 #include <linux/if_tun.h>
@@ -258,5 +257,3 @@ int cshim_pidfd_alive(int pidfd) {
     /* Signal 0: only the existence check. ESRCH once the process has exited. */
     return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
 }
-
-int cshim_pin_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }

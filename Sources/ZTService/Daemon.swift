@@ -88,7 +88,6 @@ public final class Daemon: PhySocketHandler {
 
     /// Runs until SIGTERM/SIGINT; returns the process exit status.
     public func run() -> Int32 {
-        Self.pinMmapThreshold()
         raiseFileLimit()
         do {
             try start()

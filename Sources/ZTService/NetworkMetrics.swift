@@ -11,6 +11,12 @@ struct NetworkMetrics: Sendable {
     var tcpStates: [String: Int] = [:]
     /// Retransmissions of the connections that exist now (not monotonic: see NetworkMetrics below).
     var tcpRetransmitsLive: UInt64 = 0
+    /// Outgoing connections that took over a TIME-WAIT of their 4-tuple.
+    var tcpTimeWaitReused: UInt64 = 0
+    /// Ring memory of the stack's TCP connections: handed to rings, kept warm, mapped.
+    var ringBytesInUse = 0
+    var ringBytesWarm = 0
+    var ringBytesMapped = 0
     var interceptTCP = 0
     var interceptUDP = 0
     var rpc = RPCCounters()
@@ -43,6 +49,9 @@ extension NetworkLoop {
                 m.tcpStates[NetworkMetrics.label(info.state), default: 0] += 1
                 m.tcpRetransmitsLive &+= info.retransmissions
             }
+            m.tcpTimeWaitReused = stack.tcp.timeWaitReused
+            let r = stack.tcp.ringMemory
+            (m.ringBytesInUse, m.ringBytesWarm, m.ringBytesMapped) = (r.inUse, r.warmBytes, r.mapped)
         }
         if let hub {
             m.interceptTCP = hub.tcp.count
@@ -134,6 +143,14 @@ enum MetricsExport {
             b.add("ztap_tcp_retransmits_live", .gauge,
                   "Segments retransmitted by the TCP connections that exist now (falls when connections close).",
                   m.tcpRetransmitsLive, n)
+            b.add("ztap_tcp_time_wait_reused_total", .counter,
+                  "Outgoing connections that took over a TIME-WAIT of their 4-tuple (timestamps made it safe).",
+                  m.tcpTimeWaitReused, n)
+            b.add("ztap_tcp_ring_bytes", .gauge,
+                  "TCP ring memory: in_use (held by rings with bytes), warm (freed, pages kept for reuse), mapped (address space).",
+                  m.ringBytesInUse, with("kind", "in_use"))
+            b.add("ztap_tcp_ring_bytes", .gauge, "", m.ringBytesWarm, with("kind", "warm"))
+            b.add("ztap_tcp_ring_bytes", .gauge, "", m.ringBytesMapped, with("kind", "mapped"))
             b.add("ztap_intercept_sockets", .gauge, "Sockets of intercepted applications by protocol.", m.interceptTCP,
                   with("proto", "tcp"))
             b.add("ztap_intercept_sockets", .gauge, "", m.interceptUDP, with("proto", "udp"))

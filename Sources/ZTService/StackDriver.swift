@@ -148,7 +148,15 @@ final class NetStackDriver: StackDriver {
                                  tcp: tcp, services: services)
         config.addresses6 = s.addresses6
         config.gateway6 = s.gateway6
+        if let r = systemEphemeralPorts() { config.ephemeralPorts = r }
         return NetStack(config: config, sink: sink, random: XorShiftRandom(seed: random.next()))
+    }
+
+    /// The ephemeral port range of ztapd's network namespace (ip_local_port_range), like the
+    /// kernel's own sockets there use; nil (the stack's default, Linux's) if it is unreadable.
+    static func systemEphemeralPorts(path: String = "/proc/sys/net/ipv4/ip_local_port_range") -> ClosedRange<UInt16>? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        return PortTable.parseRange(text)
     }
 
     func start(now: Instant) { stack.up(now: now) }

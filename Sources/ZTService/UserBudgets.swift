@@ -120,6 +120,15 @@ final class UserBudgets: Sendable {
         }
     }
 
+    /// Gives back `bytes` of buffer memory a socket no longer holds (it stays charged as a socket).
+    func shrink(uid: UInt32, bytes: Int) {
+        state.withLock { s in
+            guard var u = s.usage[uid] else { return }
+            u.bufferBytes = max(0, u.bufferBytes - bytes)
+            s.usage[uid] = u == Usage() ? nil : u
+        }
+    }
+
     /// Gives back what `take` (and `grow`) charged.
     func give(uid: UInt32, kind: Kind, bytes: Int) {
         state.withLock { s in

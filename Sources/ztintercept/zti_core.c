@@ -830,23 +830,34 @@ int zti_install(int fd, int newfd)
     if (fl < 0 || fdfl < 0)
         return -errno;
     int nfl = zti_real.fcntl(newfd, F_GETFL);
-    if (nfl < 0 || zti_real.fcntl(newfd, F_SETFL, (nfl & ~O_NONBLOCK) | (fl & O_NONBLOCK)) < 0)
+    if (nfl < 0)
+        return -errno;
+    if ((nfl & O_NONBLOCK) != (fl & O_NONBLOCK) &&
+        zti_real.fcntl(newfd, F_SETFL, (nfl & ~O_NONBLOCK) | (fl & O_NONBLOCK)) < 0)
         return -errno;
     /* Options that act on the fd's own reads and writes (SO_RCVTIMEO and friends) were set on the
-     * kernel socket; the app expects them to keep working on the replacement. Best effort. */
+     * kernel socket; the app expects them to keep working on the replacement. Best effort, and
+     * only what differs from a new socket's value (a connect pays for what the app set). */
     static const int carried[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT, SO_PEEK_OFF };
     int saved = errno;
-    int type = 0;
-    socklen_t tl = sizeof type;
-    (void)zti_real.getsockopt(newfd, SOL_SOCKET, SO_TYPE, &type, &tl);
     for (size_t i = 0; i < sizeof carried / sizeof carried[0]; i++) {
-        /* MSG_PEEK is native only on a TCP socket's stream (UDP's framing would shift it). */
-        if (carried[i] == SO_PEEK_OFF && type != SOCK_STREAM)
-            continue;
         union { struct timeval tv; int v; } val;
+        memset(&val, 0, sizeof val);
         socklen_t len = sizeof val;
-        if (zti_real.getsockopt(fd, SOL_SOCKET, carried[i], &val, &len) == 0)
-            (void)zti_real.setsockopt(newfd, SOL_SOCKET, carried[i], &val, len);
+        if (zti_real.getsockopt(fd, SOL_SOCKET, carried[i], &val, &len) != 0)
+            continue;
+        if (carried[i] == SO_RCVLOWAT ? val.v == 1
+            : carried[i] == SO_PEEK_OFF ? val.v == -1
+                                        : val.tv.tv_sec == 0 && val.tv.tv_usec == 0)
+            continue;
+        if (carried[i] == SO_PEEK_OFF) {
+            /* MSG_PEEK is native only on a TCP socket's stream (UDP's framing would shift it). */
+            int type = 0;
+            socklen_t tl = sizeof type;
+            if (zti_real.getsockopt(newfd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM)
+                continue;
+        }
+        (void)zti_real.setsockopt(newfd, SOL_SOCKET, carried[i], &val, len);
     }
     errno = saved;
     for (;;) {

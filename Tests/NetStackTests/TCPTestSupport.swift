@@ -84,6 +84,9 @@ final class Harness {
         layer = TCPLayer(config: c, random: XorShiftRandom(seed: 42))
     }
 
+    /// Drives a layer made by the test (its own port table, memory...).
+    init(layer: TCPLayer) { self.layer = layer }
+
     func inject(seq: UInt32? = nil, ack: UInt32? = nil, flags: TCPFlags, window: UInt16 = 65535,
                 options: TCPSegmentOptions = TCPSegmentOptions(), payload: [UInt8] = [], from: IPEndpoint? = nil) {
         let bytes = buildSegment(from: from ?? remote, to: local, seq: seq ?? peerSeq, ack: ack ?? peerAck,

@@ -15,7 +15,7 @@ import Testing
         for (i, k) in TCPTimers.Kind.allCases.enumerated() {
             t[k] = t0 + .milliseconds(UInt64(100 - i))
         }
-        #expect(t.next == t0 + .milliseconds(93))   // cork, the last kind, is set earliest
+        #expect(t.next == t0 + .milliseconds(92))   // rings, the last kind, is set earliest
         // Each kind alone is seen by `next`.
         for k in TCPTimers.Kind.allCases {
             var one = TCPTimers()

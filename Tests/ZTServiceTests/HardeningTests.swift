@@ -84,8 +84,9 @@ private func namedConnection() throws -> (client: Int32, server: Int32, listener
         let d = bindTCP(rig, port: 6001)
         #expect(d.hdr?.err == EMFILE)
         #expect(rig.hub.tcp.count == 2 && rig.budgets.usage(of: uid).tcpSockets == 2)
-        // The bound socket connects: its rings (256K + 256K here) are charged now.
-        #expect(rig.budgets.usage(of: uid).bufferBytes == 512 << 10)
+        // The connection's rings at their initial sizes (64K + 64K; they may grow to 256K each
+        // here, asking first); the bound socket has none yet.
+        #expect(rig.budgets.usage(of: uid).bufferBytes == 128 << 10)
         for fd in [a.app, b.app, c.app, d.app] { Glibc.close(fd) }
         #expect(rig.run { rig.hub.tcp.count == 0 && rig.hub.tcp.byHandle.isEmpty })
         #expect(rig.budgets.usage(of: uid) == UserBudgets.Usage())
@@ -138,8 +139,8 @@ private func namedConnection() throws -> (client: Int32, server: Int32, listener
 
     @Test func bufferMemoryBudgetGivesENOBUFS() throws {
         let uid = getuid()
-        // One connection's rings (256K + 256K) fit, a second's do not.
-        let rig = try Rig(budgets: UserBudgets(.init(tcpSockets: 100, udpSockets: 8, bufferBytes: 800 << 10)))
+        // One connection's rings (64K + 64K to start with) fit, a second's do not.
+        let rig = try Rig(budgets: UserBudgets(.init(tcpSockets: 100, udpSockets: 8, bufferBytes: 200 << 10)))
         let a = rig.connectTCP(port: 7)
         #expect(a.reply?.result == 0)
         let b = rig.connectTCP(port: 7)
@@ -156,7 +157,18 @@ private func namedConnection() throws -> (client: Int32, server: Int32, listener
         so.level = SOL_SOCKET; so.name = SO_RCVBUF; so.optlen = 4
         withUnsafeMutableBytes(of: &so) { $0.storeBytes(of: Int32(4 << 20), toByteOffset: 16, as: Int32.self) }
         #expect(rig.request(ZTRPC_OP_SETSOCKOPT, so, socket: a.app)?.hdr.err == ENOBUFS)
-        #expect(rig.budgets.usage(of: uid).bufferBytes == 512 << 10)
+        #expect(rig.budgets.usage(of: uid).bufferBytes == 128 << 10)
+        // Autotuning asks before the rings grow: within the budget the growth is charged, past
+        // it refused (the rings stay), and shrinking gives it back.
+        let h = try #require(rig.hub.tcp.byHandle.first?.key)
+        #expect(rig.hub.tcp.ringsMayGrow(h, by: 64 << 10))
+        #expect(rig.budgets.usage(of: uid).bufferBytes == 192 << 10)
+        #expect(!rig.hub.tcp.ringsMayGrow(h, by: 64 << 10))
+        #expect(rig.budgets.usage(of: uid).bufferBytes == 192 << 10)
+        rig.hub.tcp.ringsShrank(h, by: 1 << 20)   // never more than the growth
+        #expect(rig.budgets.usage(of: uid).bufferBytes == 128 << 10)
+        #expect(rig.hub.tcp.ringsMayGrow(h, by: 32 << 10))
+        #expect(!rig.hub.tcp.ringsMayGrow(SocketHandle(index: 999, generation: 1), by: 1))
         for fd in [a.app, b.app, c.app] { Glibc.close(fd) }
         #expect(rig.run { rig.hub.tcp.count == 0 && rig.hub.tcp.byHandle.isEmpty })
         #expect(rig.budgets.usage(of: uid) == UserBudgets.Usage())

@@ -74,11 +74,12 @@ def test_socket_budget_per_user_is_emfile_and_spares_root(daemon_factory, netns,
 
 
 def test_buffer_memory_budget_is_enobufs(daemon_factory, netns, tmpdir_world):
-    # 4M + 4M rings per connection (the [Stack] defaults): 16M admit two.
-    env = make_env(daemon_factory, netns, tmpdir_world, daemon_conf="[Limits]\nBufferMemoryPerUser=16M\n")
+    # Rings start at 64K + 64K per connection (they grow towards the [Stack] maxima only as far
+    # as the budget allows): 1M admits eight idle connections.
+    env = make_env(daemon_factory, netns, tmpdir_world, daemon_conf="[Limits]\nBufferMemoryPerUser=1M\n")
     try:
         env.peer("echo", 9000)
-        assert as_nobody(env, OPEN_UNTIL_ERROR).split() == ["2", "ENOBUFS"]
+        assert as_nobody(env, OPEN_UNTIL_ERROR).split() == ["8", "ENOBUFS"]
     finally:
         env.stop_all()
 

@@ -184,8 +184,8 @@ def test_soak_churn_kills_and_rejoin_leave_fds_and_rss_flat(daemon_factory, netn
         assert wait_until(lambda: fd_count(d.pid) <= base_fds, timeout=30), (fd_count(d.pid), base_fds)
         loaded = settled_rss(d.pid)
         # The stack keeps up to MaxConnections (4096) TIME-WAIT entries: bounded, not per
-        # connection. (Measured: ~+7 MiB; before ztapd pinned glibc's mmap threshold, the freed
-        # rings stayed in the arenas: +50 MiB and more.)
+        # connection. (Measured: ~+7 MiB; when rings were malloc'd, the freed ones stayed in the
+        # arenas: +50 MiB and more. Now they are RingMemory's pages.)
         assert loaded - base_rss < 24576, (base_rss, loaded)
         # A fresh network again: what is left is ztapd's own. Measured over 8 rounds of 50k: it
         # settles within the first rounds (+6 MiB of arena) and then stays put.

@@ -89,8 +89,4 @@ int cshim_peer_pidfd(int fd);
 /// 1 while the process `pidfd` names is alive (so its pid still means that process), else 0.
 int cshim_pidfd_alive(int pidfd);
 
-/// mallopt(M_MMAP_THRESHOLD, bytes): blocks from this size on are mmapped, and the threshold
-/// no longer moves (glibc's dynamic adjustment is off). Returns 1 on success.
-int cshim_pin_mmap_threshold(int bytes);
-
 #endif

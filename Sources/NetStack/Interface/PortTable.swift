@@ -19,10 +19,13 @@
 /// Ports: `bind` with port 0 takes a port from the ephemeral range that nothing holds (the range
 /// is searched from a random start, one O(1) lookup per candidate). An outgoing connection needs
 /// less: `claimForConnect` may pick a port other connections use too, as long as its 4-tuple is
-/// unique (the caller's test) and no bind()-style binding overlaps; a bind() of a port an
-/// outgoing connection holds conflicts like a socket without SO_REUSEADDR would. When the range
-/// is exhausted `bind` throws `.addressInUse` and `claimForConnect` `.addressNotAvailable`, as
-/// Linux's bind() and connect() do.
+/// unique (the caller's test, which may also let a TIME-WAIT connection go) and no bind()-style
+/// binding overlaps; a bind() of a port an outgoing connection holds conflicts like a socket
+/// without SO_REUSEADDR would. Its search starts at a per-destination offset that moves on past
+/// each port taken (RFC 6056 §3.3.4, Algorithm 4, as Linux's inet_hash_connect): connections to
+/// one destination walk the range in order, so the next candidate is usually free, or holds the
+/// oldest TIME-WAIT towards it. When the range is exhausted `bind` throws `.addressInUse` and
+/// `claimForConnect` `.addressNotAvailable`, as Linux's bind() and connect() do.
 ///
 /// Not thread-safe: owned by the network's loop thread, like the stack.
 public final class PortTable {
@@ -59,8 +62,18 @@ public final class PortTable {
         @inline(__always) public func accepts(_ a: IPAddress) -> Bool { PortTable.covers(local.address, v6Only, a) }
     }
 
-    /// RFC 6335's dynamic range, Linux's default is wider (32768-60999).
-    public static let defaultEphemeral: ClosedRange<UInt16> = 49152...65535
+    /// Linux's default ip_local_port_range (RFC 6335's dynamic range, 49152-65535, is narrower).
+    public static let defaultEphemeral: ClosedRange<UInt16> = 32768...60999
+
+    /// A range as /proc/sys/net/ipv4/ip_local_port_range writes it ("32768\t60999\n"); nil
+    /// unless it is two ports, low <= high, neither 0.
+    public static func parseRange(_ text: String) -> ClosedRange<UInt16>? {
+        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" })
+        guard parts.count == 2, let lo = UInt16(parts[0]), let hi = UInt16(parts[1]), lo > 0, lo <= hi else {
+            return nil
+        }
+        return lo...hi
+    }
 
     public let ephemeral: ClosedRange<UInt16>
 
@@ -79,10 +92,16 @@ public final class PortTable {
     private var random: XorShiftRandom
     /// Bindings (not connect claims) in the table.
     public private(set) var bindingCount = 0
+    /// Keyed hash secret and the moving offsets of `claimForConnect` (RFC 6056 Algorithm 4).
+    private let secret: UInt64
+    private var perturb: [UInt32]
+    static let perturbSize = 256
 
     public init(ephemeral: ClosedRange<UInt16> = PortTable.defaultEphemeral, seed: UInt64) {
         self.ephemeral = ephemeral
         random = XorShiftRandom(seed: seed)
+        secret = random.next()
+        perturb = [UInt32](repeating: 0, count: Self.perturbSize)
     }
 
     @inline(__always) static func key(_ proto: Proto, _ port: UInt16) -> UInt32 {
@@ -187,27 +206,43 @@ public final class PortTable {
 
     // MARK: - Ephemeral ports
 
-    /// Candidates in the ephemeral range from a random start, each once.
-    private func search(_ accept: (UInt16) -> Bool) -> UInt16? {
+    /// Candidates in the ephemeral range from `start` (random if nil), each once; with the
+    /// number of candidates tried.
+    private func search(from start: UInt32? = nil, _ accept: (UInt16) -> Bool) -> (port: UInt16, tries: UInt32)? {
         let lo = UInt32(ephemeral.lowerBound)
         let span = UInt32(ephemeral.upperBound) &- lo &+ 1
-        let start = UInt32(truncatingIfNeeded: random.next()) % span
+        let first = (start ?? UInt32(truncatingIfNeeded: random.next())) % span
         for i in 0..<span {
-            let p = UInt16(truncatingIfNeeded: lo &+ (start &+ i) % span)
-            if accept(p) { return p }
+            let p = UInt16(truncatingIfNeeded: lo &+ (first &+ i) % span)
+            if accept(p) { return (p, i &+ 1) }
         }
         return nil
     }
 
-    private func freePort(_ proto: Proto) -> UInt16? {
-        search { byPort[Self.key(proto, $0)] == nil }
+    @inline(__always) static func mix(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 
-    /// A TCP port for an outgoing connection from `address`: one no bind()-style binding
-    /// overlapping `address` holds and for which `isUnique` (the 4-tuple is free) holds. The
-    /// claim lasts until `releaseConnectClaim`. Throws `.addressNotAvailable` when none is left.
-    func claimForConnect(address: IPAddress, isUnique: (UInt16) -> Bool) throws(SocketError) -> UInt16 {
-        let found = search { p in
+    private func freePort(_ proto: Proto) -> UInt16? {
+        search { byPort[Self.key(proto, $0)] == nil }?.port
+    }
+
+    /// A TCP port for an outgoing connection from `address` to `remote`: one no bind()-style
+    /// binding overlapping `address` holds and for which `isUnique` (the 4-tuple is free, or
+    /// may be taken over) holds. Candidates start at the destination's offset (see the type's
+    /// comment), which then moves past the port taken. The claim lasts until
+    /// `releaseConnectClaim`. Throws `.addressNotAvailable` when none is left.
+    func claimForConnect(address: IPAddress, remote: IPEndpoint = IPEndpoint(.v4Any, 0),
+                         isUnique: (UInt16) -> Bool) throws(SocketError) -> UInt16 {
+        let h = Self.mix(Self.mix(secret ^ address.hi ^ (address.lo &* 0x9E37_79B9)) ^ remote.address.hi
+                         ^ (remote.address.lo << 1))
+        let hash = Self.mix(h ^ UInt64(remote.port))
+        let slot = Int(truncatingIfNeeded: hash >> 40) & (Self.perturbSize &- 1)
+        let start = UInt32(truncatingIfNeeded: hash) &+ perturb[slot]
+        let found = search(from: start) { p in
             if let list = byPort[Self.key(.tcp, p)] {
                 for e in list where !e.isConnectClaim && Self.overlap(address, false, e.address, e.options.v6Only) {
                     return false
@@ -215,7 +250,8 @@ public final class PortTable {
             }
             return isUnique(p)
         }
-        guard let p = found else { throw .addressNotAvailable }
+        guard let (p, tries) = found else { throw .addressNotAvailable }
+        perturb[slot] &+= tries
         let k = Self.key(.tcp, p)
         var list = byPort[k] ?? []
         if let i = list.firstIndex(where: { $0.isConnectClaim && $0.address == address }) {

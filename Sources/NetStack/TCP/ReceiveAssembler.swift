@@ -13,12 +13,15 @@ struct ReceiveAssembler {
     private(set) var latest = SeqNumber(0)
     let capacity: Int
 
+    /// Holds no memory until the first hole (most connections never see one); then room for
+    /// all `capacity` ranges at once, so a loss episode allocates once.
     init(capacity: Int) {
         self.capacity = max(capacity, 1)
-        ranges.reserveCapacity(self.capacity)
     }
 
     var isEmpty: Bool { ranges.isEmpty }
+    /// End of the highest range (how far parked bytes reach).
+    var highestEnd: SeqNumber? { ranges.last?.end }
     var count: Int { ranges.count }
 
     /// Records that [start, end) arrived. Returns false, recording nothing, when it would need
@@ -31,6 +34,7 @@ struct ReceiveAssembler {
         // Now ranges[i].end >= start (or i == count).
         if i == ranges.count || end < ranges[i].start {
             guard ranges.count < capacity else { return false }
+            if ranges.capacity < capacity { ranges.reserveCapacity(capacity) }
             ranges.insert((start, end), at: i)
             latest = start
             return true

@@ -44,11 +44,20 @@ final class TCPConnection {
     /// Active open on an ephemeral port: the port table's claim, given back when it closes.
     var ephemeralPort = false
 
-    // Buffers (allocated once when the connection becomes usable).
+    // Buffers (made when the connection becomes usable; sizes and memory follow the load, see
+    // TCPBufferTuning.swift). The sizes are the most the rings may grow to.
     var rx: RingBuffer?
     var tx: RingBuffer?
     var rxBufferSize: Int
     var txBufferSize: Int
+    /// SO_RCVBUF/SO_SNDBUF fixed the size: no autotuning.
+    var rxLocked = false
+    var txLocked = false
+    /// Size the receive ring tends to (it shrinks to it only as the advertised window allows).
+    var rxTarget = 0
+    /// Receive autotuning: start of the current measurement and bytes delivered by then.
+    var drsStart: UInt64 = 0
+    var drsDelivered: UInt64 = 0
 
     // Per-socket options.
     var noDelay: Bool
@@ -186,11 +195,15 @@ final class TCPConnection {
     /// Payload bytes per full segment: MSS minus the options every segment carries.
     var payloadMss: Int { max(sndMss &- (tsOK ? 12 : 0), 1) }
     var userVisible: Bool { !released && accepted }
-    var lowWater: Int { min(txBufferSize / 2, 256 << 10) }
+    var lowWater: Int { min((tx?.capacity ?? txBufferSize) / 2, 256 << 10) }
 
+    /// The rings, at their initial sizes and without memory until bytes arrive.
     func allocateBuffers() {
-        if rx == nil { rx = RingBuffer(capacity: rxBufferSize) }
-        if tx == nil { tx = RingBuffer(capacity: txBufferSize) }
+        if rx == nil {
+            rxTarget = initialReceiveCapacity
+            rx = RingBuffer(capacity: rxTarget, memory: layer.ringMemory)
+        }
+        if tx == nil { tx = RingBuffer(capacity: initialSendCapacity, memory: layer.ringMemory) }
     }
 
     /// Our timestamp clock (RFC 7323 §5.4): milliseconds plus a per-connection offset.
@@ -504,6 +517,7 @@ final class TCPConnection {
             tx.discard(data)
             txBase = txBase + data
             bytesSent &+= UInt64(data)
+            if tx.isEmpty { sendRingDrained(now: now) }
             if wantWritable, isWritable { wantWritable = false; if userVisible { layer.post(.writable(handle)) } }
         }
         lastProgress = now
@@ -625,6 +639,8 @@ final class TCPConnection {
                 }
             }
             if fin { pendingFin = seq + n }
+            if n > 0 && !rxLocked { tuneReceiveBuffer(now: now) }
+            if queued == 0 && rx.isEmpty && rx.storageBytes > 0 { receiveRingDrained(now: now) }
             if let pf = pendingFin, pf == rcvNxt {
                 pendingFin = nil
                 finArrived(now: now)
@@ -651,7 +667,7 @@ final class TCPConnection {
     }
 
     private func scheduleAck(bytes n: Int, segmentSize: Int, now: Instant) {
-        switch acks.dataArrived(n, receiveBuffer: rxBufferSize, segmentSize: segmentSize) {
+        switch acks.dataArrived(n, receiveBuffer: rx?.capacity ?? rxBufferSize, segmentSize: segmentSize) {
         case .now, .scheduled: break
         case .atPoll: layer.markDirty(self)
         case .delayed: timers.startIfStopped(.delayedAck, at: now + min(config.delayedAckTimeout, sockopts.delayedAckMax))
@@ -727,6 +743,9 @@ final class TCPConnection {
         timers.stopAll()
         acks.immediate = false
         needSyn = false
+        // Nothing will be sent or arrive any more: the memory goes now (the app may still
+        // read what is left, and a handle may stay open long after).
+        releaseBuffers(keepUnreadInput: userVisible)
         if userVisible {
             if let error { layer.post(.failed(handle, error)) } else if !wasTimeWait { layer.post(.closed(handle)) }
         }

@@ -14,6 +14,11 @@ public final class TCPLayer {
     /// Listeners' ports and the ephemeral ports of outgoing connections (shared with UDP and the
     /// intercept hub when the layer belongs to a NetStack).
     public let ports: PortTable
+    /// Memory of the connections' rings (given back to the kernel as connections drain and end).
+    public let ringMemory: RingMemory
+    /// Asked before a connection's rings grow, told when they shrink (the owner's memory
+    /// budget); nil: rings grow up to their maximum unasked.
+    public weak var ringBudget: (any RingBudget)?
     /// Keyed-hash secret for ISNs (RFC 6528) and SYN cookies.
     let secret0: UInt64
     let secret1: UInt64
@@ -64,8 +69,10 @@ public final class TCPLayer {
 
     /// `ports` is the interface's table; a layer on its own (tests) makes one with the default
     /// ephemeral range.
-    public init(config: TCPConfig, random: some RandomSource, ports: PortTable? = nil) {
+    public init(config: TCPConfig, random: some RandomSource, ports: PortTable? = nil,
+                ringMemory: RingMemory = RingMemory()) {
         self.config = config
+        self.ringMemory = ringMemory
         var r = random
         secret0 = r.next()
         secret1 = r.next()
@@ -178,6 +185,19 @@ public final class TCPLayer {
             if c.isSynchronized && c.sndUna < c.sndNxt { c.goBackN() }
             markDirty(c)
         }
+    }
+
+    /// Outgoing connections that took over a TIME-WAIT of their 4-tuple (`canReuseTimeWait`).
+    public internal(set) var timeWaitReused: UInt64 = 0
+
+    /// Whether a new outgoing connection may take over `old`'s 4-tuple: RFC 6191's condition
+    /// as Linux's tcp_tw_reuse applies it to outgoing connections. `old` is in TIME-WAIT with
+    /// timestamps, and its last segment arrived at least `timeWaitReuseDelay` ago, so the new
+    /// connection's timestamps (the same per-tuple clock) are newer than any the peer saw, and
+    /// PAWS on both ends tells old duplicates from new segments.
+    func canReuseTimeWait(_ old: TCPConnection, now: Instant) -> Bool {
+        guard config.timeWaitReuse, old.state == .timeWait, old.tsOK else { return false }
+        return now - old.lastReceive >= config.timeWaitReuseDelay
     }
 
     /// Called by a connection entering TIME-WAIT.

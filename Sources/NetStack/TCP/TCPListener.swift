@@ -19,6 +19,8 @@ final class TCPListener {
     var released = false
     var rxBufferSize: Int
     var txBufferSize: Int
+    var rxLocked = false
+    var txLocked = false
     var noDelay: Bool
     var keepAlive: Bool
     var lingerAbort = false
@@ -143,6 +145,8 @@ extension TCPLayer {
                               options: l.options, now: now)
         c.listener = l
         c.accepted = false
+        c.rxLocked = l.rxLocked
+        c.txLocked = l.txLocked
         c.keepAlive = l.keepAlive
         c.lingerAbort = l.lingerAbort
         c.advertisedMss = c.limitedMss(max(tx.maxPayload(to: remote.address) &- TCPHeaderView.minimumHeaderLength, 64))

@@ -27,6 +27,7 @@ extension TCPConnection {
             if state == .closed { return }
         }
         if timers.fire(.cork, now: now) { corkFlush = true }
+        if timers.fire(.rings, now: now) { ringIdleFired(now: now) }
         output(now: now, tx: out)
     }
 
@@ -380,13 +381,14 @@ extension TCPConnection {
 
     // MARK: - Receive window
 
-    /// Bytes of receive space right now (window before scaling).
-    var receiveSpace: Int { windowLimit(rx?.free ?? rxBufferSize) }
+    /// Bytes of receive space to advertise right now (window before scaling).
+    var receiveSpace: Int { windowLimit(advertisableSpace) }
 
     /// After the app consumed data: is a window update worth a segment?
     func windowUpdateNeeded() -> Bool {
         guard isSynchronized, !finReceived else { return false }
-        return acks.windowUpdateNeeded(advertised: rcvAdvEdge - rcvNxt, space: receiveSpace, receiveBuffer: rxBufferSize)
+        return acks.windowUpdateNeeded(advertised: rcvAdvEdge - rcvNxt, space: receiveSpace,
+                                       receiveBuffer: rx?.capacity ?? rxBufferSize)
     }
 
     /// The window field to send and the right edge it advertises, never shrinking the edge.

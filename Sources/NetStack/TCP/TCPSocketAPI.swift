@@ -53,22 +53,32 @@ extension TCPLayer {
         guard roomForConnection(now: now) else { throw .noBufferSpace }
         var port = local.port
         if port == 0 {
-            // An ephemeral port: only the 4-tuple must be unique (one O(1) lookup per candidate).
+            // An ephemeral port: only the 4-tuple must be unique (one O(1) lookup per candidate),
+            // and a TIME-WAIT that timestamps make safe to take over does not count.
             let a = local.address
-            port = try ports.claimForConnect(address: local.address) { p in
-                connections[TCPConnKey(localAddress: a, remoteAddress: remote.address, localPort: p,
-                                       remotePort: remote.port)] == nil
+            port = try ports.claimForConnect(address: local.address, remote: remote) { p in
+                guard let old = connections[TCPConnKey(localAddress: a, remoteAddress: remote.address,
+                                                        localPort: p, remotePort: remote.port)] else { return true }
+                return canReuseTimeWait(old, now: now)
             }
         }
         let l = IPEndpoint(local.address, port)
         let key = TCPConnKey(local: l, remote: remote)
-        guard connections[key] == nil else { throw .addressInUse }
+        // The TIME-WAIT this connection takes over: it goes, and the new ISS starts above
+        // everything it sent (Linux: tw_snd_nxt + 65535 + 2).
+        var issFloor: SeqNumber?
+        if let old = connections[key] {
+            guard canReuseTimeWait(old, now: now) else { throw .addressInUse }
+            issFloor = old.sndMax + 65537
+            old.terminate(error: nil, now: now)
+            timeWaitReused &+= 1
+        }
         let s = allocateSlot()
         let c = TCPConnection(layer: self, slot: s, generation: generations[Int(s)], state: .synSent, local: l,
                               remote: remote, rxBufferSize: config.receiveBufferSize,
                               txBufferSize: config.sendBufferSize, noDelay: config.noDelay,
                               congestion: config.congestionControl, now: now)
-        c.iss = makeISN(key, now: now)
+        c.iss = issFloor ?? makeISN(key, now: now)
         c.sndUna = c.iss
         c.sndNxt = c.iss
         c.sndMax = c.iss
@@ -111,7 +121,10 @@ extension TCPLayer {
         }
         guard !c.finQueued, let tx = c.tx else { throw .invalidState }
         guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
-        let n = tx.enqueue(base, count: min(bytes.count, c.sendSpace))
+        var n = tx.enqueue(base, count: min(bytes.count, c.sendSpace))
+        if n < bytes.count && c.growSendBuffer(now: now) {
+            n &+= tx.enqueue(base + n, count: min(bytes.count &- n, c.sendSpace))
+        }
         if n < bytes.count || !c.isWritable { c.wantWritable = true }
         if n > 0 { markDirty(c) }
         return n
@@ -121,6 +134,7 @@ extension TCPLayer {
         guard let c = connection(h) else { throw .invalidHandle }
         guard let rx = c.rx, let base = into.baseAddress else { return 0 }
         let n = rx.dequeue(into: base, count: into.count)
+        if rx.isEmpty { c.receiveRingDrained(now: now) }
         if n > 0 && c.windowUpdateNeeded() { c.acks.immediate = true; markDirty(c) }
         return n
     }
@@ -132,15 +146,26 @@ extension TCPLayer {
     public func commitSend(_ h: SocketHandle, _ n: Int, now: Instant) {
         guard let c = connection(h), let tx = c.tx, !c.finQueued, n > 0 else { return }
         tx.commit(n)
+        // Full: grow if the connection can use more, and then the writer may go on at once.
+        if tx.free == 0 && c.growSendBuffer(now: now) && c.userVisible { post(.writable(h)) }
         if !c.isWritable { c.wantWritable = true }
         markDirty(c)
     }
 
     public func receiveBuffer(_ h: SocketHandle) -> RingBuffer? { connection(h)?.rx }
 
+    /// The app is gone and its driver still holds `pending` bytes it wrote (or at least that
+    /// many: a driver that cannot tell asks again): the send ring grows to take them, up to
+    /// its maximum, so the FIN can follow them as it would on Linux. True if it grew.
+    public func growSendBufferForClose(_ h: SocketHandle, pending: Int, now: Instant) -> Bool {
+        guard let c = connection(h), !c.finQueued else { return false }
+        return c.growSendBuffer(toTake: pending, now: now)
+    }
+
     public func consume(_ h: SocketHandle, _ n: Int, now: Instant) {
         guard let c = connection(h), let rx = c.rx, n > 0 else { return }
         rx.discard(n)
+        if rx.isEmpty { c.receiveRingDrained(now: now) }
         if c.windowUpdateNeeded() { c.acks.immediate = true; markDirty(c) }
     }
 

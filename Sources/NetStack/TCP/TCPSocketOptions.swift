@@ -105,8 +105,14 @@ extension TCPLayer {
             case .noDelay(let v): l.noDelay = v
             case .keepAlive(let v): l.keepAlive = v
             case .linger(let d): l.lingerAbort = d == .zero
-            case .receiveBufferSize(let n): guard n > 0 else { throw .invalidState }; l.rxBufferSize = n
-            case .sendBufferSize(let n): guard n > 0 else { throw .invalidState }; l.txBufferSize = n
+            case .receiveBufferSize(let n):
+                guard n > 0 else { throw .invalidState }
+                l.rxBufferSize = n
+                l.rxLocked = true
+            case .sendBufferSize(let n):
+                guard n > 0 else { throw .invalidState }
+                l.txBufferSize = n
+                l.txLocked = true
             case .congestionControl(let a): l.congestion = a
             case .deferAccept(let n): l.options.deferAccept = max(n, 0)
             case .quickAck: break   // a listener has nothing to acknowledge
@@ -129,11 +135,15 @@ extension TCPLayer {
         case .linger(let d):
             c.lingerAbort = d == .zero
         case .receiveBufferSize(let n):
-            // The ring is allocated once; it can only be swapped while it holds nothing.
+            // The size is fixed from now on (no autotuning, as on Linux); the ring can only be
+            // resized while it holds nothing.
             guard n > 0 else { throw .invalidState }
             guard c.rx == nil || (c.rx!.isEmpty && c.reassembly.isEmpty) else { throw .invalidState }
+            c.givesUpTunedGrowth(receive: true)
             c.rxBufferSize = n
-            if c.rx != nil { c.rx = RingBuffer(capacity: n) }
+            c.rxLocked = true
+            c.rxTarget = n
+            if let rx = c.rx { rx.resize(to: n, keeping: 0) }
             // The shift is fixed once our SYN is out (RFC 7323 §2.2).
             if config.windowScaling && c.state == .synSent && c.sndNxt == c.iss {
                 c.rcvShift = TCPConnection.shift(for: c.windowLimit(n))
@@ -141,8 +151,10 @@ extension TCPLayer {
         case .sendBufferSize(let n):
             guard n > 0 else { throw .invalidState }
             guard c.tx == nil || c.tx!.isEmpty else { throw .invalidState }
+            c.givesUpTunedGrowth(receive: false)
             c.txBufferSize = n
-            if c.tx != nil { c.tx = RingBuffer(capacity: n) }
+            c.txLocked = true
+            if let tx = c.tx { tx.resize(to: n, keeping: 0) }
         case .congestionControl(let a):
             // Like tcp_reinit_congestion_control: the window and threshold stay, the
             // algorithm's own state starts over.

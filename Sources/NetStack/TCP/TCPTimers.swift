@@ -1,4 +1,4 @@
-/// A connection's eight timers as deadlines (nil = stopped), so `next` is the one instant the
+/// A connection's timers as deadlines (nil = stopped), so `next` is the one instant the
 /// layer's timer heap needs and a stopped timer costs nothing. What each one does when it
 /// fires is the connection's business (`TCPConnection.timersFired`); this only keeps time.
 struct TCPTimers {
@@ -20,6 +20,8 @@ struct TCPTimers {
         case keepAlive
         /// TCP_CORK's limit: a held partial segment goes out.
         case cork
+        /// Big rings idle: give their memory back (TCPBufferTuning.swift).
+        case rings
     }
 
     var close: Instant?
@@ -30,6 +32,7 @@ struct TCPTimers {
     var delayedAck: Instant?
     var keepAlive: Instant?
     var cork: Instant?
+    var rings: Instant?
 
     subscript(_ k: Kind) -> Instant? {
         get {
@@ -42,6 +45,7 @@ struct TCPTimers {
             case .delayedAck: delayedAck
             case .keepAlive: keepAlive
             case .cork: cork
+            case .rings: rings
             }
         }
         set {
@@ -54,6 +58,7 @@ struct TCPTimers {
             case .delayedAck: delayedAck = newValue
             case .keepAlive: keepAlive = newValue
             case .cork: cork = newValue
+            case .rings: rings = newValue
             }
         }
     }
@@ -61,7 +66,7 @@ struct TCPTimers {
     /// The earliest running deadline.
     var next: Instant? {
         earliest(earliest(earliest(earliest(rto, delayedAck), earliest(persist, keepAlive)), close),
-                 earliest(earliest(rack, tlp), cork))
+                 earliest(earliest(rack, tlp), earliest(cork, rings)))
     }
 
     /// Stops `k` and returns true when it was due at `now`; a timer not yet due keeps running.

@@ -6,8 +6,14 @@ public enum CongestionControl: Sendable, Hashable { case newReno, cubic }
 
 /// Layer-wide TCP defaults. Durations are stack-clock durations.
 public struct TCPConfig: Sendable {
+    /// The most a connection's receive/send ring grows to (TCPBufferTuning.swift).
     public var receiveBufferSize = 4 << 20
     public var sendBufferSize = 4 << 20
+    /// Where the rings start (the receive one at least 64 KiB: a SYN advertises up to 65535).
+    public var initialReceiveBuffer = 64 << 10
+    public var initialSendBuffer = 64 << 10
+    /// How long a ring grown past 64 KiB stays empty before its memory goes back.
+    public var ringIdleRelease = Duration.seconds(1)
     /// MSS assumed when the peer sends none (RFC 9293 §3.7.1).
     public var mssDefault = 536
     public var congestionControl: CongestionControl = .cubic
@@ -24,6 +30,10 @@ public struct TCPConfig: Sendable {
     public var synRetries = 6
     /// 2*MSL: how long TIME-WAIT lasts.
     public var timeWait = Duration.seconds(60)
+    /// An outgoing connection may take over a TIME-WAIT of its 4-tuple that used timestamps
+    /// once this long passed since its last segment (Linux's tcp_tw_reuse, RFC 6191).
+    public var timeWaitReuse = true
+    public var timeWaitReuseDelay = Duration.seconds(1)
     /// How long an orphaned connection may sit in FIN-WAIT-2.
     public var finTimeout = Duration.seconds(60)
     /// Whether new sockets start with keepalive on (SO_KEEPALIVE; per socket via `setOption`).

@@ -56,6 +56,7 @@ extension TCPBridge {
                 sys.close(appEnd); sys.close(ours); stack.tcp.abort(nh, now: Self.now())
                 continue
             }
+            attachRingBudget(stack)
             nc.handle = nh
             nc.phase = .connected(reported: true)
             nc.local = stack.tcp.localEndpoint(nh)

@@ -102,6 +102,8 @@ final class Connection {
     var seccomp = false
     /// What it holds of its owner's budgets (UserBudgets); given back by `TCPBridge.remove`.
     var charge: BudgetCharge?
+    /// The part of `charge` the stack's autotuning added to the rings (TCPBudget.swift).
+    var tunedRingBytes = 0
 
     init(key: FDKey, pid: Int32, uid: UInt32) {
         self.key = key

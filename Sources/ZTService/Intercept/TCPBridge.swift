@@ -152,6 +152,7 @@ final class TCPBridge {
             if let h = c.handle, c.phase == .connecting || c.isConnected {
                 byHandle[h] = nil
                 stack.tcp.abort(h, now: Self.now())
+                refundTuned(c)
                 c.handle = nil
                 c.phase = c.binding != nil ? .bound : .unbound
                 c.outbound = .open
@@ -196,6 +197,7 @@ final class TCPBridge {
             return .fail(Wire.errno(error), .none)
         }
         for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o, now: Self.now()) }
+        attachRingBudget(stack)
         c.handle = h
         byHandle[h] = c
         stack.tcp.setDirectReceive(h, true)

@@ -57,6 +57,11 @@ extension TCPBridge {
                 }
             }
             if a.count == 0 {
+                // The app closed with more written: the ring takes it all (up to its maximum),
+                // like a kernel socket's send queue at close(), so the FIN can follow at once.
+                if sys.peerHungUp(d.fd), stack.tcp.growSendBufferForClose(h, pending: tx.capacity, now: Self.now()) {
+                    continue
+                }
                 // Send buffer full: stop reading; the stack's .writable resumes us.
                 loop.setNotifyReadable(d, false)
                 return
