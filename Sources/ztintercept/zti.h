@@ -229,6 +229,17 @@ void zti_ent_from_info(struct zti_ent *e, int kind, const struct ztrpc_sockinfo 
 int zti_addr_from_sockaddr(int domain, const struct sockaddr *sa, socklen_t len, int v4_on_v6,
                            struct ztrpc_addr *out);
 socklen_t zti_make_sockaddr(int domain, const struct ztrpc_addr *a, struct sockaddr_storage *out);
+/* Safety limit for waits whose real bound is ztapd's own TCP connect timeout. */
+#define ZTI_LONG_WAIT_MS (180 * 1000)
+/* Ordinary requests: ztapd answers at once; this only protects against a wedged daemon. */
+#define ZTI_SHORT_WAIT_MS (10 * 1000)
+/* zti_sock.c helpers shared with zti_accept.c and zti_opts.c. */
+int zti_is_ztap(int kind);
+int zti_down_errno(int err, int fallback);
+int zti_fail(int err);
+int zti_refresh(int fd, struct zti_ent *e);
+/* Reads the network's environment (ztctl run) into zti_cfg; called once by the constructor. */
+void zti_read_config(void);
 void zti_fill_sockaddr(int domain, const struct ztrpc_addr *a, struct sockaddr *out, socklen_t *len);
 /* Linux's AF_INET6 UDP socket takes a sockaddr_in in connect/sendto (the datagrams go over IPv4,
  * as for ::ffff:a.b.c.d); an AF_INET6 TCP socket refuses it. */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * zti_opts.c - socket options of ztap sockets: which calls stay native, the SETSOCKOPT request,
- * and the options an app set on its kernel socket before that socket became a ztap socket.
+ * zti_opts.c - socket options of ztap sockets: getsockopt/setsockopt, which calls stay native,
+ * the SETSOCKOPT request, and the options an app set on its kernel socket before it became ztap.
  *
  * DOC: Theory of Operation
  *
@@ -362,4 +362,164 @@ void zti_preopts_replay(int fd, const struct zti_preopts *p, int from)
             zti_dbg("option set before interception not accepted by ztapd, errno ", NULL, NULL, err, NULL);
     }
     errno = saved;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Socket options
+ */
+
+/* Options that act on the app's AF_UNIX fd itself (timeouts and low-water marks of read/write). */
+static int zti_put_int(void *optval, socklen_t *optlen, int v)
+{
+    if (!optlen)
+        return zti_fail(EFAULT);
+    if ((int)*optlen < 0)
+        return zti_fail(EINVAL);
+    socklen_t n = *optlen < sizeof v ? *optlen : (socklen_t)sizeof v;
+    if (n && !optval)
+        return zti_fail(EFAULT);
+    if (n)
+        memcpy(optval, &v, n);
+    *optlen = n;
+    return 0;
+}
+
+/**
+ * getsockopt() - socket options; for ztap sockets answered locally (SO_TYPE, SO_DOMAIN,
+ * SO_PROTOCOL, SO_ACCEPTCONN, IPV6_V6ONLY), natively (timeouts) or by ztapd (everything else, SO_ERROR
+ * included)
+ * Return: 0 or -1 with errno, as getsockopt(2).
+ */
+ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *optlen)
+{
+    zti_init_real();
+    struct zti_ent e;
+    if (!zti_cfg.enabled || !zti_is_ztap(zti_classify(fd, &e, 1)) || zti_native_opt(level, name, e.kind))
+        return zti_real.getsockopt(fd, level, name, optval, optlen);
+    int saved = errno;
+    if (level == SOL_SOCKET) {
+        int v = -1;
+        switch (name) {
+        case SO_TYPE:
+            v = e.kind == ZTI_UDP ? SOCK_DGRAM : SOCK_STREAM;
+            break;
+        case SO_DOMAIN:
+            v = e.family;
+            break;
+        case SO_PROTOCOL:
+            v = e.kind == ZTI_UDP ? IPPROTO_UDP : IPPROTO_TCP;
+            break;
+        case SO_ACCEPTCONN:
+            v = e.kind == ZTI_LISTEN;
+            break;
+        }
+        if (v >= 0) {
+            if (zti_put_int(optval, optlen, v) < 0)
+                return -1;
+            errno = saved;
+            return 0;
+        }
+    }
+    if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && e.family == AF_INET6) {
+        /* Fixed for the socket's life once it is ours (set from the kernel socket). */
+        if (zti_put_int(optval, optlen, e.v6only) < 0)
+            return -1;
+        errno = saved;
+        return 0;
+    }
+    if (!optlen)
+        return zti_fail(EFAULT);
+    if ((int)*optlen < 0)
+        return zti_fail(EINVAL);
+    struct ztrpc_sockopt rq;
+    /* The reply's value may run past the struct's 16 bytes (ztrpc.h GETSOCKOPT: TCP_INFO). */
+    struct {
+        struct ztrpc_sockopt o;
+        unsigned char more[ZTRPC_MAX_OPTLEN - sizeof rq.value];
+    } rs;
+    memset(&rq, 0, sizeof rq);
+    rq.level = level;
+    rq.name = name;
+    rq.optlen = *optlen < ZTRPC_MAX_OPTLEN ? *optlen : (uint32_t)ZTRPC_MAX_OPTLEN;
+    struct ztrpc_rep_hdr rep;
+    int err;
+    int is_error = level == SOL_SOCKET && name == SO_ERROR;
+    if (zti_rpc(ZTRPC_OP_GETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, &rs, sizeof rs, ZTI_SHORT_WAIT_MS, 0,
+                &err) < 0) {
+        if (is_error) {
+            /* ztapd is gone, so is the connection: report it as the socket's error. */
+            if (zti_put_int(optval, optlen, zti_down_errno(err, ECONNRESET)) < 0)
+                return -1;
+            errno = saved;
+            return 0;
+        }
+        return zti_fail(zti_down_errno(err, ENETDOWN));
+    }
+    if (rep.result < 0)
+        return zti_fail(rep.err ? rep.err : EIO);
+    uint32_t n = rs.o.optlen < ZTRPC_MAX_OPTLEN ? rs.o.optlen : (uint32_t)ZTRPC_MAX_OPTLEN;
+    if (n > *optlen)
+        n = *optlen;
+    if (n && !optval)
+        return zti_fail(EFAULT);
+    if (n)
+        memcpy(optval, (unsigned char *)&rs + offsetof(struct ztrpc_sockopt, value), n);
+    *optlen = n;
+    if (is_error && e.kind == ZTI_TCP) {
+        /* A failed connect left ECONNRESET on the app end itself (ztapd closed its end to make
+         * it show POLLERR, ztrpc.h CONNECT): reading SO_ERROR clears it, as it clears the
+         * kernel's, so later reads see the end of the connection instead of a stale error. */
+        int native;
+        socklen_t nl = sizeof native;
+        (void)zti_real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &native, &nl);
+        if (e.state == ZTRPC_STATE_CONNECTING) {
+            /* The outcome may be known now: refresh the cached names and state (best effort). */
+            (void)zti_refresh(fd, &e);
+        }
+    }
+    errno = saved;
+    return 0;
+}
+
+/**
+ * setsockopt() - socket options; for ztap sockets forwarded to ztapd (timeouts stay native)
+ * Return: 0 or -1 with errno, as setsockopt(2).
+ */
+ZTI_EXPORT int setsockopt(int fd, int level, int name, const void *optval, socklen_t optlen)
+{
+    zti_init_real();
+    struct zti_ent e;
+    if (!zti_cfg.enabled)
+        return zti_real.setsockopt(fd, level, name, optval, optlen);
+    int saved = errno;
+    int k = zti_classify(fd, &e, 1);
+    if (!zti_is_ztap(k) || zti_native_opt(level, name, k)) {
+        int r = zti_real.setsockopt(fd, level, name, optval, optlen);
+        if (r == 0 && !zti_is_ztap(k)) {
+            zti_record_opt(fd, level, name, optval, optlen);
+            errno = saved;
+        }
+        return r;
+    }
+    if ((int)optlen < 0)
+        return zti_fail(EINVAL);
+    if (optlen && !optval)
+        return zti_fail(EFAULT);
+    /* Options Linux accepts on any TCP socket whenever optlen holds an int, which apps toggle
+     * per response (nginx's tcp_nopush): the answer is known, so do not wait for it. */
+    int flags = 0;
+    if ((k == ZTI_TCP || k == ZTI_LISTEN) && level == IPPROTO_TCP && optlen >= (socklen_t)sizeof(int) &&
+        (name == TCP_NODELAY || name == TCP_CORK || name == TCP_QUICKACK))
+        flags = ZTI_RPC_NOREPLY;
+    int err;
+    if (zti_sockopt_rpc(fd, level, name, optval, optlen, flags, &err) < 0)
+        return zti_fail(err == EINTR || err == ETIMEDOUT || err == EMFILE || err == ENFILE || err == ENOBUFS ||
+                                err == ENOMEM || err == ENETDOWN
+                            ? zti_down_errno(err, ENETDOWN)
+                            : err);
+    /* Also bound the unix buffers, and make SO_RCVLOWAT act on the fd's own reads. */
+    if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF || name == SO_RCVLOWAT))
+        (void)zti_real.setsockopt(fd, level, name, optval, optlen);
+    errno = saved;
+    return 0;
 }

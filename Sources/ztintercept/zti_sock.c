@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * zti_sock.c - connect, bind, listen, accept, names, socket options, dup: the control calls.
+ * zti_sock.c - connect, bind, listen, names, dup: the control calls (accept: zti_accept.c;
+ * getsockopt/setsockopt: zti_opts.c).
  *
  * A kernel AF_INET or AF_INET6 socket becomes a ztap socket at the first connect/bind/sendto
  * whose address belongs to the network (an IPv4 one given to an AF_INET6 socket as
@@ -22,18 +23,14 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
-/* Safety limit for waits whose real bound is ztapd's own TCP connect timeout. */
-#define ZTI_LONG_WAIT_MS (180 * 1000)
-/* Ordinary requests: ztapd answers at once; this only protects against a wedged daemon. */
-#define ZTI_SHORT_WAIT_MS (10 * 1000)
 
-static int zti_is_ztap(int kind)
+int zti_is_ztap(int kind)
 {
     return kind == ZTI_TCP || kind == ZTI_LISTEN || kind == ZTI_UDP;
 }
 
 /* errno for an RPC that could not reach ztapd, per operation (see docs/INTERCEPT.md). */
-static int zti_down_errno(int err, int fallback)
+int zti_down_errno(int err, int fallback)
 {
     switch (err) {
     case EINTR:
@@ -99,7 +96,7 @@ static int zti_connect_timeout(int fd, int *sndtimeo_set)
     return ZTI_LONG_WAIT_MS;
 }
 
-static int zti_fail(int err)
+int zti_fail(int err)
 {
     errno = err;
     return -1;
@@ -309,7 +306,7 @@ int zti_udp_open(int fd, struct zti_ent *e)
 }
 
 /* Refresh an entry from ztapd (GETNAME). Return: 0 or -1 with errno. */
-static int zti_refresh(int fd, struct zti_ent *e)
+int zti_refresh(int fd, struct zti_ent *e)
 {
     struct ztrpc_rep_hdr rep;
     struct ztrpc_sockinfo si;
@@ -541,147 +538,6 @@ ZTI_EXPORT int listen(int fd, int backlog)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * accept
- */
-
-/**
- * zti_accept4() - accept one connection from a ztap listener's accept channel
- * @fd: listening socket
- * @addr: peer address out (may be NULL)
- * @len: in: size of @addr; out: the size of the listener family's sockaddr
- * @flags: SOCK_NONBLOCK, SOCK_CLOEXEC
- *
- * Return: new fd, or -1 with errno (EAGAIN for a non-blocking listener with nothing pending,
- * EINTR, EINVAL for a socket that is not listening). A kernel fd returns -2 (caller passes it on).
- */
-int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
-{
-    struct zti_ent e;
-    int k = zti_classify(fd, &e, 1);
-    if (!zti_is_ztap(k))
-        return -2;
-    if (k == ZTI_UDP)
-        return zti_fail(EOPNOTSUPP); /* as the kernel says for a datagram socket */
-    if (k != ZTI_LISTEN)
-        return zti_fail(EINVAL);
-    if (flags & ~(SOCK_NONBLOCK | SOCK_CLOEXEC))
-        return zti_fail(EINVAL);
-    if (addr && !len)
-        return zti_fail(EFAULT);
-    int saved = errno;
-
-    struct ztrpc_accept_msg m;
-    struct iovec iov = { .iov_base = &m, .iov_len = sizeof m };
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } cbuf;
-    struct msghdr mh;
-    memset(&mh, 0, sizeof mh);
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = cbuf.buf;
-    mh.msg_controllen = sizeof cbuf.buf;
-    ssize_t n = zti_real.recvmsg(fd, &mh, (flags & SOCK_CLOEXEC) ? MSG_CMSG_CLOEXEC : 0);
-    if (n < 0)
-        return -1; /* EAGAIN, EINTR, ... exactly as the kernel reported them */
-    int nfd = -1;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-        c->cmsg_len >= CMSG_LEN(sizeof(int)))
-        memcpy(&nfd, CMSG_DATA(c), sizeof nfd);
-    if (n == 0 && nfd < 0)
-        return zti_fail(EINVAL); /* accept channel closed: listener shut down or ztapd gone */
-    if (nfd < 0)
-        return zti_fail((mh.msg_flags & MSG_CTRUNC) ? EMFILE : ECONNABORTED);
-    if ((size_t)n != sizeof m || m.magic != ZTRPC_MAGIC) {
-        zti_close(nfd);
-        zti_log("malformed message on an accept channel, fd ", NULL, NULL, fd, NULL);
-        return zti_fail(ECONNABORTED);
-    }
-    if (flags & SOCK_NONBLOCK) {
-        int fl = zti_real.fcntl(nfd, F_GETFL);
-        if (fl < 0 || zti_real.fcntl(nfd, F_SETFL, fl | O_NONBLOCK) < 0) {
-            int err = errno;
-            zti_close(nfd);
-            return zti_fail(err);
-        }
-    }
-    struct ztrpc_sockinfo si;
-    memset(&si, 0, sizeof si);
-    si.proto = IPPROTO_TCP;
-    si.state = ZTRPC_STATE_CONNECTED;
-    si.family = e.family; /* an accepted socket has its listener's family */
-    si.flags = e.v6only ? ZTRPC_SI_V6ONLY : 0;
-    si.local = m.local;
-    si.peer = m.peer;
-    struct zti_ent ne;
-    zti_ent_from_info(&ne, ZTI_TCP, &si, nfd);
-    zti_table_put(nfd, &ne);
-    if (addr)
-        zti_fill_sockaddr(e.family, &m.peer, addr, len);
-    errno = saved;
-    return nfd;
-}
-
-/**
- * accept4() - accept a connection (ztap listeners: from the accept channel)
- * Return: new fd or -1 with errno, as accept4(2).
- */
-ZTI_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
-{
-    zti_init_real();
-    if (zti_cfg.enabled) {
-        int r = zti_accept4(fd, addr, len, flags);
-        if (r != -2)
-            return r;
-    }
-    return zti_real.accept4(fd, addr, len, flags);
-}
-
-/**
- * accept() - accept a connection (ztap listeners: from the accept channel)
- * Return: new fd or -1 with errno, as accept(2).
- */
-ZTI_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
-{
-    zti_init_real();
-    if (zti_cfg.enabled) {
-        int r = zti_accept4(fd, addr, len, 0);
-        if (r != -2)
-            return r;
-    }
-    return zti_real.accept(fd, addr, len);
-}
-
-/**
- * syscall() - pass-through, except SYS_accept/SYS_accept4 (libuv calls accept4 this way)
- * Return: as syscall(2).
- */
-ZTI_EXPORT long syscall(long number, ...)
-{
-    va_list ap;
-    va_start(ap, number);
-    long a1 = va_arg(ap, long), a2 = va_arg(ap, long), a3 = va_arg(ap, long);
-    long a4 = va_arg(ap, long), a5 = va_arg(ap, long), a6 = va_arg(ap, long);
-    va_end(ap);
-    zti_init_real();
-    if (zti_cfg.enabled) {
-        int is_accept = number == SYS_accept4;
-#ifdef SYS_accept
-        is_accept = is_accept || number == SYS_accept;
-#endif
-        if (is_accept) {
-            int r = zti_accept4((int)a1, (struct sockaddr *)a2, (socklen_t *)a3,
-                                number == SYS_accept4 ? (int)a4 : 0);
-            if (r != -2)
-                return r;
-        }
-    }
-    return zti_real.syscall(number, a1, a2, a3, a4, a5, a6);
-}
-
-/* ---------------------------------------------------------------------------------------------
  * Names
  */
 
@@ -732,166 +588,6 @@ ZTI_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
     if (e.state != ZTRPC_STATE_CONNECTED)
         return zti_fail(ENOTCONN); /* also once the connection is over, as Linux (TCP_CLOSE) */
     zti_fill_sockaddr(e.family, &e.peer, addr, len);
-    errno = saved;
-    return 0;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * Socket options
- */
-
-/* Options that act on the app's AF_UNIX fd itself (timeouts and low-water marks of read/write). */
-static int zti_put_int(void *optval, socklen_t *optlen, int v)
-{
-    if (!optlen)
-        return zti_fail(EFAULT);
-    if ((int)*optlen < 0)
-        return zti_fail(EINVAL);
-    socklen_t n = *optlen < sizeof v ? *optlen : (socklen_t)sizeof v;
-    if (n && !optval)
-        return zti_fail(EFAULT);
-    if (n)
-        memcpy(optval, &v, n);
-    *optlen = n;
-    return 0;
-}
-
-/**
- * getsockopt() - socket options; for ztap sockets answered locally (SO_TYPE, SO_DOMAIN,
- * SO_PROTOCOL, SO_ACCEPTCONN, IPV6_V6ONLY), natively (timeouts) or by ztapd (everything else, SO_ERROR
- * included)
- * Return: 0 or -1 with errno, as getsockopt(2).
- */
-ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *optlen)
-{
-    zti_init_real();
-    struct zti_ent e;
-    if (!zti_cfg.enabled || !zti_is_ztap(zti_classify(fd, &e, 1)) || zti_native_opt(level, name, e.kind))
-        return zti_real.getsockopt(fd, level, name, optval, optlen);
-    int saved = errno;
-    if (level == SOL_SOCKET) {
-        int v = -1;
-        switch (name) {
-        case SO_TYPE:
-            v = e.kind == ZTI_UDP ? SOCK_DGRAM : SOCK_STREAM;
-            break;
-        case SO_DOMAIN:
-            v = e.family;
-            break;
-        case SO_PROTOCOL:
-            v = e.kind == ZTI_UDP ? IPPROTO_UDP : IPPROTO_TCP;
-            break;
-        case SO_ACCEPTCONN:
-            v = e.kind == ZTI_LISTEN;
-            break;
-        }
-        if (v >= 0) {
-            if (zti_put_int(optval, optlen, v) < 0)
-                return -1;
-            errno = saved;
-            return 0;
-        }
-    }
-    if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && e.family == AF_INET6) {
-        /* Fixed for the socket's life once it is ours (set from the kernel socket). */
-        if (zti_put_int(optval, optlen, e.v6only) < 0)
-            return -1;
-        errno = saved;
-        return 0;
-    }
-    if (!optlen)
-        return zti_fail(EFAULT);
-    if ((int)*optlen < 0)
-        return zti_fail(EINVAL);
-    struct ztrpc_sockopt rq;
-    /* The reply's value may run past the struct's 16 bytes (ztrpc.h GETSOCKOPT: TCP_INFO). */
-    struct {
-        struct ztrpc_sockopt o;
-        unsigned char more[ZTRPC_MAX_OPTLEN - sizeof rq.value];
-    } rs;
-    memset(&rq, 0, sizeof rq);
-    rq.level = level;
-    rq.name = name;
-    rq.optlen = *optlen < ZTRPC_MAX_OPTLEN ? *optlen : (uint32_t)ZTRPC_MAX_OPTLEN;
-    struct ztrpc_rep_hdr rep;
-    int err;
-    int is_error = level == SOL_SOCKET && name == SO_ERROR;
-    if (zti_rpc(ZTRPC_OP_GETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, &rs, sizeof rs, ZTI_SHORT_WAIT_MS, 0,
-                &err) < 0) {
-        if (is_error) {
-            /* ztapd is gone, so is the connection: report it as the socket's error. */
-            if (zti_put_int(optval, optlen, zti_down_errno(err, ECONNRESET)) < 0)
-                return -1;
-            errno = saved;
-            return 0;
-        }
-        return zti_fail(zti_down_errno(err, ENETDOWN));
-    }
-    if (rep.result < 0)
-        return zti_fail(rep.err ? rep.err : EIO);
-    uint32_t n = rs.o.optlen < ZTRPC_MAX_OPTLEN ? rs.o.optlen : (uint32_t)ZTRPC_MAX_OPTLEN;
-    if (n > *optlen)
-        n = *optlen;
-    if (n && !optval)
-        return zti_fail(EFAULT);
-    if (n)
-        memcpy(optval, (unsigned char *)&rs + offsetof(struct ztrpc_sockopt, value), n);
-    *optlen = n;
-    if (is_error && e.kind == ZTI_TCP) {
-        /* A failed connect left ECONNRESET on the app end itself (ztapd closed its end to make
-         * it show POLLERR, ztrpc.h CONNECT): reading SO_ERROR clears it, as it clears the
-         * kernel's, so later reads see the end of the connection instead of a stale error. */
-        int native;
-        socklen_t nl = sizeof native;
-        (void)zti_real.getsockopt(fd, SOL_SOCKET, SO_ERROR, &native, &nl);
-        if (e.state == ZTRPC_STATE_CONNECTING) {
-            /* The outcome may be known now: refresh the cached names and state (best effort). */
-            (void)zti_refresh(fd, &e);
-        }
-    }
-    errno = saved;
-    return 0;
-}
-
-/**
- * setsockopt() - socket options; for ztap sockets forwarded to ztapd (timeouts stay native)
- * Return: 0 or -1 with errno, as setsockopt(2).
- */
-ZTI_EXPORT int setsockopt(int fd, int level, int name, const void *optval, socklen_t optlen)
-{
-    zti_init_real();
-    struct zti_ent e;
-    if (!zti_cfg.enabled)
-        return zti_real.setsockopt(fd, level, name, optval, optlen);
-    int saved = errno;
-    int k = zti_classify(fd, &e, 1);
-    if (!zti_is_ztap(k) || zti_native_opt(level, name, k)) {
-        int r = zti_real.setsockopt(fd, level, name, optval, optlen);
-        if (r == 0 && !zti_is_ztap(k)) {
-            zti_record_opt(fd, level, name, optval, optlen);
-            errno = saved;
-        }
-        return r;
-    }
-    if ((int)optlen < 0)
-        return zti_fail(EINVAL);
-    if (optlen && !optval)
-        return zti_fail(EFAULT);
-    /* Options Linux accepts on any TCP socket whenever optlen holds an int, which apps toggle
-     * per response (nginx's tcp_nopush): the answer is known, so do not wait for it. */
-    int flags = 0;
-    if ((k == ZTI_TCP || k == ZTI_LISTEN) && level == IPPROTO_TCP && optlen >= (socklen_t)sizeof(int) &&
-        (name == TCP_NODELAY || name == TCP_CORK || name == TCP_QUICKACK))
-        flags = ZTI_RPC_NOREPLY;
-    int err;
-    if (zti_sockopt_rpc(fd, level, name, optval, optlen, flags, &err) < 0)
-        return zti_fail(err == EINTR || err == ETIMEDOUT || err == EMFILE || err == ENFILE || err == ENOBUFS ||
-                                err == ENOMEM || err == ENETDOWN
-                            ? zti_down_errno(err, ENETDOWN)
-                            : err);
-    /* Also bound the unix buffers, and make SO_RCVLOWAT act on the fd's own reads. */
-    if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF || name == SO_RCVLOWAT))
-        (void)zti_real.setsockopt(fd, level, name, optval, optlen);
     errno = saved;
     return 0;
 }
