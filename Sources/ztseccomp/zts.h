@@ -4,7 +4,7 @@
  * `ztctl run` uses for programs the LD_PRELOAD library cannot reach (static binaries, Go).
  *
  * The supervisor links the library's configuration, address selection and RPC code
- * (zti_core.c, zti_rpc.c: ZTAP_* environment, zti_dest_selected, zti_rpc) so both paths take the
+ * (zti_core.c, zti_cfg.c, zti_rpc.c: ZTAP_* environment, zti_dest_selected, zti_rpc) so both paths take the
  * same routing decisions and speak the same protocol (Sources/CZTRPC/include/ztrpc.h).
  */
 #ifndef ZTS_H
