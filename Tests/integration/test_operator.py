@@ -184,8 +184,9 @@ def test_capture_ends_when_the_network_leaves(daemon, tmpdir_world):
             cap.kill()
             cap.wait()
     assert cap.returncode == 1 and "capture ended by ztapd" in err, err
-    # What was written is a valid (empty) pcap file.
-    assert tcpdump_lines(pcap) == []
+    # What was written is a valid pcap file, with nothing but the stack's own IPv6 link chatter
+    # (MLD reports, DAD) that may go out at any moment.
+    assert tcpdump_lines(pcap, "not", "ip6") == []
 
 
 def test_capture_refusals(daemon):
