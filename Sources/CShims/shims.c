@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <unistd.h>
 #include <dirent.h>
@@ -257,3 +258,6 @@ int cshim_pidfd_alive(int pidfd) {
     /* Signal 0: only the existence check. ESRCH once the process has exited. */
     return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
 }
+
+/* Returns the free pages of glibc's malloc arenas to the kernel (malloc_trim(3)). */
+int cshim_malloc_trim(void) { return malloc_trim(0); }

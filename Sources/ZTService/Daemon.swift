@@ -329,6 +329,9 @@ public final class Daemon: PhySocketHandler {
     func takeDown(_ name: String) {
         guard let n = networks.removeValue(forKey: name) else { return }
         n.stop()
+        // Its stack and connections are freed now: give the free pages of glibc's arenas back,
+        // so a network that served a burst does not leave ztapd's RSS at the burst's size.
+        _ = cshim_malloc_trim()
         removeFabric(name)
         logger.info("network \(name) down", metadata: ["interface": "\(n.interfaceName)"])
     }

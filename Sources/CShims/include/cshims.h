@@ -86,6 +86,8 @@ int cshim_unix_unnamed(int fd);
 /// A pidfd for the peer process of a connected AF_UNIX socket (SO_PEERPIDFD, Linux 6.5+),
 /// or -1 with errno (ENOPROTOOPT on older kernels).
 int cshim_peer_pidfd(int fd);
+/* malloc_trim(0): give the free pages of glibc's arenas back to the kernel. */
+int cshim_malloc_trim(void);
 /// 1 while the process `pidfd` names is alive (so its pid still means that process), else 0.
 int cshim_pidfd_alive(int pidfd);
 
