@@ -175,22 +175,31 @@ extension Daemon {
     }
 
     private func respond(_ socket: PhySocket<Context>, _ peer: ControlPeer, to line: [UInt8]) {
+        let decoded = Self.decode(line)
         // A capture hands the client an fd and ends the connection (CaptureControl.swift).
-        if peer.allowed, let request = try? ControlCodec.decode(ControlRequest.self, from: line),
-           request.command == .capture {
+        if peer.allowed, case .success(let request) = decoded, request.command == .capture {
             return startCapture(socket, peer, request)
         }
-        let (response, close) = answer(line, peer: peer)
+        let (response, close) = answer(decoded, peer: peer)
         enqueue(socket, peer, response, close: close)
+    }
+
+    private static func decode(_ line: [UInt8]) -> Result<ControlRequest, any Error> {
+        Result { () throws(any Error) in try ControlCodec.decode(ControlRequest.self, from: line) }
     }
 
     /// The answer to one request line, and whether the connection ends after it (a refused
     /// user). No I/O: the control fuzz target drives this directly.
     func answer(_ line: [UInt8], peer: ControlPeer) -> (ControlResponse, close: Bool) {
+        answer(Self.decode(line), peer: peer)
+    }
+
+    private func answer(_ decoded: Result<ControlRequest, any Error>, peer: ControlPeer) -> (ControlResponse, close: Bool) {
         let request: ControlRequest
-        do {
-            request = try ControlCodec.decode(ControlRequest.self, from: line)
-        } catch {
+        switch decoded {
+        case .success(let r):
+            request = r
+        case .failure(let error):
             let denied = !peer.allowed
             return (denied ? permissionDenied(peer) : .failure("malformed request: \(Self.describe(error))", errno: EBADMSG),
                     denied)
