@@ -4,6 +4,8 @@
 # final libFuzzer line and the crash count, and fails if any target crashed.
 #
 # Usage: scripts/fuzz-long.sh [RUNS] [TARGET...]   (targets: netstack rpc control ini)
+# FUZZ_TIMEOUT (seconds, default 10) is libFuzzer's per-input hang limit; raise it when the run
+# may be paused (kill -STOP) while the machine measures something else.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-10000000}
@@ -15,7 +17,7 @@ for t in "${targets[@]}"; do
     log=.build/fuzz/long-$t.log
     mkdir -p .build/fuzz
     start=$(date +%s)
-    nice -n 19 scripts/fuzz.sh "$t" 0 -runs="$runs" -print_final_stats=1 > "$log" 2>&1
+    nice -n 19 scripts/fuzz.sh "$t" 0 -runs="$runs" -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 > "$log" 2>&1
     rc=$?
     crashes=$(ls ".build/fuzz/artifacts/$t" 2>/dev/null | grep -c -E '^(crash|leak|timeout|oom)-' || true)
     done_line=$(grep -E "^Done [0-9]+ runs" "$log" | tail -1)

@@ -80,6 +80,8 @@ static const char *const zt_plain[] = {
     "getpeername", "sendmsg", "recvmsg", "sendto", "recvfrom", "sendmmsg", "recvmmsg", "shutdown",
     /* Trust.mayBindPrivileged: is the peer's pid still that process (signal 0) */
     "pidfd_send_signal",
+    /* PlugOwners: has the owner of a pending connect exited */
+    "pidfd_open",
 };
 
 /* Allowed with argument checks (see zt_add_conditional). */

@@ -8,6 +8,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <unistd.h>
+#include <poll.h>
 #include <dirent.h>
 #include <sched.h>
 #include <sys/ioctl.h>
@@ -257,6 +258,17 @@ int cshim_peer_pidfd(int fd) {
 int cshim_pidfd_alive(int pidfd) {
     /* Signal 0: only the existence check. ESRCH once the process has exited. */
     return syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+}
+
+int cshim_pidfd_open(int pid) {
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return fd >= 0 ? fd : -errno;
+}
+
+int cshim_pidfd_exited(int pidfd) {
+    /* A pidfd polls readable once its process has exited. */
+    struct pollfd p = { .fd = pidfd, .events = POLLIN };
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLIN | POLLHUP)) ? 1 : 0;
 }
 
 /* Returns the free pages of glibc's malloc arenas to the kernel (malloc_trim(3)). */

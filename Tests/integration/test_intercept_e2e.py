@@ -4,6 +4,7 @@ Each test: a namespace of its own, ztapd in it with network "n" (NetStack 10.70.
 10.70.0.1 on the TAP), programs under `ztctl run n -- ...` and their peers on the namespace's
 own kernel stack. Traffic never leaves the namespace; processes are stopped by PID.
 """
+import errno
 import hashlib
 import os
 import shutil
@@ -319,6 +320,70 @@ def test_sigkill_mid_transfer_frees_the_connection(env):
     assert wait_until(lambda: not [c for c in env.connections() if c["remote"] == f"{KERNEL}:9100"],
                       timeout=10), env.connections()
     assert fd_count(env.d.pid) < fds_before
+
+
+def test_sigkill_during_a_connect_that_never_completes_frees_it(env):
+    """A non-blocking connect whose SYNs go unanswered, and its process SIGKILLed: Linux drops the
+    connecting socket with the process. ztapd holds the app end of a connecting socket (the plug
+    that keeps it unwritable until the outcome), so it cannot see that close itself: it watches
+    the owner instead, and lets go once the owner is gone."""
+    env.peer("stream", 9101)
+    # The kernel side answers nothing to the stack (its SYN-ACKs go to a blackhole route).
+    env.ns.ip("route", "add", "blackhole", f"{STACK}/32")
+    try:
+        victim = textwrap.dedent(f"""
+            import socket, time
+            n = socket.socket(); n.setblocking(False)
+            print(n.connect_ex(("{KERNEL}", 9101)), flush=True)
+            time.sleep(120)
+            """)
+        fds_before = fd_count(env.d.pid)
+        p = env.spawn(*env.ztrun(sys.executable, "-c", victim), stdout=subprocess.PIPE)
+        assert p.stdout.readline().strip() == str(errno.EINPROGRESS).encode()
+
+        def mine():
+            return [c for c in env.connections() if c["proto"] == "tcp" and c["remote"] == f"{KERNEL}:9101"]
+        rows = wait_until(mine, timeout=10)
+        assert rows and rows[0]["state"] == "SYN-SENT", env.connections()
+        time.sleep(1.5)   # longer than the owner check's period: the plug is still held
+        assert mine()[0]["state"] == "SYN-SENT"
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        assert wait_until(lambda: not mine(), timeout=5), env.connections()
+        assert wait_until(lambda: fd_count(env.d.pid) <= fds_before, timeout=5), \
+            {f: os.readlink(f"/proc/{env.d.pid}/fd/{f}") for f in os.listdir(f"/proc/{env.d.pid}/fd")}
+    finally:
+        env.ns.ip("route", "del", "blackhole", f"{STACK}/32")
+
+
+def test_leave_during_a_pending_connect_closes_every_end(env):
+    """The network leaves while a connect is pending: the app end ztapd held for it (the plug)
+    goes with the network, and the app's select sees the connect end."""
+    env.ns.ip("route", "add", "blackhole", f"{STACK}/32")
+    try:
+        prog = textwrap.dedent(f"""
+            import select, socket, sys
+            n = socket.socket(); n.setblocking(False)
+            print(n.connect_ex(("{KERNEL}", 9102)), flush=True)
+            sys.stdin.readline()
+            print(select.select([], [n], [], 10)[1] != [], flush=True)
+            """)
+        fds_before = fd_count(env.d.pid)
+        p = env.spawn(*env.ztrun(sys.executable, "-c", prog), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE)
+        assert p.stdout.readline().strip() == str(errno.EINPROGRESS).encode()
+        assert wait_until(lambda: [c for c in env.connections() if c["remote"] == f"{KERNEL}:9102"], timeout=10)
+        env.d.ctl("leave", "n")
+        env.d.ctl("join", "n")
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        line = p.stdout.readline()
+        assert line.split() == [b"True"], (line, p.stderr.read())
+        p.wait(timeout=10)
+        assert wait_until(lambda: fd_count(env.d.pid) <= fds_before, timeout=5), \
+            {f: os.readlink(f"/proc/{env.d.pid}/fd/{f}") for f in os.listdir(f"/proc/{env.d.pid}/fd")}
+    finally:
+        env.ns.ip("route", "del", "blackhole", f"{STACK}/32")
 
 
 def test_back_pressure_when_the_app_stops_reading(env):

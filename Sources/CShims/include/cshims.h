@@ -91,4 +91,10 @@ int cshim_malloc_trim(void);
 /// 1 while the process `pidfd` names is alive (so its pid still means that process), else 0.
 int cshim_pidfd_alive(int pidfd);
 
+/// pidfd_open(2) for `pid` (no flags): the fd, or -errno (-ESRCH: no such process).
+int cshim_pidfd_open(int pid);
+
+/// 1 once the process behind `pidfd` has exited (the pidfd polls readable), else 0.
+int cshim_pidfd_exited(int pidfd);
+
 #endif

@@ -159,6 +159,8 @@ struct Plug {
     var appEnd: Int32
     var filler: Int
     var sndbuf: Int32
+    /// When the plug was taken (PlugOwners looks at the owner only after a grace time).
+    var since: Instant
 }
 
 /// One intercepted UDP socket: a NetStack UDP socket and the daemon end of a SEQPACKET pair

@@ -32,6 +32,8 @@ final class TCPBridge {
     /// the app may still hold its fd) — stay this long for names and SO_ERROR, then go.
     private(set) var lingering: [(conn: Connection, until: Instant)] = []
     static let lingerTime = Duration.seconds(60)
+    /// Owners of plugged connects, watched so that a dead one's connect does not outlive it.
+    var plugOwners = PlugOwners()
     /// Scratch space for bytes read and dropped.
     let scratch: UnsafeMutableRawBufferPointer
     /// Shared with the UDP bridge: interface, cookies (TCPBridgeOptions.swift).
@@ -88,7 +90,12 @@ final class TCPBridge {
             for (h, _) in byHandle { stack.tcp.abort(h, now: Self.now()) }
         }
         for c in byHandle.values { refund(c) }
-        for c in byKey.values { refund(c) }
+        for c in byKey.values {
+            refund(c)
+            // The app ends of pending connects are ours alone to close (they are not the loop's).
+            if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: nil) }
+        }
+        plugOwners.closeAll()
         byHandle.removeAll()
         byKey.removeAll()
     }
@@ -123,7 +130,7 @@ final class TCPBridge {
         // that starts no handshake.
         var plug: Plug?
         if sr.filler > 0, let appEnd = call.take(0) {
-            plug = Plug(appEnd: appEnd, filler: Int(sr.filler), sndbuf: sr.sndbuf)
+            plug = Plug(appEnd: appEnd, filler: Int(sr.filler), sndbuf: sr.sndbuf, since: Self.now())
         }
         var existing: Connection?
         defer {
@@ -219,6 +226,7 @@ final class TCPBridge {
         }
         // The plug makes POLLOUT wait for the outcome (also after an interrupted blocking connect).
         c.plug = plug
+        if plug != nil { plugOwners.add(c, now: Self.now()) }
         plug = nil
         if nonblocking { return .fail(EINPROGRESS, .info(c.info)) }   // at once, like Linux
         wait(Waiter(socket: call.socket, header: call.header, connection: c), call.peer)
@@ -414,9 +422,19 @@ final class TCPBridge {
         }
     }
 
-    var nextDeadline: Instant? { lingering.first?.until }
+    var nextDeadline: Instant? {
+        switch (lingering.first?.until, plugOwners.nextCheck) {
+        case let (a?, b?): return min(a, b)
+        case let (a, b): return a ?? b
+        }
+    }
 
     func runTimers(now: Instant) {
+        for c in plugOwners.check(now: now) {
+            // Our copy of the app end goes: if the owner was its only holder, our end sees the
+            // hangup next and appGone aborts the connect (as Linux does on close).
+            if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: nil) }
+        }
         while let f = lingering.first, f.until <= now {
             lingering.removeFirst()
             if byKey[f.conn.key] === f.conn { remove(f.conn) }
