@@ -141,6 +141,41 @@ int cshim_cmsg_take_rights(struct msghdr *msg, int *fds, int maxfds, int *nfds) 
     return truncated;
 }
 
+size_t cshim_cmsg_creds_space(void) { return CMSG_SPACE(sizeof(struct ucred)); }
+
+long cshim_send_with_creds(int fd, const void *buf, size_t len, int pid, unsigned uid, unsigned gid,
+                           const int *fds, int nfds) {
+    if (nfds < 0 || nfds > 8) { errno = EINVAL; return -1; }
+    union { struct cmsghdr align; char b[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(8 * sizeof(int))]; } c;
+    memset(&c, 0, sizeof c);
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.b,
+                        .msg_controllen = CMSG_SPACE(sizeof(struct ucred)) + (nfds ? CMSG_SPACE(nfds * sizeof(int)) : 0) };
+    struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+    h->cmsg_level = SOL_SOCKET; h->cmsg_type = SCM_CREDENTIALS; h->cmsg_len = CMSG_LEN(sizeof(struct ucred));
+    struct ucred u = { .pid = pid, .uid = uid, .gid = gid };
+    memcpy(CMSG_DATA(h), &u, sizeof u);
+    if (nfds) {
+        h = CMSG_NXTHDR(&m, h);
+        h->cmsg_level = SOL_SOCKET; h->cmsg_type = SCM_RIGHTS; h->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+        memcpy(CMSG_DATA(h), fds, nfds * sizeof(int));
+    }
+    return sendmsg(fd, &m, MSG_NOSIGNAL);
+}
+
+int cshim_cmsg_creds(struct msghdr *msg, int *pid, unsigned *uid, unsigned *gid) {
+    if (msg->msg_controllen == 0) return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_CREDENTIALS ||
+            c->cmsg_len < CMSG_LEN(sizeof(struct ucred))) continue;
+        struct ucred u;
+        memcpy(&u, CMSG_DATA(c), sizeof u);
+        *pid = u.pid; *uid = u.uid; *gid = u.gid;
+        return 1;
+    }
+    return 0;
+}
+
 static int fill_sun(struct sockaddr_un *sun, const char *path) {
     memset(sun, 0, sizeof *sun);
     sun->sun_family = AF_UNIX;

@@ -81,6 +81,23 @@ public struct ReceivedMessage: Sendable {
     public var fdCount: Int
     /// The payload or the fd list did not fit (extra fds were closed).
     public var truncated: Bool
+    /// SCM_CREDENTIALS, when the message carried them (the receiver has SO_PASSCRED).
+    public var credentials: Credentials?
+
+    /// A sender's ids as the kernel vouched for them.
+    public struct Credentials: Sendable, Equatable {
+        public var pid: Int32
+        public var uid: UInt32
+        public var gid: UInt32
+        public init(pid: Int32, uid: UInt32, gid: UInt32) { self.pid = pid; self.uid = uid; self.gid = gid }
+    }
+
+    public init(count: Int, fdCount: Int, truncated: Bool, credentials: Credentials? = nil) {
+        self.count = count
+        self.fdCount = fdCount
+        self.truncated = truncated
+        self.credentials = credentials
+    }
 }
 
 public struct Sys: Sendable {
@@ -199,7 +216,8 @@ public struct Sys: Sendable {
     public func recvWithFDs(_ fd: Int32, into buf: UnsafeMutableRawBufferPointer,
                             fds: UnsafeMutableBufferPointer<Int32>) throws(Errno) -> IOResult<ReceivedMessage> {
         var iov = iovec(iov_base: buf.baseAddress, iov_len: buf.count)
-        let space = Int(cshim_cmsg_rights_space(Int32(Self.maxPassedFDs)))
+        // Room for the credentials too: a session's messages carry both (ztrpc.h).
+        let space = Int(cshim_cmsg_rights_space(Int32(Self.maxPassedFDs))) + Int(cshim_cmsg_creds_space())
         return try withUnsafeTemporaryAllocation(byteCount: space, alignment: 16) { control throws(Errno) in
             try withUnsafeMutablePointer(to: &iov) { v throws(Errno) in
                 var msg = msghdr()
@@ -214,7 +232,11 @@ public struct Sys: Sendable {
                     var count: Int32 = 0
                     let truncatedFDs = cshim_cmsg_take_rights(&msg, fds.baseAddress, Int32(fds.count), &count)
                     let truncated = truncatedFDs != 0 || msg.msg_flags & Int32(MSG_CTRUNC | MSG_TRUNC) != 0
-                    return .processed(ReceivedMessage(count: n, fdCount: Int(count), truncated: truncated))
+                    var pid: Int32 = 0, uid: UInt32 = 0, gid: UInt32 = 0
+                    let creds = cshim_cmsg_creds(&msg, &pid, &uid, &gid) == 1
+                        ? ReceivedMessage.Credentials(pid: pid, uid: uid, gid: gid) : nil
+                    return .processed(ReceivedMessage(count: n, fdCount: Int(count), truncated: truncated,
+                                                      credentials: creds))
                 }
             }
         }

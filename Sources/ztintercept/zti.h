@@ -210,6 +210,7 @@ int zti_classify_udp(int fd, struct zti_ent *ent);
 #define ZTI_RPC_INTERRUPTIBLE 1 /* EINTR while waiting for the reply ends the wait */
 #define ZTI_RPC_QUIET 2         /* a speculative query: do not report an unreachable ztapd */
 #define ZTI_RPC_NOREPLY 4       /* send with ZTRPC_OP_NOREPLY and return once sent (*rep: result 0) */
+#define ZTI_RPC_ONESHOT 8       /* a connection of its own, never a session (zti_rpc.c) */
 int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
             struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms, int flags,
             int *err);
@@ -276,6 +277,7 @@ int zti_preopts_pack(const struct zti_preopts *p, struct ztrpc_optlist *list, st
 void zti_preopts_replay(int fd, const struct zti_preopts *p, int from);
 /* Resets the one-way channel's lock in a forked child (zti_rpc.c). */
 void zti_chan_atfork_child(void);
+void zti_sess_atfork_child(void);
 int zti_sockopt_rpc(int fd, int level, int name, const void *optval, socklen_t optlen, int flags, int *err);
 
 /* Accept (zti_sock.c), also used by syscall(SYS_accept4). */

@@ -33,8 +33,8 @@
  * (fstat, getsockopt, RPCs) never leak an errno; on failure errno is what libc would set.
  *
  * fork: the child inherits the fd table (it is ordinary memory) and the sockets, so everything
- * keeps working; RPCs open a fresh connection per request, so there is no shared channel to
- * corrupt. exec: the table is gone; the constructor marks inherited AF_UNIX sockets that could
+ * keeps working; the child closes its copies of the parent's RPC sessions and channel
+ * (zti_rpc.c) and opens its own, so nothing half-used is shared. exec: the table is gone; the constructor marks inherited AF_UNIX sockets that could
  * be ztap sockets (unnamed on both ends, like a socketpair) as "unknown", and the first call that
  * needs to know asks ztapd (GETNAME), which recognises its sockets by inode.
  */
@@ -361,6 +361,7 @@ static void zti_reset_slot(struct zti_slot *s, _Atomic uint8_t *hot)
 static void zti_atfork_child(void)
 {
     zti_chan_atfork_child();
+    zti_sess_atfork_child();
     for (unsigned fd = 0; fd < ZTI_STATIC_FDS; fd++)
         zti_reset_slot(&zti_table[fd], &zti_hot[fd]);
     for (unsigned i = 0; i < ZTI_NCHUNKS; i++) {

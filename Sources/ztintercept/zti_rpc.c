@@ -2,10 +2,18 @@
 /*
  * zti_rpc.c - request/reply exchanges with ztapd over SOCK_SEQPACKET connections.
  *
- * A request that waits for its answer gets a new connection of its own: no lock, nothing for a
- * forked child to inherit half-used, nothing for a signal handler to find busy. The cost
- * (~27 us per request) is paid on control calls (connect, bind, listen, getsockopt...), never
- * on the data path.
+ * A request that waits for its answer goes over a session: one of a few connections per process
+ * (ztrpc.h ZTRPC_OP_KEEP) that carry one request at a time and stay open for the next, so a
+ * connect() pays for a sendmsg and a recv, not for a new unix connection (socket, connect,
+ * ztapd's accept and credential check, close) each time. A session is taken whole by one caller
+ * (an atomic state per slot: another thread or a signal handler takes another slot, or a
+ * connection of its own when all are busy), and dropped on anything unusual: an interrupted or
+ * timed-out wait (closing it is how ztapd learns the caller gave up), a malformed reply, ztapd
+ * gone. ztapd closes sessions that idle: a send that finds it closed, or a reset with the request
+ * unread, is retried on a fresh connection. Each message carries SCM_CREDENTIALS, so ztapd
+ * judges every request by the ids the process has at that moment. A forked child closes the
+ * parent's sessions (pthread_atfork) and opens its own; the app may close a session's number
+ * behind our back (closefrom), so its inode is checked before each use.
  *
  * Requests that need no answer (ztrpc.h ZTRPC_OP_NOREPLY: TCP_NODELAY/TCP_CORK/TCP_QUICKACK,
  * which a server may toggle twice per response) go over one long-lived connection per process
@@ -140,6 +148,96 @@ static int zti_chan_send(const struct msghdr *mh)
     return -1;
 }
 
+/* Sessions (see the top of this file). A slot's fd, ino and pid belong to whoever moved its
+ * state to BUSY; the release store to IDLE publishes them to the next taker. */
+#define ZTI_SESSIONS 4
+enum { ZTI_SESS_EMPTY, ZTI_SESS_IDLE, ZTI_SESS_BUSY };
+static struct zti_sess {
+    atomic_int state;
+    int fd;
+    unsigned long ino;
+    int pid;
+} zti_sess[ZTI_SESSIONS];
+
+/* Called in a forked child: the parent's sessions are the parent's (ztapd must see this
+ * process's own); the child's copies of them are closed. A thread that was using one does not
+ * exist here. */
+void zti_sess_atfork_child(void)
+{
+    for (int i = 0; i < ZTI_SESSIONS; i++) {
+        if (atomic_load(&zti_sess[i].state) != ZTI_SESS_EMPTY && zti_sess[i].fd >= 0)
+            close(zti_sess[i].fd);
+        zti_sess[i].fd = -1;
+        atomic_store(&zti_sess[i].state, ZTI_SESS_EMPTY);
+    }
+}
+
+/* Ends a session taken with zti_sess_take: back to IDLE when @keep, else closed (when its inode
+ * says the number is still ours) and EMPTY. */
+static void zti_sess_put(struct zti_sess *s, int keep)
+{
+    if (!keep) {
+        struct stat st;
+        if (s->fd >= 0 && fstat(s->fd, &st) == 0 && (unsigned long)st.st_ino == s->ino)
+            close(s->fd);
+        s->fd = -1;
+        atomic_store_explicit(&s->state, ZTI_SESS_EMPTY, memory_order_release);
+        return;
+    }
+    atomic_store_explicit(&s->state, ZTI_SESS_IDLE, memory_order_release);
+}
+
+/* A session for this call: an idle one that is still ours, else a new one in an empty slot.
+ * NULL when every slot is busy or ztapd cannot take one now (the caller uses a connection of its
+ * own). */
+static struct zti_sess *zti_sess_take(int me)
+{
+    for (int i = 0; i < ZTI_SESSIONS; i++) {
+        struct zti_sess *s = &zti_sess[i];
+        int idle = ZTI_SESS_IDLE;
+        if (!atomic_compare_exchange_strong_explicit(&s->state, &idle, ZTI_SESS_BUSY, memory_order_acquire,
+                                                     memory_order_relaxed))
+            continue;
+        struct stat st;
+        if (s->pid == me && fstat(s->fd, &st) == 0 && (unsigned long)st.st_ino == s->ino)
+            return s;
+        /* The app closed or reused the number (not ours to close), or a child that skipped
+         * pthread_atfork (raw clone) sees its parent's: forget it. */
+        s->fd = -1;
+        atomic_store_explicit(&s->state, ZTI_SESS_EMPTY, memory_order_release);
+    }
+    for (int i = 0; i < ZTI_SESSIONS; i++) {
+        struct zti_sess *s = &zti_sess[i];
+        int empty = ZTI_SESS_EMPTY;
+        if (!atomic_compare_exchange_strong_explicit(&s->state, &empty, ZTI_SESS_BUSY, memory_order_acquire,
+                                                     memory_order_relaxed))
+            continue;
+        s->fd = -1;
+        int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        struct stat st;
+        int r = -1;
+        if (fd >= 0) {
+            while ((r = zti_real.connect(fd, (const struct sockaddr *)&zti_cfg.rpc_addr, zti_cfg.rpc_addr_len)) < 0 &&
+                   errno == EINTR)
+                ;
+            if (r == 0 && fstat(fd, &st) < 0)
+                r = -1;
+        }
+        if (r < 0) {
+            /* EAGAIN (a full backlog) included: the caller's own connection waits for it. */
+            if (fd >= 0)
+                close(fd);
+            atomic_store_explicit(&s->state, ZTI_SESS_EMPTY, memory_order_release);
+            return NULL;
+        }
+        s->fd = fd;
+        s->ino = (unsigned long)st.st_ino;
+        s->pid = me;
+        return s;
+    }
+    return NULL;
+}
+
 /* How long reaching ztapd's listener may take when its backlog is full. */
 #define ZTI_CONNECT_WAIT_MS 5000
 
@@ -148,6 +246,72 @@ static long zti_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* What zti_exchange() ended with besides success and failure. */
+enum { ZTI_EX_OK = 0, ZTI_EX_FAILED = -1, ZTI_EX_STALE = -2 };
+
+/* Sends the request @mh on connection @s and reads its reply into @msgbuf (ZTRPC_MAX_MSG).
+ * Returns the reply's length, ZTI_EX_FAILED with *err, or (on a session) ZTI_EX_STALE when
+ * ztapd had closed it without reading the request, which may then be sent again. */
+static ssize_t zti_exchange(int s, const struct msghdr *mh, int session, long send_deadline, int timeout_ms,
+                            int flags, uint16_t op, unsigned char *msgbuf, int *err)
+{
+    while (zti_real.sendmsg(s, mh, MSG_NOSIGNAL) < 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN && zti_now_ms() < send_deadline) {
+            struct pollfd pw = { .fd = s, .events = POLLOUT };
+            (void)poll(&pw, 1, 1);
+            continue;
+        }
+        if (session && (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN))
+            return ZTI_EX_STALE;
+        *err = errno;
+        zti_log("sending a request to ztapd failed, errno ", NULL, NULL, errno, NULL);
+        return ZTI_EX_FAILED;
+    }
+
+    long deadline = timeout_ms >= 0 ? zti_now_ms() + timeout_ms : 0;
+    for (;;) {
+        int wait = -1;
+        if (timeout_ms >= 0) {
+            long left = deadline - zti_now_ms();
+            if (left <= 0) {
+                *err = ETIMEDOUT;
+                zti_dbg("ztapd did not answer in time, op ", NULL, NULL, op, NULL);
+                return ZTI_EX_FAILED;
+            }
+            wait = left > 0x7fffffff ? 0x7fffffff : (int)left;
+        }
+        struct pollfd p = { .fd = s, .events = POLLIN };
+        int r = poll(&p, 1, wait);
+        if (r < 0) {
+            if (errno == EINTR && !(flags & ZTI_RPC_INTERRUPTIBLE))
+                continue;
+            *err = errno;
+            return ZTI_EX_FAILED;
+        }
+        if (r > 0)
+            break;
+    }
+    ssize_t n;
+    while ((n = zti_real.recv(s, msgbuf, ZTRPC_MAX_MSG, MSG_DONTWAIT)) < 0 && errno == EINTR)
+        ;
+    if (n < 0) {
+        /* A reset: ztapd closed the connection with the request unread (an idle session). */
+        if (session && errno == ECONNRESET)
+            return ZTI_EX_STALE;
+        *err = errno;
+        return ZTI_EX_FAILED;
+    }
+    if (n == 0) {
+        /* ztapd closed the request without answering (it stopped, or refused us). */
+        *err = ECONNRESET;
+        zti_log("ztapd closed the request without a reply, op ", NULL, NULL, op, NULL);
+        return ZTI_EX_FAILED;
+    }
+    return n;
 }
 
 /**
@@ -163,7 +327,9 @@ static long zti_now_ms(void)
  * @timeout_ms: how long to wait for the reply, < 0 for no limit
  * @flags: ZTI_RPC_INTERRUPTIBLE: a signal (EINTR) while waiting ends the wait with *err = EINTR;
  *         ZTI_RPC_QUIET: do not log an unreachable ztapd;
- *         ZTI_RPC_NOREPLY: ask for no reply (ztrpc.h ZTRPC_OP_NOREPLY) and return once sent
+ *         ZTI_RPC_NOREPLY: ask for no reply (ztrpc.h ZTRPC_OP_NOREPLY) and return once sent;
+ *         ZTI_RPC_ONESHOT: a connection of its own, never a session (the seccomp supervisor, whose
+ *         requests are made under each target's ids)
  * @err: errno when the exchange itself fails
  *
  * Return: 0 when a well-formed reply arrived (it may still report result -1), -1 otherwise with
@@ -187,7 +353,8 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
         goto out;
     }
 
-    /* Request: header + body in one message, fds in one SCM_RIGHTS cmsg. */
+    /* Request: header + body in one message, fds in one SCM_RIGHTS cmsg (after the credentials
+     * on a session). */
     unsigned char msgbuf[ZTRPC_MAX_MSG];
     struct ztrpc_req_hdr hdr = {
         .magic = ZTRPC_MAGIC,
@@ -202,21 +369,24 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
     struct iovec iov = { .iov_base = msgbuf, .iov_len = sizeof hdr + blen };
     union {
         struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int) * ZTRPC_MAX_FDS)];
+        char buf[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * ZTRPC_MAX_FDS)];
     } cbuf;
     struct msghdr mh;
     memset(&mh, 0, sizeof mh);
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
+    size_t rights_len = nfds > 0 ? CMSG_SPACE(sizeof(int) * (size_t)nfds) : 0;
+    memset(&cbuf, 0, sizeof cbuf);
+    /* The rights go last so the one-off form below is the same buffer without the credentials. */
+    char *rights_at = cbuf.buf + CMSG_SPACE(sizeof(struct ucred));
     if (nfds > 0) {
-        memset(&cbuf, 0, sizeof cbuf);
-        mh.msg_control = cbuf.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        struct cmsghdr *c = (struct cmsghdr *)rights_at;
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
         c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
         memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+        mh.msg_control = rights_at;
+        mh.msg_controllen = rights_len;
     }
     if (flags & ZTI_RPC_NOREPLY) {
         if (zti_chan_send(&mh) == 0) {
@@ -229,78 +399,63 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
         memcpy(msgbuf, &hdr, sizeof hdr);
     }
 
-    /* Non-blocking: a full listen backlog (a storm of requests) makes a blocking unix connect
-     * wait without limit; here it is retried within the request's time limit instead. */
-    s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (s < 0) {
-        *err = errno;
-        goto out;
-    }
+    ssize_t n = ZTI_EX_STALE;
     long connect_deadline = zti_now_ms() + (timeout_ms >= 0 && timeout_ms < ZTI_CONNECT_WAIT_MS
                                                 ? timeout_ms : ZTI_CONNECT_WAIT_MS);
-    while (zti_real.connect(s, (const struct sockaddr *)&zti_cfg.rpc_addr, zti_cfg.rpc_addr_len) < 0) {
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN && zti_now_ms() < connect_deadline) {
-            (void)poll(NULL, 0, 1); /* the daemon is accepting: try again in a millisecond */
-            continue;
+    if (!(flags & ZTI_RPC_ONESHOT)) {
+        int me = (int)getpid();
+        struct ztrpc_req_hdr khdr = hdr;
+        khdr.op = (uint16_t)(op | ZTRPC_OP_KEEP);
+        struct msghdr kmh = mh;
+        struct cmsghdr *c = (struct cmsghdr *)cbuf.buf;
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_CREDENTIALS;
+        c->cmsg_len = CMSG_LEN(sizeof(struct ucred));
+        struct ucred cred = { .pid = me, .uid = geteuid(), .gid = getegid() };
+        memcpy(CMSG_DATA(c), &cred, sizeof cred);
+        kmh.msg_control = cbuf.buf;
+        kmh.msg_controllen = CMSG_SPACE(sizeof(struct ucred)) + rights_len;
+        memcpy(msgbuf, &khdr, sizeof khdr);
+        /* A stale session (closed by ztapd for idling) is replaced once; then a connection of
+         * our own. */
+        for (int attempt = 0; attempt < 2 && n == ZTI_EX_STALE; attempt++) {
+            struct zti_sess *sess = zti_sess_take(me);
+            if (!sess)
+                break;
+            n = zti_exchange(sess->fd, &kmh, 1, connect_deadline, timeout_ms, flags, op, msgbuf, err);
+            zti_sess_put(sess, n > 0);
         }
-        *err = errno == EAGAIN ? ETIMEDOUT : errno;
-        if (!(flags & ZTI_RPC_QUIET))
-            zti_log_unreachable(errno);
-        goto out;
+        if (n == ZTI_EX_FAILED)
+            goto out;
+        if (n == ZTI_EX_STALE)
+            memcpy(msgbuf, &hdr, sizeof hdr); /* the one-off form (msgbuf holds the reply otherwise) */
     }
 
-    while (zti_real.sendmsg(s, &mh, MSG_NOSIGNAL) < 0) {
-        if (errno == EINTR)
-            continue;
-        if (errno == EAGAIN && zti_now_ms() < connect_deadline) {
-            struct pollfd pw = { .fd = s, .events = POLLOUT };
-            (void)poll(&pw, 1, 1);
-            continue;
-        }
-        *err = errno;
-        zti_log("sending a request to ztapd failed, errno ", NULL, NULL, errno, NULL);
-        goto out;
-    }
-
-    /* Reply. */
-    long deadline = timeout_ms >= 0 ? zti_now_ms() + timeout_ms : 0;
-    for (;;) {
-        int wait = -1;
-        if (timeout_ms >= 0) {
-            long left = deadline - zti_now_ms();
-            if (left <= 0) {
-                *err = ETIMEDOUT;
-                zti_dbg("ztapd did not answer in time, op ", NULL, NULL, op, NULL);
-                goto out;
-            }
-            wait = left > 0x7fffffff ? 0x7fffffff : (int)left;
-        }
-        struct pollfd p = { .fd = s, .events = POLLIN };
-        int r = poll(&p, 1, wait);
-        if (r < 0) {
-            if (errno == EINTR && !(flags & ZTI_RPC_INTERRUPTIBLE))
-                continue;
+    if (n == ZTI_EX_STALE) {
+        /* Non-blocking: a full listen backlog (a storm of requests) makes a blocking unix connect
+         * wait without limit; here it is retried within the request's time limit instead. */
+        s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (s < 0) {
             *err = errno;
             goto out;
         }
-        if (r > 0)
-            break;
+        while (zti_real.connect(s, (const struct sockaddr *)&zti_cfg.rpc_addr, zti_cfg.rpc_addr_len) < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN && zti_now_ms() < connect_deadline) {
+                (void)poll(NULL, 0, 1); /* the daemon is accepting: try again in a millisecond */
+                continue;
+            }
+            *err = errno == EAGAIN ? ETIMEDOUT : errno;
+            if (!(flags & ZTI_RPC_QUIET))
+                zti_log_unreachable(errno);
+            goto out;
+        }
+        n = zti_exchange(s, &mh, 0, connect_deadline, timeout_ms, flags, op, msgbuf, err);
+        if (n < 0)
+            goto out;
     }
-    ssize_t n;
-    while ((n = zti_real.recv(s, msgbuf, sizeof msgbuf, MSG_DONTWAIT)) < 0 && errno == EINTR)
-        ;
-    if (n < 0) {
-        *err = errno;
-        goto out;
-    }
-    if (n == 0) {
-        /* ztapd closed the request without answering (it stopped, or refused us). */
-        *err = ECONNRESET;
-        zti_log("ztapd closed the request without a reply, op ", NULL, NULL, op, NULL);
-        goto out;
-    }
+
     struct ztrpc_rep_hdr rh;
     if ((size_t)n < sizeof rh) {
         *err = EPROTO;

@@ -92,7 +92,7 @@ int zts_rpc(struct zts_call *c, uint16_t op, const void *body, uint32_t blen, co
             struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms, int *err)
 {
     int sw = zts_as_target(c);
-    int r = zti_rpc(op, body, blen, fds, nfds, rep, rbody, rcap, timeout_ms, 0, err);
+    int r = zti_rpc(op, body, blen, fds, nfds, rep, rbody, rcap, timeout_ms, ZTI_RPC_ONESHOT, err);
     zts_as_self(sw);
     return r;
 }

@@ -199,7 +199,7 @@ int zts_classify(struct zts_call *c, struct zts_ent **ent)
     struct ztrpc_rep_hdr rep;
     struct ztrpc_sockinfo si;
     int err;
-    if (zti_rpc(ZTRPC_OP_GETNAME, NULL, 0, &c->fd, 1, &rep, &si, sizeof si, 5000, ZTI_RPC_QUIET, &err) == 0 &&
+    if (zti_rpc(ZTRPC_OP_GETNAME, NULL, 0, &c->fd, 1, &rep, &si, sizeof si, 5000, ZTI_RPC_QUIET | ZTI_RPC_ONESHOT, &err) == 0 &&
         rep.result == 0) {
         e = zts_table_put_fd(c->fd, zts_kind_of_info(&si), &si);
         if (e) {

@@ -638,6 +638,48 @@ def test_holding_the_fd_is_the_capability(env):
     assert "NEW EACCES" in out, out
 
 
+def test_a_session_judges_each_request_by_the_ids_it_was_sent_with(env):
+    """The library keeps its RPC connection (a session) across requests. A process that opened it
+    as root and then dropped to a user outside [Access] (and without CAP_NET_BIND_SERVICE) is
+    refused new presence on that same connection: ztapd judges each request by the credentials
+    the kernel attached to it, not by who opened the connection."""
+    env.peer("echo", 9000)
+    code = textwrap.dedent(f"""
+        import errno, os, pwd, socket
+        def sessions():
+            n = 0
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    s = socket.socket(fileno=os.dup(int(fd)))
+                except OSError:
+                    continue
+                try:
+                    n += s.family == socket.AF_UNIX and s.getpeername() == os.environ["ZTAP_RPC"]
+                except OSError:
+                    pass
+                s.close()
+            return n
+        s = socket.socket()
+        s.connect(("{KERNEL}", 9000))
+        print("ROOT", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), sessions())
+        os.setgid(pwd.getpwnam("daemon").pw_gid); os.setuid(pwd.getpwnam("daemon").pw_uid)
+        for what, addr in (("CONNECT", ("{KERNEL}", 9000)), ("BIND80", None)):
+            n = socket.socket()
+            try:
+                n.connect(addr) if addr else n.bind(("{STACK}", 80))
+                print(what, "OK")
+            except OSError as e:
+                print(what, errno.errorcode.get(e.errno, e.errno))
+        print("HELD", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), sessions())
+        """)
+    py = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    r = env.run(py, "-c", code, timeout=60)
+    out = r.stdout.split("\n")
+    # One session from first to last: the refusals came over the connection root opened.
+    assert "ROOT 0 1" in out and "HELD 0 1" in out, r.stdout + r.stderr
+    assert "CONNECT EACCES" in out and "BIND80 EACCES" in out, r.stdout + r.stderr
+
+
 def test_exit_status_passes_through(env):
     assert env.run("sh", "-c", "exit 7", check=False).returncode == 7
     assert env.run("/nonexistent-program", check=False).returncode == 127

@@ -35,6 +35,7 @@ MAGIC = 0x5052545A
 VERSION = 2
 OP_CONNECT, OP_BIND, OP_LISTEN, OP_GETSOCKOPT, OP_SETSOCKOPT, OP_GETNAME, OP_UDP_OPEN = range(1, 8)
 NOREPLY = 0x8000
+KEEP = 0x4000
 IPPROTO_TCP, TCP_NODELAY, TCP_CORK, TCP_QUICKACK = 6, 1, 3, 12
 OP_NAMES = {1: "CONNECT", 2: "BIND", 3: "LISTEN", 4: "GETSOCKOPT", 5: "SETSOCKOPT", 6: "GETNAME",
             7: "UDP_OPEN"}
@@ -265,9 +266,11 @@ class Fake:
                 except OSError:
                     pass
             else:
+                # Connected before unplugged: the writable app end must find the outcome known
+                # (as in ztapd: a request right after POLLOUT sees CONNECTED).
+                so.state = ST_CONNECTED
                 if plug:
                     self.unplug(so, plug, drain=True)
-                so.state = ST_CONNECTED
                 serve = self.http_server if port == 80 else self.tcp_echo
                 threading.Thread(target=serve, args=(so.data,), daemon=True).start()
             so.done.set()
@@ -314,12 +317,13 @@ class Fake:
     def handle_one(self, conn):
         """One message; True when the connection stays open for another (a one-way channel)."""
         try:
-            data, anc, flags, _ = conn.recvmsg(MAX_MSG, socket.CMSG_SPACE(4 * 8))
+            data, anc, flags, _ = conn.recvmsg(MAX_MSG, socket.CMSG_SPACE(4 * 8) + socket.CMSG_SPACE(12))
         except OSError:
             return False
         if not data:
             return False
         oneway = len(data) >= 8 and struct.unpack_from("<H", data, 6)[0] & NOREPLY
+        keep = len(data) >= 8 and struct.unpack_from("<H", data, 6)[0] & KEEP
         fds = []
         for level, typ, cdata in anc:
             if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
@@ -332,7 +336,7 @@ class Fake:
             entry.update(oneway=True, channel=conn.fileno(), pid=pid)
         try:
             magic, ver, op, rid, blen = REQ_HDR.unpack_from(data)
-            op &= ~NOREPLY
+            op &= ~(NOREPLY | KEEP)
             body = data[16:]
             entry.update(op=OP_NAMES.get(op, op), id=rid)
             if magic != MAGIC or ver != VERSION or blen != len(body):
@@ -356,6 +360,8 @@ class Fake:
                 if "_forget" in entry:
                     with self.lock:
                         self.socks.pop(entry["_forget"], None)
+                if keep:
+                    return True   # a session (ztrpc.h ZTRPC_OP_KEEP): the next request follows
             except (BrokenPipeError, ConnectionResetError):
                 # The library stopped waiting (EINTR, SO_SNDTIMEO).
                 self.record({"reply_undelivered": rid, "addr": entry.get("addr")})

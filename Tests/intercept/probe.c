@@ -260,12 +260,98 @@ static int rpc_channels(int *out, int max)
     return n;
 }
 
+/* The RPC connections in @all that are not in @except. */
+static int rpc_except(int *all, int n, const int *except, int ne, int *out)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < ne; j++)
+            seen |= all[i] == except[j];
+        if (!seen)
+            out[k++] = all[i];
+    }
+    return k;
+}
+
+/* Requests that wait for an answer share a session (ztrpc.h ZTRPC_OP_KEEP): one RPC connection
+ * however many requests; a child opens its own; a session number the app closed and reused is
+ * never written to; concurrent threads use a few sessions at most. */
+static int g_sess_fd;
+static void *sess_thread(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 200; i++)
+        if (opt_int(g_sess_fd, SOL_SOCKET, SO_ERROR) != 0)
+            return (void *)1;
+    return NULL;
+}
+
+static int case_sessions(void)
+{
+    int fd = tcp_connect("10.200.0.1", 7);
+    CHECK(fd >= 0);
+    int s0[8];
+    CHECK(rpc_channels(s0, 8) == 1);
+    for (int i = 0; i < 50; i++)
+        CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == 0);
+    int s1[8];
+    CHECK(rpc_channels(s1, 8) == 1 && s1[0] == s0[0]);
+    struct stat parent_st;
+    CHECK(fstat(s0[0], &parent_st) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        int ok = opt_int(fd, SOL_SOCKET, SO_ERROR) == 0;
+        int mine[8];
+        struct stat st;
+        ok = ok && rpc_channels(mine, 8) == 1 && fstat(mine[0], &st) == 0 && st.st_ino != parent_st.st_ino;
+        _exit(ok ? 0 : 3);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* Threads at once: every request answered, at most 4 sessions kept. */
+    g_sess_fd = fd;
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++)
+        CHECK(pthread_create(&t[i], NULL, sess_thread, NULL) == 0);
+    for (int i = 0; i < 8; i++) {
+        void *r;
+        CHECK(pthread_join(t[i], &r) == 0 && r == NULL);
+    }
+    int s2[8];
+    int n2 = rpc_channels(s2, 8);
+    CHECK(n2 >= 1 && n2 <= 4);
+    /* The app puts a socket of its own on the session's number: never written to. */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
+    for (int i = 0; i < n2; i++)
+        CHECK(dup2(sv[0], s2[i]) == s2[i]);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == 0);
+    char buf[64];
+    CHECK(recv(sv[1], buf, sizeof buf, MSG_DONTWAIT) == -1 && errno == EAGAIN);
+    int s3[8];
+    CHECK(rpc_channels(s3, 8) == 1);
+    for (int i = 0; i < n2; i++)
+        CHECK(s3[0] != s2[i]);
+    for (int i = 0; i < n2; i++)
+        close(s2[i]);
+    close(sv[0]);
+    close(sv[1]);
+    close(fd);
+    return 0;
+}
+
 /* TCP_NODELAY/TCP_CORK/TCP_QUICKACK go one-way over one channel per process; a child opens its
  * own; a channel number the app closed and reused is never written to. */
 static int case_oneway(void)
 {
     int fd = tcp_connect("10.200.0.1", 7);
     CHECK(fd >= 0);
+    /* The connect's session (case_sessions); the channel is the connection that is not it. */
+    int sess[8];
+    int ns = rpc_channels(sess, 8);
+    CHECK(ns == 1);
     int one = 1, zero = 0;
     CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof zero) == 0);
     CHECK(setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof one) == 0);
@@ -274,8 +360,8 @@ static int case_oneway(void)
     /* A NULL value is EFAULT before anything is sent (a short optlen goes to ztapd and waits
      * for its EINVAL: the diff harness compares that with Linux). */
     CHECK(setsockopt(fd, IPPROTO_TCP, TCP_CORK, NULL, 4) == -1 && errno == EFAULT);
-    int ch[4];
-    CHECK(rpc_channels(ch, 4) == 1);
+    int all[8], ch[8];
+    CHECK(rpc_except(all, rpc_channels(all, 8), sess, ns, ch) == 1);
     struct stat parent_st;
     CHECK(fstat(ch[0], &parent_st) == 0);
     /* A child has a channel of its own (the inherited copy of the parent's is closed). */
@@ -297,8 +383,8 @@ static int case_oneway(void)
     CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &zero, sizeof zero) == 0);
     char buf[64];
     CHECK(recv(sv[1], buf, sizeof buf, MSG_DONTWAIT) == -1 && errno == EAGAIN);
-    int now[4];
-    CHECK(rpc_channels(now, 4) == 1 && now[0] != ch[0]);
+    int now[8];
+    CHECK(rpc_except(all, rpc_channels(all, 8), sess, ns, now) == 1 && now[0] != ch[0]);
     CHECK(opt_int(fd, IPPROTO_TCP, TCP_NODELAY) == 0);
     close(sv[0]);
     close(sv[1]);
@@ -1214,6 +1300,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "sockopts")) r = case_sockopts();
     else if (!strcmp(c, "preopts")) r = case_preopts();
     else if (!strcmp(c, "oneway")) r = case_oneway();
+    else if (!strcmp(c, "sessions")) r = case_sessions();
     else if (!strcmp(c, "listen_accept")) r = case_listen_accept();
     else if (!strcmp(c, "udp")) r = case_udp();
     else if (!strcmp(c, "fork")) r = case_fork();

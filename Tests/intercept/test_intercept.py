@@ -103,7 +103,7 @@ def assert_clean_protocol(log):
     assert bad == [], bad
 
 
-CASES = ["udp_copies", "fork_race", "bound_sndtimeo", "connect_blocking", "connect_nonblock", "connect_errors", "sockopts", "preopts", "oneway", "listen_accept",
+CASES = ["udp_copies", "fork_race", "bound_sndtimeo", "connect_blocking", "connect_nonblock", "connect_errors", "sockopts", "preopts", "oneway", "sessions", "listen_accept",
          "udp", "fork", "dup", "exec", "errno", "threads", "interrupted", "accept_blocking",
          "ipv6_tcp", "ipv6_listen", "ipv6_udp"]
 

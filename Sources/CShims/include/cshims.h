@@ -44,6 +44,14 @@ size_t cshim_cmsg_put_rights(void *control, size_t space, const int *fds, int nf
 /// Collects the SCM_RIGHTS fds of a received message into `fds` (at most `maxfds`, count in
 /// *nfds); extra fds are closed. Returns 1 if any were dropped.
 int cshim_cmsg_take_rights(struct msghdr *msg, int *fds, int maxfds, int *nfds);
+/// sendmsg of one buffer with SCM_CREDENTIALS {pid, uid, gid} and `nfds` SCM_RIGHTS, as the
+/// library sends a session's requests (tests speak it with this). Returns sendmsg's result.
+long cshim_send_with_creds(int fd, const void *buf, size_t len, int pid, unsigned uid, unsigned gid,
+                           const int *fds, int nfds);
+/// Room for one SCM_CREDENTIALS cmsg (struct ucred).
+size_t cshim_cmsg_creds_space(void);
+/// The SCM_CREDENTIALS of a received message: 1 with *pid/*uid/*gid set, else 0.
+int cshim_cmsg_creds(struct msghdr *msg, int *pid, unsigned *uid, unsigned *gid);
 /// Turns SO_LINGER off on an fd that is not an AF_UNIX socket (before closing a client's fd).
 void cshim_disable_linger_unless_unix(int fd);
 /// Binds an AF_UNIX socket to `path` (must fit sun_path).

@@ -29,13 +29,19 @@
  * Channels. There are three kinds of AF_UNIX sockets:
  *
  *  1. The RPC channel: a SOCK_SEQPACKET socket the library connects to $ZTAP_RPC (the network's
- *     RUN_DIR/NAME.sock) for *each* request (fresh connection per request: fork-safe,
- *     thread-safe, no shared state in the app). One request message (header + body, with
- *     SCM_RIGHTS fds) goes up; exactly one reply message (header + body, never fds) comes back;
+ *     RUN_DIR/NAME.sock). One request message (header + body, with SCM_RIGHTS fds) goes up;
+ *     exactly one reply message (header + body, never fds) comes back; without ZTRPC_OP_KEEP
  *     the library then closes the connection. ztapd authorizes by SO_PEERCRED. A blocking
  *     CONNECT, or GETSOCKOPT(SO_ERROR) on a connect still in progress, keeps the RPC connection
  *     open until the outcome is known; if the app gives up (signal, timeout) it just closes the
  *     RPC connection and ztapd must not treat that as an error on the socket itself.
+ *     A request with ZTRPC_OP_KEEP makes its connection a session instead: after the reply it
+ *     carries the process's next request (one at a time), so a program pays the connection once
+ *     rather than per request. Every message on a session carries SCM_CREDENTIALS (pid, euid,
+ *     egid of the sender at that moment, checked by the kernel) and ztapd authorizes each request
+ *     by those, not by SO_PEERCRED: a process that drops privileges after opening a session is
+ *     judged by its new ids. ztapd closes a session that idles for 10 s, a message without
+ *     credentials, or one sent while a reply is still due.
  *
  *  2. The data socket of an intercepted socket: one end of a socketpair the *library* creates.
  *     The library dup3()s its end (the "app end") onto the app's fd number, ztapd keeps the other
@@ -179,6 +185,9 @@ extern "C" {
  *   the bytes the app wrote first go out under the old setting, as they would on Linux. Any other
  *   request with the bit set is dropped unanswered. */
 #define ZTRPC_OP_NOREPLY ((uint16_t)0x8000)
+/* ZTRPC_OP_KEEP on any answered op: the connection stays open for further requests after the
+ *   reply (a session; see "Channels" above). The reply's op is the op without the bit. */
+#define ZTRPC_OP_KEEP ((uint16_t)0x4000)
 /* GETNAME  no body -> ztrpc_sockinfo. Also serves as "query": the library sends it for an
  *   AF_UNIX fd it does not know (after exec, or an fd received over SCM_RIGHTS). A socket that
  *   is not a ztapd socket: -1 / ENOTSOCK. */

@@ -97,8 +97,12 @@ final class InterceptHub {
             sys.close(fd)
             throw Errno(rawValue: e)
         }
-        // Everyone may connect; SO_PEERCRED decides (refused peers get EACCES in a reply).
+        // Everyone may connect; SO_PEERCRED decides (refused peers get EACCES in a reply), or on a
+        // session each message's SCM_CREDENTIALS: accepted connections inherit SO_PASSCRED, so
+        // even a session's first message arrives with them.
         _ = chmod(path, 0o666)
+        var on: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, socklen_t(MemoryLayout<Int32>.size))
         guard Glibc.listen(fd, 512) == 0 else {
             let e = errno
             sys.close(fd)
@@ -156,6 +160,15 @@ final class InterceptHub {
 
     private(set) var refusedRequests: UInt64 = 0
 
+    /// A session message's credentials become the peer's identity for this request.
+    private func adopt(_ cr: ReceivedMessage.Credentials, _ peer: RPCPeer) {
+        guard cr.pid != peer.pid || cr.uid != peer.uid || cr.gid != peer.gid else { return }
+        peer.pid = cr.pid
+        peer.uid = cr.uid
+        peer.gid = cr.gid
+        peer.allowed = access.permits(uid: cr.uid, gid: cr.gid)
+    }
+
     /// One log line for the 1st, 2nd, 4th, 8th... refusal: a loop of refused calls must not
     /// flood the journal.
     private func logNotInAccess(_ peer: RPCPeer) {
@@ -168,11 +181,13 @@ final class InterceptHub {
     func peerClosed(_ peer: RPCPeer) {
         if peer.channel {
             channelCount -= 1
-            if let n = channelsByUID[peer.uid], n > 1 { channelsByUID[peer.uid] = n - 1 } else { channelsByUID[peer.uid] = nil }
-            if let s = channels[peer.pid], case .rpc(let p) = s.context, p === peer { channels[peer.pid] = nil }
+            let uid = peer.openerUID, pid = peer.openerPID
+            if let n = channelsByUID[uid], n > 1 { channelsByUID[uid] = n - 1 } else { channelsByUID[uid] = nil }
+            if let s = channels[pid], case .rpc(let p) = s.context, p === peer { channels[pid] = nil }
         }
         peerCount -= 1
-        if let n = peersByUID[peer.uid], n > 1 { peersByUID[peer.uid] = n - 1 } else { peersByUID[peer.uid] = nil }
+        let uid = peer.openerUID
+        if let n = peersByUID[uid], n > 1 { peersByUID[uid] = n - 1 } else { peersByUID[uid] = nil }
         if let w = peer.waiter { tcp.cancel(w) }
         peer.waiter = nil
     }
@@ -199,9 +214,18 @@ final class InterceptHub {
                            fds: Array(fdStore[0..<received.fdCount]))
         defer { for fd in call.fds where fd >= 0 { sys.closeUntrusted(fd) } }
         if received.count == 0 || peer.requested {
-            // EOF, or a second message on a one-request channel: hang up.
+            // EOF, or a second message on a one-request channel (or on a session before its
+            // reply): hang up.
             loop.close(socket)
             return
+        }
+        if peer.session {
+            // Every message on a session names its sender (ztrpc.h): judged by those ids.
+            guard let cr = received.credentials else {
+                loop.close(socket)
+                return
+            }
+            adopt(cr, peer)
         }
         peer.requested = true
         let decoded = RPCCodec.decode(UnsafeRawBufferPointer(rebasing: requestBuffer[0..<received.count]),
@@ -215,6 +239,18 @@ final class InterceptHub {
             call = RPCCall(socket: socket, peer: peer, header: h, fds: call.fds)
             request = r
         }
+        if call.header.keep, !peer.session, !call.header.noReply {
+            // The connection becomes a session: it stays open after the reply.
+            peer.session = true
+            if let cr = received.credentials { adopt(cr, peer) }
+        }
+        if peer.session {
+            if call.header.noReply {
+                loop.close(socket)
+                return
+            }
+            peer.lastActive = Self.now()
+        }
         if call.header.noReply {
             // Nobody waits. The first such message makes the connection its process's channel.
             guard request.mayGoUnanswered else {
@@ -223,14 +259,14 @@ final class InterceptHub {
                 return
             }
             applyUnanswered(request, call)
-            guard channelsByUID[peer.uid, default: 0] < maxChannelsPerUID else {
+            guard channelsByUID[peer.openerUID, default: 0] < maxChannelsPerUID else {
                 loop.close(socket)
                 return
             }
             peer.channel = true
             channelCount += 1
-            channelsByUID[peer.uid, default: 0] += 1
-            channels[peer.pid] = socket
+            channelsByUID[peer.openerUID, default: 0] += 1
+            channels[peer.openerPID] = socket
             return
         }
         // What this process sent one-way before this request comes first.
@@ -451,7 +487,7 @@ final class InterceptHub {
             var idle: [LoopSocket] = []
             loop.forEach { s in
                 // A channel lives as long as its process (one per process, bounded per user).
-                if case .rpc(let p) = s.context, p.waiter == nil, !p.channel, now - p.opened >= peerIdle { idle.append(s) }
+                if case .rpc(let p) = s.context, p.waiter == nil, !p.channel, now - p.lastActive >= peerIdle { idle.append(s) }
             }
             for s in idle { loop.close(s) }
             // Channels are never idle-closed: no rescans for them alone.

@@ -30,19 +30,30 @@ extension PhyLoop: SocketLoop where Handler.Context == LoopContext {}
 
 /// One connection on RUN_DIR/NAME.sock: exactly one request, exactly one reply; or, once its
 /// first message came with ZTRPC_OP_NOREPLY, a process's one-way channel (`channel`): any
-/// number of such messages, never a reply.
+/// number of such messages, never a reply; or, once a request came with ZTRPC_OP_KEEP, a session
+/// (`session`): one request at a time, each judged by the credentials it carried.
 final class RPCPeer {
-    let pid: Int32
-    let uid: UInt32
-    let gid: UInt32
-    let allowed: Bool
-    let opened: Instant
+    /// Who the current request is from: SO_PEERCRED at first, a session message's
+    /// SCM_CREDENTIALS afterwards.
+    var pid: Int32
+    var uid: UInt32
+    var gid: UInt32
+    var allowed: Bool
+    /// Who opened the connection (SO_PEERCRED): what the per-user counts were charged to.
+    let openerPID: Int32
+    let openerUID: UInt32
+    /// When the connection opened or (a session) last carried a request: the idle clock.
+    var lastActive: Instant
     var requested = false
     var channel = false
+    var session = false
     /// Set while the answer waits for a connect outcome.
     var waiter: Waiter?
     init(pid: Int32, uid: UInt32, gid: UInt32, allowed: Bool, opened: Instant) {
-        self.pid = pid; self.uid = uid; self.gid = gid; self.allowed = allowed; self.opened = opened
+        self.pid = pid; self.uid = uid; self.gid = gid; self.allowed = allowed
+        openerPID = pid
+        openerUID = uid
+        lastActive = opened
     }
 }
 
@@ -72,7 +83,7 @@ enum RPCOutcome {
     case pending
 }
 
-/// Sends the one reply of an RPC connection and closes it.
+/// Sends the one reply of an RPC connection and closes it (a session stays open for the next).
 final class RPCReplier {
     private let loop: any SocketLoop
     private let buffer: UnsafeMutableRawBufferPointer
@@ -96,7 +107,11 @@ final class RPCReplier {
         if case .processed(let k)? = try? loop.sys.send(socket.fd, UnsafeRawBufferPointer(rebasing: buffer[0..<n])) {
             sent = k == n
         }
-        loop.close(socket)
+        if sent, case .rpc(let p) = socket.context, p.session {
+            p.requested = false
+        } else {
+            loop.close(socket)
+        }
         return sent
     }
 

@@ -15,6 +15,8 @@ struct RPCHeader: Equatable {
     var id: UInt32
     /// ZTRPC_OP_NOREPLY was set: the library is not waiting; apply and hang up.
     var noReply = false
+    /// ZTRPC_OP_KEEP was set: the connection is a session and stays open after the reply.
+    var keep = false
 }
 
 /// A well-formed request body.
@@ -109,8 +111,9 @@ enum RPCCodec {
         }
         var hdr = msg.loadUnaligned(as: ztrpc_req_hdr.self)
         let noReply = hdr.op & ZTRPC_OP_NOREPLY != 0
-        hdr.op &= ~ZTRPC_OP_NOREPLY
-        let h = RPCHeader(op: hdr.op, id: hdr.id, noReply: noReply)
+        let keep = hdr.op & ZTRPC_OP_KEEP != 0
+        hdr.op &= ~(ZTRPC_OP_NOREPLY | ZTRPC_OP_KEEP)
+        let h = RPCHeader(op: hdr.op, id: hdr.id, noReply: noReply, keep: keep)
         guard hdr.magic == ZTRPC_MAGIC, hdr.version == ZTRPC_VERSION else {
             return .failure(RPCDecodeFailure(header: h, errno: EPROTO))
         }

@@ -37,6 +37,9 @@ enum Trust {
     /// ProtectProc=invisible does) only uid 0 may.
     static func mayBindPrivileged(rpcFD: Int32, peer: RPCPeer,
                                   read: (String) -> String? = Trust.readSmallFile) -> Bool {
+        // The pidfd below names the process that opened the connection: only its own requests
+        // can be proven (a session passed to another process is judged as uid alone).
+        guard peer.pid == peer.openerPID else { return peer.uid == 0 }
         let pidfd = cshim_peer_pidfd(rpcFD)
         guard pidfd >= 0 else { return peer.uid == 0 }
         defer { Sys.live.close(pidfd) }
