@@ -680,6 +680,38 @@ def test_a_session_judges_each_request_by_the_ids_it_was_sent_with(env):
     assert "CONNECT EACCES" in out and "BIND80 EACCES" in out, r.stdout + r.stderr
 
 
+def test_a_session_closed_for_idling_is_replaced_without_an_error(env):
+    """ztapd closes a session that idles for 10 s; the program's next request finds it closed
+    and goes over a fresh one: the program sees nothing of it."""
+    env.peer("echo", 9000)
+    code = textwrap.dedent(f"""
+        import os, socket, time
+        def sessions():
+            n = 0
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    s = socket.socket(fileno=os.dup(int(fd)))
+                except OSError:
+                    continue
+                try:
+                    n += s.family == socket.AF_UNIX and s.getpeername() == os.environ["ZTAP_RPC"]
+                except OSError:
+                    pass
+                s.close()
+            return n
+        s = socket.socket()
+        s.connect(("{KERNEL}", 9000))
+        print("BEFORE", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), sessions())
+        time.sleep(12)
+        print("AFTER", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), s.getpeername(), sessions())
+        """)
+    r = env.run(sys.executable, "-c", code, timeout=60)
+    out = r.stdout.split("\n")
+    assert "BEFORE 0 1" in out, r.stdout + r.stderr
+    assert f"AFTER 0 ('{KERNEL}', 9000) 1" in out, r.stdout + r.stderr
+    assert "ztintercept" not in r.stderr, r.stderr
+
+
 def test_exit_status_passes_through(env):
     assert env.run("sh", "-c", "exit 7", check=False).returncode == 7
     assert env.run("/nonexistent-program", check=False).returncode == 127
