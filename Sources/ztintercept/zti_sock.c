@@ -145,6 +145,29 @@ static int zti_plug(int fd, struct ztrpc_sock_req *rq)
     return 0;
 }
 
+/* A blocking TCP connect that failed (refused, unreachable): Linux's socket keeps showing the
+ * ephemeral port it had taken (getsockname ANY:eph: the address is reset, the port number is not,
+ * though the port itself is released). The app keeps its kernel socket, so the library remembers
+ * the port in the kernel socket's entry (local, address all zero) for getsockname. */
+static void zti_note_failed_port(int fd, const struct zti_ent *rec, uint16_t port)
+{
+    struct stat st;
+    if (!port || fstat(fd, &st) < 0)
+        return;
+    struct zti_ent e;
+    if (rec && rec->kind == ZTI_INET && rec->dev == (uint64_t)st.st_dev && rec->ino == (uint64_t)st.st_ino) {
+        e = *rec;
+    } else {
+        memset(&e, 0, sizeof e);
+        e.kind = ZTI_INET;
+        e.dev = st.st_dev;
+        e.ino = st.st_ino;
+    }
+    memset(&e.local, 0, sizeof e.local);
+    e.local.port = port;
+    zti_table_put(fd, &e);
+}
+
 /* The state an answered request implies, whatever the reply body said (a terse daemon may send
  * an empty one): the cache must never claim less than the app was told. */
 static void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr, int installed_err)
@@ -255,6 +278,8 @@ static int zti_create(int fd, uint16_t op, int proto, int domain, struct ztrpc_a
     } else if (rep.result < 0) {
         if (rep.err != EINPROGRESS) {
             zti_close(sv[0]);
+            if (op == ZTRPC_OP_CONNECT && proto == IPPROTO_TCP)
+                zti_note_failed_port(fd, rec, si.local.port);
             return zti_fail(rep.err ? rep.err : EIO);
         }
         installed_err = EINPROGRESS;
@@ -549,7 +574,22 @@ ZTI_EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 {
     zti_init_real();
     struct zti_ent e;
-    if (!zti_cfg.enabled || !zti_is_ztap(zti_classify(fd, &e, 1)))
+    if (!zti_cfg.enabled)
+        return zti_real.getsockname(fd, addr, len);
+    int k = zti_classify(fd, &e, 1);
+    if (k == ZTI_INET && e.local.port && len && (addr || !*len)) {
+        /* A kernel socket whose connect to the network failed shows the port it had taken
+         * (zti_note_failed_port), unless the kernel socket got a name of its own since. */
+        struct sockaddr_storage ks;
+        socklen_t kl = sizeof ks;
+        if (zti_real.getsockname(fd, (struct sockaddr *)&ks, &kl) == 0 &&
+            ((ks.ss_family == AF_INET && ((struct sockaddr_in *)&ks)->sin_port == 0) ||
+             (ks.ss_family == AF_INET6 && ((struct sockaddr_in6 *)&ks)->sin6_port == 0))) {
+            zti_fill_sockaddr(ks.ss_family, &e.local, addr, len);
+            return 0;
+        }
+    }
+    if (!zti_is_ztap(k))
         return zti_real.getsockname(fd, addr, len);
     if (!len || (!addr && *len))
         return zti_fail(EFAULT);

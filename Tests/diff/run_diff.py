@@ -61,9 +61,7 @@ MODE = os.environ.get("ZTAP_DIFF_MODE", "preload")
 #   [ENOPROTOOPT]      option refused with ENOPROTOOPT on a ztap socket, and the value set before
 #                      connect is lost (getsockopt after connect: ENOPROTOOPT)
 KNOWN_DIFFERENCES = {
-    "connect_refused": "after a refused blocking connect getsockname: Linux ANY:eph (the port stays bound), ztap ANY:0",
     "connect_refused_nonblocking": "Linux: EINPROGRESS, then POLLIN|POLLOUT|POLLRDHUP|POLLERR|POLLHUP, SO_ERROR ECONNREFUSED, getsockname SELF:eph, retry ECONNABORTED then EINPROGRESS, recv ECONNREFUSED; ztap: connect -1 ECONNREFUSED at once, mask POLLOUT|POLLHUP, SO_ERROR 0, getsockname ANY:0, retries ECONNREFUSED, recv ENOTCONN",
-    "connect_unreachable": "after EHOSTUNREACH getsockname: Linux ANY:eph, ztap ANY:0",
     "connect_user_timeout": "TCP_USER_TIMEOUT 500 ms does not end ztap's connect: Linux -1 ETIMEDOUT after ~1 s, ztap still pending at 3 s (-1 EINTR from the guard alarm), then [SO_ERROR-waits], getsockname SELF:eph vs Linux ANY:eph",
     "connect_af_unspec": "connect(AF_UNSPEC) on a connected socket: Linux dissolves it (getsockname ANY:eph, getpeername ENOTCONN, POLLOUT|POLLERR|POLLHUP, SO_ERROR ECONNRESET, recv ENOTCONN, send EPIPE); ztap returns 0 but nothing changes except getpeername = ANY:0 (SELF:eph, POLLOUT, SO_ERROR 0, recv EAGAIN, send 1)",
     "select_masks": "[pending-POLLOUT] select write-ready while the connect is pending (Linux none); urgent data: no except set (Linux read write except); [listener-POLLOUT] a listener is write-ready",
