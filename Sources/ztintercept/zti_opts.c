@@ -517,8 +517,10 @@ ZTI_EXPORT int setsockopt(int fd, int level, int name, const void *optval, sockl
                                 err == ENOMEM || err == ENETDOWN
                             ? zti_down_errno(err, ENETDOWN)
                             : err);
-    /* Also bound the unix buffers, and make SO_RCVLOWAT act on the fd's own reads. */
-    if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF || name == SO_RCVLOWAT))
+    /* Also bound the unix buffers, make SO_RCVLOWAT act on the fd's own reads, and keep
+     * SO_BROADCAST where the library's UDP sends look for it (zti_broadcast_denied). */
+    if (level == SOL_SOCKET &&
+        (name == SO_RCVBUF || name == SO_SNDBUF || name == SO_RCVLOWAT || name == SO_BROADCAST))
         (void)zti_real.setsockopt(fd, level, name, optval, optlen);
     errno = saved;
     return 0;

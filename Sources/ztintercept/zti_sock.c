@@ -394,6 +394,8 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
             return zti_fail(aerr);
         if (k == ZTI_UDP && e.v6only && fam == AF_INET)
             return zti_fail(EAFNOSUPPORT);
+        if (k == ZTI_UDP && (aerr = zti_broadcast_denied(fd, &rq.addr)))
+            return zti_fail(aerr);
         int fl = zti_real.fcntl(fd, F_GETFL);
         int nonblock = fl >= 0 && (fl & O_NONBLOCK);
         rq.proto = e.proto;
@@ -445,6 +447,9 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
     /* An IPV6_V6ONLY socket cannot reach IPv4: the kernel says so (ENETUNREACH). */
     if (zti_addr_is_v4(&dst) && zti_kernel_v6only(fd, domain))
         return zti_real.connect(fd, addr, len);
+    int berr;
+    if (proto == IPPROTO_UDP && (berr = zti_broadcast_denied(fd, &dst)))
+        return zti_fail(berr);
     if (zti_create(fd, ZTRPC_OP_CONNECT, proto, domain, dst, k == ZTI_INET ? &e : NULL,
                    &e, proto == IPPROTO_TCP ? ECONNREFUSED : ENETUNREACH) < 0)
         return -1;

@@ -63,6 +63,8 @@ ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *ms
                 return zti_fail_ss(EINVAL);
             if (e->family == AF_INET6 && e->v6only && zti_addr_is_v4(&h.addr))
                 return zti_fail_ss(ENETUNREACH);
+            if ((err = zti_broadcast_denied(fd, &h.addr)))
+                return zti_fail_ss(err);
         }
     }
     if (e->shut & ZTI_SHUT_WR)

@@ -75,7 +75,6 @@ KNOWN_DIFFERENCES = {
     "opt_tcp_congestion": "the default is not the namespace's net.ipv4.tcp_congestion_control (ztap: cubic)",
     "opt_tcp_info": "rcv_wscale Linux 10, ztap 7 (ztap's window needs less scale); after both FINs ztap's TCP_INFO (state CLOSE) has lost options/wscale/snd_mss",
     "opt_so_rcvlowat": "SO_RCVLOWAT 5 with 2 bytes queued: Linux poll POLLOUT, ztap POLLIN|POLLOUT (the app end's poll is the kernel's unix socket)",
-    "opt_so_broadcast": "UDP sendto a broadcast address without SO_BROADCAST: Linux -1 EACCES, ztap 1 (sent)",
     "shutdown_rd": "data that arrives after SHUT_RD: Linux recv returns it (\"abc\"), ztap 0; [ended] getpeername PEER",
     "shutdown_rdwr": "[ended] getpeername PEER, SO_ERROR ENOTSOCK, shutdown again 0",
     "shutdown_after_peer_close": "[ended] getpeername PEER, shutdown SHUT_RD/SHUT_RDWR 0, SO_ERROR ENOTSOCK",
