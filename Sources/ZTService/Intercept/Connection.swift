@@ -167,7 +167,13 @@ final class UDPConnection {
     var key: FDKey
     let pid: Int32
     let uid: UInt32
-    let handle: SocketHandle
+    /// nil after connect(AF_UNSPEC) released an automatically chosen port (Linux unhashes the
+    /// socket: it shows port 0 and receives nothing); the next send or connect takes a new one.
+    var handle: SocketHandle?
+    /// The address the socket was bound to (the wildcard unless the app bound one), kept when the
+    /// port is released; and whether the app chose the port (then it is never released).
+    var boundAddress: IPAddress = .v4Any
+    var portChosen = false
     var family: Int32 = AF_INET
     var v6Only = false
     var data: LoopSocket?
