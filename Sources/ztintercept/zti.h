@@ -96,6 +96,7 @@ struct zti_real {
     int (*dup2)(int, int);
     int (*dup3)(int, int, int);
     int (*fcntl)(int, int, ...);
+    int (*ioctl)(int, unsigned long, ...);
     long (*syscall)(long, ...);
 };
 extern struct zti_real zti_real;

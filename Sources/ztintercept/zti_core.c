@@ -173,6 +173,7 @@ void zti_resolve(void)
     ZTI_RESOLVE(dup2, "dup2");
     ZTI_RESOLVE(dup3, "dup3");
     ZTI_RESOLVE(fcntl, "fcntl");
+    ZTI_RESOLVE(ioctl, "ioctl");
     ZTI_RESOLVE(syscall, "syscall");
     atomic_store_explicit(&zti_ready, 1, memory_order_release);
 }

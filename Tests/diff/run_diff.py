@@ -86,7 +86,6 @@ KNOWN_DIFFERENCES = {
     "epipe_sigpipe": "the RST provoked by writing after the peer's FIN never shows: no POLLHUP, write/send succeed without SIGPIPE (Linux EPIPE and SIGPIPE)",
     "epoll_peer_close": "[RST] epoll after the provoked RST: EPOLLIN|EPOLLOUT|EPOLLRDHUP (Linux also EPOLLERR|EPOLLHUP)",
     "epoll_peer_rst": "[RST] epoll lacks EPOLLERR|EPOLLHUP; recv 0 instead of ECONNRESET",
-    "tcp_ioctls": "SIOCOUTQNSD: Linux 0, ztap -1 ENOTTY; FIONREAD on a listener: Linux EINVAL, ztap 0",
     "names_states": "[ended] getpeername PEER after both FINs; [RST] after a reset: mask without POLLERR|POLLHUP, getpeername PEER",
     "udp_icmp_refused": "an ICMP port unreachable shows as POLLIN|POLLOUT (Linux POLLOUT|POLLERR); a pending error is not reported by send (Linux -1 ECONNREFUSED, ztap 1)",
     "udp_icmp_so_error": "an ICMP port unreachable shows as POLLIN (Linux POLLERR); SO_ERROR 0 (Linux ECONNREFUSED), the error comes on recv instead",
