@@ -89,7 +89,6 @@ KNOWN_DIFFERENCES = {
     "names_states": "[ended] getpeername PEER after both FINs; [RST] after a reset: mask without POLLERR|POLLHUP, getpeername PEER",
     "udp_icmp_refused": "an ICMP port unreachable shows as POLLIN|POLLOUT (Linux POLLOUT|POLLERR); a pending error is not reported by send (Linux -1 ECONNREFUSED, ztap 1)",
     "udp_icmp_so_error": "an ICMP port unreachable shows as POLLIN (Linux POLLERR); SO_ERROR 0 (Linux ECONNREFUSED), the error comes on recv instead",
-    "udp_reuseaddr": "two UDP sockets with SO_REUSEADDR on one port: Linux delivers to the last bound, ztap to the first",
     "udp_shutdown": "masks after SHUT_WR: Linux POLLIN|POLLOUT|POLLRDHUP|POLLHUP, ztap POLLOUT; after SHUT_RD ztap lacks POLLHUP; second recv after SHUT_RD: Linux EAGAIN, ztap 0",
 }
 
