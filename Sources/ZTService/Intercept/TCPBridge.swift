@@ -438,7 +438,7 @@ final class TCPBridge {
     /// Both halves are shut down (the app's FIN and the peer's both passed on): nothing more can
     /// move, and our end's POLLHUP no longer tells whether the app closed. The TCP connection
     /// finishes on its own; the socket stays nameable (getpeername, SO_ERROR) for a while.
-    private func retire(_ c: Connection) {
+    func retire(_ c: Connection) {
         if let h = c.handle {
             byHandle[h] = nil
             stack?.tcp.release(h, now: Self.now())
