@@ -446,6 +446,9 @@ final class TCPBridge {
         }
         if let d = c.data { loop.close(d); c.data = nil }
         c.phase = .closed
+        // What lingers is a name only (the hang-up may have been the app's close): it holds
+        // nothing of its owner's budgets, or closes that follow the peer's would use them up.
+        refund(c)
         settle(c)
         linger(c)
     }
