@@ -466,6 +466,27 @@ ZTI_EXPORT int shutdown(int fd, int how)
             }
             errno = saved;
         }
+        if ((how == SHUT_RD || how == SHUT_RDWR) && !(e.shut & ZTI_SHUT_RD)) {
+            /* Shut for reading, the app end gives ztapd's end the same hang-up as a close once
+             * both ways are shut: say first that it is a shutdown, so ztapd keeps the socket
+             * nameable (getpeername ENOTCONN, SO_ERROR 0 once the connection is over). */
+            int saved = errno;
+            struct ztrpc_sockopt rq;
+            memset(&rq, 0, sizeof rq);
+            rq.level = ZTRPC_SOL_ZTAP;
+            rq.name = ZTRPC_ZT_SHUTDOWN;
+            rq.optlen = sizeof(int);
+            int v = ZTI_SHUT_RD;
+            memcpy(rq.value, &v, sizeof v);
+            struct ztrpc_rep_hdr rep;
+            int err;
+            if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, NULL, 0, ZTI_SHORT_WAIT_MS, 0, &err) == 0 &&
+                rep.result == 0) {
+                e.shut |= ZTI_SHUT_RD;
+                zti_table_put(fd, &e);
+            }
+            errno = saved;
+        }
         return zti_real.shutdown(fd, how);
     }
     if (!zti_maybe_udp(fd) || zti_classify(fd, &e, 0) != ZTI_UDP)

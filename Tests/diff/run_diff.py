@@ -56,10 +56,6 @@ MODE = os.environ.get("ZTAP_DIFF_MODE", "preload")
 #   [RST]              after the peer's RST ztap shows POLLHUP but no POLLERR, reads 0 (Linux
 #                      ECONNRESET once), SO_ERROR then ECONNRESET (Linux 0: the read consumed it):
 #                      a unix socket can only carry the error when the app had bytes in flight
-#   [ended]            the app's shutdown(SHUT_RD or SHUT_RDWR) on the app end gives ztapd's end the
-#                      same hang-up as its close: ztapd forgets the socket once the connection is
-#                      over, so getpeername/SO_ERROR/TCP_INFO say ENOTSOCK (Linux ENOTCONN/0/CLOSE)
-#                      and shutdown 0 (Linux ENOTCONN)
 #   [ENOPROTOOPT]      option refused with ENOPROTOOPT on a ztap socket, and the value set before
 #                      connect is lost (getsockopt after connect: ENOPROTOOPT)
 KNOWN_DIFFERENCES = {
@@ -76,8 +72,7 @@ KNOWN_DIFFERENCES = {
     "opt_tcp_congestion": "the default is not the namespace's net.ipv4.tcp_congestion_control (ztap: cubic)",
     "opt_tcp_info": "rcv_wscale Linux 10, ztap 7 (ztap's window needs less scale); after both FINs ztap's TCP_INFO (state CLOSE) has lost options/wscale/snd_mss",
     "opt_so_rcvlowat": "SO_RCVLOWAT 5 with 2 bytes queued: Linux poll POLLOUT, ztap POLLIN|POLLOUT (the app end's poll is the kernel's unix socket)",
-    "shutdown_rd": "data that arrives after SHUT_RD: Linux recv returns it (\"abc\"), ztap 0; [ended] getpeername ENOTSOCK",
-    "shutdown_rdwr": "[ended] getpeername and SO_ERROR ENOTSOCK, shutdown again 0",
+    "shutdown_rd": "data that arrives after SHUT_RD: Linux recv returns it (\"abc\"), ztap 0 (the SHUT_RD is native on the app end: ztapd can no longer write to it and drops what arrives)",
     "peer_close": "writing after the peer's FIN provokes an RST: Linux POLLERR|POLLHUP, SO_ERROR EPIPE, sends EPIPE, getpeername ENOTCONN; ztap no POLLHUP, SO_ERROR ECONNRESET, sends 1, getpeername PEER",
     "peer_rst_read": "[RST] recv 0 (Linux ECONNRESET), SO_ERROR ECONNRESET afterwards (Linux 0), send 1 (Linux EPIPE), getpeername PEER",
     "peer_rst_so_error": "[RST] masks lack POLLERR|POLLHUP (before and after reading SO_ERROR)",

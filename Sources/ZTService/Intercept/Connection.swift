@@ -65,6 +65,10 @@ final class Connection {
     var key: FDKey
     let pid: Int32
     let uid: UInt32
+    /// The app shut down reading (the library says so before its native shutdown, ZTRPC_ZT_SHUTDOWN):
+    /// a hang-up of our end may then be its shutdown(SHUT_RDWR) rather than its close, so the
+    /// socket keeps its name (retired, not forgotten) when the connection ends.
+    var appShutRead = false
     /// The app's socket family (AF_INET or AF_INET6) and its IPV6_V6ONLY: what the addresses it
     /// may use are, and how the library shows them.
     var family: Int32 = AF_INET

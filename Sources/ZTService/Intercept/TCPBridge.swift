@@ -75,6 +75,9 @@ final class TCPBridge {
     /// A new socket takes `key`: a leftover entry with it belongs to a socket that is gone.
     func forget(_ key: FDKey) {
         if let old = byKey[key] {
+            // One still draining (kept nameable after a shutdown, see `appShutRead`) goes on
+            // through its stack handle.
+            if old.phase == .draining { byKey[key] = nil; return }
             appGone(old)
             if byKey[key] === old { remove(old) }
         }
@@ -576,7 +579,8 @@ final class TCPBridge {
         }
         // No app can name this socket any more (its end is closed; the inode may be reused by a
         // new socket): it only drains now, found through its stack handle.
-        if byKey[c.key] === c { byKey[c.key] = nil }
+        // (Unless the hang-up may be its shutdown(SHUT_RDWR): then it stays nameable.)
+        if byKey[c.key] === c && !c.appShutRead { byKey[c.key] = nil }
         c.phase = .draining
         if let tx = stack.tcp.sendBuffer(h), tx.free == 0 {
             // Nothing can be read now. Re-arming the fd would only bring the (unmaskable) hangup

@@ -76,6 +76,12 @@ extension TCPBridge {
     }
 
     func setsockopt(_ call: RPCCall, _ c: Connection, _ r: SocketOptionRecord) -> RPCOutcome {
+        if r.level == ZTRPC_SOL_ZTAP && r.name == ZTRPC_ZT_SHUTDOWN {
+            // The app is about to shut its end down for reading (its shutdown itself is native).
+            guard r.optlen >= 4 else { return .fail(EINVAL, .none) }
+            if Int(SocketOptionMap.Value(r.value, r.optlen).int) & Int(ZTRPC_SHUT_RD) != 0 { c.appShutRead = true }
+            return .ok(.none)
+        }
         if r.level == Int32(IPPROTO_TCP) && (r.name == TCP_NODELAY || r.name == TCP_CORK),
            case .connected = c.phase {
             // What the app wrote before this call is already in its socket: take it first, so

@@ -99,10 +99,11 @@ extension TCPBridge {
         if sys.peerHungUp(d.fd) {
             if closeResets(c, unreadInput: false) {
                 reset(c)
-            } else if c.inbound == .eofDelivered, let h = c.handle {
-                // Our end was shut for writing already (the peer's FIN passed on), so the hang-up
-                // may be the app's shutdown(SHUT_WR) as well as its close: FIN, and the socket
-                // stays nameable (getpeername ENOTCONN, SO_ERROR 0), as Linux's in CLOSE.
+            } else if c.inbound == .eofDelivered || c.appShutRead, let h = c.handle {
+                // Our end was shut for writing already (the peer's FIN passed on), or the app shut
+                // its reading, so the hang-up may be the app's shutdown as well as its close:
+                // FIN, and the socket stays nameable (getpeername ENOTCONN, SO_ERROR 0), as
+                // Linux's in CLOSE.
                 if c.outbound == .open {
                     c.outbound = .finQueued
                     try? stack?.tcp.shutdownWrite(h, now: Self.now())
