@@ -268,6 +268,9 @@ ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int
 /* Creates the ztap UDP socket for a kernel UDP fd sending to the network (UDP_OPEN).
  * Returns 0 and fills *e, or -1 with errno. */
 int zti_udp_open(int fd, struct zti_ent *e);
+/* Records the app's shutdown of a ztap UDP socket (ZTI_SHUT_* bits): natively for SHUT_RD, in
+ * ztapd and in e (stored in the table). Preserves errno. */
+void zti_udp_shut(int fd, struct zti_ent *e, uint8_t bits);
 
 /* Socket options (zti_opts.c). */
 #define ZTI_MAX_PREOPTS 112

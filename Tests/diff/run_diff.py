@@ -84,7 +84,6 @@ KNOWN_DIFFERENCES = {
     "names_states": "[RST] after a reset: mask without POLLERR",
     "udp_icmp_refused": "an ICMP port unreachable shows as POLLIN|POLLOUT (Linux POLLOUT|POLLERR); a pending error is not reported by send (Linux -1 ECONNREFUSED, ztap 1)",
     "udp_icmp_so_error": "an ICMP port unreachable shows as POLLIN (Linux POLLERR); SO_ERROR 0 (Linux ECONNREFUSED), the error comes on recv instead",
-    "udp_shutdown": "masks after SHUT_WR: Linux POLLIN|POLLOUT|POLLRDHUP|POLLHUP, ztap POLLOUT; after SHUT_RD ztap lacks POLLHUP; second recv after SHUT_RD: Linux EAGAIN, ztap 0",
 }
 
 KNOWN_DIFFERENCES_BY_MODE = {"preload": KNOWN_DIFFERENCES}

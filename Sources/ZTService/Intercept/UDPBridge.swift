@@ -244,6 +244,14 @@ final class UDPBridge {
             guard r.optlen >= 4 else { return .fail(EINVAL, .none) }
             let bits = SocketOptionMap.Value(r.value, r.optlen).int
             u.shut |= UInt8(truncatingIfNeeded: bits) & UInt8(ZTRPC_SHUT_RD | ZTRPC_SHUT_WR)
+            if u.shut == UInt8(ZTRPC_SHUT_RD | ZTRPC_SHUT_WR), let d = u.data {
+                // Shut both ways, the socket moves nothing any more. Closing our end gives the app
+                // end the POLLHUP Linux shows then; its close cannot be seen after that, so the
+                // socket stays nameable for a while only.
+                loop.close(d)
+                u.data = nil
+                linger(u)
+            }
             return .ok(.none)
         }
         switch SocketOptionMap.set(level: r.level, name: r.name, value: r.value, optlen: r.optlen,
@@ -345,6 +353,29 @@ final class UDPBridge {
 
     func stackReadable(_ h: SocketHandle) {
         if let u = byHandle[h] { deliver(u) }
+    }
+
+    // MARK: - Lingering
+
+    /// Sockets shut down both ways whose data end is closed: named (getsockname, options) for
+    /// `TCPBridge.lingerTime`, then forgotten. At most `TCPBridge.lingerLimit` at once.
+    private var lingering: [(u: UDPConnection, until: Instant)] = []
+
+    private func linger(_ u: UDPConnection) {
+        if lingering.count >= TCPBridge.lingerLimit {
+            let oldest = lingering.removeFirst().u
+            if byKey[oldest.key] === oldest { remove(oldest) }
+        }
+        lingering.append((u, Self.now() + TCPBridge.lingerTime))
+    }
+
+    var nextDeadline: Instant? { lingering.first?.until }
+
+    func runTimers(now: Instant) {
+        while let f = lingering.first, f.until <= now {
+            lingering.removeFirst()
+            if byKey[f.u.key] === f.u { remove(f.u) }
+        }
     }
 
     // MARK: - Listing
