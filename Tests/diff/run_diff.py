@@ -70,7 +70,6 @@ KNOWN_DIFFERENCES = {
     "tcp_urgent_data": "urgent data: Linux POLLPRI, recv stops at the mark (\"ab\"), SIOCATMARK 1, MSG_OOB gives \"c\"; ztap no POLLPRI, recv \"abc\", at mark 0, MSG_OOB EINVAL",
     "opt_tcp_window_clamp": "connected socket default: Linux 64088 (half its receive buffer), ztap 4194304",
     "opt_tcp_congestion": "the default is not the namespace's net.ipv4.tcp_congestion_control (ztap: cubic)",
-    "opt_tcp_info": "rcv_wscale Linux 10, ztap 7 (ztap's window needs less scale); after both FINs ztap's TCP_INFO (state CLOSE) has lost options/wscale/snd_mss",
     "opt_so_rcvlowat": "SO_RCVLOWAT 5 with 2 bytes queued: Linux poll POLLOUT, ztap POLLIN|POLLOUT (the app end's poll is the kernel's unix socket)",
     "shutdown_rd": "data that arrives after SHUT_RD: Linux recv returns it (\"abc\"), ztap 0 (the SHUT_RD is native on the app end: ztapd can no longer write to it and drops what arrives)",
     "peer_close": "writing after the peer's FIN provokes an RST: Linux POLLERR|POLLHUP, SO_ERROR EPIPE, sends EPIPE, getpeername ENOTCONN; ztap no POLLHUP, SO_ERROR ECONNRESET, sends 1, getpeername PEER",
@@ -99,6 +98,8 @@ SYSCTLS = {
     "net.ipv4.tcp_window_scaling": "1",
     "net.ipv4.tcp_ecn": "2",
     "net.ipv4.tcp_syn_retries": "6",
+    "net.ipv4.tcp_rmem": "4096 131072 6291456",   # the window scale Linux offers comes from its max
+    "net.ipv4.tcp_wmem": "4096 16384 4194304",
     "net.ipv4.icmp_ratelimit": "0",      # every ICMP port unreachable is sent
     "net.ipv6.icmp.ratelimit": "0",
 }

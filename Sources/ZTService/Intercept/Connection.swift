@@ -85,6 +85,10 @@ final class Connection {
     var binding: PortTable.Binding?
     /// errno for SO_ERROR (0 = none); cleared when reported.
     var pendingError: Int32 = 0
+    /// The connection as it was when its stack handle went while the socket stays nameable
+    /// (state CLOSED): TCP_INFO and the options go on showing its MSS, scaling and options, as
+    /// Linux's socket in CLOSE does.
+    var closedInfo: TCPSocketInfo?
     var waiters: [Waiter] = []
     var options = SocketOptions()
     var backlog: Int32 = 0

@@ -202,6 +202,7 @@ final class TCPBridge {
         for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o, now: Self.now()) }
         attachRingBudget(stack)
         c.handle = h
+        c.closedInfo = nil
         byHandle[h] = c
         stack.tcp.setDirectReceive(h, true)
         c.local = stack.tcp.localEndpoint(h)
@@ -443,6 +444,7 @@ final class TCPBridge {
     /// finishes on its own; the socket stays nameable (getpeername, SO_ERROR) for a while.
     func retire(_ c: Connection) {
         if let h = c.handle {
+            keepInfo(c, h)
             byHandle[h] = nil
             stack?.tcp.release(h, now: Self.now())
             c.handle = nil
@@ -496,12 +498,20 @@ final class TCPBridge {
     /// The connection closed normally and the app has all its bytes: drop the stack's handle and
     /// give the app its EOF.
     func releaseClosed(_ c: Connection, _ h: SocketHandle) {
+        keepInfo(c, h)
         c.phase = .closed
         byHandle[h] = nil
         stack?.tcp.release(h, now: Self.now())
         c.handle = nil
         deliverEOF(c)
         settle(c)
+    }
+
+    /// Keeps what TCP_INFO shows of `c` before its handle `h` goes (`Connection.closedInfo`).
+    func keepInfo(_ c: Connection, _ h: SocketHandle) {
+        guard var i = stack?.tcp.info(h) else { return }
+        i.state = .closed
+        c.closedInfo = i
     }
 
     /// Shuts our end down for writing: the app reads EOF (once).
@@ -514,6 +524,7 @@ final class TCPBridge {
     /// The TCP connection ended with an error: the app reads EOF, SO_ERROR tells why.
     func fail(_ c: Connection) {
         if let h = c.handle {
+            if c.isConnected { keepInfo(c, h) }
             byHandle[h] = nil
             stack?.tcp.release(h, now: Self.now())
             c.handle = nil

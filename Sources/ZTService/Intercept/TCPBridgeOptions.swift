@@ -12,7 +12,7 @@ extension TCPBridge {
     /// The socket's state as SocketOptionMap needs it.
     func optionContext(_ call: RPCCall, _ c: Connection) -> OptionContext {
         var ctx = OptionContext(isTCP: true)
-        let info = c.handle.flatMap { stack?.tcp.info($0) }
+        let info = c.handle.flatMap { stack?.tcp.info($0) } ?? (c.phase == .closed ? c.closedInfo : nil)
         ctx.tcpInfo = info
         switch c.phase {
         case .listening: ctx.state = .listen
@@ -24,7 +24,7 @@ extension TCPBridge {
         // SO_RCVBUF/SO_SNDBUF the app did not set: what Linux reports, not ztapd's rings (larger,
         // and sized on their own): tcp_rmem[1] (OptionContext's default) and, once established,
         // the send buffer tcp_sndbuf_expand gives the connection.
-        if let i = info, ![.listen, .synSent, .synReceived, .closed].contains(i.state) {
+        if let i = info, ![.listen, .synSent, .synReceived].contains(i.state), i.mss > 0 {
             ctx.defaultSendBuffer = Self.linuxSendBuffer(i)
         }
         ctx.local = c.local
