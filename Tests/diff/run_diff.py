@@ -68,7 +68,6 @@ KNOWN_DIFFERENCES = {
     "listen_shutdown": "shutdown(SHUT_RD) on a listener: Linux stops listening (mask POLLOUT|POLLHUP, SO_ACCEPTCONN 0, listen again 0); ztap's SHUT_RD is native on the accept channel (mask POLLIN|POLLRDHUP|POLLHUP, SO_ACCEPTCONN 1) and ztapd drops the listener at the hang-up (listen again -1 ENOTSOCK)",
     "opt_so_sndbuf": "connected socket: Linux 69120 = 3 (this host's default congestion control BBR) x 10 segments x 2304 (tcp_sndbuf_expand); ztap 46080, Linux's figure with CUBIC/Reno (factor 2), the only congestion controls NetStack has (see opt_tcp_congestion)",
     "tcp_urgent_data": "urgent data: Linux POLLPRI, recv stops at the mark (\"ab\"), SIOCATMARK 1, MSG_OOB gives \"c\"; ztap no POLLPRI, recv \"abc\", at mark 0, MSG_OOB EINVAL",
-    "opt_tcp_window_clamp": "connected socket default: Linux 64088 (half its receive buffer), ztap 4194304",
     "opt_tcp_congestion": "the default is not the namespace's net.ipv4.tcp_congestion_control (ztap: cubic)",
     "opt_so_rcvlowat": "SO_RCVLOWAT 5 with 2 bytes queued: Linux poll POLLOUT, ztap POLLIN|POLLOUT (the app end's poll is the kernel's unix socket)",
     "shutdown_rd": "data that arrives after SHUT_RD: Linux recv returns it (\"abc\"), ztap 0 (the SHUT_RD is native on the app end: ztapd can no longer write to it and drops what arrives)",
