@@ -179,6 +179,11 @@ static void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr
                 memset(&e->peer, 0, sizeof e->peer);
             else
                 e->peer = addr;
+        } else if (dissolve) {
+            /* connect(AF_UNSPEC): unconnected again (ztapd's reply says bound or unbound). */
+            if (e->state == ZTRPC_STATE_CONNECTED || e->state == ZTRPC_STATE_CONNECTING)
+                e->state = ZTRPC_STATE_BOUND;
+            memset(&e->peer, 0, sizeof e->peer);
         } else {
             e->state = installed_err ? ZTRPC_STATE_CONNECTING : ZTRPC_STATE_CONNECTED;
             if (!e->peer.port)

@@ -158,6 +158,13 @@ final class TCPBridge {
                 refundTuned(c)
                 c.handle = nil
                 c.phase = c.binding != nil ? .bound : .unbound
+                c.pendingError = ECONNRESET   // tcp_disconnect's sk_err, for SO_ERROR
+                // Linux (tcp_disconnect) forgets the source address unless the app bound one and
+                // goes on showing the port number: ANY:eph.
+                if let l = c.local {
+                    let any = c.family == AF_INET6 ? IPAddress.v6Any : IPAddress.v4Any
+                    c.local = IPEndpoint(c.binding?.local.address ?? any, l.port)
+                }
                 c.outbound = .open
                 c.inbound = .open
                 if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: c.data) }
@@ -194,7 +201,8 @@ final class TCPBridge {
         let h: SocketHandle
         do {
             let wildcard = IPEndpoint(c.family == AF_INET6 ? IPAddress.v6Any : IPAddress.v4Any, 0)
-            h = try stack.tcpConnect(local: c.local ?? wildcard, remote: dst, now: Self.now())
+            // Only a bound socket keeps its port (after connect(AF_UNSPEC) `local` is just a name).
+            h = try stack.tcpConnect(local: c.binding != nil ? (c.local ?? wildcard) : wildcard, remote: dst, now: Self.now())
         } catch {
             if newSocket != nil { refund(c) }
             return .fail(Wire.errno(error), .none)
@@ -203,6 +211,7 @@ final class TCPBridge {
         attachRingBudget(stack)
         c.handle = h
         c.closedInfo = nil
+        c.pendingError = 0   // tcp_connect_init clears sk_err
         byHandle[h] = c
         stack.tcp.setDirectReceive(h, true)
         c.local = stack.tcp.localEndpoint(h)
