@@ -60,7 +60,6 @@ MODE = os.environ.get("ZTAP_DIFF_MODE", "preload")
 #                      connect is lost (getsockopt after connect: ENOPROTOOPT)
 KNOWN_DIFFERENCES = {
     "connect_refused_nonblocking": "after the failed connect (SO_ERROR read): Linux second connect -1 ECONNABORTED (the socket is disconnected), third -1 EINPROGRESS and refused again (POLLERR, recv ECONNREFUSED); ztap EISCONN twice (ztapd closed the socketpair at the failure: a new handshake would need a new one), mask without POLLERR, recv 0",
-    "connect_user_timeout": "TCP_USER_TIMEOUT 500 ms does not end ztap's connect: Linux -1 ETIMEDOUT after ~1 s, ztap still pending at 3 s (-1 EINTR from the guard alarm), then [SO_ERROR-waits], getsockname SELF:eph vs Linux ANY:eph",
     "connect_af_unspec": "connect(AF_UNSPEC) on a connected socket: Linux's socket is unconnected (POLLOUT|POLLERR|POLLHUP, recv ENOTCONN, send EPIPE); ztap's app end stays the live unix stream the reconnect reuses (POLLOUT, recv EAGAIN, send 1). Names and SO_ERROR ECONNRESET match",
     "select_masks": "urgent data: no except set (Linux read write except), no POLLPRI; [RST] mask without POLLERR",
     "listen_backlog": "listen(1): Linux lets the peer complete 2 connections (further SYNs dropped) and the app accepts 2; ztap completes all 4 and the app accepts 3 or 4 (varies)",
