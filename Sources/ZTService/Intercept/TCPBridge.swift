@@ -461,8 +461,10 @@ final class TCPBridge {
         if let d = c.data { loop.close(d); c.data = nil }
         c.phase = .closed
         // What lingers is a name only (the hang-up may have been the app's close): it holds
-        // nothing of its owner's budgets, or closes that follow the peer's would use them up.
+        // nothing of its owner's budgets, or closes that follow the peer's would use them up,
+        // nor a port it bound (a new bind with SO_REUSEADDR must find it free, as on Linux).
         refund(c)
+        unreserve(c)
         settle(c)
         linger(c)
     }
