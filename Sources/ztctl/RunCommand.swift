@@ -13,7 +13,8 @@ struct Run: ParsableCommand {
         abstract: "Run a program with its sockets on a network (LD_PRELOAD library or seccomp supervisor).",
         discussion: """
         Sets ZTAP_RPC=RUN_DIR/NAME.sock, ZTAP_NETWORK=NAME, ZTAP_ROUTES (the network's Address= \
-        subnets and Route=s) and ZTAP_DEFAULT_ROUTE (from DefaultRoute=), then executes COMMAND: \
+        subnets and Route=s), ZTAP_BROADCAST (its IPv4 subnets' broadcast addresses) and \
+        ZTAP_DEFAULT_ROUTE (from DefaultRoute=), then executes COMMAND: \
         its exit status is ztctl's. Connections and datagrams to the network's destinations (and \
         binds to its addresses) go through ztapd's stack; everything else stays on the kernel.
 
@@ -65,7 +66,7 @@ struct Run: ParsableCommand {
         guard NetworkConfig.isValidName(name) else { throw ValidationError("invalid network name \(name)") }
         let env = ProcessInfo.processInfo.environment
         let chosen = Run.chooseMode(mode, program: program, searchPath: env["PATH"])
-        let (routes, defaultRoute) = try networkRoutes()
+        let (routes, broadcasts, defaultRoute) = try networkRoutes()
 
         var lib: String?
         if chosen != .seccomp {
@@ -91,6 +92,7 @@ struct Run: ParsableCommand {
         setenv("ZTAP_RPC", g.resolvedRunDir + "/" + name + ".sock", 1)
         setenv("ZTAP_NETWORK", name, 1)
         setenv("ZTAP_ROUTES", routes.joined(separator: ","), 1)
+        setenv("ZTAP_BROADCAST", broadcasts.joined(separator: ","), 1)
         if defaultRoute { setenv("ZTAP_DEFAULT_ROUTE", "1", 1) } else { unsetenv("ZTAP_DEFAULT_ROUTE") }
         if bindAny { setenv("ZTAP_BIND_ANY", "1", 1) }
         if debug {
@@ -133,13 +135,14 @@ struct Run: ParsableCommand {
         return kind.autoMode(programName: program)
     }
 
-    /// The network's subnets and Route=s (IPv4 and IPv6), and DefaultRoute=: from ztapd, else from
-    /// the file.
-    func networkRoutes() throws -> ([String], Bool) {
+    /// The network's subnets and Route=s (IPv4 and IPv6), its subnets' broadcast addresses, and
+    /// DefaultRoute=: from ztapd, else from the file.
+    func networkRoutes() throws -> ([String], [String], Bool) {
         let client = ControlClient(runDir: g.resolvedRunDir)
         if let listed = try? client.send(ControlRequest(command: .list, name: name)), listed.ok,
            let n = listed.networks?.first {
-            var routes = n.addresses.compactMap { IPPrefix($0) }.map { $0.network.description }
+            let subnets = n.addresses.compactMap { IPPrefix($0) }
+            var routes = subnets.map { $0.network.description }
             var defaultRoute = false
             var req = ControlRequest(command: .get, name: name)
             req.key = "Route"
@@ -154,7 +157,7 @@ struct Run: ParsableCommand {
             if let r = try? client.send(req), r.ok, let v = r.values?.first?.value {
                 defaultRoute = ["yes", "true", "1", "on"].contains(v.lowercased())
             }
-            return (Array(NSOrderedSet(array: routes)) as? [String] ?? routes, defaultRoute)
+            return (Array(NSOrderedSet(array: routes)) as? [String] ?? routes, Self.broadcasts(subnets), defaultRoute)
         }
         let dir = configDir ?? ProcessInfo.processInfo.environment["ZTAPD_CONFIG_DIR"] ?? "/etc/ztapd"
         let path = dir + "/networks.d/" + name + ".conf"
@@ -162,11 +165,25 @@ struct Run: ParsableCommand {
             let c = try NetworkConfig.load(path: path)
             var routes = c.addresses.map { $0.network.description }
             routes += c.routes.map(\.description)
-            return (routes, c.defaultRoute)
+            return (routes, Self.broadcasts(c.addresses), c.defaultRoute)
         } catch {
             FileHandle.standardError.write(Data("ztctl: network \(name): ztapd did not answer and \(path) is unreadable: \(error)\n".utf8))
             throw ExitCode(Exit.unreachable)
         }
+    }
+
+    /// The directed broadcast address of each IPv4 subnet that has one (up to /30): Linux refuses
+    /// to send a datagram there without SO_BROADCAST (EACCES), and so must the library, which
+    /// cannot tell the subnets from the Route=s in ZTAP_ROUTES.
+    static func broadcasts(_ subnets: [IPPrefix]) -> [String] {
+        var out: [String] = []
+        for p in subnets where p.prefixLength <= 30 {
+            guard let v = p.ipv4Value else { continue }
+            let b = v | (UInt32.max >> UInt32(p.prefixLength))
+            let text = "\(b >> 24).\((b >> 16) & 0xFF).\((b >> 8) & 0xFF).\(b & 0xFF)"
+            if !out.contains(text) { out.append(text) }
+        }
+        return out
     }
 
     /// $ENV, else an installed copy next to ztctl (../lib/ztap/FILE), else the build tree's

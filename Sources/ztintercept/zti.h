@@ -30,6 +30,8 @@
 #define ZTI_MAX_FDS (1 << 20) /* Linux's default fs.nr_open */
 /* Most CIDRs taken from ZTAP_ROUTES. */
 #define ZTI_MAX_ROUTES 64
+/* Most broadcast addresses taken from ZTAP_BROADCAST. */
+#define ZTI_MAX_BCAST 16
 
 /* Kinds of fd table entries. */
 enum zti_kind {
@@ -94,6 +96,7 @@ struct zti_real {
     int (*dup2)(int, int);
     int (*dup3)(int, int, int);
     int (*fcntl)(int, int, ...);
+    int (*ioctl)(int, unsigned long, ...);
     long (*syscall)(long, ...);
 };
 extern struct zti_real zti_real;
@@ -139,6 +142,8 @@ struct zti_config {
     /* IPv6 prefixes; an IPv4 route as its v4-mapped prefix (10.0.0.0/8 is ::ffff:10.0.0.0/104). */
     uint8_t route_net[ZTI_MAX_ROUTES][16];
     uint8_t route_len[ZTI_MAX_ROUTES];
+    int nbcast;
+    uint32_t bcast[ZTI_MAX_BCAST]; /* the network's IPv4 subnet broadcasts, network order */
     struct sockaddr_un_storage {
         sa_family_t family;
         char path[108];
@@ -164,6 +169,12 @@ int zti_dest_selected(const struct ztrpc_addr *a);
 int zti_bind_selected(const struct ztrpc_addr *a);
 /* Whether a is an IPv4 address (::ffff:a.b.c.d). */
 int zti_addr_is_v4(const struct ztrpc_addr *a);
+/* Whether a is an IPv4 broadcast address (255.255.255.255 or one of ZTAP_BROADCAST), which Linux
+ * refuses as a UDP destination (EACCES) unless SO_BROADCAST is set. */
+int zti_addr_is_broadcast(const struct ztrpc_addr *a);
+/* EACCES if datagrams from `fd` (kernel socket or app end, which mirrors SO_BROADCAST) may not go
+ * to `a`, else 0. */
+int zti_broadcast_denied(int fd, const struct ztrpc_addr *a);
 
 /* fd table. zti_hot mirrors each entry's kind for a one-byte check on the data path. */
 extern _Atomic uint8_t zti_hot[ZTI_STATIC_FDS];
@@ -258,6 +269,9 @@ ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int
 /* Creates the ztap UDP socket for a kernel UDP fd sending to the network (UDP_OPEN).
  * Returns 0 and fills *e, or -1 with errno. */
 int zti_udp_open(int fd, struct zti_ent *e);
+/* Records the app's shutdown of a ztap UDP socket (ZTI_SHUT_* bits): natively for SHUT_RD, in
+ * ztapd and in e (stored in the table). Preserves errno. */
+void zti_udp_shut(int fd, struct zti_ent *e, uint8_t bits);
 
 /* Socket options (zti_opts.c). */
 #define ZTI_MAX_PREOPTS 112

@@ -101,6 +101,23 @@ void zti_read_config(void)
         v = comma ? comma + 1 : NULL;
     }
 
+    v = getenv("ZTAP_BROADCAST");
+    while (v && *v) {
+        const char *comma = strchr(v, ',');
+        size_t len = comma ? (size_t)(comma - v) : strlen(v);
+        char buf[INET_ADDRSTRLEN];
+        struct in_addr a;
+        if (len && len < sizeof buf) {
+            memcpy(buf, v, len);
+            buf[len] = 0;
+            if (inet_pton(AF_INET, buf, &a) == 1 && zti_cfg.nbcast < ZTI_MAX_BCAST)
+                zti_cfg.bcast[zti_cfg.nbcast++] = a.s_addr;
+            else
+                zti_log("ignoring entry in ZTAP_BROADCAST: ", buf, NULL, LONG_MIN, NULL);
+        }
+        v = comma ? comma + 1 : NULL;
+    }
+
     v = getenv("ZTAP_RPC");
     if (!v || !*v) {
         if (zti_cfg.network[0] || zti_cfg.nroutes)
@@ -124,6 +141,32 @@ static const uint8_t zti_v4_prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0
 int zti_addr_is_v4(const struct ztrpc_addr *a)
 {
     return memcmp(a->addr, zti_v4_prefix, sizeof zti_v4_prefix) == 0;
+}
+
+int zti_addr_is_broadcast(const struct ztrpc_addr *a)
+{
+    if (!zti_addr_is_v4(a))
+        return 0;
+    uint32_t v;
+    memcpy(&v, a->addr + 12, 4);
+    if (v == 0xffffffffu)
+        return 1;
+    for (int i = 0; i < zti_cfg.nbcast; i++)
+        if (zti_cfg.bcast[i] == v)
+            return 1;
+    return 0;
+}
+
+int zti_broadcast_denied(int fd, const struct ztrpc_addr *a)
+{
+    if (!zti_addr_is_broadcast(a))
+        return 0;
+    int on = 0, saved = errno;
+    socklen_t l = sizeof on;
+    if (zti_real.getsockopt(fd, SOL_SOCKET, SO_BROADCAST, &on, &l) < 0)
+        on = 0;
+    errno = saved;
+    return on ? 0 : EACCES;
 }
 
 static int zti_addr_is_zero(const uint8_t b[16])

@@ -173,6 +173,7 @@ void zti_resolve(void)
     ZTI_RESOLVE(dup2, "dup2");
     ZTI_RESOLVE(dup3, "dup3");
     ZTI_RESOLVE(fcntl, "fcntl");
+    ZTI_RESOLVE(ioctl, "ioctl");
     ZTI_RESOLVE(syscall, "syscall");
     atomic_store_explicit(&zti_ready, 1, memory_order_release);
 }
@@ -599,9 +600,10 @@ int zti_install(int fd, int newfd)
         zti_real.fcntl(newfd, F_SETFL, (nfl & ~O_NONBLOCK) | (fl & O_NONBLOCK)) < 0)
         return -errno;
     /* Options that act on the fd's own reads and writes (SO_RCVTIMEO and friends) were set on the
-     * kernel socket; the app expects them to keep working on the replacement. Best effort, and
+     * kernel socket; the app expects them to keep working on the replacement (SO_BROADCAST: the
+     * library's UDP send checks read it there, zti_broadcast_denied). Best effort, and
      * only what differs from a new socket's value (a connect pays for what the app set). */
-    static const int carried[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT, SO_PEEK_OFF };
+    static const int carried[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT, SO_PEEK_OFF, SO_BROADCAST };
     int saved = errno;
     for (size_t i = 0; i < sizeof carried / sizeof carried[0]; i++) {
         union { struct timeval tv; int v; } val;
@@ -611,6 +613,7 @@ int zti_install(int fd, int newfd)
             continue;
         if (carried[i] == SO_RCVLOWAT ? val.v == 1
             : carried[i] == SO_PEEK_OFF ? val.v == -1
+            : carried[i] == SO_BROADCAST ? val.v == 0
                                         : val.tv.tv_sec == 0 && val.tv.tv_usec == 0)
             continue;
         if (carried[i] == SO_PEEK_OFF) {

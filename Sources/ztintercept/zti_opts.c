@@ -26,8 +26,11 @@
 #include "zti.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <string.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 /* Options recorded by "was set" bit and read back from the kernel socket at interception. */
@@ -517,9 +520,63 @@ ZTI_EXPORT int setsockopt(int fd, int level, int name, const void *optval, sockl
                                 err == ENOMEM || err == ENETDOWN
                             ? zti_down_errno(err, ENETDOWN)
                             : err);
-    /* Also bound the unix buffers, and make SO_RCVLOWAT act on the fd's own reads. */
-    if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF || name == SO_RCVLOWAT))
+    /* Also bound the unix buffers, make SO_RCVLOWAT act on the fd's own reads, and keep
+     * SO_BROADCAST where the library's UDP sends look for it (zti_broadcast_denied). */
+    if (level == SOL_SOCKET &&
+        (name == SO_RCVBUF || name == SO_SNDBUF || name == SO_RCVLOWAT || name == SO_BROADCAST))
         (void)zti_real.setsockopt(fd, level, name, optval, optlen);
     errno = saved;
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * ioctl
+ */
+
+/**
+ * ioctl() - as ioctl(2); the socket queue ioctls of a ztap socket answer as Linux's would
+ *
+ * Most work natively on the app end (FIONREAD/SIOCOUTQ of a TCP socket's stream, FIONBIO).
+ * Those that differ: a listener has no queues (EINVAL, tcp_ioctl); SIOCOUTQNSD, unknown to
+ * AF_UNIX, is what ztapd has not taken yet (none of it can have been sent); a UDP socket's
+ * FIONREAD is the next datagram's payload, not the whole queue with the message headers.
+ * Return: as ioctl(2).
+ */
+ZTI_EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+    va_list ap;
+    va_start(ap, req);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    zti_init_real();
+    int k = zti_hot_kind(fd);
+    if (k == ZTI_NONE || !zti_cfg.enabled ||
+        (req != SIOCINQ && req != SIOCOUTQ && req != SIOCOUTQNSD && req != SIOCATMARK))
+        return zti_real.ioctl(fd, req, arg);
+    struct zti_ent e;
+    k = zti_classify(fd, &e, 1);
+    if (k == ZTI_LISTEN) {
+        if (req != SIOCATMARK)
+            return zti_fail(EINVAL);
+        if (!arg)
+            return zti_fail(EFAULT);
+        *(int *)arg = 0;
+        return 0;
+    }
+    if (k == ZTI_TCP && req == SIOCOUTQNSD)
+        return zti_real.ioctl(fd, SIOCOUTQ, arg);
+    if (k == ZTI_UDP && req == SIOCINQ) {
+        if (!arg)
+            return zti_fail(EFAULT);
+        int saved = errno;
+        struct ztrpc_dgram h;
+        ssize_t n;
+        do
+            n = zti_real.recv(fd, &h, sizeof h, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+        while (n < 0 && errno == EINTR);
+        *(int *)arg = n > (ssize_t)sizeof h ? (int)(n - (ssize_t)sizeof h) : 0;
+        errno = saved;
+        return 0;
+    }
+    return zti_real.ioctl(fd, req, arg);
 }

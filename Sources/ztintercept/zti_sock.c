@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * zti_sock.c - connect, bind, listen, names, dup: the control calls (accept: zti_accept.c;
+ * zti_sock.c - connect, bind, listen, names: the control calls (accept: zti_accept.c; dup: zti_fd.c;
  * getsockopt/setsockopt: zti_opts.c).
  *
  * A kernel AF_INET or AF_INET6 socket becomes a ztap socket at the first connect/bind/sendto
@@ -16,7 +16,6 @@
 #include <poll.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <string.h>
 #include <unistd.h>
 #include <netinet/tcp.h>
@@ -145,6 +144,29 @@ static int zti_plug(int fd, struct ztrpc_sock_req *rq)
     return 0;
 }
 
+/* A blocking TCP connect that failed (refused, unreachable): Linux's socket keeps showing the
+ * ephemeral port it had taken (getsockname ANY:eph: the address is reset, the port number is not,
+ * though the port itself is released). The app keeps its kernel socket, so the library remembers
+ * the port in the kernel socket's entry (local, address all zero) for getsockname. */
+static void zti_note_failed_port(int fd, const struct zti_ent *rec, uint16_t port)
+{
+    struct stat st;
+    if (!port || fstat(fd, &st) < 0)
+        return;
+    struct zti_ent e;
+    if (rec && rec->kind == ZTI_INET && rec->dev == (uint64_t)st.st_dev && rec->ino == (uint64_t)st.st_ino) {
+        e = *rec;
+    } else {
+        memset(&e, 0, sizeof e);
+        e.kind = ZTI_INET;
+        e.dev = st.st_dev;
+        e.ino = st.st_ino;
+    }
+    memset(&e.local, 0, sizeof e.local);
+    e.local.port = port;
+    zti_table_put(fd, &e);
+}
+
 /* The state an answered request implies, whatever the reply body said (a terse daemon may send
  * an empty one): the cache must never claim less than the app was told. */
 static void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr, int installed_err)
@@ -157,6 +179,11 @@ static void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr
                 memset(&e->peer, 0, sizeof e->peer);
             else
                 e->peer = addr;
+        } else if (dissolve) {
+            /* connect(AF_UNSPEC): unconnected again (ztapd's reply says bound or unbound). */
+            if (e->state == ZTRPC_STATE_CONNECTED || e->state == ZTRPC_STATE_CONNECTING)
+                e->state = ZTRPC_STATE_BOUND;
+            memset(&e->peer, 0, sizeof e->peer);
         } else {
             e->state = installed_err ? ZTRPC_STATE_CONNECTING : ZTRPC_STATE_CONNECTED;
             if (!e->peer.port)
@@ -255,11 +282,23 @@ static int zti_create(int fd, uint16_t op, int proto, int domain, struct ztrpc_a
     } else if (rep.result < 0) {
         if (rep.err != EINPROGRESS) {
             zti_close(sv[0]);
+            if (op == ZTRPC_OP_CONNECT && proto == IPPROTO_TCP)
+                zti_note_failed_port(fd, rec, si.local.port);
             return zti_fail(rep.err ? rep.err : EIO);
         }
         installed_err = EINPROGRESS;
     }
 
+    /* A UDP socket shut down for reading before it was ours (Linux records a shutdown even on
+     * an unconnected socket, and says ENOTCONN): carried over below. */
+    uint8_t kshut = 0;
+    if (proto == IPPROTO_UDP) {
+        struct pollfd p = { .fd = fd, .events = POLLRDHUP };
+        int saved = errno;
+        if (poll(&p, 1, 0) == 1 && (p.revents & POLLRDHUP))
+            kshut = (p.revents & POLLHUP) ? ZTI_SHUT_RD | ZTI_SHUT_WR : ZTI_SHUT_RD;
+        errno = saved;
+    }
     int ir = zti_install(fd, sv[0]);
     if (ir < 0) {
         zti_close(sv[0]);
@@ -271,6 +310,8 @@ static int zti_create(int fd, uint16_t op, int proto, int domain, struct ztrpc_a
     e->v6only = (uint8_t)v6only;
     zti_fix_state(e, op, addr, installed_err);
     zti_table_put(fd, e);
+    if (kshut)
+        zti_udp_shut(fd, e, kshut);
     if (packed < pre.n)
         zti_preopts_replay(fd, &pre, packed);
     zti_dbg(op == ZTRPC_OP_CONNECT ? "connect intercepted, fd "
@@ -369,6 +410,8 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
             return zti_fail(aerr);
         if (k == ZTI_UDP && e.v6only && fam == AF_INET)
             return zti_fail(EAFNOSUPPORT);
+        if (k == ZTI_UDP && (aerr = zti_broadcast_denied(fd, &rq.addr)))
+            return zti_fail(aerr);
         int fl = zti_real.fcntl(fd, F_GETFL);
         int nonblock = fl >= 0 && (fl & O_NONBLOCK);
         rq.proto = e.proto;
@@ -420,6 +463,9 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
     /* An IPV6_V6ONLY socket cannot reach IPv4: the kernel says so (ENETUNREACH). */
     if (zti_addr_is_v4(&dst) && zti_kernel_v6only(fd, domain))
         return zti_real.connect(fd, addr, len);
+    int berr;
+    if (proto == IPPROTO_UDP && (berr = zti_broadcast_denied(fd, &dst)))
+        return zti_fail(berr);
     if (zti_create(fd, ZTRPC_OP_CONNECT, proto, domain, dst, k == ZTI_INET ? &e : NULL,
                    &e, proto == IPPROTO_TCP ? ECONNREFUSED : ENETUNREACH) < 0)
         return -1;
@@ -549,7 +595,22 @@ ZTI_EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
 {
     zti_init_real();
     struct zti_ent e;
-    if (!zti_cfg.enabled || !zti_is_ztap(zti_classify(fd, &e, 1)))
+    if (!zti_cfg.enabled)
+        return zti_real.getsockname(fd, addr, len);
+    int k = zti_classify(fd, &e, 1);
+    if (k == ZTI_INET && e.local.port && len && (addr || !*len)) {
+        /* A kernel socket whose connect to the network failed shows the port it had taken
+         * (zti_note_failed_port), unless the kernel socket got a name of its own since. */
+        struct sockaddr_storage ks;
+        socklen_t kl = sizeof ks;
+        if (zti_real.getsockname(fd, (struct sockaddr *)&ks, &kl) == 0 &&
+            ((ks.ss_family == AF_INET && ((struct sockaddr_in *)&ks)->sin_port == 0) ||
+             (ks.ss_family == AF_INET6 && ((struct sockaddr_in6 *)&ks)->sin6_port == 0))) {
+            zti_fill_sockaddr(ks.ss_family, &e.local, addr, len);
+            return 0;
+        }
+    }
+    if (!zti_is_ztap(k))
         return zti_real.getsockname(fd, addr, len);
     if (!len || (!addr && *len))
         return zti_fail(EFAULT);
@@ -590,98 +651,4 @@ ZTI_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
     zti_fill_sockaddr(e.family, &e.peer, addr, len);
     errno = saved;
     return 0;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * dup family: copy the table entry so the new number is known at once (data path included).
- */
-
-/** dup() - as dup(2); a ztap socket's copy is a ztap socket. */
-ZTI_EXPORT int dup(int oldfd)
-{
-    zti_init_real();
-    int r = zti_real.dup(oldfd);
-    if (r >= 0)
-        zti_copy_entry(oldfd, r);
-    return r;
-}
-
-/** dup2() - as dup2(2); a ztap socket's copy is a ztap socket. */
-ZTI_EXPORT int dup2(int oldfd, int newfd)
-{
-    zti_init_real();
-    int r = zti_real.dup2(oldfd, newfd);
-    if (r >= 0 && oldfd != newfd)
-        zti_copy_entry(oldfd, r);
-    return r;
-}
-
-/** dup3() - as dup3(2); a ztap socket's copy is a ztap socket. */
-ZTI_EXPORT int dup3(int oldfd, int newfd, int flags)
-{
-    zti_init_real();
-    int r = zti_real.dup3(oldfd, newfd, flags);
-    if (r >= 0)
-        zti_copy_entry(oldfd, r);
-    return r;
-}
-
-/**
- * fcntl() - as fcntl(2); the copy made by F_DUPFD/F_DUPFD_CLOEXEC of a ztap socket is one too
- * Return: as fcntl(2).
- */
-ZTI_EXPORT int fcntl(int fd, int cmd, ...)
-{
-    va_list ap;
-    va_start(ap, cmd);
-    /* Every fcntl argument is an int, a long or a pointer: one register wide on Linux ABIs. */
-    long arg = va_arg(ap, long);
-    va_end(ap);
-    zti_init_real();
-    int r = zti_real.fcntl(fd, cmd, arg);
-    if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && zti_cfg.enabled) {
-        int saved = errno;
-        zti_copy_entry(fd, r);
-        errno = saved;
-    }
-    return r;
-}
-
-/** fcntl64() - glibc's name for fcntl with 64-bit offsets (the same on 64-bit ABIs). */
-ZTI_EXPORT int fcntl64(int fd, int cmd, ...)
-{
-    va_list ap;
-    va_start(ap, cmd);
-    long arg = va_arg(ap, long);
-    va_end(ap);
-    return fcntl(fd, cmd, arg);
-}
-
-/* Mark an AF_UNIX socket the app created itself as "not ztap", so that control calls on it never
- * ask ztapd (it looks exactly like a ztap socket: an unnamed pair). */
-static void zti_mark_notztap(int fd)
-{
-    struct stat st;
-    struct zti_ent e;
-    if (fstat(fd, &st) < 0)
-        return;
-    memset(&e, 0, sizeof e);
-    e.kind = ZTI_NOTZTAP;
-    e.dev = st.st_dev;
-    e.ino = st.st_ino;
-    zti_table_put(fd, &e);
-}
-
-/** socketpair() - as socketpair(2); AF_UNIX pairs are remembered as the app's own. */
-ZTI_EXPORT int socketpair(int domain, int type, int protocol, int sv[2])
-{
-    zti_init_real();
-    int r = zti_real.socketpair(domain, type, protocol, sv);
-    if (r == 0 && domain == AF_UNIX && zti_cfg.enabled) {
-        int saved = errno;
-        zti_mark_notztap(sv[0]);
-        zti_mark_notztap(sv[1]);
-        errno = saved;
-    }
-    return r;
 }

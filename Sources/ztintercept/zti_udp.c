@@ -13,6 +13,7 @@
 #include "zti.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <limits.h>
 #include <string.h>
@@ -63,6 +64,8 @@ ssize_t zti_udp_sendmsg(int fd, const struct zti_ent *e, const struct msghdr *ms
                 return zti_fail_ss(EINVAL);
             if (e->family == AF_INET6 && e->v6only && zti_addr_is_v4(&h.addr))
                 return zti_fail_ss(ENETUNREACH);
+            if ((err = zti_broadcast_denied(fd, &h.addr)))
+                return zti_fail_ss(err);
         }
     }
     if (e->shut & ZTI_SHUT_WR)
@@ -134,8 +137,12 @@ ssize_t zti_udp_recvmsg(int fd, const struct zti_ent *e, struct msghdr *msg, int
     if (r < 0)
         return -1;
     if (r == 0) {
-        if (e->shut & ZTI_SHUT_RD)
-            return 0; /* the app's own shutdown(SHUT_RD), as on a kernel UDP socket */
+        if (e->shut & ZTI_SHUT_RD) {
+            /* The app's own shutdown(SHUT_RD): as on a kernel UDP socket, a read that may block
+             * returns 0, one that may not finds nothing (EAGAIN). */
+            int fl = (flags & MSG_DONTWAIT) ? O_NONBLOCK : zti_real.fcntl(fd, F_GETFL);
+            return fl >= 0 && (fl & O_NONBLOCK) ? zti_fail_ss(EAGAIN) : 0;
+        }
         return zti_fail_ss(ENETDOWN); /* ztapd closed its end: the socket is gone */
     }
     if ((size_t)r < sizeof h)
@@ -464,6 +471,27 @@ ZTI_EXPORT int shutdown(int fd, int how)
             }
             errno = saved;
         }
+        if ((how == SHUT_RD || how == SHUT_RDWR) && !(e.shut & ZTI_SHUT_RD)) {
+            /* Shut for reading, the app end gives ztapd's end the same hang-up as a close once
+             * both ways are shut: say first that it is a shutdown, so ztapd keeps the socket
+             * nameable (getpeername ENOTCONN, SO_ERROR 0 once the connection is over). */
+            int saved = errno;
+            struct ztrpc_sockopt rq;
+            memset(&rq, 0, sizeof rq);
+            rq.level = ZTRPC_SOL_ZTAP;
+            rq.name = ZTRPC_ZT_SHUTDOWN;
+            rq.optlen = sizeof(int);
+            int v = ZTI_SHUT_RD;
+            memcpy(rq.value, &v, sizeof v);
+            struct ztrpc_rep_hdr rep;
+            int err;
+            if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, NULL, 0, ZTI_SHORT_WAIT_MS, 0, &err) == 0 &&
+                rep.result == 0) {
+                e.shut |= ZTI_SHUT_RD;
+                zti_table_put(fd, &e);
+            }
+            errno = saved;
+        }
         return zti_real.shutdown(fd, how);
     }
     if (!zti_maybe_udp(fd) || zti_classify(fd, &e, 0) != ZTI_UDP)
@@ -472,14 +500,21 @@ ZTI_EXPORT int shutdown(int fd, int how)
         errno = EINVAL;
         return -1;
     }
+    zti_udp_shut(fd, &e, how == SHUT_RD ? ZTI_SHUT_RD : how == SHUT_WR ? ZTI_SHUT_WR : ZTI_SHUT_RD | ZTI_SHUT_WR);
+    /* Linux (inet_shutdown) records the shutdown of an unconnected socket too, then says ENOTCONN. */
     if (e.state != ZTRPC_STATE_CONNECTED) {
         errno = ENOTCONN;
         return -1;
     }
+    return 0;
+}
+
+void zti_udp_shut(int fd, struct zti_ent *e, uint8_t bits)
+{
     int saved = errno;
-    if (how != SHUT_WR && zti_real.shutdown(fd, SHUT_RD) < 0)
-        return -1;
-    uint8_t bits = how == SHUT_RD ? ZTI_SHUT_RD : how == SHUT_WR ? ZTI_SHUT_WR : ZTI_SHUT_RD | ZTI_SHUT_WR;
+    /* Native SHUT_RD: ztapd can no longer deliver, reads return 0. */
+    if (bits & ZTI_SHUT_RD)
+        (void)zti_real.shutdown(fd, SHUT_RD);
     /* ztapd keeps it per socket, so dup/fork/exec copies see it (best effort: a ztapd that is
      * gone has no socket left to shut down anyway). */
     struct ztrpc_sockopt rq;
@@ -492,10 +527,9 @@ ZTI_EXPORT int shutdown(int fd, int how)
     struct ztrpc_rep_hdr rep;
     int err;
     (void)zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, NULL, 0, 10000, 0, &err);
-    e.shut |= bits;
-    zti_table_put(fd, &e);
+    e->shut |= bits;
+    zti_table_put(fd, e);
     errno = saved;
-    return 0;
 }
 
 /* _FORTIFY_SOURCE entry points: the size check stays libc's (it aborts on overflow). */

@@ -160,6 +160,24 @@ import Testing
         #expect(h.takeEvents() == [.failed(c, .timedOut)])
     }
 
+    @Test func userTimeoutEndsAConnectAfterOneResentSYN() throws {
+        // Linux: the first SYN timeout (1 s) resends it, the next timer is clamped to the user
+        // timeout, already past: ETIMEDOUT at 1 s, not after the SYN retries (127 s).
+        let h = Harness()
+        let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)
+        try h.layer.setOption(c, .userTimeout(.milliseconds(500)), now: h.now)
+        let start = h.now
+        h.poll()
+        #expect(h.sent().count == 1)
+        h.run(untilMs: 999)
+        #expect(h.takeEvents().isEmpty)
+        h.run(untilMs: 1)
+        #expect(h.sent().count == 1)   // the resent SYN
+        h.run(untilMs: 1)
+        #expect(h.takeEvents() == [.failed(c, .timedOut)])
+        #expect((h.now - start).milliseconds <= 1_001)
+    }
+
     // MARK: TCP_NOTSENT_LOWAT
 
     @Test func notSentLowWaterLimitsSendAndWakesAtHalf() throws {

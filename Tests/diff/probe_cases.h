@@ -103,7 +103,7 @@ X(udp_connected, "connected UDP: names, send/recv, sendto, foreign-source filter
 X(udp_icmp_refused, "connected UDP to a closed port: POLLERR, ECONNREFUSED once")
 X(udp_icmp_so_error, "the same through SO_ERROR")
 X(udp_icmp_unconnected, "unconnected UDP to a closed port: no error")
-X(udp_peek_trunc, "MSG_PEEK, MSG_TRUNC, recvmsg MSG_TRUNC flag")
+X(udp_peek_trunc, "MSG_PEEK, MSG_TRUNC, recvmsg MSG_TRUNC flag, FIONREAD")
 X(udp_zero_length, "zero-length datagrams both ways")
 X(udp_oversize, "65508 bytes: EMSGSIZE; 65507 and 3000 bytes: fragmented round trip")
 X(udp_bind_recv, "bind to SELF:port, datagram from the peer, EADDRINUSE, bind twice")

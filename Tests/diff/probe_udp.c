@@ -6,10 +6,12 @@
  */
 #include "probe.h"
 
+
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -142,6 +144,20 @@ void case_udp_peek_trunc(void)
     do_send(u, "ghijkl", 0);
     wait_ev(u, POLLIN, 2000);
     res("recv(2, MSG_TRUNC|MSG_PEEK)", recv(u, b, 2, MSG_TRUNC | MSG_PEEK));
+    do_recv(u, 100, 0);
+    out("FIONREAD is the next datagram's length:");
+    int q = -1;
+    res("ioctl FIONREAD (empty)", ioctl(u, FIONREAD, &q));
+    out("FIONREAD: %d", q);
+    do_send(u, "ab", 0);
+    do_send(u, "cdefg", 0);
+    wait_ev(u, POLLIN, 2000);
+    msleep(200); /* the second echo too */
+    res("ioctl FIONREAD", ioctl(u, FIONREAD, &q));
+    out("FIONREAD: %d", q);
+    do_recv(u, 100, 0);
+    res("ioctl FIONREAD", ioctl(u, FIONREAD, &q));
+    out("FIONREAD: %d", q);
     do_recv(u, 100, 0);
     close(u);
 }

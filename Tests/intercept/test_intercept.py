@@ -327,7 +327,7 @@ def test_only_libc_replacements_are_exported(built):
                 "getsockopt", "setsockopt", "send", "sendto", "sendmsg", "sendmmsg", "recv",
                 "recvfrom", "recvmsg", "recvmmsg", "read", "write", "__read_chk", "__recv_chk",
                 "__recvfrom_chk", "dup", "dup2", "dup3", "socketpair", "shutdown", "syscall", "fcntl",
-                "fcntl64"}
+                "fcntl64", "ioctl"}
     assert names == expected, names ^ expected
 
 

@@ -200,7 +200,9 @@ extern "C" {
 /* ztapd's own option level for SETSOCKOPT. ZTRPC_ZT_SHUTDOWN (value: int, ZTRPC_SHUT_* bits,
  * added to what was there): the app's shutdown() of a UDP socket, which Linux only remembers
  * (sends then fail with EPIPE, reads return 0). It is kept per socket in ztapd, so copies made
- * by dup, fork or exec see it too; GETNAME reports it in ztrpc_sockinfo.shut. */
+ * by dup, fork or exec see it too; GETNAME reports it in ztrpc_sockinfo.shut. On a TCP socket
+ * (whose shutdown is native) only ZTRPC_SHUT_RD counts: sent just before a native SHUT_RD or
+ * SHUT_RDWR, it tells ztapd that the hang-up to come may be a shutdown rather than a close. */
 #define ZTRPC_SOL_ZTAP 0x7a74
 #define ZTRPC_ZT_SHUTDOWN 1
 #define ZTRPC_SHUT_RD ((uint16_t)1)

@@ -112,7 +112,8 @@ final class UDPSocketTable {
 
     /// Best socket for a datagram: exact local address beats wildcard, connected beats
     /// unconnected; connected sockets only accept their peer. A wildcard takes its own family
-    /// (`::` IPv4 too unless IPV6_V6ONLY, see `PortTable.Binding.accepts`).
+    /// (`::` IPv4 too unless IPV6_V6ONLY, see `PortTable.Binding.accepts`). Among equals the
+    /// last bound wins, as on Linux (SO_REUSEADDR: udp_lib_get_port adds at the chain's head).
     @inline(__always)
     func lookup(dst: IPEndpoint, src: IPEndpoint) -> (UDPSocket, SocketHandle)? {
         guard let list = byPort[dst.port] else { return nil }
@@ -131,7 +132,7 @@ final class UDPSocketTable {
                 guard r == src else { continue }
                 score &+= 1
             }
-            if score > bestScore {
+            if score >= bestScore {
                 bestScore = score
                 best = (s, SocketHandle(index: UInt32(i) | SocketHandle.udpFlag, generation: s.generation))
             }

@@ -39,6 +39,12 @@ extension TCPConnection {
             // ACKed, no SYN-ACK is resent until the last timeout of the deferral, and the
             // embryo lives until the deferral is over.
             let timeouts = retries &- 1
+            // TCP_USER_TIMEOUT bounds a connect too, counted from the first SYN once one was
+            // resent (Linux's retransmits_timed_out): ETIMEDOUT at the first timeout past it.
+            if state == .synSent && sockopts.userTimeout > .zero && timeouts >= 1 && now - lastProgress >= sockopts.userTimeout {
+                terminate(error: .timedOut, now: now)
+                return
+            }
             let deferring = deferAcked ? (listener?.options.deferAccept ?? 0) : 0
             if timeouts >= sockopts.synRetries && (deferring == 0 || timeouts >= deferring) {
                 terminate(error: listener != nil && state == .synReceived ? nil : .timedOut, now: now)
@@ -189,6 +195,10 @@ extension TCPConnection {
                 if sndMax < sndNxt { sndMax = sndNxt }
                 if retries == 0 { rtt.startTiming(end: iss + 1, at: now) }
                 timers.rto = now + rtt.effectiveRTO
+                if state == .synSent && retries > 0 && sockopts.userTimeout > .zero {
+                    // No later than the user timeout (tcp_clamp_rto_to_user_timeout).
+                    timers.rto = min(now + rtt.effectiveRTO, lastProgress + sockopts.userTimeout)
+                }
             } else if acks.immediate && state == .synReceived {
                 sendSegment(seq: sndNxt, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out)
             }

@@ -65,6 +65,10 @@ final class Connection {
     var key: FDKey
     let pid: Int32
     let uid: UInt32
+    /// The app shut down reading (the library says so before its native shutdown, ZTRPC_ZT_SHUTDOWN):
+    /// a hang-up of our end may then be its shutdown(SHUT_RDWR) rather than its close, so the
+    /// socket keeps its name (retired, not forgotten) when the connection ends.
+    var appShutRead = false
     /// The app's socket family (AF_INET or AF_INET6) and its IPV6_V6ONLY: what the addresses it
     /// may use are, and how the library shows them.
     var family: Int32 = AF_INET
@@ -81,6 +85,10 @@ final class Connection {
     var binding: PortTable.Binding?
     /// errno for SO_ERROR (0 = none); cleared when reported.
     var pendingError: Int32 = 0
+    /// The connection as it was when its stack handle went while the socket stays nameable
+    /// (state CLOSED): TCP_INFO and the options go on showing its MSS, scaling and options, as
+    /// Linux's socket in CLOSE does.
+    var closedInfo: TCPSocketInfo?
     var waiters: [Waiter] = []
     var options = SocketOptions()
     var backlog: Int32 = 0
@@ -169,7 +177,13 @@ final class UDPConnection {
     var key: FDKey
     let pid: Int32
     let uid: UInt32
-    let handle: SocketHandle
+    /// nil after connect(AF_UNSPEC) released an automatically chosen port (Linux unhashes the
+    /// socket: it shows port 0 and receives nothing); the next send or connect takes a new one.
+    var handle: SocketHandle?
+    /// The address the socket was bound to (the wildcard unless the app bound one), kept when the
+    /// port is released; and whether the app chose the port (then it is never released).
+    var boundAddress: IPAddress = .v4Any
+    var portChosen = false
     var family: Int32 = AF_INET
     var v6Only = false
     var data: LoopSocket?

@@ -478,10 +478,11 @@ final class InterceptHub {
     // MARK: - Timers
 
     /// Earliest instant `runTimers` has work.
-    var nextDeadline: Instant? { earliest(nextIdleScan, tcp.nextDeadline) }
+    var nextDeadline: Instant? { earliest(earliest(nextIdleScan, tcp.nextDeadline), udp.nextDeadline) }
 
     func runTimers(now: Instant) {
         tcp.runTimers(now: now)
+        udp.runTimers(now: now)
         if let t = nextIdleScan, t <= now {
             nextIdleScan = nil
             var idle: [LoopSocket] = []

@@ -93,6 +93,15 @@ extension SocketOptionMap {
             if o.windowClamp > 0 { return ok(o.windowClamp, len) }
             // Unset: the largest window the connection can offer (Linux: from its buffer).
             guard let i = c.tcpInfo, i.state != .listen else { return ok(Int32(0), len) }
+            if ![.synSent, .synReceived].contains(i.state), i.advertisedMss > 0 {
+                // Established: Linux's figure, not our ring's (tcp_init_buffer_space): the window
+                // its receive buffer allows (half of it at the default scaling ratio), less one
+                // segment it reserves.
+                let advmss = max(i.advertisedMss, 1)   // Linux's advmss: less the timestamps already
+                let maxwin = Int(o.rcvbuf ?? Int32(clamping: c.defaultReceiveBuffer)) / 2
+                let clamp = maxwin > 2 * advmss ? max(2 * advmss, maxwin - advmss) : maxwin
+                return ok(Int32(clamping: clamp), len)
+            }
             return ok(Int32(clamping: max(i.receiveSpace + i.receiveQueue, i.receiveWindow)), len)
         case TCP_INFO:
             return .success(Array(TCPInfo.encode(c.tcpInfo, options: o, state: c.state).prefix(max(len, 0))))

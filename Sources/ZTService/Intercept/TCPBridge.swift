@@ -77,6 +77,9 @@ final class TCPBridge {
     /// A new socket takes `key`: a leftover entry with it belongs to a socket that is gone.
     func forget(_ key: FDKey) {
         if let old = byKey[key] {
+            // One still draining (kept nameable after a shutdown, see `appShutRead`) goes on
+            // through its stack handle.
+            if old.phase == .draining { byKey[key] = nil; return }
             appGone(old)
             if byKey[key] === old { remove(old) }
         }
@@ -162,6 +165,13 @@ final class TCPBridge {
                 refundTuned(c)
                 c.handle = nil
                 c.phase = c.binding != nil ? .bound : .unbound
+                c.pendingError = ECONNRESET   // tcp_disconnect's sk_err, for SO_ERROR
+                // Linux (tcp_disconnect) forgets the source address unless the app bound one and
+                // goes on showing the port number: ANY:eph.
+                if let l = c.local {
+                    let any = c.family == AF_INET6 ? IPAddress.v6Any : IPAddress.v4Any
+                    c.local = IPEndpoint(c.binding?.local.address ?? any, l.port)
+                }
                 c.outbound = .open
                 c.inbound = .open
                 if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: c.data) }
@@ -198,7 +208,8 @@ final class TCPBridge {
         let h: SocketHandle
         do {
             let wildcard = IPEndpoint(c.family == AF_INET6 ? IPAddress.v6Any : IPAddress.v4Any, 0)
-            h = try stack.tcpConnect(local: c.local ?? wildcard, remote: dst, now: Self.now())
+            // Only a bound socket keeps its port (after connect(AF_UNSPEC) `local` is just a name).
+            h = try stack.tcpConnect(local: c.binding != nil ? (c.local ?? wildcard) : wildcard, remote: dst, now: Self.now())
         } catch {
             if newSocket != nil { refund(c) }
             return .fail(Wire.errno(error), .none)
@@ -206,6 +217,8 @@ final class TCPBridge {
         for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o, now: Self.now()) }
         attachRingBudget(stack)
         c.handle = h
+        c.closedInfo = nil
+        c.pendingError = 0   // tcp_connect_init clears sk_err
         byHandle[h] = c
         stack.tcp.setDirectReceive(h, true)
         c.local = stack.tcp.localEndpoint(h)
@@ -456,14 +469,20 @@ final class TCPBridge {
     /// Both halves are shut down (the app's FIN and the peer's both passed on): nothing more can
     /// move, and our end's POLLHUP no longer tells whether the app closed. The TCP connection
     /// finishes on its own; the socket stays nameable (getpeername, SO_ERROR) for a while.
-    private func retire(_ c: Connection) {
+    func retire(_ c: Connection) {
         if let h = c.handle {
+            keepInfo(c, h)
             byHandle[h] = nil
             stack?.tcp.release(h, now: Self.now())
             c.handle = nil
         }
         if let d = c.data { loop.close(d); c.data = nil }
         c.phase = .closed
+        // What lingers is a name only (the hang-up may have been the app's close): it holds
+        // nothing of its owner's budgets, or closes that follow the peer's would use them up,
+        // nor a port it bound (a new bind with SO_REUSEADDR must find it free, as on Linux).
+        refund(c)
+        unreserve(c)
         settle(c)
         linger(c)
     }
@@ -508,12 +527,20 @@ final class TCPBridge {
     /// The connection closed normally and the app has all its bytes: drop the stack's handle and
     /// give the app its EOF.
     func releaseClosed(_ c: Connection, _ h: SocketHandle) {
+        keepInfo(c, h)
         c.phase = .closed
         byHandle[h] = nil
         stack?.tcp.release(h, now: Self.now())
         c.handle = nil
         deliverEOF(c)
         settle(c)
+    }
+
+    /// Keeps what TCP_INFO shows of `c` before its handle `h` goes (`Connection.closedInfo`).
+    func keepInfo(_ c: Connection, _ h: SocketHandle) {
+        guard var i = stack?.tcp.info(h) else { return }
+        i.state = .closed
+        c.closedInfo = i
     }
 
     /// Shuts our end down for writing: the app reads EOF (once).
@@ -526,6 +553,7 @@ final class TCPBridge {
     /// The TCP connection ended with an error: the app reads EOF, SO_ERROR tells why.
     func fail(_ c: Connection) {
         if let h = c.handle {
+            if c.isConnected { keepInfo(c, h) }
             byHandle[h] = nil
             stack?.tcp.release(h, now: Self.now())
             c.handle = nil
@@ -591,7 +619,8 @@ final class TCPBridge {
         }
         // No app can name this socket any more (its end is closed; the inode may be reused by a
         // new socket): it only drains now, found through its stack handle.
-        if byKey[c.key] === c { byKey[c.key] = nil }
+        // (Unless the hang-up may be its shutdown(SHUT_RDWR): then it stays nameable.)
+        if byKey[c.key] === c && !c.appShutRead { byKey[c.key] = nil }
         c.phase = .draining
         if let tx = stack.tcp.sendBuffer(h), tx.free == 0 {
             // Nothing can be read now. Re-arming the fd would only bring the (unmaskable) hangup

@@ -12,7 +12,7 @@ extension TCPBridge {
     /// The socket's state as SocketOptionMap needs it.
     func optionContext(_ call: RPCCall, _ c: Connection) -> OptionContext {
         var ctx = OptionContext(isTCP: true)
-        let info = c.handle.flatMap { stack?.tcp.info($0) }
+        let info = c.handle.flatMap { stack?.tcp.info($0) } ?? (c.phase == .closed ? c.closedInfo : nil)
         ctx.tcpInfo = info
         switch c.phase {
         case .listening: ctx.state = .listen
@@ -20,11 +20,12 @@ extension TCPBridge {
         case .connected, .draining, .closing: ctx.state = info?.state ?? .closed
         case .unbound, .bound, .closed: ctx.state = .closed
         }
-        if let cfg = stack?.tcp.config {
-            ctx.tcpConfig = cfg
-            // Linux reports twice the usable size (the other half is its bookkeeping).
-            ctx.defaultReceiveBuffer = 2 * cfg.receiveBufferSize
-            ctx.defaultSendBuffer = 2 * cfg.sendBufferSize
+        if let cfg = stack?.tcp.config { ctx.tcpConfig = cfg }
+        // SO_RCVBUF/SO_SNDBUF the app did not set: what Linux reports, not ztapd's rings (larger,
+        // and sized on their own): tcp_rmem[1] (OptionContext's default) and, once established,
+        // the send buffer tcp_sndbuf_expand gives the connection.
+        if let i = info, ![.listen, .synSent, .synReceived].contains(i.state), i.mss > 0 {
+            ctx.defaultSendBuffer = Self.linuxSendBuffer(i)
         }
         ctx.local = c.local
         ctx.peer = c.phase == .listening ? nil : c.remote
@@ -39,6 +40,20 @@ extension TCPBridge {
         ctx.tcpRmemMax = OptionEnvironment.tcpRmemMax
         ctx.somaxconn = OptionEnvironment.somaxconn
         return ctx
+    }
+
+    /// Linux's sk_sndbuf of an established connection (tcp_sndbuf_expand): room for twice the
+    /// congestion window (at least TCP_INIT_CWND segments) of worst-case skbs, each a power of two
+    /// holding the peer's MSS, MAX_TCP_HEADER and skb_shared_info, plus the sk_buff; at least
+    /// tcp_wmem[1], at most tcp_wmem[2]. (BBR's factor would be 3: NetStack has only Reno and
+    /// CUBIC, factor 2.)
+    static func linuxSendBuffer(_ i: TCPSocketInfo) -> Int {
+        let mssClamp = i.mss + (i.timestamps ? 12 : 0)       // the peer's MSS option
+        var perMss = 1
+        while perMss < mssClamp + 256 + 320 { perMss <<= 1 }  // MAX_TCP_HEADER, skb_shared_info
+        perMss += 256                                         // sizeof(struct sk_buff), aligned
+        let segments = max(10, i.mss > 0 ? i.cwnd / i.mss : 0, 4)   // reordering + 1
+        return min(max(2 * segments * perMss, 16384), 4 << 20)
     }
 
     func getsockopt(_ call: RPCCall, _ c: Connection, _ request: ztrpc_sockopt) -> RPCOutcome {
@@ -61,6 +76,12 @@ extension TCPBridge {
     }
 
     func setsockopt(_ call: RPCCall, _ c: Connection, _ r: SocketOptionRecord) -> RPCOutcome {
+        if r.level == ZTRPC_SOL_ZTAP && r.name == ZTRPC_ZT_SHUTDOWN {
+            // The app is about to shut its end down for reading (its shutdown itself is native).
+            guard r.optlen >= 4 else { return .fail(EINVAL, .none) }
+            if Int(SocketOptionMap.Value(r.value, r.optlen).int) & Int(ZTRPC_SHUT_RD) != 0 { c.appShutRead = true }
+            return .ok(.none)
+        }
         if r.level == Int32(IPPROTO_TCP) && (r.name == TCP_NODELAY || r.name == TCP_CORK),
            case .connected = c.phase {
             // What the app wrote before this call is already in its socket: take it first, so

@@ -97,7 +97,21 @@ extension TCPBridge {
     /// EOF on the daemon end: a half-close (shutdown SHUT_WR: FIN) or a full close (hangup).
     private func appEOF(_ c: Connection, _ d: LoopSocket) {
         if sys.peerHungUp(d.fd) {
-            if closeResets(c, unreadInput: false) { reset(c) } else { finish(c) }
+            if closeResets(c, unreadInput: false) {
+                reset(c)
+            } else if c.inbound == .eofDelivered || c.appShutRead, let h = c.handle {
+                // Our end was shut for writing already (the peer's FIN passed on), or the app shut
+                // its reading, so the hang-up may be the app's shutdown as well as its close:
+                // FIN, and the socket stays nameable (getpeername ENOTCONN, SO_ERROR 0), as
+                // Linux's in CLOSE.
+                if c.outbound == .open {
+                    c.outbound = .finQueued
+                    try? stack?.tcp.shutdownWrite(h, now: Self.now())
+                }
+                retire(c)
+            } else {
+                finish(c)
+            }
             return
         }
         if c.outbound == .open, let h = c.handle {

@@ -74,9 +74,9 @@ final class UDPBridge {
         gate.give(u.charge)
         u.charge = nil
         if byKey[u.key] === u { byKey[u.key] = nil }
-        if byHandle[u.handle] === u {
-            byHandle[u.handle] = nil
-            stack?.udpClose(u.handle)
+        if let h = u.handle, byHandle[h] === u {
+            byHandle[h] = nil
+            stack?.udpClose(h)
         }
         if let d = u.data { loop.close(d); u.data = nil }
     }
@@ -114,6 +114,8 @@ final class UDPBridge {
             return .failure(Errno(rawValue: Wire.errno(error)))
         }
         let u = UDPConnection(key: key, pid: sr.ownerPID(peer: call.peer.pid), uid: call.peer.uid, handle: h)
+        u.boundAddress = local.address
+        u.portChosen = local.port != 0
         u.family = Wire.family(sr)
         u.v6Only = sr.v6Only
         u.seccomp = sr.fromSeccomp
@@ -172,13 +174,35 @@ final class UDPBridge {
             if u.family == AF_INET && !dst.address.isV4 { return .fail(EAFNOSUPPORT, .none) }
             if u.v6Only && dst.address.isV4 { return .fail(ENETUNREACH, .none) }
         }
+        if dissolve && u.handle == nil { return .ok(.info(info(u))) }
         do {
-            try stack.udpConnect(u.handle, remote: dissolve ? nil : dst)
+            // No port to reopen on: Linux's failed autobind says EAGAIN.
+            guard let h = u.handle ?? reopen(u) else { return .fail(EAGAIN, .none) }
+            try stack.udpConnect(h, remote: dissolve ? nil : dst)
+            if dissolve && !u.portChosen {
+                // Linux (__udp_disconnect): a port the socket did not choose is given back.
+                byHandle[h] = nil
+                stack.udpClose(h)
+                u.handle = nil
+            }
         } catch {
             if newSocket != nil { remove(u) }
             return .fail(Wire.errno(error), .none)
         }
         return .ok(.info(info(u)))
+    }
+
+    /// A new ephemeral port for a socket whose port was released (see `UDPConnection.handle`),
+    /// on its bound address, with the socket's current options.
+    private func reopen(_ u: UDPConnection) -> SocketHandle? {
+        guard let stack, let h = try? stack.udpOpen(
+            local: IPEndpoint(u.boundAddress, 0),
+            options: PortTable.Options(reuseAddress: u.options.reuseAddr, reusePort: u.options.reusePort,
+                                       uid: u.uid, v6Only: u.v6Only)) else { return nil }
+        try? stack.udpSetIPOptions(h, u.options.ipSendOptions)
+        u.handle = h
+        byHandle[h] = u
+        return h
     }
 
     /// The socket's state as SocketOptionMap needs it.
@@ -220,12 +244,20 @@ final class UDPBridge {
             guard r.optlen >= 4 else { return .fail(EINVAL, .none) }
             let bits = SocketOptionMap.Value(r.value, r.optlen).int
             u.shut |= UInt8(truncatingIfNeeded: bits) & UInt8(ZTRPC_SHUT_RD | ZTRPC_SHUT_WR)
+            if u.shut == UInt8(ZTRPC_SHUT_RD | ZTRPC_SHUT_WR), let d = u.data {
+                // Shut both ways, the socket moves nothing any more. Closing our end gives the app
+                // end the POLLHUP Linux shows then; its close cannot be seen after that, so the
+                // socket stays nameable for a while only.
+                loop.close(d)
+                u.data = nil
+                linger(u)
+            }
             return .ok(.none)
         }
         switch SocketOptionMap.set(level: r.level, name: r.name, value: r.value, optlen: r.optlen,
                                    options: &u.options, context: optionContext(call, u)) {
         case .success:
-            try? stack?.udpSetIPOptions(u.handle, u.options.ipSendOptions)
+            if let h = u.handle { try? stack?.udpSetIPOptions(h, u.options.ipSendOptions) }
             return .ok(.none)
         case .failure(let e):
             return .fail(e.rawValue, .none)
@@ -233,11 +265,11 @@ final class UDPBridge {
     }
 
     func info(_ u: UDPConnection) -> ztrpc_sockinfo {
-        let remote = stack?.udpRemoteEndpoint(u.handle)
-        var local = stack?.udpLocalEndpoint(u.handle)
-        if let l = local, l.address.isUnspecified, let r = remote, let a = stack?.sourceAddress(for: r.address) {
+        let remote = u.handle.flatMap { stack?.udpRemoteEndpoint($0) }
+        var local = u.handle.flatMap { stack?.udpLocalEndpoint($0) } ?? IPEndpoint(u.boundAddress, 0)
+        if local.address.isUnspecified, let r = remote, let a = stack?.sourceAddress(for: r.address) {
             // A connected socket names the address it sends from, like Linux.
-            local = IPEndpoint(a, l.port)
+            local = IPEndpoint(a, local.port)
         }
         return ztrpc_sockinfo(proto: IPProtocol.udp, state: remote != nil ? ZTRPC_STATE_CONNECTED : ZTRPC_STATE_BOUND,
                               shut: u.shut, family: UInt8(u.family), backlog: 0, local: Wire.addr(local),
@@ -270,7 +302,8 @@ final class UDPBridge {
                 continue
             }
             let msg = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
-            guard let dst = RPCCodec.datagramDestination(msg), let stack else { u.dropped &+= 1; continue }
+            guard let dst = RPCCodec.datagramDestination(msg), let stack,
+                  let h = u.handle ?? reopen(u) else { u.dropped &+= 1; continue }
             let payload = UnsafeRawBufferPointer(rebasing: msg[Self.header...])
             // UDP_SEGMENT (GSO): one send of several segments' worth leaves as datagrams of
             // that size, the last one shorter, as Linux sends it.
@@ -279,7 +312,7 @@ final class UDPBridge {
             repeat {
                 let len = seg > 0 ? min(seg, payload.count - off) : payload.count
                 do {
-                    try stack.udpSend(u.handle, to: dst, UnsafeRawBufferPointer(rebasing: payload[off..<(off + len)]),
+                    try stack.udpSend(h, to: dst, UnsafeRawBufferPointer(rebasing: payload[off..<(off + len)]),
                                       now: Self.now())
                     u.bytesOut &+= UInt64(len)
                 } catch {
@@ -293,16 +326,16 @@ final class UDPBridge {
     /// Stack -> app: every queued datagram, prefixed with its source. A full app socket drops
     /// (UDP semantics; memory stays bounded by the socketpair's buffer).
     func deliver(_ u: UDPConnection) {
-        guard let stack, let s = u.data, !s.isClosed else { return }
-        if let e = stack.udpTakeError(u.handle), !u.appReadClosed {
+        guard let stack, let s = u.data, !s.isClosed, let h = u.handle else { return }
+        if let e = stack.udpTakeError(h), !u.appReadClosed {
             // An ICMP error for the connected peer: a payload-less message the library turns
             // into -1/errno on the app's next receive.
-            var h = RPCCodec.datagramError(peer: stack.udpRemoteEndpoint(u.handle), errno: Wire.errno(e))
-            _ = try? withUnsafeBytes(of: &h) { b throws(Errno) in try sys.send(s.fd, b) }
+            var m = RPCCodec.datagramError(peer: stack.udpRemoteEndpoint(h), errno: Wire.errno(e))
+            _ = try? withUnsafeBytes(of: &m) { b throws(Errno) in try sys.send(s.fd, b) }
         }
         let room = UnsafeMutableRawBufferPointer(rebasing: buffer[Self.header...])
         while true {
-            guard let r = (try? stack.udpReceiveDatagram(u.handle, into: room)) ?? nil else { return }
+            guard let r = (try? stack.udpReceiveDatagram(h, into: room)) ?? nil else { return }
             if u.appReadClosed { u.dropped &+= 1; continue }
             buffer.storeBytes(of: RPCCodec.datagramHeader(from: r.from), as: ztrpc_dgram.self)
             do {
@@ -322,12 +355,35 @@ final class UDPBridge {
         if let u = byHandle[h] { deliver(u) }
     }
 
+    // MARK: - Lingering
+
+    /// Sockets shut down both ways whose data end is closed: named (getsockname, options) for
+    /// `TCPBridge.lingerTime`, then forgotten. At most `TCPBridge.lingerLimit` at once.
+    private var lingering: [(u: UDPConnection, until: Instant)] = []
+
+    private func linger(_ u: UDPConnection) {
+        if lingering.count >= TCPBridge.lingerLimit {
+            let oldest = lingering.removeFirst().u
+            if byKey[oldest.key] === oldest { remove(oldest) }
+        }
+        lingering.append((u, Self.now() + TCPBridge.lingerTime))
+    }
+
+    var nextDeadline: Instant? { lingering.first?.until }
+
+    func runTimers(now: Instant) {
+        while let f = lingering.first, f.until <= now {
+            lingering.removeFirst()
+            if byKey[f.u.key] === f.u { remove(f.u) }
+        }
+    }
+
     // MARK: - Listing
 
     func connections(network: String) -> [ConnectionInfo] {
         byKey.values.map { u in
-            let l = stack?.udpLocalEndpoint(u.handle).map { "\($0)" } ?? "*:*"
-            let r = stack?.udpRemoteEndpoint(u.handle).map { "\($0)" } ?? "*:*"
+            let l = u.handle.flatMap { stack?.udpLocalEndpoint($0) }.map { "\($0)" } ?? "*:*"
+            let r = u.handle.flatMap { stack?.udpRemoteEndpoint($0) }.map { "\($0)" } ?? "*:*"
             return ConnectionInfo(network: network, proto: "udp", local: l, remote: r, state: "OPEN",
                                   pid: u.pid, uid: u.uid, bytesIn: u.bytesIn, bytesOut: u.bytesOut,
                                   mode: u.seccomp ? "seccomp" : "preload")
