@@ -122,6 +122,10 @@ class Fake:
         self.path = path
         self.log = open(log_path, "a", buffering=1)
         self.lock = threading.Lock()
+        # Messages by sender pid and request id, for ztapd's ordering: a process's one-way
+        # messages apply before its later requests (ids grow by one per message per process).
+        self.order = threading.Condition()
+        self.done_ids = {}
         self.socks = {}
         self.next_port = 50000
 
@@ -314,6 +318,29 @@ class Fake:
             pass
         conn.close()
 
+    def wait_earlier(self, pid, rid):
+        """ztapd reads a process's one-way channel before serving its next request; this fake
+        serves each connection on its own thread, so a request waits (briefly) for the messages
+        its process sent just before it (ids one apart) to be applied first."""
+        deadline = time.monotonic() + 0.05   # one-way messages apply in well under a millisecond
+        with self.order:
+            while True:
+                seen = self.done_ids.get(pid, set())
+                if not seen or all(i in seen for i in range(max(min(seen), rid - 4), rid)):
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self.order.wait(left)
+
+    def note_done(self, pid, rid):
+        with self.order:
+            ids = self.done_ids.setdefault(pid, set())
+            ids.add(rid)
+            if len(ids) > 64:
+                ids.discard(min(ids))
+            self.order.notify_all()
+
     def handle_one(self, conn):
         """One message; True when the connection stays open for another (a one-way channel)."""
         try:
@@ -331,9 +358,12 @@ class Fake:
                 a.frombytes(cdata[: len(cdata) - len(cdata) % 4])
                 fds.extend(a)
         entry = {"nfds": len(fds)}
+        pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
         if oneway:
-            pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
             entry.update(oneway=True, channel=conn.fileno(), pid=pid)
+        rid0 = struct.unpack_from("<I", data, 8)[0] if len(data) >= 12 else None
+        if rid0 is not None and not oneway:
+            self.wait_earlier(pid, rid0)
         try:
             magic, ver, op, rid, blen = REQ_HDR.unpack_from(data)
             op &= ~(NOREPLY | KEEP)
@@ -353,6 +383,7 @@ class Fake:
             # Log before replying: once the reply is out, the test may read the log.
             self.record({k: v for k, v in entry.items() if k not in ("_keep", "_forget")})
             entry["_logged"] = True
+            self.note_done(pid, rid)
             if oneway:
                 return True
             try:
