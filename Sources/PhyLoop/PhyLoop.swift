@@ -90,12 +90,17 @@ public protocol PhySocketHandler: AnyObject {
     /// with its reserve fd, or paused the listener (`dropped` false) until fds are freed. For
     /// a (rate-limited) log line; the loop has already made sure it does not spin.
     func phyOnAcceptFailed(listener: PhySocket<Context>, errno: Int32, dropped: Bool)
+    /// A connection was accepted and is watched now: a handler that must see the first message
+    /// of a new connection before later events of older ones (their order on the wire) reads it
+    /// here rather than waiting for the next epoll turn.
+    func phyOnAccepted(_ socket: PhySocket<Context>)
 }
 
 extension PhySocketHandler {
     public func phyOnHangup(_ socket: PhySocket<Context>) {}
     public func phyOnAcceptAborted(_ context: Context) {}
     public func phyOnAcceptFailed(listener: PhySocket<Context>, errno: Int32, dropped: Bool) {}
+    public func phyOnAccepted(_ socket: PhySocket<Context>) {}
 }
 
 public final class PhyLoop<Handler: PhySocketHandler> {
@@ -333,6 +338,12 @@ public final class PhyLoop<Handler: PhySocketHandler> {
         }
     }
 
+    /// Accepts what waits on `listener` now, as its readiness would on the next turn.
+    public func acceptPending(_ listener: Socket) {
+        guard !listener.isClosed, listener.kind == .listener else { return }
+        acceptAll(listener)
+    }
+
     private func acceptAll(_ listener: Socket) {
         // Bounded per pass so one busy listener cannot starve the rest of the loop.
         for _ in 0..<64 {
@@ -352,7 +363,8 @@ public final class PhyLoop<Handler: PhySocketHandler> {
                 continue
             }
             do {
-                try add(fd: fd, kind: .connected, context: ctx)
+                let s = try add(fd: fd, kind: .connected, context: ctx)
+                handler.phyOnAccepted(s)
             } catch {
                 sys.close(fd)
                 handler.phyOnAcceptAborted(ctx)

@@ -136,6 +136,14 @@ final class NetworkLoop: PhySocketHandler {
         return hub?.acceptPeer(fd: fd)
     }
 
+    /// A process's one-way channel is new when it sends its first option, while its session (an
+    /// older connection) may already hold the request that follows it: the channel's message
+    /// is read at accept, before this turn's later events, so it applies first (ztrpc.h).
+    func phyOnAccepted(_ socket: PhySocket<Context>) {
+        guard case .rpc = socket.context, !socket.isClosed else { return }
+        hub?.readable(socket)
+    }
+
     func phyOnReadable(_ socket: PhySocket<Context>) {
         guard case .tap = socket.context else {
             if case .capture = socket.context { loop.close(socket) } else { hub?.readable(socket) }

@@ -38,4 +38,5 @@ final class HeldEnds: SocketLoop {
     func setNotifyReadable(_ socket: LoopSocket, _ on: Bool) { base.setNotifyReadable(socket, on) }
     func setNotifyWritable(_ socket: LoopSocket, _ on: Bool) { base.setNotifyWritable(socket, on) }
     func forEach(_ body: (LoopSocket) -> Void) { base.forEach(body) }
+    func acceptPending(_ listener: LoopSocket) { base.acceptPending(listener) }
 }

@@ -269,7 +269,11 @@ final class InterceptHub {
             channels[peer.openerPID] = socket
             return
         }
-        // What this process sent one-way before this request comes first.
+        // What this process sent one-way before this request comes first: also when its channel
+        // is so new that it still waits on the listener (a session's request can come out of
+        // epoll before the listener that holds it; a process whose old channel was closed by
+        // the app has a new one there too). One accept4, EAGAIN as a rule.
+        if let l = listener, !l.isClosed { loop.acceptPending(l) }
         if let ch = channels[peer.pid], !ch.isClosed, case .rpc(let cp) = ch.context { readChannel(ch, cp) }
         guard peer.allowed || !request.createsPresence else {
             logNotInAccess(peer)

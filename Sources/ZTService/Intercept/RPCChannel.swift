@@ -18,6 +18,9 @@ protocol SocketLoop: AnyObject {
     func setNotifyReadable(_ socket: LoopSocket, _ on: Bool)
     func setNotifyWritable(_ socket: LoopSocket, _ on: Bool)
     func forEach(_ body: (LoopSocket) -> Void)
+    /// Accepts what waits on `listener` now (each new connection's first message is read at
+    /// once: NetworkLoop.phyOnAccepted), instead of on the loop's next turn.
+    func acceptPending(_ listener: LoopSocket)
 }
 
 extension SocketLoop {
