@@ -638,6 +638,24 @@ def test_holding_the_fd_is_the_capability(env):
     assert "NEW EACCES" in out, out
 
 
+# For programs under the intercept: how many RPC connections (sessions) the process holds.
+SESSIONS = textwrap.indent(textwrap.dedent("""
+    def sessions():
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                s = socket.socket(fileno=os.dup(int(fd)))
+            except OSError:
+                continue
+            try:
+                n += s.family == socket.AF_UNIX and s.getpeername() == os.environ["ZTAP_RPC"]
+            except OSError:
+                pass
+            s.close()
+        return n
+    """), "        ")
+
+
 def test_a_session_judges_each_request_by_the_ids_it_was_sent_with(env):
     """The library keeps its RPC connection (a session) across requests. A process that opened it
     as root and then dropped to a user outside [Access] (and without CAP_NET_BIND_SERVICE) is
@@ -646,19 +664,7 @@ def test_a_session_judges_each_request_by_the_ids_it_was_sent_with(env):
     env.peer("echo", 9000)
     code = textwrap.dedent(f"""
         import errno, os, pwd, socket
-        def sessions():
-            n = 0
-            for fd in os.listdir("/proc/self/fd"):
-                try:
-                    s = socket.socket(fileno=os.dup(int(fd)))
-                except OSError:
-                    continue
-                try:
-                    n += s.family == socket.AF_UNIX and s.getpeername() == os.environ["ZTAP_RPC"]
-                except OSError:
-                    pass
-                s.close()
-            return n
+{SESSIONS}
         s = socket.socket()
         s.connect(("{KERNEL}", 9000))
         print("ROOT", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), sessions())
@@ -686,19 +692,7 @@ def test_a_session_closed_for_idling_is_replaced_without_an_error(env):
     env.peer("echo", 9000)
     code = textwrap.dedent(f"""
         import os, socket, time
-        def sessions():
-            n = 0
-            for fd in os.listdir("/proc/self/fd"):
-                try:
-                    s = socket.socket(fileno=os.dup(int(fd)))
-                except OSError:
-                    continue
-                try:
-                    n += s.family == socket.AF_UNIX and s.getpeername() == os.environ["ZTAP_RPC"]
-                except OSError:
-                    pass
-                s.close()
-            return n
+{SESSIONS}
         s = socket.socket()
         s.connect(("{KERNEL}", 9000))
         print("BEFORE", s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), sessions())
