@@ -443,6 +443,23 @@ ZTI_EXPORT ssize_t read(int fd, void *buf, size_t len)
     return zti_sys_read(fd, buf, len);
 }
 
+/* Tells ztapd the app shut socket @fd down (ZTRPC_ZT_SHUTDOWN, @bits added to what it had):
+ * 0 when ztapd took it, -1 otherwise (unreachable, or an error reply). */
+static int zti_tell_shutdown(int fd, int bits, int timeout_ms)
+{
+    struct ztrpc_sockopt rq;
+    memset(&rq, 0, sizeof rq);
+    rq.level = ZTRPC_SOL_ZTAP;
+    rq.name = ZTRPC_ZT_SHUTDOWN;
+    rq.optlen = sizeof(int);
+    memcpy(rq.value, &bits, sizeof bits);
+    struct ztrpc_rep_hdr rep;
+    int err;
+    if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, NULL, 0, timeout_ms, 0, &err) != 0)
+        return -1;
+    return rep.result == 0 ? 0 : -1;
+}
+
 /**
  * shutdown() - as shutdown(2); native except on a ztap UDP socket
  *
@@ -476,17 +493,7 @@ ZTI_EXPORT int shutdown(int fd, int how)
              * both ways are shut: say first that it is a shutdown, so ztapd keeps the socket
              * nameable (getpeername ENOTCONN, SO_ERROR 0 once the connection is over). */
             int saved = errno;
-            struct ztrpc_sockopt rq;
-            memset(&rq, 0, sizeof rq);
-            rq.level = ZTRPC_SOL_ZTAP;
-            rq.name = ZTRPC_ZT_SHUTDOWN;
-            rq.optlen = sizeof(int);
-            int v = ZTI_SHUT_RD;
-            memcpy(rq.value, &v, sizeof v);
-            struct ztrpc_rep_hdr rep;
-            int err;
-            if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, NULL, 0, ZTI_SHORT_WAIT_MS, 0, &err) == 0 &&
-                rep.result == 0) {
+            if (zti_tell_shutdown(fd, ZTI_SHUT_RD, ZTI_SHORT_WAIT_MS) == 0) {
                 e.shut |= ZTI_SHUT_RD;
                 zti_table_put(fd, &e);
             }
@@ -517,16 +524,7 @@ void zti_udp_shut(int fd, struct zti_ent *e, uint8_t bits)
         (void)zti_real.shutdown(fd, SHUT_RD);
     /* ztapd keeps it per socket, so dup/fork/exec copies see it (best effort: a ztapd that is
      * gone has no socket left to shut down anyway). */
-    struct ztrpc_sockopt rq;
-    memset(&rq, 0, sizeof rq);
-    rq.level = ZTRPC_SOL_ZTAP;
-    rq.name = ZTRPC_ZT_SHUTDOWN;
-    rq.optlen = sizeof(int);
-    int v = bits;
-    memcpy(rq.value, &v, sizeof v);
-    struct ztrpc_rep_hdr rep;
-    int err;
-    (void)zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, NULL, 0, 10000, 0, &err);
+    (void)zti_tell_shutdown(fd, bits, 10000);
     e->shut |= bits;
     zti_table_put(fd, e);
     errno = saved;
