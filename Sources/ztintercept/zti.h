@@ -249,6 +249,7 @@ socklen_t zti_make_sockaddr(int domain, const struct ztrpc_addr *a, struct socka
 int zti_is_ztap(int kind);
 int zti_down_errno(int err, int fallback);
 int zti_fail(int err);
+int zti_tcp_quiet(int fd, struct zti_ent *e);
 int zti_refresh(int fd, struct zti_ent *e);
 /* Reads the network's environment (ztctl run) into zti_cfg; called once by the constructor. */
 void zti_read_config(void);

@@ -447,6 +447,12 @@ ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *
     struct ztrpc_rep_hdr rep;
     int err;
     int is_error = level == SOL_SOCKET && name == SO_ERROR;
+    if (is_error && e.kind == ZTI_TCP && zti_tcp_quiet(fd, &e)) {
+        if (zti_put_int(optval, optlen, 0) < 0)
+            return -1;
+        errno = saved;
+        return 0;
+    }
     if (zti_rpc(ZTRPC_OP_GETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, &rs, sizeof rs, ZTI_SHORT_WAIT_MS, 0,
                 &err) < 0) {
         if (is_error) {

@@ -622,6 +622,38 @@ ZTI_EXPORT int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
     return 0;
 }
 
+/*
+ * zti_tcp_quiet() - whether a TCP socket has nothing ztapd must tell (SO_ERROR 0, state known)
+ *
+ * Every non-blocking connect is followed by getsockopt(SO_ERROR) once the fd is writable, so
+ * this is on the connection-setup path (and getpeername is asked while it runs). The app end says what ztapd knows: the plug keeps it
+ * unwritable while the handshake runs (SO_ERROR 0 on Linux too), ztapd unplugs it on success
+ * (writable), and every error ztapd has to report (failed connect, reset, timeout) comes with
+ * its end shut or closed (POLLERR/POLLHUP/POLLRDHUP). Only then is ztapd asked: it holds the
+ * error and clears it as Linux does. A connect that is seen to have succeeded is noted as
+ * connected (local and peer names came with the connect's reply).
+ * @fd: the app's fd (a ztap TCP socket)
+ * @e: its entry; a connect seen to have succeeded is updated in it and in the table
+ *
+ * Return: 1 when SO_ERROR is 0 and @e's state is current, 0 when ztapd must be asked.
+ */
+int zti_tcp_quiet(int fd, struct zti_ent *e)
+{
+    if (e->state != ZTRPC_STATE_CONNECTING && e->state != ZTRPC_STATE_CONNECTED)
+        return 0;
+    struct pollfd p = { .fd = fd, .events = POLLOUT | POLLRDHUP };
+    int saved = errno;
+    int n = poll(&p, 1, 0);
+    errno = saved;
+    if (n < 0 || (p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)))
+        return 0;
+    if ((p.revents & POLLOUT) && e->state == ZTRPC_STATE_CONNECTING) {
+        e->state = ZTRPC_STATE_CONNECTED;
+        zti_table_put(fd, e);
+    }
+    return 1;
+}
+
 /**
  * getpeername() - peer address; for a ztap socket the real remote address on the network
  * Return: 0 or -1 with errno (ENOTCONN while not connected), as getpeername(2).
@@ -644,6 +676,9 @@ ZTI_EXPORT int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
         if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP))
             e.state = ZTRPC_STATE_CLOSED;
     }
+    if (e.state == ZTRPC_STATE_CONNECTING && e.kind == ZTI_TCP && zti_tcp_quiet(fd, &e) &&
+        e.state == ZTRPC_STATE_CONNECTING)
+        return zti_fail(ENOTCONN); /* still connecting */
     if (e.state != ZTRPC_STATE_CONNECTED && zti_refresh(fd, &e) < 0)
         return -1;
     if (e.state != ZTRPC_STATE_CONNECTED)

@@ -282,7 +282,7 @@ static void *sess_thread(void *arg)
 {
     (void)arg;
     for (int i = 0; i < 200; i++)
-        if (opt_int(g_sess_fd, SOL_SOCKET, SO_ERROR) != 0)
+        if (opt_int(g_sess_fd, SOL_SOCKET, SO_KEEPALIVE) != 0)
             return (void *)1;
     return NULL;
 }
@@ -294,7 +294,7 @@ static int case_sessions(void)
     int s0[8];
     CHECK(rpc_channels(s0, 8) == 1);
     for (int i = 0; i < 50; i++)
-        CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == 0);
+        CHECK(opt_int(fd, SOL_SOCKET, SO_KEEPALIVE) == 0);
     int s1[8];
     CHECK(rpc_channels(s1, 8) == 1 && s1[0] == s0[0]);
     struct stat parent_st;
@@ -302,7 +302,7 @@ static int case_sessions(void)
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
-        int ok = opt_int(fd, SOL_SOCKET, SO_ERROR) == 0;
+        int ok = opt_int(fd, SOL_SOCKET, SO_KEEPALIVE) == 0;
         int mine[8];
         struct stat st;
         ok = ok && rpc_channels(mine, 8) == 1 && fstat(mine[0], &st) == 0 && st.st_ino != parent_st.st_ino;
@@ -327,7 +327,7 @@ static int case_sessions(void)
     CHECK(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
     for (int i = 0; i < n2; i++)
         CHECK(dup2(sv[0], s2[i]) == s2[i]);
-    CHECK(opt_int(fd, SOL_SOCKET, SO_ERROR) == 0);
+    CHECK(opt_int(fd, SOL_SOCKET, SO_KEEPALIVE) == 0);
     char buf[64];
     CHECK(recv(sv[1], buf, sizeof buf, MSG_DONTWAIT) == -1 && errno == EAGAIN);
     int s3[8];

@@ -157,8 +157,13 @@ def test_blocking_connect_sends_new_socket_with_two_fds(fake):
 def test_nonblocking_connect_flag(fake):
     p, _ = run_probe("connect_nonblock", fake["sock"])
     assert_ok(p, "connect_nonblock")
-    first = next(e for e in read_log(fake["log"]) if e.get("op") == "CONNECT")
+    log = read_log(fake["log"])
+    first = next(e for e in log if e.get("op") == "CONNECT")
     assert first["flags"] == 3                                # NEW | NONBLOCK
+    # SO_ERROR while pending and after success, getpeername and getsockname: the app end and
+    # the connect's reply answer them, no request (every non-blocking connect reads SO_ERROR).
+    asked = [e["op"] for e in log if e.get("op") in ("GETSOCKOPT", "GETNAME")]
+    assert asked == [], asked
 
 
 def test_options_set_before_connect_travel_with_it(fake):
