@@ -51,6 +51,9 @@ public struct NetworkConfig: Equatable, Sendable {
     public var maxConnections: Int
     /// `Offload=`: virtio header with checksum and segmentation offloads on the TAP (default yes).
     public var offload: Bool
+    /// `BusyPoll=`: microseconds the network's loop keeps polling after activity before it
+    /// sleeps (default 20, 0 = off, at most 1000).
+    public var busyPoll: Int
 
     // [Access]
     /// `AllowUsers=`: users (names or uids) allowed to use this network besides root.
@@ -67,6 +70,8 @@ public struct NetworkConfig: Equatable, Sendable {
     public static let tcpBufferRange = (64 << 10)...(64 << 20)
     public static let defaultMaxConnections = 4096
     public static let maxConnectionsRange = 1...65536
+    public static let defaultBusyPoll = 20
+    public static let busyPollRange = 0...1000
 
     /// A network with every key at its default.
     public init(name: String) {
@@ -91,6 +96,7 @@ public struct NetworkConfig: Equatable, Sendable {
         tcpSendBuffer = NetworkConfig.defaultTCPBuffer
         maxConnections = NetworkConfig.defaultMaxConnections
         offload = true
+        busyPoll = NetworkConfig.defaultBusyPoll
         allowUsers = []
         allowGroups = []
         allowPrivilegedPorts = false
@@ -395,6 +401,14 @@ public struct NetworkConfig: Equatable, Sendable {
                 apply: { (c, v) throws(Reason) in c.offload = try Value.bool("Offload", v) },
                 reset: { $0.offload = true }, render: { [$0.offload ? "yes" : "no"] },
                 isDefault: { $0.offload }),
+        KeySpec(section: "Stack", key: "BusyPoll", arity: .single,
+                help: "poll this long after activity before sleeping, 0...1000us (default 20us, 0 = off)",
+                apply: { (c, v) throws(Reason) in
+                    c.busyPoll = try Value.microseconds("BusyPoll", v, NetworkConfig.busyPollRange)
+                },
+                reset: { $0.busyPoll = NetworkConfig.defaultBusyPoll },
+                render: { [$0.busyPoll == 0 ? "0" : "\($0.busyPoll)us"] },
+                isDefault: { $0.busyPoll == NetworkConfig.defaultBusyPoll }),
         KeySpec(section: "Access", key: "AllowUsers", arity: .list,
                 help: "users (names or uids) allowed to use this network; root always is",
                 apply: { (c, v) throws(Reason) in

@@ -192,6 +192,29 @@ enum Value {
         return ms
     }
 
+    /// A short time span in microseconds: digits with `us` (or `µs`) or `ms`; `0` alone (or
+    /// `no`) is zero. Bare digits are refused: the other durations read them as seconds.
+    static func microseconds(_ key: String, _ v: String, _ rangeUs: ClosedRange<Int>) throws(Reason) -> Int {
+        let allowed = "expected a duration in \(rangeUs.lowerBound)us...\(rangeUs.upperBound)us "
+            + "(digits with us or ms, e.g. 20us; 0 or no for off)"
+        if v == "0" || v == "no" {
+            guard rangeUs.contains(0) else { throw invalid(key, v, allowed) }
+            return 0
+        }
+        let digits = v.prefix { $0.isASCII && $0.isNumber }
+        let unit = v.dropFirst(digits.count)
+        let scale: Int
+        switch unit {
+        case "us", "µs": scale = 1
+        case "ms": scale = 1000
+        default: throw invalid(key, v, allowed)
+        }
+        guard !digits.isEmpty, digits.count <= 9, let n = Int(digits), rangeUs.contains(n * scale) else {
+            throw invalid(key, v, allowed)
+        }
+        return n * scale
+    }
+
     /// Largest exact unit: 30000 -> "30s", 120000 -> "2min", 250 -> "250ms".
     static func renderDuration(_ ms: Int) -> String {
         if ms != 0, ms % 3_600_000 == 0 { return "\(ms / 3_600_000)h" }

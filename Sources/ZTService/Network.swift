@@ -53,7 +53,7 @@ final class Network {
                              gateway6: config.gateway6.flatMap { IPAddress($0) },
                              services: config.services.map(\.rawValue),
                              tcpReceiveBuffer: config.tcpReceiveBuffer, tcpSendBuffer: config.tcpSendBuffer,
-                             maxConnections: config.maxConnections)
+                             maxConnections: config.maxConnections, busyPoll: config.busyPoll)
     }
 
     /// [Access] resolved to numeric ids (names that do not resolve are skipped).
@@ -83,7 +83,8 @@ final class Network {
             do {
                 let driver = makeStackDriver(settings: settings, device: device, logger: logger)
                 let loop = try NetworkLoop(name: name, device: device, inbox: inbox, driver: driver, logger: logger,
-                                           rpcPath: rpcPath, access: access, budgets: budgets)
+                                           rpcPath: rpcPath, access: access, budgets: budgets,
+                                           busyPoll: settings.busyPoll)
                 started.fulfill(.success(loop.waker))
                 loop.run()
             } catch {

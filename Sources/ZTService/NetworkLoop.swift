@@ -63,7 +63,7 @@ final class NetworkLoop: PhySocketHandler {
     /// `rpcPath`: where to listen for the intercept library (nil: no intercept, e.g. tests).
     init(name: String, device: any FrameDevice, inbox: Inbox<NetworkCommand>, driver: StackDriver, logger: Logger,
          rpcPath: String? = nil, access: AccessList = AccessList(), sys: Sys = .live,
-         budgets: UserBudgets = UserBudgets()) throws(Errno) {
+         budgets: UserBudgets = UserBudgets(), busyPoll: Int = 0) throws(Errno) {
         self.name = name
         self.device = device
         self.inbox = inbox
@@ -73,6 +73,7 @@ final class NetworkLoop: PhySocketHandler {
         frameBuffer = .allocate(byteCount: Self.frameBufferSize, alignment: 16)
         loop = try PhyLoop<NetworkLoop>(sys: sys)
         loop.handler = self
+        loop.busyPollNanos = UInt64(max(busyPoll, 0)) &* 1000
         tapSocket = try loop.add(fd: device.fd, kind: .raw, context: .tap, ownsFD: false)
         if let rpcPath {
             let hub = try InterceptHub(network: name, path: rpcPath, access: access, loop: loop, driver: driver,
@@ -219,6 +220,7 @@ final class NetworkLoop: PhySocketHandler {
                 running = false
             case .reconfigure(let settings):
                 driver.reconfigure(settings, now: Self.now())
+                loop.busyPollNanos = UInt64(max(settings.busyPoll, 0)) &* 1000
             case .access(let list):
                 hub?.access.reset(list)
             case .stats(let reply):

@@ -17,6 +17,9 @@ struct StackSettings: Sendable, Equatable {
     var tcpReceiveBuffer: Int
     var tcpSendBuffer: Int
     var maxConnections: Int
+    /// Microseconds the loop polls after activity before sleeping (`BusyPoll=`; the loop's, not
+    /// the stack's: changing it restarts nothing).
+    var busyPoll: Int = 0
 }
 
 struct NetworkStats: Sendable {

@@ -255,3 +255,32 @@ func listenerLoop(_ backend: EMFILEAccept) throws -> (PhyLoop<Recorder>, Recorde
     }
     #expect(rec.log.last == "accept" && passes <= 3)
 }
+
+/// Busy polling: right after activity the loop spins (and so catches what arrives without
+/// sleeping), never past the deadline it was given; once idle longer than the spin time it
+/// blocks at once, as without busy polling.
+@Test func busyPollSpinsOnlyAfterActivityAndKeepsDeadlines() throws {
+    let (loop, rec) = try makeLoop()
+    loop.busyPollNanos = 200_000_000   // long enough that a slow machine still sees the spin
+    let (a, b) = makePair()
+    defer { close(b) }
+    _ = try loop.add(fd: a, kind: .connected, context: "a")
+    #expect(write(b, "x", 1) == 1)
+    try loop.poll(deadline: nil)                      // activity (before it: no spin)
+    #expect(rec.log == ["readable:a:1"] && loop.busyPolls == 0)
+    // Events that arrive during the spin are taken from it.
+    let t = Thread { usleep(20_000); _ = write(b, "y", 1) }
+    t.start()
+    try loop.poll(deadline: nil)
+    #expect(rec.log == ["readable:a:1", "readable:a:1"])
+    #expect(loop.busyPolls == 1 && loop.busyPollHits == 1)
+    // A deadline inside the spin time ends the spin: the timer fires.
+    let start = Sys.monotonicNanoseconds()
+    try loop.poll(deadline: start + 10_000_000)
+    #expect(rec.log.last == "timer" && loop.busyPolls == 2 && loop.busyPollHits == 1)
+    // Idle for longer than the spin time: no spin, the loop sleeps until the deadline.
+    usleep(250_000)
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 10_000_000)
+    #expect(rec.log.last == "timer" && loop.busyPolls == 2)
+    loop.closeAll()
+}

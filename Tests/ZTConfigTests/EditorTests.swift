@@ -13,9 +13,9 @@ import Testing
         #expect(e?.description == "unknown key \"Stack.MTU\"; valid keys: Network.Interface, Network.MACAddress, "
                 + "Network.MTU, Network.Address, Network.KernelAddress, Network.Gateway, Network.DefaultRoute, "
                 + "Network.Route, Network.Bridge, Network.Services, Stack.TCPReceiveBuffer, Stack.TCPSendBuffer, "
-                + "Stack.MaxConnections, Stack.Offload, Access.AllowUsers, Access.AllowGroups, Access.AllowPrivilegedPorts, VXLAN.VNI, VXLAN.Local, "
+                + "Stack.MaxConnections, Stack.Offload, Stack.BusyPoll, Access.AllowUsers, Access.AllowGroups, Access.AllowPrivilegedPorts, VXLAN.VNI, VXLAN.Local, "
                 + "VXLAN.Remote, VXLAN.DestinationPort, VXLAN.Device")
-        #expect(NetworkKeys.all.count == 22)
+        #expect(NetworkKeys.all.count == 23)
         #expect(try NetworkKeys.resolve("remote") == ("VXLAN", "Remote"))
         #expect(NetworkKeys.all.allSatisfy { !$0.help.isEmpty })
     }

@@ -64,6 +64,12 @@ import Testing
         #expect(try parseNet("[Network]\nMTU=65521").mtu == 65521)
         #expect(try !parseNet("[Stack]\nOffload=no").offload)
         #expect(try parseNet("[Stack]\nOffload=yes").offload)
+        // Busy polling: 20us unless set; microseconds or milliseconds, 0 or no for off.
+        #expect(try parseNet("[Network]\nMTU=1500").busyPoll == 20)
+        #expect(try parseNet("[Stack]\nBusyPoll=50us").busyPoll == 50)
+        #expect(try parseNet("[Stack]\nBusyPoll=1ms").busyPoll == 1000)
+        #expect(try parseNet("[Stack]\nBusyPoll=0").busyPoll == 0)
+        #expect(try parseNet("[Stack]\nBusyPoll=no").busyPoll == 0)
         #expect(try parseNet("[Stack]\nTCPSendBuffer=4m").tcpSendBuffer == 4 << 20)
         #expect(try parseNet("[Stack]\nTCPSendBuffer=65536").tcpSendBuffer == 65536)
         #expect(try parseNet("[Stack]\nTCPSendBuffer=64M").tcpSendBuffer == 64 << 20)
@@ -112,6 +118,9 @@ import Testing
             ("[Network]\nGateway=fd00::1", "net.conf:2: invalid Gateway=fd00::1: must be link-local (fe80::/10) or inside an IPv6 Address= prefix (there is no IPv6 Address=)"),
             ("[Network]\nGateway=ff02::1", "net.conf:2: invalid Gateway=ff02::1: expected a unicast, non-loopback address"),
             ("[Network]\nDefaultRoute=maybe", "net.conf:2: invalid DefaultRoute=maybe: expected yes or no (also 1/0, true/false, on/off)"),
+            ("[Stack]\nBusyPoll=20", "net.conf:2: invalid BusyPoll=20: expected a duration in 0us...1000us (digits with us or ms, e.g. 20us; 0 or no for off)"),
+            ("[Stack]\nBusyPoll=2ms", "net.conf:2: invalid BusyPoll=2ms: expected a duration in 0us...1000us (digits with us or ms, e.g. 20us; 0 or no for off)"),
+            ("[Stack]\nBusyPoll=-5us", "net.conf:2: invalid BusyPoll=-5us: expected a duration in 0us...1000us (digits with us or ms, e.g. 20us; 0 or no for off)"),
             ("[Stack]\nOffload=tso", "net.conf:2: invalid Offload=tso: expected yes or no (also 1/0, true/false, on/off)"),
             ("[Network]\nRoute=10.1.2.3/16", "net.conf:2: invalid Route=10.1.2.3/16: host bits are set; did you mean 10.1.0.0/16?"),
             ("[Network]\nRoute=10.1.0.0/", "net.conf:2: invalid Route=10.1.0.0/: expected NETWORK/PREFIX like 10.20.0.0/16 or fd00:1::/64, or one address"),
