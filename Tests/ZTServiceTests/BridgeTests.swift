@@ -144,6 +144,67 @@ import Testing
         #expect(received == 200_000)
     }
 
+    /// Linux resets a connection closed with received bytes unread. Here those bytes may sit in
+    /// the stack's ring while the app's end of the pair is empty (it read all it had), and the
+    /// close makes our delivery fail (EPIPE) so they are dropped before the stack is told: still
+    /// a reset, not a FIN (after a FIN the peer's next data is answered with a reset, and its
+    /// writes then fail with EPIPE and SIGPIPE instead of ECONNRESET).
+    @Test func appCloseWithBytesStillInTheRingResets() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 7)   // echo: sends back what it got, then nothing
+        #expect(hdr?.result == 0)
+        let c = try #require(rig.hub.tcp.byKey.values.first)
+        // More than the pair holds: the rest of the echo waits in the ring.
+        let total = 1 << 20
+        var sent = 0
+        let chunk = [UInt8](repeating: 0x61, count: 65536)
+        #expect(rig.run {
+            if sent < total {
+                let n = chunk.withUnsafeBytes { Glibc.send(app, $0.baseAddress, min($0.count, total - sent), Int32(MSG_DONTWAIT)) }
+                if n > 0 { sent += n }
+            }
+            return sent == total && c.bytesOut == UInt64(total) && c.data?.wantsWritable == true
+        }, "sent \(sent), the pair full")
+        rig.settle(20)
+        let stack = try #require(rig.hub.tcp.stack)
+        let h = try #require(c.handle)
+        #expect((stack.tcp.receiveBuffer(h)?.count ?? 0) > 0, "the ring holds echoed bytes")
+        #expect(Rig.drain(app).count > 0)
+        var fins = 0, resets = 0
+        rig.watchFrames = { f in
+            guard let flags = Rig.tcpFlags(f) else { return }
+            if flags & 0x01 != 0 { fins += 1 }
+            if flags & 0x04 != 0 { resets += 1 }
+        }
+        Glibc.close(app)
+        #expect(rig.run { rig.hub.tcp.count == 0 })
+        rig.settle(20)
+        #expect(fins == 0 && resets >= 1, "fins \(fins) resets \(resets)")
+        #expect(stack.tcp.connectionCount == 0, "reset: nothing left in FIN-WAIT or TIME-WAIT")
+    }
+
+    /// The control: everything read, then closed: a FIN, and the connection waits in TIME-WAIT.
+    @Test func appCloseWithEverythingReadSendsFIN() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 9)   // discard: sends nothing
+        #expect(hdr?.result == 0)
+        Rig.writeAll(app, [UInt8](repeating: 0x41, count: 1000))
+        var fins = 0, resets = 0
+        rig.watchFrames = { f in
+            guard let flags = Rig.tcpFlags(f) else { return }
+            if flags & 0x01 != 0 { fins += 1 }
+            if flags & 0x04 != 0 { resets += 1 }
+        }
+        Glibc.close(app)
+        let stack = try #require(rig.hub.tcp.stack)
+        #expect(rig.run { rig.hub.tcp.count == 0 })
+        rig.settle(20)
+        var states: [String] = []
+        stack.tcp.forEachConnection { _, i in states.append("\(i.state)") }
+        #expect(stack.tcp.connectionCount == 1, "\(states)")
+        #expect(fins == 1 && resets == 0, "fins \(fins) resets \(resets)")
+    }
+
     @Test func appNotReadingClosesTheWindowThenCatchesUp() throws {
         let rig = try Rig()
         let (app, hdr) = rig.connectTCP(port: 19)   // chargen: sends as fast as it may

@@ -198,6 +198,16 @@ final class Rig {
     let vnet: Bool
 
     let budgets: UserBudgets
+    /// Sees every frame the daemon's stack sends (Ethernet onwards), before the peer does.
+    var watchFrames: ((UnsafeRawBufferPointer) -> Void)?
+
+    /// TCP flags of a frame the daemon sent (IPv4 only), nil for anything else.
+    static func tcpFlags(_ f: UnsafeRawBufferPointer) -> UInt8? {
+        guard f.count >= 34, f[12] == 0x08, f[13] == 0x00, f[23] == 6 else { return nil }
+        let ihl = Int(f[14] & 0x0F) * 4
+        guard f.count >= 14 + ihl + 14 else { return nil }
+        return f[14 + ihl + 13]
+    }
 
     /// `services`: the peer's; `stackServices`: the daemon stack's own; `budgets`: [Limits].
     init(services: Set<DiagnosticService> = [.echo, .discard, .chargen], access: AccessList = AccessList(),
@@ -252,6 +262,7 @@ final class Rig {
         while true {
             let n = Glibc.recv(peerFD, frame.baseAddress, frame.count, Int32(MSG_DONTWAIT))
             if n <= 0 { break }
+            if let watch = watchFrames { watch(UnsafeRawBufferPointer(rebasing: frame[vnet ? VirtioNetHeader.length..<n : 0..<n])) }
             if vnet {
                 peer.receive(virtioFrame: UnsafeRawBufferPointer(rebasing: frame[0..<n]), now: now)
             } else {

@@ -62,6 +62,9 @@ final class Connection {
         case discarding
     }
 
+    /// Received bytes were dropped unread (the app shut down reading or closed its end): its
+    /// close is then answered with a reset, as Linux's close with unread data is.
+    var droppedInput = false
     var key: FDKey
     let pid: Int32
     let uid: UInt32

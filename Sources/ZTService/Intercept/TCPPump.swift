@@ -152,6 +152,7 @@ extension TCPBridge {
         }
         while rx.count > 0 {
             if c.inbound == .discarding {
+                c.droppedInput = true
                 stack.tcp.consume(h, rx.count, now: Self.now())
                 break
             }
