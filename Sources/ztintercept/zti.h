@@ -58,7 +58,11 @@ struct zti_ent {
     uint8_t shut;   /* UDP: ZTI_SHUT_RD / ZTI_SHUT_WR done by the app */
     uint8_t family; /* the app's socket: AF_INET or AF_INET6 (how its addresses are shown) */
     uint8_t v6only; /* AF_INET6 with IPV6_V6ONLY */
-    uint16_t pad;
+    /* ZTI_INET: made by socket() under the library (family and proto known without asking the
+     * kernel) and none of the options zti_install() carries over set since: a connect or bind
+     * skips reading them back. */
+    uint8_t fresh;
+    uint8_t pad;
     int32_t backlog;
     uint64_t dev, ino;
     struct ztrpc_addr local, peer;
@@ -91,6 +95,7 @@ struct zti_real {
     ssize_t (*recv_chk)(int, void *, size_t, size_t, int);
     ssize_t (*recvfrom_chk)(int, void *, size_t, size_t, int, struct sockaddr *, socklen_t *);
     int (*socketpair)(int, int, int, int[2]);
+    int (*socket)(int, int, int);
     int (*shutdown)(int, int);
     int (*dup)(int);
     int (*dup2)(int, int);
@@ -251,6 +256,8 @@ int zti_down_errno(int err, int fallback);
 int zti_fail(int err);
 int zti_tcp_quiet(int fd, struct zti_ent *e);
 int zti_refresh(int fd, struct zti_ent *e);
+int zti_install_known(int fd, int newfd, int fresh);
+int zti_carried_opt(int level, int name);
 /* Reads the network's environment (ztctl run) into zti_cfg; called once by the constructor. */
 void zti_read_config(void);
 void zti_fill_sockaddr(int domain, const struct ztrpc_addr *a, struct sockaddr *out, socklen_t *len);

@@ -158,5 +158,12 @@ ZTI_EXPORT long syscall(long number, ...)
                 return r;
         }
     }
-    return zti_real.syscall(number, a1, a2, a3, a4, a5, a6);
+    long r = zti_real.syscall(number, a1, a2, a3, a4, a5, a6);
+    if (number == SYS_setsockopt && r == 0 && zti_cfg.enabled) {
+        /* Recorded as setsockopt() records it: the socket may be replaced by a ztap one later. */
+        int saved = errno;
+        zti_record_opt((int)a1, (int)a2, (int)a3, (const void *)a4, (socklen_t)a5);
+        errno = saved;
+    }
+    return r;
 }

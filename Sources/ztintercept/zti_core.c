@@ -146,6 +146,7 @@ static void zti_backoff(unsigned spins)
 void zti_resolve(void)
 {
     ZTI_RESOLVE(connect, "connect");
+    ZTI_RESOLVE(socket, "socket");
     ZTI_RESOLVE(bind, "bind");
     ZTI_RESOLVE(listen, "listen");
     ZTI_RESOLVE(accept, "accept");
@@ -439,10 +440,16 @@ void zti_table_scan_inherited(void)
 void zti_copy_entry(int oldfd, int newfd)
 {
     struct zti_ent e;
-    if (zti_table_get(oldfd, &e) != ZTI_NONE)
+    if (zti_table_get(oldfd, &e) != ZTI_NONE) {
+        if (e.kind == ZTI_INET && e.fresh) {
+            /* An option set through one fd would not be seen in the other's entry. */
+            e.fresh = 0;
+            zti_table_put(oldfd, &e);
+        }
         zti_table_put(newfd, &e);
-    else if (zti_hot_kind(newfd) != ZTI_NONE)
+    } else if (zti_hot_kind(newfd) != ZTI_NONE) {
         zti_table_clear(newfd);
+    }
 }
 
 void zti_note_foreign_fd(int fd)
@@ -590,8 +597,7 @@ int zti_close(int fd)
 int zti_install(int fd, int newfd)
 {
     int fl = zti_real.fcntl(fd, F_GETFL);
-    int fdfl = zti_real.fcntl(fd, F_GETFD);
-    if (fl < 0 || fdfl < 0)
+    if (fl < 0)
         return -errno;
     int nfl = zti_real.fcntl(newfd, F_GETFL);
     if (nfl < 0)
@@ -599,13 +605,38 @@ int zti_install(int fd, int newfd)
     if ((nfl & O_NONBLOCK) != (fl & O_NONBLOCK) &&
         zti_real.fcntl(newfd, F_SETFL, (nfl & ~O_NONBLOCK) | (fl & O_NONBLOCK)) < 0)
         return -errno;
+    return zti_install_known(fd, newfd, 0);
+}
+
+/* The options zti_install_known() carries from the kernel socket to its replacement. */
+int zti_carried_opt(int level, int name)
+{
+    /* The timeouts under both numbers (20/21 _OLD, 66/67 _NEW), as zti_native_opt. */
+    return level == SOL_SOCKET && (name == 20 || name == 21 || name == 66 || name == 67 ||
+                                   name == SO_RCVLOWAT || name == SO_PEEK_OFF || name == SO_BROADCAST);
+}
+
+/**
+ * zti_install_known() - zti_install() for a caller that made newfd with fd's O_NONBLOCK
+ * @fd: the app's fd number
+ * @newfd: the app end, created with O_NONBLOCK as fd has it
+ * @fresh: fd is a socket made under the library with none of the carried options set
+ *         (zti_ent.fresh): they all have a new socket's values, nothing to read back
+ *
+ * Return: 0, or -errno (newfd is left open then).
+ */
+int zti_install_known(int fd, int newfd, int fresh)
+{
+    int fdfl = zti_real.fcntl(fd, F_GETFD);
+    if (fdfl < 0)
+        return -errno;
     /* Options that act on the fd's own reads and writes (SO_RCVTIMEO and friends) were set on the
      * kernel socket; the app expects them to keep working on the replacement (SO_BROADCAST: the
      * library's UDP send checks read it there, zti_broadcast_denied). Best effort, and
      * only what differs from a new socket's value (a connect pays for what the app set). */
     static const int carried[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT, SO_PEEK_OFF, SO_BROADCAST };
     int saved = errno;
-    for (size_t i = 0; i < sizeof carried / sizeof carried[0]; i++) {
+    for (size_t i = 0; !fresh && i < sizeof carried / sizeof carried[0]; i++) {
         union { struct timeval tv; int v; } val;
         memset(&val, 0, sizeof val);
         socklen_t len = sizeof val;

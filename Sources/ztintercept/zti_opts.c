@@ -197,7 +197,8 @@ void zti_record_opt(int fd, int level, int name, const void *optval, socklen_t o
         }
     }
     int x = bit ? -1 : zti_xopt_index(level, name);
-    if (!bit && x < 0)
+    int carried = zti_carried_opt(level, name);
+    if (!bit && x < 0 && !carried)
         return;
     int v = 0;
     struct linger lg = { 0, 0 };
@@ -214,18 +215,33 @@ void zti_record_opt(int fd, int level, int name, const void *optval, socklen_t o
             memcpy(&v, optval, sizeof v);
         }
     }
-    int dom, type, prot;
     struct stat st;
-    if (zti_socket_type(fd, &dom, &type, &prot) < 0 || (dom != AF_INET && dom != AF_INET6) || fstat(fd, &st) < 0)
-        return;
-    if (level == IPPROTO_IPV6 && dom != AF_INET6)
+    if (fstat(fd, &st) < 0)
         return;
     struct zti_ent e;
-    if (zti_table_get(fd, &e) != ZTI_INET || e.dev != (uint64_t)st.st_dev || e.ino != (uint64_t)st.st_ino) {
+    if (zti_table_get(fd, &e) != ZTI_INET || e.dev != (uint64_t)st.st_dev || e.ino != (uint64_t)st.st_ino ||
+        !e.family) {
+        /* No entry (or one from before the family was kept): ask the kernel once. */
+        int dom, type, prot;
+        if (zti_socket_type(fd, &dom, &type, &prot) < 0 || (dom != AF_INET && dom != AF_INET6))
+            return;
         memset(&e, 0, sizeof e);
         e.kind = ZTI_INET;
+        e.family = (uint8_t)dom;
+        e.proto = type == SOCK_STREAM && prot == IPPROTO_TCP ? IPPROTO_TCP
+                  : type == SOCK_DGRAM && prot == IPPROTO_UDP ? IPPROTO_UDP : 0;
         e.dev = st.st_dev;
         e.ino = st.st_ino;
+    }
+    if (level == IPPROTO_IPV6 && e.family != AF_INET6)
+        return;
+    if (carried) {
+        /* Now the replacement must take its value over (zti_install_known). */
+        e.fresh = 0;
+        if (x < 0) {
+            zti_table_put(fd, &e);
+            return;
+        }
     }
     if (x >= 0) {
         e.xopts[x / 64] |= 1ull << (x % 64);

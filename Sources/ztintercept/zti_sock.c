@@ -62,6 +62,57 @@ static int zti_inet_kind(int fd, int *proto, int *domain)
     return 0;
 }
 
+/* zti_inet_kind() from a valid ZTI_INET entry that knows the answer (k: zti_classify's), else
+ * from the kernel. */
+static int zti_inet_kind_of(int fd, const struct zti_ent *e, int k, int *proto, int *domain)
+{
+    if (k == ZTI_INET && (e->family == AF_INET || e->family == AF_INET6) &&
+        (e->proto == IPPROTO_TCP || e->proto == IPPROTO_UDP)) {
+        *proto = e->proto;
+        *domain = e->family;
+        return e->proto == IPPROTO_TCP ? 1 : 2;
+    }
+    return zti_inet_kind(fd, proto, domain);
+}
+
+/**
+ * socket() - create a socket; a TCP or UDP one over IPv4/IPv6 is noted in the fd table
+ * @domain, @type, @protocol: as socket(2)
+ *
+ * The entry (ZTI_INET, fresh) spares its first connect or bind the questions a kernel socket
+ * of unknown origin needs (family, type, protocol, the options to carry over): one fstat here
+ * instead of about ten calls there. Sockets made any other way just go the long way.
+ *
+ * Return: the fd, or -1 with errno, as socket(2).
+ */
+ZTI_EXPORT int socket(int domain, int type, int protocol)
+{
+    zti_init_real();
+    int fd = zti_real.socket(domain, type, protocol);
+    if (fd < 0 || !zti_cfg.enabled || (domain != AF_INET && domain != AF_INET6))
+        return fd;
+    int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int proto = base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP) ? IPPROTO_TCP
+                : base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP) ? IPPROTO_UDP : 0;
+    if (!proto)
+        return fd;
+    int saved = errno;
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+        struct zti_ent e;
+        memset(&e, 0, sizeof e);
+        e.kind = ZTI_INET;
+        e.family = (uint8_t)domain;
+        e.proto = (uint8_t)proto;
+        e.fresh = 1;
+        e.dev = st.st_dev;
+        e.ino = st.st_ino;
+        zti_table_put(fd, &e);
+    }
+    errno = saved;
+    return fd;
+}
+
 /* IPV6_V6ONLY of a kernel AF_INET6 socket (0 for any other). */
 static int zti_kernel_v6only(int fd, int domain)
 {
@@ -215,7 +266,8 @@ static int zti_create(int fd, uint16_t op, int proto, int domain, struct ztrpc_a
         return -1;
     int nonblock = (fl & O_NONBLOCK) != 0;
     int sv[2];
-    int type = (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC;
+    /* Made with the app socket's O_NONBLOCK, so installing it needs no fcntl. */
+    int type = (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0);
     if (zti_real.socketpair(AF_UNIX, type, 0, sv) < 0)
         return -1;
 
@@ -299,7 +351,7 @@ static int zti_create(int fd, uint16_t op, int proto, int domain, struct ztrpc_a
             kshut = (p.revents & POLLHUP) ? ZTI_SHUT_RD | ZTI_SHUT_WR : ZTI_SHUT_RD;
         errno = saved;
     }
-    int ir = zti_install(fd, sv[0]);
+    int ir = zti_install_known(fd, sv[0], rec && rec->kind == ZTI_INET && rec->fresh);
     if (ir < 0) {
         zti_close(sv[0]);
         return zti_fail(-ir);
@@ -338,7 +390,7 @@ int zti_udp_open(int fd, struct zti_ent *e)
     int valid = k == ZTI_INET && fstat(fd, &st) == 0 && old.dev == (uint64_t)st.st_dev &&
                 old.ino == (uint64_t)st.st_ino;
     int proto, domain;
-    if (!zti_inet_kind(fd, &proto, &domain) || proto != IPPROTO_UDP)
+    if (!zti_inet_kind_of(fd, &old, valid ? ZTI_INET : ZTI_NONE, &proto, &domain) || proto != IPPROTO_UDP)
         return zti_fail(EBADF);
     struct ztrpc_addr any;
     memset(&any, 0, sizeof any);
@@ -458,7 +510,7 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
     if (fam == AF_UNSPEC || zti_addr_from_sockaddr(fam, addr, len, 0, &dst) != 0 || !zti_dest_selected(&dst))
         return zti_real.connect(fd, addr, len);
     int proto, domain;
-    if (!zti_inet_kind(fd, &proto, &domain) || (domain != fam && !zti_v4_on_v6(domain, fam, proto)))
+    if (!zti_inet_kind_of(fd, &e, k, &proto, &domain) || (domain != fam && !zti_v4_on_v6(domain, fam, proto)))
         return zti_real.connect(fd, addr, len);
     /* An IPV6_V6ONLY socket cannot reach IPv4: the kernel says so (ENETUNREACH). */
     if (zti_addr_is_v4(&dst) && zti_kernel_v6only(fd, domain))
@@ -497,7 +549,7 @@ ZTI_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
     if (zti_is_ztap(k))
         return zti_fail(EINVAL); /* already bound, as the kernel says */
     int proto, domain;
-    if (!zti_bind_selected(&local) || !zti_inet_kind(fd, &proto, &domain) || domain != fam)
+    if (!zti_bind_selected(&local) || !zti_inet_kind_of(fd, &e, k, &proto, &domain) || domain != fam)
         return zti_real.bind(fd, addr, len);
     /* A v4-mapped address on an IPV6_V6ONLY socket: the kernel's EINVAL. */
     if (zti_addr_is_v4(&local) && domain == AF_INET6 && zti_kernel_v6only(fd, domain))

@@ -439,6 +439,9 @@ class Fake:
                     return -1, E.EBADF, b""
                 so = Sock(proto, family or AF_INET, bool(flags & F_V6ONLY))
                 so.data = fds[1]
+                # Its file status flags are ours to set (the library makes the pair with the
+                # app socket's O_NONBLOCK); this fake's threads read and write blocking.
+                os.set_blocking(fds[1], True)
                 entry["_keep"] = (fds[1],)
                 m = SOCKOPTS.unpack(opts)
                 so.opts["mask"], so.opts["bools"] = m[0], m[1]

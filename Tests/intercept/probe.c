@@ -412,6 +412,60 @@ static int case_preopts(void)
     return 0;
 }
 
+/* Timeouts set on the kernel socket before it became a ztap one act on the replacement, however
+ * they were set (through another fd of the socket, by a raw system call); a socket that set none
+ * has none (the library reads them back only when one may have been set). */
+static struct timeval tv_opt(int fd, int name)
+{
+    struct timeval tv = { -1, -1 };
+    socklen_t l = sizeof tv;
+    if (getsockopt(fd, SOL_SOCKET, name, &tv, &l) != 0)
+        tv.tv_sec = -2;
+    return tv;
+}
+
+static int case_carried(void)
+{
+    struct sockaddr_in a = sin_of("10.200.0.1", 7);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct timeval t = { 1, 500000 };   /* whole jiffies: the kernel rounds */
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t) == 0);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    struct timeval got = tv_opt(fd, SO_RCVTIMEO);
+    CHECK(got.tv_sec == 1 && got.tv_usec == 500000);
+    close(fd);
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == -1 && errno == EINPROGRESS);
+    got = tv_opt(fd, SO_RCVTIMEO);
+    CHECK(got.tv_sec == 0 && got.tv_usec == 0);
+    got = tv_opt(fd, SO_SNDTIMEO);
+    CHECK(got.tv_sec == 0 && got.tv_usec == 0);
+    CHECK(fcntl(fd, F_GETFL) & O_NONBLOCK);
+    close(fd);
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    int other = dup(fd);
+    t.tv_sec = 2;
+    t.tv_usec = 0;
+    CHECK(setsockopt(other, SOL_SOCKET, SO_SNDTIMEO, &t, sizeof t) == 0);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    got = tv_opt(fd, SO_SNDTIMEO);
+    CHECK(got.tv_sec == 2 && got.tv_usec == 0);
+    CHECK(!(fcntl(fd, F_GETFL) & O_NONBLOCK));
+    close(other);
+    close(fd);
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    t.tv_sec = 3;
+    CHECK(syscall(SYS_setsockopt, fd, SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t) == 0);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    got = tv_opt(fd, SO_RCVTIMEO);
+    CHECK(got.tv_sec == 3 && got.tv_usec == 0);
+    close(fd);
+    return 0;
+}
+
 static int case_listen_accept(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -1299,6 +1353,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "connect_errors")) r = case_connect_errors();
     else if (!strcmp(c, "sockopts")) r = case_sockopts();
     else if (!strcmp(c, "preopts")) r = case_preopts();
+    else if (!strcmp(c, "carried")) r = case_carried();
     else if (!strcmp(c, "oneway")) r = case_oneway();
     else if (!strcmp(c, "sessions")) r = case_sessions();
     else if (!strcmp(c, "listen_accept")) r = case_listen_accept();

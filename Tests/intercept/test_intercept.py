@@ -181,6 +181,13 @@ def test_options_set_before_connect_travel_with_it(fake):
     assert not any(e.get("name") == 20 and e.get("level") == 1 for e in log if "name" in e)
 
 
+def test_timeouts_set_before_connect_act_on_the_replacement(fake):
+    p, _ = run_probe("carried", fake["sock"])
+    assert_ok(p, "carried")
+    connects = [e for e in read_log(fake["log"]) if e.get("op") == "CONNECT"]
+    assert len(connects) == 4 and all(e["flags"] & 2 for e in connects)   # each a new ztap socket
+
+
 def test_other_options_set_before_connect_travel_as_records(fake):
     p, _ = run_probe("preopts", fake["sock"])
     assert_ok(p, "preopts")
@@ -332,7 +339,7 @@ def test_only_libc_replacements_are_exported(built):
                 "getsockopt", "setsockopt", "send", "sendto", "sendmsg", "sendmmsg", "recv",
                 "recvfrom", "recvmsg", "recvmmsg", "read", "write", "__read_chk", "__recv_chk",
                 "__recvfrom_chk", "dup", "dup2", "dup3", "socketpair", "shutdown", "syscall", "fcntl",
-                "fcntl64", "ioctl"}
+                "fcntl64", "ioctl", "socket"}
     assert names == expected, names ^ expected
 
 
