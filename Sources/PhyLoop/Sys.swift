@@ -300,6 +300,13 @@ public struct Sys: Sendable {
         return Glibc.getsockopt(fd, SOL_SOCKET, SO_ERROR, &v, &len) == 0 ? v : errno
     }
 
+    /// SIOCOUTQ of a unix socket: the memory its sent messages still hold because the peer has
+    /// not read them (each message's skb truesize), or 0 if the ioctl fails.
+    public func unreadSentBytes(_ fd: Int32) -> Int {
+        var v: Int32 = 0
+        return Glibc.ioctl(fd, UInt(TIOCOUTQ), &v) == 0 ? Int(v) : 0
+    }
+
     /// socketpair(AF_UNIX, type|SOCK_CLOEXEC).
     public func socketpair(type: Int32) throws(Errno) -> (Int32, Int32) {
         var sv: (Int32, Int32) = (-1, -1)

@@ -737,22 +737,61 @@ import Testing
     }
 
     @Test func testListenBacklogFullIgnoresAck() throws {
+        // Linux (sk_acceptq_is_full): backlog + 1 connections may wait to be accepted.
         let h = Harness()
         let l = try h.layer.listen(local: h.local, backlog: 1, now: h.now)
         var synacks: [Seg] = []
-        for p in 0..<2 {
+        for p in 0..<3 {
             h.remote = IPEndpoint(h.remote.address, UInt16(42000 + p))
             h.inject(seq: 1000, ack: 0, flags: .syn)
             synacks += h.sent()
         }
-        for p in 0..<2 {
+        #expect(synacks.count == 3)   // the queue was empty when each SYN came
+        for p in 0..<3 {
             h.remote = IPEndpoint(h.remote.address, UInt16(42000 + p))
             h.inject(seq: 1001, ack: synacks[p].seq &+ 1, flags: .ack)
         }
-        let first = try #require(try h.layer.accept(l, now: h.now))
-        #expect(h.state(first) == .established)
-        #expect(try h.layer.accept(l, now: h.now) == nil)   // second stayed in SYN-RECEIVED
-        #expect(h.layer.connectionCount == 2)
+        for _ in 0..<2 {
+            let c = try #require(try h.layer.accept(l, now: h.now))
+            #expect(h.state(c) == .established)
+        }
+        #expect(try h.layer.accept(l, now: h.now) == nil)   // the third stayed in SYN-RECEIVED
+        #expect(h.layer.connectionCount == 3)
+    }
+
+    @Test func testListenBacklogFullDropsSyn() throws {
+        let h = Harness()
+        let l = try h.layer.listen(local: h.local, backlog: 0, now: h.now)
+        h.remote = IPEndpoint(h.remote.address, 42000)
+        h.inject(seq: 1000, ack: 0, flags: .syn)
+        let sa = try #require(h.sent().first)
+        h.inject(seq: 1001, ack: sa.seq &+ 1, flags: .ack)
+        // backlog 0: one connection waits; a further SYN is dropped (Linux tcp_conn_request).
+        h.remote = IPEndpoint(h.remote.address, 42001)
+        h.inject(seq: 5000, ack: 0, flags: .syn)
+        #expect(h.sent().isEmpty)
+        _ = try #require(try h.layer.accept(l, now: h.now))
+        h.inject(seq: 5000, ack: 0, flags: .syn)   // the retransmission finds room
+        #expect(h.sent().first?.flags == [.syn, .ack])
+    }
+
+    @Test func testListenBacklogCountsConnectionsHeldByDriver() throws {
+        let h = Harness()
+        let l = try h.layer.listen(local: h.local, backlog: 2, now: h.now)
+        var held = 3
+        h.layer.setHeldByDriver(l) { held }
+        h.inject(seq: 1000, ack: 0, flags: .syn)
+        #expect(h.sent().isEmpty)   // 3 the app has not accepted: backlog 2 is full
+        held = 2
+        h.inject(seq: 1000, ack: 0, flags: .syn)
+        let sa = try #require(h.sent().first)
+        held = 3   // the driver delivered another meanwhile: the last ACK is ignored
+        h.inject(seq: 1001, ack: sa.seq &+ 1, flags: .ack)
+        #expect(try h.layer.accept(l, now: h.now) == nil)
+        held = 0
+        h.layer.setBacklog(l, 0)
+        h.inject(seq: 1001, ack: sa.seq &+ 1, flags: .ack)
+        #expect(try h.layer.accept(l, now: h.now) != nil)
     }
 }
 

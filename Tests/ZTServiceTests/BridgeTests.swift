@@ -331,6 +331,48 @@ import Testing
         #expect(got == Array("ping".utf8))
     }
 
+    @Test func unacceptedConnectionsInTheChannelCountAgainstTheBacklog() throws {
+        // Linux holds backlog + 1 connections the app has not accepted and drops further SYNs.
+        let rig = try Rig()
+        let (app, daemon) = makePair(streamType)
+        var sr = ztrpc_sock_req()
+        sr.addr = Wire.addr(IPEndpoint(rig.stackIP, 8082))
+        sr.proto = IPProtocol.tcp
+        sr.flags = ZTRPC_F_NEW
+        _ = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_BIND, body: $0, fds: [app, daemon]) }
+        Glibc.close(daemon)
+        let (chApp, chDaemon) = makePair(seqpacket)
+        defer { Glibc.close(chApp) }
+        var lr = ztrpc_listen_req()
+        lr.backlog = 1
+        #expect(rig.request(ZTRPC_OP_LISTEN, lr, socket: app, extra: [chDaemon, chApp])?.hdr.result == 0)
+        Glibc.close(chDaemon); Glibc.close(app)
+        #expect(TCPBridge.acceptMessageCharge > 0)
+        var peers: [SocketHandle] = []
+        for _ in 0..<3 {
+            peers.append(try rig.peer.tcpConnect(local: IPEndpoint(rig.peerIP, 0),
+                                                 remote: IPEndpoint(rig.stackIP, 8082), now: NetworkLoop.now()))
+            rig.settle(30)
+        }
+        func queued() -> Int {
+            var n: Int32 = 0
+            return ioctl(chApp, UInt(FIONREAD), &n) == 0 ? Int(n) / MemoryLayout<ztrpc_accept_msg>.size : -1
+        }
+        #expect(queued() == 2)
+        #expect(rig.peer.tcp.info(peers[0])?.state == .established)
+        #expect(rig.peer.tcp.info(peers[1])?.state == .established)
+        #expect(rig.peer.tcp.info(peers[2])?.state == .synSent, "its SYN was dropped")
+        // The app accepts one: the third's retransmitted SYN (after ~1 s) finds room.
+        var buf = [UInt8](repeating: 0, count: 64)
+        var got = [Int32](repeating: -1, count: 2)
+        let r = buf.withUnsafeMutableBytes { bb in got.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
+        guard case .processed(let m)? = r else { Issue.record("no accept message"); return }
+        #expect(m.fdCount == 1)
+        defer { for f in got where f >= 0 { Glibc.close(f) } }
+        #expect(rig.run(limit: 8000) { rig.peer.tcp.info(peers[2])?.state == .established })
+        #expect(rig.run { queued() == 2 })
+    }
+
     @Test func emfileDuringAcceptAbortsThatConnectionOnly() throws {
         let rig = try Rig()
         let (app, daemon) = makePair(streamType)

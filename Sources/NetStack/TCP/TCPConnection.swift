@@ -428,7 +428,7 @@ final class TCPConnection {
     /// is then ignored and the peer retransmits, like Linux with tcp_abort_on_overflow=0).
     private func becomeEstablishedPassive(now: Instant) -> Bool {
         if let l = listener {
-            guard l.acceptQueue.count < l.backlog else { return false }
+            guard !l.acceptQueueFull else { return false }
             if inSynQueue { l.synQueue &-= 1; inSynQueue = false }
             l.acceptQueue.append(self)
             accepted = false

@@ -15,6 +15,9 @@ final class TCPListener {
     var backlog: Int
     var synQueue = 0
     var acceptQueue: [TCPConnection] = []
+    /// How many connections the driver took from `acceptQueue` that its app has not accepted yet
+    /// (ztapd: those waiting in a listener's accept channel); they count against the backlog.
+    var heldByDriver: (() -> Int)?
     var closed = false
     var released = false
     var rxBufferSize: Int
@@ -41,7 +44,16 @@ final class TCPListener {
         keepAlive = config.keepAlive
         congestion = config.congestionControl
         options = TCPSocketOptions(config)
-        acceptQueue.reserveCapacity(min(backlog, 1024))
+        acceptQueue.reserveCapacity(min(backlog + 1, 1024))
+    }
+
+    /// Linux's sk_acceptq_is_full: backlog + 1 established connections may wait to be accepted;
+    /// then SYNs are dropped and a handshake's last ACK is ignored.
+    var acceptQueueFull: Bool {
+        let n = acceptQueue.count
+        if n > backlog { return true }
+        guard let held = heldByDriver else { return false }
+        return n + held() > backlog
     }
 }
 
@@ -80,7 +92,7 @@ extension TCPLayer {
             // Possibly the third segment of a cookie handshake.
             if !flags.contains(.syn), config.synCookies,
                let mss = checkCookie(key, clientISN: seg.sequenceNumber - 1, cookie: seg.ackNumber - 1, now: now),
-               l.acceptQueue.count < l.backlog, roomForConnection(now: now) {
+               !l.acceptQueueFull, roomForConnection(now: now) {
                 let c = makeConnection(l: l, local: local, remote: remote, key: key, now: now, tx: tx)
                 c.iss = seg.ackNumber - 1
                 c.irs = seg.sequenceNumber - 1
@@ -107,6 +119,8 @@ extension TCPLayer {
         guard flags.contains(.syn), !flags.contains(.fin) else { return }
         guard local != remote else { return }   // LAND: a SYN from ourselves to ourselves
         guard roomForConnection(now: now) else { return }
+        // A full accept queue drops the SYN (Linux tcp_conn_request): the peer retransmits it.
+        guard !l.acceptQueueFull else { return }
         if l.synQueue >= config.maxSynQueue {
             guard config.synCookies else { return }
             sendCookieSynAck(l, seg, options: options, key: key, local: local, remote: remote, now: now, tx: tx)

@@ -31,10 +31,22 @@ extension TCPLayer {
         try ports.listen(b)
         let s = allocateSlot()
         let l = TCPListener(binding: b, ownsBinding: ownsBinding, slot: s, generation: generations[Int(s)],
-                            backlog: max(backlog, 1), config: config)
+                            backlog: max(backlog, 0), config: config)
         slots[Int(s)] = .listener(l)
         listeners[b.local, default: []].append(l)
         return l.handle
+    }
+
+    /// listen() again on a listener: only its backlog changes (as on Linux).
+    public func setBacklog(_ h: SocketHandle, _ backlog: Int) {
+        listener(h)?.backlog = max(backlog, 0)
+    }
+
+    /// Tells the listener how many of the connections the driver accepted from it its app has
+    /// not accepted yet (asked when a SYN or a handshake's last ACK arrives): like Linux's accept
+    /// queue, the listener then holds at most backlog + 1 established connections in all.
+    public func setHeldByDriver(_ h: SocketHandle, _ count: (() -> Int)?) {
+        listener(h)?.heldByDriver = count
     }
 
     /// Active open. `local.address` may be `.any` (then `sourceAddressResolver` picks it) and

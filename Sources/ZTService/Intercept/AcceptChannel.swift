@@ -107,6 +107,35 @@ extension TCPBridge {
 
     static let recentlyDeliveredLimit = 1024
 
+    /// What one accept message holds of its channel's send memory until the app receives it:
+    /// SIOCOUTQ counts each unread message's skb truesize, the same for every message of one
+    /// size and kernel. Measured once on a private channel; 0 if that fails.
+    static let acceptMessageCharge: Int = {
+        let sys = Sys.live
+        guard let (a, b) = try? sys.socketpair(type: Int32(SOCK_SEQPACKET.rawValue)) else { return 0 }
+        defer { sys.close(a); sys.close(b) }
+        var msg = RPCCodec.acceptMessage(local: nil, peer: nil)
+        var fd = b
+        let sent = withUnsafeBytes(of: &msg) { m in
+            withUnsafePointer(to: &fd) { f in
+                try? sys.sendWithFDs(a, m, fds: UnsafeBufferPointer(start: f, count: 1))
+            }
+        }
+        guard case .processed? = sent else { return 0 }
+        return sys.unreadSentBytes(a)
+    }()
+
+    /// Connections of listener `c` its app has not accepted yet: those in its accept channel
+    /// and those waiting to go in. Linux's accept queue holds them (`listen` tells the stack).
+    func unaccepted(_ c: Connection) -> Int {
+        var n = c.undelivered.count
+        let charge = Self.acceptMessageCharge
+        if charge > 0, let ch = c.data, !ch.isClosed {
+            n += (sys.unreadSentBytes(ch.fd) + charge - 1) / charge
+        }
+        return n
+    }
+
     private func noteDelivered(_ nc: Connection, by listener: Connection) {
         if listener.recentlyDelivered.count >= Self.recentlyDeliveredLimit { listener.recentlyDelivered.removeFirst(256) }
         listener.recentlyDelivered.append(nc)

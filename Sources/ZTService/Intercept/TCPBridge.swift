@@ -301,9 +301,11 @@ final class TCPBridge {
     /// `udpForget` drops a stale UDP entry under the channel's identity.
     func listen(_ call: inout RPCCall, _ lr: ztrpc_listen_req, _ c: Connection, udpForget: (FDKey) -> Void) -> RPCOutcome {
         guard let stack else { return .fail(ENETDOWN, .none) }
-        let backlog = lr.backlog <= 0 || lr.backlog > 4096 ? Int32(4096) : lr.backlog
+        // Linux clamps to net.core.somaxconn (4096 by default); 0 stays 0 (one connection waits).
+        let backlog = lr.backlog < 0 || lr.backlog > 4096 ? Int32(4096) : lr.backlog
         if c.phase == .listening {
             c.backlog = backlog
+            if let h = c.handle { stack.tcp.setBacklog(h, Int(backlog)) }
             return .ok(.none)
         }
         guard c.phase == .bound || c.phase == .unbound else { return .fail(EINVAL, .none) }
@@ -355,6 +357,12 @@ final class TCPBridge {
         byKey[newKey] = c
         c.handle = h
         byHandle[h] = c
+        // Connections in the accept channel are still in Linux's accept queue: they count
+        // against the backlog when the stack decides whether a new handshake may complete.
+        stack.tcp.setHeldByDriver(h) { [weak self, weak c] in
+            guard let self, let c else { return 0 }
+            return self.unaccepted(c)
+        }
         c.backlog = backlog
         c.phase = .listening
         return .ok(.none)
