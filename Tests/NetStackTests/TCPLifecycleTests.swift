@@ -124,6 +124,30 @@ import Testing
         // An old SYN (not above RCV.NXT) is answered with an ACK instead.
     }
 
+    /// RFC 6191: with timestamps, a SYN whose TSval is newer than the TIME-WAIT's last one opens
+    /// a new connection even when its sequence number is not above RCV.NXT (a client whose ISN
+    /// clock lagged); an older TSval is refused (PAWS) even with a higher sequence number.
+    @Test func testTimeWaitSynWithNewerTimestampReopens() throws {
+        for (tsval, seqDelta, reopens) in [(UInt32(5000), UInt32(0), true), (UInt32(500), UInt32(100_000), false)] {
+            let h = Harness()
+            let c = h.passiveEstablished(options: Harness.peerOptions(ts: (1000, 0)))
+            try h.layer.shutdownWrite(c, now: h.now)
+            h.poll()
+            let fin = h.sent()[0]
+            var o = TCPSegmentOptions()
+            o.timestamp = (1001, 0)
+            h.inject(ack: fin.seq &+ 1, flags: [.fin, .ack], options: o)
+            #expect(h.state(c) == .timeWait)
+            _ = h.sent()
+            var syn = Harness.peerOptions(ts: (tsval, 0))
+            syn.sackPermitted = false
+            h.inject(seq: h.peerSeq &+ seqDelta, ack: 0, flags: .syn, options: syn)
+            let out = h.sent()
+            #expect(out.contains { $0.flags == [.syn, .ack] } == reopens, "tsval \(tsval): \(out)")
+            if !reopens { #expect(h.state(c) == .timeWait) }
+        }
+    }
+
     @Test func testStaleHandleAfterReleaseIsRejected() throws {
         let h = Harness()
         let c = try h.layer.connect(local: IPEndpoint(h.local.address, 0), remote: h.remote, now: h.now)

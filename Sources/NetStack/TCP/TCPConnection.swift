@@ -231,9 +231,15 @@ final class TCPConnection {
         let seq = seg.sequenceNumber
         let payloadCount = seg.payload.count
 
-        // A new SYN for a connection in TIME-WAIT may start a new incarnation (RFC 9293 §3.10.7.4 note, RFC 6191).
-        if state == .timeWait, flags.contains(.syn), !flags.contains(.ack), !flags.contains(.rst), rcvNxt < seq {
-            return .reopen
+        // A new SYN for a connection in TIME-WAIT may start a new incarnation (RFC 9293 §3.10.7.4
+        // note): its sequence number is above RCV.NXT, or, with timestamps, its TSval is newer
+        // than the last one seen (RFC 6191); never one PAWS would reject. Linux's
+        // tcp_timewait_state_process applies the same two tests.
+        if state == .timeWait, flags.contains(.syn), !flags.contains(.ack), !flags.contains(.rst) {
+            let tsNewer = tsOK ? options.timestamp.map { Int32(bitPattern: $0.value &- tsRecent) } : nil
+            if tsNewer.map({ $0 >= 0 }) ?? true, rcvNxt < seq || (tsNewer ?? 0) > 0 {
+                return .reopen
+            }
         }
 
         // Simultaneous open: the peer's SYN-ACK repeats its SYN (seq = IRS) but acknowledges ours.
