@@ -171,24 +171,24 @@ enum Value {
         return bytes
     }
 
+    /// Digits followed by one of `units` (name -> multiplier), as a number in `range`; nil if
+    /// `v` is not of that form or out of range.
+    private static func scaled(_ v: String, _ units: [String: Int], _ range: ClosedRange<Int>) -> Int? {
+        let digits = v.prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty, digits.count <= 12, let n = Int(digits), let scale = units[String(v.dropFirst(digits.count))]
+        else { return nil }
+        let (x, overflow) = n.multipliedReportingOverflow(by: scale)
+        return !overflow && range.contains(x) ? x : nil
+    }
+
     /// A time span in milliseconds: digits with a unit `ms`, `s`, `min` or `h` (systemd's
     /// spellings); bare digits are seconds, as in systemd.
     static func duration(_ key: String, _ v: String, _ rangeMs: ClosedRange<Int>) throws(Reason) -> Int {
         let allowed = "expected a duration in \(renderDuration(rangeMs.lowerBound))...\(renderDuration(rangeMs.upperBound)) "
             + "(digits with ms, s, min or h; bare digits are seconds, e.g. 30s)"
-        let digits = v.prefix { $0.isASCII && $0.isNumber }
-        let unit = v.dropFirst(digits.count)
-        let scale: Int
-        switch unit {
-        case "", "s": scale = 1000
-        case "ms": scale = 1
-        case "min": scale = 60_000
-        case "h": scale = 3_600_000
-        default: throw invalid(key, v, allowed)
+        guard let ms = scaled(v, ["": 1000, "s": 1000, "ms": 1, "min": 60_000, "h": 3_600_000], rangeMs) else {
+            throw invalid(key, v, allowed)
         }
-        guard !digits.isEmpty, digits.count <= 12, let n = Int(digits) else { throw invalid(key, v, allowed) }
-        let (ms, overflow) = n.multipliedReportingOverflow(by: scale)
-        guard !overflow, rangeMs.contains(ms) else { throw invalid(key, v, allowed) }
         return ms
     }
 
@@ -197,22 +197,9 @@ enum Value {
     static func microseconds(_ key: String, _ v: String, _ rangeUs: ClosedRange<Int>) throws(Reason) -> Int {
         let allowed = "expected a duration in \(rangeUs.lowerBound)us...\(rangeUs.upperBound)us "
             + "(digits with us or ms, e.g. 20us; 0 or no for off)"
-        if v == "0" || v == "no" {
-            guard rangeUs.contains(0) else { throw invalid(key, v, allowed) }
-            return 0
-        }
-        let digits = v.prefix { $0.isASCII && $0.isNumber }
-        let unit = v.dropFirst(digits.count)
-        let scale: Int
-        switch unit {
-        case "us", "µs": scale = 1
-        case "ms": scale = 1000
-        default: throw invalid(key, v, allowed)
-        }
-        guard !digits.isEmpty, digits.count <= 9, let n = Int(digits), rangeUs.contains(n * scale) else {
-            throw invalid(key, v, allowed)
-        }
-        return n * scale
+        if (v == "0" || v == "no") && rangeUs.contains(0) { return 0 }
+        guard let us = scaled(v, ["us": 1, "µs": 1, "ms": 1000], rangeUs) else { throw invalid(key, v, allowed) }
+        return us
     }
 
     /// Largest exact unit: 30000 -> "30s", 120000 -> "2min", 250 -> "250ms".

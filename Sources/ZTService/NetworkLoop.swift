@@ -88,6 +88,8 @@ final class NetworkLoop: PhySocketHandler {
     deinit { frameBuffer.deallocate() }
 
     var waker: PhyWaker { loop.waker }
+    /// The loop's busy polls and those that found work (metrics).
+    var busyPollCounts: (polls: UInt64, hits: UInt64) { (loop.busyPolls, loop.busyPollHits) }
 
     static func now() -> Instant { Instant(nanoseconds: Sys.monotonicNanoseconds()) }
 

@@ -27,6 +27,9 @@ struct NetworkMetrics: Sendable {
     var captureSessionsTotal: UInt64 = 0
     var captureFrames: UInt64 = 0
     var captureDropped: UInt64 = 0
+    /// The loop's busy polls (`BusyPoll=`) and those that found work without sleeping.
+    var busyPolls: UInt64 = 0
+    var busyPollHits: UInt64 = 0
     var tapError: String?
 
     /// Every TCP state the stack has, as metric labels (all are exported, zero or not).
@@ -66,6 +69,7 @@ extension NetworkLoop {
         m.captureSessionsTotal = c.sessionsTotal
         m.captureFrames = c.framesTotal
         m.captureDropped = c.droppedTotal
+        (m.busyPolls, m.busyPollHits) = busyPollCounts
         return m
     }
 }
@@ -146,6 +150,10 @@ enum MetricsExport {
             b.add("ztap_tcp_time_wait_reused_total", .counter,
                   "Outgoing connections that took over a TIME-WAIT of their 4-tuple (timestamps made it safe).",
                   m.tcpTimeWaitReused, n)
+            b.add("ztap_loop_busy_polls_total", .counter,
+                  "Times the network's loop polled without sleeping after activity (BusyPoll=), by outcome.",
+                  m.busyPolls &- m.busyPollHits, with("outcome", "idle"))
+            b.add("ztap_loop_busy_polls_total", .counter, "", m.busyPollHits, with("outcome", "hit"))
             b.add("ztap_tcp_ring_bytes", .gauge,
                   "TCP ring memory: in_use (held by rings with bytes), warm (freed, pages kept for reuse), mapped (address space).",
                   m.ringBytesInUse, with("kind", "in_use"))

@@ -334,19 +334,8 @@ import Testing
     @Test func unacceptedConnectionsInTheChannelCountAgainstTheBacklog() throws {
         // Linux holds backlog + 1 connections the app has not accepted and drops further SYNs.
         let rig = try Rig()
-        let (app, daemon) = makePair(streamType)
-        var sr = ztrpc_sock_req()
-        sr.addr = Wire.addr(IPEndpoint(rig.stackIP, 8082))
-        sr.proto = IPProtocol.tcp
-        sr.flags = ZTRPC_F_NEW
-        _ = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_BIND, body: $0, fds: [app, daemon]) }
-        Glibc.close(daemon)
-        let (chApp, chDaemon) = makePair(seqpacket)
+        let chApp = try #require(rig.listenTCP(port: 8082, backlog: 1))
         defer { Glibc.close(chApp) }
-        var lr = ztrpc_listen_req()
-        lr.backlog = 1
-        #expect(rig.request(ZTRPC_OP_LISTEN, lr, socket: app, extra: [chDaemon, chApp])?.hdr.result == 0)
-        Glibc.close(chDaemon); Glibc.close(app)
         #expect(TCPBridge.acceptMessageCharge > 0)
         var peers: [SocketHandle] = []
         for _ in 0..<3 {
@@ -375,19 +364,8 @@ import Testing
 
     @Test func emfileDuringAcceptAbortsThatConnectionOnly() throws {
         let rig = try Rig()
-        let (app, daemon) = makePair(streamType)
-        var sr = ztrpc_sock_req()
-        sr.addr = Wire.addr(IPEndpoint(rig.stackIP, 8081))
-        sr.proto = IPProtocol.tcp
-        sr.flags = ZTRPC_F_NEW
-        _ = withUnsafeBytes(of: &sr) { rig.call(op: ZTRPC_OP_BIND, body: $0, fds: [app, daemon]) }
-        Glibc.close(daemon)
-        let (chApp, chDaemon) = makePair(seqpacket)
+        let chApp = try #require(rig.listenTCP(port: 8081, backlog: 8))
         defer { Glibc.close(chApp) }
-        var lr = ztrpc_listen_req()
-        lr.backlog = 8
-        #expect(rig.request(ZTRPC_OP_LISTEN, lr, socket: app, extra: [chDaemon, chApp])?.hdr.result == 0)
-        Glibc.close(chDaemon); Glibc.close(app)
         rig.faults.inject(Fault(call: .socketpair, fd: nil, effect: .errno(EMFILE)))
         let first = try rig.peer.tcpConnect(local: IPEndpoint(rig.peerIP, 0), remote: IPEndpoint(rig.stackIP, 8081),
                                             now: NetworkLoop.now())

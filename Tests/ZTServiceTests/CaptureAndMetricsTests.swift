@@ -83,6 +83,7 @@ import ZTControl
         m.stack.droppedChecksum = 2
         m.tcpStates = ["established": 3, "listen": 1]
         m.tapDropped = 5
+        (m.busyPolls, m.busyPollHits) = (10, 4)
         var rpc = RPCCounters()
         rpc.replied(op: 1, failed: true)
         rpc.replied(op: 1, failed: false)
@@ -117,6 +118,8 @@ import ZTControl
         #expect(value("ztap_control_requests_total", ["command": "list", "result": "error"]) == 1)
         #expect(value("ztap_networks", ["state": "failed"]) == 1)
         #expect(value("ztap_build_info", ["version": "9.9"]) == 1)
+        #expect(value("ztap_loop_busy_polls_total", ["network": "lab", "outcome": "hit"]) == 4)
+        #expect(value("ztap_loop_busy_polls_total", ["network": "lab", "outcome": "idle"]) == 6)
         // Every TCP state the stack can report has a label.
         for s: TCPState in [.closed, .listen, .synSent, .synReceived, .established, .finWait1, .finWait2, .closeWait,
                             .closing, .lastAck, .timeWait] {

@@ -349,6 +349,26 @@ final class Rig {
 
     /// A new TCP socket connected (blocking unless `nonblocking`) to peer:port: the app end.
     /// `send` only sends the request (the reply comes later on the returned RPC socket).
+    /// A TCP socket bound to the stack's `port` and listening: the app end of its accept
+    /// channel (nil if the bind or the listen failed).
+    func listenTCP(port: UInt16, backlog: Int32) -> Int32? {
+        let (app, daemon) = makePair(streamType)
+        var sr = ztrpc_sock_req()
+        sr.addr = Wire.addr(IPEndpoint(stackIP, port))
+        sr.proto = IPProtocol.tcp
+        sr.flags = ZTRPC_F_NEW
+        let bound = withUnsafeBytes(of: &sr) { call(op: ZTRPC_OP_BIND, body: $0, fds: [app, daemon]) }?.hdr.result == 0
+        Glibc.close(daemon)
+        let (chApp, chDaemon) = makePair(seqpacket)
+        var lr = ztrpc_listen_req()
+        lr.backlog = backlog
+        let listening = bound && request(ZTRPC_OP_LISTEN, lr, socket: app, extra: [chDaemon, chApp])?.hdr.result == 0
+        Glibc.close(chDaemon)
+        Glibc.close(app)
+        guard listening else { Glibc.close(chApp); return nil }
+        return chApp
+    }
+
     func connectTCP(port: UInt16, nonblocking: Bool = false, plugged: Bool = true) -> (app: Int32, reply: ztrpc_rep_hdr?) {
         let (app, rpc) = startConnect(port: port, nonblocking: nonblocking, plugged: plugged)
         return (app, reply(rpc)?.hdr)
