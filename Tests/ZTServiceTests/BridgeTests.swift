@@ -170,16 +170,11 @@ import Testing
         let h = try #require(c.handle)
         #expect((stack.tcp.receiveBuffer(h)?.count ?? 0) > 0, "the ring holds echoed bytes")
         #expect(Rig.drain(app).count > 0)
-        var fins = 0, resets = 0
-        rig.watchFrames = { f in
-            guard let flags = Rig.tcpFlags(f) else { return }
-            if flags & 0x01 != 0 { fins += 1 }
-            if flags & 0x04 != 0 { resets += 1 }
-        }
+        let flags = rig.watchFINsAndRSTs()
         Glibc.close(app)
         #expect(rig.run { rig.hub.tcp.count == 0 })
         rig.settle(20)
-        #expect(fins == 0 && resets >= 1, "fins \(fins) resets \(resets)")
+        #expect(flags.fins == 0 && flags.resets >= 1, "fins \(flags.fins) resets \(flags.resets)")
         #expect(stack.tcp.connectionCount == 0, "reset: nothing left in FIN-WAIT or TIME-WAIT")
     }
 
@@ -189,12 +184,7 @@ import Testing
         let (app, hdr) = rig.connectTCP(port: 9)   // discard: sends nothing
         #expect(hdr?.result == 0)
         Rig.writeAll(app, [UInt8](repeating: 0x41, count: 1000))
-        var fins = 0, resets = 0
-        rig.watchFrames = { f in
-            guard let flags = Rig.tcpFlags(f) else { return }
-            if flags & 0x01 != 0 { fins += 1 }
-            if flags & 0x04 != 0 { resets += 1 }
-        }
+        let flags = rig.watchFINsAndRSTs()
         Glibc.close(app)
         let stack = try #require(rig.hub.tcp.stack)
         #expect(rig.run { rig.hub.tcp.count == 0 })
@@ -202,7 +192,7 @@ import Testing
         var states: [String] = []
         stack.tcp.forEachConnection { _, i in states.append("\(i.state)") }
         #expect(stack.tcp.connectionCount == 1, "\(states)")
-        #expect(fins == 1 && resets == 0, "fins \(fins) resets \(resets)")
+        #expect(flags.fins == 1 && flags.resets == 0, "fins \(flags.fins) resets \(flags.resets)")
     }
 
     @Test func appNotReadingClosesTheWindowThenCatchesUp() throws {

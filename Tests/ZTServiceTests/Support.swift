@@ -201,6 +201,22 @@ final class Rig {
     /// Sees every frame the daemon's stack sends (Ethernet onwards), before the peer does.
     var watchFrames: ((UnsafeRawBufferPointer) -> Void)?
 
+    /// FINs and RSTs the daemon's stack sends from now on (`watchFINsAndRSTs`).
+    final class SentFlags {
+        var fins = 0
+        var resets = 0
+    }
+
+    func watchFINsAndRSTs() -> SentFlags {
+        let sent = SentFlags()
+        watchFrames = { f in
+            guard let flags = Rig.tcpFlags(f) else { return }
+            if flags & 0x01 != 0 { sent.fins += 1 }
+            if flags & 0x04 != 0 { sent.resets += 1 }
+        }
+        return sent
+    }
+
     /// TCP flags of a frame the daemon sent (IPv4 only), nil for anything else.
     static func tcpFlags(_ f: UnsafeRawBufferPointer) -> UInt8? {
         guard f.count >= 34, f[12] == 0x08, f[13] == 0x00, f[23] == 6 else { return nil }

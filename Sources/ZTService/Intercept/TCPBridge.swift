@@ -95,8 +95,13 @@ final class TCPBridge {
         for c in byHandle.values { refund(c) }
         for c in byKey.values {
             refund(c)
-            // The app ends of pending connects are ours alone to close (they are not the loop's).
-            if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: nil) }
+            // The app ends of pending connects are ours alone to close (they are not the loop's);
+            // our end first, so the app end is never writable without the hang-up (see fail).
+            if let p = c.plug {
+                c.plug = nil
+                if let d = c.data { loop.close(d); c.data = nil }
+                unplug(p, drainingFrom: nil)
+            }
         }
         plugOwners.closeAll()
         byHandle.removeAll()
@@ -574,10 +579,12 @@ final class TCPBridge {
             c.phase = .closed
             // A failed non-blocking connect: closing our end with the filler unread gives the app
             // end POLLERR|POLLHUP (and POLLOUT once unplugged), as Linux shows for a failed
-            // connect. The app's close cannot be seen after that: the entry lingers for SO_ERROR.
+            // connect. Our end goes first: the app end must never be writable without the
+            // hang-up, which the library reads as "connected" (zti_tcp_quiet). The app's close
+            // cannot be seen after that: the entry lingers for SO_ERROR.
             c.plug = nil
-            unplug(p, drainingFrom: nil)
             if let d = c.data { loop.close(d); c.data = nil }
+            unplug(p, drainingFrom: nil)
             linger(c)
             settle(c)
             return
@@ -689,13 +696,14 @@ final class TCPBridge {
             c.handle = nil
         }
         unreserve(c)
+        // Our end before the plug (see fail): writable only together with the hang-up.
+        if let d = c.data { loop.close(d); c.data = nil }
         if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: nil) }
         for (conn, appEnd) in c.undelivered {
             sys.close(appEnd)
             remove(conn)
         }
         c.undelivered.removeAll()
-        if let d = c.data { loop.close(d); c.data = nil }
         c.phase = .closed
         let ws = c.waiters
         c.waiters.removeAll()
