@@ -136,7 +136,9 @@ extern "C" {
  *   restores its SO_SNDBUF (which wakes writers and pollers). On success it reads and drops
  *   exactly `filler` bytes first, so the app's own bytes follow untouched; on failure it closes
  *   its end with the filler unread, so the app end shows POLLERR|POLLHUP|POLLOUT as Linux shows
- *   for a failed connect (the error itself comes from GETSOCKOPT(SO_ERROR), which never waits).
+ *   for a failed connect (the error itself comes from GETSOCKOPT(SO_ERROR), which never waits),
+ *   and it does so before restoring the buffer: the app end is never writable without the
+ *   hang-up, which lets the library answer SO_ERROR 0 itself while the end shows none.
  *   On an existing socket, like Linux: EALREADY while a connect is pending; once it succeeded, 0
  *   for the first repeated CONNECT and EISCONN afterwards; once it failed, the error (cleared, as
  *   SO_ERROR would). An all-zero addr and port 0 (the app's connect(AF_UNSPEC)) on a TCP socket: abort
