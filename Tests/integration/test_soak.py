@@ -191,9 +191,11 @@ def test_soak_churn_kills_and_rejoin_leave_fds_and_rss_flat(daemon_factory, netn
             raise AssertionError(f"{len(fds) - base_fds} fd(s) left after the churn: {fds}")
         loaded = settled_rss(d.pid)
         # The stack keeps up to MaxConnections (4096) TIME-WAIT entries: bounded, not per
-        # connection. (Measured: ~+7 MiB; when rings were malloc'd, the freed ones stayed in the
-        # arenas: +50 MiB and more. Now they are RingMemory's pages.)
-        assert loaded - base_rss < 24576, (base_rss, loaded)
+        # connection (a leak of even 1 KB per connection would be +100 MiB here). Measured since
+        # TIME-WAIT entries are freed at expiry: +20.3, +24.2, +25.5 MiB (the 4096 entries, the
+        # tables' capacity, the arenas of the churn's bursts); when rings were malloc'd, the freed
+        # ones stayed in the arenas: +50 MiB and more. The leak check proper is `clean` below.
+        assert loaded - base_rss < 32768, (base_rss, loaded)
         # A fresh network again: what is left is ztapd's own. Measured over 8 rounds of 50k: it
         # settles within the first rounds (+6 MiB of arena) and then stays put.
         rejoin()
