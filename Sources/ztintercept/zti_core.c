@@ -608,14 +608,6 @@ int zti_install(int fd, int newfd)
     return zti_install_known(fd, newfd, 0);
 }
 
-/* The options zti_install_known() carries from the kernel socket to its replacement. */
-int zti_carried_opt(int level, int name)
-{
-    /* The timeouts under both numbers (20/21 _OLD, 66/67 _NEW), as zti_native_opt. */
-    return level == SOL_SOCKET && (name == 20 || name == 21 || name == 66 || name == 67 ||
-                                   name == SO_RCVLOWAT || name == SO_PEEK_OFF || name == SO_BROADCAST);
-}
-
 /**
  * zti_install_known() - zti_install() for a caller that made newfd with fd's O_NONBLOCK
  * @fd: the app's fd number

@@ -269,6 +269,14 @@ void zti_record_opt(int fd, int level, int name, const void *optval, socklen_t o
     zti_table_put(fd, &e);
 }
 
+/* The options zti_install_known() carries from the kernel socket to its replacement. */
+int zti_carried_opt(int level, int name)
+{
+    /* The timeouts under both numbers (20/21 _OLD, 66/67 _NEW), as zti_native_opt. */
+    return level == SOL_SOCKET && (name == 20 || name == 21 || name == 66 || name == 67 ||
+                                   name == SO_RCVLOWAT || name == SO_PEEK_OFF || name == SO_BROADCAST);
+}
+
 /**
  * zti_preopts_collect() - read the options recorded as set from the kernel socket
  * @fd: the kernel socket, before it is replaced
