@@ -14,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <net/if.h>
@@ -308,3 +309,12 @@ int cshim_pidfd_exited(int pidfd) {
 
 /* Returns the free pages of glibc's malloc arenas to the kernel (malloc_trim(3)). */
 int cshim_malloc_trim(void) { return malloc_trim(0); }
+
+long cshim_getrandom(void *buf, unsigned long len)
+{
+    ssize_t r;
+    do {
+        r = getrandom(buf, len, 0);
+    } while (r < 0 && errno == EINTR);
+    return (long)r;
+}

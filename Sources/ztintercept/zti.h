@@ -65,6 +65,7 @@ struct zti_ent {
     uint8_t pad;
     int32_t backlog;
     uint64_t dev, ino;
+    uint64_t secret; /* TCP: from ztapd (ztrpc.h "References"); 0 = unknown, pass the fd */
     struct ztrpc_addr local, peer;
     struct ztrpc_sockopts opts;
     uint64_t xopts[ZTI_XOPT_WORDS]; /* ZTI_INET: other options set (zti_opts.c), read back later */
@@ -227,6 +228,7 @@ int zti_classify_udp(int fd, struct zti_ent *ent);
 #define ZTI_RPC_QUIET 2         /* a speculative query: do not report an unreachable ztapd */
 #define ZTI_RPC_NOREPLY 4       /* send with ZTRPC_OP_NOREPLY and return once sent (*rep: result 0) */
 #define ZTI_RPC_ONESHOT 8       /* a connection of its own, never a session (zti_rpc.c) */
+#define ZTI_RPC_CHANNEL_ONLY 16 /* with NOREPLY: the one-way channel or nothing (*err EAGAIN) */
 int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
             struct ztrpc_rep_hdr *rep, void *rbody, uint32_t rcap, int timeout_ms, int flags,
             int *err);

@@ -95,6 +95,8 @@ int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     si.flags = e.v6only ? ZTRPC_SI_V6ONLY : 0;
     si.local = m.local;
     si.peer = m.peer;
+    si.secret[0] = m.secret[0];
+    si.secret[1] = m.secret[1];
     struct zti_ent ne;
     zti_ent_from_info(&ne, ZTI_TCP, &si, nfd);
     zti_table_put(nfd, &ne);

@@ -489,6 +489,7 @@ void zti_ent_from_info(struct zti_ent *e, int kind, const struct ztrpc_sockinfo 
     e->local = si->local;
     e->peer = si->peer;
     e->shut = (uint8_t)(si->shut & (ZTRPC_SHUT_RD | ZTRPC_SHUT_WR));
+    e->secret = (uint64_t)si->secret[0] | (uint64_t)si->secret[1] << 32;
     if (fstat(fd, &st) == 0) {
         e->dev = st.st_dev;
         e->ino = st.st_ino;

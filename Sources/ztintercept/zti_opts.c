@@ -545,6 +545,28 @@ ZTI_EXPORT int setsockopt(int fd, int level, int name, const void *optval, sockl
         (name == TCP_NODELAY || name == TCP_CORK || name == TCP_QUICKACK))
         flags = ZTI_RPC_NOREPLY;
     int err;
+    /* A one-way option names its socket by reference when ztapd gave it a secret: no fd to pass
+     * (ztrpc.h "References"). Without the channel, the request below passes the fd. */
+    if (flags == ZTI_RPC_NOREPLY && e.secret != 0 && optlen <= (socklen_t)sizeof(((struct ztrpc_sockopt *)0)->value)) {
+        struct {
+            struct ztrpc_sockopt o;
+            struct ztrpc_sockref ref;
+        } rq;
+        memset(&rq, 0, sizeof rq);
+        rq.o.level = level;
+        rq.o.name = name;
+        rq.o.optlen = (uint32_t)optlen;
+        memcpy(rq.o.value, optval, (size_t)optlen);
+        rq.ref.dev = e.dev;
+        rq.ref.ino = e.ino;
+        rq.ref.secret = e.secret;
+        struct ztrpc_rep_hdr rep;
+        if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, (uint32_t)sizeof rq, NULL, 0, &rep, NULL, 0, 0,
+                    ZTI_RPC_NOREPLY | ZTI_RPC_CHANNEL_ONLY, &err) == 0) {
+            errno = saved;
+            return 0;
+        }
+    }
     if (zti_sockopt_rpc(fd, level, name, optval, optlen, flags, &err) < 0)
         return zti_fail(err == EINTR || err == ETIMEDOUT || err == EMFILE || err == ENFILE || err == ENOBUFS ||
                                 err == ENOMEM || err == ENETDOWN

@@ -393,6 +393,10 @@ int zti_rpc(uint16_t op, const void *body, uint32_t blen, const int *fds, int nf
             ret = 0; /* *rep stays zeroed: result 0 */
             goto out;
         }
+        if (flags & ZTI_RPC_CHANNEL_ONLY) {
+            *err = EAGAIN;
+            goto out;
+        }
         /* No channel: a request of its own, answered like any other. */
         flags &= ~ZTI_RPC_NOREPLY;
         hdr.op = op;

@@ -521,6 +521,56 @@ import Testing
         }
     }
 
+    /// A one-way option naming its socket by reference (ztrpc.h "References"): no fd travels.
+    func sendByReference(_ rig: Rig, on channel: Int32, name: Int32, value: Int32, ref: ztrpc_sockref) {
+        struct Body { var so = ztrpc_sockopt(); var ref = ztrpc_sockref() }
+        var b = Body()
+        b.so.level = Int32(IPPROTO_TCP); b.so.name = name; b.so.optlen = 4
+        withUnsafeMutableBytes(of: &b.so.value) { $0.storeBytes(of: value, as: Int32.self) }
+        b.ref = ref
+        #expect(MemoryLayout<Body>.size == RPCCodec.sockoptSize + RPCCodec.sockrefSize)
+        var msg = [UInt8](repeating: 0, count: 256)
+        let n = msg.withUnsafeMutableBytes { m in
+            withUnsafeBytes(of: &b) { RPCCodec.encodeRequest(op: ZTRPC_OP_SETSOCKOPT | ZTRPC_OP_NOREPLY, id: 1, body: $0, into: m) }
+        }
+        #expect(msg.withUnsafeBytes { Glibc.send(channel, $0.baseAddress, n, 0) } == n)
+    }
+
+    @Test func aOneWayOptionNamesItsSocketByIdentityAndSecret() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 9)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        let key = try #require(FDKey.of(app))
+        let c = try #require(rig.hub.tcp.lookup(key))
+        #expect(c.secret != 0)
+        // The library learns the secret from the socket's sockinfo.
+        let name = try #require(rig.request(ZTRPC_OP_GETNAME, Int32(0), socket: app))
+        let info = name.body.withUnsafeBytes { $0.loadUnaligned(as: ztrpc_sockinfo.self) }
+        #expect(UInt64(info.secret.0) | UInt64(info.secret.1) << 32 == c.secret)
+        let ch = sendUnanswered(rig, app, name: TCP_NODELAY, value: 0)
+        defer { Glibc.close(ch) }
+        let applied = { rig.hub.replier.counters.requests[RPCCounters.index(ZTRPC_OP_SETSOCKOPT)] }
+        #expect(rig.run(limit: 200) { applied() == 1 })
+        let good = ztrpc_sockref(dev: key.dev, ino: key.ino, secret: c.secret)
+        sendByReference(rig, on: ch, name: TCP_NODELAY, value: 1, ref: good)
+        #expect(rig.run(limit: 200) { applied() == 2 })
+        #expect(tcpOption(rig, app, TCP_NODELAY) == 1)
+        // A wrong secret, another identity, or no secret: dropped, and the channel goes on.
+        for bad in [ztrpc_sockref(dev: key.dev, ino: key.ino, secret: c.secret ^ 1),
+                    ztrpc_sockref(dev: key.dev, ino: key.ino &+ 1, secret: c.secret),
+                    ztrpc_sockref(dev: key.dev, ino: key.ino, secret: 0)] {
+            sendByReference(rig, on: ch, name: TCP_NODELAY, value: 0, ref: bad)
+        }
+        rig.settle(5)
+        #expect(applied() == 2)
+        #expect(tcpOption(rig, app, TCP_NODELAY) == 1)
+        #expect(!hungUp(rig, ch))
+        sendByReference(rig, on: ch, name: TCP_CORK, value: 1, ref: good)
+        #expect(rig.run(limit: 200) { applied() == 3 })
+        #expect(tcpOption(rig, app, TCP_CORK) == 1)
+    }
+
     @Test func otherRequestsMayNotGoUnanswered() throws {
         let rig = try Rig()
         let (app, hdr) = rig.connectTCP(port: 9)

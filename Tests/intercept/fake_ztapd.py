@@ -50,11 +50,11 @@ SOCKOPTS = struct.Struct("<IIiiiiiiiI")   # 40
 SOCK_REQ = struct.Struct("<24sHBBI40siI")  # 80
 LISTEN_REQ = struct.Struct("<iI")         # 8
 SOCKOPT = struct.Struct("<iiII16s")       # 32
-SOCKINFO = struct.Struct("<BBBBi24s24sI")  # 60
-ACCEPT_MSG = struct.Struct("<II24s24s")    # 56
+SOCKINFO = struct.Struct("<BBBBi24s24sIQ")  # 68: ..., flags, secret (low word first = LE u64)
+ACCEPT_MSG = struct.Struct("<II24s24sQ")   # 64
 ADDR = struct.Struct("<16sHHI")            # 24: IPv6 bytes (IPv4 as ::ffff:a.b.c.d), port, ...
 assert (REQ_HDR.size, REP_HDR.size, SOCKOPTS.size, SOCK_REQ.size, LISTEN_REQ.size, SOCKOPT.size,
-        SOCKINFO.size, ACCEPT_MSG.size, ADDR.size) == (16, 24, 40, 80, 8, 32, 60, 56, 24)
+        SOCKINFO.size, ACCEPT_MSG.size, ADDR.size) == (16, 24, 40, 80, 8, 32, 68, 64, 24)
 AF_INET, AF_INET6 = 2, 10
 F_V6ONLY, SI_V6ONLY = 8, 1
 MAX_MSG = 640
@@ -109,12 +109,14 @@ class Sock:
         self.backlog = 0
         self.done = threading.Event()  # connect outcome known (set unless connecting)
         self.done.set()
+        # TCP: names it in one-way messages without an fd (ztrpc.h "References"); never 0.
+        self.secret = int.from_bytes(os.urandom(8), "little") | 1 if proto == TCP else 0
 
     def info(self):
         shut = self.opts.get((0x7A74, 1), b"\0\0\0\0")   # ZTRPC_SOL_ZTAP / ZTRPC_ZT_SHUTDOWN
         return SOCKINFO.pack(self.proto, self.state, struct.unpack("<i", shut[:4])[0] & 3,
                              self.family, self.backlog, pack_addr(*self.local),
-                             pack_addr(*self.peer), SI_V6ONLY if self.v6only else 0)
+                             pack_addr(*self.peer), SI_V6ONLY if self.v6only else 0, self.secret)
 
 
 class Fake:
@@ -263,12 +265,14 @@ class Fake:
                 time.sleep(delay)
             if outcome:
                 so.state, so.error = ST_CLOSED, outcome
-                if plug:
-                    self.unplug(so, plug, drain=False)
+                # Our end first, then the plug (as ztapd does, ztrpc.h CONNECT): the app end is
+                # never writable without the hang-up, which the library reads as "connected".
                 try:
                     os.close(so.data)
                 except OSError:
                     pass
+                if plug:
+                    self.unplug(so, plug, drain=False)
             else:
                 # Connected before unplugged: the writable app end must find the outcome known
                 # (as in ztapd: a request right after POLLOUT sees CONNECTED).
@@ -296,7 +300,7 @@ class Fake:
             # A dual-stack listener on :: gets one IPv4 and one IPv6 client.
             v6 = so.family == AF_INET6 and (i == 2 or so.v6only or so.local[0] != "::")
             peer = (PEER_IP6 if v6 else PEER_IP, 40000 + i)
-            msg = ACCEPT_MSG.pack(MAGIC, 0, pack_addr(*so.local), pack_addr(*peer))
+            msg = ACCEPT_MSG.pack(MAGIC, 0, pack_addr(*so.local), pack_addr(*peer), 0)   # not kept: no secret
             try:
                 so.accept_chan.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                                 array.array("i", [a.fileno()]))])
@@ -412,6 +416,18 @@ class Fake:
         return False
 
     def dispatch(self, op, body, fds, entry):
+        if not fds and entry.get("oneway") and op == OP_SETSOCKOPT and len(body) == 32 + 24:
+            # By reference (ztrpc.h "References"): identity and secret must both match.
+            dev, ino, secret = struct.unpack_from("<QQQ", body, 32)
+            so = self.socks.get((dev, ino))
+            entry["by_reference"] = True
+            if so is None or secret == 0 or so.secret != secret:
+                entry["protocol_error"] = "unknown reference"
+                return -1, E.EBADF, b""
+            level, name, optlen, _, value = SOCKOPT.unpack(body[:32])
+            entry.update(level=level, name=name, optlen=optlen, value=value[:optlen].hex())
+            so.opts[(level, name)] = value[:optlen]
+            return 0, 0, b""
         if not fds:
             entry["protocol_error"] = "no fds"
             return -1, E.EBADF, b""

@@ -139,6 +139,8 @@ def test_hint_options_go_one_way_over_one_channel_per_process(fake):
     last = sets[-1]
     assert last["name"] == 1 and last["value"] == "00000000" and last["oneway"]
     assert last["pid"] == first[0]["pid"]
+    # Each named its socket by reference (ztrpc.h "References"): no fd travelled, in the child too.
+    assert all(e.get("by_reference") and e["nfds"] == 0 for e in sets), sets
 
 
 def test_blocking_connect_sends_new_socket_with_two_fds(fake):
@@ -347,14 +349,15 @@ def test_wire_sizes_match_header(built, tmp_path):
     # The header's _Static_asserts hold for a C compiler, and the Python fake's formats agree.
     src = tmp_path / "sizes.c"
     src.write_text('#include "ztrpc.h"\n#include <stdio.h>\nint main(void){printf("%zu %zu %zu %zu '
-                   '%zu %zu\\n", sizeof(struct ztrpc_req_hdr), sizeof(struct ztrpc_rep_hdr), '
+                   '%zu %zu %zu\\n", sizeof(struct ztrpc_req_hdr), sizeof(struct ztrpc_rep_hdr), '
                    'sizeof(struct ztrpc_sock_req), sizeof(struct ztrpc_sockopt), '
-                   'sizeof(struct ztrpc_sockinfo), sizeof(struct ztrpc_accept_msg));}\n')
+                   'sizeof(struct ztrpc_sockinfo), sizeof(struct ztrpc_accept_msg), '
+                   'sizeof(struct ztrpc_sockref));}\n')
     exe = tmp_path / "sizes"
     subprocess.run(["cc", "-std=c11", "-Wall", "-I", os.path.join(REPO, "Sources", "CZTRPC",
                     "include"), "-o", str(exe), str(src)], check=True)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["16", "24", "80", "32", "60", "56"]
+    assert out == ["16", "24", "80", "32", "68", "64", "24"]
 
 
 def test_header_imports_into_swift_with_field_types(tmp_path):
@@ -375,12 +378,12 @@ def test_header_imports_into_swift_with_field_types(tmp_path):
         "print(MemoryLayout<ztrpc_req_hdr>.size, MemoryLayout<ztrpc_rep_hdr>.size,\n"
         "      MemoryLayout<ztrpc_sock_req>.size, MemoryLayout<ztrpc_sockopt>.size,\n"
         "      MemoryLayout<ztrpc_sockinfo>.size, MemoryLayout<ztrpc_accept_msg>.size,\n"
-        "      MemoryLayout<ztrpc_dgram>.size)\n")
+        "      MemoryLayout<ztrpc_dgram>.size, MemoryLayout<ztrpc_sockref>.size)\n")
     exe = tmp_path / "t"
     subprocess.run([swiftc, "-I", str(tmp_path), str(tmp_path / "t.swift"), "-o", str(exe)],
                    check=True, capture_output=True, timeout=300)
     out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["16", "24", "80", "32", "60", "56", "24"]
+    assert out == ["16", "24", "80", "32", "68", "64", "24", "24"]
 
 
 # ---- unmodified real programs against the fake (skipped when the program is not installed) ----

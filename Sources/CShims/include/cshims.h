@@ -79,6 +79,8 @@ int cshim_tap_set_offload(int fd, unsigned int flags);
 #define CSHIM_TUN_F_USO4 0x20
 #define CSHIM_TUN_F_USO6 0x40
 int cshim_if_nametoindex(const char *name);
+/* getrandom(2) into @buf (flags 0), retried on EINTR: bytes written, or -1. */
+long cshim_getrandom(void *buf, unsigned long len);
 
 // Process / capabilities helpers.
 int cshim_set_keepcaps(int on);

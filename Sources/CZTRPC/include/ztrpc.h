@@ -80,6 +80,14 @@
  * before trusting a match, ztapd should make sure it has processed pending hangups on the
  * matching daemon end.
  *
+ * References. Each TCP socket also has a secret: 64 random bits ztapd gives with its sockinfo
+ * (CONNECT, BIND, GETNAME replies) and its accept message, never 0. A one-way SETSOCKOPT
+ * (ZTRPC_OP_NOREPLY) may then name the socket by a struct ztrpc_sockref (the app end's identity
+ * as the library saw it, plus that secret) instead of passing its fd: only a process that was
+ * given the socket learns the secret, so knowing it stands for holding the fd, and the message
+ * costs neither side an fd. A reference that names no live socket, or the wrong secret, is
+ * dropped silently like any one-way message ztapd cannot apply.
+ *
  * SCM_RIGHTS layout of a request (fds[i] in order, in one cmsg):
  *   - op with ZTRPC_F_NEW (CONNECT, BIND, UDP_OPEN on a socket ztapd does not know yet):
  *       fds[0] = app end of the new data socketpair (the identity; not yet dup3()ed),
@@ -185,7 +193,9 @@ extern "C" {
  *   the library already knows the answer (0), and apps toggle them per response (nginx's
  *   tcp_nopush: two per request). ztapd reads what the app wrote before applying the option, so
  *   the bytes the app wrote first go out under the old setting, as they would on Linux. Any other
- *   request with the bit set is dropped unanswered. */
+ *   request with the bit set is dropped unanswered. Such a request may come without fds when its
+ *   optlen is at most 16 and a struct ztrpc_sockref follows the ztrpc_sockopt (body 56 bytes):
+ *   it names the socket (see "References"). */
 #define ZTRPC_OP_NOREPLY ((uint16_t)0x8000)
 /* ZTRPC_OP_KEEP on any answered op: the connection stays open for further requests after the
  *   reply (a session; see "Channels" above). The reply's op is the op without the bit. */
@@ -328,7 +338,7 @@ struct ztrpc_sockopt {
     uint8_t value[16];
 };
 
-/* Reply body of CONNECT, BIND, UDP_OPEN, GETNAME. 60 bytes. */
+/* Reply body of CONNECT, BIND, UDP_OPEN, GETNAME. 68 bytes. */
 struct ztrpc_sockinfo {
     uint8_t proto;  /* 6 TCP, 17 UDP */
     uint8_t state;  /* ZTRPC_STATE_* */
@@ -338,17 +348,26 @@ struct ztrpc_sockinfo {
     struct ztrpc_addr local; /* all zero when unbound */
     struct ztrpc_addr peer;  /* all zero when not connected */
     uint32_t flags;          /* ZTRPC_SI_* */
+    uint32_t secret[2];      /* TCP: the socket's secret (see "References"), low word first; UDP: 0 */
 };
 /* ztrpc_sockinfo.flags: an AF_INET6 socket with IPV6_V6ONLY. */
 #define ZTRPC_SI_V6ONLY 0x0001u
 
 /* One message on a listener's accept channel, with SCM_RIGHTS(new connection's app end).
- * The connection has the listener's family. 56 bytes. */
+ * The connection has the listener's family. 64 bytes. */
 struct ztrpc_accept_msg {
     uint32_t magic; /* ZTRPC_MAGIC */
     uint32_t reserved;
     struct ztrpc_addr local; /* the connection's local address (the listener's network address) */
     struct ztrpc_addr peer;  /* the remote peer */
+    uint32_t secret[2];      /* the new connection's secret (see "References"), low word first */
+};
+
+/* Names a TCP socket without passing its fd (see "References"). 24 bytes. */
+struct ztrpc_sockref {
+    uint64_t dev;    /* st_dev of the app end */
+    uint64_t ino;    /* st_ino of the app end */
+    uint64_t secret; /* from the socket's sockinfo or accept message */
 };
 
 /* Prefix of every message on a UDP data socket, both directions. 24 bytes. */
@@ -377,8 +396,9 @@ ZTRPC_CHECK_SIZE(struct ztrpc_listen_req, 8);
 ZTRPC_CHECK_SIZE(struct ztrpc_optlist, 8);
 ZTRPC_STATIC_ASSERT(16 + 80 + 8 + ZTRPC_MAX_PREOPTS * 32 <= ZTRPC_MAX_MSG, "pre-options fit a message");
 ZTRPC_CHECK_SIZE(struct ztrpc_sockopt, 32);
-ZTRPC_CHECK_SIZE(struct ztrpc_sockinfo, 60);
-ZTRPC_CHECK_SIZE(struct ztrpc_accept_msg, 56);
+ZTRPC_CHECK_SIZE(struct ztrpc_sockinfo, 68);
+ZTRPC_CHECK_SIZE(struct ztrpc_accept_msg, 64);
+ZTRPC_CHECK_SIZE(struct ztrpc_sockref, 24);
 ZTRPC_CHECK_SIZE(struct ztrpc_dgram, 24);
 ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_sock_req, opts) == 32, "sock_req layout");
 ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_sockinfo, local) == 8, "sockinfo layout");

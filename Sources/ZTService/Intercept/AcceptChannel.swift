@@ -85,7 +85,7 @@ extension TCPBridge {
 
     /// One ztrpc_accept_msg + SCM_RIGHTS(app end). False if the channel is full (app not accepting).
     private func sendAccept(_ ch: LoopSocket, _ nc: Connection, _ appEnd: Int32) -> Bool {
-        var msg = RPCCodec.acceptMessage(local: nc.local, peer: nc.remote)
+        var msg = RPCCodec.acceptMessage(local: nc.local, peer: nc.remote, secret: nc.secret)
         var fd = appEnd
         let sent: Bool
         do {

@@ -116,6 +116,9 @@ final class Connection {
     /// The part of `charge` the stack's autotuning added to the rings (TCPBudget.swift).
     var tunedRingBytes = 0
 
+    /// Names it in a one-way SETSOCKOPT instead of its fd (ztrpc.h "References").
+    let secret = Secrets.next()
+
     init(key: FDKey, pid: Int32, uid: UInt32) {
         self.key = key
         self.pid = pid
@@ -160,7 +163,8 @@ final class Connection {
         }
         return ztrpc_sockinfo(proto: IPProtocol.tcp, state: wireState, shut: 0, family: UInt8(family),
                               backlog: phase == .listening ? backlog : 0, local: Wire.addr(local),
-                              peer: showsPeer ? Wire.addr(remote) : ztrpc_addr(), flags: v6Only ? ZTRPC_SI_V6ONLY : 0)
+                              peer: showsPeer ? Wire.addr(remote) : ztrpc_addr(), flags: v6Only ? ZTRPC_SI_V6ONLY : 0,
+                              secret: Wire.secret(secret))
     }
 }
 

@@ -212,7 +212,8 @@ final class InterceptHub {
         }
         var call = RPCCall(socket: socket, peer: peer, header: RPCHeader(op: 0, id: 0),
                            fds: Array(fdStore[0..<received.fdCount]))
-        defer { for fd in call.fds where fd >= 0 { sys.closeUntrusted(fd) } }
+        targetFD = -1
+        defer { closeReceived(call.fds) }
         if received.count == 0 || peer.requested {
             // EOF, or a second message on a one-request channel (or on a session before its
             // reply): hang up.
@@ -305,7 +306,8 @@ final class InterceptHub {
             }
             let call = RPCCall(socket: socket, peer: peer, header: RPCHeader(op: 0, id: 0),
                                fds: Array(fdStore[0..<received.fdCount]))
-            defer { for fd in call.fds where fd >= 0 { sys.closeUntrusted(fd) } }
+            targetFD = -1
+            defer { closeReceived(call.fds) }
             if received.count == 0 {
                 loop.close(socket)
                 return
@@ -323,7 +325,17 @@ final class InterceptHub {
     /// A one-way option (RPCRequest.mayGoUnanswered): applied to the TCP socket fds[0] names,
     /// counted like a reply.
     private func applyUnanswered(_ request: RPCRequest, _ call: RPCCall) {
-        guard case .setsockopt(let r) = request, case .tcp(let c) = target(call) else { return }
+        let c: Connection, r: SocketOptionRecord
+        switch request {
+        case .setsockopt(let x):
+            guard case .tcp(let t) = target(call) else { return }
+            (c, r) = (t, x)
+        case .setsockoptByRef(let x, let ref):
+            guard call.fds.isEmpty, let t = tcp.lookup(ref) else { return }
+            (c, r) = (t, x)
+        default:
+            return
+        }
         let failed: Bool
         switch tcp.setsockopt(call, c, r) {
         case .fail: failed = true
@@ -341,9 +353,22 @@ final class InterceptHub {
 
     private func target(_ call: RPCCall) -> Target {
         guard let fd = call.fds.first, fd >= 0, let key = FDKey.of(fd) else { return .none }
-        if let c = tcp.lookup(key) { return .tcp(c) }
-        if let u = udp.lookup(key) { return .udp(u) }
+        if let c = tcp.lookup(key) { targetFD = fd; return .tcp(c) }
+        if let u = udp.lookup(key) { targetFD = fd; return .udp(u) }
         return .none
+    }
+
+    /// The received fd that `target` found to be the app end of one of our sockets (-1: none)
+    /// in the message being handled: a unix socket, so its close needs no linger check.
+    private var targetFD: Int32 = -1
+
+    /// Closes what a message brought and nobody took. An fd of unknown kind may be a TCP socket
+    /// with SO_LINGER whose last reference this is: `closeUntrusted` keeps that from blocking.
+    private func closeReceived(_ fds: [Int32]) {
+        for fd in fds where fd >= 0 {
+            if fd == targetFD { sys.close(fd) } else { sys.closeUntrusted(fd) }
+        }
+        targetFD = -1
     }
 
     /// Validates and takes the new socketpair of a ZTRPC_F_NEW request: (identity, daemon end).
@@ -434,6 +459,8 @@ final class InterceptHub {
             case .udp(let u): return udp.setsockopt(call, u, so)
             case .none: return .fail(call.notFoundErrno, .none)
             }
+        case .setsockoptByRef:
+            return .fail(EBADF, .none)   // decoded only one-way (RPCCodec): never answered
         case .getname:
             switch target(call) {
             case .tcp(let c): return .ok(.info(c.info))

@@ -28,6 +28,9 @@ enum RPCRequest {
     case listen(ztrpc_listen_req)
     case getsockopt(ztrpc_sockopt)
     case setsockopt(SocketOptionRecord)
+    /// A one-way SETSOCKOPT that names its socket by reference instead of an fd (ztrpc.h
+    /// "References"); decoded only with ZTRPC_OP_NOREPLY.
+    case setsockoptByRef(SocketOptionRecord, ztrpc_sockref)
     case getname
     /// An op this daemon does not know (answered EOPNOTSUPP).
     case unknown(UInt16)
@@ -38,7 +41,11 @@ enum RPCRequest {
     /// The only requests ZTRPC_OP_NOREPLY may carry: options Linux accepts on any TCP socket
     /// when optlen holds an int (ztrpc.h), so there is no answer to wait for.
     var mayGoUnanswered: Bool {
-        guard case .setsockopt(let r) = self else { return false }
+        let r: SocketOptionRecord
+        switch self {
+        case .setsockopt(let x), .setsockoptByRef(let x, _): r = x
+        default: return false
+        }
         return r.level == Int32(IPPROTO_TCP) && r.optlen >= 4 &&
             (r.name == TCP_NODELAY || r.name == TCP_CORK || r.name == TCP_QUICKACK)
     }
@@ -46,7 +53,7 @@ enum RPCRequest {
     var createsPresence: Bool {
         switch self {
         case .connect, .bind, .udpOpen, .listen: true
-        case .getsockopt, .setsockopt, .getname, .unknown: false
+        case .getsockopt, .setsockopt, .setsockoptByRef, .getname, .unknown: false
         }
     }
 }
@@ -135,7 +142,12 @@ enum RPCCodec {
             let so = Wire.body(ztrpc_sockopt.self, from: body, zero: ztrpc_sockopt())
             let extra = body.count > sockoptSize ? UnsafeRawBufferPointer(rebasing: body[sockoptSize...])
                                                  : UnsafeRawBufferPointer(start: nil, count: 0)
-            request = .setsockopt(SocketOptionRecord(so, extra: extra))
+            if noReply, body.count == sockoptSize + sockrefSize, so.optlen <= 16 {
+                let ref = UnsafeRawBufferPointer(rebasing: body[sockoptSize...]).loadUnaligned(as: ztrpc_sockref.self)
+                request = .setsockoptByRef(SocketOptionRecord(so), ref)
+            } else {
+                request = .setsockopt(SocketOptionRecord(so, extra: extra))
+            }
         case ZTRPC_OP_GETNAME: request = .getname
         default: request = .unknown(hdr.op)
         }
@@ -144,6 +156,7 @@ enum RPCCodec {
 
     static let sockReqSize = MemoryLayout<ztrpc_sock_req>.size
     static let sockoptSize = MemoryLayout<ztrpc_sockopt>.size
+    static let sockrefSize = MemoryLayout<ztrpc_sockref>.size
 
     /// The option records after a ztrpc_sock_req (ztrpc.h): as many whole ones as the body
     /// holds, at most `count` and ZTRPC_MAX_PREOPTS.
@@ -212,8 +225,9 @@ enum RPCCodec {
     }
 
     /// The message announcing one accepted connection on a listener's accept channel.
-    static func acceptMessage(local: IPEndpoint?, peer: IPEndpoint?) -> ztrpc_accept_msg {
-        ztrpc_accept_msg(magic: ZTRPC_MAGIC, reserved: 0, local: Wire.addr(local), peer: Wire.addr(peer))
+    static func acceptMessage(local: IPEndpoint?, peer: IPEndpoint?, secret: UInt64 = 0) -> ztrpc_accept_msg {
+        ztrpc_accept_msg(magic: ZTRPC_MAGIC, reserved: 0, local: Wire.addr(local), peer: Wire.addr(peer),
+                         secret: Wire.secret(secret))
     }
 
     /// The prefix of a datagram for the app: its source.
@@ -249,6 +263,11 @@ enum Wire {
         var e = endpoint(a)
         if family == AF_INET && e.address == .v6Any { e.address = .v4Any }
         return e
+    }
+
+    /// A socket's secret as sockinfo and accept messages carry it (low word first).
+    static func secret(_ v: UInt64) -> (UInt32, UInt32) {
+        (UInt32(truncatingIfNeeded: v), UInt32(truncatingIfNeeded: v >> 32))
     }
 
     static func addr(_ e: IPEndpoint?) -> ztrpc_addr {

@@ -53,8 +53,14 @@ struct OptionContext {
     var peer: IPEndpoint?
     /// The interface MTU towards the peer (IP_MTU of a connected UDP socket).
     var mtu: Int?
-    /// The network's interface (SO_BINDTODEVICE / SO_BINDTOIFINDEX accept it, nothing else).
-    var interface: (name: String, index: Int32)?
+    /// The network's interface (SO_BINDTODEVICE / SO_BINDTOIFINDEX accept it, nothing else),
+    /// looked up only by the options that need it (an index lookup costs ztapd three system
+    /// calls, and a server may set TCP_CORK twice per response).
+    var interfaceLookup: () -> (name: String, index: Int32)? = { nil }
+    var interface: (name: String, index: Int32)? {
+        get { interfaceLookup() }
+        set { interfaceLookup = { newValue } }
+    }
     /// SO_COOKIE and SO_NETNS_COOKIE.
     var cookie: UInt64 = 1
     var netnsCookie: UInt64 = 1

@@ -68,6 +68,14 @@ final class TCPBridge {
         return c
     }
 
+    /// The socket a one-way message names by reference (ztrpc.h "References"): the identity and
+    /// the secret must both match. No stale check is needed: a socket that took over a freed
+    /// inode has a secret of its own.
+    func lookup(_ ref: ztrpc_sockref) -> Connection? {
+        guard ref.secret != 0, let c = byKey[FDKey(dev: ref.dev, ino: ref.ino)], c.secret == ref.secret else { return nil }
+        return c
+    }
+
     /// True if our end shows that the app's end was closed (a hangup not processed yet).
     private func isStale(_ s: LoopSocket?) -> Bool {
         guard let s, !s.isClosed else { return false }

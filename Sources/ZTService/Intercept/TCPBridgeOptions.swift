@@ -32,7 +32,7 @@ extension TCPBridge {
         ctx.mtu = stack.map { s in c.remote.map { $0.address.isV4 ? s.mtu : s.pathMTU6(to: $0.address) } ?? s.mtu }
         ctx.family = c.family
         ctx.v6Only = c.v6Only
-        ctx.interface = optionEnv.interface
+        ctx.interfaceLookup = { [optionEnv] in optionEnv.interface }
         ctx.cookie = c.options.cookie
         ctx.clockMs = OptionEnvironment.clockMs()
         ctx.capable = OptionEnvironment.capabilities(ofProcess: call.peer.pid)
@@ -90,8 +90,13 @@ extension TCPBridge {
             pumpIn(c)
         }
         let before = c.options
+        // The per-response toggles read nothing of the socket's state: skip gathering it (the
+        // stack's numbers, capabilities), which costs more than applying them.
+        let perResponse = r.level == Int32(IPPROTO_TCP) &&
+            (r.name == TCP_NODELAY || r.name == TCP_CORK || r.name == SocketOptionMap.TCP_QUICKACK)
+        let ctx = perResponse ? OptionContext(isTCP: true) : optionContext(call, c)
         switch SocketOptionMap.set(level: r.level, name: r.name, value: r.value, optlen: r.optlen,
-                                   options: &c.options, context: optionContext(call, c)) {
+                                   options: &c.options, context: ctx) {
         case .failure(let e):
             return .fail(e.rawValue, .none)
         case .success(let effects):

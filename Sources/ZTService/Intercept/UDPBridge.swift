@@ -99,7 +99,7 @@ final class UDPBridge {
             var ctx = OptionContext(isTCP: false)
             ctx.family = Wire.family(sr)
             ctx.v6Only = sr.v6Only
-            ctx.interface = optionEnv.interface
+            ctx.interfaceLookup = { [optionEnv] in optionEnv.interface }
             ctx.capable = OptionEnvironment.capabilities(ofProcess: call.peer.pid)
             _ = SocketOptionMap.set(level: r.level, name: r.name, value: r.value, optlen: r.optlen, options: &o, context: ctx)
         }
@@ -216,7 +216,7 @@ final class UDPBridge {
         ctx.mtu = stack.map { s in ctx.peer.map { $0.address.isV4 ? s.mtu : s.pathMTU6(to: $0.address) } ?? s.mtu }
         ctx.family = u.family
         ctx.v6Only = u.v6Only
-        ctx.interface = optionEnv.interface
+        ctx.interfaceLookup = { [optionEnv] in optionEnv.interface }
         ctx.cookie = u.options.cookie
         ctx.capable = OptionEnvironment.capabilities(ofProcess: call.peer.pid)
         ctx.callerHasFD = OptionEnvironment.hasFD(ofProcess: call.peer.pid)
@@ -273,7 +273,7 @@ final class UDPBridge {
         }
         return ztrpc_sockinfo(proto: IPProtocol.udp, state: remote != nil ? ZTRPC_STATE_CONNECTED : ZTRPC_STATE_BOUND,
                               shut: u.shut, family: UInt8(u.family), backlog: 0, local: Wire.addr(local),
-                              peer: Wire.addr(remote), flags: u.v6Only ? ZTRPC_SI_V6ONLY : 0)
+                              peer: Wire.addr(remote), flags: u.v6Only ? ZTRPC_SI_V6ONLY : 0, secret: (0, 0))
     }
 
     // MARK: - Data
