@@ -44,6 +44,9 @@ public final class PhySocket<Context> {
     public internal(set) var isClosed = false
     /// Removed from epoll after a hangup seen with read interest off (see `phyOnHangup`).
     public internal(set) var suspended = false
+    /// epoll reported EPOLLHUP for it: the peer is gone for good (a stream socket's hang-up
+    /// never clears), so a handler need not poll to learn it. False says nothing.
+    public internal(set) var hungUp = false
     /// When true the loop closes the fd on `close`; false for fds the owner closes itself.
     public let ownsFD: Bool
 
@@ -351,6 +354,7 @@ public final class PhyLoop<Handler: PhySocketHandler> {
         case .listener:
             if bits & readBits != 0 { acceptAll(sock) }
         case .connected, .raw:
+            if bits & UInt32(EPOLLHUP.rawValue) != 0 { sock.hungUp = true }
             if bits & UInt32(EPOLLOUT.rawValue) != 0, sock.interest & UInt32(EPOLLOUT.rawValue) != 0 {
                 handler.phyOnWritable(sock)
             }

@@ -331,6 +331,13 @@ public struct Sys: Sendable {
 
     // MARK: - Loop plumbing (not client I/O: no seam needed)
 
+    /// Makes O_NONBLOCK the socket's only file status flag, in one fcntl: for a socketpair end a
+    /// client handed over, whose other flags (O_ASYNC, O_APPEND) mean nothing to ztapd and are
+    /// better cleared. Saves the F_GETFL that `setNonBlocking` needs for files of unknown use.
+    public static func makeNonBlockingSocket(_ fd: Int32) throws(Errno) {
+        guard fcntl(fd, F_SETFL, O_NONBLOCK) == 0 else { throw Errno(rawValue: errno) }
+    }
+
     public static func setNonBlocking(_ fd: Int32) throws(Errno) {
         let flags = fcntl(fd, F_GETFL)
         guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else { throw Errno(rawValue: errno) }

@@ -79,13 +79,14 @@ int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
         zti_log("malformed message on an accept channel, fd ", NULL, NULL, fd, NULL);
         return zti_fail(ECONNABORTED);
     }
-    if (flags & SOCK_NONBLOCK) {
-        int fl = zti_real.fcntl(nfd, F_GETFL);
-        if (fl < 0 || zti_real.fcntl(nfd, F_SETFL, fl | O_NONBLOCK) < 0) {
-            int err = errno;
-            zti_close(nfd);
-            return zti_fail(err);
-        }
+    /* ztapd made the end (flags O_RDWR, and O_NONBLOCK when it says so): one fcntl at most,
+     * none for an accept4(SOCK_NONBLOCK) of a non-blocking end. */
+    int nonblock_now = (m.flags & ZTRPC_AM_NONBLOCK) != 0;
+    if (!!(flags & SOCK_NONBLOCK) != nonblock_now &&
+        zti_real.fcntl(nfd, F_SETFL, (flags & SOCK_NONBLOCK) ? O_RDWR | O_NONBLOCK : O_RDWR) < 0) {
+        int err = errno;
+        zti_close(nfd);
+        return zti_fail(err);
     }
     struct ztrpc_sockinfo si;
     memset(&si, 0, sizeof si);
@@ -98,7 +99,14 @@ int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     si.secret[0] = m.secret[0];
     si.secret[1] = m.secret[1];
     struct zti_ent ne;
-    zti_ent_from_info(&ne, ZTI_TCP, &si, nfd);
+    if (m.ino != 0) {
+        /* The end's identity came with it: no fstat. */
+        zti_ent_from_info(&ne, ZTI_TCP, &si, -1);
+        ne.dev = m.dev;
+        ne.ino = m.ino;
+    } else {
+        zti_ent_from_info(&ne, ZTI_TCP, &si, nfd);
+    }
     zti_table_put(nfd, &ne);
     if (addr)
         zti_fill_sockaddr(e.family, &m.peer, addr, len);

@@ -221,13 +221,12 @@ int zts_h_accept(struct zts_call *c)
         zts_log("malformed message on an accept channel (pid %d, fd %d)", (int)c->n.pid, (int)c->n.data.args[0]);
         return zts_finish(c, -1, ECONNABORTED);
     }
-    if (flags & SOCK_NONBLOCK) {
-        int fl = fcntl(nfd, F_GETFL);
-        if (fl < 0 || fcntl(nfd, F_SETFL, fl | O_NONBLOCK) < 0) {
-            int err = errno;
-            close(nfd);
-            return zts_finish(c, -1, err);
-        }
+    /* ztapd made the end: O_RDWR, plus O_NONBLOCK when the message says so. */
+    if (!!(flags & SOCK_NONBLOCK) != !!(m.flags & ZTRPC_AM_NONBLOCK) &&
+        fcntl(nfd, F_SETFL, (flags & SOCK_NONBLOCK) ? O_RDWR | O_NONBLOCK : O_RDWR) < 0) {
+        int err = errno;
+        close(nfd);
+        return zts_finish(c, -1, err);
     }
     /* The new socket has its listener's family. */
     struct zts_ent *le = c->ino_valid ? zts_table_get(c->dev, c->ino) : NULL;

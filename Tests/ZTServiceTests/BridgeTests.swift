@@ -300,7 +300,7 @@ import Testing
                                         now: NetworkLoop.now())
         var fd: Int32 = -1
         rig.run {
-            var buf = [UInt8](repeating: 0, count: 64)
+            var buf = [UInt8](repeating: 0, count: 128)
             var fds = [Int32](repeating: -1, count: 2)
             let r = buf.withUnsafeMutableBytes { bb in fds.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
             if case .processed(let m)? = r, m.fdCount == 1 {
@@ -308,6 +308,11 @@ import Testing
                 let msg = buf.withUnsafeBytes { $0.load(as: ztrpc_accept_msg.self) }
                 #expect(Wire.endpoint(msg.local) == IPEndpoint(rig.stackIP, 8080))
                 #expect(Wire.endpoint(msg.peer).address == IPAddress(rig.peerIP))
+                // The end comes non-blocking, with its identity and secret (ztrpc.h).
+                #expect(msg.flags & ZTRPC_AM_NONBLOCK != 0 && fcntl(fds[0], F_GETFL) & O_NONBLOCK != 0)
+                #expect(FDKey.of(fds[0]) == FDKey(dev: msg.dev, ino: msg.ino))
+                #expect(rig.hub.tcp.lookup(FDKey(dev: msg.dev, ino: msg.ino))?.secret ==
+                        UInt64(msg.secret.0) | UInt64(msg.secret.1) << 32)
                 fd = fds[0]
             }
             return fd >= 0
@@ -364,7 +369,7 @@ import Testing
                                     now: NetworkLoop.now())
         var fds = 0
         rig.run {
-            var buf = [UInt8](repeating: 0, count: 64)
+            var buf = [UInt8](repeating: 0, count: 128)
             var got = [Int32](repeating: -1, count: 2)
             let r = buf.withUnsafeMutableBytes { bb in got.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
             if case .processed(let m)? = r { fds += m.fdCount; for f in got where f >= 0 { Glibc.close(f) } }

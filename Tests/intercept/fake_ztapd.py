@@ -51,10 +51,10 @@ SOCK_REQ = struct.Struct("<24sHBBI40siI")  # 80
 LISTEN_REQ = struct.Struct("<iI")         # 8
 SOCKOPT = struct.Struct("<iiII16s")       # 32
 SOCKINFO = struct.Struct("<BBBBi24s24sIQ")  # 68: ..., flags, secret (low word first = LE u64)
-ACCEPT_MSG = struct.Struct("<II24s24sQ")   # 64
+ACCEPT_MSG = struct.Struct("<II24s24sQQQ") # 80: ..., secret, dev, ino
 ADDR = struct.Struct("<16sHHI")            # 24: IPv6 bytes (IPv4 as ::ffff:a.b.c.d), port, ...
 assert (REQ_HDR.size, REP_HDR.size, SOCKOPTS.size, SOCK_REQ.size, LISTEN_REQ.size, SOCKOPT.size,
-        SOCKINFO.size, ACCEPT_MSG.size, ADDR.size) == (16, 24, 40, 80, 8, 32, 68, 64, 24)
+        SOCKINFO.size, ACCEPT_MSG.size, ADDR.size) == (16, 24, 40, 80, 8, 32, 68, 80, 24)
 AF_INET, AF_INET6 = 2, 10
 F_V6ONLY, SI_V6ONLY = 8, 1
 MAX_MSG = 640
@@ -300,7 +300,7 @@ class Fake:
             # A dual-stack listener on :: gets one IPv4 and one IPv6 client.
             v6 = so.family == AF_INET6 and (i == 2 or so.v6only or so.local[0] != "::")
             peer = (PEER_IP6 if v6 else PEER_IP, 40000 + i)
-            msg = ACCEPT_MSG.pack(MAGIC, 0, pack_addr(*so.local), pack_addr(*peer), 0)   # not kept: no secret
+            msg = ACCEPT_MSG.pack(MAGIC, 0, pack_addr(*so.local), pack_addr(*peer), 0, 0, 0)   # not kept: no secret; identity by fstat
             try:
                 so.accept_chan.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                                 array.array("i", [a.fileno()]))])

@@ -354,14 +354,18 @@ struct ztrpc_sockinfo {
 #define ZTRPC_SI_V6ONLY 0x0001u
 
 /* One message on a listener's accept channel, with SCM_RIGHTS(new connection's app end).
- * The connection has the listener's family. 64 bytes. */
+ * The connection has the listener's family. 80 bytes. */
 struct ztrpc_accept_msg {
     uint32_t magic; /* ZTRPC_MAGIC */
-    uint32_t reserved;
+    uint32_t flags; /* ZTRPC_AM_* */
     struct ztrpc_addr local; /* the connection's local address (the listener's network address) */
     struct ztrpc_addr peer;  /* the remote peer */
     uint32_t secret[2];      /* the new connection's secret (see "References"), low word first */
+    uint64_t dev, ino;       /* the app end's identity as fstat shows it (0, 0: not given) */
 };
+/* ztrpc_accept_msg.flags: the app end is O_NONBLOCK (ztapd makes the pair non-blocking, which
+ * spares an accept4(SOCK_NONBLOCK) every fcntl; a blocking accept clears it). */
+#define ZTRPC_AM_NONBLOCK 0x0001u
 
 /* Names a TCP socket without passing its fd (see "References"). 24 bytes. */
 struct ztrpc_sockref {
@@ -397,7 +401,7 @@ ZTRPC_CHECK_SIZE(struct ztrpc_optlist, 8);
 ZTRPC_STATIC_ASSERT(16 + 80 + 8 + ZTRPC_MAX_PREOPTS * 32 <= ZTRPC_MAX_MSG, "pre-options fit a message");
 ZTRPC_CHECK_SIZE(struct ztrpc_sockopt, 32);
 ZTRPC_CHECK_SIZE(struct ztrpc_sockinfo, 68);
-ZTRPC_CHECK_SIZE(struct ztrpc_accept_msg, 64);
+ZTRPC_CHECK_SIZE(struct ztrpc_accept_msg, 80);
 ZTRPC_CHECK_SIZE(struct ztrpc_sockref, 24);
 ZTRPC_CHECK_SIZE(struct ztrpc_dgram, 24);
 ZTRPC_STATIC_ASSERT(offsetof(struct ztrpc_sock_req, opts) == 32, "sock_req layout");

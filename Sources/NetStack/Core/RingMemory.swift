@@ -74,7 +74,7 @@ public final class RingMemory {
     /// Address space mapped: slabs and large chunks.
     public private(set) var mapped = 0
 
-    public init(pages: any PageSource = SystemPages(), warmLimit: Int = 2 << 20) {
+    public init(pages: any PageSource = SystemPages(), warmLimit: Int = 8 << 20) {
         self.pages = pages
         self.warmLimit = warmLimit
         warm = Array(repeating: [], count: Self.classes)

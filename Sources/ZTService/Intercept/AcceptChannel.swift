@@ -27,7 +27,9 @@ extension TCPBridge {
         while let nh = (try? stack.tcp.accept(h, now: Self.now())) ?? nil {
             let pair: (Int32, Int32)
             do throws(Errno) {
-                pair = try sys.socketpair(type: Int32(SOCK_STREAM.rawValue))
+                // Both ends non-blocking: ours must be, and an app that accepts with
+                // SOCK_NONBLOCK (event loops do) then needs no fcntl (ZTRPC_AM_NONBLOCK).
+                pair = try sys.socketpair(type: Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
             } catch {
                 if let suppressed = gate.admitLog("accept-socketpair") {
                     logger.warning("accept: socketpair failed; connection reset",
@@ -62,8 +64,8 @@ extension TCPBridge {
             nc.local = stack.tcp.localEndpoint(nh)
             nc.remote = stack.tcp.remoteEndpoint(nh)
             do {
-                try Sys.setNonBlocking(ours)
-                nc.data = try loop.add(fd: ours, kind: .connected, context: .tcp(nc))
+                // No client ever held `ours`: no identity to remember (HeldEnds).
+                nc.data = try loop.addUnexposed(fd: ours, kind: .connected, context: .tcp(nc))
             } catch {
                 sys.close(appEnd); sys.close(ours)
                 stack.tcp.abort(nh, now: Self.now())
@@ -85,7 +87,7 @@ extension TCPBridge {
 
     /// One ztrpc_accept_msg + SCM_RIGHTS(app end). False if the channel is full (app not accepting).
     private func sendAccept(_ ch: LoopSocket, _ nc: Connection, _ appEnd: Int32) -> Bool {
-        var msg = RPCCodec.acceptMessage(local: nc.local, peer: nc.remote, secret: nc.secret)
+        var msg = RPCCodec.acceptMessage(local: nc.local, peer: nc.remote, secret: nc.secret, key: nc.key, nonBlocking: true)
         var fd = appEnd
         let sent: Bool
         do {

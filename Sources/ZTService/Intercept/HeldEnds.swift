@@ -28,6 +28,10 @@ final class HeldEnds: SocketLoop {
         return s
     }
 
+    func addUnexposed(fd: Int32, kind: PhySocketKind, context: LoopContext) throws(Errno) -> LoopSocket {
+        try base.add(fd: fd, kind: kind, context: context, ownsFD: true, readable: true, writable: false)
+    }
+
     func close(_ socket: LoopSocket) {
         if let k = keyOf.removeValue(forKey: ObjectIdentifier(socket)) {
             if let n = held[k], n > 1 { held[k] = n - 1 } else { held[k] = nil }

@@ -380,7 +380,7 @@ final class InterceptHub {
             foreignSocket(call.peer)
             return nil
         }
-        do { try Sys.setNonBlocking(call.fds[1]) } catch { return nil }
+        do { try Sys.makeNonBlockingSocket(call.fds[1]) } catch { return nil }
         // A leftover entry with this inode belongs to a socket that is gone: finish it first.
         tcp.forget(key)
         udp.forget(key)

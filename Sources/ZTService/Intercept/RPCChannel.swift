@@ -21,11 +21,18 @@ protocol SocketLoop: AnyObject {
     /// Accepts what waits on `listener` now (each new connection's first message is read at
     /// once: NetworkLoop.phyOnAccepted), instead of on the loop's next turn.
     func acceptPending(_ listener: LoopSocket)
+    /// Adds the end of a socketpair ztapd made whose other end is the only one it gave out:
+    /// no client can hand it back, so HeldEnds need not learn its identity (an fstat).
+    func addUnexposed(fd: Int32, kind: PhySocketKind, context: LoopContext) throws(Errno) -> LoopSocket
 }
 
 extension SocketLoop {
     func add(fd: Int32, kind: PhySocketKind, context: LoopContext, readable: Bool = true) throws(Errno) -> LoopSocket {
         try add(fd: fd, kind: kind, context: context, ownsFD: true, readable: readable, writable: false)
+    }
+
+    func addUnexposed(fd: Int32, kind: PhySocketKind, context: LoopContext) throws(Errno) -> LoopSocket {
+        try add(fd: fd, kind: kind, context: context, ownsFD: true, readable: true, writable: false)
     }
 }
 

@@ -225,9 +225,10 @@ enum RPCCodec {
     }
 
     /// The message announcing one accepted connection on a listener's accept channel.
-    static func acceptMessage(local: IPEndpoint?, peer: IPEndpoint?, secret: UInt64 = 0) -> ztrpc_accept_msg {
-        ztrpc_accept_msg(magic: ZTRPC_MAGIC, reserved: 0, local: Wire.addr(local), peer: Wire.addr(peer),
-                         secret: Wire.secret(secret))
+    static func acceptMessage(local: IPEndpoint?, peer: IPEndpoint?, secret: UInt64 = 0, key: FDKey? = nil,
+                              nonBlocking: Bool = false) -> ztrpc_accept_msg {
+        ztrpc_accept_msg(magic: ZTRPC_MAGIC, flags: nonBlocking ? ZTRPC_AM_NONBLOCK : 0, local: Wire.addr(local),
+                         peer: Wire.addr(peer), secret: Wire.secret(secret), dev: key?.dev ?? 0, ino: key?.ino ?? 0)
     }
 
     /// The prefix of a datagram for the app: its source.

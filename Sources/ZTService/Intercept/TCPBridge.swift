@@ -349,7 +349,7 @@ final class TCPBridge {
         let chFD = call.take(1)!
         let channel: LoopSocket
         do {
-            try Sys.setNonBlocking(chFD)
+            try Sys.makeNonBlockingSocket(chFD)
             // Never read: the library plugged the app end with filler messages so that the
             // listener never polls writable, as on Linux. The listener's close is the hang-up.
             channel = try loop.add(fd: chFD, kind: .connected, context: .acceptChannel(c), readable: false)

@@ -96,7 +96,7 @@ extension TCPBridge {
 
     /// EOF on the daemon end: a half-close (shutdown SHUT_WR: FIN) or a full close (hangup).
     private func appEOF(_ c: Connection, _ d: LoopSocket) {
-        if sys.peerHungUp(d.fd) {
+        if d.hungUp || sys.peerHungUp(d.fd) {
             if closeResets(c, unreadInput: false) {
                 reset(c)
             } else if c.inbound == .eofDelivered || c.appShutRead, let h = c.handle {
