@@ -274,7 +274,8 @@ int cshim_count_open_fds(void) {
 int cshim_unix_unnamed(int fd) {
     struct sockaddr_un a;
     socklen_t len = sizeof a;
-    if (getsockname(fd, (struct sockaddr *)&a, &len) != 0 || len != sizeof(sa_family_t)) return 0;
+    if (getsockname(fd, (struct sockaddr *)&a, &len) != 0 || len != sizeof(sa_family_t) ||
+        a.sun_family != AF_UNIX) return 0;
     len = sizeof a;
     if (getpeername(fd, (struct sockaddr *)&a, &len) != 0 || len != sizeof(sa_family_t)) return 0;
     return 1;

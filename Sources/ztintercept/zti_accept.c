@@ -98,15 +98,10 @@ int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     si.peer = m.peer;
     si.secret[0] = m.secret[0];
     si.secret[1] = m.secret[1];
+    si.dev = m.dev; /* the end's identity came with it (0: fstat) */
+    si.ino = m.ino;
     struct zti_ent ne;
-    if (m.ino != 0) {
-        /* The end's identity came with it: no fstat. */
-        zti_ent_from_info(&ne, ZTI_TCP, &si, -1);
-        ne.dev = m.dev;
-        ne.ino = m.ino;
-    } else {
-        zti_ent_from_info(&ne, ZTI_TCP, &si, nfd);
-    }
+    zti_ent_from_info(&ne, ZTI_TCP, &si, nfd);
     zti_table_put(nfd, &ne);
     if (addr)
         zti_fill_sockaddr(e.family, &m.peer, addr, len);

@@ -474,7 +474,7 @@ void zti_note_foreign_fd(int fd)
  * @e: entry to fill
  * @kind: ZTI_TCP, ZTI_LISTEN or ZTI_UDP
  * @si: sockinfo from a reply
- * @fd: the fd whose inode identifies the socket now (-1: the caller sets dev and ino)
+ * @fd: the fd whose inode identifies the socket now, asked when @si does not say
  */
 void zti_ent_from_info(struct zti_ent *e, int kind, const struct ztrpc_sockinfo *si, int fd)
 {
@@ -490,7 +490,11 @@ void zti_ent_from_info(struct zti_ent *e, int kind, const struct ztrpc_sockinfo 
     e->peer = si->peer;
     e->shut = (uint8_t)(si->shut & (ZTRPC_SHUT_RD | ZTRPC_SHUT_WR));
     e->secret = (uint64_t)si->secret[0] | (uint64_t)si->secret[1] << 32;
-    if (fd >= 0 && fstat(fd, &st) == 0) {
+    if (si->ino != 0) {
+        /* ztapd's key for it (the app end's identity): no fstat. */
+        e->dev = si->dev;
+        e->ino = si->ino;
+    } else if (fd >= 0 && fstat(fd, &st) == 0) {
         e->dev = st.st_dev;
         e->ino = st.st_ino;
     }

@@ -163,32 +163,45 @@ int zti_fail(int err)
  * goes on in the background and must not look writable before its outcome either.
  * @fd: the app end (a SOCK_STREAM socketpair end)
  * @rq: gets the filler count and the SO_SNDBUF to restore
+ * @new_pair: @fd is a socketpair end made just now (its SO_SNDBUF is the default)
  *
  * A socketpair end is writable at once, but a connecting TCP socket is not: POLLOUT must mean
  * "the outcome is known". The app end's send buffer is shrunk to the minimum and filled; ztapd
  * restores the buffer at the outcome (which wakes pollers) and drops exactly the filler bytes on
- * success (ztrpc.h, CONNECT). The filler is a few KiB: two or three small sends.
+ * success (ztrpc.h, CONNECT). The filler is a few KiB: one send that comes back short.
  *
  * Return: 0, or -1 with errno (the socket is then left as it was).
  */
-static int zti_plug(int fd, struct ztrpc_sock_req *rq)
+static int zti_plug(int fd, struct ztrpc_sock_req *rq, int new_pair)
 {
-    static const char pad[4096];
-    int orig;
-    socklen_t l = sizeof orig;
-    if (zti_real.getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &orig, &l) < 0)
-        return -1;
+    /* More than the smallest send buffer holds (SOCK_MIN_SNDBUF, ~4.5 KiB): the first send
+     * comes back short, which says "full" without a second send to see EAGAIN. */
+    static const char pad[8192];
+    /* A new socketpair end's SO_SNDBUF is net.core.wmem_default: read once per process. An
+     * existing app end's may have been set by the app (setsockopt mirrors SO_SNDBUF on it). */
+    static atomic_int pair_sndbuf;
+    int orig = new_pair ? atomic_load_explicit(&pair_sndbuf, memory_order_relaxed) : 0;
+    if (orig <= 0) {
+        socklen_t l = sizeof orig;
+        if (zti_real.getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &orig, &l) < 0)
+            return -1;
+        if (new_pair)
+            atomic_store_explicit(&pair_sndbuf, orig, memory_order_relaxed);
+    }
     int tiny = 0;
     if (zti_real.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny) < 0)
         return -1;
     uint32_t total = 0;
     while (total < (1u << 20)) {
+        /* Non-blocking: a short count means the buffer filled (no signal interrupts it). */
         ssize_t n = zti_real.send(fd, pad, sizeof pad, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             break; /* EAGAIN: plugged */
         total += (uint32_t)n;
+        if ((size_t)n < sizeof pad)
+            break;
     }
     rq->filler = total;
     rq->sndbuf = orig / 2; /* setsockopt doubles what it is given */
@@ -299,7 +312,7 @@ static int zti_create(int fd, uint16_t op, int proto, int domain, struct ztrpc_a
     if (op == ZTRPC_OP_CONNECT && !nonblock && proto == IPPROTO_TCP)
         timeout = zti_connect_timeout(fd, &sndtimeo_set);
 
-    if (op == ZTRPC_OP_CONNECT && proto == IPPROTO_TCP && zti_plug(sv[0], &rq) < 0) {
+    if (op == ZTRPC_OP_CONNECT && proto == IPPROTO_TCP && zti_plug(sv[0], &rq, 1) < 0) {
         int e = errno;
         zti_close(sv[0]);
         zti_close(sv[1]);
@@ -471,7 +484,7 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
         rq.flags = (nonblock ? ZTRPC_F_NONBLOCK : 0) | (e.v6only ? ZTRPC_F_V6ONLY : 0);
         /* Only a connect that will start a handshake is plugged; ztapd unplugs on any answer. */
         if (k == ZTI_TCP && fam != AF_UNSPEC &&
-            (e.state == ZTRPC_STATE_UNBOUND || e.state == ZTRPC_STATE_BOUND) && zti_plug(fd, &rq) < 0)
+            (e.state == ZTRPC_STATE_UNBOUND || e.state == ZTRPC_STATE_BOUND) && zti_plug(fd, &rq, 0) < 0)
             return -1;
         struct ztrpc_rep_hdr rep;
         struct ztrpc_sockinfo si;

@@ -50,11 +50,11 @@ SOCKOPTS = struct.Struct("<IIiiiiiiiI")   # 40
 SOCK_REQ = struct.Struct("<24sHBBI40siI")  # 80
 LISTEN_REQ = struct.Struct("<iI")         # 8
 SOCKOPT = struct.Struct("<iiII16s")       # 32
-SOCKINFO = struct.Struct("<BBBBi24s24sIQ")  # 68: ..., flags, secret (low word first = LE u64)
+SOCKINFO = struct.Struct("<BBBBi24s24sIQIQQ")  # 88: ..., flags, secret (LE u64), reserved, dev, ino
 ACCEPT_MSG = struct.Struct("<II24s24sQQQ") # 80: ..., secret, dev, ino
 ADDR = struct.Struct("<16sHHI")            # 24: IPv6 bytes (IPv4 as ::ffff:a.b.c.d), port, ...
 assert (REQ_HDR.size, REP_HDR.size, SOCKOPTS.size, SOCK_REQ.size, LISTEN_REQ.size, SOCKOPT.size,
-        SOCKINFO.size, ACCEPT_MSG.size, ADDR.size) == (16, 24, 40, 80, 8, 32, 68, 80, 24)
+        SOCKINFO.size, ACCEPT_MSG.size, ADDR.size) == (16, 24, 40, 80, 8, 32, 88, 80, 24)
 AF_INET, AF_INET6 = 2, 10
 F_V6ONLY, SI_V6ONLY = 8, 1
 MAX_MSG = 640
@@ -111,12 +111,14 @@ class Sock:
         self.done.set()
         # TCP: names it in one-way messages without an fd (ztrpc.h "References"); never 0.
         self.secret = int.from_bytes(os.urandom(8), "little") | 1 if proto == TCP else 0
+        self.key = (0, 0)   # the app end's identity, as sockinfo gives it
 
     def info(self):
         shut = self.opts.get((0x7A74, 1), b"\0\0\0\0")   # ZTRPC_SOL_ZTAP / ZTRPC_ZT_SHUTDOWN
         return SOCKINFO.pack(self.proto, self.state, struct.unpack("<i", shut[:4])[0] & 3,
                              self.family, self.backlog, pack_addr(*self.local),
-                             pack_addr(*self.peer), SI_V6ONLY if self.v6only else 0, self.secret)
+                             pack_addr(*self.peer), SI_V6ONLY if self.v6only else 0, self.secret,
+                             0, *self.key)
 
 
 class Fake:
@@ -454,6 +456,7 @@ class Fake:
                     entry["protocol_error"] = "NEW without 2 fds"
                     return -1, E.EBADF, b""
                 so = Sock(proto, family or AF_INET, bool(flags & F_V6ONLY))
+                so.key = key
                 so.data = fds[1]
                 # Its file status flags are ours to set (the library makes the pair with the
                 # app socket's O_NONBLOCK); this fake's threads read and write blocking.
@@ -533,7 +536,8 @@ class Fake:
             so.state, so.backlog = ST_LISTENING, backlog
             with self.lock:
                 del self.socks[key]
-                self.socks[inode(fds[2])] = so
+                so.key = inode(fds[2])
+                self.socks[so.key] = so
             threading.Thread(target=self.run_listener, args=(so,), daemon=True).start()
             return 0, 0, b""
         if op in (OP_GETSOCKOPT, OP_SETSOCKOPT):

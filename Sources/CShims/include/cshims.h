@@ -91,7 +91,7 @@ int cshim_sd_notify(const char *state);
 int cshim_count_open_fds(void);
 
 // Who is on the other end (trust checks on fds a client hands over).
-/// 1 if the AF_UNIX socket `fd` has no name on either side (a socketpair end), 0 otherwise.
+/// 1 if `fd` is an AF_UNIX socket with no name on either side (a socketpair end), 0 otherwise.
 int cshim_unix_unnamed(int fd);
 /// A pidfd for the peer process of a connected AF_UNIX socket (SO_PEERPIDFD, Linux 6.5+),
 /// or -1 with errno (ENOPROTOOPT on older kernels).

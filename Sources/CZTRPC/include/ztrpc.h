@@ -338,7 +338,7 @@ struct ztrpc_sockopt {
     uint8_t value[16];
 };
 
-/* Reply body of CONNECT, BIND, UDP_OPEN, GETNAME. 68 bytes. */
+/* Reply body of CONNECT, BIND, UDP_OPEN, GETNAME. 88 bytes. */
 struct ztrpc_sockinfo {
     uint8_t proto;  /* 6 TCP, 17 UDP */
     uint8_t state;  /* ZTRPC_STATE_* */
@@ -349,6 +349,8 @@ struct ztrpc_sockinfo {
     struct ztrpc_addr peer;  /* all zero when not connected */
     uint32_t flags;          /* ZTRPC_SI_* */
     uint32_t secret[2];      /* TCP: the socket's secret (see "References"), low word first; UDP: 0 */
+    uint32_t reserved;       /* 0 */
+    uint64_t dev, ino;       /* the app end's identity as ztapd keys it (fstat of fds[0]); 0, 0: not given */
 };
 /* ztrpc_sockinfo.flags: an AF_INET6 socket with IPV6_V6ONLY. */
 #define ZTRPC_SI_V6ONLY 0x0001u
@@ -400,7 +402,7 @@ ZTRPC_CHECK_SIZE(struct ztrpc_listen_req, 8);
 ZTRPC_CHECK_SIZE(struct ztrpc_optlist, 8);
 ZTRPC_STATIC_ASSERT(16 + 80 + 8 + ZTRPC_MAX_PREOPTS * 32 <= ZTRPC_MAX_MSG, "pre-options fit a message");
 ZTRPC_CHECK_SIZE(struct ztrpc_sockopt, 32);
-ZTRPC_CHECK_SIZE(struct ztrpc_sockinfo, 68);
+ZTRPC_CHECK_SIZE(struct ztrpc_sockinfo, 88);
 ZTRPC_CHECK_SIZE(struct ztrpc_accept_msg, 80);
 ZTRPC_CHECK_SIZE(struct ztrpc_sockref, 24);
 ZTRPC_CHECK_SIZE(struct ztrpc_dgram, 24);

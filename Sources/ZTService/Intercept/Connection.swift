@@ -164,7 +164,7 @@ final class Connection {
         return ztrpc_sockinfo(proto: IPProtocol.tcp, state: wireState, shut: 0, family: UInt8(family),
                               backlog: phase == .listening ? backlog : 0, local: Wire.addr(local),
                               peer: showsPeer ? Wire.addr(remote) : ztrpc_addr(), flags: v6Only ? ZTRPC_SI_V6ONLY : 0,
-                              secret: Wire.secret(secret))
+                              secret: Wire.secret(secret), reserved: 0, dev: key.dev, ino: key.ino)
     }
 }
 

@@ -18,10 +18,18 @@ final class HeldEnds: SocketLoop {
     /// Whether ztapd holds a socket with this identity.
     func holds(_ key: FDKey) -> Bool { held[key] != nil }
 
+    /// The identity of the fd the message being handled will add (the trust checks computed
+    /// it already: one fstat fewer); cleared when the message is done.
+    private var expected: (fd: Int32, key: FDKey)?
+
+    func expect(fd: Int32, key: FDKey?) { expected = key.map { (fd, $0) } }
+
     func add(fd: Int32, kind: PhySocketKind, context: LoopContext, ownsFD: Bool, readable: Bool,
              writable: Bool) throws(Errno) -> LoopSocket {
         let s = try base.add(fd: fd, kind: kind, context: context, ownsFD: ownsFD, readable: readable, writable: writable)
-        if let k = FDKey.of(fd) {
+        let known = expected.flatMap { $0.fd == fd ? $0.key : nil }
+        expected = nil
+        if let k = known ?? FDKey.of(fd) {
             held[k, default: 0] += 1
             keyOf[ObjectIdentifier(s)] = k
         }

@@ -274,8 +274,11 @@ final class InterceptHub {
         // is so new that it still waits on the listener (a session's request can come out of
         // epoll before the listener that holds it; a process whose old channel was closed by
         // the app has a new one there too). One accept4, EAGAIN as a rule.
-        if let l = listener, !l.isClosed { loop.acceptPending(l) }
-        if let ch = channels[peer.pid], !ch.isClosed, case .rpc(let cp) = ch.context { readChannel(ch, cp) }
+        // (A request that creates a socket has nothing one-way before it: none can name it yet.)
+        if !request.createsNewSocket {
+            if let l = listener, !l.isClosed { loop.acceptPending(l) }
+            if let ch = channels[peer.pid], !ch.isClosed, case .rpc(let cp) = ch.context { readChannel(ch, cp) }
+        }
         guard peer.allowed || !request.createsPresence else {
             logNotInAccess(peer)
             replier.fail(socket, call.header, EACCES)
@@ -369,17 +372,22 @@ final class InterceptHub {
             if fd == targetFD { sys.close(fd) } else { sys.closeUntrusted(fd) }
         }
         targetFD = -1
+        held.expect(fd: -1, key: nil)
     }
 
     /// Validates and takes the new socketpair of a ZTRPC_F_NEW request: (identity, daemon end).
     private func takeNew(_ call: inout RPCCall, type: Int32) -> (key: FDKey, fd: Int32)? {
+        // The daemon end's family is proven by ownsSocketpairEnd (an unnamed AF_UNIX name):
+        // only its type is asked here.
         guard call.fds.count >= 2, call.fds[0] >= 0, call.fds[1] >= 0,
-              TCPBridge.isUnixSocket(call.fds[0], type: type), TCPBridge.isUnixSocket(call.fds[1], type: type),
+              TCPBridge.isUnixSocket(call.fds[0], type: type), TCPBridge.hasType(call.fds[1], type),
               let key = FDKey.of(call.fds[0]) else { return nil }
-        guard Trust.ownsSocketpairEnd(call.fds[1], peer: call.peer), isFreshPair(call.fds[0], call.fds[1]) else {
+        guard Trust.ownsSocketpairEnd(call.fds[1], peer: call.peer),
+              let daemonKey = freshPair(app: key, daemon: call.fds[1]) else {
             foreignSocket(call.peer)
             return nil
         }
+        held.expect(fd: call.fds[1], key: daemonKey)
         do { try Sys.makeNonBlockingSocket(call.fds[1]) } catch { return nil }
         // A leftover entry with this inode belongs to a socket that is gone: finish it first.
         tcp.forget(key)
@@ -489,9 +497,15 @@ final class InterceptHub {
     /// it holds already nor the app end of a socket it serves. Else ztapd could end up holding
     /// both ends of one pair, which never hang up.
     func isFreshPair(_ app: Int32, _ daemon: Int32) -> Bool {
-        guard let a = FDKey.of(app), let d = FDKey.of(daemon), a != d else { return false }
-        if held.holds(a) || held.holds(d) { return false }
-        return tcp.byKey[d] == nil && udp.byKey[d] == nil
+        guard let a = FDKey.of(app) else { return false }
+        return freshPair(app: a, daemon: daemon) != nil
+    }
+
+    /// The daemon end's identity when both ends are new to ztapd (`isFreshPair`), else nil.
+    func freshPair(app a: FDKey, daemon: Int32) -> FDKey? {
+        guard let d = FDKey.of(daemon), a != d else { return nil }
+        if held.holds(a) || held.holds(d) { return nil }
+        return tcp.byKey[d] == nil && udp.byKey[d] == nil ? d : nil
     }
 
     /// Ports 1-1023 need CAP_NET_BIND_SERVICE (or the network's AllowPrivilegedPorts=): EACCES,

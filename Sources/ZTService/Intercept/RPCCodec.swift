@@ -50,6 +50,14 @@ enum RPCRequest {
             (r.name == TCP_NODELAY || r.name == TCP_CORK || r.name == TCP_QUICKACK)
     }
 
+    /// CONNECT, BIND or UDP_OPEN with ZTRPC_F_NEW: it brings the socket's first socketpair.
+    var createsNewSocket: Bool {
+        switch self {
+        case .connect(let r, _), .bind(let r, _), .udpOpen(let r, _): r.flags & ZTRPC_F_NEW != 0
+        default: false
+        }
+    }
+
     var createsPresence: Bool {
         switch self {
         case .connect, .bind, .udpOpen, .listen: true

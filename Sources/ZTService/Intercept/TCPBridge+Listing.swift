@@ -30,6 +30,13 @@ extension TCPBridge {
     }
 
     /// Socket type and domain of an fd received over SCM_RIGHTS (validation of what the app sent).
+    /// SO_TYPE of `fd` is `type` (its family proven otherwise).
+    static func hasType(_ fd: Int32, _ type: Int32) -> Bool {
+        var v: Int32 = 0
+        var len = socklen_t(4)
+        return Glibc.getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) == 0 && v == type
+    }
+
     static func isUnixSocket(_ fd: Int32, type: Int32) -> Bool {
         var v: Int32 = 0
         var len = socklen_t(4)

@@ -273,7 +273,8 @@ final class UDPBridge {
         }
         return ztrpc_sockinfo(proto: IPProtocol.udp, state: remote != nil ? ZTRPC_STATE_CONNECTED : ZTRPC_STATE_BOUND,
                               shut: u.shut, family: UInt8(u.family), backlog: 0, local: Wire.addr(local),
-                              peer: Wire.addr(remote), flags: u.v6Only ? ZTRPC_SI_V6ONLY : 0, secret: (0, 0))
+                              peer: Wire.addr(remote), flags: u.v6Only ? ZTRPC_SI_V6ONLY : 0, secret: (0, 0),
+                              reserved: 0, dev: u.key.dev, ino: u.key.ino)
     }
 
     // MARK: - Data
