@@ -47,6 +47,10 @@ public final class PhySocket<Context> {
     /// epoll reported EPOLLHUP for it: the peer is gone for good (a stream socket's hang-up
     /// never clears), so a handler need not poll to learn it. False says nothing.
     public internal(set) var hungUp = false
+    /// The loop's fd is the only reference to its file (a socketpair end made here and never
+    /// passed on): closing it takes it out of epoll, so `close` skips the EPOLL_CTL_DEL. Never
+    /// set it for an fd a client handed over: a copy it kept would stay registered.
+    public var soleReference = false
     /// When true the loop closes the fd on `close`; false for fds the owner closes itself.
     public let ownsFD: Bool
 
@@ -113,7 +117,7 @@ public final class PhyLoop<Handler: PhySocketHandler> {
     public unowned var handler: Handler!
     /// The syscall layer for accept and close (a test seam).
     public let sys: Sys
-    private let epfd: Int32
+    let epfd: Int32   // internal: tests read its /proc fdinfo
     private let wakeFD: Int32
     private var slots: [Socket?] = []
     private var freeSlots: [Int] = []
@@ -244,7 +248,9 @@ public final class PhyLoop<Handler: PhySocketHandler> {
     public func close(_ socket: Socket) {
         guard !socket.isClosed else { return }
         socket.isClosed = true
-        if !socket.suspended { _ = cshim_epoll_ctl(epfd, EPOLL_CTL_DEL, socket.fd, 0, 0) }
+        if !socket.suspended && !(socket.soleReference && socket.ownsFD) {
+            _ = cshim_epoll_ctl(epfd, EPOLL_CTL_DEL, socket.fd, 0, 0)
+        }
         if socket.ownsFD { sys.close(socket.fd) }
         slots[socket.slot] = nil
         socketCount -= 1

@@ -779,7 +779,7 @@ import Testing
         let h = Harness()
         let l = try h.layer.listen(local: h.local, backlog: 2, now: h.now)
         var held = 3
-        h.layer.setHeldByDriver(l) { held }
+        h.layer.setHeldByDriver(l) { _ in held }
         h.inject(seq: 1000, ack: 0, flags: .syn)
         #expect(h.sent().isEmpty)   // 3 the app has not accepted: backlog 2 is full
         held = 2

@@ -284,3 +284,32 @@ func listenerLoop(_ backend: EMFILEAccept) throws -> (PhyLoop<Recorder>, Recorde
     #expect(rec.log.last == "timer" && loop.busyPolls == 2)
     loop.closeAll()
 }
+
+/// The fds an epoll instance watches, from /proc/self/fdinfo ("tfd:" lines).
+private func watched(_ epfd: Int32) -> [Int32] {
+    guard let text = try? String(contentsOfFile: "/proc/self/fdinfo/\(epfd)", encoding: .utf8) else { return [] }
+    return text.split(separator: "\n").compactMap { line in
+        guard line.hasPrefix("tfd:") else { return nil }
+        return Int32(line.dropFirst(4).split(separator: " ").first ?? "")
+    }
+}
+
+@Test func aSoleReferenceLeavesEpollWithItsClose() throws {
+    let (loop, rec) = try makeLoop()
+    let (a, b) = makePair()
+    let (c, d) = makePair()
+    defer { close(b); close(d) }
+    let sa = try loop.add(fd: a, kind: .connected, context: "a")
+    sa.soleReference = true
+    let sc = try loop.add(fd: c, kind: .connected, context: "c")
+    #expect(Set(watched(loop.epfd)).isSuperset(of: [a, c]))
+    // Both leave epoll: `a` by its close alone (no EPOLL_CTL_DEL), `c` by the DEL.
+    loop.close(sa)
+    loop.close(sc)
+    #expect(!watched(loop.epfd).contains(a) && !watched(loop.epfd).contains(c))
+    // Their peers' writes (EPIPE now) bring nothing.
+    _ = "x".withCString { send(b, $0, 1, Int32(MSG_NOSIGNAL)) }
+    _ = "x".withCString { send(d, $0, 1, Int32(MSG_NOSIGNAL)) }
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 10_000_000)
+    #expect(rec.log == ["close:a", "close:c", "timer"])
+}

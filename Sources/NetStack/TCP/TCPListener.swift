@@ -17,7 +17,7 @@ final class TCPListener {
     var acceptQueue: [TCPConnection] = []
     /// How many connections the driver took from `acceptQueue` that its app has not accepted yet
     /// (ztapd: those waiting in a listener's accept channel); they count against the backlog.
-    var heldByDriver: (() -> Int)?
+    var heldByDriver: ((_ room: Int) -> Int)?
     var closed = false
     var released = false
     var rxBufferSize: Int
@@ -53,7 +53,7 @@ final class TCPListener {
         let n = acceptQueue.count
         if n > backlog { return true }
         guard let held = heldByDriver else { return false }
-        return n + held() > backlog
+        return n + held(backlog - n) > backlog
     }
 }
 

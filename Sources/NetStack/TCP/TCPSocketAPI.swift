@@ -44,8 +44,10 @@ extension TCPLayer {
 
     /// Tells the listener how many of the connections the driver accepted from it its app has
     /// not accepted yet (asked when a SYN or a handshake's last ACK arrives): like Linux's accept
-    /// queue, the listener then holds at most backlog + 1 established connections in all.
-    public func setHeldByDriver(_ h: SocketHandle, _ count: (() -> Int)?) {
+    /// queue, the listener then holds at most backlog + 1 established connections in all. The
+    /// closure gets the most that would still leave room: it may answer any bound it knows that
+    /// is no more than that (counting exactly may cost it a system call), else the count.
+    public func setHeldByDriver(_ h: SocketHandle, _ count: ((_ room: Int) -> Int)?) {
         listener(h)?.heldByDriver = count
     }
 

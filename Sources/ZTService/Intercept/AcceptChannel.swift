@@ -19,6 +19,7 @@ extension TCPBridge {
                 loop.setNotifyWritable(ch, true)
                 return
             }
+            c.channelBound += 1
             c.undelivered.removeFirst()
             noteDelivered(first.conn, by: c)
             pumpOut(first.conn)
@@ -80,6 +81,7 @@ extension TCPBridge {
                 loop.setNotifyWritable(ch, true)
                 return
             }
+            c.channelBound += 1
             noteDelivered(nc, by: c)
             pumpOut(nc)
         }
@@ -129,11 +131,18 @@ extension TCPBridge {
 
     /// Connections of listener `c` its app has not accepted yet: those in its accept channel
     /// and those waiting to go in. Linux's accept queue holds them (`listen` tells the stack).
-    func unaccepted(_ c: Connection) -> Int {
+    /// Counting the channel costs an ioctl; while `c.channelBound` (what it held when last
+    /// counted plus what was sent since: never fewer than it holds) leaves `room`, that bound
+    /// answers, which a server accepting as fast as it can keeps far below its backlog.
+    func unaccepted(_ c: Connection, room: Int = 0) -> Int {
+        let bound = c.undelivered.count + c.channelBound
+        if bound <= room { return bound }
         var n = c.undelivered.count
+        c.channelBound = 0
         let charge = Self.acceptMessageCharge
         if charge > 0, let ch = c.data, !ch.isClosed {
-            n += (sys.unreadSentBytes(ch.fd) + charge - 1) / charge
+            c.channelBound = (sys.unreadSentBytes(ch.fd) + charge - 1) / charge
+            n += c.channelBound
         }
         return n
     }

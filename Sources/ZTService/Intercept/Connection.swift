@@ -99,6 +99,9 @@ final class Connection {
     var plug: Plug?
     /// Accepted connections whose app end could not be sent yet (the app is not accepting).
     var undelivered: [(conn: Connection, appEnd: Int32)] = []
+    /// Listener: at least as many accept messages as wait in its channel (AcceptChannel's
+    /// `unaccepted`): the count when last measured plus those sent since.
+    var channelBound = 0
     /// Listener: connections sent over the accept channel lately (bounded), which may still sit
     /// unaccepted in the channel when the listener closes.
     var recentlyDelivered: [Connection] = []

@@ -37,7 +37,7 @@ final class HeldEnds: SocketLoop {
     }
 
     func addUnexposed(fd: Int32, kind: PhySocketKind, context: LoopContext) throws(Errno) -> LoopSocket {
-        try base.add(fd: fd, kind: kind, context: context, ownsFD: true, readable: true, writable: false)
+        try base.addUnexposed(fd: fd, kind: kind, context: context)
     }
 
     func close(_ socket: LoopSocket) {

@@ -22,7 +22,8 @@ protocol SocketLoop: AnyObject {
     /// once: NetworkLoop.phyOnAccepted), instead of on the loop's next turn.
     func acceptPending(_ listener: LoopSocket)
     /// Adds the end of a socketpair ztapd made whose other end is the only one it gave out:
-    /// no client can hand it back, so HeldEnds need not learn its identity (an fstat).
+    /// no client can hand it back, so HeldEnds need not learn its identity (an fstat), and
+    /// closing it needs no EPOLL_CTL_DEL (PhySocket.soleReference).
     func addUnexposed(fd: Int32, kind: PhySocketKind, context: LoopContext) throws(Errno) -> LoopSocket
 }
 
@@ -32,7 +33,9 @@ extension SocketLoop {
     }
 
     func addUnexposed(fd: Int32, kind: PhySocketKind, context: LoopContext) throws(Errno) -> LoopSocket {
-        try add(fd: fd, kind: kind, context: context, ownsFD: true, readable: true, writable: false)
+        let s = try add(fd: fd, kind: kind, context: context, ownsFD: true, readable: true, writable: false)
+        s.soleReference = true
+        return s
     }
 }
 

@@ -372,9 +372,9 @@ final class TCPBridge {
         byHandle[h] = c
         // Connections in the accept channel are still in Linux's accept queue: they count
         // against the backlog when the stack decides whether a new handshake may complete.
-        stack.tcp.setHeldByDriver(h) { [weak self, weak c] in
+        stack.tcp.setHeldByDriver(h) { [weak self, weak c] room in
             guard let self, let c else { return 0 }
-            return self.unaccepted(c)
+            return self.unaccepted(c, room: room)
         }
         c.backlog = backlog
         c.phase = .listening
