@@ -302,7 +302,8 @@ void zti_preopts_replay(int fd, const struct zti_preopts *p, int from);
 /* Resets the one-way channel's lock in a forked child (zti_rpc.c). */
 void zti_chan_atfork_child(void);
 void zti_sess_atfork_child(void);
-int zti_sockopt_rpc(int fd, int level, int name, const void *optval, socklen_t optlen, int flags, int *err);
+int zti_sockopt_rpc(int fd, const struct zti_ent *e, int level, int name, const void *optval, socklen_t optlen,
+                    int flags, int *err);
 
 /* Accept (zti_sock.c), also used by syscall(SYS_accept4). */
 int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);

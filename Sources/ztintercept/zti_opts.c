@@ -340,13 +340,16 @@ int zti_preopts_pack(const struct zti_preopts *p, struct ztrpc_optlist *list, st
 /**
  * zti_sockopt_rpc() - SETSOCKOPT a ztap socket
  * @fd: the ztap socket
+ * @e: its entry (NULL: not at hand); with a secret from ztapd, a one-way option names the socket
+ *     by reference over the channel (ztrpc.h "References") and passes no fd
  * @level, @name, @optval, @optlen: as setsockopt(2) got them (optlen >= 0)
  * @flags: 0, or ZTI_RPC_NOREPLY for the options Linux always accepts (ztrpc.h)
  * @err: set to the errno when the result is -1
  *
  * Return: 0, or -1 with *err (ztapd's answer, or an ENETDOWN-class errno if it is unreachable).
  */
-int zti_sockopt_rpc(int fd, int level, int name, const void *optval, socklen_t optlen, int flags, int *err)
+int zti_sockopt_rpc(int fd, const struct zti_ent *e, int level, int name, const void *optval, socklen_t optlen,
+                    int flags, int *err)
 {
     /* The value runs past the struct when longer than its 16 bytes (ztrpc.h SETSOCKOPT). */
     struct {
@@ -363,6 +366,15 @@ int zti_sockopt_rpc(int fd, int level, int name, const void *optval, socklen_t o
     uint32_t blen = (uint32_t)sizeof rq.o + (n > sizeof rq.o.value ? n - (uint32_t)sizeof rq.o.value : 0);
     struct ztrpc_rep_hdr rep;
     int rerr;
+    if ((flags & ZTI_RPC_NOREPLY) && e && e->secret != 0 && n <= sizeof rq.o.value) {
+        /* The reference follows the option; without the channel, the request below passes the fd. */
+        struct ztrpc_sockref ref = { .dev = e->dev, .ino = e->ino, .secret = e->secret };
+        memcpy(rq.more, &ref, sizeof ref);
+        if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, (uint32_t)(sizeof rq.o + sizeof ref), NULL, 0, &rep, NULL, 0, 0,
+                    flags | ZTI_RPC_CHANNEL_ONLY, &rerr) == 0)
+            return 0;
+        memset(rq.more, 0, sizeof ref);
+    }
     if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, blen, &fd, 1, &rep, NULL, 0, 10 * 1000, flags, &rerr) < 0) {
         *err = rerr;
         return -1;
@@ -385,7 +397,7 @@ void zti_preopts_replay(int fd, const struct zti_preopts *p, int from)
     int saved = errno;
     for (int i = from; i < p->n; i++) {
         int err;
-        if (zti_sockopt_rpc(fd, p->o[i].level, p->o[i].name, p->o[i].value, p->o[i].len, 0, &err) < 0)
+        if (zti_sockopt_rpc(fd, NULL, p->o[i].level, p->o[i].name, p->o[i].value, p->o[i].len, 0, &err) < 0)
             zti_dbg("option set before interception not accepted by ztapd, errno ", NULL, NULL, err, NULL);
     }
     errno = saved;
@@ -545,29 +557,7 @@ ZTI_EXPORT int setsockopt(int fd, int level, int name, const void *optval, sockl
         (name == TCP_NODELAY || name == TCP_CORK || name == TCP_QUICKACK))
         flags = ZTI_RPC_NOREPLY;
     int err;
-    /* A one-way option names its socket by reference when ztapd gave it a secret: no fd to pass
-     * (ztrpc.h "References"). Without the channel, the request below passes the fd. */
-    if (flags == ZTI_RPC_NOREPLY && e.secret != 0 && optlen <= (socklen_t)sizeof(((struct ztrpc_sockopt *)0)->value)) {
-        struct {
-            struct ztrpc_sockopt o;
-            struct ztrpc_sockref ref;
-        } rq;
-        memset(&rq, 0, sizeof rq);
-        rq.o.level = level;
-        rq.o.name = name;
-        rq.o.optlen = (uint32_t)optlen;
-        memcpy(rq.o.value, optval, (size_t)optlen);
-        rq.ref.dev = e.dev;
-        rq.ref.ino = e.ino;
-        rq.ref.secret = e.secret;
-        struct ztrpc_rep_hdr rep;
-        if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, (uint32_t)sizeof rq, NULL, 0, &rep, NULL, 0, 0,
-                    ZTI_RPC_NOREPLY | ZTI_RPC_CHANNEL_ONLY, &err) == 0) {
-            errno = saved;
-            return 0;
-        }
-    }
-    if (zti_sockopt_rpc(fd, level, name, optval, optlen, flags, &err) < 0)
+    if (zti_sockopt_rpc(fd, &e, level, name, optval, optlen, flags, &err) < 0)
         return zti_fail(err == EINTR || err == ETIMEDOUT || err == EMFILE || err == ENFILE || err == ENOBUFS ||
                                 err == ENOMEM || err == ENETDOWN
                             ? zti_down_errno(err, ENETDOWN)

@@ -41,8 +41,6 @@ extension TCPBridge {
         var v: Int32 = 0
         var len = socklen_t(4)
         guard Glibc.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &v, &len) == 0, v == AF_UNIX else { return false }
-        len = 4
-        guard Glibc.getsockopt(fd, SOL_SOCKET, SO_TYPE, &v, &len) == 0, v == type else { return false }
-        return true
+        return hasType(fd, type)
     }
 }
