@@ -164,6 +164,48 @@ long cshim_send_with_creds(int fd, const void *buf, size_t len, int pid, unsigne
     return sendmsg(fd, &m, MSG_NOSIGNAL);
 }
 
+/* The headers of a batch: its control space, n mmsghdrs, then their n iovecs (one buffer slot each); each
+ * header's control length is set again before every call, as the kernel shrinks it. */
+struct cshim_mmsg_batch_head { size_t ctlspace; };
+
+size_t cshim_mmsg_space(unsigned n) {
+    return sizeof(struct cshim_mmsg_batch_head) + (size_t)n * (sizeof(struct mmsghdr) + sizeof(struct iovec));
+}
+
+static struct mmsghdr *mmsg_hdrs(void *hdrs) {
+    return (struct mmsghdr *)((char *)hdrs + sizeof(struct cshim_mmsg_batch_head));
+}
+
+void cshim_mmsg_prepare(void *hdrs, unsigned n, void *buf, size_t slot, void *ctl, size_t ctlspace) {
+    struct cshim_mmsg_batch_head *t = hdrs;
+    t->ctlspace = ctlspace;
+    struct mmsghdr *h = mmsg_hdrs(hdrs);
+    struct iovec *iov = (struct iovec *)(h + n);
+    memset(h, 0, (size_t)n * sizeof *h);
+    for (unsigned i = 0; i < n; i++) {
+        iov[i].iov_base = (char *)buf + (size_t)i * slot;
+        iov[i].iov_len = slot;
+        h[i].msg_hdr.msg_iov = &iov[i];
+        h[i].msg_hdr.msg_iovlen = 1;
+        h[i].msg_hdr.msg_control = (char *)ctl + (size_t)i * ctlspace;
+    }
+}
+
+int cshim_recvmmsg(int fd, void *hdrs, unsigned n, int flags) {
+    struct cshim_mmsg_batch_head *t = hdrs;
+    struct mmsghdr *h = mmsg_hdrs(hdrs);
+    for (unsigned i = 0; i < n; i++) {
+        h[i].msg_hdr.msg_controllen = t->ctlspace;
+        h[i].msg_hdr.msg_flags = 0;
+        h[i].msg_len = 0;
+    }
+    return recvmmsg(fd, h, n, flags, NULL);
+}
+
+struct msghdr *cshim_mmsg_msg(void *hdrs, unsigned i) { return &mmsg_hdrs(hdrs)[i].msg_hdr; }
+
+unsigned cshim_mmsg_len(void *hdrs, unsigned i) { return mmsg_hdrs(hdrs)[i].msg_len; }
+
 int cshim_cmsg_creds(struct msghdr *msg, int *pid, unsigned *uid, unsigned *gid) {
     if (msg->msg_controllen == 0) return 0;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {

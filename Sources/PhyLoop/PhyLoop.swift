@@ -47,6 +47,9 @@ public final class PhySocket<Context> {
     /// epoll reported EPOLLHUP for it: the peer is gone for good (a stream socket's hang-up
     /// never clears), so a handler need not poll to learn it. False says nothing.
     public internal(set) var hungUp = false
+    /// epoll reported EPOLLRDHUP or EPOLLHUP: the peer shut its writing or is gone (sticky too), so
+    /// a read that comes back short may be followed by an EOF worth finding now.
+    public internal(set) var peerShutWrite = false
     /// The loop's fd is the only reference to its file (a socketpair end made here and never
     /// passed on): closing it takes it out of epoll, so `close` skips the EPOLL_CTL_DEL. Never
     /// set it for an fd a client handed over: a copy it kept would stay registered.
@@ -361,6 +364,7 @@ public final class PhyLoop<Handler: PhySocketHandler> {
             if bits & readBits != 0 { acceptAll(sock) }
         case .connected, .raw:
             if bits & UInt32(EPOLLHUP.rawValue) != 0 { sock.hungUp = true }
+            if bits & UInt32(EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 { sock.peerShutWrite = true }
             if bits & UInt32(EPOLLOUT.rawValue) != 0, sock.interest & UInt32(EPOLLOUT.rawValue) != 0 {
                 handler.phyOnWritable(sock)
             }

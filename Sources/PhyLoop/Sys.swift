@@ -38,9 +38,15 @@ public protocol SyscallBackend: Sendable {
     func socketpair(_ type: Int32, _ fds: UnsafeMutablePointer<Int32>) -> Int
     /// accept4(fd, NULL, NULL, SOCK_NONBLOCK|SOCK_CLOEXEC).
     func accept(_ fd: Int32) -> Int
+    /// recvmmsg(2) into headers made by `MessageBatch` (cshim_recvmmsg).
+    func recvmmsg(_ fd: Int32, _ headers: UnsafeMutableRawPointer, _ count: UInt32, _ flags: Int32) -> Int
 }
 
 extension SyscallBackend {
+    public func recvmmsg(_ fd: Int32, _ headers: UnsafeMutableRawPointer, _ count: UInt32, _ flags: Int32) -> Int {
+        let v = cshim_recvmmsg(fd, headers, count, flags)
+        return v >= 0 ? Int(v) : -Int(errno)
+    }
     /// The real writev, for backends that wrap the real calls without overriding it.
     public func writev(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int32) -> Int {
         let v = Glibc.writev(fd, iov, count)
@@ -97,6 +103,39 @@ public struct ReceivedMessage: Sendable {
         self.fdCount = fdCount
         self.truncated = truncated
         self.credentials = credentials
+    }
+}
+
+/// Room for a batch of messages from a SEQPACKET or datagram socket (`Sys.recvBatch`): `slots`
+/// messages of up to `slotSize` bytes, each with room for `Sys.maxPassedFDs` fds and credentials.
+/// Made once by its owner, reused for every batch (no allocation per read). Not thread-safe.
+public final class MessageBatch {
+    public let slots: Int
+    public let slotSize: Int
+    let data: UnsafeMutableRawBufferPointer
+    let control: UnsafeMutableRawBufferPointer
+    let headers: UnsafeMutableRawBufferPointer
+
+    public init(slots: Int, slotSize: Int) {
+        precondition(slots > 0 && slotSize > 0)
+        self.slots = slots
+        self.slotSize = slotSize
+        let space = Int(cshim_cmsg_rights_space(Int32(Sys.maxPassedFDs))) + Int(cshim_cmsg_creds_space())
+        data = .allocate(byteCount: slots * slotSize, alignment: 16)
+        control = .allocate(byteCount: slots * space, alignment: 16)
+        headers = .allocate(byteCount: cshim_mmsg_space(UInt32(slots)), alignment: 16)
+        cshim_mmsg_prepare(headers.baseAddress, UInt32(slots), data.baseAddress, slotSize, control.baseAddress, space)
+    }
+
+    deinit {
+        data.deallocate()
+        control.deallocate()
+        headers.deallocate()
+    }
+
+    /// The bytes of message `i` of the last batch (`count` from its `ReceivedMessage`).
+    public func payload(_ i: Int, count: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: data.baseAddress! + i * slotSize, count: min(count, slotSize))
     }
 }
 
@@ -240,6 +279,29 @@ public struct Sys: Sendable {
                 }
             }
         }
+    }
+
+    /// recvmmsg of up to `batch.slots` messages (MSG_DONTWAIT|MSG_CMSG_CLOEXEC): the count, which
+    /// when below `batch.slots` also says the queue was empty after them. Every message must then
+    /// be taken with `takeMessage` (which owns its fds).
+    public func recvBatch(_ fd: Int32, _ batch: MessageBatch) throws(Errno) -> IOResult<Int> {
+        try retrying {
+            backend.recvmmsg(fd, batch.headers.baseAddress!, UInt32(batch.slots), Int32(MSG_DONTWAIT | MSG_CMSG_CLOEXEC))
+        }
+    }
+
+    /// Message `i` of the last `recvBatch`: its fds into `fds` (those beyond are closed, untrusted,
+    /// and reported as truncation, as is a payload longer than a slot) and its credentials.
+    public func takeMessage(_ batch: MessageBatch, _ i: Int, fds: UnsafeMutableBufferPointer<Int32>) -> ReceivedMessage {
+        let msg = cshim_mmsg_msg(batch.headers.baseAddress, UInt32(i))!
+        var count: Int32 = 0
+        let truncatedFDs = cshim_cmsg_take_rights(msg, fds.baseAddress, Int32(fds.count), &count)
+        let truncated = truncatedFDs != 0 || msg.pointee.msg_flags & Int32(MSG_CTRUNC | MSG_TRUNC) != 0
+        var pid: Int32 = 0, uid: UInt32 = 0, gid: UInt32 = 0
+        let creds = cshim_cmsg_creds(msg, &pid, &uid, &gid) == 1
+            ? ReceivedMessage.Credentials(pid: pid, uid: uid, gid: gid) : nil
+        return ReceivedMessage(count: Int(cshim_mmsg_len(batch.headers.baseAddress, UInt32(i))), fdCount: Int(count),
+                               truncated: truncated, credentials: creds)
     }
 
     /// sendmsg of one buffer with `fds` as SCM_RIGHTS (at most `maxPassedFDs`).

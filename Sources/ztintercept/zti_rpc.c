@@ -19,8 +19,8 @@
  * which a server may toggle twice per response) go over one long-lived connection per process
  * instead, the one-way channel: a send and nothing else. It holds no state a signal handler or
  * another thread could find half-done (each sendmsg is one whole message; creation is a trylock
- * that falls back to a request of its own). A forked child notices the pid change and opens its
- * own, so ztapd can keep each process's messages in order with the requests it waits on (it
+ * that falls back to a request of its own). A forked child notices the pid change (kept by the
+ * pthread_atfork handler, not asked per message) and opens its own, so ztapd can keep each process's messages in order with the requests it waits on (it
  * reads a process's channel before serving that process's other requests). The app may close
  * the channel's number behind our back (closefrom): its inode is checked before each use.
  */
@@ -48,10 +48,28 @@ static struct {
 
 #define ZTI_CHAN_MAX_BREAKS 8
 
+/* This process's pid for the channel's inheritance check, so a one-way message costs no
+ * getpid (0: not asked yet). Set again in a forked child; a child that skipped pthread_atfork
+ * (a raw clone, a vfork child before exec) keeps its parent's and sends on the parent's channel,
+ * which ztapd takes as well (a reference or an fd names the socket): only the order of those
+ * messages against that child's own requests is not kept. */
+static atomic_int zti_chan_self;
+
+static int zti_chan_me(void)
+{
+    int me = atomic_load_explicit(&zti_chan_self, memory_order_relaxed);
+    if (me == 0) {
+        me = (int)getpid();
+        atomic_store_explicit(&zti_chan_self, me, memory_order_relaxed);
+    }
+    return me;
+}
+
 /* Called in a forked child: a lock held by a thread that does not exist there is free. */
 void zti_chan_atfork_child(void)
 {
     atomic_store(&zti_chan.lock, 0);
+    atomic_store(&zti_chan_self, (int)getpid());
 }
 
 static int zti_chan_trylock(void)
@@ -112,7 +130,7 @@ out:
  * request of its own and wait for the answer (no channel, ztapd behind or gone). */
 static int zti_chan_send(const struct msghdr *mh)
 {
-    int me = (int)getpid();
+    int me = zti_chan_me();
     /* At most: drop an inherited or stale one, open a new one, send. */
     for (int attempt = 0; attempt < 3; attempt++) {
         int fd = atomic_load_explicit(&zti_chan.fd, memory_order_acquire);

@@ -313,3 +313,58 @@ private func watched(_ epfd: Int32) -> [Int32] {
     try loop.poll(deadline: Sys.monotonicNanoseconds() + 10_000_000)
     #expect(rec.log == ["close:a", "close:c", "timer"])
 }
+
+@Test func aBatchOfMessagesComesInOneCallAndAShortBatchMeansEmpty() throws {
+    var sv: [Int32] = [0, 0]
+    _ = sv.withUnsafeMutableBufferPointer { cshim_socketpair_cloexec(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue), $0.baseAddress) }
+    let (a, b) = (sv[0], sv[1])
+    defer { close(a); close(b) }
+    var on: Int32 = 1
+    setsockopt(a, SOL_SOCKET, SO_PASSCRED, &on, 4)
+    let sys = Sys.live
+    // Three messages: plain, one carrying an fd, one longer than a slot.
+    _ = "one".withCString { send(b, $0, 3, 0) }
+    let (p, q) = makePair()
+    defer { close(p); close(q) }
+    var passed = [p]
+    _ = try passed.withUnsafeBufferPointer { fds in try "two".utf8CString.withUnsafeBytes { bytes in
+        try sys.sendWithFDs(b, UnsafeRawBufferPointer(rebasing: bytes[0..<3]), fds: fds)
+    } }
+    let long = [UInt8](repeating: 7, count: 40)
+    _ = long.withUnsafeBytes { send(b, $0.baseAddress, 40, 0) }
+
+    let batch = MessageBatch(slots: 2, slotSize: 16)
+    var fds = [Int32](repeating: -1, count: Sys.maxPassedFDs)
+    guard case .processed(2) = try sys.recvBatch(a, batch) else { Issue.record("a full batch of 2"); return }
+    let m0 = fds.withUnsafeMutableBufferPointer { sys.takeMessage(batch, 0, fds: $0) }
+    #expect(m0.count == 3 && m0.fdCount == 0 && !m0.truncated)
+    #expect(Array(batch.payload(0, count: m0.count)) == Array("one".utf8))
+    #expect(m0.credentials?.pid == getpid())
+    let m1 = fds.withUnsafeMutableBufferPointer { sys.takeMessage(batch, 1, fds: $0) }
+    #expect(m1.count == 3 && m1.fdCount == 1 && !m1.truncated)
+    #expect(Array(batch.payload(1, count: m1.count)) == Array("two".utf8))
+    var st1 = stat(), st2 = stat()
+    #expect(fstat(fds[0], &st1) == 0 && fstat(p, &st2) == 0 && st1.st_ino == st2.st_ino)
+    #expect(fcntl(fds[0], F_GETFD) & FD_CLOEXEC != 0)
+    close(fds[0])
+    // The rest: one message, cut to the slot and said so; fewer than the slots, so the queue
+    // was empty after it.
+    guard case .processed(1) = try sys.recvBatch(a, batch) else { Issue.record("a short batch of 1"); return }
+    let m2 = fds.withUnsafeMutableBufferPointer { sys.takeMessage(batch, 0, fds: $0) }
+    #expect(m2.truncated && m2.count == 16 && Array(batch.payload(0, count: m2.count)) == [UInt8](repeating: 7, count: 16))
+    guard case .wouldBlock = try sys.recvBatch(a, batch) else { Issue.record("EAGAIN when empty"); return }
+}
+
+@Test func aPeersShutdownOfWritingIsRemembered() throws {
+    let (loop, rec) = try makeLoop()
+    let (a, b) = makePair()
+    defer { close(b) }
+    try Sys.setNonBlocking(a)
+    let s = try loop.add(fd: a, kind: .connected, context: "a")
+    _ = "hi".withCString { write(b, $0, 2) }
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(rec.log == ["readable:a:2"] && !s.peerShutWrite && !s.hungUp)
+    shutdown(b, Int32(SHUT_WR))
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(s.peerShutWrite && !s.hungUp)
+}

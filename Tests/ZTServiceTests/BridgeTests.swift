@@ -511,6 +511,38 @@ import Testing
         #expect(!hungUp(rig, ch), "the channel stays open")
     }
 
+    @Test func aBatchOfTogglesReadsWhatTheAppWroteOnce() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 9)
+        defer { Glibc.close(app) }
+        #expect(hdr?.result == 0)
+        let key = try #require(FDKey.of(app))
+        let c = try #require(rig.hub.tcp.lookup(key))
+        let end = try #require(c.data?.fd)
+        let h = try #require(c.handle)
+        let ch = sendUnanswered(rig, app, name: TCP_NODELAY, value: 1)
+        defer { Glibc.close(ch) }
+        let applied = { rig.hub.replier.counters.requests[RPCCounters.index(ZTRPC_OP_SETSOCKOPT)] }
+        #expect(rig.run(limit: 200) { applied() == 1 })
+        rig.settle(5)
+        // Written and toggled four times with nothing stepped in between: the daemon takes the
+        // four toggles as one batch, and the bytes before them in one read.
+        let reads = rig.faults.recvmsgCount(end)
+        Rig.writeAll(app, [UInt8](repeating: 0x41, count: 100))
+        sendUnanswered(rig, app, name: TCP_CORK, value: 1, on: ch)
+        Rig.writeAll(app, [UInt8](repeating: 0x42, count: 50))
+        sendUnanswered(rig, app, name: TCP_CORK, value: 0, on: ch)
+        sendUnanswered(rig, app, name: TCP_CORK, value: 1, on: ch)
+        sendUnanswered(rig, app, name: TCP_CORK, value: 0, on: ch)
+        #expect(rig.run(limit: 200) { applied() == 5 })
+        rig.settle(5)
+        #expect(rig.hub.tcp.stack?.tcp.info(h)?.notSentBytes == 0, "all of it went out")
+        #expect(c.bytesOut == 150)
+        #expect(rig.faults.recvmsgCount(end) - reads == 2,
+                "one read by the batch's first toggle, one by the socket's own readiness (which finds it empty if it comes second)")
+        #expect(tcpOption(rig, app, TCP_CORK) == 0)
+    }
+
     @Test func oneWayMessagesComeBeforeTheProcesssNextRequest() throws {
         let rig = try Rig()
         let (app, hdr) = rig.connectTCP(port: 9)
@@ -574,6 +606,33 @@ import Testing
         sendByReference(rig, on: ch, name: TCP_CORK, value: 1, ref: good)
         #expect(rig.run(limit: 200) { applied() == 3 })
         #expect(tcpOption(rig, app, TCP_CORK) == 1)
+    }
+
+    @Test func aLongRunOfOneWayMessagesIsAppliedInOrderAndLeavesNoFD() throws {
+        let rig = try Rig()
+        let (app, hdr) = rig.connectTCP(port: 9)
+        #expect(hdr?.result == 0)
+        let key = try #require(FDKey.of(app))
+        let ch = sendUnanswered(rig, app, name: TCP_NODELAY, value: 0)
+        defer { Glibc.close(ch) }
+        let applied = { rig.hub.replier.counters.requests[RPCCounters.index(ZTRPC_OP_SETSOCKOPT)] }
+        #expect(rig.run(limit: 200) { applied() == 1 })
+        // More than two of the daemon's batches (16 messages each), queued before it reads one,
+        // each passing the socket's fd: applied in order.
+        for i in 0..<40 { sendUnanswered(rig, app, name: TCP_NODELAY, value: Int32(i % 2), on: ch) }
+        #expect(rig.run(limit: 200) { applied() == 41 })
+        #expect(tcpOption(rig, app, TCP_NODELAY) == 1)
+        #expect(!hungUp(rig, ch))
+        // An empty message ends the channel; the messages behind it in the same batch are not
+        // applied, but the fds they carried are closed with them.
+        sendUnanswered(rig, app, name: TCP_NODELAY, value: 0, on: ch)
+        #expect(Glibc.send(ch, "", 0, 0) == 0)
+        for _ in 0..<3 { sendUnanswered(rig, app, name: TCP_NODELAY, value: 0, on: ch) }
+        #expect(hungUp(rig, ch))
+        #expect(applied() == 42)
+        // No copy of the app's end is left in the daemon: its close ends the connection.
+        Glibc.close(app)
+        #expect(rig.run(limit: 500) { rig.hub.tcp.lookup(key) == nil })
     }
 
     @Test func otherRequestsMayNotGoUnanswered() throws {

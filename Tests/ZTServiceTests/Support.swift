@@ -70,7 +70,12 @@ final class FaultSys: SyscallBackend {
         case nil: return real.write(fd, buf, count)
         }
     }
+    /// recvmsg calls made on `fd` so far (faulted or not).
+    func recvmsgCount(_ fd: Int32) -> Int { counts.withLock { $0[fd, default: 0] } }
+    private let counts = Mutex<[Int32: Int]>([:])
+
     func recvmsg(_ fd: Int32, _ msg: UnsafeMutablePointer<msghdr>, _ flags: Int32) -> Int {
+        counts.withLock { $0[fd, default: 0] += 1 }
         switch take(.recvmsg, fd) {
         case .errno(let e)?: return -Int(e)
         case .short(let n)?: return Self.limited(msg, n) { real.recvmsg(fd, $0, flags) }

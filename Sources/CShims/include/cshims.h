@@ -52,6 +52,17 @@ long cshim_send_with_creds(int fd, const void *buf, size_t len, int pid, unsigne
 size_t cshim_cmsg_creds_space(void);
 /// The SCM_CREDENTIALS of a received message: 1 with *pid/*uid/*gid set, else 0.
 int cshim_cmsg_creds(struct msghdr *msg, int *pid, unsigned *uid, unsigned *gid);
+/// Batched receive (recvmmsg): `hdrs` holds `n` message headers made by cshim_mmsg_prepare,
+/// message i landing in buf + i*slot (at most `slot` bytes) with its control in ctl + i*ctlspace.
+/// A batch shorter than `n` from a non-blocking call means the queue was empty after it, so no
+/// read has to fail with EAGAIN to say so.
+size_t cshim_mmsg_space(unsigned n);
+void cshim_mmsg_prepare(void *hdrs, unsigned n, void *buf, size_t slot, void *ctl, size_t ctlspace);
+/// recvmmsg(fd, hdrs, n, flags); resets each header's control length and flags first.
+int cshim_recvmmsg(int fd, void *hdrs, unsigned n, int flags);
+/// Message i of a batch: its header (for the cmsg shims) and its length.
+struct msghdr *cshim_mmsg_msg(void *hdrs, unsigned i);
+unsigned cshim_mmsg_len(void *hdrs, unsigned i);
 /// Turns SO_LINGER off on an fd that is not an AF_UNIX socket (before closing a client's fd).
 void cshim_disable_linger_unless_unix(int fd);
 /// Binds an AF_UNIX socket to `path` (must fit sun_path).

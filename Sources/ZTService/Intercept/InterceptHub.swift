@@ -52,6 +52,8 @@ final class InterceptHub {
     let maxChannelsPerUID = 128
     /// One-way messages taken from a channel per wake-up: one busy process cannot hold the loop.
     let channelBatch = 64
+    /// One recvmmsg's worth of one-way messages (reused; loop thread only).
+    private let channelMessages = MessageBatch(slots: 16, slotSize: Int(ZTRPC_MAX_MSG) + 64)
 
     /// `interfaceName`: the network's TAP (the device SO_BINDTODEVICE accepts).
     init(network: String, path: String, access: AccessList, loop: any SocketLoop, driver: StackDriver,
@@ -271,6 +273,11 @@ final class InterceptHub {
             channelCount += 1
             channelsByUID[peer.openerUID, default: 0] += 1
             channels[peer.openerPID] = socket
+            // The channel is its opener's for good (its messages are judged by `peer`): no
+            // credentials with each message, which the kernel would attach and hand over at a
+            // cost on both sides (SO_PASSCRED came with the accept).
+            var off: Int32 = 0
+            _ = setsockopt(socket.fd, SOL_SOCKET, SO_PASSCRED, &off, socklen_t(MemoryLayout<Int32>.size))
             return
         }
         // What this process sent one-way before this request comes first: also when its channel
@@ -298,36 +305,43 @@ final class InterceptHub {
     /// readiness brings the loop back for the rest). Anything but a one-way option is dropped.
     private func readChannel(_ socket: LoopSocket, _ peer: RPCPeer) {
         var fdStore = (Int32(-1), Int32(-1), Int32(-1))   // ZTRPC_MAX_FDS, on the stack
-        for _ in 0..<channelBatch {
-            let received: ReceivedMessage
+        var open = true
+        for _ in 0..<(channelBatch / channelMessages.slots) {
+            let got: Int
             do {
-                let r = try withUnsafeMutableBytes(of: &fdStore) { raw throws(Errno) in
-                    try sys.recvWithFDs(socket.fd, into: requestBuffer, fds: raw.bindMemory(to: Int32.self))
-                }
-                guard case .processed(let m) = r else { return }
-                received = m
+                guard case .processed(let n) = try sys.recvBatch(socket.fd, channelMessages) else { return }
+                got = n
             } catch {
                 loop.close(socket)
                 return
             }
-            // A message by reference has no fds: no array is made.
-            let fds: [Int32] = received.fdCount == 0 ? [] : withUnsafeBytes(of: &fdStore) {
-                Array($0.bindMemory(to: Int32.self).prefix(received.fdCount))
+            tcp.beginOneWayBatch()
+            defer { tcp.endOneWayBatch() }
+            for i in 0..<got {
+                let received = withUnsafeMutableBytes(of: &fdStore) { raw in
+                    sys.takeMessage(channelMessages, i, fds: raw.bindMemory(to: Int32.self))
+                }
+                // A message by reference has no fds: no array is made.
+                let fds: [Int32] = received.fdCount == 0 ? [] : withUnsafeBytes(of: &fdStore) {
+                    Array($0.bindMemory(to: Int32.self).prefix(received.fdCount))
+                }
+                targetFD = -1
+                defer { closeReceived(fds) }
+                // An empty message is the channel's end (what comes after it in the batch is only
+                // taken, for its fds).
+                guard open, received.count > 0 else {
+                    if open { open = false; loop.close(socket) }
+                    continue
+                }
+                let decoded = RPCCodec.decode(channelMessages.payload(i, count: received.count), truncated: received.truncated)
+                guard case .success(let (h, request)) = decoded, h.noReply, request.mayGoUnanswered else {
+                    logger.debug("one-way channel: message dropped", metadata: ["network": "\(network)", "pid": "\(peer.pid)"])
+                    continue
+                }
+                applyUnanswered(request, RPCCall(socket: socket, peer: peer, header: h, fds: fds))
             }
-            let call = RPCCall(socket: socket, peer: peer, header: RPCHeader(op: 0, id: 0), fds: fds)
-            targetFD = -1
-            defer { closeReceived(call.fds) }
-            if received.count == 0 {
-                loop.close(socket)
-                return
-            }
-            let decoded = RPCCodec.decode(UnsafeRawBufferPointer(rebasing: requestBuffer[0..<received.count]),
-                                          truncated: received.truncated)
-            guard case .success(let (h, request)) = decoded, h.noReply, request.mayGoUnanswered else {
-                logger.debug("one-way channel: message dropped", metadata: ["network": "\(network)", "pid": "\(peer.pid)"])
-                continue
-            }
-            applyUnanswered(request, RPCCall(socket: socket, peer: peer, header: h, fds: call.fds))
+            // A short batch: the channel was empty after it (no read has to say EAGAIN).
+            if !open || got < channelMessages.slots { return }
         }
     }
 

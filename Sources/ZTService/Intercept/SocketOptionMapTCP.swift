@@ -145,6 +145,26 @@ extension SocketOptionMap {
 
     // MARK: - setsockopt
 
+    /// The options some servers set around every response (nginx's tcp_nopush: TCP_CORK on and
+    /// off): an int of at least 4 bytes, any value valid. `toggle` sets one (name one of these).
+    static func isToggle(_ name: Int32) -> Bool {
+        name == TCP_NODELAY || name == TCP_CORK || name == TCP_QUICKACK
+    }
+
+    static func toggle(_ name: Int32, _ val: Int32, _ o: inout SocketOptions) -> TCPOption {
+        switch name {
+        case TCP_NODELAY:
+            o[.noDelay] = val != 0
+            return .noDelay(val != 0)
+        case TCP_CORK:
+            o[.cork] = val != 0
+            return .cork(val != 0)
+        default:   // TCP_QUICKACK: 0 enters delayed-ACK (pingpong) mode, anything else leaves it
+            o[.pingpong] = val == 0
+            return .quickAck(val != 0)
+        }
+    }
+
     static func tcpSet(_ name: Int32, _ v: Value, _ o: inout SocketOptions, _ c: OptionContext) -> Result<[TCPOption], Errno> {
         // The string and struct options come first, as in do_tcp_setsockopt.
         switch name {
@@ -175,12 +195,8 @@ extension SocketOptionMap {
         let val = v.int
         let closed = c.state == .closed
         switch name {
-        case TCP_NODELAY:
-            o[.noDelay] = val != 0
-            return .success([.noDelay(val != 0)])
-        case TCP_CORK:
-            o[.cork] = val != 0
-            return .success([.cork(val != 0)])
+        case TCP_NODELAY, TCP_CORK, TCP_QUICKACK:
+            return .success([toggle(name, val, &o)])
         case TCP_MAXSEG:
             guard val == 0 || (minMss...maxTCPWindow).contains(val) else { return fail(EINVAL) }
             o.userMss = val
@@ -216,13 +232,6 @@ extension SocketOptionMap {
             }
             o.windowClamp = max(minRcvbuf / 2, val)
             return .success([.windowClamp(Int(o.windowClamp))])
-        case TCP_QUICKACK:
-            if val == 0 {
-                o[.pingpong] = true
-                return .success([.quickAck(false)])
-            }
-            o[.pingpong] = false
-            return .success([.quickAck(true)])
         case TCP_THIN_LINEAR_TIMEOUTS:
             guard val == 0 || val == 1 else { return fail(EINVAL) }
             o[.thinLinearTimeouts] = val == 1

@@ -38,6 +38,14 @@ final class TCPBridge {
     let scratch: UnsafeMutableRawBufferPointer
     /// Shared with the UDP bridge: interface, cookies (TCPBridgeOptions.swift).
     var optionEnv = OptionEnvironment(interfaceName: nil)
+    /// The batch of one-way messages being applied (InterceptHub.readChannel), 0 outside one.
+    /// Every message of a batch was sent before it was read, so whatever the app wrote before
+    /// any of them is in its socket by then: the batch's first toggle on a connection reads it,
+    /// the others need not read again (`setsockopt`).
+    var oneWayBatch: UInt64 = 0
+    private var batches: UInt64 = 0
+    func beginOneWayBatch() { batches &+= 1; oneWayBatch = batches }
+    func endOneWayBatch() { oneWayBatch = 0 }
 
     init(loop: any SocketLoop, driver: StackDriver, replier: RPCReplier, logger: Logger, network: String,
          gate: BudgetGate) {

@@ -82,19 +82,25 @@ extension TCPBridge {
             if Int(SocketOptionMap.Value(r.value, r.optlen).int) & Int(ZTRPC_SHUT_RD) != 0 { c.appShutRead = true }
             return .ok(.none)
         }
-        if r.level == Int32(IPPROTO_TCP) && (r.name == TCP_NODELAY || r.name == TCP_CORK),
-           case .connected = c.phase {
-            // What the app wrote before this call is already in its socket: take it first, so
-            // those bytes go out under the old setting, as on Linux (where write() had queued
-            // them before setsockopt ran).
-            pumpIn(c)
+        if r.level == Int32(IPPROTO_TCP) && SocketOptionMap.isToggle(r.name) {
+            // Set around every response by some servers: nothing of the socket's state is read
+            // (no option context, which costs more than applying them) and nothing else changes
+            // (rings, port options), so they skip the general path below and its copies.
+            guard r.optlen >= 4 else { return .fail(EINVAL, .none) }
+            if r.name != SocketOptionMap.TCP_QUICKACK, case .connected = c.phase,
+               oneWayBatch == 0 || c.pumpedInBatch != oneWayBatch {
+                // What the app wrote before this call is already in its socket: take it first,
+                // so those bytes go out under the old setting, as on Linux (where write() had
+                // queued them before setsockopt ran). Once per one-way batch (`oneWayBatch`).
+                c.pumpedInBatch = oneWayBatch
+                pumpIn(c)
+            }
+            let effect = SocketOptionMap.toggle(r.name, SocketOptionMap.Value(r.value, r.optlen).int, &c.options)
+            if let h = c.handle, let stack { try? stack.tcp.setOption(h, effect, now: Self.now()) }
+            return .ok(.none)
         }
         let before = c.options
-        // The per-response toggles read nothing of the socket's state: skip gathering it (the
-        // stack's numbers, capabilities), which costs more than applying them.
-        let perResponse = r.level == Int32(IPPROTO_TCP) &&
-            (r.name == TCP_NODELAY || r.name == TCP_CORK || r.name == SocketOptionMap.TCP_QUICKACK)
-        let ctx = perResponse ? OptionContext(isTCP: true) : optionContext(call, c)
+        let ctx = optionContext(call, c)
         switch SocketOptionMap.set(level: r.level, name: r.name, value: r.value, optlen: r.optlen,
                                    options: &c.options, context: ctx) {
         case .failure(let e):

@@ -72,11 +72,16 @@ extension TCPBridge {
                     appEOF(c, d)
                     return
                 case .processed(let n):
-                    // Read on after a short read too: if the app wrote its last bytes and
-                    // closed, the EOF is seen now and the FIN leaves with those bytes, as on
-                    // Linux, instead of a wake-up later (the peer would close first).
                     stack.tcp.commitSend(h, n, now: Self.now())
                     c.bytesOut &+= UInt64(n)
+                    // A short read emptied the socket: stop, without a read to hear EAGAIN, unless
+                    // epoll saw the app shut its writing or close, whose EOF is then read now so
+                    // the FIN leaves with these bytes, as on Linux. (A close that comes after
+                    // this read is the next wake-up's: the FIN follows right behind.)
+                    if n < a.count + b.count && !d.peerShutWrite {
+                        resumeReading(c, d)
+                        return
+                    }
                 case .wouldBlock:
                     resumeReading(c, d)
                     return
