@@ -170,6 +170,44 @@ import Testing
         #expect(h.sent().count == 1)
     }
 
+    /// Both windows closed (each side's app stopped reading while writing): our zero-window
+    /// probe's byte is not taken, so SND.MAX lies one past the peer's window. The window update
+    /// we send when our app reads must carry a SEG.SEQ inside the peer's window (SND.UNA, as
+    /// Linux's tcp_acceptable_seq): at SND.MAX the peer drops it as out of window, keeps probing
+    /// us, and each side waits for the other for good (an echo server under `ztctl run` stalled
+    /// this way with both queues full).
+    @Test func windowUpdateAfterAnUntakenProbeStaysInThePeersWindow() {
+        let h = Harness { $0.receiveBufferSize = 2000; $0.quickAckSegments = 100 }
+        let c = h.passiveEstablished()
+        h.inject(flags: .ack, payload: bytes(2000))
+        h.peerSeq &+= 2000
+        #expect(h.sent().last?.window == 0)
+        h.inject(flags: .ack, window: 0)
+        _ = h.write(c, bytes(100))
+        h.poll()
+        #expect(h.sent().isEmpty)
+        // The persist timer's probe: one byte, not taken (the peer's answer still says 0).
+        while h.sent().isEmpty, let d = h.poll() { h.now = max(d, h.now) }
+        h.inject(flags: .ack, window: 0)
+        _ = h.sent()
+        #expect(h.layer.info(c)?.bytesInFlight == 1)
+        // Our app reads: the window update goes out at the peer's RCV.NXT.
+        #expect(h.read(c).count == 2000)
+        h.poll()
+        let out = h.sent()
+        let upd = out.filter { $0.payload.isEmpty }
+        #expect(upd.count == 1)
+        #expect(upd.first?.window == 2000)
+        #expect(upd.first?.seq == h.peerAck, "SND.UNA, not the untaken probe's SND.MAX")
+        // (The probe byte may go again with it: at SND.UNA, where the peer takes it when it can.)
+        #expect(out.allSatisfy { $0.seq == h.peerAck })
+        // And an abort's reset goes there too (RFC 5961: only RCV.NXT resets at once).
+        h.layer.abort(c, now: h.now)
+        h.poll()
+        let rst = h.sent().first { $0.flags.contains(.rst) }
+        #expect(rst?.seq == h.peerAck)
+    }
+
     /// Bulk transfer both ways at 5% loss on a 0.2 ms RTT path finishes within 300 ms
     /// of simulated time (RTO-driven recovery took about a second: each timeout costs 200 ms).
     @Test func bulkTransferAtFivePercentLossOnShortPath() {

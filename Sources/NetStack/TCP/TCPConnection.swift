@@ -340,7 +340,7 @@ final class TCPConnection {
             case .established, .finWait1, .finWait2:
                 if appClosed && payloadCount > 0 {
                     // Nobody will read it (RFC 9293 §3.10.7 close, Linux behaviour): reset.
-                    layer.sendReset(to: remote, from: local, seq: sndNxt, ack: rcvNxt, tx: out)
+                    layer.sendReset(to: remote, from: local, seq: acceptableSeq(sndNxt), ack: rcvNxt, tx: out)
                     terminate(error: nil, now: now)
                     return .done
                 }

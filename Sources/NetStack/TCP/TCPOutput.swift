@@ -9,7 +9,7 @@ extension TCPConnection {
     func timersFired(now: Instant, tx out: some IPTransmitter) {
         if timers.fire(.close, now: now) {
             if state == .finWait2 && sockopts.finWait2Timeout == nil {
-                layer.sendReset(to: remote, from: local, seq: sndNxt, ack: rcvNxt, tx: out)   // TCP_LINGER2 < 0
+                layer.sendReset(to: remote, from: local, seq: acceptableSeq(sndNxt), ack: rcvNxt, tx: out)   // TCP_LINGER2 < 0
             }
             terminate(error: nil, now: now)
             return
@@ -127,6 +127,16 @@ extension TCPConnection {
         timers.keepAlive = now + sockopts.keepAliveInterval
     }
 
+    /// The sequence number a segment without data carries (an ACK, a reset; Linux's
+    /// tcp_acceptable_seq): `seq`, but not past the right edge of the peer's window, SND.UNA +
+    /// SND.WND. A byte sent beyond that edge, a zero-window probe the peer did not take, would
+    /// put the segment outside the peer's window, and the peer would drop it together with the
+    /// window update it carries: with both windows closed and each side waiting for the other's
+    /// update, the connection would stall for good.
+    func acceptableSeq(_ seq: SeqNumber) -> SeqNumber {
+        SeqNumber.min(seq, sndUna + sndWnd)
+    }
+
     private func sendWindowProbe(now: Instant, tx out: some IPTransmitter) {
         guard isSynchronized, let tx else { return }
         let unsent = tx.count &- (sndUna - txBase)
@@ -204,7 +214,7 @@ extension TCPConnection {
             }
             return
         case .timeWait:
-            if acks.immediate { sendSegment(seq: sndMax, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out) }
+            if acks.immediate { sendSegment(seq: acceptableSeq(sndMax), flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out) }
             return
         default:
             break
@@ -326,9 +336,10 @@ extension TCPConnection {
 
         // 3. A bare ACK if one is owed and nothing carried it. It carries SND.MAX, not SND.NXT:
         // after a go-back-N rewind SND.NXT can lie below what the peer already has, and the peer
-        // would drop the ACK as out of window (both sides doing so deadlocks the connection).
+        // would drop the ACK as out of window (both sides doing so deadlocks the connection);
+        // but never past the peer's window (`acceptableSeq`).
         if !sent && acks.immediate {
-            sendSegment(seq: sndMax, flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out)
+            sendSegment(seq: acceptableSeq(sndMax), flags: .ack, dataOffset: 0, dataCount: 0, now: now, tx: out)
         }
         // Anything outstanding must be covered by a timer, or the connection could stall.
         if sndUna < sndMax && timers.rto == nil && timers.persist == nil { timers.rto = now + rtt.effectiveRTO }

@@ -244,7 +244,7 @@ extension TCPLayer {
     func abortConnection(_ c: TCPConnection, now: Instant) {
         switch c.state {
         case .synReceived, .established, .finWait1, .finWait2, .closeWait:
-            pendingResets.append((c.remote, c.local, c.sndNxt))
+            pendingResets.append((c.remote, c.local, c.acceptableSeq(c.sndNxt)))
         default:
             break
         }
