@@ -31,7 +31,22 @@ int cshim_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
 }
 
 int cshim_epoll_wait(int epfd, struct epoll_event *events, int maxevents, int timeout_ms) {
-    return epoll_wait(epfd, events, maxevents, timeout_ms);
+    /* Directly, as the data path's calls below (not a cancellation point). */
+    return (int)syscall(SYS_epoll_wait, epfd, events, maxevents, timeout_ms);
+}
+
+static long sys_result(long r) { return r < 0 ? -(long)errno : r; }
+
+long cshim_sys_read(int fd, void *buf, size_t count) { return sys_result(syscall(SYS_read, fd, buf, count)); }
+long cshim_sys_write(int fd, const void *buf, size_t count) { return sys_result(syscall(SYS_write, fd, buf, count)); }
+long cshim_sys_writev(int fd, const struct iovec *iov, int count) {
+    return sys_result(syscall(SYS_writev, fd, iov, count));
+}
+long cshim_sys_recvmsg(int fd, struct msghdr *msg, int flags) {
+    return sys_result(syscall(SYS_recvmsg, fd, msg, flags));
+}
+long cshim_sys_sendmsg(int fd, const struct msghdr *msg, int flags) {
+    return sys_result(syscall(SYS_sendmsg, fd, msg, flags));
 }
 
 int cshim_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
@@ -199,7 +214,7 @@ int cshim_recvmmsg(int fd, void *hdrs, unsigned n, int flags) {
         h[i].msg_hdr.msg_flags = 0;
         h[i].msg_len = 0;
     }
-    return recvmmsg(fd, h, n, flags, NULL);
+    return (int)syscall(SYS_recvmmsg, fd, h, n, flags, NULL);
 }
 
 struct msghdr *cshim_mmsg_msg(void *hdrs, unsigned i) { return &mmsg_hdrs(hdrs)[i].msg_hdr; }

@@ -58,13 +58,15 @@ extension SyscallBackend {
 public struct LinuxSyscalls: SyscallBackend {
     public init() {}
     @inline(__always) private func r(_ v: Int) -> Int { v >= 0 ? v : -Int(errno) }
-    public func read(_ fd: Int32, _ buf: UnsafeMutableRawPointer?, _ count: Int) -> Int { r(Glibc.read(fd, buf, count)) }
-    public func write(_ fd: Int32, _ buf: UnsafeRawPointer?, _ count: Int) -> Int { r(Glibc.write(fd, buf, count)) }
+    // The data path's calls go straight to the kernel (cshims.h: no cancellation bookkeeping).
+    public func read(_ fd: Int32, _ buf: UnsafeMutableRawPointer?, _ count: Int) -> Int { cshim_sys_read(fd, buf, count) }
+    public func write(_ fd: Int32, _ buf: UnsafeRawPointer?, _ count: Int) -> Int { cshim_sys_write(fd, buf, count) }
+    public func writev(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int32) -> Int { cshim_sys_writev(fd, iov, count) }
     public func recvmsg(_ fd: Int32, _ msg: UnsafeMutablePointer<msghdr>, _ flags: Int32) -> Int {
-        r(Glibc.recvmsg(fd, msg, flags))
+        cshim_sys_recvmsg(fd, msg, flags)
     }
     public func sendmsg(_ fd: Int32, _ msg: UnsafePointer<msghdr>, _ flags: Int32) -> Int {
-        r(Glibc.sendmsg(fd, msg, flags))
+        cshim_sys_sendmsg(fd, msg, flags)
     }
     public func shutdown(_ fd: Int32, _ how: Int32) -> Int { r(Int(Glibc.shutdown(fd, how))) }
     public func close(_ fd: Int32) -> Int { r(Int(Glibc.close(fd))) }
