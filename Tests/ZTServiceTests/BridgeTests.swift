@@ -511,15 +511,42 @@ import Testing
         #expect(!hungUp(rig, ch), "the channel stays open")
     }
 
-    @Test func aBatchOfTogglesReadsWhatTheAppWroteOnce() throws {
-        let rig = try Rig()
+    /// An app socket connected to the peer's discard port, and its connection in the bridge.
+    func connectedApp(_ rig: Rig) throws -> (app: Int32, key: FDKey, c: Connection) {
         let (app, hdr) = rig.connectTCP(port: 9)
-        defer { Glibc.close(app) }
         #expect(hdr?.result == 0)
         let key = try #require(FDKey.of(app))
-        let c = try #require(rig.hub.tcp.lookup(key))
+        return (app, key, try #require(rig.hub.tcp.lookup(key)))
+    }
+
+    @Test func readOnSettlesAfterAYoungConnectionsShortReadsFindNothing() throws {
+        let rig = try Rig()
+        let (app, _, c) = try connectedApp(rig)
+        defer { Glibc.close(app) }
+        let end = try #require(c.data?.fd)
+        rig.settle(5)
+        // While young, a short read is followed by another (an app that closes right after its
+        // last write gets its FIN sent with those bytes); each that finds nothing counts.
+        var readsPerWrite: [Int] = []
+        for i in 0..<6 {
+            let before = rig.faults.recvmsgCount(end)
+            Rig.writeAll(app, [UInt8](repeating: UInt8(i), count: 10))
+            #expect(rig.run(limit: 200) { c.bytesOut == UInt64(10 * (i + 1)) })
+            rig.settle(3)
+            readsPerWrite.append(rig.faults.recvmsgCount(end) - before)
+        }
+        #expect(readsPerWrite == [2, 2, 2, 2, 1, 1])
+        #expect(c.emptyReadOns == TCPBridge.readOnLimit)
+    }
+
+    @Test func aBatchOfTogglesReadsWhatTheAppWroteOnce() throws {
+        let rig = try Rig()
+        let (app, _, c) = try connectedApp(rig)
+        defer { Glibc.close(app) }
         let end = try #require(c.data?.fd)
         let h = try #require(c.handle)
+        // A connection past its first writes (readOnSettlesAfter...): a short read ends a pump.
+        c.emptyReadOns = TCPBridge.readOnLimit
         let ch = sendUnanswered(rig, app, name: TCP_NODELAY, value: 1)
         defer { Glibc.close(ch) }
         let applied = { rig.hub.replier.counters.requests[RPCCounters.index(ZTRPC_OP_SETSOCKOPT)] }
@@ -575,11 +602,8 @@ import Testing
 
     @Test func aOneWayOptionNamesItsSocketByIdentityAndSecret() throws {
         let rig = try Rig()
-        let (app, hdr) = rig.connectTCP(port: 9)
+        let (app, key, c) = try connectedApp(rig)
         defer { Glibc.close(app) }
-        #expect(hdr?.result == 0)
-        let key = try #require(FDKey.of(app))
-        let c = try #require(rig.hub.tcp.lookup(key))
         #expect(c.secret != 0)
         // The library learns the secret from the socket's sockinfo.
         let name = try #require(rig.request(ZTRPC_OP_GETNAME, Int32(0), socket: app))

@@ -115,6 +115,8 @@ final class Connection {
     /// The one-way batch (`TCPBridge.oneWayBatch`) in which a toggle last read what the app had
     /// written: one read per batch takes all that came before any toggle in it.
     var pumpedInBatch: UInt64 = 0
+    /// Reads after a short read that found the app's socket empty (`TCPBridge.readOnLimit`).
+    var emptyReadOns: UInt8 = 0
     /// Made by ztctl run's seccomp supervisor (ZTRPC_F_SECCOMP) rather than the LD_PRELOAD library.
     var seccomp = false
     /// What it holds of its owner's budgets (UserBudgets); given back by `TCPBridge.remove`.
