@@ -301,8 +301,9 @@ final class InterceptHub {
         }
     }
 
-    /// Messages on a process's one-way channel, at most `channelBatch` per call (level-triggered
-    /// readiness brings the loop back for the rest). Anything but a one-way option is dropped.
+    /// Messages on a process's one-way channel, in recvmmsg batches of `channelMessages.slots`
+    /// and at most `channelBatch` per call (level-triggered readiness brings the loop back for
+    /// the rest). Anything but a one-way option is dropped.
     private func readChannel(_ socket: LoopSocket, _ peer: RPCPeer) {
         var fdStore = (Int32(-1), Int32(-1), Int32(-1))   // ZTRPC_MAX_FDS, on the stack
         var open = true
