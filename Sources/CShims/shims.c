@@ -179,8 +179,8 @@ long cshim_send_with_creds(int fd, const void *buf, size_t len, int pid, unsigne
     return sendmsg(fd, &m, MSG_NOSIGNAL);
 }
 
-/* The headers of a batch: its control space, n mmsghdrs, then their n iovecs (one buffer slot each); each
- * header's control length is set again before every call, as the kernel shrinks it. */
+/* The headers of a batch: its control space, n mmsghdrs, then their n iovecs (one buffer slot
+ * each); each header's control length is set again before every call, as the kernel shrinks it. */
 struct cshim_mmsg_batch_head { size_t ctlspace; };
 
 size_t cshim_mmsg_space(unsigned n) {
@@ -214,7 +214,7 @@ int cshim_recvmmsg(int fd, void *hdrs, unsigned n, int flags) {
         h[i].msg_hdr.msg_flags = 0;
         h[i].msg_len = 0;
     }
-    return (int)syscall(SYS_recvmmsg, fd, h, n, flags, NULL);
+    return (int)sys_result(syscall(SYS_recvmmsg, fd, h, n, flags, NULL));
 }
 
 struct msghdr *cshim_mmsg_msg(void *hdrs, unsigned i) { return &mmsg_hdrs(hdrs)[i].msg_hdr; }

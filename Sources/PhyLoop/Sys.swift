@@ -44,8 +44,7 @@ public protocol SyscallBackend: Sendable {
 
 extension SyscallBackend {
     public func recvmmsg(_ fd: Int32, _ headers: UnsafeMutableRawPointer, _ count: UInt32, _ flags: Int32) -> Int {
-        let v = cshim_recvmmsg(fd, headers, count, flags)
-        return v >= 0 ? Int(v) : -Int(errno)
+        Int(cshim_recvmmsg(fd, headers, count, flags))
     }
     /// The real writev, for backends that wrap the real calls without overriding it.
     public func writev(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int32) -> Int {

@@ -69,7 +69,8 @@ int cshim_cmsg_creds(struct msghdr *msg, int *pid, unsigned *uid, unsigned *gid)
 /// read has to fail with EAGAIN to say so.
 size_t cshim_mmsg_space(unsigned n);
 void cshim_mmsg_prepare(void *hdrs, unsigned n, void *buf, size_t slot, void *ctl, size_t ctlspace);
-/// recvmmsg(fd, hdrs, n, flags); resets each header's control length and flags first.
+/// recvmmsg(fd, hdrs, n, flags) through syscall(2), as the cshim_sys_* calls (the count or
+/// -errno); resets each header's control length and flags first.
 int cshim_recvmmsg(int fd, void *hdrs, unsigned n, int flags);
 /// Message i of a batch: its header (for the cmsg shims) and its length.
 struct msghdr *cshim_mmsg_msg(void *hdrs, unsigned i);

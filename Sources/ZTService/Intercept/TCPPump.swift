@@ -85,14 +85,10 @@ extension TCPBridge {
                     // collapsed to 1.4k requests/s that way). A connection whose reads on found
                     // nothing `readOnLimit` times keeps its sockets open between writes: it stops
                     // at short reads and saves the read that says EAGAIN.
-                    if n < a.count + b.count {
-                        guard d.peerShutWrite || c.emptyReadOns < Self.readOnLimit else {
-                            resumeReading(c, d)
-                            return
-                        }
-                        readingOn = true
-                    } else {
-                        readingOn = false
+                    readingOn = n < a.count + b.count
+                    if readingOn && !d.peerShutWrite && c.emptyReadOns >= Self.readOnLimit {
+                        resumeReading(c, d)
+                        return
                     }
                 case .wouldBlock:
                     if readingOn && c.emptyReadOns < Self.readOnLimit { c.emptyReadOns &+= 1 }
