@@ -139,6 +139,10 @@ final class NetStackDriver: StackDriver {
         var system = SystemRandomNumberGenerator()
         random = XorShiftRandom(seed: system.next())
         stack = NetStackDriver.makeStack(settings, sink: sink, random: &random)
+        if case .unsupported(let name) = NetStackDriver.systemCongestionControl() {
+            logger.notice("this namespace's default congestion control is not in the stack: its TCP uses cubic",
+                          metadata: ["net.ipv4.tcp_congestion_control": "\(name)"])
+        }
     }
 
     static func makeStack(_ s: StackSettings, sink: TapSink, random: inout XorShiftRandom) -> NetStack {
@@ -146,6 +150,7 @@ final class NetStackDriver: StackDriver {
         tcp.receiveBufferSize = s.tcpReceiveBuffer
         tcp.sendBufferSize = s.tcpSendBuffer
         tcp.maxConnections = s.maxConnections
+        if case .stack(let cc) = systemCongestionControl() { tcp.congestionControl = cc }
         let services = Set(s.services.compactMap(DiagnosticService.init(rawValue:)))
         var config = StackConfig(mac: s.stackMAC, mtu: s.mtu, addresses: s.addresses, gateway: s.gateway,
                                  tcp: tcp, services: services)
@@ -160,6 +165,23 @@ final class NetStackDriver: StackDriver {
     static func systemEphemeralPorts(path: String = "/proc/sys/net/ipv4/ip_local_port_range") -> ClosedRange<UInt16>? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
         return PortTable.parseRange(text)
+    }
+
+    /// What net.ipv4.tcp_congestion_control of ztapd's namespace names.
+    enum SystemCongestion: Equatable { case stack(CongestionControl), unsupported(String), unreadable }
+
+    /// The default congestion control of ztapd's network namespace, which new TCP sockets get
+    /// there, as the kernel's own do: the stack's algorithm of that name (cubic, reno), or
+    /// `.unsupported` (bbr, ...: the stack then keeps cubic, its own default).
+    static func systemCongestionControl(path: String = "/proc/sys/net/ipv4/tcp_congestion_control") -> SystemCongestion {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return .unreadable }
+        let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        switch name {
+        case "cubic": return .stack(.cubic)
+        case "reno": return .stack(.newReno)
+        case "": return .unreadable
+        default: return .unsupported(name)
+        }
     }
 
     func start(now: Instant) { stack.up(now: now) }

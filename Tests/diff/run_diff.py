@@ -64,9 +64,7 @@ KNOWN_DIFFERENCES = {
     "select_masks": "urgent data: no except set (Linux read write except), no POLLPRI; [RST] mask without POLLERR",
     "accept_peer_rst_queued": "a connection reset while queued: Linux accepts it with POLLERR|POLLHUP (then getpeername ENOTCONN, SO_ERROR ECONNRESET, recv 0, send EPIPE, which ztap matches); ztap's accepted end lacks POLLERR (ztapd closed its copy of the app end at delivery, and only a byte unread in our end when it closes gives the app end ECONNRESET/POLLERR), or, when the RST is processed before ztapd takes the connection from NetStack's accept queue, the connection is gone (accept EAGAIN: NetStack drops a reset connection from its accept queue; Linux keeps it there and accept returns it). Branch diff-cases2-wip-accept-rst fixes the first part",
     "listen_shutdown": "shutdown(SHUT_RD) on a listener: Linux stops listening (mask POLLOUT|POLLHUP, SO_ACCEPTCONN 0, listen again 0); ztap's SHUT_RD is native on the accept channel (mask POLLIN|POLLRDHUP|POLLHUP, SO_ACCEPTCONN 1) and ztapd drops the listener at the hang-up (listen again -1 ENOTSOCK). Architectural for the mask: the socket would have to become an unconnected one (Linux: POLLOUT|POLLHUP), but a ztap socket's fd is a unix socket connected to ztapd (the connection is how ztapd sees the app's close), and a connected unix socket shows POLLHUP only with POLLIN|POLLRDHUP (sk_shutdown == SHUTDOWN_MASK); only an unconnected one shows POLLOUT|POLLHUP, and ztapd cannot see its close. (Stopping the listener, SO_ACCEPTCONN 0 and listen again could be done with a new data socketpair; the mask would still differ.)",
-    "opt_so_sndbuf": "connected socket: Linux 69120 = 3 (this host's default congestion control BBR) x 10 segments x 2304 (tcp_sndbuf_expand); ztap 46080, Linux's figure with CUBIC/Reno (factor 2), the only congestion controls NetStack has (see opt_tcp_congestion)",
     "tcp_urgent_data": "urgent data: Linux POLLPRI, recv stops at the mark (\"ab\"), SIOCATMARK 1, MSG_OOB gives \"c\"; ztap no POLLPRI, recv \"abc\", at mark 0, MSG_OOB EINVAL",
-    "opt_tcp_congestion": "the default is not the namespace's net.ipv4.tcp_congestion_control (ztap: cubic)",
     "opt_so_rcvlowat": "SO_RCVLOWAT 5 with 2 bytes queued: Linux poll POLLOUT, ztap POLLIN|POLLOUT (the app end's poll is the kernel's unix socket)",
     "shutdown_rd": "data that arrives after SHUT_RD: Linux recv returns it (\"abc\"), ztap 0 (the SHUT_RD is native on the app end: ztapd can no longer write to it and drops what arrives)",
     "peer_close": "writing after the peer's FIN provokes an RST: Linux POLLERR|POLLHUP, SO_ERROR EPIPE, sends EPIPE, getpeername ENOTCONN; ztap no POLLHUP, SO_ERROR ECONNRESET, sends 1, getpeername PEER",
@@ -86,8 +84,10 @@ KNOWN_DIFFERENCES_BY_MODE = {"preload": KNOWN_DIFFERENCES}
 
 # Host settings the reference depends on, pinned to Linux's defaults in every namespace here so
 # the reference transcript is the same on any host (the host may use bbr, another port range).
-# (tcp_congestion_control cannot be pinned: outside the initial namespace only the host's
-# tcp_allowed_congestion_control may become the default; opt_tcp_congestion compares with it.)
+# The congestion control is reno, not Linux's cubic: outside the initial namespace only what the
+# host's tcp_allowed_congestion_control lists may become the default, and reno always is. ztapd
+# takes its namespace's default as the kernel's sockets do (opt_tcp_congestion), and the send
+# buffer Linux reports depends on it (opt_so_sndbuf: bbr triples the segments, cubic/reno double).
 SYSCTLS = {
     "net.ipv4.ip_local_port_range": "32768 60999",
     "net.ipv4.tcp_timestamps": "1",
@@ -95,6 +95,7 @@ SYSCTLS = {
     "net.ipv4.tcp_window_scaling": "1",
     "net.ipv4.tcp_ecn": "2",
     "net.ipv4.tcp_syn_retries": "6",
+    "net.ipv4.tcp_congestion_control": "reno",
     "net.ipv4.tcp_rmem": "4096 131072 6291456",   # the window scale Linux offers comes from its max
     "net.ipv4.tcp_wmem": "4096 16384 4194304",
     "net.ipv4.icmp_ratelimit": "0",      # every ICMP port unreachable is sent
