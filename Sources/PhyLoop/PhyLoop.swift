@@ -146,6 +146,9 @@ public final class PhyLoop<Handler: PhySocketHandler> {
     private var lastActivity: UInt64 = 0
     /// Polls that spun (`busyPollNanos`), and those of them that found events without sleeping.
     public private(set) var busyPolls: UInt64 = 0
+    /// epoll_waits that returned: a socket emptied since the current one returned holds none
+    /// of the bytes its (level-triggered) readiness in this turn was reported for.
+    public private(set) var polls: UInt64 = 0
     public private(set) var busyPollHits: UInt64 = 0
     static var pauseRetryNs: UInt64 { 1_000_000_000 }
 
@@ -325,6 +328,7 @@ public final class PhyLoop<Handler: PhySocketHandler> {
             throw Errno(rawValue: errno)
         }
         if n > 0 && busyPollNanos > 0 { lastActivity = Sys.monotonicNanoseconds() }
+        polls &+= 1
         inPoll = true
         defer {
             inPoll = false

@@ -14,6 +14,7 @@ final class HeldEnds: SocketLoop {
     init(_ base: any SocketLoop) { self.base = base }
 
     var sys: Sys { base.sys }
+    var polls: UInt64 { base.polls }
 
     /// Whether ztapd holds a socket with this identity.
     func holds(_ key: FDKey) -> Bool { held[key] != nil }

@@ -350,16 +350,19 @@ final class InterceptHub {
     /// counted like a reply.
     private func applyUnanswered(_ request: RPCRequest, _ call: RPCCall) {
         let c: Connection, r: SocketOptionRecord
+        var written: UInt64 = 0
         switch request {
         case .setsockopt(let x):
             guard case .tcp(let t) = target(call) else { return }
             (c, r) = (t, x)
-        case .setsockoptByRef(let x, let ref):
+        case .setsockoptByRef(let x, let ref, let stamp):
             guard call.fds.isEmpty, let t = tcp.lookup(ref) else { return }
-            (c, r) = (t, x)
+            (c, r, written) = (t, x, stamp)
         default:
             return
         }
+        tcp.oneWayWritten = written
+        defer { tcp.oneWayWritten = 0 }
         let failed: Bool
         switch tcp.setsockopt(call, c, r) {
         case .fail: failed = true
@@ -575,7 +578,7 @@ final class InterceptHub {
     func readable(_ socket: LoopSocket) {
         switch socket.context {
         case .rpc(let peer): readRPC(socket, peer)
-        case .tcp(let c): tcp.pumpIn(c)
+        case .tcp(let c): tcp.readable(c)
         case .acceptChannel: break   // never read (plugged by the library); its close is a hang-up
         case .udp(let u): udp.readable(u, socket)
         case .tap, .rpcListener, .capture: break

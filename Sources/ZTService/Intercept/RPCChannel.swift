@@ -12,6 +12,8 @@ import Glibc
 /// of their own).
 protocol SocketLoop: AnyObject {
     var sys: Sys { get }
+    /// The loop's count of returned epoll_waits (PhyLoop.polls).
+    var polls: UInt64 { get }
     func add(fd: Int32, kind: PhySocketKind, context: LoopContext, ownsFD: Bool, readable: Bool,
              writable: Bool) throws(Errno) -> LoopSocket
     func close(_ socket: LoopSocket)

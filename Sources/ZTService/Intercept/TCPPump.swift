@@ -32,6 +32,15 @@ extension TCPBridge {
     /// Reads after a short read that found nothing (EAGAIN) before a connection stops making them.
     static var readOnLimit: UInt8 { 4 }
 
+    /// The app's socket is readable (the loop's readiness). A socket emptied since the epoll_wait
+    /// that reported it returned holds nothing of what was reported (it would read EAGAIN: nginx
+    /// corks around each response, and the cork's one-way message takes the response first),
+    /// unless the app shut its writing or hung up, which a read must see.
+    func readable(_ c: Connection) {
+        if c.drainedInPoll == loop.polls, let d = c.data, !d.peerShutWrite, !d.hungUp { return }
+        pumpIn(c)
+    }
+
     /// App -> stack: recvmsg from the daemon end straight into the send buffer's free regions.
     func pumpIn(_ c: Connection) {
         guard let d = c.data, !d.isClosed else { return }
@@ -46,6 +55,8 @@ extension TCPBridge {
         }
         guard let tx = stack.tcp.sendBuffer(h) else { drainDiscard(c, d); return }
         var readingOn = false
+        // When these reads began: if they empty the socket, every byte written before is taken.
+        let began = Sys.monotonicNanoseconds()
         while true {
             var (a, b) = tx.freeRegions()
             // TCP_NOTSENT_LOWAT: take no more than the mark allows unsent, so the app's end
@@ -87,11 +98,15 @@ extension TCPBridge {
                     // at short reads and saves the read that says EAGAIN.
                     readingOn = n < a.count + b.count
                     if readingOn && !d.peerShutWrite && c.emptyReadOns >= Self.readOnLimit {
+                        c.drainedAt = began
+                        c.drainedInPoll = loop.polls
                         resumeReading(c, d)
                         return
                     }
                 case .wouldBlock:
                     if readingOn && c.emptyReadOns < Self.readOnLimit { c.emptyReadOns &+= 1 }
+                    c.drainedAt = began
+                    c.drainedInPoll = loop.polls
                     resumeReading(c, d)
                     return
                 }
