@@ -28,7 +28,6 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
-#include <time.h>
 #include <netinet/tcp.h>
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
@@ -370,17 +369,11 @@ int zti_sockopt_rpc(int fd, const struct zti_ent *e, int level, int name, const 
     if ((flags & ZTI_RPC_NOREPLY) && e && e->secret != 0 && n <= sizeof rq.o.value) {
         /* The reference follows the option; without the channel, the request below passes the fd. */
         struct ztrpc_sockref ref = { .dev = e->dev, .ino = e->ino, .secret = e->secret };
-        /* The stamp: the app's earlier writes have returned, so their bytes are in the socket
-         * now; ztapd skips its read for them if one that began later found the socket empty. */
-        struct timespec ts;
-        uint64_t stamp = clock_gettime(CLOCK_MONOTONIC, &ts) == 0
-                             ? (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec : 0;
         memcpy(rq.more, &ref, sizeof ref);
-        memcpy(rq.more + sizeof ref, &stamp, sizeof stamp);
-        if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, (uint32_t)(sizeof rq.o + sizeof ref + sizeof stamp), NULL, 0, &rep,
-                    NULL, 0, 0, flags | ZTI_RPC_CHANNEL_ONLY, &rerr) == 0)
+        if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, (uint32_t)(sizeof rq.o + sizeof ref), NULL, 0, &rep, NULL, 0, 0,
+                    flags | ZTI_RPC_CHANNEL_ONLY, &rerr) == 0)
             return 0;
-        memset(rq.more, 0, sizeof ref + sizeof stamp);
+        memset(rq.more, 0, sizeof ref);
     }
     if (zti_rpc(ZTRPC_OP_SETSOCKOPT, &rq, blen, &fd, 1, &rep, NULL, 0, 10 * 1000, flags, &rerr) < 0) {
         *err = rerr;

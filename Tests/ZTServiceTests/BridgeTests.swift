@@ -615,67 +615,18 @@ import Testing
     }
 
     /// A one-way option naming its socket by reference (ztrpc.h "References"): no fd travels.
-    /// `stamp`: the library's CLOCK_MONOTONIC stamp after the reference (nil: none, 56 bytes).
-    func sendByReference(_ rig: Rig, on channel: Int32, name: Int32, value: Int32, ref: ztrpc_sockref,
-                         stamp: UInt64? = nil) {
-        struct Body { var so = ztrpc_sockopt(); var ref = ztrpc_sockref(); var stamp: UInt64 = 0 }
+    func sendByReference(_ rig: Rig, on channel: Int32, name: Int32, value: Int32, ref: ztrpc_sockref) {
+        struct Body { var so = ztrpc_sockopt(); var ref = ztrpc_sockref() }
         var b = Body()
         b.so.level = Int32(IPPROTO_TCP); b.so.name = name; b.so.optlen = 4
         withUnsafeMutableBytes(of: &b.so.value) { $0.storeBytes(of: value, as: Int32.self) }
         b.ref = ref
-        b.stamp = stamp ?? 0
-        let size = RPCCodec.sockoptSize + RPCCodec.sockrefSize + (stamp == nil ? 0 : 8)
-        #expect(MemoryLayout<Body>.size == RPCCodec.sockoptSize + RPCCodec.sockrefSize + 8)
+        #expect(MemoryLayout<Body>.size == RPCCodec.sockoptSize + RPCCodec.sockrefSize)
         var msg = [UInt8](repeating: 0, count: 256)
         let n = msg.withUnsafeMutableBytes { m in
-            withUnsafeBytes(of: &b) {
-                RPCCodec.encodeRequest(op: ZTRPC_OP_SETSOCKOPT | ZTRPC_OP_NOREPLY, id: 1,
-                                       body: UnsafeRawBufferPointer(rebasing: $0[0..<size]), into: m)
-            }
+            withUnsafeBytes(of: &b) { RPCCodec.encodeRequest(op: ZTRPC_OP_SETSOCKOPT | ZTRPC_OP_NOREPLY, id: 1, body: $0, into: m) }
         }
         #expect(msg.withUnsafeBytes { Glibc.send(channel, $0.baseAddress, n, 0) } == n)
-    }
-
-    @Test func aStampedToggleSkipsTheReadALaterEmptyingReadMade() throws {
-        let rig = try Rig()
-        let (app, key, c) = try connectedApp(rig)
-        defer { Glibc.close(app) }
-        let end = try #require(c.data?.fd)
-        let h = try #require(c.handle)
-        c.emptyReadOns = TCPBridge.readOnLimit   // settled: a short read ends a pump
-        let ch = sendUnanswered(rig, app, name: TCP_NODELAY, value: 1)
-        defer { Glibc.close(ch) }
-        let applied = { rig.hub.replier.counters.requests[RPCCounters.index(ZTRPC_OP_SETSOCKOPT)] }
-        #expect(rig.run(limit: 200) { applied() == 1 })
-        let ref = ztrpc_sockref(dev: key.dev, ino: key.ino, secret: c.secret)
-        // Stamped, then written and read (the read began after the stamp and emptied the
-        // socket): the option needs no read of its own.
-        let early = Sys.monotonicNanoseconds()
-        Rig.writeAll(app, [UInt8](repeating: 0x41, count: 100))
-        #expect(rig.run(limit: 200) { c.bytesOut == 100 })
-        rig.settle(3)
-        #expect(c.drainedAt > early)
-        var reads = rig.faults.recvmsgCount(end)
-        sendByReference(rig, on: ch, name: TCP_CORK, value: 1, ref: ref, stamp: early)
-        #expect(rig.run(limit: 200) { applied() == 2 })
-        rig.settle(3)
-        #expect(rig.faults.recvmsgCount(end) - reads == 0)
-        #expect(tcpOption(rig, app, TCP_CORK) == 1)
-        // Without a stamp (an older library), or stamped after the last emptying read: it reads.
-        reads = rig.faults.recvmsgCount(end)
-        sendByReference(rig, on: ch, name: TCP_CORK, value: 0, ref: ref)
-        #expect(rig.run(limit: 200) { applied() == 3 })
-        rig.settle(3)
-        #expect(rig.faults.recvmsgCount(end) - reads == 1)
-        // Bytes written before a stamped cork go out under the old setting, uncorked, although
-        // no readiness of the socket was seen before the option (both wait in the same turn).
-        Rig.writeAll(app, [UInt8](repeating: 0x42, count: 50))
-        sendByReference(rig, on: ch, name: TCP_CORK, value: 1, ref: ref, stamp: Sys.monotonicNanoseconds())
-        #expect(rig.run(limit: 200) { applied() == 4 })
-        rig.settle(5)
-        #expect(c.bytesOut == 150)
-        #expect(rig.hub.tcp.stack?.tcp.info(h)?.notSentBytes == 0, "the 50 bytes were not held by the cork")
-        #expect(tcpOption(rig, app, TCP_CORK) == 1)
     }
 
     @Test func aOneWayOptionNamesItsSocketByIdentityAndSecret() throws {

@@ -418,15 +418,9 @@ class Fake:
         return False
 
     def dispatch(self, op, body, fds, entry):
-        if not fds and entry.get("oneway") and op == OP_SETSOCKOPT and len(body) in (32 + 24, 32 + 24 + 8):
-            # By reference (ztrpc.h "References"): identity and secret must both match. The
-            # library stamps it (CLOCK_MONOTONIC after the app's earlier writes): no later than now.
+        if not fds and entry.get("oneway") and op == OP_SETSOCKOPT and len(body) == 32 + 24:
+            # By reference (ztrpc.h "References"): identity and secret must both match.
             dev, ino, secret = struct.unpack_from("<QQQ", body, 32)
-            if len(body) == 32 + 24 + 8:
-                stamp = struct.unpack_from("<Q", body, 56)[0]
-                entry["stamp"] = stamp
-                if not 0 < stamp <= time.clock_gettime_ns(time.CLOCK_MONOTONIC):
-                    entry["protocol_error"] = "stamp not CLOCK_MONOTONIC"
             so = self.socks.get((dev, ino))
             entry["by_reference"] = True
             if so is None or secret == 0 or so.secret != secret:

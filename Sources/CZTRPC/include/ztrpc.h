@@ -195,11 +195,7 @@ extern "C" {
  *   the bytes the app wrote first go out under the old setting, as they would on Linux. Any other
  *   request with the bit set is dropped unanswered. Such a request may come without fds when its
  *   optlen is at most 16 and a struct ztrpc_sockref follows the ztrpc_sockopt (body 56 bytes):
- *   it names the socket (see "References"). A uint64_t may follow the reference (body 64 bytes):
- *   CLOCK_MONOTONIC in ns, read by the library after the app's earlier writes had returned, so
- *   every byte they wrote was in the socket by then. A read of the socket that began later and
- *   found it empty has taken them all, and ztapd does not read again for this option (without
- *   the stamp, or with 0, it always reads). */
+ *   it names the socket (see "References"). */
 #define ZTRPC_OP_NOREPLY ((uint16_t)0x8000)
 /* ZTRPC_OP_KEEP on any answered op: the connection stays open for further requests after the
  *   reply (a session; see "Channels" above). The reply's op is the op without the bit. */

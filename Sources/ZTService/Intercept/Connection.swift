@@ -117,10 +117,8 @@ final class Connection {
     var pumpedInBatch: UInt64 = 0
     /// Reads after a short read that found the app's socket empty (`TCPBridge.readOnLimit`).
     var emptyReadOns: UInt8 = 0
-    /// CLOCK_MONOTONIC ns at which the last reads that emptied the app's socket began (0:
-    /// never): a one-way option stamped earlier needs no read of its own (TCPBridgeOptions).
-    var drainedAt: UInt64 = 0
-    /// `SocketLoop.polls` when that was: a readiness reported by the same epoll_wait is stale.
+    /// `SocketLoop.polls` when reads last emptied the app's socket: a readiness reported by
+    /// that same epoll_wait is stale (`TCPBridge.readable`).
     var drainedInPoll: UInt64 = 0
     /// Made by ztctl run's seccomp supervisor (ZTRPC_F_SECCOMP) rather than the LD_PRELOAD library.
     var seccomp = false

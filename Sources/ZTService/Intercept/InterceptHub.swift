@@ -350,19 +350,16 @@ final class InterceptHub {
     /// counted like a reply.
     private func applyUnanswered(_ request: RPCRequest, _ call: RPCCall) {
         let c: Connection, r: SocketOptionRecord
-        var written: UInt64 = 0
         switch request {
         case .setsockopt(let x):
             guard case .tcp(let t) = target(call) else { return }
             (c, r) = (t, x)
-        case .setsockoptByRef(let x, let ref, let stamp):
+        case .setsockoptByRef(let x, let ref):
             guard call.fds.isEmpty, let t = tcp.lookup(ref) else { return }
-            (c, r, written) = (t, x, stamp)
+            (c, r) = (t, x)
         default:
             return
         }
-        tcp.oneWayWritten = written
-        defer { tcp.oneWayWritten = 0 }
         let failed: Bool
         switch tcp.setsockopt(call, c, r) {
         case .fail: failed = true

@@ -30,8 +30,7 @@ enum RPCRequest {
     case setsockopt(SocketOptionRecord)
     /// A one-way SETSOCKOPT that names its socket by reference instead of an fd (ztrpc.h
     /// "References"); decoded only with ZTRPC_OP_NOREPLY.
-    /// `written`: the library's CLOCK_MONOTONIC stamp (ztrpc.h NOREPLY), 0 if none.
-    case setsockoptByRef(SocketOptionRecord, ztrpc_sockref, written: UInt64)
+    case setsockoptByRef(SocketOptionRecord, ztrpc_sockref)
     case getname
     /// An op this daemon does not know (answered EOPNOTSUPP).
     case unknown(UInt16)
@@ -44,7 +43,7 @@ enum RPCRequest {
     var mayGoUnanswered: Bool {
         let r: SocketOptionRecord
         switch self {
-        case .setsockopt(let x), .setsockoptByRef(let x, _, _): r = x
+        case .setsockopt(let x), .setsockoptByRef(let x, _): r = x
         default: return false
         }
         return r.level == Int32(IPPROTO_TCP) && r.optlen >= 4 &&
@@ -151,12 +150,9 @@ enum RPCCodec {
             let so = Wire.body(ztrpc_sockopt.self, from: body, zero: ztrpc_sockopt())
             let extra = body.count > sockoptSize ? UnsafeRawBufferPointer(rebasing: body[sockoptSize...])
                                                  : UnsafeRawBufferPointer(start: nil, count: 0)
-            if noReply, body.count == sockoptSize + sockrefSize || body.count == sockoptSize + sockrefSize + 8,
-               so.optlen <= 16 {
+            if noReply, body.count == sockoptSize + sockrefSize, so.optlen <= 16 {
                 let ref = UnsafeRawBufferPointer(rebasing: body[sockoptSize...]).loadUnaligned(as: ztrpc_sockref.self)
-                let stamp = body.count == sockoptSize + sockrefSize ? 0
-                    : UnsafeRawBufferPointer(rebasing: body[(sockoptSize + sockrefSize)...]).loadUnaligned(as: UInt64.self)
-                request = .setsockoptByRef(SocketOptionRecord(so), ref, written: stamp)
+                request = .setsockoptByRef(SocketOptionRecord(so), ref)
             } else {
                 request = .setsockopt(SocketOptionRecord(so, extra: extra))
             }

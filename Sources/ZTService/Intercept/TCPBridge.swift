@@ -46,9 +46,6 @@ final class TCPBridge {
     private var batches: UInt64 = 0
     func beginOneWayBatch() { batches &+= 1; oneWayBatch = batches }
     func endOneWayBatch() { oneWayBatch = 0 }
-    /// The stamp of the one-way option being applied (ztrpc.h NOREPLY; 0: none): its app's
-    /// earlier bytes were all in the socket by then.
-    var oneWayWritten: UInt64 = 0
 
     init(loop: any SocketLoop, driver: StackDriver, replier: RPCReplier, logger: Logger, network: String,
          gate: BudgetGate) {

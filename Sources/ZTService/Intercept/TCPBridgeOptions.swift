@@ -88,14 +88,10 @@ extension TCPBridge {
             // (rings, port options), so they skip the general path below and its copies.
             guard r.optlen >= 4 else { return .fail(EINVAL, .none) }
             if r.name != SocketOptionMap.TCP_QUICKACK, case .connected = c.phase,
-               oneWayBatch == 0 || c.pumpedInBatch != oneWayBatch,
-               oneWayWritten == 0 || c.drainedAt <= oneWayWritten {
+               oneWayBatch == 0 || c.pumpedInBatch != oneWayBatch {
                 // What the app wrote before this call is already in its socket: take it first,
                 // so those bytes go out under the old setting, as on Linux (where write() had
-                // queued them before setsockopt ran). Once per one-way batch (`oneWayBatch`),
-                // and not at all when a read that began after the library's stamp emptied the
-                // socket (`drainedAt`): those bytes were taken then (nginx's cork around each
-                // response saves a read that says EAGAIN).
+                // queued them before setsockopt ran). Once per one-way batch (`oneWayBatch`).
                 c.pumpedInBatch = oneWayBatch
                 pumpIn(c)
             }

@@ -55,8 +55,6 @@ extension TCPBridge {
         }
         guard let tx = stack.tcp.sendBuffer(h) else { drainDiscard(c, d); return }
         var readingOn = false
-        // When these reads began: if they empty the socket, every byte written before is taken.
-        let began = Sys.monotonicNanoseconds()
         while true {
             var (a, b) = tx.freeRegions()
             // TCP_NOTSENT_LOWAT: take no more than the mark allows unsent, so the app's end
@@ -98,14 +96,12 @@ extension TCPBridge {
                     // at short reads and saves the read that says EAGAIN.
                     readingOn = n < a.count + b.count
                     if readingOn && !d.peerShutWrite && c.emptyReadOns >= Self.readOnLimit {
-                        c.drainedAt = began
                         c.drainedInPoll = loop.polls
                         resumeReading(c, d)
                         return
                     }
                 case .wouldBlock:
                     if readingOn && c.emptyReadOns < Self.readOnLimit { c.emptyReadOns &+= 1 }
-                    c.drainedAt = began
                     c.drainedInPoll = loop.polls
                     resumeReading(c, d)
                     return
