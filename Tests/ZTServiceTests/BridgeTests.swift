@@ -539,19 +539,25 @@ import Testing
         #expect(c.emptyReadOns == TCPBridge.readOnLimit)
     }
 
-    @Test func aBatchOfTogglesReadsWhatTheAppWroteOnce() throws {
-        let rig = try Rig()
+    /// A connection past its first writes (readOnSettlesAfter...: a short read ends a pump) with
+    /// the process's one-way channel open (one option applied); `applied` counts the options.
+    func settledWithChannel(_ rig: Rig) throws -> (app: Int32, c: Connection, end: Int32, ch: Int32,
+                                                   applied: () -> Int) {
         let (app, _, c) = try connectedApp(rig)
-        defer { Glibc.close(app) }
         let end = try #require(c.data?.fd)
-        let h = try #require(c.handle)
-        // A connection past its first writes (readOnSettlesAfter...): a short read ends a pump.
         c.emptyReadOns = TCPBridge.readOnLimit
         let ch = sendUnanswered(rig, app, name: TCP_NODELAY, value: 1)
-        defer { Glibc.close(ch) }
-        let applied = { rig.hub.replier.counters.requests[RPCCounters.index(ZTRPC_OP_SETSOCKOPT)] }
+        let applied = { Int(rig.hub.replier.counters.requests[RPCCounters.index(ZTRPC_OP_SETSOCKOPT)]) }
         #expect(rig.run(limit: 200) { applied() == 1 })
         rig.settle(5)
+        return (app, c, end, ch, applied)
+    }
+
+    @Test func aBatchOfTogglesReadsWhatTheAppWroteOnce() throws {
+        let rig = try Rig()
+        let (app, c, end, ch, applied) = try settledWithChannel(rig)
+        defer { Glibc.close(app); Glibc.close(ch) }
+        let h = try #require(c.handle)
         // Written and toggled four times with nothing stepped in between: the daemon takes the
         // four toggles as one batch, and the bytes before them in one read.
         let reads = rig.faults.recvmsgCount(end)
@@ -572,15 +578,8 @@ import Testing
 
     @Test func aReadinessReportedBeforeTheSocketWasEmptiedReadsNothing() throws {
         let rig = try Rig()
-        let (app, _, c) = try connectedApp(rig)
-        defer { Glibc.close(app) }
-        let end = try #require(c.data?.fd)
-        c.emptyReadOns = TCPBridge.readOnLimit
-        let ch = sendUnanswered(rig, app, name: TCP_NODELAY, value: 1)
-        defer { Glibc.close(ch) }
-        let applied = { rig.hub.replier.counters.requests[RPCCounters.index(ZTRPC_OP_SETSOCKOPT)] }
-        #expect(rig.run(limit: 200) { applied() == 1 })
-        rig.settle(5)
+        let (app, c, end, ch, applied) = try settledWithChannel(rig)
+        defer { Glibc.close(app); Glibc.close(ch) }
         // The channel turns readable first, the app's socket second: one epoll_wait reports
         // both, the option's read takes the bytes, and the socket's readiness, reported before
         // that read emptied it, makes no read of its own (it would say EAGAIN).

@@ -3,30 +3,55 @@ import NetStack
 import Testing
 @testable import ZTService
 
+/// A file standing in for one of /proc/sys's (the caller removes it).
+private func sysctlFile(_ text: String) throws -> String {
+    let path = NSTemporaryDirectory() + "ztap-sysctl-\(UUID().uuidString)"
+    try text.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+/// ztapd's stacks take the ephemeral range of its network namespace, as the kernel's sockets do.
+@Suite struct EphemeralRangeTests {
+
+    @Test func readFromProcFormat() throws {
+        let p = try sysctlFile("40000\t40999\n")
+        defer { try? FileManager.default.removeItem(atPath: p) }
+        #expect(NetStackDriver.systemEphemeralPorts(path: p) == 40000...40999)
+    }
+
+    @Test func unreadableOrMalformedFallsBackToTheDefault() throws {
+        #expect(NetStackDriver.systemEphemeralPorts(path: "/nonexistent/ip_local_port_range") == nil)
+        let p = try sysctlFile("60999 32768\n")
+        defer { try? FileManager.default.removeItem(atPath: p) }
+        #expect(NetStackDriver.systemEphemeralPorts(path: p) == nil)
+    }
+
+    @Test func thisNamespacesRangeIsReadable() {
+        // Linux always has the file; its range is what a fresh stack uses.
+        let r = NetStackDriver.systemEphemeralPorts()
+        #expect(r != nil)
+        #expect(r.map { $0.lowerBound > 0 && $0.lowerBound <= $0.upperBound } ?? false)
+    }
+}
+
 /// ztapd's stacks take the default congestion control of its network namespace
 /// (net.ipv4.tcp_congestion_control) when the stack has it, as the kernel's sockets there do.
 /// Tests/diff's opt_tcp_congestion checks the whole path against Linux with the sysctl at reno.
 @Suite struct CongestionDefaultTests {
-    func write(_ text: String) throws -> String {
-        let path = NSTemporaryDirectory() + "ztap-cc-\(UUID().uuidString)"
-        try text.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
-    }
-
     @Test func theStacksAlgorithmsAreTaken() throws {
         for (text, want) in [("cubic\n", CongestionControl.cubic), ("reno\n", .newReno), ("reno", .newReno)] {
-            let p = try write(text)
+            let p = try sysctlFile(text)
             defer { try? FileManager.default.removeItem(atPath: p) }
             #expect(NetStackDriver.systemCongestionControl(path: p) == .stack(want))
         }
     }
 
     @Test func othersAreNamedAndKeepCubic() throws {
-        let p = try write("bbr\n")
+        let p = try sysctlFile("bbr\n")
         defer { try? FileManager.default.removeItem(atPath: p) }
         #expect(NetStackDriver.systemCongestionControl(path: p) == .unsupported("bbr"))
         #expect(NetStackDriver.systemCongestionControl(path: "/nonexistent/tcp_congestion_control") == .unreadable)
-        let e = try write("\n")
+        let e = try sysctlFile("\n")
         defer { try? FileManager.default.removeItem(atPath: e) }
         #expect(NetStackDriver.systemCongestionControl(path: e) == .unreadable)
     }
