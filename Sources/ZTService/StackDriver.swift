@@ -138,19 +138,23 @@ final class NetStackDriver: StackDriver {
         // ISNs, ephemeral ports and SYN-cookie secrets must be unpredictable: seed from the OS.
         var system = SystemRandomNumberGenerator()
         random = XorShiftRandom(seed: system.next())
-        stack = NetStackDriver.makeStack(settings, sink: sink, random: &random)
-        if case .unsupported(let name) = NetStackDriver.systemCongestionControl() {
+        let congestion = NetStackDriver.systemCongestionControl()
+        stack = NetStackDriver.makeStack(settings, sink: sink, random: &random, congestion: congestion)
+        if case .unsupported(let name) = congestion {
             logger.notice("this namespace's default congestion control is not in the stack: its TCP uses cubic",
                           metadata: ["net.ipv4.tcp_congestion_control": "\(name)"])
         }
     }
 
-    static func makeStack(_ s: StackSettings, sink: TapSink, random: inout XorShiftRandom) -> NetStack {
+    /// `congestion`: the namespace's default (`systemCongestionControl`), which the stack takes
+    /// when it has that algorithm.
+    static func makeStack(_ s: StackSettings, sink: TapSink, random: inout XorShiftRandom,
+                          congestion: SystemCongestion) -> NetStack {
         var tcp = TCPConfig()
         tcp.receiveBufferSize = s.tcpReceiveBuffer
         tcp.sendBufferSize = s.tcpSendBuffer
         tcp.maxConnections = s.maxConnections
-        if case .stack(let cc) = systemCongestionControl() { tcp.congestionControl = cc }
+        if case .stack(let cc) = congestion { tcp.congestionControl = cc }
         let services = Set(s.services.compactMap(DiagnosticService.init(rawValue:)))
         var config = StackConfig(mac: s.stackMAC, mtu: s.mtu, addresses: s.addresses, gateway: s.gateway,
                                  tcp: tcp, services: services)
@@ -203,7 +207,8 @@ final class NetStackDriver: StackDriver {
             || old.gateway != new.gateway || old.stackMAC != new.stackMAC {
             // These shape the stack itself: start a fresh one (its connections are reset).
             logger.info("stack restarted for new settings", metadata: ["connections": "\(stack.tcp.connectionCount)"])
-            stack = NetStackDriver.makeStack(new, sink: sink, random: &random)
+            stack = NetStackDriver.makeStack(new, sink: sink, random: &random,
+                                             congestion: NetStackDriver.systemCongestionControl())
             stack.up(now: now)
             onStackReplaced?()
             return

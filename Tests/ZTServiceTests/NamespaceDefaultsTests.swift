@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NetStack
 import Testing
 @testable import ZTService
@@ -56,19 +57,26 @@ private func sysctlFile(_ text: String) throws -> String {
         #expect(NetStackDriver.systemCongestionControl(path: e) == .unreadable)
     }
 
-    @Test func aStackUsesThisNamespacesDefault() {
-        // Whatever this namespace says: the stack's default is that algorithm when the stack
-        // has it, else cubic.
-        let want: CongestionControl
-        if case .stack(let cc) = NetStackDriver.systemCongestionControl() { want = cc } else { want = .cubic }
-        var random = XorShiftRandom(seed: 7)
+    @Test func aStackTakesTheDefaultItHas() {
         let settings = StackSettings(stackMAC: MACAddress(0x02, 0, 0, 0, 0, 2), mtu: 1500,
                                      addresses: [IPv4CIDR(address: IPv4Address(10, 0, 0, 2), prefixLength: 24)],
                                      gateway: nil, services: [], tcpReceiveBuffer: 256 << 10,
                                      tcpSendBuffer: 256 << 10, maxConnections: 16)
-        // Nothing is sent: the device is never written to.
-        let stack = NetStackDriver.makeStack(settings, sink: TapSink(device: PairDevice(fd: -1, offloads: [])),
-                                             random: &random)
-        #expect(stack.tcp.config.congestionControl == want)
+        let cases: [(NetStackDriver.SystemCongestion, CongestionControl)] = [
+            (.stack(.newReno), .newReno), (.stack(.cubic), .cubic), (.unsupported("bbr"), .cubic), (.unreadable, .cubic),
+        ]
+        for (system, want) in cases {
+            var random = XorShiftRandom(seed: 7)
+            // Nothing is sent: the device is never written to.
+            let stack = NetStackDriver.makeStack(settings, sink: TapSink(device: PairDevice(fd: -1, offloads: [])),
+                                                 random: &random, congestion: system)
+            #expect(stack.tcp.config.congestionControl == want, "\(system)")
+        }
+        // A driver reads this namespace's.
+        let expected: CongestionControl
+        if case .stack(let cc) = NetStackDriver.systemCongestionControl() { expected = cc } else { expected = .cubic }
+        let driver = NetStackDriver(settings: settings, sink: TapSink(device: PairDevice(fd: -1, offloads: [])),
+                                    logger: Logger(label: "test"))
+        #expect(driver.netStack?.tcp.config.congestionControl == expected)
     }
 }

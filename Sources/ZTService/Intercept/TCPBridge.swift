@@ -150,11 +150,12 @@ final class TCPBridge {
                  preOptions: [SocketOptionRecord] = []) -> RPCOutcome {
         var newFD = newSocket?.fd ?? -1
         let nonblocking = sr.flags & ZTRPC_F_NONBLOCK != 0
+        let now = Self.now()   // one clock read for the whole request
         // A plugged app end (ztrpc.h, CONNECT): ours until the outcome, unplugged on any answer
         // that starts no handshake.
         var plug: Plug?
         if sr.filler > 0, let appEnd = call.take(0) {
-            plug = Plug(appEnd: appEnd, filler: Int(sr.filler), sndbuf: sr.sndbuf, since: Self.now())
+            plug = Plug(appEnd: appEnd, filler: Int(sr.filler), sndbuf: sr.sndbuf, since: now)
         }
         var existing: Connection?
         defer {
@@ -182,7 +183,7 @@ final class TCPBridge {
             // connect(AF_UNSPEC): drop the connection (RST), the socket becomes unconnected.
             if let h = c.handle, c.phase == .connecting || c.isConnected {
                 byHandle[h] = nil
-                stack.tcp.abort(h, now: Self.now())
+                stack.tcp.abort(h, now: now)
                 refundTuned(c)
                 c.handle = nil
                 c.phase = c.binding != nil ? .bound : .unbound
@@ -230,12 +231,12 @@ final class TCPBridge {
         do {
             let wildcard = IPEndpoint(c.family == AF_INET6 ? IPAddress.v6Any : IPAddress.v4Any, 0)
             // Only a bound socket keeps its port (after connect(AF_UNSPEC) `local` is just a name).
-            h = try stack.tcpConnect(local: c.binding != nil ? (c.local ?? wildcard) : wildcard, remote: dst, now: Self.now())
+            h = try stack.tcpConnect(local: c.binding != nil ? (c.local ?? wildcard) : wildcard, remote: dst, now: now)
         } catch {
             if newSocket != nil { refund(c) }
             return .fail(Wire.errno(error), .none)
         }
-        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o, now: Self.now()) }
+        for o in c.options.tcpOptions { try? stack.tcp.setOption(h, o, now: now) }
         attachRingBudget(stack)
         c.handle = h
         c.closedInfo = nil
@@ -251,7 +252,7 @@ final class TCPBridge {
                 c.data = try loop.add(fd: newFD, kind: .connected, context: .tcp(c), readable: false)
             } catch {
                 byHandle[h] = nil
-                stack.tcp.abort(h, now: Self.now())
+                stack.tcp.abort(h, now: now)
                 refund(c)
                 return .fail(error.rawValue, .none)
             }
@@ -260,7 +261,7 @@ final class TCPBridge {
         }
         // The plug makes POLLOUT wait for the outcome (also after an interrupted blocking connect).
         c.plug = plug
-        if plug != nil { plugOwners.add(c, now: Self.now()) }
+        if plug != nil { plugOwners.add(c, now: now) }
         plug = nil
         if nonblocking { return .fail(EINPROGRESS, .info(c.info)) }   // at once, like Linux
         wait(Waiter(socket: call.socket, header: call.header, connection: c), call.peer)
