@@ -180,12 +180,8 @@ final class NetStackDriver: StackDriver {
     static func systemCongestionControl(path: String = "/proc/sys/net/ipv4/tcp_congestion_control") -> SystemCongestion {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return .unreadable }
         let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        switch name {
-        case "cubic": return .stack(.cubic)
-        case "reno": return .stack(.newReno)
-        case "": return .unreadable
-        default: return .unsupported(name)
-        }
+        if name.isEmpty { return .unreadable }
+        return SocketOptionMap.congestion(named: name).map(SystemCongestion.stack) ?? .unsupported(name)
     }
 
     func start(now: Instant) { stack.up(now: now) }

@@ -29,8 +29,15 @@ extension SocketOptionMap {
     static let minMss: Int32 = 88, maxTCPWindow: Int32 = 32767, maxKeepIdle: Int32 = 32767, maxKeepCount: Int32 = 127
     static let maxSynCount: Int32 = 127, finTimeoutMax: Int32 = 120, rtoMaxSecs: Int64 = 120
 
-    /// The algorithms this stack has (Linux's names).
+    /// The algorithms this stack has (Linux's names), and back (nil: not in this stack).
     static func congestionName(_ a: CongestionControl) -> String { a == .cubic ? "cubic" : "reno" }
+    static func congestion(named n: String) -> CongestionControl? {
+        switch n {
+        case "cubic": .cubic
+        case "reno": .newReno
+        default: nil
+        }
+    }
 
     /// net.ipv4.tcp_allowed_congestion_control: what a process without CAP_NET_ADMIN may pick.
     static let allowedCongestion: Set<String> = {
@@ -171,12 +178,8 @@ extension SocketOptionMap {
         case TCP_CONGESTION:
             guard v.optlen >= 1 else { return fail(EINVAL) }
             let n = v.string(max: 15)
-            let algo: CongestionControl
-            switch n {
-            case "cubic": algo = .cubic
-            case "reno": algo = .newReno
-            default: return fail(ENOENT)   // bbr, vegas...: not in this stack, like an unloaded module
-            }
+            // bbr, vegas...: not in this stack, like an unloaded module.
+            guard let algo = congestion(named: n) else { return fail(ENOENT) }
             let isDefault = algo == c.tcpConfig.congestionControl
             guard isDefault || allowedCongestion.contains(n) || c.capable(.netAdmin) else { return fail(EPERM) }
             o.congestion = algo
