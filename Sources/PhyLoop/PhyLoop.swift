@@ -16,7 +16,9 @@ import Glibc
 //   epoll reports them and the socket wants them (`setNotifyReadable` / `setNotifyWritable`);
 //   `phyOnClose` exactly once for every socket that goes away, whether closed by `close(_:)`, by
 //   the peer (HUP/ERR seen while nobody reads) or by loop shutdown; `phyOnWake` after `wake()`;
-//   `phyOnTimer` when the deadline given to `poll` has passed.
+//   `phyOnTimer` when the deadline given to `poll` has passed; `phyOnIdle`, one unit of deferred
+//   work at a time, when `poll` found nothing ready and would wait (and the handler says it has
+//   some: `phyHasIdleWork`).
 // - Closing inside any callback is safe: `close(_:)` unregisters and closes the fd at once (so no
 //   further events arrive for it), marks the entry dead and defers the `phyOnClose` call and the
 //   slot's reuse to the end of the current pass. Stale epoll events are recognised by a
@@ -104,9 +106,18 @@ public protocol PhySocketHandler: AnyObject {
     /// of a new connection before later events of older ones (their order on the wire) reads it
     /// here rather than waiting for the next epoll turn.
     func phyOnAccepted(_ socket: PhySocket<Context>)
+    /// Whether the handler has deferred work for the loop's idle moments (`phyOnIdle`). Asked
+    /// each time `poll` would wait: keep it cheap.
+    var phyHasIdleWork: Bool { get }
+    /// One small unit of deferred work, done when `poll` found nothing ready and would wait (it
+    /// looks again before each further unit, so a unit delays an event by at most its own
+    /// length). Returns false when there was nothing left to do.
+    func phyOnIdle() -> Bool
 }
 
 extension PhySocketHandler {
+    public var phyHasIdleWork: Bool { false }
+    public func phyOnIdle() -> Bool { false }
     public func phyOnHangup(_ socket: PhySocket<Context>) {}
     public func phyOnAcceptAborted(_ context: Context) {}
     public func phyOnAcceptFailed(listener: PhySocket<Context>, errno: Int32, dropped: Bool) {}
@@ -305,7 +316,15 @@ public final class PhyLoop<Handler: PhySocketHandler> {
         }
         var n: Int32 = 0
         var waited = false
-        if busyPollNanos > 0 && timeout != 0 {
+        if timeout != 0 && handler.phyHasIdleWork {
+            // Nothing was due: deferred work now, a unit at a time, while nothing is ready.
+            repeat {
+                n = cshim_epoll_wait(epfd, events, Int32(eventCapacity), 0)
+                if n != 0 { waited = true; break }
+            } while handler.phyOnIdle()
+            if waited && n > 0 { lastActivity = Sys.monotonicNanoseconds() }
+        }
+        if busyPollNanos > 0 && timeout != 0 && !waited {
             let start = Sys.monotonicNanoseconds()
             if start &- lastActivity < busyPollNanos {
                 var until = lastActivity &+ busyPollNanos

@@ -215,6 +215,10 @@ final class NetworkLoop: PhySocketHandler {
                        metadata: ["network": "\(name)", "errno": "\(errno)", "suppressed": "\(suppressed)"])
     }
 
+    /// Idle moments make the socketpairs accepted connections will need (SparePairs.swift).
+    var phyHasIdleWork: Bool { hub?.tcp.spares.wantsMore ?? false }
+    func phyOnIdle() -> Bool { hub?.tcp.makeSpare() ?? false }
+
     func phyOnWake() {
         for command in inbox.drain() {
             switch command {

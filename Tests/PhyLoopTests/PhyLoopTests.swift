@@ -33,6 +33,17 @@ final class Recorder: PhySocketHandler {
     func phyOnAcceptFailed(listener: PhySocket<String>, errno: Int32, dropped: Bool) {
         log.append("acceptFailed:\(errno):\(dropped ? "dropped" : "paused")")
     }
+    /// Units of idle work left; `onIdle` runs in each.
+    var idleWork = 0
+    var onIdle: (() -> Void)?
+    var phyHasIdleWork: Bool { idleWork > 0 }
+    func phyOnIdle() -> Bool {
+        guard idleWork > 0 else { return false }
+        idleWork -= 1
+        log.append("idle")
+        onIdle?()
+        return true
+    }
 }
 
 func makePair() -> (Int32, Int32) {
@@ -367,4 +378,35 @@ private func watched(_ epfd: Int32) -> [Int32] {
     shutdown(b, Int32(SHUT_WR))
     try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
     #expect(s.peerShutWrite && !s.hungUp)
+}
+
+/// Idle work: done a unit at a time only when nothing is ready and the loop would wait; an
+/// event that arrives meanwhile ends it (the rest waits for the next idle moment); never when
+/// the deadline has passed already.
+@Test func idleWorkRunsOnlyWhileNothingIsReady() throws {
+    let (loop, rec) = try makeLoop()
+    let (a, b) = makePair()
+    defer { close(b) }
+    _ = try loop.add(fd: a, kind: .connected, context: "a")
+    // Something ready: it comes first, no idle work before it.
+    rec.idleWork = 5
+    #expect(write(b, "x", 1) == 1)
+    try loop.poll(deadline: nil)
+    #expect(rec.log == ["readable:a:1"] && rec.idleWork == 5)
+    // Nothing ready: units until an event arrives (written by the second unit).
+    rec.log = []
+    rec.onIdle = { if rec.idleWork == 3 { _ = write(b, "y", 1) } }
+    try loop.poll(deadline: nil)
+    #expect(rec.log == ["idle", "idle", "readable:a:1"] && rec.idleWork == 3)
+    // Nothing ready, nothing arriving: the rest, then the wait (the deadline's timer).
+    rec.log = []
+    rec.onIdle = nil
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 5_000_000)
+    #expect(rec.log == ["idle", "idle", "idle", "timer"] && rec.idleWork == 0)
+    // A deadline already passed: the loop does not wait, so no idle work.
+    rec.log = []
+    rec.idleWork = 2
+    try loop.poll(deadline: Sys.monotonicNanoseconds())
+    #expect(rec.log == ["timer"] && rec.idleWork == 2)
+    loop.closeAll()
 }

@@ -324,6 +324,22 @@ import Testing
         var got: [UInt8] = []
         rig.run { got += Rig.drain(fd); return got.count >= 4 }
         #expect(got == Array("ping".utf8))
+        // The loop's idle moments made a pair for the next connection (SparePairs): the
+        // second one accepted is that pair's app end.
+        #expect(rig.run { rig.hub.tcp.spares.pairs.count == 1 })
+        let spare = rig.hub.tcp.spares.pairs[0]
+        _ = try rig.peer.tcpConnect(local: IPEndpoint(rig.peerIP, 0), remote: IPEndpoint(rig.stackIP, 8080),
+                                    now: NetworkLoop.now())
+        var second: Int32 = -1
+        rig.run {
+            var buf = [UInt8](repeating: 0, count: 128)
+            var fds = [Int32](repeating: -1, count: 2)
+            let r = buf.withUnsafeMutableBytes { bb in fds.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
+            if case .processed(let m)? = r, m.fdCount == 1 { second = fds[0] }
+            return second >= 0
+        }
+        defer { Glibc.close(second) }
+        #expect(second >= 0 && FDKey.of(second) == spare.key && rig.hub.tcp.lookup(spare.key) != nil)
     }
 
     @Test func unacceptedConnectionsInTheChannelCountAgainstTheBacklog() throws {

@@ -26,11 +26,9 @@ extension TCPBridge {
         }
         loop.setNotifyWritable(ch, false)
         while let nh = (try? stack.tcp.accept(h, now: Self.now())) ?? nil {
-            let pair: (Int32, Int32)
+            let pair: SparePairs.Pair
             do throws(Errno) {
-                // Both ends non-blocking: ours must be, and an app that accepts with
-                // SOCK_NONBLOCK (event loops do) then needs no fcntl (ZTRPC_AM_NONBLOCK).
-                pair = try sys.socketpair(type: Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+                pair = try spares.take(sys: sys, now: Self.now())
             } catch {
                 if let suppressed = gate.admitLog("accept-socketpair") {
                     logger.warning("accept: socketpair failed; connection reset",
@@ -39,11 +37,7 @@ extension TCPBridge {
                 stack.tcp.abort(nh, now: Self.now())
                 return
             }
-            let (appEnd, ours) = pair
-            guard let key = FDKey.of(appEnd) else {
-                sys.close(appEnd); sys.close(ours); stack.tcp.abort(nh, now: Self.now())
-                continue
-            }
+            let (appEnd, ours, key) = (pair.appEnd, pair.ours, pair.key)
             let nc = Connection(key: key, pid: c.pid, uid: c.uid)
             nc.family = c.family   // an accepted socket has its listener's family
             nc.v6Only = c.v6Only

@@ -34,6 +34,8 @@ final class TCPBridge {
     static let lingerTime = Duration.seconds(60)
     /// Owners of plugged connects, watched so that a dead one's connect does not outlive it.
     var plugOwners = PlugOwners()
+    /// Socketpairs made in idle moments for the connections listeners accept (SparePairs.swift).
+    var spares = SparePairs()
     /// Scratch space for bytes read and dropped.
     let scratch: UnsafeMutableRawBufferPointer
     /// Shared with the UDP bridge: interface, cookies (TCPBridgeOptions.swift).
@@ -120,6 +122,7 @@ final class TCPBridge {
             }
         }
         plugOwners.closeAll()
+        spares.closeAll(sys: sys)
         byHandle.removeAll()
         byKey.removeAll()
     }
@@ -466,13 +469,18 @@ final class TCPBridge {
     }
 
     var nextDeadline: Instant? {
-        switch (lingering.first?.until, plugOwners.nextCheck) {
-        case let (a?, b?): return min(a, b)
-        case let (a, b): return a ?? b
-        }
+        // Asked every loop turn: no array of candidates (an allocation each time).
+        var d = lingering.first?.until
+        if let t = plugOwners.nextCheck, d == nil || t < d! { d = t }
+        if let t = spares.expiry, d == nil || t < d! { d = t }
+        return d
     }
 
+    /// An idle moment of the loop: makes one owed spare socketpair. False when none is owed.
+    func makeSpare() -> Bool { spares.makeOne(sys: sys) }
+
     func runTimers(now: Instant) {
+        spares.expire(sys: sys, now: now)
         for c in plugOwners.check(now: now) {
             // Our copy of the app end goes: if the owner was its only holder, our end sees the
             // hangup next and appGone aborts the connect (as Linux does on close).
