@@ -208,7 +208,9 @@ final class Rig {
 
     /// FINs and RSTs the daemon's stack sends from now on (`watchFINsAndRSTs`).
     final class SentFlags {
-        var fins = 0
+        /// FINs by sequence number: a retransmission (a slow, loaded test run) is the same FIN.
+        var finSeqs: Set<UInt32> = []
+        var fins: Int { finSeqs.count }
         var resets = 0
     }
 
@@ -216,10 +218,17 @@ final class Rig {
         let sent = SentFlags()
         watchFrames = { f in
             guard let flags = Rig.tcpFlags(f) else { return }
-            if flags & 0x01 != 0 { sent.fins += 1 }
+            if flags & 0x01 != 0, let seq = Rig.tcpSeq(f) { sent.finSeqs.insert(seq) }
             if flags & 0x04 != 0 { sent.resets += 1 }
         }
         return sent
+    }
+
+    /// The TCP sequence number of a frame the daemon sent (IPv4 only).
+    static func tcpSeq(_ f: UnsafeRawBufferPointer) -> UInt32? {
+        guard tcpFlags(f) != nil else { return nil }
+        let at = 14 + Int(f[14] & 0x0F) * 4 + 4
+        return (0..<4).reduce(UInt32(0)) { $0 << 8 | UInt32(f[at + $1]) }
     }
 
     /// TCP flags of a frame the daemon sent (IPv4 only), nil for anything else.
