@@ -23,15 +23,26 @@
  * pthread_atfork handler, not asked per message) and opens its own, so ztapd can keep each process's messages in order with the requests it waits on (it
  * reads a process's channel before serving that process's other requests). The app may close
  * the channel's number behind our back (closefrom): its inode is checked before each use.
+ * The channel is a pipe when it can be (ztrpc.h ZTRPC_OP_CHANNEL): its read end goes to ztapd
+ * once, and each message is one pwritev2(RWF_NOSIGNAL) of its bytes, with no socket buffer to
+ * allocate and free on either side; the flag keeps a channel ztapd closed from raising SIGPIPE
+ * in the app. Where the kernel lacks it (before 6.18) or ztapd does not know the op, the channel
+ * is the SEQPACKET connection. A message that carries an fd never goes on a pipe.
  */
 #include "zti.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+
+#ifndef RWF_NOSIGNAL
+#define RWF_NOSIGNAL 0x00000100 /* Linux 6.18: a write to a pipe without readers raises no SIGPIPE */
+#endif
 
 static atomic_uint zti_next_id;
 
@@ -44,7 +55,11 @@ static struct {
     atomic_ulong ino;   /* its inode: the app may have closed the number and reused it */
     atomic_int lock;    /* creation and teardown: taken with trylock only */
     atomic_int breaks;  /* times it broke (ztapd restarted or refused it); gives up at 8 */
-} zti_chan = { -1, 0, 0, 0, 0 };
+    atomic_int pipe;    /* fd is a pipe's write end (ZTRPC_OP_CHANNEL), not a SEQPACKET socket */
+} zti_chan = { -1, 0, 0, 0, 0, 0 };
+
+/* Set once the kernel (no RWF_NOSIGNAL) or ztapd (no ZTRPC_OP_CHANNEL) refused a pipe channel. */
+static atomic_int zti_chan_nopipe;
 
 #define ZTI_CHAN_MAX_BREAKS 8
 
@@ -105,6 +120,26 @@ static int zti_chan_open(int me)
         ret = 0;
         goto out;
     }
+    int p[2];
+    if (!atomic_load(&zti_chan_nopipe) && pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0) {
+        struct ztrpc_rep_hdr rep;
+        int rerr = 0;
+        int r = zti_rpc(ZTRPC_OP_CHANNEL, NULL, 0, &p[0], 1, &rep, NULL, 0, 10 * 1000, ZTI_RPC_QUIET, &rerr);
+        close(p[0]);
+        struct stat pst;
+        if (r == 0 && rep.result == 0 && fstat(p[1], &pst) == 0) {
+            atomic_store(&zti_chan.pid, me);
+            atomic_store(&zti_chan.ino, (unsigned long)pst.st_ino);
+            atomic_store(&zti_chan.pipe, 1);
+            atomic_store_explicit(&zti_chan.fd, p[1], memory_order_release);
+            ret = 0;
+            goto out;
+        }
+        close(p[1]);
+        if (r < 0 || rep.err != EOPNOTSUPP)
+            goto out; /* ztapd unreachable, or no channel for this user: requests of their own */
+        atomic_store(&zti_chan_nopipe, 1); /* an older ztapd: the SEQPACKET channel */
+    }
     int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (s < 0)
         goto out;
@@ -119,6 +154,7 @@ static int zti_chan_open(int me)
     }
     atomic_store(&zti_chan.pid, me);
     atomic_store(&zti_chan.ino, (unsigned long)st.st_ino);
+    atomic_store(&zti_chan.pipe, 0);
     atomic_store_explicit(&zti_chan.fd, s, memory_order_release);
     ret = 0;
 out:
@@ -155,8 +191,21 @@ static int zti_chan_send(const struct msghdr *mh)
             continue;
         }
         ssize_t r;
-        while ((r = zti_real.sendmsg(fd, mh, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR)
-            ;
+        if (atomic_load(&zti_chan.pipe)) {
+            if (mh->msg_controllen)
+                return -1; /* fds do not travel on a pipe: a request of its own */
+            while ((r = pwritev2(fd, mh->msg_iov, (int)mh->msg_iovlen, -1, RWF_NOSIGNAL)) < 0 && errno == EINTR)
+                ;
+            if (r < 0 && (errno == EOPNOTSUPP || errno == EINVAL)) {
+                /* No RWF_NOSIGNAL (nothing was written): the SEQPACKET channel from now on. */
+                atomic_store(&zti_chan_nopipe, 1);
+                zti_chan_drop(fd, 0);
+                continue;
+            }
+        } else {
+            while ((r = zti_real.sendmsg(fd, mh, MSG_NOSIGNAL | MSG_DONTWAIT)) < 0 && errno == EINTR)
+                ;
+        }
         if (r >= 0)
             return 0;
         if (errno == EAGAIN)

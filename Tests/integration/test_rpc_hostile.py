@@ -192,3 +192,46 @@ def test_lingering_socket_sent_to_ztapd_does_not_block_it(env):
     secs, err1, err2 = r.stdout.split()
     assert int(err1) == errno.ENOTSOCK and int(err2) == errno.EBADF, r.stdout
     assert float(secs) < 5, f"ztapd was blocked {secs} s closing a lingering socket"
+
+
+def test_a_garbled_one_way_channel_closes_alone_and_raises_no_sigpipe(env):
+    """The library's one-way channel is a pipe (ztrpc.h ZTRPC_OP_CHANNEL) that ztapd reads. An
+    app that writes garbage into it (found in /proc/self/fd) loses that channel only: ztapd
+    closes it with a log line, the library's next one-way option gets EPIPE without SIGPIPE (the
+    app keeps the default action, which would kill it) and opens a new channel, and the options
+    still apply in order."""
+    env.peer("echo", 9000)
+    code = textwrap.dedent(f"""
+        import os, signal, socket
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # Python ignores it by default
+        s = socket.create_connection(("{KERNEL}", 9000), timeout=10)
+        def pipes():
+            out = set()
+            for f in os.listdir("/proc/self/fd"):
+                try:
+                    t = os.readlink("/proc/self/fd/" + f)
+                    if t.startswith("pipe:"):
+                        out.add((int(f), t))
+                except OSError:
+                    pass
+            return out
+        before = pipes()
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)     # opens the channel
+        new = sorted(pipes() - before)
+        print("CHANNEL", len(new))
+        fd = new[0][0]
+        os.write(fd, b"\\x55" * 16)                                  # not a ztrpc message
+        import time; time.sleep(0.5)
+        for v in (0, 1, 0):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, v)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, v)
+        print("NODELAY", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        now = sorted(pipes() - before)
+        print("CHANNELS", len(now), "NEW" if now and now[0][1] != new[0][1] else "SAME")
+        s.sendall(b"alive"); print("ECHO", s.recv(5).decode())
+        """)
+    r = env.run(sys.executable, "-c", code, timeout=60, check=False)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    out = r.stdout.split("\n")
+    assert "CHANNEL 1" in out and "NODELAY 0" in out and "CHANNELS 1 NEW" in out and "ECHO alive" in out, out
+    assert "one-way channel lost its framing" in env.d.logs()

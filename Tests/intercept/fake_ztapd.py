@@ -25,6 +25,7 @@ import array
 import json
 import os
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -34,11 +35,15 @@ import errno as E
 MAGIC = 0x5052545A
 VERSION = 2
 OP_CONNECT, OP_BIND, OP_LISTEN, OP_GETSOCKOPT, OP_SETSOCKOPT, OP_GETNAME, OP_UDP_OPEN = range(1, 8)
+OP_CHANNEL = 8
+# FAKE_NO_PIPE_CHANNEL=1: answer CHANNEL like a daemon that does not know it (EOPNOTSUPP), so the
+# library keeps its one-way messages on a SEQPACKET connection.
+NO_PIPE_CHANNEL = os.environ.get("FAKE_NO_PIPE_CHANNEL") == "1"
 NOREPLY = 0x8000
 KEEP = 0x4000
 IPPROTO_TCP, TCP_NODELAY, TCP_CORK, TCP_QUICKACK = 6, 1, 3, 12
 OP_NAMES = {1: "CONNECT", 2: "BIND", 3: "LISTEN", 4: "GETSOCKOPT", 5: "SETSOCKOPT", 6: "GETNAME",
-            7: "UDP_OPEN"}
+            7: "UDP_OPEN", 8: "CHANNEL"}
 F_NONBLOCK, F_NEW = 1, 2
 ST_UNBOUND, ST_BOUND, ST_CONNECTING, ST_CONNECTED, ST_LISTENING, ST_CLOSED = range(6)
 TCP, UDP = 6, 17
@@ -367,6 +372,8 @@ class Fake:
         pid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
         if oneway:
             entry.update(oneway=True, channel=conn.fileno(), pid=pid)
+        else:
+            entry["_pid"] = pid
         rid0 = struct.unpack_from("<I", data, 8)[0] if len(data) >= 12 else None
         if rid0 is not None and not oneway:
             self.wait_earlier(pid, rid0)
@@ -387,7 +394,7 @@ class Fake:
             else:
                 result, err, rbody = self.dispatch(op, body, fds, entry)
             # Log before replying: once the reply is out, the test may read the log.
-            self.record({k: v for k, v in entry.items() if k not in ("_keep", "_forget")})
+            self.record({k: v for k, v in entry.items() if k not in ("_keep", "_forget", "_pid")})
             entry["_logged"] = True
             self.note_done(pid, rid)
             if oneway:
@@ -413,11 +420,53 @@ class Fake:
                         pass
             entry.pop("_keep", None)
             entry.pop("_forget", None)
+            entry.pop("_pid", None)
             if not entry.pop("_logged", False):
                 self.record(entry)
         return False
 
+    def pipe_channel(self, fd, pid):
+        """A process's one-way channel as a pipe (ztrpc.h ZTRPC_OP_CHANNEL): whole messages, one
+        after another; each applied like one from a SEQPACKET channel."""
+        buf = b""
+        os.set_blocking(fd, True)   # the library made the pipe non-blocking; this thread waits
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            while True:
+                try:
+                    chunk = f.read(8192)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                buf += chunk
+                while len(buf) >= 16:
+                    magic, ver, op, rid, blen = REQ_HDR.unpack_from(buf)
+                    if magic != MAGIC or ver != VERSION or blen > MAX_MSG:
+                        self.record({"protocol_error": "pipe channel lost its framing", "pid": pid})
+                        return
+                    if len(buf) < 16 + blen:
+                        break
+                    body, buf = buf[16:16 + blen], buf[16 + blen:]
+                    entry = {"nfds": 0, "oneway": True, "channel": "pipe:%d" % fd, "pid": pid,
+                             "op": OP_NAMES.get(op & ~(NOREPLY | KEEP), op), "id": rid}
+                    if not op & NOREPLY:
+                        entry["protocol_error"] = "a pipe message that needs an answer"
+                    else:
+                        self.dispatch(op & ~(NOREPLY | KEEP), body, [], entry)
+                    self.record(entry)
+                    self.note_done(pid, rid)
+
     def dispatch(self, op, body, fds, entry):
+        if op == OP_CHANNEL:
+            if NO_PIPE_CHANNEL:
+                return -1, E.EOPNOTSUPP, b""
+            if not fds or not stat.S_ISFIFO(os.fstat(fds[0]).st_mode):
+                return -1, E.EBADF, b""
+            entry["_keep"] = (fds[0],)
+            entry["pipe_channel"] = True
+            threading.Thread(target=self.pipe_channel, args=(fds[0], entry.get("_pid", 0)),
+                             daemon=True).start()
+            return 0, 0, b""
         if not fds and entry.get("oneway") and op == OP_SETSOCKOPT and len(body) == 32 + 24:
             # By reference (ztrpc.h "References"): identity and secret must both match.
             dev, ino, secret = struct.unpack_from("<QQQ", body, 32)

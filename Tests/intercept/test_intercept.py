@@ -122,6 +122,32 @@ def test_hint_options_go_one_way_over_one_channel_per_process(fake):
     p, _ = run_probe("oneway", fake["sock"])
     assert_ok(p, "oneway")
     log = read_log(fake["log"])
+    # The channel is a pipe given to the daemon (ztrpc.h ZTRPC_OP_CHANNEL): once per process.
+    assert len([e for e in log if e.get("op") == "CHANNEL" and e.get("pipe_channel")]) == 3, log
+    check_one_way_log(log)
+
+
+def test_one_way_options_keep_a_seqpacket_channel_where_pipes_are_refused(tmp_path, built):
+    """A daemon without ZTRPC_OP_CHANNEL (EOPNOTSUPP; the library does the same when the kernel
+    lacks RWF_NOSIGNAL): the one-way channel is a SEQPACKET connection, with the same order."""
+    sock, logf = str(tmp_path / "lab.sock"), str(tmp_path / "rpc.jsonl")
+    open(logf, "w").close()
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_ztapd.py"), sock, logf],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, FAKE_NO_PIPE_CHANNEL="1"))
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        p, _ = run_probe("oneway", sock, extra_env={"PROBE_SEQPACKET_CHANNEL": "1"})
+        assert_ok(p, "oneway")
+        log = read_log(logf)
+        assert not [e for e in log if e.get("pipe_channel")], log
+        check_one_way_log(log)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def check_one_way_log(log):
     # The fake serves each connection on a thread of its own: put the entries in request order.
     sets = sorted((e for e in log if e.get("op") == "SETSOCKOPT" and e.get("level") == 6), key=lambda e: e["id"])
     # NODELAY 0, CORK 1, CORK 0, NODELAY 1 in the parent: one-way, one channel, in order.

@@ -208,6 +208,17 @@ extern "C" {
  *   Implicit bind to the wildcard of the socket's family (0.0.0.0, or :: with the rules of
  *   BIND) on an ephemeral port, for sendto()/sendmsg() on an unbound UDP socket. */
 #define ZTRPC_OP_UDP_OPEN ((uint16_t)7)
+/* CHANNEL  no body, fds[0] = the read end of a pipe -> result 0. The pipe becomes the process's
+ *   one-way channel (see "Channels" 1. and ZTRPC_OP_NOREPLY): the library writes each one-way
+ *   SETSOCKOPT by reference (header + ztrpc_sockopt + ztrpc_sockref, never fds) with one write,
+ *   so messages never interleave (at most PIPE_BUF), and ztapd reads them in order like those of
+ *   a SEQPACKET channel, judged by the ids of the process that registered the pipe. A pipe costs
+ *   either side no socket buffer per message: about a third of a SEQPACKET message's cost
+ *   (bench/, BENCHMARKS.md). The library writes with pwritev2(RWF_NOSIGNAL) so that a channel
+ *   ztapd closed (a malformed message, a restart) never raises SIGPIPE; where the kernel lacks
+ *   the flag (before Linux 6.18: EOPNOTSUPP) it keeps the SEQPACKET channel. -1 / EBADF: fds[0]
+ *   is not the read end of a pipe; EMFILE: the user has too many channels. */
+#define ZTRPC_OP_CHANNEL ((uint16_t)8)
 
 /* ztapd's own option level for SETSOCKOPT. ZTRPC_ZT_SHUTDOWN (value: int, ZTRPC_SHUT_* bits,
  * added to what was there): the app's shutdown() of a UDP socket, which Linux only remembers

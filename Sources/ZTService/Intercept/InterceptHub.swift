@@ -25,7 +25,7 @@ final class InterceptHub {
     let held: HeldEnds
     let replier: RPCReplier
     private var listener: LoopSocket?
-    private var sys: Sys { loop.sys }
+    var sys: Sys { loop.sys }
     private var stack: NetStack? { driver.netStack }
 
     /// Pending RPC connections at most, in all and per user; more are closed at once. A blocking
@@ -34,8 +34,8 @@ final class InterceptHub {
     let maxPeers = 4096
     var maxPeersPerUID: Int { gate.budgets.limits.pendingRequests }
     let gate: BudgetGate
-    private(set) var peerCount = 0
-    private var peersByUID: [UInt32: Int] = [:]
+    var peerCount = 0
+    var peersByUID: [UInt32: Int] = [:]
     private(set) var refusedPeers: UInt64 = 0
     private var nextIdleScan: Instant?
     /// An RPC connection that sends nothing for this long is closed.
@@ -46,14 +46,16 @@ final class InterceptHub {
     /// Each process's one-way channel (ztrpc.h ZTRPC_OP_NOREPLY), by pid: read before that
     /// process's other requests, so its options apply in the order it set them. Channels count
     /// as peers; a user gets at most `maxChannelsPerUID` (the library falls back to requests).
-    private var channels: [Int32: LoopSocket] = [:]
-    private var channelsByUID: [UInt32: Int] = [:]
-    private var channelCount = 0
+    var channels: [Int32: LoopSocket] = [:]
+    var channelsByUID: [UInt32: Int] = [:]
+    var channelCount = 0
     let maxChannelsPerUID = 128
     /// One-way messages taken from a channel per wake-up: one busy process cannot hold the loop.
     let channelBatch = 64
     /// One recvmmsg's worth of one-way messages (reused; loop thread only).
     private let channelMessages = MessageBatch(slots: 16, slotSize: Int(ZTRPC_MAX_MSG) + 64)
+    /// One read of a pipe channel (PipeChannel.swift): ~110 of its 72-byte messages.
+    let pipeBuffer: UnsafeMutableRawBufferPointer = .allocate(byteCount: 8192, alignment: 16)
 
     /// `interfaceName`: the network's TAP (the device SO_BINDTODEVICE accepts).
     init(network: String, path: String, access: AccessList, loop: any SocketLoop, driver: StackDriver,
@@ -79,14 +81,18 @@ final class InterceptHub {
             try openListener()
         } catch {
             requestBuffer.deallocate()
+            pipeBuffer.deallocate()
             throw error
         }
         tcp.attachDirectReceive()
     }
 
-    deinit { requestBuffer.deallocate() }
+    deinit {
+        requestBuffer.deallocate()
+        pipeBuffer.deallocate()
+    }
 
-    private static func now() -> Instant { Instant(nanoseconds: Sys.monotonicNanoseconds()) }
+    static func now() -> Instant { Instant(nanoseconds: Sys.monotonicNanoseconds()) }
 
     private func openListener() throws(Errno) {
         let fd = cshim_socket_cloexec(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue), 0)
@@ -304,7 +310,11 @@ final class InterceptHub {
     /// Messages on a process's one-way channel, in recvmmsg batches of `channelMessages.slots`
     /// and at most `channelBatch` per call (level-triggered readiness brings the loop back for
     /// the rest). Anything but a one-way option is dropped.
-    private func readChannel(_ socket: LoopSocket, _ peer: RPCPeer) {
+    func readChannel(_ socket: LoopSocket, _ peer: RPCPeer) {
+        if peer.pipe != nil {
+            readPipeChannel(socket, peer)
+            return
+        }
         var fdStore = (Int32(-1), Int32(-1), Int32(-1))   // ZTRPC_MAX_FDS, on the stack
         var open = true
         for _ in 0..<(channelBatch / channelMessages.slots) {
@@ -348,7 +358,7 @@ final class InterceptHub {
 
     /// A one-way option (RPCRequest.mayGoUnanswered): applied to the TCP socket fds[0] names,
     /// counted like a reply.
-    private func applyUnanswered(_ request: RPCRequest, _ call: RPCCall) {
+    func applyUnanswered(_ request: RPCRequest, _ call: RPCCall) {
         let c: Connection, r: SocketOptionRecord
         switch request {
         case .setsockopt(let x):
@@ -496,6 +506,8 @@ final class InterceptHub {
             case .udp(let u): return .ok(.info(udp.info(u)))
             case .none: return .fail(call.notFoundErrno, .none)
             }
+        case .channel:
+            return registerPipeChannel(&call)
         case .unknown:
             return .fail(EOPNOTSUPP, .none)
         }

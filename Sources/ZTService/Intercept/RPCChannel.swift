@@ -61,6 +61,8 @@ final class RPCPeer {
     var lastActive: Instant
     var requested = false
     var channel = false
+    /// A pipe channel's framing (ztrpc.h ZTRPC_OP_CHANNEL); nil for a SEQPACKET connection.
+    var pipe: ChannelStream?
     var session = false
     /// Set while the answer waits for a connect outcome.
     var waiter: Waiter?

@@ -32,6 +32,8 @@ enum RPCRequest {
     /// "References"); decoded only with ZTRPC_OP_NOREPLY.
     case setsockoptByRef(SocketOptionRecord, ztrpc_sockref)
     case getname
+    /// A pipe to read as the process's one-way channel (ztrpc.h ZTRPC_OP_CHANNEL; fds[0]).
+    case channel
     /// An op this daemon does not know (answered EOPNOTSUPP).
     case unknown(UInt16)
 
@@ -61,7 +63,7 @@ enum RPCRequest {
     var createsPresence: Bool {
         switch self {
         case .connect, .bind, .udpOpen, .listen: true
-        case .getsockopt, .setsockopt, .setsockoptByRef, .getname, .unknown: false
+        case .getsockopt, .setsockopt, .setsockoptByRef, .getname, .channel, .unknown: false
         }
     }
 }
@@ -157,6 +159,7 @@ enum RPCCodec {
                 request = .setsockopt(SocketOptionRecord(so, extra: extra))
             }
         case ZTRPC_OP_GETNAME: request = .getname
+        case ZTRPC_OP_CHANNEL: request = .channel
         default: request = .unknown(hdr.op)
         }
         return .success((h, request))
