@@ -298,25 +298,29 @@ import Testing
         // The peer connects; the channel carries one accept message with one fd.
         let h = try rig.peer.tcpConnect(local: IPEndpoint(rig.peerIP, 0), remote: IPEndpoint(rig.stackIP, 8080),
                                         now: NetworkLoop.now())
-        var fd: Int32 = -1
-        rig.run {
-            var buf = [UInt8](repeating: 0, count: 128)
-            var fds = [Int32](repeating: -1, count: 2)
-            let r = buf.withUnsafeMutableBytes { bb in fds.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
-            if case .processed(let m)? = r, m.fdCount == 1 {
-                #expect(m.count == MemoryLayout<ztrpc_accept_msg>.size)
-                let msg = buf.withUnsafeBytes { $0.load(as: ztrpc_accept_msg.self) }
-                #expect(Wire.endpoint(msg.local) == IPEndpoint(rig.stackIP, 8080))
-                #expect(Wire.endpoint(msg.peer).address == IPAddress(rig.peerIP))
-                // The end comes non-blocking, with its identity and secret (ztrpc.h).
-                #expect(msg.flags & ZTRPC_AM_NONBLOCK != 0 && fcntl(fds[0], F_GETFL) & O_NONBLOCK != 0)
-                #expect(FDKey.of(fds[0]) == FDKey(dev: msg.dev, ino: msg.ino))
-                #expect(rig.hub.tcp.lookup(FDKey(dev: msg.dev, ino: msg.ino))?.secret ==
-                        UInt64(msg.secret.0) | UInt64(msg.secret.1) << 32)
-                fd = fds[0]
+        /// The next accept message on the channel and its fd (-1: none came).
+        func accepted() -> (msg: ztrpc_accept_msg, fd: Int32) {
+            var got = (msg: ztrpc_accept_msg(), fd: Int32(-1))
+            rig.run {
+                var buf = [UInt8](repeating: 0, count: 128)
+                var fds = [Int32](repeating: -1, count: 2)
+                let r = buf.withUnsafeMutableBytes { bb in fds.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
+                if case .processed(let m)? = r, m.fdCount == 1 {
+                    #expect(m.count == MemoryLayout<ztrpc_accept_msg>.size)
+                    got = (buf.withUnsafeBytes { $0.load(as: ztrpc_accept_msg.self) }, fds[0])
+                }
+                return got.fd >= 0
             }
-            return fd >= 0
+            return got
         }
+        let (msg, fd) = accepted()
+        #expect(Wire.endpoint(msg.local) == IPEndpoint(rig.stackIP, 8080))
+        #expect(Wire.endpoint(msg.peer).address == IPAddress(rig.peerIP))
+        // The end comes non-blocking, with its identity and secret (ztrpc.h).
+        #expect(msg.flags & ZTRPC_AM_NONBLOCK != 0 && fcntl(fd, F_GETFL) & O_NONBLOCK != 0)
+        #expect(FDKey.of(fd) == FDKey(dev: msg.dev, ino: msg.ino))
+        #expect(rig.hub.tcp.lookup(FDKey(dev: msg.dev, ino: msg.ino))?.secret ==
+                UInt64(msg.secret.0) | UInt64(msg.secret.1) << 32)
         #expect(fd >= 0)
         defer { Glibc.close(fd); Glibc.close(chApp) }
         // Bytes from the peer arrive on the accepted fd.
@@ -330,14 +334,7 @@ import Testing
         let spare = rig.hub.tcp.spares.pairs[0]
         _ = try rig.peer.tcpConnect(local: IPEndpoint(rig.peerIP, 0), remote: IPEndpoint(rig.stackIP, 8080),
                                     now: NetworkLoop.now())
-        var second: Int32 = -1
-        rig.run {
-            var buf = [UInt8](repeating: 0, count: 128)
-            var fds = [Int32](repeating: -1, count: 2)
-            let r = buf.withUnsafeMutableBytes { bb in fds.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
-            if case .processed(let m)? = r, m.fdCount == 1 { second = fds[0] }
-            return second >= 0
-        }
+        let second = accepted().fd
         defer { Glibc.close(second) }
         #expect(second >= 0 && FDKey.of(second) == spare.key && rig.hub.tcp.lookup(spare.key) != nil)
     }
@@ -492,13 +489,6 @@ import Testing
         return got == 0
     }
 
-    func tcpOption(_ rig: Rig, _ app: Int32, _ name: Int32) -> Int32? {
-        var so = ztrpc_sockopt()
-        so.level = Int32(IPPROTO_TCP); so.name = name; so.optlen = 4
-        let r = rig.request(ZTRPC_OP_GETSOCKOPT, so, socket: app)
-        return r.map { b in b.body.withUnsafeBytes { $0.load(fromByteOffset: 16, as: Int32.self) } }
-    }
-
     @Test func unansweredCorkTakesTheBytesWrittenBeforeItFirst() throws {
         let rig = try Rig()
         let (app, hdr) = rig.connectTCP(port: 9)
@@ -515,7 +505,7 @@ import Testing
         #expect(rig.run(limit: 200) { applied() == 1 })
         rig.step()
         #expect(notSent() == 0, "the bytes before the cork left uncorked")
-        #expect(tcpOption(rig, app, TCP_CORK) == 1)
+        #expect(rig.tcpOption(app, TCP_CORK) == 1)
         // Bytes after it wait for the uncork, which comes over the same connection.
         Rig.writeAll(app, [UInt8](repeating: 0x42, count: 50))
         rig.settle(5)
@@ -589,7 +579,7 @@ import Testing
         #expect(c.bytesOut == 150)
         #expect(rig.faults.recvmsgCount(end) - reads == 2,
                 "one read by the batch's first toggle, one by the socket's own readiness (which finds it empty if it comes second)")
-        #expect(tcpOption(rig, app, TCP_CORK) == 0)
+        #expect(rig.tcpOption(app, TCP_CORK) == 0)
     }
 
     @Test func aReadinessReportedBeforeTheSocketWasEmptiedReadsNothing() throws {
@@ -625,7 +615,7 @@ import Testing
         // Sent one-way, then asked at once on a request of its own: the answer sees it.
         for v: Int32 in [1, 0, 1] {
             sendUnanswered(rig, app, name: TCP_NODELAY, value: v, on: ch)
-            #expect(tcpOption(rig, app, TCP_NODELAY) == v)
+            #expect(rig.tcpOption(app, TCP_NODELAY) == v)
         }
     }
 
@@ -660,7 +650,7 @@ import Testing
         let good = ztrpc_sockref(dev: key.dev, ino: key.ino, secret: c.secret)
         sendByReference(rig, on: ch, name: TCP_NODELAY, value: 1, ref: good)
         #expect(rig.run(limit: 200) { applied() == 2 })
-        #expect(tcpOption(rig, app, TCP_NODELAY) == 1)
+        #expect(rig.tcpOption(app, TCP_NODELAY) == 1)
         // A wrong secret, another identity, or no secret: dropped, and the channel goes on.
         for bad in [ztrpc_sockref(dev: key.dev, ino: key.ino, secret: c.secret ^ 1),
                     ztrpc_sockref(dev: key.dev, ino: key.ino &+ 1, secret: c.secret),
@@ -669,11 +659,11 @@ import Testing
         }
         rig.settle(5)
         #expect(applied() == 2)
-        #expect(tcpOption(rig, app, TCP_NODELAY) == 1)
+        #expect(rig.tcpOption(app, TCP_NODELAY) == 1)
         #expect(!hungUp(rig, ch))
         sendByReference(rig, on: ch, name: TCP_CORK, value: 1, ref: good)
         #expect(rig.run(limit: 200) { applied() == 3 })
-        #expect(tcpOption(rig, app, TCP_CORK) == 1)
+        #expect(rig.tcpOption(app, TCP_CORK) == 1)
     }
 
     @Test func aLongRunOfOneWayMessagesIsAppliedInOrderAndLeavesNoFD() throws {
@@ -689,7 +679,7 @@ import Testing
         // each passing the socket's fd: applied in order.
         for i in 0..<40 { sendUnanswered(rig, app, name: TCP_NODELAY, value: Int32(i % 2), on: ch) }
         #expect(rig.run(limit: 200) { applied() == 41 })
-        #expect(tcpOption(rig, app, TCP_NODELAY) == 1)
+        #expect(rig.tcpOption(app, TCP_NODELAY) == 1)
         #expect(!hungUp(rig, ch))
         // An empty message ends the channel; the messages behind it in the same batch are not
         // applied, but the fds they carried are closed with them.
@@ -709,11 +699,11 @@ import Testing
         defer { Glibc.close(app) }
         #expect(hdr?.result == 0)
         // TCP_MAXSEG can fail (EINVAL), so the library must wait for it: dropped, not applied.
-        let before = tcpOption(rig, app, TCP_MAXSEG)
+        let before = rig.tcpOption(app, TCP_MAXSEG)
         let s1 = sendUnanswered(rig, app, name: TCP_MAXSEG, value: 600)
         #expect(hungUp(rig, s1))
         Glibc.close(s1)
-        #expect(tcpOption(rig, app, TCP_MAXSEG) == before)
+        #expect(rig.tcpOption(app, TCP_MAXSEG) == before)
         let s2 = sendUnanswered(rig, app, name: TCP_NODELAY, value: 1, op: ZTRPC_OP_GETSOCKOPT)
         #expect(hungUp(rig, s2))
         Glibc.close(s2)
@@ -723,8 +713,8 @@ import Testing
         sendUnanswered(rig, app, name: TCP_MAXSEG, value: 600, on: ch)
         sendUnanswered(rig, app, name: TCP_NODELAY, value: 1, on: ch)
         rig.settle(3)
-        #expect(tcpOption(rig, app, TCP_NODELAY) == 1)
-        #expect(tcpOption(rig, app, TCP_MAXSEG) == before)
+        #expect(rig.tcpOption(app, TCP_NODELAY) == 1)
+        #expect(rig.tcpOption(app, TCP_MAXSEG) == before)
     }
 
     @Test func aUserGetsBoundedChannels() throws {
@@ -741,7 +731,7 @@ import Testing
         let extra = sendUnanswered(rig, app, name: TCP_NODELAY, value: 0)
         defer { Glibc.close(extra) }
         #expect(hungUp(rig, extra))
-        #expect(tcpOption(rig, app, TCP_NODELAY) == 0)
+        #expect(rig.tcpOption(app, TCP_NODELAY) == 0)
     }
 
     @Test func failedReplyDeliveryKeepsTheOutcomeForSOError() throws {

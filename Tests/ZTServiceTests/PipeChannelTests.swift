@@ -88,13 +88,6 @@ import Testing
         return (p[0], p[1])
     }
 
-    func tcpOption(_ rig: Rig, _ app: Int32, _ name: Int32) -> Int32? {
-        var so = ztrpc_sockopt()
-        so.level = Int32(IPPROTO_TCP); so.name = name; so.optlen = 4
-        let r = rig.request(ZTRPC_OP_GETSOCKOPT, so, socket: app)
-        return r.map { b in b.body.withUnsafeBytes { $0.load(fromByteOffset: 16, as: Int32.self) } }
-    }
-
     func register(_ rig: Rig, _ fd: Int32) -> ztrpc_rep_hdr? {
         rig.call(op: ZTRPC_OP_CHANNEL, body: UnsafeRawBufferPointer(start: nil, count: 0), fds: [fd])?.hdr
     }
@@ -118,7 +111,7 @@ import Testing
         for v: Int32 in [1, 0, 1] {
             let m = Self.message(name: TCP_NODELAY, value: v, ref: ref)
             #expect(Glibc.write(w, m, m.count) == m.count)
-            #expect(tcpOption(rig, app, TCP_NODELAY) == v)
+            #expect(rig.tcpOption(app, TCP_NODELAY) == v)
         }
         // Half a message is not applied; the rest completes it.
         let cork = Self.message(name: TCP_CORK, value: 1, ref: ref)
@@ -132,13 +125,13 @@ import Testing
         let run = (0..<300).flatMap { Self.message(name: TCP_NODELAY, value: Int32($0 % 2), ref: ref) }
         #expect(Glibc.write(w, run, run.count) == run.count)
         #expect(rig.run(limit: 500) { applied() == before + 300 })
-        #expect(tcpOption(rig, app, TCP_NODELAY) == 1)
+        #expect(rig.tcpOption(app, TCP_NODELAY) == 1)
         // A wrong secret is dropped and the channel goes on.
         var bad = ref
         bad.secret ^= 1
         let m = Self.message(name: TCP_NODELAY, value: 0, ref: bad)
         #expect(Glibc.write(w, m, m.count) == m.count)
-        #expect(tcpOption(rig, app, TCP_NODELAY) == 1)
+        #expect(rig.tcpOption(app, TCP_NODELAY) == 1)
         // Bytes that are no message end the channel: the writer sees EPIPE (the library writes
         // with RWF_NOSIGNAL, so no SIGPIPE; this test's write would raise one, so it is blocked).
         #expect(Glibc.write(w, [UInt8](repeating: 0x55, count: 16), 16) == 16)

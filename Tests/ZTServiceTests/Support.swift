@@ -358,6 +358,14 @@ final class Rig {
         reply(send(op: op, body: body, fds: fds))
     }
 
+    /// An int TCP option of `app`'s socket as GETSOCKOPT answers it.
+    func tcpOption(_ app: Int32, _ name: Int32) -> Int32? {
+        var so = ztrpc_sockopt()
+        so.level = Int32(IPPROTO_TCP); so.name = name; so.optlen = 4
+        let r = request(ZTRPC_OP_GETSOCKOPT, so, socket: app)
+        return r.map { b in b.body.withUnsafeBytes { $0.load(fromByteOffset: 16, as: Int32.self) } }
+    }
+
     /// Plugs an app end the way the library does before a TCP CONNECT (ztrpc.h): minimum
     /// SO_SNDBUF, filled until EAGAIN.
     static func plug(_ app: Int32, _ sr: inout ztrpc_sock_req) {
