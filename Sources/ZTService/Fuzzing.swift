@@ -22,7 +22,8 @@ import Glibc
 
 @_spi(Fuzzing)
 public enum ServiceFuzz {
-    /// RPC input: [flags][message]. flags bit 7: the message arrived truncated; bit 6: first
+    /// RPC input: [flags][message]. flags bit 7: the message arrived truncated, and it goes as
+    /// the bytes of a pipe channel (ztrpc.h ZTRPC_OP_CHANNEL) instead of a request; bit 6: first
     /// BIND a new TCP socket (app end s0) to the stack's address, port from the message's last
     /// two bytes; bit 5: first open a UDP socket (app end q0); bits 0-4 pick up to 3 fds for
     /// the message (see `RPCFuzzRig.pickFDs`). The message goes through the codec, then through
@@ -34,6 +35,14 @@ public enum ServiceFuzz {
             // Only whole, untruncated messages within the protocol's bound decode.
             precondition(flags & 0x80 == 0 && msg.count >= RPCCodec.requestHeaderSize && msg.count <= Int(ZTRPC_MAX_MSG))
         }
+        // A pipe channel frames the same messages whether its bytes come whole or in two reads.
+        var whole = ChannelStream(), split = ChannelStream()
+        var a: [Int] = [], b: [Int] = []
+        let okWhole = whole.feed(msg) { a.append($0.count) }
+        let cut = msg.count / 2
+        let okFirst = split.feed(UnsafeRawBufferPointer(rebasing: msg[..<cut])) { b.append($0.count) }
+        let okSplit = okFirst && split.feed(UnsafeRawBufferPointer(rebasing: msg[cut...])) { b.append($0.count) }
+        precondition(okWhole == okSplit && a == b && (!okWhole || whole.carry == split.carry))
         RPCFuzzRig.shared.run(flags: flags, message: msg)
     }
 
@@ -159,6 +168,18 @@ private final class RPCFuzzRig: @unchecked Sendable {
         let port = message.count >= 2 ? UInt16(message[message.count - 2]) << 8 | UInt16(message[message.count - 1]) : 0
         if flags & 0x40 != 0 { newSocket(ZTRPC_OP_BIND, proto: IPProtocol.tcp, port: port, app: sp[0], daemon: sp[1]) }
         if flags & 0x20 != 0 { newSocket(ZTRPC_OP_UDP_OPEN, proto: IPProtocol.udp, port: 0, app: qp[0], daemon: qp[1]) }
+        if flags & 0x80 != 0 {
+            // The message as a pipe channel's bytes.
+            var hdr = [UInt8](repeating: 0, count: RPCCodec.requestHeaderSize)
+            let n = hdr.withUnsafeMutableBytes {
+                RPCCodec.encodeRequest(op: ZTRPC_OP_CHANNEL, id: 1, body: UnsafeRawBufferPointer(start: nil, count: 0), into: $0)
+            }
+            hdr.withUnsafeBytes { call(UnsafeRawBufferPointer(rebasing: $0[0..<n]), fds: [pp[0]]) }
+            _ = Glibc.fcntl(pp[1], F_SETFL, O_NONBLOCK)
+            _ = Glibc.write(pp[1], message.baseAddress, message.count)
+            turn(2)
+            return
+        }
         call(message, fds: pickFDs(flags & 0x1F, stream: sp, seqpacket: qp, pipe: pp))
     }
 

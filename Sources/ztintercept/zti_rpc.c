@@ -122,6 +122,15 @@ static int zti_chan_open(int me)
     }
     int p[2];
     if (!atomic_load(&zti_chan_nopipe) && pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0) {
+        /* The kernel must take RWF_NOSIGNAL (Linux 6.18): a byte through the new pipe says so. */
+        char b = 0;
+        struct iovec iov = { &b, 1 };
+        if (pwritev2(p[1], &iov, 1, -1, RWF_NOSIGNAL) != 1 || read(p[0], &b, 1) != 1) {
+            close(p[0]);
+            close(p[1]);
+            atomic_store(&zti_chan_nopipe, 1);
+            goto seqpacket;
+        }
         struct ztrpc_rep_hdr rep;
         int rerr = 0;
         int r = zti_rpc(ZTRPC_OP_CHANNEL, NULL, 0, &p[0], 1, &rep, NULL, 0, 10 * 1000, ZTI_RPC_QUIET, &rerr);
@@ -136,10 +145,17 @@ static int zti_chan_open(int me)
             goto out;
         }
         close(p[1]);
-        if (r < 0 || rep.err != EOPNOTSUPP)
-            goto out; /* ztapd unreachable, or no channel for this user: requests of their own */
+        if (r < 0)
+            goto out; /* ztapd unreachable: requests of their own */
+        if (rep.err != EOPNOTSUPP) {
+            /* Refused (the user has too many channels): counts towards giving up, as a
+             * SEQPACKET channel ztapd closes at once does. */
+            atomic_fetch_add(&zti_chan.breaks, 1);
+            goto out;
+        }
         atomic_store(&zti_chan_nopipe, 1); /* an older ztapd: the SEQPACKET channel */
     }
+seqpacket:;
     int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (s < 0)
         goto out;

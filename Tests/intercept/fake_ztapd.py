@@ -39,6 +39,8 @@ OP_CHANNEL = 8
 # FAKE_NO_PIPE_CHANNEL=1: answer CHANNEL like a daemon that does not know it (EOPNOTSUPP), so the
 # library keeps its one-way messages on a SEQPACKET connection.
 NO_PIPE_CHANNEL = os.environ.get("FAKE_NO_PIPE_CHANNEL") == "1"
+# FAKE_CHANNEL_ERRNO=N: refuse every CHANNEL with errno N (EMFILE: a user with too many).
+CHANNEL_ERRNO = int(os.environ.get("FAKE_CHANNEL_ERRNO", "0"))
 NOREPLY = 0x8000
 KEEP = 0x4000
 IPPROTO_TCP, TCP_NODELAY, TCP_CORK, TCP_QUICKACK = 6, 1, 3, 12
@@ -460,6 +462,8 @@ class Fake:
         if op == OP_CHANNEL:
             if NO_PIPE_CHANNEL:
                 return -1, E.EOPNOTSUPP, b""
+            if CHANNEL_ERRNO:
+                return -1, CHANNEL_ERRNO, b""
             if not fds or not stat.S_ISFIFO(os.fstat(fds[0]).st_mode):
                 return -1, E.EBADF, b""
             entry["_keep"] = (fds[0],)

@@ -417,6 +417,21 @@ static int case_oneway(void)
     return 0;
 }
 
+/* A daemon that refuses the process a channel: every option still applies (as a request of its
+ * own), and the library stops asking for a channel after a few refusals. */
+static int case_oneway_refused(void)
+{
+    int fd = tcp_connect("10.200.0.1", 7);
+    CHECK(fd >= 0);
+    for (int i = 0; i < 20; i++) {
+        int v = i % 2;
+        CHECK(setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) == 0);
+    }
+    CHECK(opt_int(fd, IPPROTO_TCP, TCP_NODELAY) == 1);
+    close(fd);
+    return 0;
+}
+
 /* Options beyond ztrpc_sockopts set before connect travel as records; long values go whole. */
 static int case_preopts(void)
 {
@@ -1379,6 +1394,7 @@ int main(int argc, char **argv)
     else if (!strcmp(c, "preopts")) r = case_preopts();
     else if (!strcmp(c, "carried")) r = case_carried();
     else if (!strcmp(c, "oneway")) r = case_oneway();
+    else if (!strcmp(c, "oneway_refused")) r = case_oneway_refused();
     else if (!strcmp(c, "sessions")) r = case_sessions();
     else if (!strcmp(c, "listen_accept")) r = case_listen_accept();
     else if (!strcmp(c, "udp")) r = case_udp();

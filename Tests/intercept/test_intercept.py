@@ -11,6 +11,7 @@ send a packet anywhere: it would get ENETUNREACH.
 
 Run: python3 -m pytest -q Tests/intercept
 """
+import errno
 import json
 import os
 import shutil
@@ -142,6 +143,27 @@ def test_one_way_options_keep_a_seqpacket_channel_where_pipes_are_refused(tmp_pa
         log = read_log(logf)
         assert not [e for e in log if e.get("pipe_channel")], log
         check_one_way_log(log)
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_a_refused_channel_is_asked_for_a_few_times_only(tmp_path, built):
+    """A daemon that refuses the process a channel (EMFILE): each option goes as a request of
+    its own, and the library gives up asking after 8 refusals (not once per option)."""
+    sock, logf = str(tmp_path / "lab.sock"), str(tmp_path / "rpc.jsonl")
+    open(logf, "w").close()
+    proc = subprocess.Popen([sys.executable, os.path.join(HERE, "fake_ztapd.py"), sock, logf],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, FAKE_CHANNEL_ERRNO=str(errno.EMFILE)))
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        p, _ = run_probe("oneway_refused", sock)
+        assert_ok(p, "oneway_refused")
+        log = read_log(logf)
+        assert len([e for e in log if e.get("op") == "CHANNEL"]) == 8, log
+        sets = [e for e in log if e.get("op") == "SETSOCKOPT" and e.get("level") == 6]
+        assert len(sets) == 20 and all(e["nfds"] == 1 and not e.get("oneway") for e in sets), sets
     finally:
         proc.terminate()
         proc.wait(5)

@@ -89,9 +89,10 @@ struct SocketOptionRecord: Equatable {
         level = so.level
         name = so.name
         optlen = Int(so.optlen)
-        let inline = withUnsafeBytes(of: so.value) { Array($0) }
+        // One array, not a copy of the inline bytes and then of its prefix (every one-way option
+        // makes a record).
         let n = min(optlen, Int(ZTRPC_MAX_OPTLEN))
-        value = Array(inline.prefix(min(n, 16)))
+        value = withUnsafeBytes(of: so.value) { Array($0.prefix(min(n, 16))) }
         if n > 16 { value += extra.prefix(n - 16) }
     }
 }
