@@ -30,7 +30,7 @@ final class TCPBridge {
     /// Sockets whose app's close cannot be seen any more — a failed connect (our end is closed:
     /// that is how the app sees POLLERR), or both halves shut down (our end shows POLLHUP while
     /// the app may still hold its fd) — stay this long for names and SO_ERROR, then go.
-    private(set) var lingering: [(conn: Connection, until: Instant)] = []
+    var lingering: [(conn: Connection, until: Instant)] = []
     static let lingerTime = Duration.seconds(60)
     /// Owners of plugged connects, watched so that a dead one's connect does not outlive it.
     var plugOwners = PlugOwners()
@@ -466,42 +466,6 @@ final class TCPBridge {
                 remove(c)
             }
         }
-    }
-
-    var nextDeadline: Instant? {
-        // Asked every loop turn: no array of candidates (an allocation each time).
-        var d = lingering.first?.until
-        if let t = plugOwners.nextCheck, d == nil || t < d! { d = t }
-        if let t = spares.expiry, d == nil || t < d! { d = t }
-        return d
-    }
-
-    /// An idle moment of the loop: makes one owed spare socketpair. False when none is owed.
-    func makeSpare() -> Bool { spares.makeOne(sys: sys) }
-
-    func runTimers(now: Instant) {
-        spares.expire(sys: sys, now: now)
-        for c in plugOwners.check(now: now) {
-            // Our copy of the app end goes: if the owner was its only holder, our end sees the
-            // hangup next and appGone aborts the connect (as Linux does on close).
-            if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: nil) }
-        }
-        while let f = lingering.first, f.until <= now {
-            lingering.removeFirst()
-            if byKey[f.conn.key] === f.conn { remove(f.conn) }
-        }
-    }
-
-    /// At most this many linger at once; past it the oldest goes early (a storm of failed
-    /// connects must not grow memory without bound).
-    static let lingerLimit = 4096
-
-    private func linger(_ c: Connection) {
-        if lingering.count >= Self.lingerLimit {
-            let oldest = lingering.removeFirst().conn
-            if byKey[oldest.key] === oldest { remove(oldest) }
-        }
-        lingering.append((c, Self.now() + Self.lingerTime))
     }
 
     /// Both halves are shut down (the app's FIN and the peer's both passed on): nothing more can
