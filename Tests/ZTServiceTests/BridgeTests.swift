@@ -519,16 +519,9 @@ import Testing
     }
 
     /// An app socket connected to the peer's discard port, and its connection in the bridge.
-    func connectedApp(_ rig: Rig) throws -> (app: Int32, key: FDKey, c: Connection) {
-        let (app, hdr) = rig.connectTCP(port: 9)
-        #expect(hdr?.result == 0)
-        let key = try #require(FDKey.of(app))
-        return (app, key, try #require(rig.hub.tcp.lookup(key)))
-    }
-
     @Test func readOnSettlesAfterAYoungConnectionsShortReadsFindNothing() throws {
         let rig = try Rig()
-        let (app, _, c) = try connectedApp(rig)
+        let (app, _, c) = try rig.connectedApp()
         defer { Glibc.close(app) }
         let end = try #require(c.data?.fd)
         rig.settle(5)
@@ -550,7 +543,7 @@ import Testing
     /// the process's one-way channel open (one option applied); `applied` counts the options.
     func settledWithChannel(_ rig: Rig) throws -> (app: Int32, c: Connection, end: Int32, ch: Int32,
                                                    applied: () -> Int) {
-        let (app, _, c) = try connectedApp(rig)
+        let (app, _, c) = try rig.connectedApp()
         let end = try #require(c.data?.fd)
         c.emptyReadOns = TCPBridge.readOnLimit
         let ch = sendUnanswered(rig, app, name: TCP_NODELAY, value: 1)
@@ -637,7 +630,7 @@ import Testing
 
     @Test func aOneWayOptionNamesItsSocketByIdentityAndSecret() throws {
         let rig = try Rig()
-        let (app, key, c) = try connectedApp(rig)
+        let (app, key, c) = try rig.connectedApp()
         defer { Glibc.close(app) }
         #expect(c.secret != 0)
         // The library learns the secret from the socket's sockinfo.

@@ -8,6 +8,7 @@ import NetStack
 import PhyLoop
 import Synchronization
 import SystemPackage
+import Testing
 @testable import ZTService
 
 // Test support: a syscall backend that injects faults, a frame device over a SEQPACKET pair, and
@@ -356,6 +357,14 @@ final class Rig {
 
     func call(op: UInt16, body: UnsafeRawBufferPointer, fds: [Int32] = []) -> (hdr: ztrpc_rep_hdr, body: [UInt8])? {
         reply(send(op: op, body: body, fds: fds))
+    }
+
+    /// A TCP socket connected to the peer's discard service: its app end, identity and entry.
+    func connectedApp() throws -> (app: Int32, key: FDKey, c: Connection) {
+        let (app, hdr) = connectTCP(port: 9)
+        #expect(hdr?.result == 0)
+        let key = try #require(FDKey.of(app))
+        return (app, key, try #require(hub.tcp.lookup(key)))
     }
 
     /// An int TCP option of `app`'s socket as GETSOCKOPT answers it.
