@@ -322,7 +322,6 @@ public final class PhyLoop<Handler: PhySocketHandler> {
                 n = cshim_epoll_wait(epfd, events, Int32(eventCapacity), 0)
                 if n != 0 { waited = true; break }
             } while handler.phyOnIdle()
-            if waited && n > 0 { lastActivity = Sys.monotonicNanoseconds() }
         }
         if busyPollNanos > 0 && timeout != 0 && !waited {
             let start = Sys.monotonicNanoseconds()

@@ -275,10 +275,7 @@ final class InterceptHub {
                 loop.close(socket)
                 return
             }
-            peer.channel = true
-            channelCount += 1
-            channelsByUID[peer.openerUID, default: 0] += 1
-            channels[peer.openerPID] = socket
+            adoptChannel(socket, peer)
             // The channel is its opener's for good (its messages are judged by `peer`): no
             // credentials with each message, which the kernel would attach and hand over at a
             // cost on both sides (SO_PASSCRED came with the accept).
@@ -344,16 +341,33 @@ final class InterceptHub {
                     if open { open = false; loop.close(socket) }
                     continue
                 }
-                let decoded = RPCCodec.decode(channelMessages.payload(i, count: received.count), truncated: received.truncated)
-                guard case .success(let (h, request)) = decoded, h.noReply, request.mayGoUnanswered else {
-                    logger.debug("one-way channel: message dropped", metadata: ["network": "\(network)", "pid": "\(peer.pid)"])
-                    continue
-                }
-                applyUnanswered(request, RPCCall(socket: socket, peer: peer, header: h, fds: fds))
+                applyOneWay(channelMessages.payload(i, count: received.count), truncated: received.truncated,
+                            socket, peer, fds: fds)
             }
             // A short batch: the channel was empty after it (no read has to say EAGAIN).
             if !open || got < channelMessages.slots { return }
         }
+    }
+
+    /// One message of a one-way channel (either kind): applied if it is a one-way option, else
+    /// dropped (nobody waits for an answer).
+    func applyOneWay(_ message: UnsafeRawBufferPointer, truncated: Bool, _ socket: LoopSocket, _ peer: RPCPeer,
+                     fds: [Int32]) {
+        guard case .success(let (h, request)) = RPCCodec.decode(message, truncated: truncated), h.noReply,
+              request.mayGoUnanswered else {
+            logger.debug("one-way channel: message dropped", metadata: ["network": "\(network)", "pid": "\(peer.pid)"])
+            return
+        }
+        applyUnanswered(request, RPCCall(socket: socket, peer: peer, header: h, fds: fds))
+    }
+
+    /// `socket` becomes the one-way channel of `peer`'s opener, read before that process's other
+    /// requests (`channels`); counted per user for `maxChannelsPerUID`.
+    func adoptChannel(_ socket: LoopSocket, _ peer: RPCPeer) {
+        peer.channel = true
+        channelCount += 1
+        channelsByUID[peer.openerUID, default: 0] += 1
+        channels[peer.openerPID] = socket
     }
 
     /// A one-way option (RPCRequest.mayGoUnanswered): applied to the TCP socket fds[0] names,

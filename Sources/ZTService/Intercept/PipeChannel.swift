@@ -78,7 +78,6 @@ extension InterceptHub {
         // The channel is judged by the ids its process has now, for good (as a SEQPACKET channel
         // is by its opener's).
         let cp = RPCPeer(pid: peer.pid, uid: peer.uid, gid: peer.gid, allowed: peer.allowed, opened: Self.now())
-        cp.channel = true
         cp.pipe = ChannelStream()
         let socket: LoopSocket
         do {
@@ -89,12 +88,10 @@ extension InterceptHub {
         }
         peerCount += 1
         peersByUID[cp.openerUID, default: 0] += 1
-        channelCount += 1
-        channelsByUID[cp.openerUID, default: 0] += 1
         // What the process sent on a channel it had before comes first (it is read before this
         // request's process is served: `channels`), then this one takes its place.
         if let old = channels[cp.openerPID], !old.isClosed, case .rpc(let op) = old.context { readChannel(old, op) }
-        channels[cp.openerPID] = socket
+        adoptChannel(socket, cp)
         return .ok(.none)
     }
 
@@ -116,12 +113,7 @@ extension InterceptHub {
         tcp.beginOneWayBatch()
         defer { tcp.endOneWayBatch() }
         let framed = stream.feed(UnsafeRawBufferPointer(rebasing: pipeBuffer[0..<n])) { m in
-            let decoded = RPCCodec.decode(m, truncated: false)
-            guard case .success(let (h, request)) = decoded, h.noReply, request.mayGoUnanswered else {
-                logger.debug("one-way channel: message dropped", metadata: ["network": "\(network)", "pid": "\(peer.pid)"])
-                return
-            }
-            applyUnanswered(request, RPCCall(socket: socket, peer: peer, header: h, fds: []))
+            applyOneWay(m, truncated: false, socket, peer, fds: [])
         }
         peer.pipe = stream
         if !framed {
