@@ -110,6 +110,15 @@ static void zti_chan_drop(int fd, int broken)
     atomic_store(&zti_chan.lock, 0);
 }
 
+/* Makes @fd the channel (its fields first, fd last: readers load fd with acquire). */
+static void zti_chan_publish(int fd, const struct stat *st, int me, int is_pipe)
+{
+    atomic_store(&zti_chan.pid, me);
+    atomic_store(&zti_chan.ino, (unsigned long)st->st_ino);
+    atomic_store(&zti_chan.pipe, is_pipe);
+    atomic_store_explicit(&zti_chan.fd, fd, memory_order_release);
+}
+
 /* Opens the channel if there is none. Returns 0 when one is (now) there. */
 static int zti_chan_open(int me)
 {
@@ -137,10 +146,7 @@ static int zti_chan_open(int me)
         close(p[0]);
         struct stat pst;
         if (r == 0 && rep.result == 0 && fstat(p[1], &pst) == 0) {
-            atomic_store(&zti_chan.pid, me);
-            atomic_store(&zti_chan.ino, (unsigned long)pst.st_ino);
-            atomic_store(&zti_chan.pipe, 1);
-            atomic_store_explicit(&zti_chan.fd, p[1], memory_order_release);
+            zti_chan_publish(p[1], &pst, me, 1);
             ret = 0;
             goto out;
         }
@@ -168,10 +174,7 @@ seqpacket:;
         close(s);
         goto out;
     }
-    atomic_store(&zti_chan.pid, me);
-    atomic_store(&zti_chan.ino, (unsigned long)st.st_ino);
-    atomic_store(&zti_chan.pipe, 0);
-    atomic_store_explicit(&zti_chan.fd, s, memory_order_release);
+    zti_chan_publish(s, &st, me, 0);
     ret = 0;
 out:
     atomic_store(&zti_chan.lock, 0);
