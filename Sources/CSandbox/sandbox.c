@@ -12,9 +12,9 @@
  * and AF_NETLINK (ztapd opens no IP sockets); new threads, never new processes (clone only
  * with CLONE_THREAD, no execve); ioctl only TUNSETIFF, TUNSETVNETHDRSZ and TUNSETOFFLOAD
  * (joining a network), SIOCGIFINDEX/SIOCGIFNAME (if_nametoindex/if_indextoname, for
- * SO_BINDTODEVICE), TCGETS (isatty) and SIOCOUTQ (what an app has not yet received of an
- * accept channel: its unaccepted connections count against the listener's backlog); no W+X
- * memory.
+ * SO_BINDTODEVICE), TCGETS (isatty), SIOCOUTQ (what an app has not yet received of an
+ * accept channel: its unaccepted connections count against the listener's backlog) and
+ * SIOCATMARK (where an app's urgent byte lies in what it wrote); no W+X memory.
  *
  * A call outside the list traps (SECCOMP_RET_TRAP): the kernel sends SIGSYS before the call
  * runs, and the handler below writes one line naming the call to stderr (the journal) and
@@ -156,9 +156,9 @@ static int zt_add_conditional(scmp_filter_ctx ctx) {
                           SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD));
     r |= seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
     /* ioctl: TAP creation and its offloads, interface index <-> name, isatty, a unix socket's
-     * unread sent bytes. */
+     * unread sent bytes and its out-of-band mark. */
     static const unsigned long ioctls[] = { TUNSETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD, SIOCGIFINDEX, SIOCGIFNAME,
-                                            TCGETS, SIOCOUTQ };
+                                            TCGETS, SIOCOUTQ, SIOCATMARK };
     for (size_t i = 0; i < sizeof ioctls / sizeof *ioctls; i++)
         r |= seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
                               SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, ioctls[i]));

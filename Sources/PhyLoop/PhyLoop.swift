@@ -52,6 +52,9 @@ public final class PhySocket<Context> {
     /// epoll reported EPOLLRDHUP or EPOLLHUP: the peer shut its writing or is gone (sticky too), so
     /// a read that comes back short may be followed by an EOF worth finding now.
     public internal(set) var peerShutWrite = false
+    /// epoll reported EPOLLPRI: the peer sent an out-of-band byte (a unix stream's MSG_OOB) that
+    /// may still be ahead. Set by the loop, cleared by the handler once it found the byte.
+    public var urgentPending = false
     /// The loop's fd is the only reference to its file (a socketpair end made here and never
     /// passed on): closing it takes it out of epoll, so `close` skips the EPOLL_CTL_DEL. Never
     /// set it for an fd a client handed over: a copy it kept would stay registered.
@@ -241,8 +244,9 @@ public final class PhyLoop<Handler: PhySocketHandler> {
         update(socket, bit: Self.readInterest, on: on)
     }
 
-    // RDHUP travels with IN: when reads are off, a level-triggered RDHUP must not keep firing.
-    private static var readInterest: UInt32 { UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue) }
+    // RDHUP and PRI travel with IN: when reads are off, a level-triggered RDHUP or PRI (an
+    // out-of-band byte not read yet) must not keep firing.
+    private static var readInterest: UInt32 { UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLPRI.rawValue) }
 
     private func update(_ socket: Socket, bit: UInt32, on: Bool) {
         guard !socket.isClosed else { return }
@@ -379,7 +383,7 @@ public final class PhyLoop<Handler: PhySocketHandler> {
     }
 
     private func dispatch(_ sock: Socket, _ bits: UInt32) {
-        let readBits = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue)
+        let readBits = UInt32(EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue | EPOLLPRI.rawValue)
         let hangBits = UInt32(EPOLLHUP.rawValue | EPOLLERR.rawValue)
         switch sock.kind {
         case .listener:
@@ -387,6 +391,7 @@ public final class PhyLoop<Handler: PhySocketHandler> {
         case .connected, .raw:
             if bits & UInt32(EPOLLHUP.rawValue) != 0 { sock.hungUp = true }
             if bits & UInt32(EPOLLRDHUP.rawValue | EPOLLHUP.rawValue) != 0 { sock.peerShutWrite = true }
+            if bits & UInt32(EPOLLPRI.rawValue) != 0 { sock.urgentPending = true }
             if bits & UInt32(EPOLLOUT.rawValue) != 0, sock.interest & UInt32(EPOLLOUT.rawValue) != 0 {
                 handler.phyOnWritable(sock)
             }

@@ -370,6 +370,19 @@ public struct Sys: Sendable {
         return Glibc.ioctl(fd, UInt(TIOCOUTQ), &v) == 0 ? Int(v) : 0
     }
 
+    /// SIOCATMARK: the next byte to read is the socket's out-of-band (urgent) byte.
+    public func atMark(_ fd: Int32) -> Bool {
+        var v: Int32 = 0
+        return Glibc.ioctl(fd, UInt(SIOCATMARK), &v) == 0 && v != 0
+    }
+
+    /// SO_OOBINLINE on: an out-of-band byte the peer sends stays in the stream (and a read that
+    /// starts at it goes on past it) instead of being dropped by a read that does not ask for it.
+    public func keepOutOfBandInline(_ fd: Int32) {
+        var one: Int32 = 1
+        _ = Glibc.setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// socketpair(AF_UNIX, type|SOCK_CLOEXEC).
     public func socketpair(type: Int32) throws(Errno) -> (Int32, Int32) {
         var sv: (Int32, Int32) = (-1, -1)

@@ -329,6 +329,21 @@ ZTI_EXPORT ssize_t write(int fd, const void *buf, size_t len)
  * Exported receive side
  */
 
+/* After the app took a ztap TCP socket's urgent byte (recv with MSG_OOB), the unix socket keeps
+ * the emptied out-of-band buffer at the head of its queue, so POLLIN and SIOCATMARK stay set
+ * until a read skips it; a TCP socket shows nothing left. A zero-length read drops it now. Only
+ * a stream socket can have answered MSG_OOB with a byte, and a zero-length read takes no data
+ * from one, so a stale table entry does no harm. */
+static ssize_t zti_after_oob(int fd, int flags, ssize_t r)
+{
+    if (__builtin_expect(flags & MSG_OOB, 0) && r > 0 && !(flags & MSG_PEEK) && zti_hot_kind(fd) == ZTI_TCP) {
+        int saved = errno;
+        (void)zti_real.recv(fd, NULL, 0, MSG_DONTWAIT);
+        errno = saved;
+    }
+    return r;
+}
+
 /** recvfrom() - as recvfrom(2); on a ztap UDP socket the source is the datagram's real sender. */
 ZTI_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *src,
                             socklen_t *srclen)
@@ -345,7 +360,7 @@ ZTI_EXPORT ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct soc
             return r;
         }
     }
-    return zti_real.recvfrom(fd, buf, len, flags, src, srclen);
+    return zti_after_oob(fd, flags, zti_real.recvfrom(fd, buf, len, flags, src, srclen));
 }
 
 /** recv() - as recv(2); on a ztap UDP socket returns the payload only. */
@@ -360,7 +375,7 @@ ZTI_EXPORT ssize_t recv(int fd, void *buf, size_t len, int flags)
         if (r != ZTI_PASS)
             return r;
     }
-    return zti_real.recv(fd, buf, len, flags);
+    return zti_after_oob(fd, flags, zti_real.recv(fd, buf, len, flags));
 }
 
 /* fds received with SCM_RIGHTS may be ztap sockets the library has not seen (another process
@@ -394,7 +409,7 @@ ZTI_EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
     ssize_t r = zti_real.recvmsg(fd, msg, flags);
     if (r >= 0 && msg && msg->msg_controllen)
         zti_note_received_fds(msg);
-    return r;
+    return zti_after_oob(fd, flags, r);
 }
 
 /** recvmmsg() - as recvmmsg(2) (timeout ignored on ztap sockets). */
@@ -545,7 +560,7 @@ ZTI_EXPORT ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int 
     zti_init_real();
     if (len <= buflen && zti_maybe_udp(fd))
         return recv(fd, buf, len, flags);
-    return zti_real.recv_chk(fd, buf, len, buflen, flags);
+    return zti_after_oob(fd, flags, zti_real.recv_chk(fd, buf, len, buflen, flags));
 }
 
 ZTI_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags,
@@ -554,5 +569,5 @@ ZTI_EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, 
     zti_init_real();
     if (len <= buflen && zti_maybe_udp(fd))
         return recvfrom(fd, buf, len, flags, src, srclen);
-    return zti_real.recvfrom_chk(fd, buf, len, buflen, flags, src, srclen);
+    return zti_after_oob(fd, flags, zti_real.recvfrom_chk(fd, buf, len, buflen, flags, src, srclen));
 }

@@ -5,7 +5,10 @@ import Testing
 final class RecordingTransmitter: IPTransmitter {
     struct Packet { var src: IPAddress; var dst: IPAddress; var bytes: [UInt8] }
     var maxPayloadBytes = 1480
+    /// What `segmentationLimit` offers (0: no TSO, the default).
+    var tsoLimit = 0
     var packets: [Packet] = []
+    func segmentationLimit(to dst: IPAddress) -> Int { tsoLimit }
     /// Segments asked for with more room than the path allows (a real interface drops them).
     var oversize = 0
     func maxPayload(to dst: IPAddress) -> Int { maxPayloadBytes }
@@ -28,6 +31,7 @@ struct Seg: CustomStringConvertible {
     var flags: TCPFlags
     var window: UInt16
     var options: TCPSegmentOptions
+    var urgentPointer: UInt16
     var payload: [UInt8]
     var checksumOK: Bool
 
@@ -43,6 +47,7 @@ struct Seg: CustomStringConvertible {
         flags = hdr.flags
         window = hdr.window
         options = hdr.options
+        urgentPointer = hdr.urgentPointer
         self.payload = payload
         checksumOK = ok
     }
@@ -51,9 +56,10 @@ struct Seg: CustomStringConvertible {
 
 func buildSegment(from: IPEndpoint, to: IPEndpoint, seq: UInt32, ack: UInt32 = 0, flags: TCPFlags,
                   window: UInt16 = 65535, options: TCPSegmentOptions = TCPSegmentOptions(),
-                  payload: [UInt8] = []) -> [UInt8] {
-    let hdr = TCPHeaderRepr(sourcePort: from.port, destinationPort: to.port, sequenceNumber: SeqNumber(seq),
+                  payload: [UInt8] = [], urgentPointer: UInt16 = 0) -> [UInt8] {
+    var hdr = TCPHeaderRepr(sourcePort: from.port, destinationPort: to.port, sequenceNumber: SeqNumber(seq),
                             ackNumber: SeqNumber(ack), flags: flags, window: window, options: options)
+    hdr.urgentPointer = urgentPointer
     let hl = hdr.headerLength
     var bytes = [UInt8](repeating: 0, count: hl + payload.count)
     bytes.withUnsafeMutableBytes { p in
@@ -88,9 +94,11 @@ final class Harness {
     init(layer: TCPLayer) { self.layer = layer }
 
     func inject(seq: UInt32? = nil, ack: UInt32? = nil, flags: TCPFlags, window: UInt16 = 65535,
-                options: TCPSegmentOptions = TCPSegmentOptions(), payload: [UInt8] = [], from: IPEndpoint? = nil) {
+                options: TCPSegmentOptions = TCPSegmentOptions(), payload: [UInt8] = [], from: IPEndpoint? = nil,
+                urgentPointer: UInt16 = 0) {
         let bytes = buildSegment(from: from ?? remote, to: local, seq: seq ?? peerSeq, ack: ack ?? peerAck,
-                                 flags: flags, window: window, options: options, payload: payload)
+                                 flags: flags, window: window, options: options, payload: payload,
+                                 urgentPointer: urgentPointer)
         bytes.withUnsafeBytes {
             layer.receive(src: (from ?? remote).address, dst: local.address, segment: $0, now: now, tx: tx)
         }

@@ -20,6 +20,9 @@ transcripts comes from the probe's side. Services on PEER_IP (ports shared with 
   TCP 7012 recorder    reads until EOF/error, records the outcome
   TCP 7013 whoami      sends "IP PORT\\n" of the client as seen here, then waits for EOF
   TCP 7014 oob         sends "ab", then "c" as urgent data (MSG_OOB), waits for EOF
+  TCP 7017 oob-bulk    sends 200000 "x", then "c" as urgent data, then "de", waits for EOF
+  TCP 7018 oob-read    reads until EOF taking urgent data out of band (select's except set, then
+                       recv MSG_OOB), replies "normal=BYTES urgent=BYTE|none", closes
   UDP 7001 echo        each datagram back to its sender (zero-length ones too)
   UDP 7015 ttl         replies "ttl=N tos=N" from the datagram's IP header
   UDP 7016 sender      source port of the control command "udpsend"
@@ -182,6 +185,46 @@ def h_whoami(c, addr):
             pass
 
 
+def h_oob_bulk(c, _):
+    with c:
+        try:
+            c.sendall(b"x" * 200000)
+            c.send(b"c", socket.MSG_OOB)
+            c.sendall(b"de")
+            drain(c)
+        except OSError:
+            pass
+
+
+def h_oob_read(c, _):
+    import select
+    with c:
+        normal, urgent = b"", None
+        try:
+            while True:
+                r, _, x = select.select([c], [], [c], 3)
+                if x and urgent is None:
+                    try:
+                        urgent = c.recv(1, socket.MSG_OOB)
+                    except OSError:
+                        pass   # the pointer came before the byte
+                if not r and not x:
+                    break
+                if r:
+                    b = c.recv(65536)
+                    if not b:
+                        break
+                    normal += b
+            if urgent is None:
+                try:
+                    urgent = c.recv(1, socket.MSG_OOB | socket.MSG_DONTWAIT)
+                except OSError:
+                    pass
+            c.sendall(b"normal=%s urgent=%s\n" % (normal, urgent if urgent else b"none"))
+        except OSError:
+            pass
+
+
 def h_oob(c, _):
     with c:
         try:
@@ -322,7 +365,7 @@ def main():
     for port, h in ((7001, h_echo), (7002, h_discard), (7003, h_close), (7004, h_rst),
                     (7005, h_stall), (7006, h_hello_close), (7007, h_hello_rec),
                     (7009, h_hello_rst), (7011, h_collect), (7012, h_recorder),
-                    (7013, h_whoami), (7014, h_oob)):
+                    (7013, h_whoami), (7014, h_oob), (7017, h_oob_bulk), (7018, h_oob_read)):
         serve(port, h)
     blackhole(7008)
     udp_echo(7001)

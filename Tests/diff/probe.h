@@ -43,6 +43,8 @@ enum {
     P_RECORDER = 7012,
     P_WHOAMI = 7013,
     P_OOB = 7014,
+    P_OOB_BULK = 7017,
+    P_OOB_READ = 7018,
     U_ECHO = 7001,
     U_CLOSED = 7010,
     U_TTL = 7015,

@@ -191,21 +191,6 @@ void case_opt_so_oobinline(void)
     close(s);
 }
 
-void case_tcp_urgent_data(void)
-{
-    int s = tcp_connect(P_OOB);
-    wait_ev(s, POLLPRI, 2000);
-    do_recv(s, 10, 0);
-    int mark = -1;
-    res("ioctl SIOCATMARK", ioctl(s, SIOCATMARK, &mark));
-    out("at mark: %d", mark);
-    do_recv(s, 10, MSG_OOB);
-    show_poll("", s);
-    do_recv(s, 10, MSG_DONTWAIT);
-    do_recv(s, 10, MSG_OOB | MSG_DONTWAIT);
-    close(s);
-}
-
 void case_opt_so_error(void)
 {
     int s = tcp_socket();

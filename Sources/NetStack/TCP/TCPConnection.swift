@@ -100,6 +100,10 @@ final class TCPConnection {
     var rcvAdvEdge = SeqNumber(0)
     var finReceived = false
     var pendingFin: SeqNumber?
+    /// Stream offset of the received urgent byte still ahead of the app (TCPUrgent.swift).
+    var urgentMark: UInt64?
+    /// SND.UP: the sequence number after the app's last urgent byte, while unacknowledged.
+    var sndUp: SeqNumber?
     var advertisedMss = 536
 
     // Negotiated options.
@@ -333,6 +337,10 @@ final class TCPConnection {
             return .done
         }
         if state == .closed { return .done }
+
+        if flags.contains(.urg), state == .established || state == .finWait1 || state == .finWait2 {
+            urgentArrived(seg, seq: seq)
+        }
 
         // Data and FIN.
         if payloadCount > 0 || flags.contains(.fin) {

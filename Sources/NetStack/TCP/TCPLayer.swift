@@ -2,8 +2,8 @@
 /// the timer heap and the event queue, and implements the socket API the driver uses.
 ///
 /// What it leaves out: IP (the interface hands in segments addressed to us and transmits ours;
-/// addresses are `IPAddress`, so one layer serves IPv4 and IPv6), urgent data (URG is ignored,
-/// RFC 6093 says nobody should use it), ECN, TCP-AO/MD5.
+/// addresses are `IPAddress`, so one layer serves IPv4 and IPv6), ECN, TCP-AO/MD5. Urgent data
+/// only says where the urgent byte lies both ways (TCPUrgent.swift); the driver delivers it.
 ///
 /// Driving it: after any socket call (`connect`, `send`, `consume`, `close`…) the layer only
 /// marks the connection dirty; the next `poll` sends what became due. `poll` returns the next

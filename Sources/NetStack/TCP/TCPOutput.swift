@@ -231,7 +231,8 @@ extension TCPConnection {
         // With segmentation offload (TSO), new data leaves as super-segments of whole MSS-sized
         // pieces that the link cuts up; everything else about them (windows, scoreboard, ACK
         // clock) stays per MSS.
-        let maxLen = superSegmentLength(mss: mss, limit: out.segmentationLimit(to: remote.address))
+        let urgent = urgentMode
+        let maxLen = urgent ? mss : superSegmentLength(mss: mss, limit: out.segmentationLimit(to: remote.address))
 
         // 1. Loss recovery: resend segments marked lost first (RFC 6675 §5 NextSeg rule 1).
         var i = 0
@@ -291,7 +292,7 @@ extension TCPConnection {
             }
             let fin = finAfter && len == avail
             let retrans = sndNxt < sndMax
-            if len < mss && !fin && !retrans {
+            if len < mss && !fin && !retrans && !urgent {
                 if len < avail {
                     // Window-limited fragment (sender SWS avoidance, RFC 9293 §3.8.6.2.1).
                     if sndUna < sndMax && len < maxSndWnd / 2 { break }
@@ -436,6 +437,10 @@ extension TCPConnection {
         var hdr = TCPHeaderRepr(sourcePort: local.port, destinationPort: remote.port, sequenceNumber: seq,
                                 ackNumber: flags.contains(.ack) ? rcvNxt : SeqNumber(0), flags: flags,
                                 window: windowField(syn: syn))
+        if let up = urgentField(seq: seq) {
+            hdr.flags.insert(.urg)
+            hdr.urgentPointer = up
+        }
         let cfg = config
         if syn {
             hdr.options.maxSegmentSize = UInt16(clamping: advertisedMss)

@@ -87,6 +87,7 @@ struct SparePairs {
     /// loops do) then needs no fcntl (ZTRPC_AM_NONBLOCK).
     static func make(sys: Sys) throws(Errno) -> Pair {
         let (appEnd, ours) = try sys.socketpair(type: Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+        sys.keepOutOfBandInline(ours)   // the app's urgent bytes reach us (TCPPump.findUrgent)
         guard let key = FDKey.of(appEnd) else {
             sys.close(appEnd)
             sys.close(ours)

@@ -252,6 +252,7 @@ final class TCPBridge {
         if newSocket != nil {
             do {
                 // Not read until connected: only a hangup (the app closed it) matters before.
+                sys.keepOutOfBandInline(newFD)
                 c.data = try loop.add(fd: newFD, kind: .connected, context: .tcp(c), readable: false)
             } catch {
                 byHandle[h] = nil
@@ -310,6 +311,7 @@ final class TCPBridge {
         if let e = reserve(ep, for: c) { sys.close(n.fd); refund(c); return .fail(e, .none) }
         do {
             // Not read until connected: only a hangup (the app closed it) matters here.
+            sys.keepOutOfBandInline(n.fd)
             c.data = try loop.add(fd: n.fd, kind: .connected, context: .tcp(c), readable: false)
         } catch {
             sys.close(n.fd)

@@ -22,9 +22,42 @@ extension TCPBridge {
     func deliverDirect(_ h: SocketHandle, _ bytes: UnsafeRawBufferPointer) -> Int {
         guard let c = byHandle[h], c.phase == .connected(reported: true), c.inbound == .open, c.plug == nil,
               let d = c.data, !d.isClosed, !d.wantsWritable else { return 0 }
+        if let m = stack?.tcp.urgentOffset(h), m < bytes.count { return deliverAroundUrgent(c, d, bytes, mark: m) }
         guard case .processed(let n)? = try? sys.send(d.fd, bytes) else { return 0 }
         c.bytesIn &+= UInt64(n)
         return n
+    }
+
+    /// `deliverDirect` of a payload holding the urgent byte at `mark`: the bytes before it, the
+    /// byte out of band, the rest; as far as the app's socket takes them.
+    private func deliverAroundUrgent(_ c: Connection, _ d: LoopSocket, _ bytes: UnsafeRawBufferPointer, mark: Int) -> Int {
+        var taken = 0
+        if mark > 0 {
+            guard case .processed(let n)? = try? sys.send(d.fd, UnsafeRawBufferPointer(rebasing: bytes[0..<mark])) else { return 0 }
+            taken = n
+            c.bytesIn &+= UInt64(n)
+            if n < mark { return n }
+        }
+        guard (try? sendUrgentByte(c, d, bytes[mark])) == true else { return taken }
+        taken &+= 1
+        if taken < bytes.count, case .processed(let n)? = try? sys.send(d.fd, UnsafeRawBufferPointer(rebasing: bytes[taken...])) {
+            taken &+= n
+            c.bytesIn &+= UInt64(n)
+        }
+        return taken
+    }
+
+    /// The peer's urgent byte goes to the app as the unix socket's out-of-band byte (POLLPRI,
+    /// SIOCATMARK, recv(MSG_OOB), SIGURG to the socket's owner, reads stopping at the mark, as
+    /// on a TCP socket); under SO_OOBINLINE it stays in the stream.
+    /// False: the socket is full.
+    private func sendUrgentByte(_ c: Connection, _ d: LoopSocket, _ byte: UInt8) throws(Errno) -> Bool {
+        var b = byte
+        let flags = c.options[.oobInline] ? Int32(0) : Int32(MSG_OOB)
+        let r = try withUnsafeBytes(of: &b) { p throws(Errno) in try sys.send(d.fd, p, flags: flags) }
+        guard case .processed(1) = r else { return false }
+        c.bytesIn &+= 1
+        return true
     }
 
     /// Reads of up to 64 KiB per `drainDiscard` call (1 MiB).
@@ -56,6 +89,7 @@ extension TCPBridge {
         guard let tx = stack.tcp.sendBuffer(h) else { drainDiscard(c, d); return }
         var readingOn = false
         while true {
+            if readingOn || d.urgentPending { findUrgent(h, d, afterShortRead: readingOn) }
             var (a, b) = tx.freeRegions()
             // TCP_NOTSENT_LOWAT: take no more than the mark allows unsent, so the app's end
             // fills up and the app sees the back-pressure.
@@ -111,6 +145,20 @@ extension TCPBridge {
                 appGone(c, unreadInput: error == .connectionReset)
                 return
             }
+        }
+    }
+
+    /// The app's urgent byte (`send(MSG_OOB)`), kept inline in our end (`keepOutOfBandInline`):
+    /// a read stops before it, so when the next byte is at the mark it is the urgent one and the
+    /// stack marks it (URG on what carries it). Looked for after epoll saw one coming (EPOLLPRI)
+    /// and after every short read that is followed by another (which would start at the byte);
+    /// a short read with no mark behind it says none is waiting.
+    private func findUrgent(_ h: SocketHandle, _ d: LoopSocket, afterShortRead: Bool) {
+        if sys.atMark(d.fd) {
+            stack?.tcp.markUrgent(h, pending: 1)
+            d.urgentPending = false
+        } else if afterShortRead {
+            d.urgentPending = false
         }
     }
 
@@ -181,8 +229,25 @@ extension TCPBridge {
                 stack.tcp.consume(h, rx.count, now: Self.now())
                 break
             }
-            let (a, b) = rx.readableRegions()
+            var (a, b) = rx.readableRegions()
             do {
+                if let m = stack.tcp.urgentOffset(h), m < a.count + b.count {
+                    if m == 0 {
+                        guard try sendUrgentByte(c, d, a[0]) else {
+                            loop.setNotifyWritable(d, true)
+                            return
+                        }
+                        stack.tcp.consume(h, 1, now: Self.now())
+                        continue
+                    }
+                    // Up to the urgent byte only: it goes on its own, out of band.
+                    if m <= a.count {
+                        a = UnsafeRawBufferPointer(rebasing: a[0..<m])
+                        b = UnsafeRawBufferPointer(start: nil, count: 0)
+                    } else {
+                        b = UnsafeRawBufferPointer(rebasing: b[0..<(m - a.count)])
+                    }
+                }
                 switch try sys.sendv(d.fd, a, b) {
                 case .processed(let n):
                     stack.tcp.consume(h, n, now: Self.now())
