@@ -89,7 +89,7 @@ extension TCPBridge {
         guard let tx = stack.tcp.sendBuffer(h) else { drainDiscard(c, d); return }
         var readingOn = false
         while true {
-            if readingOn || d.urgentPending { findUrgent(h, d, afterShortRead: readingOn) }
+            if d.urgentPending || (readingOn && !d.peerShutWrite) { findUrgent(h, d, afterShortRead: readingOn) }
             var (a, b) = tx.freeRegions()
             // TCP_NOTSENT_LOWAT: take no more than the mark allows unsent, so the app's end
             // fills up and the app sees the back-pressure.
@@ -152,7 +152,9 @@ extension TCPBridge {
     /// a read stops before it, so when the next byte is at the mark it is the urgent one and the
     /// stack marks it (URG on what carries it). Looked for after epoll saw one coming (EPOLLPRI)
     /// and after every short read that is followed by another (which would start at the byte);
-    /// a short read with no mark behind it says none is waiting.
+    /// a short read with no mark behind it says none is waiting. Once the app shut its writing
+    /// (epoll saw RDHUP) nothing more can come, and the EPOLLPRI collected with that RDHUP or
+    /// before it covers every urgent byte: no look after short reads then.
     private func findUrgent(_ h: SocketHandle, _ d: LoopSocket, afterShortRead: Bool) {
         if sys.atMark(d.fd) {
             stack?.tcp.markUrgent(h, pending: 1)
