@@ -410,3 +410,24 @@ private func watched(_ epfd: Int32) -> [Int32] {
     #expect(rec.log == ["timer"] && rec.idleWork == 2)
     loop.closeAll()
 }
+
+/// An out-of-band byte (a unix stream's MSG_OOB) shows as EPOLLPRI, remembered on the socket;
+/// with reads off it raises nothing (PRI travels with the read interest, or a byte the handler
+/// cannot take yet would wake the loop for good).
+@Test func anOutOfBandByteIsReportedAndQuietWhileReadsAreOff() throws {
+    let (loop, rec) = try makeLoop()
+    let (a, b) = makePair()
+    defer { close(b) }
+    try Sys.setNonBlocking(a)
+    Sys.live.keepOutOfBandInline(a)
+    let s = try loop.add(fd: a, kind: .connected, context: "a")
+    loop.setNotifyReadable(s, false)
+    _ = "x".withCString { send(b, $0, 1, Int32(MSG_OOB)) }
+    #expect(Sys.live.atMark(a))
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 20_000_000)
+    #expect(rec.log == ["timer"] && !s.urgentPending)
+    loop.setNotifyReadable(s, true)
+    try loop.poll(deadline: Sys.monotonicNanoseconds() + 1_000_000_000)
+    #expect(rec.log == ["timer", "readable:a:1"] && s.urgentPending)
+    #expect(!Sys.live.atMark(a))
+}

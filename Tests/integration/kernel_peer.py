@@ -8,6 +8,8 @@
     kernel_peer.py put ADDR PORT DIR      HTTP/1.1 server storing PUT bodies in DIR
     kernel_peer.py stall ADDR PORT        TCP: accepts and never reads (the window closes)
     kernel_peer.py rst ADDR PORT          TCP: sends 1 MiB, then resets (SO_LINGER {1, 0})
+    kernel_peer.py count ADDR PORT        TCP: reads with SO_OOBINLINE (urgent bytes in the stream)
+                                          until EOF, replies "got N", closes
 
 Prints "READY" on stdout once listening. Runs until killed (the test stops it by PID).
 """
@@ -87,6 +89,21 @@ def rst(c, _peer):
     c.close()
 
 
+def count(c, _peer):
+    with c:
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        n = 0
+        try:
+            while True:
+                b = c.recv(1 << 16)
+                if not b:
+                    break
+                n += len(b)
+            c.sendall(b"got %d\n" % n)
+        except OSError:
+            pass
+
+
 def udp_echo(addr, port):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((addr, port))
@@ -138,6 +155,8 @@ def main():
         tcp_server(addr, port, stall)
     elif mode == "rst":
         tcp_server(addr, port, rst)
+    elif mode == "count":
+        tcp_server(addr, port, count)
     elif mode == "udpecho":
         udp_echo(addr, port)
     elif mode == "put":

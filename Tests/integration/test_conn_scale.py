@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import REPO, run, wait_until
-from test_intercept_e2e import KERNEL, STACK, Env
+from intercept_env import KERNEL, STACK, Env
 from test_soak import rss_kib, settled_rss
 
 ECHO_PORT = 7007

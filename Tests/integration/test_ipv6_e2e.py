@@ -18,7 +18,7 @@ import textwrap
 import pytest
 
 from conftest import wait_ipv6_ready, wait_until
-from test_intercept_e2e import Env, intercept_built, make_file, sha256, wait_connectable  # noqa: F401
+from intercept_env import Env, intercept_built, make_file, sha256, wait_connectable  # noqa: F401
 from test_seccomp_e2e import GOPROBE, build_goprobe
 
 STACK4, KERNEL4 = "10.76.0.2", "10.76.0.1"

@@ -13,7 +13,7 @@ import textwrap
 import time
 
 from conftest import wait_until
-from test_intercept_e2e import KERNEL, STACK, Env
+from intercept_env import KERNEL, STACK, Env
 from test_rpc_hostile import OP_CONNECT, F_NEW, SOCK_REQ_LEN, exchange, header, sock_req
 
 PY = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable

@@ -15,7 +15,7 @@ import textwrap
 import time
 
 from conftest import fd_count, wait_until
-from test_intercept_e2e import KERNEL, env  # noqa: F401 - env is the shared fixture
+from intercept_env import KERNEL, env  # noqa: F401 - env is the shared fixture
 
 MAGIC = 0x5052545A
 VERSION = 2

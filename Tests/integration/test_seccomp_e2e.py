@@ -19,8 +19,8 @@ import textwrap
 import pytest
 
 from conftest import BIN, REPO, run, wait_until
-from test_intercept_e2e import (KERNEL, STACK, HERE, env, intercept_built, make_file, sha256,  # noqa: F401
-                                wait_connectable, wait_port)
+from intercept_env import (KERNEL, STACK, HERE, env, intercept_built, make_file, sha256,  # noqa: F401
+                           wait_connectable, wait_port)
 
 GOPROBE = os.path.join(REPO, ".build", "intercept", "goprobe")
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"

@@ -13,7 +13,7 @@ import textwrap
 import time
 
 from conftest import BIN, fd_count, wait_until
-from test_intercept_e2e import KERNEL, STACK, Env
+from intercept_env import KERNEL, STACK, Env
 
 TOTAL = int(os.environ.get("ZTAP_SOAK_CONNECTIONS", "100000"))
 WORKERS = 4
