@@ -22,6 +22,7 @@ import time
 import pytest
 
 from conftest import BIN, REPO, Daemon, Netns, run, wait_until
+from intercept_env import stop_proc
 
 LIB = os.path.join(REPO, ".build", "intercept", "libztintercept.so")
 HOSTS = "ABC"
@@ -70,16 +71,6 @@ class Host:
 
     def ping(self, addr, count=1):
         return self.ns.exec("ping", "-c", str(count), "-W", "2", addr, check=False).returncode == 0
-
-
-def stop_proc(p):
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,11 @@ import textwrap
 
 import pytest
 
-from conftest import BIN, REPO, run, wait_until
+from conftest import BIN, run, wait_until
+from intercept_env import intercept_built  # noqa: F401 (autouse fixture)
 
 STACK = "10.74.0.2"
 KERNEL = "10.74.0.1"
-LIB = os.path.join(REPO, ".build", "intercept", "libztintercept.so")
 NET = f"""[Network]
 Interface=ztsrv0
 MTU=1500
@@ -34,12 +34,6 @@ KernelAddress={KERNEL}/24
 [Access]
 AllowUsers=postgres
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def intercept_built():
-    if not os.path.exists(LIB):
-        run([os.path.join(REPO, "scripts", "build-intercept.sh")])
 
 
 @pytest.fixture
