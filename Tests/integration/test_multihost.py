@@ -8,7 +8,6 @@ keeps only CAP_NET_ADMIN after setup, so live changes run with just that. Traffi
 
 The tests share the three hosts (module fixture) and run in file order; the last one makes C leave.
 """
-import hashlib
 import json
 import os
 import shutil
@@ -17,12 +16,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 
 import pytest
 
 from conftest import BIN, REPO, Daemon, Netns, run, wait_until
-from intercept_env import stop_proc
+from intercept_env import sha256, stop_proc
 
 LIB = os.path.join(REPO, ".build", "intercept", "libztintercept.so")
 HOSTS = "ABC"
@@ -118,14 +116,6 @@ def hosts():
         for ns in made:
             ns.close()
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def vxlan_info(host):
