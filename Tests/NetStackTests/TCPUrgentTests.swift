@@ -42,6 +42,25 @@ import Testing
         #expect(h.layer.urgentOffset(c) == nil)
     }
 
+    /// While an urgent byte is pending, in-order data goes through the ring (where the driver
+    /// finds the mark), not to the direct receiver; once the app read past it, direct receive
+    /// takes the next data again.
+    @Test func dataWithAPendingMarkGoesThroughTheRing() {
+        let h = Harness()
+        let c = h.passiveEstablished()
+        var direct: [[UInt8]] = []
+        h.layer.directReceiver = { _, b in direct.append(Array(b)); return b.count }
+        h.layer.setDirectReceive(c, true)
+        peerSends(h, Array("ab".utf8))
+        #expect(direct == [Array("ab".utf8)])
+        peerSends(h, Array("cd".utf8), urgent: 1)
+        #expect(direct.count == 1 && h.layer.urgentOffset(c) == 0)
+        #expect(h.read(c) == Array("cd".utf8))
+        peerSends(h, Array("e".utf8))   // nobody asked for the mark since: it is found passed
+        #expect(direct == [Array("ab".utf8), Array("e".utf8)])
+        #expect(h.layer.urgentOffset(c) == nil)
+    }
+
     /// URG outside the states that take data (after the peer's FIN) is ignored.
     @Test func urgentAfterThePeersFinIsIgnored() {
         let h = Harness()

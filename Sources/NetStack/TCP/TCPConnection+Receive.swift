@@ -42,9 +42,11 @@ extension TCPConnection {
                     rx.commit(n)
                     queued = n
                 } else {
-                    // Nothing queued before it: the driver may take it straight from the frame.
+                    // Nothing queued before it: the driver may take it straight from the frame,
+                    // unless an urgent byte is pending (the ring path splits the stream at it).
                     var taken = 0
-                    if directReceive, rx.isEmpty, reassembly.isEmpty, userVisible, let take = layer.directReceiver {
+                    if directReceive, rx.isEmpty, reassembly.isEmpty, urgentOffset == nil, userVisible,
+                       let take = layer.directReceiver {
                         taken = min(max(take(handle, payload), 0), n)
                     }
                     if taken < n {

@@ -2,9 +2,10 @@
 ///
 /// The urgent pointer points one past the urgent byte (the BSD reading, Linux's default with
 /// `tcp_stdurg` 0), and only the latest urgent byte counts. NetStack leaves the byte in the
-/// stream and only says where it is: the driver hands it to the app out of band (ztapd: as the
-/// unix socket's out-of-band byte, which gives the app POLLPRI, SIOCATMARK, `recv(MSG_OOB)` and
-/// SIGURG the way a TCP socket does, and leaves it inline under SO_OOBINLINE).
+/// stream (in the receive ring: no direct receive while a mark is pending) and only says where
+/// it is: the driver hands it to the app out of band (ztapd: as the unix socket's out-of-band
+/// byte, which gives the app POLLPRI, SIOCATMARK, `recv(MSG_OOB)` and SIGURG the way a TCP
+/// socket does, and leaves it inline under SO_OOBINLINE).
 ///
 /// Sending: the driver marks the end of the app's urgent byte (`markUrgent`). Until SND.UNA
 /// reaches that point every segment carries URG and the distance to it (0xFFFF while it is
@@ -23,8 +24,9 @@ extension TCPConnection {
         urgentMark = offset
     }
 
-    /// Bytes before the urgent byte from the next one the app gets (the ring's head, or the
-    /// payload a direct receive is offered); nil when none lies ahead.
+    /// Bytes before the urgent byte from the next one the app gets (the ring's head: while a
+    /// mark is pending, in-order data goes through the ring, not `directReceiver`); nil when
+    /// none lies ahead.
     var urgentOffset: Int? {
         guard let m = urgentMark else { return nil }
         let next = bytesReceived &- UInt64(rx?.count ?? 0)

@@ -22,29 +22,9 @@ extension TCPBridge {
     func deliverDirect(_ h: SocketHandle, _ bytes: UnsafeRawBufferPointer) -> Int {
         guard let c = byHandle[h], c.phase == .connected(reported: true), c.inbound == .open, c.plug == nil,
               let d = c.data, !d.isClosed, !d.wantsWritable else { return 0 }
-        if let m = stack?.tcp.urgentOffset(h), m < bytes.count { return deliverAroundUrgent(c, d, bytes, mark: m) }
         guard case .processed(let n)? = try? sys.send(d.fd, bytes) else { return 0 }
         c.bytesIn &+= UInt64(n)
         return n
-    }
-
-    /// `deliverDirect` of a payload holding the urgent byte at `mark`: the bytes before it, the
-    /// byte out of band, the rest; as far as the app's socket takes them.
-    private func deliverAroundUrgent(_ c: Connection, _ d: LoopSocket, _ bytes: UnsafeRawBufferPointer, mark: Int) -> Int {
-        var taken = 0
-        if mark > 0 {
-            guard case .processed(let n)? = try? sys.send(d.fd, UnsafeRawBufferPointer(rebasing: bytes[0..<mark])) else { return 0 }
-            taken = n
-            c.bytesIn &+= UInt64(n)
-            if n < mark { return n }
-        }
-        guard (try? sendUrgentByte(c, d, bytes[mark])) == true else { return taken }
-        taken &+= 1
-        if taken < bytes.count, case .processed(let n)? = try? sys.send(d.fd, UnsafeRawBufferPointer(rebasing: bytes[taken...])) {
-            taken &+= n
-            c.bytesIn &+= UInt64(n)
-        }
-        return taken
     }
 
     /// The peer's urgent byte goes to the app as the unix socket's out-of-band byte (POLLPRI,
