@@ -48,14 +48,16 @@ void case_tcp_urgent_after_bulk(void)
     static char buf[65536];
     long total = 0;
     for (;;) {
-        if (at_mark(s) == 1) {
-            /* The pointer may come before the byte (Linux: at the mark, not yet readable). */
-            wait_ev(s, POLLPRI, 2000);
-            break;
-        }
+        /* Wait, then look at the mark, then read: a read that starts at the urgent byte passes
+         * it (on Linux as well), so the mark is checked between the wake-up and the read. */
         struct pollfd p = { .fd = s, .events = POLLIN | POLLPRI };
         if (poll(&p, 1, 2000) <= 0) {
             out("no mark and nothing to read after %ld bytes", total);
+            break;
+        }
+        if (at_mark(s) == 1) {
+            /* The pointer may come before the byte (Linux: at the mark, not yet readable). */
+            wait_ev(s, POLLPRI, 2000);
             break;
         }
         ssize_t n = recv(s, buf, sizeof buf, MSG_DONTWAIT);
