@@ -12,6 +12,7 @@ send a packet anywhere: it would get ENETUNREACH.
 Run: python3 -m pytest -q Tests/intercept
 """
 import errno
+import glob
 import json
 import os
 import shutil
@@ -26,6 +27,8 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 OUT = os.path.join(REPO, ".build", "intercept")
 LIB = os.path.join(OUT, "libztintercept.so")
 PROBE = os.path.join(OUT, "probe")
+# probe.c (main, helpers) and probe_*.c (the cases by subject)
+PROBE_SOURCES = sorted(glob.glob(os.path.join(HERE, "probe*.c")))
 
 
 def _isolation_prefix():
@@ -59,7 +62,7 @@ def built():
                    capture_output=True)
     cc = shutil.which("cc") or shutil.which("gcc")
     subprocess.run([cc, "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-o", PROBE,
-                    os.path.join(HERE, "probe.c"), "-lpthread"], check=True)
+                    *PROBE_SOURCES, "-lpthread"], check=True)
     return LIB
 
 

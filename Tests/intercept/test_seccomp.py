@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from test_intercept import CASES, HERE, LIB, OUT, PROBE, REPO, isolated, read_log, assert_clean_protocol
+from test_intercept import CASES, HERE, LIB, OUT, PROBE, PROBE_SOURCES, REPO, isolated, read_log, assert_clean_protocol
 
 SUPERVISOR = os.path.join(OUT, "ztap-seccomp")
 PROBE_STATIC = os.path.join(OUT, "probe-static")
@@ -40,12 +40,12 @@ SECCOMP_CASES = [c for c in CASES if c not in SECCOMP_DIFFERS] + ["untouched", "
 def sbuilt():
     subprocess.run([os.path.join(REPO, "scripts", "build-intercept.sh")], check=True, capture_output=True)
     cc = shutil.which("cc") or shutil.which("gcc")
-    for src, out in (("probe.c", PROBE_STATIC), ("seccomp_probe.c", SPROBE)):
+    for srcs, out in ((PROBE_SOURCES, PROBE_STATIC), ([os.path.join(HERE, "seccomp_probe.c")], SPROBE)):
         r = subprocess.run([cc, "-static", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-o", out,
-                            os.path.join(HERE, src), "-lpthread"], capture_output=True, text=True)
-        assert r.returncode == 0, f"static build of {src} failed (libc6-dev provides libc.a):\n{r.stderr}"
+                            *srcs, "-lpthread"], capture_output=True, text=True)
+        assert r.returncode == 0, f"static build of {out} failed (libc6-dev provides libc.a):\n{r.stderr}"
     if not os.path.exists(PROBE):
-        subprocess.run([cc, "-O1", "-g", "-o", PROBE, os.path.join(HERE, "probe.c"), "-lpthread"], check=True)
+        subprocess.run([cc, "-O1", "-g", "-o", PROBE, *PROBE_SOURCES, "-lpthread"], check=True)
     return SUPERVISOR
 
 
