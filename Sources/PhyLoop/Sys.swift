@@ -383,6 +383,16 @@ public struct Sys: Sendable {
         _ = Glibc.setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
+    /// Gives a socket `extra` more bytes of send buffer than it has (SO_SNDBUFFORCE: past
+    /// wmem_max, with CAP_NET_ADMIN). False when refused.
+    public func growSendBuffer(_ fd: Int32, by extra: Int32) -> Bool {
+        var cur: Int32 = 0
+        var len = socklen_t(MemoryLayout<Int32>.size)
+        guard Glibc.getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cur, &len) == 0 else { return false }
+        var v = (cur &+ extra) / 2   // the kernel doubles what it is given
+        return Glibc.setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, socklen_t(MemoryLayout<Int32>.size)) == 0
+    }
+
     /// socketpair(AF_UNIX, type|SOCK_CLOEXEC).
     public func socketpair(type: Int32) throws(Errno) -> (Int32, Int32) {
         var sv: (Int32, Int32) = (-1, -1)

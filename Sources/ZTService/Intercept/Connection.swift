@@ -115,6 +115,8 @@ final class Connection {
     /// The one-way batch (`TCPBridge.oneWayBatch`) in which a toggle last read what the app had
     /// written: one read per batch takes all that came before any toggle in it.
     var pumpedInBatch: UInt64 = 0
+    /// Our end's send buffer grew once for the peer's urgent byte (`TCPBridge.sendUrgent`).
+    var urgentRoomGiven = false
     /// Reads after a short read that found the app's socket empty (`TCPBridge.readOnLimit`).
     var emptyReadOns: UInt8 = 0
     /// `SocketLoop.polls` when reads last emptied the app's socket: a readiness reported by

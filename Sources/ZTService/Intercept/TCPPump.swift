@@ -30,15 +30,34 @@ extension TCPBridge {
     /// The peer's urgent byte goes to the app as the unix socket's out-of-band byte (POLLPRI,
     /// SIOCATMARK, recv(MSG_OOB), SIGURG to the socket's owner, reads stopping at the mark, as
     /// on a TCP socket); under SO_OOBINLINE it stays in the stream.
-    /// False: the socket is full.
-    private func sendUrgentByte(_ c: Connection, _ d: LoopSocket, _ byte: UInt8) throws(Errno) -> Bool {
-        var b = byte
+    ///
+    /// A read that starts at a unix out-of-band byte passes it and drops it, so the byte must
+    /// not reach an app that has read everything before it and waits in read(): the byte before
+    /// it goes in the same send (`pumpOut` keeps it back until then), and a socket too full for
+    /// the two gets room for them once (our end's send buffer, `urgentRoomBytes` more) rather
+    /// than leaving them to arrive after the app has emptied it. The read then returns the byte
+    /// before and stops at the mark, as on Linux.
+    /// Returns the bytes sent: 0 when the socket is full, 1 of 2 when the urgent one did not fit.
+    private func sendUrgent(_ c: Connection, _ d: LoopSocket, before: UInt8?, urgent: UInt8) throws(Errno) -> Int {
+        var pair = (before ?? 0, urgent)
         let flags = c.options[.oobInline] ? Int32(0) : Int32(MSG_OOB)
-        let r = try withUnsafeBytes(of: &b) { p throws(Errno) in try sys.send(d.fd, p, flags: flags) }
-        guard case .processed(1) = r else { return false }
-        c.bytesIn &+= 1
-        return true
+        for attempt in 0..<2 {
+            let r = try withUnsafeBytes(of: &pair) { p throws(Errno) in
+                try sys.send(d.fd, before == nil ? UnsafeRawBufferPointer(rebasing: p[1...]) : p, flags: flags)
+            }
+            if case .processed(let n) = r {
+                c.bytesIn &+= UInt64(n)
+                return n
+            }
+            guard attempt == 0, !c.urgentRoomGiven else { break }
+            c.urgentRoomGiven = true
+            guard sys.growSendBuffer(d.fd, by: Self.urgentRoomBytes) else { break }
+        }
+        return 0
     }
+
+    /// Send buffer added once per connection for the peer's urgent byte (two small skbs).
+    static var urgentRoomBytes: Int32 { 16384 }
 
     /// Reads of up to 64 KiB per `drainDiscard` call (1 MiB).
     static var discardBatch: Int { 16 }
@@ -205,7 +224,7 @@ extension TCPBridge {
             if c.phase == .closing, let h = c.handle { releaseClosed(c, h) }
             return
         }
-        while rx.count > 0 {
+        pump: while rx.count > 0 {
             if c.inbound == .discarding {
                 c.droppedInput = true
                 stack.tcp.consume(h, rx.count, now: Self.now())
@@ -213,21 +232,29 @@ extension TCPBridge {
             }
             var (a, b) = rx.readableRegions()
             do {
-                if let m = stack.tcp.urgentOffset(h), m < a.count + b.count {
-                    if m == 0 {
-                        guard try sendUrgentByte(c, d, a[0]) else {
+                let total = a.count + b.count
+                if let m = stack.tcp.urgentOffset(h), m <= total {
+                    if m < total && m <= 1 {
+                        let byte = { (i: Int) in i < a.count ? a[i] : b[i - a.count] }
+                        let sent = try sendUrgent(c, d, before: m == 1 ? byte(0) : nil, urgent: byte(m))
+                        guard sent > 0 else {
                             loop.setNotifyWritable(d, true)
                             return
                         }
-                        stack.tcp.consume(h, 1, now: Self.now())
+                        stack.tcp.consume(h, sent, now: Self.now())
                         continue
                     }
-                    // Up to the urgent byte only: it goes on its own, out of band.
-                    if m <= a.count {
-                        a = UnsafeRawBufferPointer(rebasing: a[0..<m])
+                    // Up to the byte before the urgent one, which goes with it (`sendUrgent`);
+                    // while the urgent byte is on its way (its pointer came first) that byte
+                    // waits for it, unless the peer has finished sending.
+                    var upTo = m - 1
+                    if m == total && stack.tcp.isPeerClosed(h) { upTo = total }
+                    if upTo == 0 { break pump }
+                    if upTo <= a.count {
+                        a = UnsafeRawBufferPointer(rebasing: a[0..<upTo])
                         b = UnsafeRawBufferPointer(start: nil, count: 0)
                     } else {
-                        b = UnsafeRawBufferPointer(rebasing: b[0..<(m - a.count)])
+                        b = UnsafeRawBufferPointer(rebasing: b[0..<(upTo - a.count)])
                     }
                 }
                 switch try sys.sendv(d.fd, a, b) {
