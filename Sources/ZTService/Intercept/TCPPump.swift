@@ -246,9 +246,10 @@ extension TCPBridge {
                     }
                     // Up to the byte before the urgent one, which goes with it (`sendUrgent`);
                     // while the urgent byte is on its way (its pointer came first) that byte
-                    // waits for it, unless the peer has finished sending.
+                    // waits for it, unless the peer has finished sending or the byte will be
+                    // inline anyway (SO_OOBINLINE).
                     var upTo = m - 1
-                    if m == total && stack.tcp.isPeerClosed(h) { upTo = total }
+                    if m == total && (stack.tcp.isPeerClosed(h) || c.options[.oobInline]) { upTo = total }
                     if upTo == 0 { break pump }
                     if upTo <= a.count {
                         a = UnsafeRawBufferPointer(rebasing: a[0..<upTo])
