@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * probe.h - shared by the probe program's files: probe.c (main and the helpers below) and
- * probe_*.c (the cases by subject). See probe.c for what the program is.
+ * probe.h - shared by the probe program's files: probe.c (main), probe_util.c (the helpers
+ * below) and probe_*.c (the cases by subject); seccomp_probe.c uses CHECK and the helpers too.
+ * See probe.c for what the program is.
  */
 #ifndef ZTI_PROBE_H
 #define ZTI_PROBE_H
@@ -40,7 +41,7 @@ extern const char *g_self;
         }                                                                                          \
     } while (0)
 
-/* probe.c */
+/* probe_util.c */
 struct sockaddr_in sin_of(const char *ip, int port);
 int is_addr(const struct sockaddr_in *s, const char *ip, int port);
 int tcp_connect(const char *ip, int port);

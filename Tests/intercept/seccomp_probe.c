@@ -2,44 +2,15 @@
 /*
  * seccomp_probe.c - what is particular to seccomp mode (ztap-seccomp), run against
  * fake_ztapd.py like probe.c (network 10.200.0.0/24, which exists only inside the fake).
- * Built statically by Tests/intercept/test_seccomp.py. Usage: seccomp_probe CASE.
+ * Built statically with probe_util.c by Tests/intercept/test_seccomp.py. Usage: seccomp_probe
+ * CASE.
  */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
+#include "probe.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: %s (errno %d %s)\n", __FILE__, __LINE__, #cond, errno,    \
-                    strerror(errno));                                                              \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
+#include <time.h>
 
 #define UDP_LO 768
 #define UDP_HI 1024
-
-static struct sockaddr_in sin_of(const char *ip, int port)
-{
-    struct sockaddr_in s;
-    memset(&s, 0, sizeof s);
-    s.sin_family = AF_INET;
-    s.sin_port = htons((uint16_t)port);
-    inet_pton(AF_INET, ip, &s.sin_addr);
-    return s;
-}
 
 /* Datagram sockets live in the trapped fd range; copies stay in it or are refused. */
 static int case_udp_range(void)

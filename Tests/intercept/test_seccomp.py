@@ -40,7 +40,7 @@ SECCOMP_CASES = [c for c in CASES if c not in SECCOMP_DIFFERS] + ["untouched", "
 def sbuilt():
     subprocess.run([os.path.join(REPO, "scripts", "build-intercept.sh")], check=True, capture_output=True)
     cc = shutil.which("cc") or shutil.which("gcc")
-    for srcs, out in ((PROBE_SOURCES, PROBE_STATIC), ([os.path.join(HERE, "seccomp_probe.c")], SPROBE)):
+    for srcs, out in ((PROBE_SOURCES, PROBE_STATIC), ([os.path.join(HERE, "seccomp_probe.c"), os.path.join(HERE, "probe_util.c")], SPROBE)):
         r = subprocess.run([cc, "-static", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-o", out,
                             *srcs, "-lpthread"], capture_output=True, text=True)
         assert r.returncode == 0, f"static build of {out} failed (libc6-dev provides libc.a):\n{r.stderr}"
