@@ -29,7 +29,7 @@ extension TCPBridge {
 
     /// The peer's urgent byte goes to the app as the unix socket's out-of-band byte (POLLPRI,
     /// SIOCATMARK, recv(MSG_OOB), SIGURG to the socket's owner, reads stopping at the mark, as
-    /// on a TCP socket); under SO_OOBINLINE it stays in the stream.
+    /// on a TCP socket); under SO_OOBINLINE `pumpOut` leaves it in the stream.
     ///
     /// A read that starts at a unix out-of-band byte passes it and drops it, so the byte must
     /// not reach an app that has read everything before it and waits in read(): the byte before
@@ -40,20 +40,20 @@ extension TCPBridge {
     /// Returns the bytes sent: 0 when the socket is full, 1 of 2 when the urgent one did not fit.
     private func sendUrgent(_ c: Connection, _ d: LoopSocket, before: UInt8?, urgent: UInt8) throws(Errno) -> Int {
         var pair = (before ?? 0, urgent)
-        let flags = c.options[.oobInline] ? Int32(0) : Int32(MSG_OOB)
-        for attempt in 0..<2 {
+        func send() throws(Errno) -> Int {
             let r = try withUnsafeBytes(of: &pair) { p throws(Errno) in
-                try sys.send(d.fd, before == nil ? UnsafeRawBufferPointer(rebasing: p[1...]) : p, flags: flags)
+                try sys.send(d.fd, before == nil ? UnsafeRawBufferPointer(rebasing: p[1...]) : p, flags: Int32(MSG_OOB))
             }
-            if case .processed(let n) = r {
-                c.bytesIn &+= UInt64(n)
-                return n
-            }
-            guard attempt == 0, !c.urgentRoomGiven else { break }
-            c.urgentRoomGiven = true
-            guard sys.growSendBuffer(d.fd, by: Self.urgentRoomBytes) else { break }
+            guard case .processed(let n) = r else { return 0 }
+            return n
         }
-        return 0
+        var n = try send()
+        if n == 0 && !c.urgentRoomGiven {
+            c.urgentRoomGiven = true
+            if sys.growSendBuffer(d.fd, by: Self.urgentRoomBytes) { n = try send() }
+        }
+        c.bytesIn &+= UInt64(n)
+        return n
     }
 
     /// Send buffer added once per connection for the peer's urgent byte (two small skbs).
@@ -233,7 +233,8 @@ extension TCPBridge {
             var (a, b) = rx.readableRegions()
             do {
                 let total = a.count + b.count
-                if let m = stack.tcp.urgentOffset(h), m <= total {
+                // Under SO_OOBINLINE the urgent byte is an ordinary one of the stream.
+                if !c.options[.oobInline], let m = stack.tcp.urgentOffset(h), m <= total {
                     if m < total && m <= 1 {
                         let byte = { (i: Int) in i < a.count ? a[i] : b[i - a.count] }
                         let sent = try sendUrgent(c, d, before: m == 1 ? byte(0) : nil, urgent: byte(m))
@@ -246,10 +247,9 @@ extension TCPBridge {
                     }
                     // Up to the byte before the urgent one, which goes with it (`sendUrgent`);
                     // while the urgent byte is on its way (its pointer came first) that byte
-                    // waits for it, unless the peer has finished sending or the byte will be
-                    // inline anyway (SO_OOBINLINE).
+                    // waits for it, unless the peer has finished sending.
                     var upTo = m - 1
-                    if m == total && (stack.tcp.isPeerClosed(h) || c.options[.oobInline]) { upTo = total }
+                    if m == total && stack.tcp.isPeerClosed(h) { upTo = total }
                     if upTo == 0 { break pump }
                     if upTo <= a.count {
                         a = UnsafeRawBufferPointer(rebasing: a[0..<upTo])
