@@ -295,12 +295,9 @@ import Testing
         func accepted() -> (msg: ztrpc_accept_msg, fd: Int32) {
             var got = (msg: ztrpc_accept_msg(), fd: Int32(-1))
             rig.run {
-                var buf = [UInt8](repeating: 0, count: 128)
-                var fds = [Int32](repeating: -1, count: 2)
-                let r = buf.withUnsafeMutableBytes { bb in fds.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
-                if case .processed(let m)? = r, m.fdCount == 1 {
-                    #expect(m.count == MemoryLayout<ztrpc_accept_msg>.size)
-                    got = (buf.withUnsafeBytes { $0.load(as: ztrpc_accept_msg.self) }, fds[0])
+                if let a = Rig.takeAccept(chApp), a.fds.count == 1 {
+                    #expect(a.size == MemoryLayout<ztrpc_accept_msg>.size)
+                    got = (a.msg, a.fds[0])
                 }
                 return got.fd >= 0
             }
@@ -353,12 +350,9 @@ import Testing
         #expect(rig.peer.tcp.info(peers[1])?.state == .established)
         #expect(rig.peer.tcp.info(peers[2])?.state == .synSent, "its SYN was dropped")
         // The app accepts one: the third's retransmitted SYN (after ~1 s) finds room.
-        var buf = [UInt8](repeating: 0, count: 64)
-        var got = [Int32](repeating: -1, count: 2)
-        let r = buf.withUnsafeMutableBytes { bb in got.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
-        guard case .processed(let m)? = r else { Issue.record("no accept message"); return }
-        #expect(m.fdCount == 1)
-        defer { for f in got where f >= 0 { Glibc.close(f) } }
+        guard let a = Rig.takeAccept(chApp) else { Issue.record("no accept message"); return }
+        #expect(a.fds.count == 1)
+        defer { for f in a.fds { Glibc.close(f) } }
         #expect(rig.run(limit: 8000) { rig.peer.tcp.info(peers[2])?.state == .established })
         #expect(rig.run { queued() == 2 })
     }
@@ -375,10 +369,7 @@ import Testing
                                     now: NetworkLoop.now())
         var fds = 0
         rig.run {
-            var buf = [UInt8](repeating: 0, count: 128)
-            var got = [Int32](repeating: -1, count: 2)
-            let r = buf.withUnsafeMutableBytes { bb in got.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
-            if case .processed(let m)? = r { fds += m.fdCount; for f in got where f >= 0 { Glibc.close(f) } }
+            if let a = Rig.takeAccept(chApp) { fds += a.fds.count; for f in a.fds { Glibc.close(f) } }
             return fds >= 1
         }
         #expect(fds == 1, "the listener survives and delivers the next connection")

@@ -189,10 +189,7 @@ private func namedConnection() throws -> (client: Int32, server: Int32, listener
                                             now: NetworkLoop.now())
         var accepted: [Int32] = []
         rig.run {
-            var buf = [UInt8](repeating: 0, count: 128)
-            var got = [Int32](repeating: -1, count: 2)
-            let r = buf.withUnsafeMutableBytes { bb in got.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(chApp, into: bb, fds: $0) } }
-            if case .processed(let m)? = r { accepted += got.prefix(m.fdCount) }
+            if let a = Rig.takeAccept(chApp) { accepted += a.fds }
             return !accepted.isEmpty
         }
         #expect(accepted.count == 1 && rig.peer.tcp.info(first)?.state == .established)

@@ -396,6 +396,16 @@ final class Rig {
 
     /// A new TCP socket connected (blocking unless `nonblocking`) to peer:port: the app end.
     /// `send` only sends the request (the reply comes later on the returned RPC socket).
+    /// The next message on a listener's accept channel, if one is there now (no stepping): its
+    /// accept message, payload size and the fds it carried.
+    static func takeAccept(_ ch: Int32) -> (msg: ztrpc_accept_msg, size: Int, fds: [Int32])? {
+        var buf = [UInt8](repeating: 0, count: 128)
+        var fds = [Int32](repeating: -1, count: 2)
+        let r = buf.withUnsafeMutableBytes { bb in fds.withUnsafeMutableBufferPointer { try? Sys.live.recvWithFDs(ch, into: bb, fds: $0) } }
+        guard case .processed(let m)? = r else { return nil }
+        return (buf.withUnsafeBytes { $0.load(as: ztrpc_accept_msg.self) }, m.count, Array(fds.prefix(m.fdCount)))
+    }
+
     /// A TCP socket bound to the stack's `port` and listening: the app end of its accept
     /// channel (nil if the bind or the listen failed).
     func listenTCP(port: UInt16, backlog: Int32) -> Int32? {
