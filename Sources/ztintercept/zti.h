@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <stdatomic.h>
+#include <errno.h>
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -258,6 +259,16 @@ int zti_down_errno(int err, int fallback);
 int zti_fail(int err);
 int zti_tcp_quiet(int fd, struct zti_ent *e);
 int zti_refresh(int fd, struct zti_ent *e);
+/* The errno a failed ECONNRESET read of a ztap TCP socket reports (zti_opts.c). */
+int zti_tcp_read_error(int fd);
+/* A native read's result on @fd, with a ztap TCP socket's ECONNRESET made the connection's own
+ * error, as Linux reports it (zti_tcp_read_error). Only the failure path pays. */
+static inline ssize_t zti_after_read(int fd, ssize_t r)
+{
+    if (__builtin_expect(r < 0, 0) && errno == ECONNRESET && zti_hot_kind(fd) == ZTI_TCP)
+        errno = zti_tcp_read_error(fd);
+    return r;
+}
 int zti_install_known(int fd, int newfd, int fresh);
 int zti_carried_opt(int level, int name);
 /* Reads the network's environment (ztctl run) into zti_cfg; called once by the constructor. */

@@ -527,6 +527,36 @@ ZTI_EXPORT int getsockopt(int fd, int level, int name, void *optval, socklen_t *
 }
 
 /**
+ * zti_tcp_read_error() - the errno for a native read of a ztap TCP socket that failed ECONNRESET
+ * @fd: the socket
+ *
+ * That error is the unix socket's, left once on the app end when ztapd closes its end with
+ * bytes unread, which it does when the connection ends in an error (ztrpc.h CONNECT). Linux's
+ * read reports the connection's own error and clears it (ECONNREFUSED after a refused connect,
+ * ETIMEDOUT, ...): so does this, asking ztapd for it (SO_ERROR, which clears it there).
+ *
+ * Return: the errno to report (ECONNRESET when ztapd has nothing else to say).
+ */
+int zti_tcp_read_error(int fd)
+{
+    struct zti_ent e;
+    if (!zti_cfg.enabled || zti_classify(fd, &e, 0) != ZTI_TCP)
+        return ECONNRESET;
+    struct ztrpc_sockopt rq, rs;
+    memset(&rq, 0, sizeof rq);
+    rq.level = SOL_SOCKET;
+    rq.name = SO_ERROR;
+    rq.optlen = sizeof(int);
+    struct ztrpc_rep_hdr rep;
+    int err, v = 0;
+    if (zti_rpc(ZTRPC_OP_GETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, &rs, sizeof rs, ZTI_SHORT_WAIT_MS, 0, &err) < 0 ||
+        rep.result < 0)
+        return ECONNRESET;
+    memcpy(&v, rs.value, sizeof v);
+    return v > 0 ? v : ECONNRESET;
+}
+
+/**
  * setsockopt() - socket options; for ztap sockets forwarded to ztapd (timeouts stay native)
  * Return: 0 or -1 with errno, as setsockopt(2).
  */

@@ -432,6 +432,57 @@ int zti_refresh(int fd, struct zti_ent *e)
     return 0;
 }
 
+/**
+ * zti_renew() - give a TCP socket a new data socketpair (RENEW)
+ * @fd: the app's fd, a ztap TCP socket whose pair ztapd closed at a failed connect (its
+ *      CONNECT answered ZTRPC_E_RENEW)
+ * @e: its entry; refreshed on success
+ *
+ * Linux lets a socket whose connect failed connect again; under ztap its pair died with the
+ * failure, so a new one replaces it (the options and the binding stay in ztapd). The unix
+ * buffer sizes the app set are mirrored on the app end: carried over like the fd's own options.
+ *
+ * Return: 0, or -1 with errno (the fd is then left as it was).
+ */
+static int zti_renew(int fd, struct zti_ent *e)
+{
+    int fl = zti_real.fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -1;
+    int sv[2];
+    if (zti_real.socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | ((fl & O_NONBLOCK) ? SOCK_NONBLOCK : 0), 0, sv) < 0)
+        return -1;
+    static const int bufs[] = { SO_RCVBUF, SO_SNDBUF };
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        int v = 0;
+        socklen_t l = sizeof v;
+        if (zti_real.getsockopt(fd, SOL_SOCKET, bufs[i], &v, &l) == 0 && (v /= 2) > 0)
+            (void)zti_real.setsockopt(sv[0], SOL_SOCKET, bufs[i], &v, sizeof v);
+    }
+    int fds[3] = { fd, sv[1], sv[0] };
+    struct ztrpc_rep_hdr rep;
+    struct ztrpc_sockinfo si;
+    int err;
+    int r = zti_rpc(ZTRPC_OP_RENEW, NULL, 0, fds, 3, &rep, &si, sizeof si, ZTI_SHORT_WAIT_MS, 0, &err);
+    zti_close(sv[1]);
+    if (r < 0 || rep.result < 0) {
+        zti_close(sv[0]);
+        return zti_fail(r < 0 ? zti_down_errno(err, ECONNREFUSED) : rep.err ? rep.err : EIO);
+    }
+    int ir = zti_install_known(fd, sv[0], 0);
+    if (ir < 0) {
+        zti_close(sv[0]);
+        return zti_fail(-ir);
+    }
+    uint8_t proto = e->proto, family = e->family, v6only = e->v6only;
+    zti_ent_from_info(e, ZTI_TCP, &si, fd);
+    e->proto = proto;
+    e->family = family;
+    e->v6only = v6only;
+    zti_table_put(fd, e);
+    return 0;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * connect / bind / listen
  */
@@ -479,6 +530,8 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
             return zti_fail(aerr);
         int fl = zti_real.fcntl(fd, F_GETFL);
         int nonblock = fl >= 0 && (fl & O_NONBLOCK);
+        int renewed = 0;
+    again:
         rq.proto = e.proto;
         rq.family = e.family;
         rq.flags = (nonblock ? ZTRPC_F_NONBLOCK : 0) | (e.v6only ? ZTRPC_F_V6ONLY : 0);
@@ -502,6 +555,18 @@ ZTI_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
                 return zti_fail(err == EINTR ? EINTR : EINPROGRESS);
             }
             return zti_fail(zti_down_errno(err, k == ZTI_UDP ? ENETUNREACH : ECONNREFUSED));
+        }
+        if (rep.result < 0 && rep.err == ZTRPC_E_RENEW) {
+            /* A failed connect took the socket's pair: a new one, then the connect again. The
+             * dead end's buffer, shrunk if it was plugged, is what the new one inherits. */
+            if (rq.sndbuf > 0)
+                (void)zti_real.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &rq.sndbuf, sizeof rq.sndbuf);
+            if (renewed || zti_renew(fd, &e) < 0)
+                return zti_fail(renewed ? EIO : errno);
+            renewed = 1;
+            rq.filler = 0;
+            rq.sndbuf = 0;
+            goto again;
         }
         if (rep.result == 0 || rep.err == EINPROGRESS) {
             uint8_t proto = e.proto, family = e.family, v6only = e.v6only;

@@ -336,6 +336,7 @@ ZTI_EXPORT ssize_t write(int fd, const void *buf, size_t len)
  * from one, so a stale table entry does no harm. */
 static ssize_t zti_after_oob(int fd, int flags, ssize_t r)
 {
+    r = zti_after_read(fd, r);
     if (__builtin_expect(flags & MSG_OOB, 0) && r > 0 && !(flags & MSG_PEEK) && zti_hot_kind(fd) == ZTI_TCP) {
         int saved = errno;
         (void)zti_real.recv(fd, NULL, 0, MSG_DONTWAIT);
@@ -455,7 +456,7 @@ ZTI_EXPORT ssize_t read(int fd, void *buf, size_t len)
         if (r != ZTI_PASS)
             return r;
     }
-    return zti_sys_read(fd, buf, len);
+    return zti_after_read(fd, zti_sys_read(fd, buf, len));
 }
 
 /* Tells ztapd the app shut socket @fd down (ZTRPC_ZT_SHUTDOWN, @bits added to what it had):

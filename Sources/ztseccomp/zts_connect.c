@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
@@ -222,6 +223,13 @@ int zts_udp_open(struct zts_call *c, struct zts_ent **ent)
  * connect
  */
 
+/* A CONNECT reply's errno for the program: ZTRPC_E_RENEW (zts_renew saw no hang-up, so the
+ * socket was not renewed) is no errno; the socket's connection is over, as ECONNABORTED says. */
+static int zts_connect_errno(int err)
+{
+    return err == ZTRPC_E_RENEW ? ECONNABORTED : err ? err : EIO;
+}
+
 /* Completes a blocking TCP connect: ztapd's reply arrived, or SO_SNDTIMEO (or the safety limit)
  * passed. A new socket is installed on success (or when the connect goes on in the background);
  * on failure the target's fd stays the kernel socket it was, as with the library. */
@@ -255,7 +263,7 @@ static int zts_connect_outcome(struct zts_call *c)
         return zts_finish(c, -1, EINPROGRESS);
     }
     if (r < 0 || rep.result < 0) {
-        int err = r < 0 ? zts_down_errno(-r, ECONNREFUSED) : (rep.err ? rep.err : EIO);
+        int err = r < 0 ? zts_down_errno(-r, ECONNREFUSED) : zts_connect_errno(rep.err);
         if (e && c->new_socket)
             zts_table_forget(st.st_dev, st.st_ino); /* ztapd dropped it; the fd stays the kernel's */
         else if (e)
@@ -274,6 +282,46 @@ static int zts_connect_outcome(struct zts_call *c)
         zts_dbg("pid %d: blocking connect intercepted, fd %d", (int)c->n.pid, targetfd);
     }
     return zts_finish(c, 0, 0);
+}
+
+/* An existing TCP socket whose pair ztapd closed at a failed connect (its app end shows the
+ * hang-up) gets a new one before a connect (ztrpc.h RENEW, as the library's zti_renew): the
+ * new app end replaces the target's fd and becomes c->fd. ztapd refuses (EINVAL) a socket that is
+ * not such one, e.g. one whose failed connect is still to be reported: nothing changes then.
+ * Return: 0 (renewed or nothing to do), or -errno. */
+static int zts_renew(struct zts_call *c, struct zts_ent **e)
+{
+    struct pollfd p = { .fd = c->fd, .events = 0 };
+    if (poll(&p, 1, 0) != 1 || !(p.revents & POLLHUP))
+        return 0;
+    int sv[2];
+    if (zts_socketpair(c, SOCK_STREAM | SOCK_CLOEXEC, sv) < 0)
+        return -errno;
+    int fds[3] = { c->fd, sv[1], sv[0] };
+    struct ztrpc_rep_hdr rep;
+    struct ztrpc_sockinfo si;
+    int err;
+    int r = zts_rpc(c, ZTRPC_OP_RENEW, NULL, 0, fds, 3, &rep, &si, sizeof si, ZTS_SHORT_WAIT_MS, &err);
+    close(sv[1]);
+    if (r < 0 || rep.result < 0) {
+        close(sv[0]);
+        return r < 0 ? -zts_down_errno(err, ECONNREFUSED) : 0;
+    }
+    uint8_t proto = (*e)->proto, family = (*e)->family, v6only = (*e)->v6only;
+    struct zts_ent *ne = zts_table_put_fd(sv[0], ZTS_K_TCP, &si);
+    if (ne) {
+        ne->proto = proto;
+        ne->family = family;
+        ne->v6only = v6only;
+        *e = ne;
+    }
+    if ((r = zts_install(c, (int)c->n.data.args[0], sv[0], NULL)) < 0) {
+        close(sv[0]);
+        return r;
+    }
+    close(c->fd);
+    c->fd = sv[0]; /* the call goes on with the socket's new end */
+    return 0;
 }
 
 int zts_h_connect(struct zts_call *c)
@@ -325,13 +373,18 @@ int zts_h_connect(struct zts_call *c)
         return zts_finish(c, -1, EAFNOSUPPORT);
     if (k == ZTS_K_LISTEN)
         return zts_finish(c, -1, EISCONN);
+    int r;
+    if (k == ZTS_K_TCP && fam != AF_UNSPEC && (r = zts_renew(c, &e)) < 0) {
+        if (r == -ENOENT)
+            return ZTS_DONE;
+        return zts_finish(c, -1, -r);
+    }
     int nonblock = zts_file_nonblock(c->fd);
     struct ztrpc_sock_req rq;
     memset(&rq, 0, sizeof rq);
     rq.addr = a;
     rq.proto = e->proto ? e->proto : (k == ZTS_K_UDP ? IPPROTO_UDP : IPPROTO_TCP);
     rq.family = e->family;
-    int r;
     int starts = k == ZTS_K_TCP && fam != AF_UNSPEC &&
                  (e->state == ZTRPC_STATE_UNBOUND || e->state == ZTRPC_STATE_BOUND);
     if (starts && (r = zts_plug(c->fd, &rq)) < 0)
@@ -364,7 +417,7 @@ int zts_h_connect(struct zts_call *c)
         }
     }
     if (rep.result < 0)
-        return zts_finish(c, -1, rep.err ? rep.err : EIO);
+        return zts_finish(c, -1, zts_connect_errno(rep.err));
     return zts_finish(c, 0, 0);
 }
 

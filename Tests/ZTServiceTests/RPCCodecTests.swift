@@ -42,6 +42,7 @@ import Testing
             (ZTRPC_OP_GETSOCKOPT, { if case .getsockopt = $0 { true } else { false } }),
             (ZTRPC_OP_SETSOCKOPT, { if case .setsockopt = $0 { true } else { false } }),
             (ZTRPC_OP_GETNAME, { if case .getname = $0 { true } else { false } }),
+            (ZTRPC_OP_RENEW, { if case .renew = $0 { true } else { false } }),
             (99, { if case .unknown(99) = $0 { true } else { false } }),
         ]
         for (op, check) in ops {

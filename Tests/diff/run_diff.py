@@ -56,11 +56,13 @@ MODE = os.environ.get("ZTAP_DIFF_MODE", "preload")
 #   [RST]              after the peer's RST ztap shows POLLHUP but no POLLERR, reads 0 (Linux
 #                      ECONNRESET once), SO_ERROR then ECONNRESET (Linux 0: the read consumed it):
 #                      a unix socket can only carry the error when the app had bytes in flight
-#   [ENOPROTOOPT]      option refused with ENOPROTOOPT on a ztap socket, and the value set before
-#                      connect is lost (getsockopt after connect: ENOPROTOOPT)
+#   [UNCONNECTED]      a ztap socket made unconnected again (its connect failed, or AF_UNSPEC) keeps
+#                      as its fd the unix stream its connection closed, until a new connect
+#                      brings a new one: its mask has POLLIN|POLLRDHUP (EOF) where Linux's
+#                      unconnected socket shows only POLLOUT|POLLHUP
 KNOWN_DIFFERENCES = {
-    "connect_refused_nonblocking": "after the failed connect (SO_ERROR read): Linux second connect -1 ECONNABORTED (the socket is disconnected), third -1 EINPROGRESS and refused again (POLLERR, recv ECONNREFUSED); ztap EISCONN twice (ztapd closed the socketpair at the failure: a new handshake would need a new one), mask without POLLERR, recv 0",
-    "connect_af_unspec": "connect(AF_UNSPEC) on a connected socket: Linux's socket is unconnected (POLLOUT|POLLERR|POLLHUP, recv ENOTCONN, send EPIPE); ztap's app end stays the live unix stream the reconnect reuses (POLLOUT, recv EAGAIN, send 1). Names and SO_ERROR ECONNRESET match",
+    "connect_af_unspec": "[UNCONNECTED] after connect(AF_UNSPEC) Linux POLLOUT|POLLERR|POLLHUP, recv ENOTCONN; ztap POLLIN|POLLOUT|POLLRDHUP|POLLERR|POLLHUP, recv 0. Names, SO_ERROR ECONNRESET, send EPIPE and the reconnect match",
+    "connect_refused_bound": "[UNCONNECTED] after a bound socket's blocking connect failed: Linux POLLOUT|POLLHUP, ztap POLLIN|POLLOUT|POLLRDHUP|POLLHUP. Names, SO_ERROR and the reconnect from the bound port match",
     "select_masks": "[RST] mask without POLLERR",
     "accept_peer_rst_queued": "a connection reset while queued: Linux accepts it with POLLERR|POLLHUP (then getpeername ENOTCONN, SO_ERROR ECONNRESET, recv 0, send EPIPE, which ztap matches); ztap's accepted end lacks POLLERR (ztapd closed its copy of the app end at delivery, and only a byte unread in our end when it closes gives the app end ECONNRESET/POLLERR), or, when the RST is processed before ztapd takes the connection from NetStack's accept queue, the connection is gone (accept EAGAIN: NetStack drops a reset connection from its accept queue; Linux keeps it there and accept returns it). Branch diff-cases2-wip-accept-rst fixes the first part",
     "listen_shutdown": "shutdown(SHUT_RD) on a listener: Linux stops listening (mask POLLOUT|POLLHUP, SO_ACCEPTCONN 0, listen again 0); ztap's SHUT_RD is native on the accept channel (mask POLLIN|POLLRDHUP|POLLHUP, SO_ACCEPTCONN 1) and ztapd drops the listener at the hang-up (listen again -1 ENOTSOCK). Architectural for the mask: the socket would have to become an unconnected one (Linux: POLLOUT|POLLHUP), but a ztap socket's fd is a unix socket connected to ztapd (the connection is how ztapd sees the app's close), and a connected unix socket shows POLLHUP only with POLLIN|POLLRDHUP (sk_shutdown == SHUTDOWN_MASK); only an unconnected one shows POLLOUT|POLLHUP, and ztapd cannot see its close. (Stopping the listener, SO_ACCEPTCONN 0 and listen again could be done with a new data socketpair; the mask would still differ.)",

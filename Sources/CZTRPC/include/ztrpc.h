@@ -97,6 +97,7 @@
  *       fds[1] = daemon end of the new accept channel (ztapd keeps it),
  *       fds[2] = app end of the new accept channel: the socket's new identity. ztapd closes the
  *                old data socket's daemon end; the library then dup3()s fds[2] onto the app fd.
+ *   - RENEW: as LISTEN, with a SOCK_STREAM pair (fds[1] daemon end, fds[2] the new app end).
  *   - every other op: fds[0] = the app's socket fd. No fds at all is an error (EBADF).
  * Replies never carry fds. On a failed reply the library closes the socketpair it created and the
  * app's fd stays what it was (a kernel socket), so ztapd must drop any state it created for it.
@@ -147,10 +148,16 @@ extern "C" {
  *   for a failed connect (the error itself comes from GETSOCKOPT(SO_ERROR), which never waits),
  *   and it does so before restoring the buffer: the app end is never writable without the
  *   hang-up, which lets the library answer SO_ERROR 0 itself while the end shows none.
- *   On an existing socket, like Linux: EALREADY while a connect is pending; once it succeeded, 0
- *   for the first repeated CONNECT and EISCONN afterwards; once it failed, the error (cleared, as
- *   SO_ERROR would). An all-zero addr and port 0 (the app's connect(AF_UNSPEC)) on a TCP socket: abort
- *   the connection (RST).
+ *   On an existing socket, like Linux (whose socket is "connected" once a connect() returned 0 or
+ *   it was accepted): EALREADY while a connect is pending; once it succeeded, 0 for the first
+ *   repeated CONNECT and EISCONN afterwards; once the connection is over and the socket was never
+ *   reported connected (a non-blocking or interrupted connect), the pending error (cleared, as
+ *   SO_ERROR would) or else ECONNABORTED, and the socket is unconnected again (it keeps its
+ *   options and an explicit bind); a blocking CONNECT's failure leaves it unconnected at once.
+ *   An unconnected socket whose data socketpair ztapd closed at a failed connect cannot carry a
+ *   new connection: CONNECT answers -1 / ZTRPC_E_RENEW (never an app's errno), and the library
+ *   sends RENEW with a new pair and then the CONNECT again. An all-zero addr and port 0 (the
+ *   app's connect(AF_UNSPEC)) on a TCP socket: abort the connection (RST).
  *   The library may stop waiting for a blocking CONNECT's reply (signal: EINTR; SO_SNDTIMEO:
  *   EINPROGRESS) and close the RPC connection; the connect then goes on, and its outcome stays
  *   pending for GETSOCKOPT(SO_ERROR).
@@ -219,6 +226,15 @@ extern "C" {
  *   the flag (before Linux 6.18: EOPNOTSUPP) it keeps the SEQPACKET channel. -1 / EBADF: fds[0]
  *   is not the read end of a pipe; EMFILE: the user has too many channels. */
 #define ZTRPC_OP_CHANNEL ((uint16_t)8)
+/* RENEW    no body -> ztrpc_sockinfo. A TCP socket left unconnected by a failed connect, whose
+ *   data socketpair ztapd closed (CONNECT answered ZTRPC_E_RENEW), gets a new one:
+ *   fds[0] = the app's socket, fds[1] = daemon end of a new SOCK_STREAM socketpair (ztapd keeps
+ *   it), fds[2] = its app end, the socket's new identity (as LISTEN's accept channel). Options,
+ *   binding and secret stay; on success the library dup3()s fds[2] onto the app's fd. EINVAL:
+ *   the socket is not such a socket (its pair is alive, or it is connected or listening). */
+#define ZTRPC_OP_RENEW ((uint16_t)9)
+/* ztrpc_rep_hdr.err of a CONNECT that needs a RENEW first: outside errno's range. */
+#define ZTRPC_E_RENEW ((int32_t)0x7a00)
 
 /* ztapd's own option level for SETSOCKOPT. ZTRPC_ZT_SHUTDOWN (value: int, ZTRPC_SHUT_* bits,
  * added to what was there): the app's shutdown() of a UDP socket, which Linux only remembers

@@ -55,7 +55,8 @@ extension TCPBridge {
             }
             attachRingBudget(stack)
             nc.handle = nh
-            nc.phase = .connected(reported: true)
+            nc.phase = .connected
+            nc.reportedConnected = true   // accept's socket is SS_CONNECTED
             nc.local = stack.tcp.localEndpoint(nh)
             nc.remote = stack.tcp.remoteEndpoint(nh)
             do {

@@ -32,9 +32,8 @@ final class Connection {
         case bound
         /// SYN sent; RPCs asking for the outcome wait in `waiters`.
         case connecting
-        /// Established (stack handle live). `reported`: a CONNECT already answered 0 once, so
-        /// the next one gets EISCONN (Linux reports the success of a non-blocking connect once).
-        case connected(reported: Bool)
+        /// Established (stack handle live).
+        case connected
         case listening
         /// The app closed its end: what it wrote goes on to the stack, then the FIN. No app can
         /// name it any more (its inode may be reused); it is found through its stack handle.
@@ -77,6 +76,11 @@ final class Connection {
     var family: Int32 = AF_INET
     var v6Only = false
     var phase: Phase = .unbound
+    /// Linux's SS_CONNECTED: a CONNECT was answered 0 (a blocking one's success, or the repeated
+    /// one after a non-blocking connect succeeded) or the socket was accepted. Such a socket
+    /// answers every later CONNECT EISCONN, even once its connection is over; one never reported
+    /// connected answers with the connection's error (or ECONNABORTED) and is unconnected again.
+    var reportedConnected = false
     var outbound: Outbound = .open
     var inbound: Inbound = .open
     var handle: SocketHandle?
@@ -86,6 +90,9 @@ final class Connection {
     var data: LoopSocket?
     /// The port this socket holds in the stack's port table (bound or listening sockets).
     var binding: PortTable.Binding?
+    /// An explicit bind given up while the socket has no pair (a lingering name, whose close
+    /// cannot be seen): a RENEW takes the address again.
+    var parkedBind: IPEndpoint?
     /// errno for SO_ERROR (0 = none); cleared when reported.
     var pendingError: Int32 = 0
     /// The connection as it was when its stack handle went while the socket stays nameable

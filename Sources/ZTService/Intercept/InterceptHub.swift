@@ -520,6 +520,17 @@ final class InterceptHub {
             case .udp(let u): return .ok(.info(udp.info(u)))
             case .none: return .fail(call.notFoundErrno, .none)
             }
+        case .renew:
+            guard stack != nil else { return .fail(ENETDOWN, .none) }
+            if call.fds.count >= 3, call.fds[1] >= 0, call.fds[2] >= 0, !isFreshPair(call.fds[2], call.fds[1]) {
+                foreignSocket(call.peer)
+                return .fail(EBADF, .none)
+            }
+            switch target(call) {
+            case .tcp(let c): return tcp.renew(&call, c, udpForget: { [udp] in udp.forget($0) })
+            case .udp: return .fail(EINVAL, .none)
+            case .none: return .fail(call.notFoundErrno, .none)
+            }
         case .channel:
             return registerPipeChannel(&call)
         case .unknown:

@@ -32,6 +32,8 @@ enum RPCRequest {
     /// "References"); decoded only with ZTRPC_OP_NOREPLY.
     case setsockoptByRef(SocketOptionRecord, ztrpc_sockref)
     case getname
+    /// A new data socketpair for a socket a failed connect left without one (ztrpc.h RENEW).
+    case renew
     /// A pipe to read as the process's one-way channel (ztrpc.h ZTRPC_OP_CHANNEL; fds[0]).
     case channel
     /// An op this daemon does not know (answered EOPNOTSUPP).
@@ -63,7 +65,7 @@ enum RPCRequest {
     var createsPresence: Bool {
         switch self {
         case .connect, .bind, .udpOpen, .listen: true
-        case .getsockopt, .setsockopt, .setsockoptByRef, .getname, .channel, .unknown: false
+        case .getsockopt, .setsockopt, .setsockoptByRef, .getname, .renew, .channel, .unknown: false
         }
     }
 }
@@ -161,6 +163,7 @@ enum RPCCodec {
             }
         case ZTRPC_OP_GETNAME: request = .getname
         case ZTRPC_OP_CHANNEL: request = .channel
+        case ZTRPC_OP_RENEW: request = .renew
         default: request = .unknown(hdr.op)
         }
         return .success((h, request))

@@ -23,7 +23,7 @@ extension TCPBridge {
         }
         while let f = lingering.first, f.until <= now {
             lingering.removeFirst()
-            if byKey[f.conn.key] === f.conn { remove(f.conn) }
+            if isLingering(f.conn) { remove(f.conn) }
         }
     }
 
@@ -32,10 +32,17 @@ extension TCPBridge {
     static let lingerLimit = 4096
 
     func linger(_ c: Connection) {
+        // A name holds no port: the app's close of it cannot be seen, and after that close a new
+        // bind must find the port free, as on Linux. An explicit bind waits for a RENEW.
+        if let b = c.binding { c.parkedBind = b.local; unreserve(c) }
         if lingering.count >= Self.lingerLimit {
             let oldest = lingering.removeFirst().conn
-            if byKey[oldest.key] === oldest { remove(oldest) }
+            if isLingering(oldest) { remove(oldest) }
         }
         lingering.append((c, Self.now() + Self.lingerTime))
     }
+
+    /// Still a name without a pair (not forgotten, not renewed by a new connect): the app's close
+    /// of it cannot be seen, so its time is up when its linger ends.
+    private func isLingering(_ c: Connection) -> Bool { byKey[c.key] === c && c.data == nil }
 }

@@ -184,23 +184,10 @@ final class TCPBridge {
         }
         if dst.address.isUnspecified && dst.port == 0 {
             // connect(AF_UNSPEC): drop the connection (RST), the socket becomes unconnected.
-            if let h = c.handle, c.phase == .connecting || c.isConnected {
-                byHandle[h] = nil
-                stack.tcp.abort(h, now: now)
-                refundTuned(c)
-                c.handle = nil
-                c.phase = c.binding != nil ? .bound : .unbound
+            if c.handle != nil, c.phase == .connecting || c.isConnected {
+                disconnect(c, now: now)
+                dropPair(c, appEnd: plug?.appEnd ?? call.fds.first ?? -1)
                 c.pendingError = ECONNRESET   // tcp_disconnect's sk_err, for SO_ERROR
-                // Linux (tcp_disconnect) forgets the source address unless the app bound one and
-                // goes on showing the port number: ANY:eph.
-                if let l = c.local {
-                    let any = c.family == AF_INET6 ? IPAddress.v6Any : IPAddress.v4Any
-                    c.local = IPEndpoint(c.binding?.local.address ?? any, l.port)
-                }
-                c.outbound = .open
-                c.inbound = .open
-                if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: c.data) }
-                if let d = c.data { loop.setNotifyWritable(d, false) }
             }
             if newSocket != nil { refund(c) }   // a new socket that is dropped again holds nothing
             return .ok(.info(c.info))
@@ -208,17 +195,23 @@ final class TCPBridge {
         switch c.phase {
         case .connecting:
             return .fail(EALREADY, .info(c.info))
-        case .connected(let reported):
-            if !reported { c.phase = .connected(reported: true); return .ok(.info(c.info)) }
+        case .connected:
+            if !c.reportedConnected { c.reportedConnected = true; return .ok(.info(c.info)) }
             return .fail(EISCONN, .info(c.info))
         case .closed, .closing:
-            let e = c.pendingError
+            if c.reportedConnected { return .fail(EISCONN, .info(c.info)) }
+            // Linux's socket still says "connecting" (SS_CONNECTING) while its connection is
+            // over: the connect reports the error (or ECONNABORTED) and leaves it unconnected.
+            let e = c.pendingError != 0 ? c.pendingError : ECONNABORTED
             c.pendingError = 0
-            return .fail(e != 0 ? e : EISCONN, .info(c.info))
+            disconnect(c, now: now)
+            dropPair(c, appEnd: plug?.appEnd ?? call.fds.first ?? -1)
+            return .fail(e, .info(c.info))
         case .listening, .draining:
             return .fail(EISCONN, .info(c.info))
         case .unbound, .bound:
-            break
+            // Its pair went with a failed connect: the library brings a new one (RENEW) first.
+            if newSocket == nil && c.data == nil { return .fail(ZTRPC_E_RENEW, .none) }
         }
         // An AF_INET6 socket reaches IPv4 given as ::ffff:a.b.c.d unless IPV6_V6ONLY (Linux:
         // ENETUNREACH); an AF_INET one only IPv4. A new socket refused here holds nothing.
@@ -268,8 +261,47 @@ final class TCPBridge {
         if plug != nil { plugOwners.add(c, now: now) }
         plug = nil
         if nonblocking { return .fail(EINPROGRESS, .info(c.info)) }   // at once, like Linux
-        wait(Waiter(socket: call.socket, header: call.header, connection: c), call.peer)
+        wait(Waiter(socket: call.socket, header: call.header, connection: c, newSocket: newSocket != nil), call.peer)
         return .pending
+    }
+
+    /// Linux's tcp_disconnect: the connection goes (reset if it is live) and the socket is
+    /// unconnected, with its options and an explicit bind. Its name forgets the source address
+    /// unless the app bound one and goes on showing the port number: ANY:eph.
+    func disconnect(_ c: Connection, now: Instant) {
+        if let h = c.handle {
+            byHandle[h] = nil
+            stack?.tcp.abort(h, now: now)
+            refundTuned(c)
+            c.handle = nil
+        }
+        let bound = c.binding?.local ?? c.parkedBind
+        c.phase = bound != nil ? .bound : .unbound
+        c.reportedConnected = false
+        if let l = c.local {
+            let any = c.family == AF_INET6 ? IPAddress.v6Any : IPAddress.v4Any
+            c.local = IPEndpoint(bound?.address ?? any, l.port)
+        }
+        c.outbound = .open
+        c.inbound = .open
+        if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: c.data) }
+        if let d = c.data { loop.setNotifyWritable(d, false) }
+    }
+
+    /// A disconnected socket's pair goes with its connection, as Linux's queues do: nothing the
+    /// old connection left in it (the peer's unread bytes, its EOF, what the app wrote since) may
+    /// reach a new one, which gets a new pair (RENEW). Our end closes with a byte sent from the
+    /// app end `appEnd` (if given) unread in it, so the app end shows POLLERR|POLLHUP as Linux's
+    /// disconnected socket does. The app's close can no longer be seen: the name lingers.
+    func dropPair(_ c: Connection, appEnd: Int32) {
+        guard let d = c.data else { return }
+        if appEnd >= 0 && !d.isClosed {
+            var b: UInt8 = 0
+            _ = Glibc.send(appEnd, &b, 1, Int32(MSG_DONTWAIT | MSG_NOSIGNAL))
+        }
+        loop.close(d)
+        c.data = nil
+        linger(c)
     }
 
     /// Ends a plug: the app end's send buffer restored (waking writers and pollers), and with
@@ -376,12 +408,7 @@ final class TCPBridge {
         // The old data socket is replaced by the accept channel (the library dup3()s fds[2]).
         if let old = c.data { loop.close(old) }
         c.data = channel
-        if byKey[c.key] === c { byKey[c.key] = nil }
-        // A leftover entry under the new identity belongs to a socket that is gone.
-        if let old = byKey[newKey], old !== c { remove(old) }
-        udpForget(newKey)
-        c.key = newKey
-        byKey[newKey] = c
+        rekey(c, newKey, udpForget: udpForget)
         c.handle = h
         byHandle[h] = c
         // Connections in the accept channel are still in Linux's accept queue: they count
@@ -393,6 +420,54 @@ final class TCPBridge {
         c.backlog = backlog
         c.phase = .listening
         return .ok(.none)
+    }
+
+    /// RENEW: `call.fds` = [the socket, daemon end of a new data socketpair, its app end]. A
+    /// socket left unconnected by a failed connect gets the data pair a new connection needs
+    /// (ztrpc.h); options, binding and secret stay.
+    func renew(_ call: inout RPCCall, _ c: Connection, udpForget: (FDKey) -> Void) -> RPCOutcome {
+        guard c.phase == .unbound || c.phase == .bound, c.data == nil else { return .fail(EINVAL, .none) }
+        let stream = Int32(SOCK_STREAM.rawValue)
+        guard call.fds.count >= 3, call.fds[1] >= 0, call.fds[2] >= 0,
+              Self.isUnixSocket(call.fds[1], type: stream), Self.isUnixSocket(call.fds[2], type: stream),
+              let newKey = FDKey.of(call.fds[2]) else { return .fail(EBADF, .none) }
+        guard Trust.ownsSocketpairEnd(call.fds[1], peer: call.peer) else { return .fail(EBADF, .none) }
+        // A name that lingered gave back what it held (its charge, its port): a socket again.
+        let charged = c.charge == nil
+        if charged, let e = chargeNew(c, bytes: 0) { return .fail(e, .none) }
+        func undo(_ e: Int32) -> RPCOutcome {
+            if c.parkedBind != nil { unreserve(c) }
+            if charged { refund(c) }
+            return .fail(e, .none)
+        }
+        if let p = c.parkedBind, let e = reserve(p, for: c) { return undo(e) }
+        let fd = call.take(1)!
+        do {
+            try Sys.makeNonBlockingSocket(fd)
+            // Not read until connected: only a hangup (the app closed it) matters before.
+            sys.keepOutOfBandInline(fd)
+            c.data = try loop.add(fd: fd, kind: .connected, context: .tcp(c), readable: false)
+        } catch {
+            sys.close(fd)
+            return undo(error.rawValue)
+        }
+        c.parkedBind = nil
+        rekey(c, newKey, udpForget: udpForget)
+        c.droppedInput = false
+        c.appShutRead = false
+        c.urgentRoomGiven = false
+        c.emptyReadOns = 0
+        return .ok(.info(c.info))
+    }
+
+    /// `c` is known by a new app end from now on (LISTEN's accept channel, RENEW's pair).
+    private func rekey(_ c: Connection, _ newKey: FDKey, udpForget: (FDKey) -> Void) {
+        if byKey[c.key] === c { byKey[c.key] = nil }
+        // A leftover entry under the new identity belongs to a socket that is gone.
+        if let old = byKey[newKey], old !== c { remove(old) }
+        udpForget(newKey)
+        c.key = newKey
+        byKey[newKey] = c
     }
 
     // MARK: - Ports
@@ -456,16 +531,17 @@ final class TCPBridge {
         if case .rpc(let peer) = w.socket.context { peer.waiter = nil }
         switch c.phase {
         case .connected:
-            if replier.ok(w.socket, w.header, .info(c.info)) { c.phase = .connected(reported: true) }
+            if replier.ok(w.socket, w.header, .info(c.info)) { c.reportedConnected = true }
         case .connecting:
             replier.fail(w.socket, w.header, EINPROGRESS, .info(c.info))
         default:
             let e = c.pendingError != 0 ? c.pendingError : ECONNREFUSED
             if replier.fail(w.socket, w.header, e, .info(c.info)) {
                 c.pendingError = 0
-                // A failed blocking connect leaves the app with its kernel socket: the library
-                // closes the socketpair, so our state for it goes too.
-                remove(c)
+                // A failed blocking connect of a new socket leaves the app with its kernel
+                // socket: the library closes the socketpair, so our state for it goes too. An
+                // existing socket is unconnected again, as Linux's (a new connect renews it).
+                if w.newSocket { remove(c) } else { disconnect(c, now: Self.now()) }
             }
         }
     }
@@ -497,7 +573,7 @@ final class TCPBridge {
         switch e {
         case .connected(let h):
             guard let c = byHandle[h], let stack else { return }
-            c.phase = .connected(reported: false)
+            c.phase = .connected
             if let p = c.plug { c.plug = nil; unplug(p, drainingFrom: c.data) }
             c.local = stack.tcp.localEndpoint(h) ?? c.local
             c.remote = stack.tcp.remoteEndpoint(h) ?? c.remote

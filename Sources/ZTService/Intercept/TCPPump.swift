@@ -20,7 +20,7 @@ extension TCPBridge {
     /// the bytes taken; the stack queues the rest in the ring, whose `.readable` then runs
     /// `pumpOut` (which also meets any error, e.g. EPIPE, and handles it).
     func deliverDirect(_ h: SocketHandle, _ bytes: UnsafeRawBufferPointer) -> Int {
-        guard let c = byHandle[h], c.phase == .connected(reported: true), c.inbound == .open, c.plug == nil,
+        guard let c = byHandle[h], c.phase == .connected, c.inbound == .open, c.plug == nil,
               let d = c.data, !d.isClosed, !d.wantsWritable else { return 0 }
         guard case .processed(let n)? = try? sys.send(d.fd, bytes) else { return 0 }
         c.bytesIn &+= UInt64(n)
