@@ -293,10 +293,11 @@ class Fake:
             so.done.set()
 
         threading.Thread(target=finish, daemon=True).start()
-        if not nonblock:
-            so.done.wait()
-        if not so.done.is_set():
+        if nonblock:
+            # Like ztapd: a handshake that started is EINPROGRESS, however fast it ends (the
+            # outcome, even one known by now, is the fd's to show).
             return -1, E.EINPROGRESS
+        so.done.wait()
         if so.error:
             return -1, so.error   # kept for SO_ERROR in case the library stopped waiting
         return 0, 0
