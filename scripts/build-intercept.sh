@@ -10,7 +10,8 @@ mkdir -p "$out"
 CC=${CC:-cc}
 srcs=(Sources/ztintercept/zti_core.c Sources/ztintercept/zti_cfg.c Sources/ztintercept/zti_rpc.c
       Sources/ztintercept/zti_sock.c Sources/ztintercept/zti_accept.c Sources/ztintercept/zti_udp.c
-      Sources/ztintercept/zti_opts.c Sources/ztintercept/zti_fd.c Sources/ztintercept/zti_names.c)
+      Sources/ztintercept/zti_opts.c Sources/ztintercept/zti_fd.c Sources/ztintercept/zti_names.c
+      Sources/ztintercept/zti_xopts.c)
 # -fno-semantic-interposition is deliberately absent: the exported replacements must interpose.
 "$CC" -shared -fPIC -O2 -g -Wall -Wextra -Werror=implicit-function-declaration \
     -fvisibility=hidden -std=gnu11 -D_GNU_SOURCE \
@@ -25,7 +26,8 @@ echo "$PWD/$out/libztintercept.so"
 sup_srcs=(Sources/ztseccomp/zts_main.c Sources/ztseccomp/zts_filter.c Sources/ztseccomp/zts_target.c
           Sources/ztseccomp/zts_table.c Sources/ztseccomp/zts_sock.c Sources/ztseccomp/zts_udp.c
           Sources/ztseccomp/zts_rpc.c Sources/ztseccomp/zts_connect.c
-          Sources/ztintercept/zti_core.c Sources/ztintercept/zti_cfg.c Sources/ztintercept/zti_rpc.c)
+          Sources/ztintercept/zti_core.c Sources/ztintercept/zti_cfg.c Sources/ztintercept/zti_rpc.c
+          Sources/ztintercept/zti_xopts.c)
 "$CC" -O2 -g -Wall -Wextra -Werror=implicit-function-declaration -std=gnu11 -D_GNU_SOURCE \
     -fvisibility=hidden -ISources/CZTRPC/include -Wl,-z,now \
     -o "$out/ztap-seccomp.tmp" "${sup_srcs[@]}" "$@" -ldl

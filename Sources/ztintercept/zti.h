@@ -305,6 +305,12 @@ struct zti_preopts {
     int n;
     struct zti_preopt o[ZTI_MAX_PREOPTS];
 };
+/* The options that travel as records (zti_xopts.c), in the order they are sent. */
+struct zti_xopt {
+    int level, name;
+};
+extern const struct zti_xopt zti_xopts[];
+extern const int zti_nxopts;
 int zti_native_opt(int level, int name, int kind);
 void zti_record_opt(int fd, int level, int name, const void *optval, socklen_t optlen);
 void zti_preopts_collect(int fd, const struct zti_ent *rec, struct zti_preopts *out);

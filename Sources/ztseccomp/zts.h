@@ -86,6 +86,7 @@ struct zts_call {
     uint32_t rpc_id;
     int sndtimeo_set;
     int new_socket;         /* connect: sv0 is a new ztap socket (vs an existing one) */
+    int preopts_left;       /* connect: options set before did not all fit the request */
     struct ztrpc_addr addr; /* connect: the destination */
     unsigned done;          /* recvmmsg: datagrams already received before a wait */
     /* List of waiting calls. */
@@ -148,6 +149,7 @@ int zts_classify(struct zts_call *c, struct zts_ent **ent);
 int zts_refresh(struct zts_call *c, struct zts_ent *e);
 void zts_default_opts_init(void);
 void zts_read_opts(int fd, int proto, struct ztrpc_sockopts *o);
+void zts_read_preopts(int fd, int domain, int proto, struct zti_preopts *out);
 
 int zts_rpc_start(struct zts_call *c, uint16_t op, const void *body, uint32_t blen, const int *fds, int nfds,
                   uint32_t *id);
@@ -176,6 +178,7 @@ int zts_pass(struct zts_call *c);
 int zts_is_ztap(int kind);
 int zts_file_nonblock(int fd);
 long zts_timeo_ms(int fd, int opt); /* SO_RCVTIMEO/SO_SNDTIMEO of fd in ms, 0 = none */
+int zts_broadcast_denied(int fd, const struct ztrpc_addr *a);
 int zts_install(struct zts_call *c, int targetfd, int newfd, int *cloexec_out);
 int zts_put_sockaddr(struct zts_call *c, uint64_t addr, uint64_t lenp, int family, const struct ztrpc_addr *a);
 /* Reads the program's sockaddr (at most a sockaddr_in6) for a socket of `domain` into *a, as the

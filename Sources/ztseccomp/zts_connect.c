@@ -56,6 +56,30 @@ static int zts_plug(int fd, struct ztrpc_sock_req *rq)
     return 0;
 }
 
+/* Sends the pre-options a creating request had no room for (from index `from` of p) as
+ * SETSOCKOPT requests on the new socket `sock`, as the library's zti_preopts_replay. */
+static void zts_replay_preopts(struct zts_call *c, int sock, const struct zti_preopts *p, int from)
+{
+    for (int i = from; i < p->n; i++) {
+        struct {
+            struct ztrpc_sockopt o;
+            unsigned char more[sizeof p->o[i].value];
+        } rq;
+        memset(&rq, 0, sizeof rq);
+        rq.o.level = p->o[i].level;
+        rq.o.name = p->o[i].name;
+        rq.o.optlen = p->o[i].len;
+        memcpy(rq.o.value, p->o[i].value, p->o[i].len);
+        uint32_t blen = (uint32_t)sizeof rq.o + (p->o[i].len > sizeof rq.o.value ? p->o[i].len - (uint32_t)sizeof rq.o.value : 0);
+        struct ztrpc_rep_hdr rep;
+        int err;
+        if (zts_rpc(c, ZTRPC_OP_SETSOCKOPT, &rq, blen, &sock, 1, &rep, NULL, 0, ZTS_SHORT_WAIT_MS, &err) < 0 ||
+            rep.result < 0)
+            zts_dbg("pid %d: option %d/%d set before interception not taken by ztapd", (int)c->n.pid,
+                    p->o[i].level, p->o[i].name);
+    }
+}
+
 /* The state an answered request implies (as zti_fix_state). */
 static void zts_fix_state(struct zts_ent *e, uint16_t op, struct ztrpc_addr addr, int pending)
 {
@@ -95,10 +119,11 @@ static struct zts_ent *zts_record(int sv0, int proto, int family, int v6only, ui
 /* A blocking TCP connect: the request is sent without ZTRPC_F_NONBLOCK, as by the library, and
  * the call waits for the reply on the RPC socket (zts_connect_outcome). sock: the app end the
  * request names (a new socket's, or the existing one's). */
-static int zts_connect_wait(struct zts_call *c, struct ztrpc_sock_req *rq, const int *fds, int nfds, int timeo_fd)
+static int zts_connect_wait(struct zts_call *c, const void *body, uint32_t blen, const int *fds, int nfds,
+                            int timeo_fd)
 {
     uint32_t id;
-    int s = zts_rpc_start(c, ZTRPC_OP_CONNECT, rq, sizeof *rq, fds, nfds, &id);
+    int s = zts_rpc_start(c, ZTRPC_OP_CONNECT, body, blen, fds, nfds, &id);
     if (s < 0)
         return s;
     c->rpc_fd = s;
@@ -155,6 +180,20 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
     int type = (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_SEQPACKET) | SOCK_CLOEXEC;
     if (zts_socketpair(c, type, sv) < 0)
         return -errno;
+    /* The request is followed by the other options the program set (ztrpc_optlist), as the
+     * library's: the stack socket has them before its first segment. */
+    struct {
+        struct ztrpc_sock_req rq;
+        struct ztrpc_optlist list;
+        struct ztrpc_sockopt recs[ZTRPC_MAX_PREOPTS];
+    } body;
+    static struct zti_preopts pre; /* one call at a time: the supervisor is one thread */
+    zts_read_preopts(c->fd, domain, proto, &pre);
+    int packed = zti_preopts_pack(&pre, &body.list, body.recs);
+    uint32_t blen = (uint32_t)sizeof body.rq;
+    if (packed)
+        blen += (uint32_t)(sizeof body.list + (size_t)packed * sizeof body.recs[0]);
+    c->preopts_left = packed < pre.n;
     struct ztrpc_sock_req rq;
     memset(&rq, 0, sizeof rq);
     rq.addr = addr;
@@ -175,8 +214,9 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
         close(sv[1]);
         return -ENOENT;
     }
+    body.rq = rq;
     if (blocking_connect) {
-        r = zts_connect_wait(c, &rq, sv, 2, c->fd);
+        r = zts_connect_wait(c, &body, blen, sv, 2, c->fd);
         close(sv[1]);
         if (r < 0) {
             close(sv[0]);
@@ -190,7 +230,7 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
     struct ztrpc_rep_hdr rep;
     struct ztrpc_sockinfo si;
     int err = 0;
-    r = zts_rpc(c, op, &rq, sizeof rq, sv, 2, &rep, &si, sizeof si, ZTS_SHORT_WAIT_MS, &err);
+    r = zts_rpc(c, op, &body, blen, sv, 2, &rep, &si, sizeof si, ZTS_SHORT_WAIT_MS, &err);
     close(sv[1]);
     if (r < 0) {
         close(sv[0]);
@@ -202,6 +242,8 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
         return -(rep.err ? rep.err : EIO);
     }
     *ent = zts_record(sv[0], proto, domain, v6only, op, addr, &si, pending);
+    if (packed < pre.n)
+        zts_replay_preopts(c, sv[0], &pre, packed);
     r = zts_install(c, targetfd, sv[0], NULL);
     close(sv[0]);
     if (r < 0)
@@ -222,6 +264,19 @@ int zts_udp_open(struct zts_call *c, struct zts_ent **ent)
 /* ---------------------------------------------------------------------------------------------
  * connect
  */
+
+/* A blocking connect's new socket: the pre-options its request had no room for, read again from
+ * the kernel socket (still c->fd), go now. */
+static void zts_replay_left(struct zts_call *c)
+{
+    if (!c->preopts_left)
+        return;
+    static struct zti_preopts pre;
+    struct ztrpc_optlist list;
+    struct ztrpc_sockopt recs[ZTRPC_MAX_PREOPTS];
+    zts_read_preopts(c->fd, c->domain == AF_INET6 ? AF_INET6 : AF_INET, IPPROTO_TCP, &pre);
+    zts_replay_preopts(c, c->sv0, &pre, zti_preopts_pack(&pre, &list, recs));
+}
 
 /* A CONNECT reply's errno for the program: ZTRPC_E_RENEW (zts_renew saw no hang-up, so the
  * socket was not renewed) is no errno; the socket's connection is over, as ECONNABORTED says. */
@@ -258,8 +313,11 @@ static int zts_connect_outcome(struct zts_call *c)
         }
         if (e)
             e->state = ZTRPC_STATE_CONNECTING;
-        if (c->new_socket && (r = zts_install(c, targetfd, c->sv0, NULL)) < 0)
-            return zts_finish(c, -1, -r);
+        if (c->new_socket) {
+            zts_replay_left(c);
+            if ((r = zts_install(c, targetfd, c->sv0, NULL)) < 0)
+                return zts_finish(c, -1, -r);
+        }
         return zts_finish(c, -1, EINPROGRESS);
     }
     if (r < 0 || rep.result < 0) {
@@ -277,6 +335,7 @@ static int zts_connect_outcome(struct zts_call *c)
         e->peer = si.peer.port ? si.peer : c->addr;
     }
     if (c->new_socket) {
+        zts_replay_left(c);
         if ((r = zts_install(c, targetfd, c->sv0, NULL)) < 0)
             return zts_finish(c, -1, -r);
         zts_dbg("pid %d: blocking connect intercepted, fd %d", (int)c->n.pid, targetfd);
@@ -350,6 +409,8 @@ int zts_h_connect(struct zts_call *c)
         if (!zts_id_valid(c))
             return ZTS_DONE;
         int proto = k == ZTS_K_INET_TCP ? IPPROTO_TCP : IPPROTO_UDP;
+        if (proto == IPPROTO_UDP && zts_broadcast_denied(c->fd, &a))
+            return zts_finish(c, -1, EACCES);
         int r = zts_create(c, ZTRPC_OP_CONNECT, proto, a, &e, proto == IPPROTO_TCP ? ECONNREFUSED : ENETUNREACH);
         if (r == -ENOENT)
             return ZTS_DONE;
@@ -371,6 +432,8 @@ int zts_h_connect(struct zts_call *c)
         return zts_finish(c, -1, aerr);
     if (k == ZTS_K_UDP && e->v6only && fam == AF_INET)
         return zts_finish(c, -1, EAFNOSUPPORT);
+    if (k == ZTS_K_UDP && (aerr = zts_broadcast_denied(c->fd, &a)))
+        return zts_finish(c, -1, aerr);
     if (k == ZTS_K_LISTEN)
         return zts_finish(c, -1, EISCONN);
     int r;
@@ -394,7 +457,7 @@ int zts_h_connect(struct zts_call *c)
         c->new_socket = 0;
         c->addr = rq.addr;
         e->state = ZTRPC_STATE_CONNECTING;
-        if ((r = zts_connect_wait(c, &rq, &c->fd, 1, c->fd)) < 0)
+        if ((r = zts_connect_wait(c, &rq, sizeof rq, &c->fd, 1, c->fd)) < 0)
             return zts_finish(c, -1, zts_down_errno(-r, ECONNREFUSED));
         return ZTS_WAIT;
     }
@@ -471,6 +534,17 @@ int zts_h_listen(struct zts_call *c)
     int sv[2];
     if (zts_socketpair(c, SOCK_SEQPACKET | SOCK_CLOEXEC, sv) < 0)
         return zts_finish(c, -1, errno);
+    /* As the library: a listener is never writable on Linux, the channel's app end would be.
+     * Plugged for good (minimal send buffer full of 1-byte messages ztapd never reads). */
+    int tiny = 0;
+    (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &tiny, sizeof tiny);
+    for (int i = 0; i < 64; i++) {
+        ssize_t n = send(sv[0], "", 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+    }
     int fds[3] = { c->fd, sv[1], sv[0] };
     int r = zts_rpc(c, ZTRPC_OP_LISTEN, &rq, sizeof rq, fds, 3, &rep, NULL, 0, ZTS_SHORT_WAIT_MS, &err);
     close(sv[1]);

@@ -78,6 +78,19 @@ int zts_file_nonblock(int fd)
  *
  * Return: 0 or -errno.
  */
+/* EACCES if datagrams from fd (a kernel socket, or an app end, which mirrors SO_BROADCAST) may
+ * not go to a: a broadcast address without SO_BROADCAST, as Linux refuses them. Else 0. */
+int zts_broadcast_denied(int fd, const struct ztrpc_addr *a)
+{
+    if (!zti_addr_is_broadcast(a))
+        return 0;
+    int on = 0;
+    socklen_t l = sizeof on;
+    if (getsockopt(fd, SOL_SOCKET, SO_BROADCAST, &on, &l) < 0)
+        on = 0;
+    return on ? 0 : EACCES;
+}
+
 int zts_install(struct zts_call *c, int targetfd, int newfd, int *cloexec_out)
 {
     int nb = c->fd >= 0 && zts_file_nonblock(c->fd);
@@ -85,7 +98,7 @@ int zts_install(struct zts_call *c, int targetfd, int newfd, int *cloexec_out)
     if (fl < 0 || fcntl(newfd, F_SETFL, (fl & ~O_NONBLOCK) | (nb ? O_NONBLOCK : 0)) < 0)
         return -errno;
     if (c->fd >= 0) {
-        static const int carried[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT };
+        static const int carried[] = { SO_RCVTIMEO, SO_SNDTIMEO, SO_RCVLOWAT, SO_BROADCAST };
         for (size_t i = 0; i < sizeof carried / sizeof carried[0]; i++) {
             union { struct timeval tv; int v; } val;
             socklen_t len = sizeof val;
@@ -403,7 +416,9 @@ int zts_h_setsockopt(struct zts_call *c)
         return zts_finish(c, -1, zts_down_errno(err, ENETDOWN));
     if (rep.result < 0)
         return zts_finish(c, -1, rep.err ? rep.err : EIO);
-    if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF) && n >= sizeof(int))
-        (void)setsockopt(c->fd, level, name, rq.o.value, n); /* also bound the unix buffer */
+    /* As the library: also bound the unix buffers, and keep SO_BROADCAST where the UDP sends
+     * look for it (zts_broadcast_denied). */
+    if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF || name == SO_BROADCAST) && n >= sizeof(int))
+        (void)setsockopt(c->fd, level, name, rq.o.value, n);
     return zts_finish(c, 0, 0);
 }

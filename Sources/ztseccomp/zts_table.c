@@ -276,6 +276,37 @@ static long zts_opt_value(int fd, const struct zts_optdef *d)
     return v;
 }
 
+/* The other options (zti_xopts[]) as a fresh socket reads them, by [family is AF_INET6][UDP]:
+ * what a kernel socket shows differently was set by the program and travels (zts_read_preopts). */
+static struct zti_preopts zts_xdefault[2][2];
+
+/* Whether option `x` means anything on a socket of this family and protocol. */
+static int zts_xopt_applies(const struct zti_xopt *x, int domain, int proto)
+{
+    switch (x->level) {
+    case IPPROTO_IPV6: return domain == AF_INET6;
+    case IPPROTO_TCP: return proto == IPPROTO_TCP;
+    case IPPROTO_UDP: return proto == IPPROTO_UDP;
+    default: return 1; /* SOL_SOCKET, and IPPROTO_IP (an AF_INET6 socket reaches IPv4 too) */
+    }
+}
+
+/* Reads zti_xopts[] from fd: out->o[i] is option i (len 0: unreadable or not applicable). */
+static void zts_read_xopts(int fd, int domain, int proto, struct zti_preopts *out)
+{
+    memset(out, 0, sizeof *out);
+    out->n = zti_nxopts;
+    for (int i = 0; i < zti_nxopts; i++) {
+        struct zti_preopt *p = &out->o[i];
+        p->level = zti_xopts[i].level;
+        p->name = zti_xopts[i].name;
+        socklen_t len = sizeof p->value;
+        if (fd >= 0 && zts_xopt_applies(&zti_xopts[i], domain, proto) &&
+            getsockopt(fd, p->level, p->name, p->value, &len) == 0)
+            p->len = len;
+    }
+}
+
 void zts_default_opts_init(void)
 {
     for (int u = 0; u < 2; u++) {
@@ -284,6 +315,37 @@ void zts_default_opts_init(void)
             zts_optdefault[u][i] = fd >= 0 ? zts_opt_value(fd, &zts_optdefs[i]) : -1;
         if (fd >= 0)
             close(fd);
+        for (int v6 = 0; v6 < 2; v6++) {
+            int domain = v6 ? AF_INET6 : AF_INET, proto = u ? IPPROTO_UDP : IPPROTO_TCP;
+            fd = socket(domain, (u ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+            zts_read_xopts(fd, domain, proto, &zts_xdefault[v6][u]);
+            if (fd >= 0)
+                close(fd);
+        }
+    }
+}
+
+/**
+ * zts_read_preopts() - the options beyond ztrpc_sockopts a program set on kernel socket fd
+ * @fd: the supervisor's copy of the kernel socket
+ * @domain: AF_INET or AF_INET6
+ * @proto: IPPROTO_TCP or IPPROTO_UDP
+ * @out: those whose value differs from a fresh socket's, in zti_xopts[] order
+ *
+ * The library records which options were set; the supervisor does not see a kernel socket's
+ * setsockopt, so it reads them all back (one getsockopt each, at interception only).
+ */
+void zts_read_preopts(int fd, int domain, int proto, struct zti_preopts *out)
+{
+    static struct zti_preopts now;
+    const struct zti_preopts *def = &zts_xdefault[domain == AF_INET6][proto == IPPROTO_UDP];
+    zts_read_xopts(fd, domain, proto, &now);
+    out->n = 0;
+    for (int i = 0; i < zti_nxopts; i++) {
+        const struct zti_preopt *p = &now.o[i], *d = &def->o[i];
+        if (!p->len || (p->len == d->len && memcmp(p->value, d->value, p->len) == 0))
+            continue;
+        out->o[out->n++] = *p;
     }
 }
 

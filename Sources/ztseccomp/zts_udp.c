@@ -195,6 +195,8 @@ static ssize_t send_one(struct zts_call *c, struct zts_ent *e, uint64_t uname, u
                 return -EINVAL;
             if (e->family == AF_INET6 && e->v6only && zti_addr_is_v4(&h.addr))
                 return -ENETUNREACH;
+            if ((err = zts_broadcast_denied(c->fd, &h.addr)))
+                return -err;
         } else {
             memset(&h.addr, 0, sizeof h.addr);
         }
@@ -294,6 +296,8 @@ int zts_h_send(struct zts_call *c)
         if (zts_read_sockaddr(c, uname, namelen, c->domain, 1, &dst, &fam) != 0 ||
             (fam != c->domain && !zti_v4_on_v6(c->domain, fam, IPPROTO_UDP)) || !zti_dest_selected(&dst))
             return zts_pass(c);
+        if (zts_broadcast_denied(c->fd, &dst))
+            return zts_finish(c, -1, EACCES);
         if (!zts_id_valid(c))
             return ZTS_DONE;
         int r = zts_udp_open(c, &e);
