@@ -18,6 +18,9 @@
 #include <sys/types.h>
 #include <sys/socket.h>
 #include <linux/seccomp.h>
+#include <poll.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 
 #include "../ztintercept/zti.h"
 
@@ -77,6 +80,7 @@ struct zts_call {
     uint32_t wait_events;
     long deadline;          /* ms (zts_now_ms), 0 = none */
     int timed_out;
+    int interrupted;        /* blocking connect: a caught signal waits for its thread (zts_main.c) */
     uint32_t revents;       /* epoll events that woke the call */
     int dead;               /* answered or abandoned; freed after the current epoll batch */
     int listed;             /* on the list of waiting calls */
@@ -179,6 +183,7 @@ int zts_is_ztap(int kind);
 int zts_file_nonblock(int fd);
 long zts_timeo_ms(int fd, int opt); /* SO_RCVTIMEO/SO_SNDTIMEO of fd in ms, 0 = none */
 int zts_broadcast_denied(int fd, const struct ztrpc_addr *a);
+int zts_tell_shut(struct zts_call *c, int fd, uint8_t bits);
 int zts_install(struct zts_call *c, int targetfd, int newfd, int *cloexec_out);
 int zts_put_sockaddr(struct zts_call *c, uint64_t addr, uint64_t lenp, int family, const struct ztrpc_addr *a);
 /* Reads the program's sockaddr (at most a sockaddr_in6) for a socket of `domain` into *a, as the

@@ -19,7 +19,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
@@ -244,6 +243,20 @@ static int zts_create(struct zts_call *c, uint16_t op, int proto, struct ztrpc_a
     *ent = zts_record(sv[0], proto, domain, v6only, op, addr, &si, pending);
     if (packed < pre.n)
         zts_replay_preopts(c, sv[0], &pre, packed);
+    if (proto == IPPROTO_UDP) {
+        /* As the library: a datagram socket shut down before it was ours (Linux records even an
+         * unconnected socket's shutdown) stays shut. */
+        struct pollfd p = { .fd = c->fd, .events = POLLRDHUP };
+        uint8_t kshut = 0;
+        if (poll(&p, 1, 0) == 1 && (p.revents & POLLRDHUP))
+            kshut = (p.revents & POLLHUP) ? ZTRPC_SHUT_RD | ZTRPC_SHUT_WR : ZTRPC_SHUT_RD;
+        if (kshut) {
+            (void)shutdown(sv[0], SHUT_RD);
+            (void)zts_tell_shut(c, sv[0], kshut);
+            if (*ent)
+                (*ent)->shut |= kshut;
+        }
+    }
     r = zts_install(c, targetfd, sv[0], NULL);
     close(sv[0]);
     if (r < 0)
@@ -297,10 +310,22 @@ static int zts_connect_outcome(struct zts_call *c)
     struct ztrpc_rep_hdr rep;
     struct ztrpc_sockinfo si;
     int r = 0;
-    if (!c->timed_out) {
+    if (!c->timed_out && !c->interrupted) {
         r = zts_rpc_finish(c->rpc_fd, ZTRPC_OP_CONNECT, c->rpc_id, &rep, &si, sizeof si);
         if (r == -EAGAIN)
             return ZTS_WAIT; /* a spurious wake-up */
+    }
+    if (c->interrupted) {
+        /* A signal for the thread: EINTR, and the connect goes on (SO_ERROR, POLLOUT), as with
+         * the library. Its answer, when it comes, is ztapd's to keep. */
+        if (e)
+            e->state = ZTRPC_STATE_CONNECTING;
+        if (c->new_socket) {
+            zts_replay_left(c);
+            if ((r = zts_install(c, targetfd, c->sv0, NULL)) < 0)
+                return zts_finish(c, -1, -r);
+        }
+        return zts_finish(c, -1, EINTR);
     }
     if (c->timed_out || (r == 0 && rep.result < 0 && rep.err == EINPROGRESS)) {
         /* SO_SNDTIMEO: like Linux, EINPROGRESS, and the connect goes on (ztapd keeps it when the

@@ -9,14 +9,18 @@
  * an argument says enough:
  *
  *  - always: connect, bind, listen, accept, accept4, getsockname, getpeername, getsockopt,
- *    setsockopt (control calls: one or two per connection, next to a TCP handshake);
+ *    setsockopt, shutdown (control calls: one or two per connection, next to a TCP handshake;
+ *    a TCP shutdown is native but says ENOTCONN once the connection is over, and one for
+ *    reading is announced to ztapd first, as the library does);
  *  - socket() only for AF_INET/AF_INET6 + SOCK_DGRAM: the supervisor creates the socket itself and
  *    installs it in the datagram fd range [ZTS_UDP_FD_LO, ZTS_UDP_FD_HI);
  *  - sendto() when it names a destination (args[4] != NULL); send(), which libcs implement as
  *    sendto(..., NULL, 0), stays native;
  *  - the data calls that could meet UDP framing (read, write, readv, writev, preadv2, pwritev2,
- *    recvfrom, recvmsg, recvmmsg, sendto, sendmsg, sendmmsg, shutdown, ioctl, dup, and fcntl's
+ *    recvfrom, recvmsg, recvmmsg, sendto, sendmsg, sendmmsg, ioctl, dup, and fcntl's
  *    F_DUPFD/F_DUPFD_CLOEXEC, dup2, dup3) only when args[0] is an fd in the datagram range;
+ *  - ioctl's socket queue requests (SIOCINQ alias FIONREAD, SIOCOUTQ, SIOCOUTQNSD, SIOCATMARK)
+ *    on every fd: a listener answers EINVAL, a TCP socket's SIOCOUTQNSD is its stream's SIOCOUTQ;
  *  - with the library next to it ("both"): execve/execveat, so the supervisor learns that a
  *    process changed its image (and whether the library is in it);
  *  - io_uring_setup fails with ENOSYS: io_uring's connect/send would bypass the filter, and
@@ -50,7 +54,7 @@
 #define ARG_HI(i) (offsetof(struct seccomp_data, args) + 8 * (i) + 4)
 
 /* A small assembler: instructions with symbolic forward jump targets, resolved at the end. */
-enum { L_NONE = -1, L_ALLOW = 0, L_NOTIFY, L_ENOSYS, L_RANGE, L_SENDTO, L_SOCKET, L_SOCKTYPE, L_FCNTL, L_NLABELS };
+enum { L_NONE = -1, L_ALLOW = 0, L_NOTIFY, L_ENOSYS, L_RANGE, L_SENDTO, L_SOCKET, L_SOCKTYPE, L_FCNTL, L_IOCTL, L_NLABELS };
 
 struct asm_ins {
     struct sock_filter f;
@@ -99,7 +103,7 @@ int zts_filter_build(struct sock_fprog *prog, int both)
 #endif
     static const long always[] = { SYS_connect, SYS_bind, SYS_listen, SYS_accept4,
                                    SYS_getsockname, SYS_getpeername, SYS_getsockopt,
-                                   SYS_setsockopt,
+                                   SYS_setsockopt, SYS_shutdown,
 #ifdef SYS_accept
                                    SYS_accept,
 #endif
@@ -113,10 +117,11 @@ int zts_filter_build(struct sock_fprog *prog, int both)
     on_nr(&p, SYS_socket, L_SOCKET);
     on_nr(&p, SYS_sendto, L_SENDTO);
     on_nr(&p, SYS_fcntl, L_FCNTL);
+    on_nr(&p, SYS_ioctl, L_IOCTL);
     on_nr(&p, SYS_io_uring_setup, L_ENOSYS);
     static const long ranged[] = { SYS_recvfrom, SYS_sendmsg, SYS_recvmsg, SYS_sendmmsg,
                                    SYS_recvmmsg, SYS_read, SYS_write, SYS_readv, SYS_writev,
-                                   SYS_preadv2, SYS_pwritev2, SYS_shutdown, SYS_ioctl, SYS_dup,
+                                   SYS_preadv2, SYS_pwritev2, SYS_dup,
 #ifdef SYS_dup2
                                    SYS_dup2,
 #endif
@@ -147,6 +152,15 @@ int zts_filter_build(struct sock_fprog *prog, int both)
     emit(&p, BPF_LD | BPF_W | BPF_ABS, ARG_LO(1), L_NONE, L_NONE);
     emit(&p, BPF_JMP | BPF_JEQ | BPF_K, F_DUPFD, L_RANGE, L_NONE);
     emit(&p, BPF_JMP | BPF_JEQ | BPF_K, F_DUPFD_CLOEXEC, L_RANGE, L_ALLOW);
+
+    /* ioctl(fd, SIOCINQ | SIOCOUTQ | SIOCOUTQNSD | SIOCATMARK, ...) on any fd (a listener has no
+     * queues, a TCP socket's SIOCOUTQNSD is unknown to AF_UNIX), else on a datagram-range fd */
+    label(&p, L_IOCTL);
+    emit(&p, BPF_LD | BPF_W | BPF_ABS, ARG_LO(1), L_NONE, L_NONE);
+    emit(&p, BPF_JMP | BPF_JEQ | BPF_K, SIOCINQ, L_NOTIFY, L_NONE);
+    emit(&p, BPF_JMP | BPF_JEQ | BPF_K, SIOCOUTQ, L_NOTIFY, L_NONE);
+    emit(&p, BPF_JMP | BPF_JEQ | BPF_K, SIOCOUTQNSD, L_NOTIFY, L_NONE);
+    emit(&p, BPF_JMP | BPF_JEQ | BPF_K, SIOCATMARK, L_NOTIFY, L_RANGE);
 
     /* ZTS_UDP_FD_LO <= (u32)args[0] < ZTS_UDP_FD_HI (an fd is an int: the kernel ignores the
      * upper half of the register) */

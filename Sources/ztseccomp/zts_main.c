@@ -204,6 +204,7 @@ static void zts_run(struct zts_call *c)
         return;
     }
     c->timed_out = 0;
+    c->interrupted = 0;
     if (!c->listed) {
         c->listed = 1;
         c->next = zts_waiting;
@@ -251,9 +252,41 @@ static void zts_notification(void)
     zts_run(c);
 }
 
+/* Whether thread `tid` has a signal pending that it catches and does not block
+ * (/proc/TID/status: SigPnd and ShdPnd, less SigBlk, within SigCgt). */
+static int zts_signal_pending(pid_t tid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    static const char *const keys[] = { "SigPnd:", "ShdPnd:", "SigBlk:", "SigCgt:" };
+    unsigned long long v[4] = { 0, 0, 0, 0 };
+    for (int i = 0; i < 4; i++) {
+        const char *at = strstr(buf, keys[i]);
+        if (!at)
+            return 0;
+        v[i] = strtoull(at + strlen(keys[i]), NULL, 16);
+    }
+    return ((v[0] | v[1]) & ~v[2] & v[3]) != 0;
+}
+
+/* How often a blocking connect's thread is looked at for a signal (ms). */
+#define ZTS_SIGNAL_CHECK_MS 20
+
 /* Calls whose deadline passed, whose thread died, or (without WAIT_KILLABLE_RECV) were
- * interrupted. */
-static void zts_sweep(int check_ids)
+ * interrupted; and, every ZTS_SIGNAL_CHECK_MS, blocking connects whose thread has a signal to
+ * take. With WAIT_KILLABLE_RECV the kernel delivers a handled signal only once the call is
+ * answered: a connect is answered EINTR then (it goes on, as the library's does), while an
+ * accept or a receive stays (with SA_RESTART Linux restarts those, which the supervisor could
+ * not tell from /proc). */
+static void zts_sweep(int check_ids, int check_signals)
 {
     long now = zts_now_ms();
     for (struct zts_call *c = zts_waiting, *next; c; c = next) {
@@ -265,14 +298,28 @@ static void zts_sweep(int check_ids)
         if (!c->dead && c->deadline && now >= c->deadline) {
             c->timed_out = 1;
             zts_run(c);
+        } else if (!c->dead && check_signals && c->n.data.nr == SYS_connect && zts_signal_pending(c->n.pid)) {
+            c->interrupted = 1;
+            zts_run(c);
         }
     }
+}
+
+/* Whether a blocking connect waits (its thread is looked at for signals). */
+static int zts_connect_waits(void)
+{
+    for (struct zts_call *c = zts_waiting; c; c = c->next)
+        if (!c->dead && c->n.data.nr == SYS_connect)
+            return 1;
+    return 0;
 }
 
 static int zts_next_timeout(long next_sweep)
 {
     long now = zts_now_ms();
     long t = next_sweep;
+    if (zts_connect_waits() && now + ZTS_SIGNAL_CHECK_MS < t)
+        t = now + ZTS_SIGNAL_CHECK_MS;
     for (struct zts_call *c = zts_waiting; c; c = c->next)
         if (c->deadline && c->deadline < t)
             t = c->deadline;
@@ -516,7 +563,7 @@ int main(int argc, char **argv)
     (void)!write(sp[0], "g", 1);
 
     int child_status = 0, child_done = 0, listener_gone = 0, ctl_open = 1;
-    long next_sweep = zts_now_ms() + 1000;
+    long next_sweep = zts_now_ms() + 1000, next_signal_check = 0;
     for (;;) {
         if (child_done && listener_gone)
             zts_exit_like(child_status);
@@ -577,7 +624,10 @@ int main(int argc, char **argv)
         int check = now >= next_sweep;
         if (check)
             next_sweep = now + 1000;
-        zts_sweep(check);
+        int signals = now >= next_signal_check;
+        if (signals)
+            next_signal_check = now + ZTS_SIGNAL_CHECK_MS;
+        zts_sweep(check, signals);
         zts_bury();
         (void)ctl_open;
     }

@@ -296,11 +296,17 @@ int zts_h_name(struct zts_call *c)
     }
     if (k == ZTS_K_LISTEN)
         return zts_finish(c, -1, ENOTCONN);
+    if (k == ZTS_K_TCP && e->state == ZTRPC_STATE_CONNECTED) {
+        /* As the library: a hang-up on the app end means the connection may be over (Linux:
+         * ENOTCONN in TCP_CLOSE). One poll; ask ztapd only then. */
+        struct pollfd p = { .fd = c->fd, .events = POLLRDHUP };
+        if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP))
+            e->state = ZTRPC_STATE_CLOSED;
+    }
     if (e->state != ZTRPC_STATE_CONNECTED && (r = zts_refresh(c, e)) < 0)
         return zts_finish(c, -1, -r);
-    if (e->state != ZTRPC_STATE_CONNECTED &&
-        !(k == ZTS_K_TCP && e->state == ZTRPC_STATE_CLOSED && e->peer.port))
-        return zts_finish(c, -1, ENOTCONN);
+    if (e->state != ZTRPC_STATE_CONNECTED)
+        return zts_finish(c, -1, ENOTCONN); /* also once the connection is over, as Linux */
     r = zts_put_sockaddr(c, ua, ulen, e->family, &e->peer);
     return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
 }

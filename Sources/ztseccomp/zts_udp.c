@@ -383,8 +383,13 @@ static ssize_t recv_one(struct zts_call *c, struct zts_ent *e, const struct iove
     ssize_t r = recvmsg(c->fd, &m, (flags & ZTS_RECV_FLAGS) | MSG_DONTWAIT);
     if (r < 0)
         return -errno;
-    if (r == 0)
-        return (e->shut & ZTRPC_SHUT_RD) ? 0 : -ENETDOWN; /* ztapd closed its end: socket gone */
+    if (r == 0) {
+        if (!(e->shut & ZTRPC_SHUT_RD))
+            return -ENETDOWN; /* ztapd closed its end: the socket is gone */
+        /* The program's own shutdown(SHUT_RD): as on a kernel UDP socket, a read that may block
+         * returns 0, one that may not finds nothing (EAGAIN). */
+        return (flags & MSG_DONTWAIT) || zts_file_nonblock(c->fd) ? -EAGAIN : 0;
+    }
     if ((size_t)r < sizeof h)
         return -EIO;
     if (h.addr.reserved & ZTRPC_DGRAM_ERROR) {
@@ -524,19 +529,10 @@ int zts_h_recv(struct zts_call *c)
  */
 
 /* As the library: a kernel UDP socket only remembers a shutdown; ztapd keeps it per socket. */
-int zts_h_shutdown(struct zts_call *c)
+/* Tells ztapd the program shut its socket `fd` down (ZTRPC_ZT_SHUTDOWN, `bits` added): 0 when
+ * taken. */
+int zts_tell_shut(struct zts_call *c, int fd, uint8_t bits)
 {
-    int how = (int)c->n.data.args[1];
-    struct zts_ent *e;
-    if (zts_classify(c, &e) != ZTS_K_UDP)
-        return zts_pass(c); /* TCP: native on the unix stream */
-    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
-        return zts_finish(c, -1, EINVAL);
-    if (e->state != ZTRPC_STATE_CONNECTED)
-        return zts_finish(c, -1, ENOTCONN);
-    if (how != SHUT_WR && shutdown(c->fd, SHUT_RD) < 0)
-        return zts_finish(c, -1, errno);
-    uint8_t bits = how == SHUT_RD ? ZTRPC_SHUT_RD : how == SHUT_WR ? ZTRPC_SHUT_WR : ZTRPC_SHUT_RD | ZTRPC_SHUT_WR;
     struct ztrpc_sockopt rq;
     memset(&rq, 0, sizeof rq);
     rq.level = ZTRPC_SOL_ZTAP;
@@ -546,7 +542,39 @@ int zts_h_shutdown(struct zts_call *c)
     memcpy(rq.value, &v, sizeof v);
     struct ztrpc_rep_hdr rep;
     int err;
-    (void)zts_rpc(c, ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &c->fd, 1, &rep, NULL, 0, 10000, &err);
+    if (zts_rpc(c, ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, NULL, 0, 10000, &err) < 0)
+        return -1;
+    return rep.result == 0 ? 0 : -1;
+}
+
+int zts_h_shutdown(struct zts_call *c)
+{
+    int how = (int)c->n.data.args[1];
+    struct zts_ent *e;
+    int k = zts_classify(c, &e);
+    if (k == ZTS_K_TCP) {
+        /* As the library: native on the unix stream, but once the connection is over Linux says
+         * ENOTCONN (a hang-up on the app end is the sign: ask ztapd only then); and a shutdown
+         * for reading is announced first, so that ztapd takes the hang-up it gives for a
+         * shutdown rather than a close (the socket stays nameable). */
+        struct pollfd p = { .fd = c->fd, .events = POLLRDHUP };
+        if (poll(&p, 1, 0) == 1 && (p.revents & POLLHUP) && zts_refresh(c, e) == 0 &&
+            e->state == ZTRPC_STATE_CLOSED)
+            return zts_finish(c, -1, ENOTCONN);
+        if ((how == SHUT_RD || how == SHUT_RDWR) && !(e->shut & ZTRPC_SHUT_RD) && zts_tell_shut(c, c->fd, ZTRPC_SHUT_RD) == 0)
+            e->shut |= ZTRPC_SHUT_RD;
+        return zts_pass(c);
+    }
+    if (k != ZTS_K_UDP)
+        return zts_pass(c);
+    if (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+        return zts_finish(c, -1, EINVAL);
+    if (e->state != ZTRPC_STATE_CONNECTED)
+        return zts_finish(c, -1, ENOTCONN);
+    if (how != SHUT_WR && shutdown(c->fd, SHUT_RD) < 0)
+        return zts_finish(c, -1, errno);
+    uint8_t bits = how == SHUT_RD ? ZTRPC_SHUT_RD : how == SHUT_WR ? ZTRPC_SHUT_WR : ZTRPC_SHUT_RD | ZTRPC_SHUT_WR;
+    (void)zts_tell_shut(c, c->fd, bits);
     e->shut |= bits;
     return zts_finish(c, 0, 0);
 }
@@ -554,13 +582,24 @@ int zts_h_shutdown(struct zts_call *c)
 /* FIONREAD on a ztap UDP socket: the next datagram's payload size, as the kernel's UDP. */
 int zts_h_ioctl(struct zts_call *c)
 {
-    unsigned long req = (unsigned long)c->n.data.args[1];
+    unsigned long req = (unsigned int)c->n.data.args[1];
     struct zts_ent *e;
-    if (req != FIONREAD || zts_classify(c, &e) != ZTS_K_UDP)
+    int k = zts_classify(c, &e);
+    int v = 0;
+    if (k == ZTS_K_LISTEN && (req == SIOCINQ || req == SIOCOUTQ || req == SIOCOUTQNSD))
+        return zts_finish(c, -1, EINVAL); /* a listener has no queues (tcp_ioctl) */
+    if ((k == ZTS_K_LISTEN && req == SIOCATMARK) ||
+        (k == ZTS_K_TCP && req == SIOCOUTQNSD && ioctl(c->fd, SIOCOUTQ, &v) == 0)) {
+        /* SIOCOUTQNSD, unknown to AF_UNIX: nothing ztapd has not taken can have been sent. */
+        if (zts_mem_write(c, c->n.data.args[2], &v, sizeof v) < 0)
+            return zts_finish(c, -1, EFAULT);
+        return zts_finish(c, 0, 0);
+    }
+    if (req != FIONREAD || k != ZTS_K_UDP)
         return zts_pass(c);
     struct ztrpc_dgram h;
     ssize_t r = recv(c->fd, &h, sizeof h, MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
-    int v = r > (ssize_t)sizeof h ? (int)(r - (ssize_t)sizeof h) : 0;
+    v = r > (ssize_t)sizeof h ? (int)(r - (ssize_t)sizeof h) : 0;
     if (zts_mem_write(c, c->n.data.args[2], &v, sizeof v) < 0)
         return zts_finish(c, -1, EFAULT);
     return zts_finish(c, 0, 0);
