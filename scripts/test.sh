@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh - installs what is missing, builds, and runs every test: unit tests (swift test), the
 # integration tests (pytest, real TAP devices, network namespaces, the kernel as the peer) and the
-# differential socket test (Tests/diff: the same probe on Linux's sockets and under ztap).
+# differential socket test (Tests/diff: the same probe on Linux's sockets and under ztap, with the
+# library and again with ztap-seccomp).
 #
 # Privileged parts run only as root (CI is root). Not root: it asks sudo if there is one (so
 # `scripts/test.sh` works as root without sudo and from a user account), else the privileged
@@ -46,15 +47,21 @@ for target in netstack rpc control ini; do
 done
 
 int_pass=0; int_fail=0; int_rc=0
-for suite in Tests/intercept Tests/integration Tests/diff; do
-    echo "== $suite (pytest)"
-    ZTAP_BIN_DIR="$PWD/.build/release" python3 -m pytest -q -p no:cacheprovider "$suite" 2>&1 | tee /tmp/ztap-pytest.log
+run_suite() { # LABEL SUITE [VAR=VALUE...]
+    local label=$1 suite=$2; shift 2
+    echo "== $label (pytest)"
+    env "$@" ZTAP_BIN_DIR="$PWD/.build/release" python3 -m pytest -q -p no:cacheprovider "$suite" 2>&1 | tee /tmp/ztap-pytest.log
     rc=${PIPESTATUS[0]}
     [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ] && int_rc=$rc
     p=$(grep -oE "[0-9]+ passed" /tmp/ztap-pytest.log | tail -1 | grep -oE "[0-9]+")
     f=$(grep -oE "[0-9]+ (failed|errors?)" /tmp/ztap-pytest.log | awk '{s+=$1} END {print s+0}')
     int_pass=$(( int_pass + ${p:-0} )); int_fail=$(( int_fail + ${f:-0} ))
-done
+}
+run_suite Tests/intercept Tests/intercept
+run_suite Tests/integration Tests/integration
+run_suite Tests/diff Tests/diff
+# The same cases with ztap-seccomp (programs that bypass libc) against their own list.
+run_suite "Tests/diff, seccomp mode" Tests/diff ZTAP_DIFF_MODE=seccomp
 
 passed=$(( ${unit_pass:-0} - ${unit_fail:-0} + ${int_pass:-0} + fuzz_pass ))
 failed=$(( ${unit_fail:-0} + ${int_fail:-0} + fuzz_fail ))

@@ -63,8 +63,13 @@ int zti_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
     mh.msg_control = cbuf.buf;
     mh.msg_controllen = sizeof cbuf.buf;
     ssize_t n = zti_real.recvmsg(fd, &mh, (flags & SOCK_CLOEXEC) ? MSG_CMSG_CLOEXEC : 0);
-    if (n < 0)
+    if (n < 0) {
+        /* ECONNRESET: ztapd closed the channel with the plug's messages in it (the listener was
+         * shut down): as its end, EINVAL (Linux's accept on a socket that no longer listens). */
+        if (errno == ECONNRESET)
+            errno = EINVAL;
         return -1; /* EAGAIN, EINTR, ... exactly as the kernel reported them */
+    }
     int nfd = -1;
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&

@@ -151,6 +151,7 @@ void zts_table_forget(uint64_t dev, uint64_t ino);
 struct zts_ent *zts_table_put_fd(int fd, int kind, const struct ztrpc_sockinfo *si);
 int zts_classify(struct zts_call *c, struct zts_ent **ent);
 int zts_refresh(struct zts_call *c, struct zts_ent *e);
+void zts_note_failed_port(struct zts_call *c, uint16_t port);
 void zts_default_opts_init(void);
 void zts_read_opts(int fd, int proto, struct ztrpc_sockopts *o);
 void zts_read_preopts(int fd, int domain, int proto, struct zti_preopts *out);

@@ -351,6 +351,8 @@ static int zts_connect_outcome(struct zts_call *c)
             zts_table_forget(st.st_dev, st.st_ino); /* ztapd dropped it; the fd stays the kernel's */
         else if (e)
             e->state = ZTRPC_STATE_CLOSED;
+        if (c->new_socket && r == 0)
+            zts_note_failed_port(c, si.local.port);
         return zts_finish(c, -1, err);
     }
     if (e) {

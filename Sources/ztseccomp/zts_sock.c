@@ -219,7 +219,10 @@ int zts_h_accept(struct zts_call *c)
             c->deadline = ms ? zts_now_ms() + ms : 0;
             return ZTS_WAIT;
         }
-        return zts_finish(c, -1, errno);
+        /* ECONNRESET: ztapd closed the channel with our plug's messages in it (the listener was
+         * shut down): as the end of the channel, EINVAL (Linux's accept on a socket that no
+         * longer listens). */
+        return zts_finish(c, -1, errno == ECONNRESET ? EINVAL : errno);
     }
     int nfd = -1;
     struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
@@ -281,6 +284,18 @@ int zts_h_name(struct zts_call *c)
 {
     struct zts_ent *e;
     int k = zts_classify(c, &e);
+    if (k == ZTS_K_INET_TCP && e && c->n.data.nr == SYS_getsockname) {
+        /* A kernel socket whose connect failed shows the port it had taken, unless it got a name
+         * of its own since (zts_note_failed_port). */
+        struct sockaddr_storage ks;
+        socklen_t kl = sizeof ks;
+        if (getsockname(c->fd, (struct sockaddr *)&ks, &kl) == 0 &&
+            ((ks.ss_family == AF_INET && ((struct sockaddr_in *)&ks)->sin_port == 0) ||
+             (ks.ss_family == AF_INET6 && ((struct sockaddr_in6 *)&ks)->sin6_port == 0))) {
+            int r = zts_put_sockaddr(c, c->n.data.args[1], c->n.data.args[2], ks.ss_family, &e->local);
+            return zts_finish(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
+        }
+    }
     if (!zts_is_ztap(k))
         return zts_pass(c);
     uint64_t ua = c->n.data.args[1], ulen = c->n.data.args[2];

@@ -93,6 +93,19 @@ void zts_table_forget(uint64_t dev, uint64_t ino)
     }
 }
 
+/* A blocking connect of kernel socket c failed: Linux's socket keeps showing the ephemeral port it
+ * had taken (getsockname ANY:eph: the address is reset, the port number is not), as the library
+ * remembers too (zti_note_failed_port). The program keeps its kernel socket. */
+void zts_note_failed_port(struct zts_call *c, uint16_t port)
+{
+    if (!port || !c->ino_valid)
+        return;
+    struct zts_ent *e = zts_table_put(c->dev, c->ino, ZTS_K_INET_TCP);
+    e->family = (uint8_t)(c->domain == AF_INET6 ? AF_INET6 : AF_INET);
+    e->proto = IPPROTO_TCP;
+    e->local.port = port;
+}
+
 /* Adds fd's socket (by inode) with the state of a sockinfo. */
 struct zts_ent *zts_table_put_fd(int fd, int kind, const struct ztrpc_sockinfo *si)
 {
@@ -170,6 +183,11 @@ int zts_classify(struct zts_call *c, struct zts_ent **ent)
             return c->kind = ZTS_K_OTHER;
         if (e->kind == ZTS_K_TCP || e->kind == ZTS_K_LISTEN || e->kind == ZTS_K_UDP)
             *ent = e;
+        if (e->kind == ZTS_K_INET_TCP) {
+            /* A kernel socket whose connect failed: the port it had taken (zts_note_failed_port). */
+            c->domain = e->family;
+            *ent = e;
+        }
         return c->kind = e->kind;
     }
     int dom = -1, type = -1, prot = -1;

@@ -21,8 +21,8 @@ Pytest:  ZTAP_BIN_DIR=$PWD/.build/release python3 -m pytest -q Tests/diff     (r
 By hand: python3 Tests/diff/run_diff.py [--ref-only|--ztap-only] [--quiet] [--timing] [--keep]
          [--save DIR] [CASE...]: prints both transcripts of each case and their diff (--keep leaves
          the namespaces up and prints the command that runs the probe in each).
-Another intercept mode (e.g. seccomp): ZTAP_DIFF_RUNNER='{ztctl} run n --run-dir {run_dir}
---mode seccomp --' and ZTAP_DIFF_MODE=seccomp (selects KNOWN_DIFFERENCES_BY_MODE["seccomp"]).
+Seccomp mode (ztap-seccomp): ZTAP_DIFF_MODE=seccomp (runs the cases under `ztctl run --mode
+seccomp` and selects KNOWN_DIFFERENCES_BY_MODE["seccomp"]); ZTAP_DIFF_RUNNER overrides the runner.
 """
 import difflib
 import itertools
@@ -81,7 +81,18 @@ KNOWN_DIFFERENCES = {
     "udp_icmp_so_error": "an ICMP port unreachable shows as POLLIN (Linux POLLERR); SO_ERROR 0 (Linux ECONNREFUSED), the error comes on recv instead",
 }
 
-KNOWN_DIFFERENCES_BY_MODE = {"preload": KNOWN_DIFFERENCES}
+# Seccomp mode (ztap-seccomp, for programs that bypass libc) differs where the library does and
+# where its data calls stay native: only the datagram fd range's are trapped, so reads of a TCP
+# socket are the unix socket's own ([DATA]).
+KNOWN_DIFFERENCES_SECCOMP_ONLY = {
+    "connect_refused_nonblocking": "[DATA] recv after the refused non-blocking connect gives the unix socket's ECONNRESET (Linux the connection's ECONNREFUSED, which the library reports), and SO_ERROR then still ECONNREFUSED (Linux 0)",
+    "tcp_urgent_data": "[DATA] after recv(MSG_OOB) took the urgent byte the fd stays readable (POLLIN|POLLOUT, Linux POLLOUT): the library empties the unix socket's mark with a 0-byte read, a native read leaves it",
+    "scm_rights_udp": "a UDP socket received over SCM_RIGHTS lands outside the receiver's datagram fd range, whose data calls are the only ones trapped: its reads see ztap's framing and the datagram never arrives (TIMEOUT); docs/INTERCEPT.md, seccomp mode",
+}
+KNOWN_DIFFERENCES_BY_MODE = {"preload": KNOWN_DIFFERENCES,
+                             "seccomp": {**KNOWN_DIFFERENCES, **KNOWN_DIFFERENCES_SECCOMP_ONLY}}
+# The runner that selects seccomp mode (scripts/test.sh runs the cases in both modes).
+SECCOMP_RUNNER = "{ztctl} run n --run-dir {run_dir} --bind-any --mode seccomp --"
 
 # Host settings the reference depends on, pinned to Linux's defaults in every namespace here so
 # the reference transcript is the same on any host (the host may use bbr, another port range).
@@ -270,7 +281,8 @@ class ZtapEnv(Env):
 
     def __init__(self, runner=None):
         super().__init__()
-        self.runner = runner or os.environ.get("ZTAP_DIFF_RUNNER") or DEFAULT_RUNNER
+        self.runner = (runner or os.environ.get("ZTAP_DIFF_RUNNER") or
+                       (SECCOMP_RUNNER if MODE == "seccomp" else DEFAULT_RUNNER))
         try:
             self.setup()
         except BaseException:

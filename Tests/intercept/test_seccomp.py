@@ -101,7 +101,7 @@ def test_probe_case_static_under_seccomp(fake, case):
         assert made == [] and all(e["op"] == "GETNAME" for e in log) and len(log) <= 1, log
 
 
-@pytest.mark.parametrize("case", ["udp_range", "io_uring", "signal_deferred", "timeouts"])
+@pytest.mark.parametrize("case", ["udp_range", "io_uring", "signal_interrupts_connect", "timeouts"])
 def test_seccomp_specific(fake, case):
     p = supervised([SPROBE, case], fake["sock"])
     assert p.returncode == 0 and f"OK {case}" in p.stdout, f"{case}: rc={p.returncode}\n{p.stdout}\n{p.stderr}"
