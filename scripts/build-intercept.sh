@@ -11,7 +11,7 @@ CC=${CC:-cc}
 srcs=(Sources/ztintercept/zti_core.c Sources/ztintercept/zti_cfg.c Sources/ztintercept/zti_rpc.c
       Sources/ztintercept/zti_sock.c Sources/ztintercept/zti_accept.c Sources/ztintercept/zti_udp.c
       Sources/ztintercept/zti_opts.c Sources/ztintercept/zti_fd.c Sources/ztintercept/zti_names.c
-      Sources/ztintercept/zti_xopts.c)
+      Sources/ztintercept/zti_xopts.c Sources/ztintercept/zti_create.c)
 # -fno-semantic-interposition is deliberately absent: the exported replacements must interpose.
 "$CC" -shared -fPIC -O2 -g -Wall -Wextra -Werror=implicit-function-declaration \
     -fvisibility=hidden -std=gnu11 -D_GNU_SOURCE \

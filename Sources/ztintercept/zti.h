@@ -294,6 +294,18 @@ int zti_udp_open(int fd, struct zti_ent *e);
  * ztapd and in e (stored in the table). Preserves errno. */
 void zti_udp_shut(int fd, struct zti_ent *e, uint8_t bits);
 
+/* Making a ztap socket (zti_create.c; the calls: zti_sock.c). */
+int zti_inet_kind_of(int fd, const struct zti_ent *e, int k, int *proto, int *domain);
+int zti_kernel_v6only(int fd, int domain);
+int zti_addr_is_none(const struct ztrpc_addr *a);
+int zti_connect_timeout(int fd, int *sndtimeo_set);
+int zti_plug(int fd, struct ztrpc_sock_req *rq, int new_pair);
+void zti_note_failed_port(int fd, const struct zti_ent *rec, uint16_t port);
+void zti_fix_state(struct zti_ent *e, uint16_t op, struct ztrpc_addr addr, int installed_err);
+int zti_create(int fd, uint16_t op, int proto, int domain, struct ztrpc_addr addr, const struct zti_ent *rec,
+               struct zti_ent *e, int down);
+int zti_renew(int fd, struct zti_ent *e);
+
 /* Socket options (zti_opts.c). */
 #define ZTI_MAX_PREOPTS 112
 struct zti_preopt {
