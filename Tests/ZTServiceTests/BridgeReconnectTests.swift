@@ -80,6 +80,33 @@ import Testing
         #expect(echo(rig, app, "still the same pair"))
     }
 
+    @Test func renewRefusesWhatIsNotANewStreamPair() throws {
+        let rig = try Rig()
+        let (app, rpc) = rig.startConnect(port: 4446, nonblocking: true)
+        defer { Glibc.close(app) }
+        #expect(rig.reply(rpc)?.hdr.err == EINPROGRESS)
+        #expect(rig.run { Rig.events(app) & Int16(POLLERR) != 0 })
+        #expect(rig.reply(connect(rig, app, port: 7, nonblocking: true, plug: false))?.hdr.err == ECONNREFUSED)
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        // No pair at all, the same end twice, a datagram pair: EBADF, and nothing changes.
+        #expect(rig.call(op: ZTRPC_OP_RENEW, body: empty, fds: [app])?.hdr.err == EBADF)
+        let (a, d) = makePair(streamType)
+        #expect(rig.call(op: ZTRPC_OP_RENEW, body: empty, fds: [app, d, d])?.hdr.err == EBADF)
+        let (sa, sd) = makePair(seqpacket)
+        #expect(rig.call(op: ZTRPC_OP_RENEW, body: empty, fds: [app, sd, sa])?.hdr.err == EBADF)
+        for fd in [a, d, sa, sd] { Glibc.close(fd) }
+        let key = try #require(FDKey.of(app))
+        let c = try #require(rig.hub.tcp.lookup(key))
+        #expect(c.data == nil && c.phase == .unbound)
+        // A socket ztapd does not know: ENOTSOCK, as for any op on it.
+        let (stranger, strangerPeer) = makePair(streamType)
+        defer { Glibc.close(stranger); Glibc.close(strangerPeer) }
+        let r = renew(rig, stranger)
+        Glibc.close(r.app)
+        #expect(r.reply?.result == -1 && r.reply?.err == ENOTSOCK)
+        #expect(renew(rig, app).reply?.result == 0, "the right request still works")
+    }
+
     @Test func boundSocketsFailedBlockingConnectKeepsItUnconnectedAndItsPortForARenew() throws {
         let rig = try Rig()
         func bind(_ port: UInt16) -> (app: Int32, result: Int32?) {
