@@ -315,22 +315,11 @@ static int zts_connect_outcome(struct zts_call *c)
         if (r == -EAGAIN)
             return ZTS_WAIT; /* a spurious wake-up */
     }
-    if (c->interrupted) {
-        /* A signal for the thread: EINTR, and the connect goes on (SO_ERROR, POLLOUT), as with
-         * the library. Its answer, when it comes, is ztapd's to keep. */
-        if (e)
-            e->state = ZTRPC_STATE_CONNECTING;
-        if (c->new_socket) {
-            zts_replay_left(c);
-            if ((r = zts_install(c, targetfd, c->sv0, NULL)) < 0)
-                return zts_finish(c, -1, -r);
-        }
-        return zts_finish(c, -1, EINTR);
-    }
-    if (c->timed_out || (r == 0 && rep.result < 0 && rep.err == EINPROGRESS)) {
+    if (c->interrupted || c->timed_out || (r == 0 && rep.result < 0 && rep.err == EINPROGRESS)) {
         /* SO_SNDTIMEO: like Linux, EINPROGRESS, and the connect goes on (ztapd keeps it when the
-         * request is dropped; the fd becomes writable at the outcome). The safety limit without
-         * SO_SNDTIMEO: ETIMEDOUT, as the library reports it. */
+         * request is dropped; the fd becomes writable at the outcome); a signal for the thread:
+         * EINTR, the same way, as with the library. The safety limit without SO_SNDTIMEO:
+         * ETIMEDOUT, as the library reports it. */
         if (c->timed_out && !c->sndtimeo_set) {
             if (e && c->new_socket)
                 zts_table_forget(st.st_dev, st.st_ino);
@@ -343,7 +332,7 @@ static int zts_connect_outcome(struct zts_call *c)
             if ((r = zts_install(c, targetfd, c->sv0, NULL)) < 0)
                 return zts_finish(c, -1, -r);
         }
-        return zts_finish(c, -1, EINPROGRESS);
+        return zts_finish(c, -1, c->interrupted ? EINTR : EINPROGRESS);
     }
     if (r < 0 || rep.result < 0) {
         int err = r < 0 ? zts_down_errno(-r, ECONNREFUSED) : zts_connect_errno(rep.err);

@@ -94,6 +94,8 @@ long do_bind(int fd, const char *ip, int port);
 long do_connect6(int fd, const char *ip, int port);
 long do_bind6(int fd, const char *ip, int port);
 void set_nonblock(int fd, int on);
+/* One line ("...\n", up to `size` - 1 bytes, each within 2 s) without the newline. */
+void read_line(int fd, char *line, int size);
 void show_flags(int fd);
 
 /* Data. */

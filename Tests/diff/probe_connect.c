@@ -43,18 +43,8 @@ void case_connect_whoami(void)
 {
     /* The address the peer sees is the one getsockname reports (and the port is ephemeral). */
     int fd = tcp_connect(P_WHOAMI);
-    char line[100] = "";
-    int n = 0;
-    while (n < (int)sizeof line - 1) {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        if (poll(&p, 1, 2000) <= 0)
-            break;
-        ssize_t r = read(fd, line + n, 1);
-        if (r <= 0 || line[n] == '\n')
-            break;
-        n++;
-    }
-    line[n] = 0;
+    char line[100];
+    read_line(fd, line, sizeof line);
     char ip[64] = "";
     int port = -1;
     sscanf(line, "%63s %d", ip, &port);
@@ -139,18 +129,8 @@ void case_connect_refused_nonblocking(void)
 /* The client's address as the whoami peer saw it ("IP PORT\n"), printed. */
 static void show_whoami(int fd)
 {
-    char line[100] = "";
-    int n = 0;
-    while (n < (int)sizeof line - 1) {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        if (poll(&p, 1, 2000) <= 0)
-            break;
-        ssize_t r = read(fd, line + n, 1);
-        if (r <= 0 || line[n] == '\n')
-            break;
-        n++;
-    }
-    line[n] = 0;
+    char line[100];
+    read_line(fd, line, sizeof line);
     out("peer saw: %s", line);
 }
 

@@ -101,18 +101,8 @@ void case_ipv6_tcp_connect(void)
     /* The address the peer sees is the one getsockname reports. */
     fd = tcp6();
     do_connect6(fd, PEER6_IP, P_WHOAMI);
-    char line[100] = "";
-    int n = 0;
-    while (n < (int)sizeof line - 1) {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        if (poll(&p, 1, 2000) <= 0)
-            break;
-        ssize_t r = read(fd, line + n, 1);
-        if (r <= 0 || line[n] == '\n')
-            break;
-        n++;
-    }
-    line[n] = 0;
+    char line[100];
+    read_line(fd, line, sizeof line);
     char ip[64] = "";
     int port = -1;
     sscanf(line, "%63s %d", ip, &port);

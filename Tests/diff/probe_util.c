@@ -621,3 +621,18 @@ void show_so_error_guarded(int fd, int ms)
     waitpid(pid, &st, 0);
     out("getsockopt SO_ERROR: no answer within %d ms", ms);
 }
+
+void read_line(int fd, char *line, int size)
+{
+    int n = 0;
+    while (n < size - 1) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, 2000) <= 0)
+            break;
+        ssize_t r = read(fd, line + n, 1);
+        if (r <= 0 || line[n] == '\n')
+            break;
+        n++;
+    }
+    line[n] = 0;
+}
