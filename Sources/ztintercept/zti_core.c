@@ -165,6 +165,8 @@ void zti_resolve(void)
     ZTI_RESOLVE(recvmmsg, "recvmmsg");
     ZTI_RESOLVE(read, "read");
     ZTI_RESOLVE(write, "write");
+    ZTI_RESOLVE(readv, "readv");
+    ZTI_RESOLVE(writev, "writev");
     ZTI_RESOLVE(read_chk, "__read_chk");
     ZTI_RESOLVE(recv_chk, "__recv_chk");
     ZTI_RESOLVE(recvfrom_chk, "__recvfrom_chk");

@@ -325,6 +325,24 @@ ZTI_EXPORT ssize_t write(int fd, const void *buf, size_t len)
     return zti_sys_write(fd, buf, len);
 }
 
+/** writev() - as writev(2); on a ztap UDP socket sends one datagram to the connected peer. */
+ZTI_EXPORT ssize_t writev(int fd, const struct iovec *iov, int iovcnt)
+{
+    zti_init_real();
+    if (__builtin_expect(zti_maybe_udp(fd), 0)) {
+        if (iovcnt < 0 || iovcnt > IOV_MAX)
+            return zti_fail_ss(EINVAL); /* as writev(2), before the socket is looked at */
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_iov = (struct iovec *)iov;
+        m.msg_iovlen = (size_t)iovcnt;
+        ssize_t r = zti_send_common(fd, &m, 0);
+        if (r != ZTI_PASS && r != ZTI_STRIP_ADDR)
+            return r;
+    }
+    return zti_real.writev(fd, iov, iovcnt);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Exported receive side
  */
@@ -457,6 +475,24 @@ ZTI_EXPORT ssize_t read(int fd, void *buf, size_t len)
             return r;
     }
     return zti_after_read(fd, zti_sys_read(fd, buf, len));
+}
+
+/** readv() - as readv(2); on a ztap UDP socket reads one datagram's payload across the buffers. */
+ZTI_EXPORT ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
+{
+    zti_init_real();
+    if (__builtin_expect(zti_maybe_udp(fd), 0)) {
+        if (iovcnt < 0 || iovcnt > IOV_MAX)
+            return zti_fail_ss(EINVAL); /* as readv(2) */
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_iov = (struct iovec *)iov;
+        m.msg_iovlen = (size_t)iovcnt;
+        ssize_t r = zti_recv_common(fd, &m, 0);
+        if (r != ZTI_PASS)
+            return r;
+    }
+    return zti_after_read(fd, zti_real.readv(fd, iov, iovcnt));
 }
 
 /* Tells ztapd the app shut socket @fd down (ZTRPC_ZT_SHUTDOWN, @bits added to what it had):

@@ -317,6 +317,9 @@ int zts_h_send(struct zts_call *c)
 
     int blocking = !(flags & MSG_DONTWAIT) && !zts_file_nonblock(c->fd);
     if (nr == SYS_writev || nr == SYS_pwritev2) {
+        /* readv/writev take an int count: negative or above IOV_MAX is EINVAL (msghdr's: EMSGSIZE). */
+        if ((int)c->n.data.args[2] < 0 || (int)c->n.data.args[2] > IOV_MAX)
+            return zts_finish(c, -1, EINVAL);
         int n = read_iovs(c, c->n.data.args[1], c->n.data.args[2], iov, &total);
         if (n < 0)
             return zts_finish(c, -1, -n);
@@ -437,6 +440,8 @@ int zts_h_recv(struct zts_call *c)
     } else if (nr == SYS_readv || nr == SYS_preadv2) {
         if (nr == SYS_preadv2 && (int64_t)c->n.data.args[3] != -1)
             return zts_pass(c);
+        if ((int)c->n.data.args[2] < 0 || (int)c->n.data.args[2] > IOV_MAX)
+            return zts_finish(c, -1, EINVAL); /* readv's int count, as the kernel checks it */
         niov = read_iovs(c, c->n.data.args[1], c->n.data.args[2], iov, &total);
         if (niov < 0)
             return zts_finish(c, -1, -niov);

@@ -107,6 +107,7 @@ X(names_addrlen, "getsockname/getpeername with short and long address lengths, N
 /* probe_udp.c */
 X(udp_unconnected, "sendto/recvfrom on an unconnected socket: implicit bind, source address")
 X(udp_connected, "connected UDP: names, send/recv, sendto, foreign-source filtering, reconnect")
+X(udp_readv_writev, "readv/writev on UDP: one datagram gathered and scattered, short buffers, unconnected")
 X(udp_icmp_refused, "connected UDP to a closed port: POLLERR, ECONNREFUSED once")
 X(udp_icmp_so_error, "the same through SO_ERROR")
 X(udp_icmp_unconnected, "unconnected UDP to a closed port: no error")

@@ -13,6 +13,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static long do_sendto(int u, const char *s, const char *ip, int port)
@@ -52,6 +53,33 @@ void case_udp_unconnected(void)
     do_recvfrom(u, 100, MSG_DONTWAIT);
     show_poll("", u);
     show_so_error(u);
+    close(u);
+}
+
+void case_udp_readv_writev(void)
+{
+    int u = udp_socket();
+    struct iovec out2[3] = { { "one ", 4 }, { "", 0 }, { "datagram", 8 } };
+    res("writev unconnected", writev(u, out2, 3));
+    do_connect(u, PEER_IP, U_ECHO);
+    res("writev 3 iovecs", writev(u, out2, 3));
+    wait_ev(u, POLLIN, 2000);
+    char a[5] = "", b[20] = "";
+    struct iovec in[2] = { { a, 4 }, { b, sizeof b - 1 } };
+    long n = readv(u, in, 2);
+    res("readv", n);
+    out("readv parts: \"%s\" \"%s\"", a, b);
+    out("a datagram longer than the buffers:");
+    res("writev", writev(u, out2, 3));
+    wait_ev(u, POLLIN, 2000);
+    memset(a, 0, sizeof a);
+    struct iovec small[1] = { { a, 3 } };
+    res("readv 3 bytes", readv(u, small, 1));
+    out("readv part: \"%s\"", a);
+    set_nonblock(u, 1);
+    res("readv again (the rest of it is gone)", readv(u, small, 1));
+    volatile int bad = -1; /* a count the compiler cannot see is negative */
+    res("readv -1 iovecs", readv(u, small, bad));
     close(u);
 }
 

@@ -391,7 +391,7 @@ def test_only_libc_replacements_are_exported(built):
     names = {l.split()[-1] for l in out.splitlines() if l.strip()}
     expected = {"connect", "bind", "listen", "accept", "accept4", "getsockname", "getpeername",
                 "getsockopt", "setsockopt", "send", "sendto", "sendmsg", "sendmmsg", "recv",
-                "recvfrom", "recvmsg", "recvmmsg", "read", "write", "__read_chk", "__recv_chk",
+                "recvfrom", "recvmsg", "recvmmsg", "read", "write", "readv", "writev", "__read_chk", "__recv_chk",
                 "__recvfrom_chk", "dup", "dup2", "dup3", "socketpair", "shutdown", "syscall", "fcntl",
                 "fcntl64", "ioctl", "socket"}
     assert names == expected, names ^ expected
