@@ -105,6 +105,7 @@ import Testing
         #expect(rig.hub.peerCount == peersBefore + 1)
         // Counted under its own name (ztap_rpc_requests_total{op="channel"}).
         #expect(RPCCounters.opNames[RPCCounters.index(ZTRPC_OP_CHANNEL)] == "channel")
+        #expect(RPCCounters.opNames[RPCCounters.index(ZTRPC_OP_RENEW)] == "renew")
         #expect(rig.hub.replier.counters.requests[RPCCounters.index(ZTRPC_OP_CHANNEL)] == 1)
         let applied = { rig.hub.replier.counters.requests[RPCCounters.index(ZTRPC_OP_SETSOCKOPT)] }
         // Written one-way, then asked on a request of its own: the answer sees each.

@@ -6,7 +6,7 @@ import CZTRPC
 struct RPCCounters: Sendable, Equatable {
     /// Label values of `ztap_rpc_requests_total{op=...}`, indexed by ZTRPC_OP_* (0: anything else).
     static let opNames = ["other", "connect", "bind", "listen", "getsockopt", "setsockopt", "getname", "udp_open",
-                          "channel"]
+                          "channel", "renew"]
 
     private(set) var requests = [UInt64](repeating: 0, count: RPCCounters.opNames.count)
     private(set) var errors = [UInt64](repeating: 0, count: RPCCounters.opNames.count)
