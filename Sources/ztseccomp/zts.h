@@ -184,6 +184,7 @@ int zts_is_ztap(int kind);
 int zts_file_nonblock(int fd);
 long zts_timeo_ms(int fd, int opt); /* SO_RCVTIMEO/SO_SNDTIMEO of fd in ms, 0 = none */
 int zts_broadcast_denied(int fd, const struct ztrpc_addr *a);
+int zts_sockopt_rpc(struct zts_call *c, int sock, int level, int name, const void *value, uint32_t len);
 int zts_tell_shut(struct zts_call *c, int fd, uint8_t bits);
 int zts_install(struct zts_call *c, int targetfd, int newfd, int *cloexec_out);
 int zts_put_sockaddr(struct zts_call *c, uint64_t addr, uint64_t lenp, int family, const struct ztrpc_addr *a);

@@ -60,20 +60,7 @@ static int zts_plug(int fd, struct ztrpc_sock_req *rq)
 static void zts_replay_preopts(struct zts_call *c, int sock, const struct zti_preopts *p, int from)
 {
     for (int i = from; i < p->n; i++) {
-        struct {
-            struct ztrpc_sockopt o;
-            unsigned char more[sizeof p->o[i].value];
-        } rq;
-        memset(&rq, 0, sizeof rq);
-        rq.o.level = p->o[i].level;
-        rq.o.name = p->o[i].name;
-        rq.o.optlen = p->o[i].len;
-        memcpy(rq.o.value, p->o[i].value, p->o[i].len);
-        uint32_t blen = (uint32_t)sizeof rq.o + (p->o[i].len > sizeof rq.o.value ? p->o[i].len - (uint32_t)sizeof rq.o.value : 0);
-        struct ztrpc_rep_hdr rep;
-        int err;
-        if (zts_rpc(c, ZTRPC_OP_SETSOCKOPT, &rq, blen, &sock, 1, &rep, NULL, 0, ZTS_SHORT_WAIT_MS, &err) < 0 ||
-            rep.result < 0)
+        if (zts_sockopt_rpc(c, sock, p->o[i].level, p->o[i].name, p->o[i].value, p->o[i].len) < 0)
             zts_dbg("pid %d: option %d/%d set before interception not taken by ztapd", (int)c->n.pid,
                     p->o[i].level, p->o[i].name);
     }

@@ -406,6 +406,38 @@ int zts_h_getsockopt(struct zts_call *c)
     return zts_finish(c, 0, 0);
 }
 
+/**
+ * zts_sockopt_rpc() - SETSOCKOPT of ztap socket `sock` (the handler's, or a new one's replayed
+ * pre-options)
+ * @value: the option's bytes, at least min(@len, ZTRPC_MAX_OPTLEN) of them
+ * @len: the program's optlen (ztapd judges it, as the kernel would)
+ *
+ * The value runs past the struct when longer than its 16 bytes (ztrpc.h SETSOCKOPT).
+ * Return: 0, or -errno (ztapd's answer, or an ENETDOWN-class one when it is unreachable).
+ */
+int zts_sockopt_rpc(struct zts_call *c, int sock, int level, int name, const void *value, uint32_t len)
+{
+    struct {
+        struct ztrpc_sockopt o;
+        unsigned char more[ZTRPC_MAX_OPTLEN - sizeof(((struct ztrpc_sockopt *)0)->value)];
+    } rq;
+    uint32_t n = len < ZTRPC_MAX_OPTLEN ? len : (uint32_t)ZTRPC_MAX_OPTLEN;
+    memset(&rq, 0, sizeof rq);
+    rq.o.level = level;
+    rq.o.name = name;
+    rq.o.optlen = len;
+    if (n)
+        memcpy(rq.o.value, value, n);
+    uint32_t blen = (uint32_t)sizeof rq.o + (n > sizeof rq.o.value ? n - (uint32_t)sizeof rq.o.value : 0);
+    struct ztrpc_rep_hdr rep;
+    int err;
+    if (zts_rpc(c, ZTRPC_OP_SETSOCKOPT, &rq, blen, &sock, 1, &rep, NULL, 0, ZTS_SHORT_WAIT_MS, &err) < 0)
+        return -zts_down_errno(err, ENETDOWN);
+    if (rep.result < 0)
+        return -(rep.err ? rep.err : EIO);
+    return 0;
+}
+
 int zts_h_setsockopt(struct zts_call *c)
 {
     int level = (int)c->n.data.args[1], name = (int)c->n.data.args[2];
@@ -417,29 +449,16 @@ int zts_h_setsockopt(struct zts_call *c)
         return zts_pass(c); /* kernel sockets: their options are read back at interception */
     if ((int32_t)len < 0)
         return zts_finish(c, -1, EINVAL);
-    /* The value runs past the struct when longer than its 16 bytes (ztrpc.h SETSOCKOPT); ztapd
-     * judges the length, as the kernel would. */
-    struct {
-        struct ztrpc_sockopt o;
-        unsigned char more[ZTRPC_MAX_OPTLEN - sizeof(((struct ztrpc_sockopt *)0)->value)];
-    } rq;
+    unsigned char val[ZTRPC_MAX_OPTLEN];
     uint32_t n = len < ZTRPC_MAX_OPTLEN ? len : (uint32_t)ZTRPC_MAX_OPTLEN;
-    memset(&rq, 0, sizeof rq);
-    rq.o.level = level;
-    rq.o.name = name;
-    rq.o.optlen = len;
-    if (n && (!uval || zts_mem_read(c, uval, rq.o.value, n) < 0))
+    if (n && (!uval || zts_mem_read(c, uval, val, n) < 0))
         return zts_finish(c, -1, EFAULT);
-    uint32_t blen = (uint32_t)sizeof rq.o + (n > sizeof rq.o.value ? n - (uint32_t)sizeof rq.o.value : 0);
-    struct ztrpc_rep_hdr rep;
-    int err;
-    if (zts_rpc(c, ZTRPC_OP_SETSOCKOPT, &rq, blen, &c->fd, 1, &rep, NULL, 0, ZTS_SHORT_WAIT_MS, &err) < 0)
-        return zts_finish(c, -1, zts_down_errno(err, ENETDOWN));
-    if (rep.result < 0)
-        return zts_finish(c, -1, rep.err ? rep.err : EIO);
+    int r = zts_sockopt_rpc(c, c->fd, level, name, val, len);
+    if (r < 0)
+        return zts_finish(c, -1, -r);
     /* As the library: also bound the unix buffers, and keep SO_BROADCAST where the UDP sends
      * look for it (zts_broadcast_denied). */
     if (level == SOL_SOCKET && (name == SO_RCVBUF || name == SO_SNDBUF || name == SO_BROADCAST) && n >= sizeof(int))
-        (void)setsockopt(c->fd, level, name, rq.o.value, n);
+        (void)setsockopt(c->fd, level, name, val, n);
     return zts_finish(c, 0, 0);
 }

@@ -538,18 +538,8 @@ int zts_h_recv(struct zts_call *c)
  * taken. */
 int zts_tell_shut(struct zts_call *c, int fd, uint8_t bits)
 {
-    struct ztrpc_sockopt rq;
-    memset(&rq, 0, sizeof rq);
-    rq.level = ZTRPC_SOL_ZTAP;
-    rq.name = ZTRPC_ZT_SHUTDOWN;
-    rq.optlen = sizeof(int);
     int v = bits;
-    memcpy(rq.value, &v, sizeof v);
-    struct ztrpc_rep_hdr rep;
-    int err;
-    if (zts_rpc(c, ZTRPC_OP_SETSOCKOPT, &rq, sizeof rq, &fd, 1, &rep, NULL, 0, 10000, &err) < 0)
-        return -1;
-    return rep.result == 0 ? 0 : -1;
+    return zts_sockopt_rpc(c, fd, ZTRPC_SOL_ZTAP, ZTRPC_ZT_SHUTDOWN, &v, sizeof v) == 0 ? 0 : -1;
 }
 
 int zts_h_shutdown(struct zts_call *c)
